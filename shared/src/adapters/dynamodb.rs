@@ -1,0 +1,237 @@
+//! The event store on one DynamoDB table (key schema in infra/template.yaml).
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use serde::{Deserialize, Serialize};
+
+use super::aws_error::{code, is_throttling};
+use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
+use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
+use crate::sources::PayloadHash;
+
+/// The sort key of an event's own item (deliveries of the event sit beside it later).
+pub const EVENT_SK: &str = "EVENT";
+/// The sparse index of claims not yet delivered, for the stuck sweep.
+pub const PENDING_INDEX: &str = "pending";
+const PENDING_SHARDS: u64 = 8;
+
+#[derive(Debug, Clone)]
+pub struct DynamoEventStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoEventStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+/// The item as stored. Envelope and raw payload are JSON text: exact round trips, and one
+/// attribute to size.
+#[derive(Debug, Serialize, Deserialize)]
+struct EventItem {
+    pk: String,
+    sk: String,
+    event_id: String,
+    source: String,
+    source_event_id: String,
+    source_type: String,
+    status: EventStatus,
+    payload_hash: String,
+    claimed_at: String,
+    received_at: String,
+    /// TTL attribute: seconds since the epoch.
+    expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    envelope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Present only while the event awaits delivery: the sparse index's partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_since: Option<String>,
+}
+
+fn shard_of(key: &EventKey) -> String {
+    let sum = key.as_str().bytes().fold(0_u64, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(b)));
+    format!("PENDING#{}", sum % PENDING_SHARDS)
+}
+
+impl EventItem {
+    fn from_record(r: &EventRecord) -> Self {
+        let pending = r.status == EventStatus::Received;
+        Self {
+            pk: r.key.as_str().to_owned(),
+            sk: EVENT_SK.to_owned(),
+            event_id: r.event_id.to_string(),
+            source: r.source.to_string(),
+            source_event_id: r.source_event_id.to_string(),
+            source_type: r.source_type.clone(),
+            status: r.status,
+            payload_hash: r.payload_hash.as_str().to_owned(),
+            claimed_at: r.claimed_at.to_string(),
+            received_at: r.received_at.to_string(),
+            expires_at: r.expires_at.unix(),
+            event_type: r.envelope.as_ref().map(|e| e.event_type.to_string()),
+            envelope: r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+            raw: r.raw.as_ref().map(ToString::to_string),
+            reason: r.reason.clone(),
+            pending_shard: pending.then(|| shard_of(&r.key)),
+            pending_since: pending.then(|| r.claimed_at.to_string()),
+        }
+    }
+
+    fn into_record(self) -> Result<EventRecord, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{}: {what}", self.pk));
+        let ts = |s: &str| Timestamp::parse(s).ok_or_else(|| corrupt("bad timestamp"));
+        Ok(EventRecord {
+            key: EventKey::parse(&self.pk).ok_or_else(|| corrupt("bad key"))?,
+            event_id: EventId::try_from(self.event_id.as_str()).map_err(|_| corrupt("bad event id"))?,
+            source: SourceName::try_from(self.source.as_str()).map_err(|_| corrupt("bad source"))?,
+            source_event_id: SourceEventId::try_from(self.source_event_id.as_str()).map_err(|_| corrupt("bad id"))?,
+            source_type: self.source_type.clone(),
+            status: self.status,
+            payload_hash: PayloadHash::from_hex(self.payload_hash.clone()),
+            claimed_at: ts(&self.claimed_at)?,
+            received_at: ts(&self.received_at)?,
+            expires_at: Timestamp::from_unix(self.expires_at).ok_or_else(|| corrupt("bad ttl"))?,
+            envelope: self.envelope.as_deref().map(serde_json::from_str).transpose().map_err(|_| corrupt("bad envelope"))?,
+            raw: self.raw.as_deref().map(serde_json::from_str).transpose().map_err(|_| corrupt("bad raw payload"))?,
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+fn key_of(key: &EventKey) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(key.as_str().to_owned())),
+        ("sk".to_owned(), AttributeValue::S(EVENT_SK.to_owned())),
+    ])
+}
+
+fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
+    let item: EventItem = serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    item.into_record()
+}
+
+/// Any SDK error that is not a failed condition, classified.
+fn classify<E>(err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if is_throttling(code(&err)) {
+        StoreError::Throttled(Box::new(err))
+    } else {
+        StoreError::Unavailable(Box::new(err))
+    }
+}
+
+impl EventStore for DynamoEventStore {
+    async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
+        let item = serde_dynamo::to_item(EventItem::from_record(record)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claim::Claimed),
+            Err(err) => match err.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => {
+                    // The failed condition returns the existing item: no second read needed.
+                    let old = match e {
+                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
+                        _ => None,
+                    };
+                    let existing = match old {
+                        Some(item) => from_item(item)?,
+                        None => self.get(&record.key).await?.ok_or_else(|| StoreError::Corrupt("claimed item vanished".into()))?,
+                    };
+                    Ok(Claim::Exists(Box::new(existing)))
+                }
+                _ => Err(classify(err)),
+            },
+        }
+    }
+
+    async fn release(&self, key: &EventKey, event_id: &EventId) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key)))
+            .condition_expression("event_id = :id AND #status = :received")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":id", AttributeValue::S(event_id.to_string()))
+            .expression_attribute_values(":received", AttributeValue::S(EventStatus::Received.as_str().into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not ours any more (or already gone): nothing to release.
+            Err(err) if err.as_service_error().is_some_and(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::is_conditional_check_failed_exception) => Ok(()),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    async fn refresh_claim(&self, key: &EventKey, seen: Timestamp, now: Timestamp) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key)))
+            .update_expression("SET claimed_at = :now, pending_since = :now")
+            .condition_expression("#status = :received AND claimed_at = :seen")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":now", AttributeValue::S(now.to_string()))
+            .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
+            .expression_attribute_values(":received", AttributeValue::S(EventStatus::Received.as_str().into()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(aws_sdk_dynamodb::operation::update_item::UpdateItemError::is_conditional_check_failed_exception) => Ok(false),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    async fn record_conflict(&self, key: &EventKey, hash: &PayloadHash, at: Timestamp) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key)))
+            .update_expression("ADD conflicts :one SET last_conflict_hash = :hash, last_conflict_at = :at")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":hash", AttributeValue::S(hash.as_str().to_owned()))
+            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn get(&self, key: &EventKey) -> Result<Option<EventRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        out.item.map(from_item).transpose()
+    }
+}

@@ -1,0 +1,9 @@
+//! Implementations of the ports.
+
+#[cfg(feature = "aws")]
+pub mod dynamodb;
+#[cfg(feature = "aws")]
+pub mod sqs;
+
+#[cfg(feature = "aws")]
+mod aws_error;

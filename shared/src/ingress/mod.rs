@@ -1,0 +1,248 @@
+//! The ingress use case: verify, normalize, claim, enqueue. Generic over its ports, so the
+//! Lambda function and the local stack run exactly this code.
+
+mod error;
+mod message;
+mod reply;
+
+use std::collections::BTreeMap;
+
+use tracing::{info, instrument, warn};
+
+pub use error::IngressError;
+pub use message::{MAX_MESSAGE_BYTES, QueueMessage};
+pub use reply::{Reply, reply};
+
+use crate::config::IngressSettings;
+use crate::contract::{Envelope, EventId, IdempotencyKey, Origin, SCHEMA_V1, SourceName, Timestamp, Trace};
+use crate::ports::{Claim, Clock, EventKey, EventQueue, EventRecord, EventStatus, EventStore};
+use crate::sources::{Inbound, Normalized, SourceEvent, SourceKind, Verifier};
+use crate::telemetry::{Metric, Metrics};
+
+/// One webhook request as the ingress sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    /// The `{source}` path segment, not yet validated.
+    pub source: &'a str,
+    pub headers: &'a http::HeaderMap,
+    pub body: &'a [u8],
+    pub request_id: Option<&'a str>,
+}
+
+/// What happened to one event of an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    Accepted,
+    Duplicate,
+    /// The id was seen before with a different payload; kept as a conflict, not re-delivered.
+    Conflict,
+    Quarantined(String),
+    Unrouted,
+}
+
+impl EventOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Conflict => "conflict",
+            Self::Quarantined(_) => "quarantined",
+            Self::Unrouted => "unrouted",
+        }
+    }
+}
+
+/// A request the ingress took: every event in it is durably recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub kind: SourceKind,
+    pub events: Vec<(EventId, EventOutcome)>,
+}
+
+/// The ingress and everything it needs, built once at cold start.
+#[derive(Debug)]
+pub struct Ingress<S, Q, C, M> {
+    store: S,
+    queue: Q,
+    clock: C,
+    metrics: M,
+    verifiers: BTreeMap<SourceName, Verifier>,
+    settings: IngressSettings,
+}
+
+impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
+    pub fn new(
+        store: S,
+        queue: Q,
+        clock: C,
+        metrics: M,
+        verifiers: BTreeMap<SourceName, Verifier>,
+        settings: IngressSettings,
+    ) -> Self {
+        Self { store, queue, clock, metrics, verifiers, settings }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Handles one request. `Ok` only once every event in it is durably claimed and, where it
+    /// is to be delivered, enqueued.
+    #[instrument(skip_all, fields(source = %req.source, request_id = req.request_id.unwrap_or("-")))]
+    pub async fn handle(&self, req: WebhookRequest<'_>) -> Result<Accepted, IngressError> {
+        let result = self.handle_inner(req).await;
+        if let Err(err) = &result {
+            let source = self.known_source_label(req.source);
+            self.metrics.emit(Metric::count(
+                if err.is_client_error() { "IngressRejected" } else { "IngressFailed" },
+                vec![("Source", source), ("Reason", err.label().to_owned())],
+            ));
+            if err.is_client_error() {
+                info!(reason = err.label(), status = err.status(), "request refused");
+            } else {
+                warn!(reason = err.label(), error = %err, "request failed; the provider will retry");
+            }
+        }
+        result
+    }
+
+    /// Unknown sources are counted under one label, so a scanner cannot create dimensions.
+    fn known_source_label(&self, source: &str) -> String {
+        SourceName::try_from(source)
+            .ok()
+            .filter(|s| self.verifiers.contains_key(s))
+            .map_or_else(|| "(unknown)".to_owned(), |s| s.to_string())
+    }
+
+    async fn handle_inner(&self, req: WebhookRequest<'_>) -> Result<Accepted, IngressError> {
+        let source = SourceName::try_from(req.source).map_err(|_| IngressError::UnknownSource)?;
+        let verifier = self.verifiers.get(&source).ok_or(IngressError::UnknownSource)?;
+        if req.body.len() > self.settings.max_body_bytes {
+            return Err(IngressError::TooLarge { limit: self.settings.max_body_bytes });
+        }
+        let now = self.clock.now();
+        let events = verifier.accept(Inbound { headers: req.headers, body: req.body }, now)?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(self.take(&source, event, now, req.request_id).await?);
+        }
+        Ok(Accepted { kind: verifier.kind, events: outcomes })
+    }
+
+    #[instrument(skip_all, fields(event_key = tracing::field::Empty, source_type = %event.source_type))]
+    async fn take(
+        &self,
+        source: &SourceName,
+        event: SourceEvent,
+        now: Timestamp,
+        request_id: Option<&str>,
+    ) -> Result<(EventId, EventOutcome), IngressError> {
+        let record = self.record(source, event, now, request_id);
+        tracing::Span::current().record("event_key", tracing::field::display(&record.key));
+        let (id, outcome) = match self.store.claim(&record).await? {
+            Claim::Claimed => {
+                if record.status == EventStatus::Received {
+                    self.enqueue_or_release(&record).await?;
+                }
+                let outcome = match (&record.status, &record.reason) {
+                    (EventStatus::Quarantined, Some(reason)) => EventOutcome::Quarantined(reason.clone()),
+                    (EventStatus::Unrouted, _) => EventOutcome::Unrouted,
+                    _ => EventOutcome::Accepted,
+                };
+                (record.event_id.clone(), outcome)
+            }
+            // Answer with the id the first arrival got, so every retry sees one id.
+            Claim::Exists(existing) => (existing.event_id.clone(), self.duplicate(&record, &existing, now).await?),
+        };
+        let event_type = record.envelope.as_ref().map_or("-", |e| e.event_type.as_str());
+        self.metrics.emit(Metric::count(
+            "IngressEvents",
+            vec![("Source", source.to_string()), ("Outcome", outcome.label().to_owned())],
+        ));
+        info!(event_id = %id, event_type, outcome = outcome.label(), "event taken");
+        Ok((id, outcome))
+    }
+
+    fn record(&self, source: &SourceName, event: SourceEvent, now: Timestamp, request_id: Option<&str>) -> EventRecord {
+        let event_id = EventId::generate(now);
+        let key = EventKey::new(source, &event.source_event_id);
+        let (status, envelope, raw, reason) = match event.outcome {
+            Normalized::Event(n) => {
+                let envelope = Envelope {
+                    schema: SCHEMA_V1.to_owned(),
+                    id: event_id.clone(),
+                    idempotency_key: IdempotencyKey::for_event(source, &event.source_event_id),
+                    source: source.clone(),
+                    source_event_id: event.source_event_id.clone(),
+                    event_type: n.event_type,
+                    source_type: event.source_type.clone(),
+                    occurred_at: n.occurred_at,
+                    received_at: now,
+                    entity: n.entity,
+                    data: n.data,
+                    trace: Trace { request_id: request_id.map(str::to_owned), origin: Origin::Webhook },
+                };
+                (EventStatus::Received, Some(envelope), None, None)
+            }
+            Normalized::Unrouted => (EventStatus::Unrouted, None, Some(event.payload), None),
+            Normalized::Quarantined(reason) => (EventStatus::Quarantined, None, Some(event.payload), Some(reason)),
+        };
+        EventRecord {
+            key,
+            event_id,
+            source: source.clone(),
+            source_event_id: event.source_event_id,
+            source_type: event.source_type,
+            status,
+            payload_hash: event.payload_hash,
+            claimed_at: now,
+            received_at: now,
+            expires_at: now.plus_secs(self.settings.retention_days * 86_400),
+            envelope,
+            raw,
+            reason,
+        }
+    }
+
+    /// Enqueues a fresh claim; if that fails, releases the claim so the provider's retry
+    /// starts clean, and answers with the queue's error.
+    async fn enqueue_or_release(&self, record: &EventRecord) -> Result<(), IngressError> {
+        let Some(envelope) = &record.envelope else { return Ok(()) };
+        let message = QueueMessage::new(record.key.clone(), envelope);
+        if let Err(err) = self.queue.enqueue(&message).await {
+            if let Err(release) = self.store.release(&record.key, &record.event_id).await {
+                // The claim stays; a later duplicate after the horizon or the stuck sweep heals it.
+                warn!(error = %release, "could not release the claim after a failed enqueue");
+            }
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// A second arrival of a claimed id.
+    async fn duplicate(
+        &self,
+        record: &EventRecord,
+        existing: &EventRecord,
+        now: Timestamp,
+    ) -> Result<EventOutcome, IngressError> {
+        if existing.payload_hash != record.payload_hash {
+            self.store.record_conflict(&record.key, &record.payload_hash, now).await?;
+            warn!(existing_event_id = %existing.event_id, "event id reused with a different payload");
+            return Ok(EventOutcome::Conflict);
+        }
+        let stale = now.unix() - existing.claimed_at.unix() > self.settings.duplicate_horizon_secs;
+        if existing.status == EventStatus::Received && stale {
+            // A claim older than the horizon that delivery never touched: the enqueue after it
+            // may have been lost to a crash. Exactly one concurrent duplicate wins the refresh.
+            if self.store.refresh_claim(&existing.key, existing.claimed_at, now).await?
+                && let Some(envelope) = &existing.envelope
+            {
+                self.queue.enqueue(&QueueMessage::new(existing.key.clone(), envelope)).await?;
+                self.metrics.emit(Metric::count("IngressRequeued", vec![("Source", existing.source.to_string())]));
+                info!(event_id = %existing.event_id, "stale claim re-enqueued by a duplicate");
+            }
+        }
+        Ok(EventOutcome::Duplicate)
+    }
+}

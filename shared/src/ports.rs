@@ -1,0 +1,218 @@
+//! The capabilities the use cases need, one narrow trait each. Adapters implement them for
+//! DynamoDB + SQS and for the local stack; the domain never sees an SDK type.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use crate::contract::{Envelope, EventId, SourceEventId, SourceName, Timestamp};
+use crate::sources::PayloadHash;
+
+/// The single source of "now", so every rule that depends on time can be tested.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::new(time::OffsetDateTime::now_utc())
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl ManualClock {
+    pub fn at(t: Timestamp) -> Self {
+        Self(Arc::new(Mutex::new(t)))
+    }
+
+    pub fn advance_secs(&self, secs: i64) {
+        let mut t = self.0.lock().expect("clock lock");
+        *t = t.plus_secs(secs);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().expect("clock lock")
+    }
+}
+
+/// The table key of an event: `EVT#{source}#{source_event_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventKey(String);
+
+impl EventKey {
+    pub fn new(source: &SourceName, id: &SourceEventId) -> Self {
+        Self(format!("EVT#{source}#{id}"))
+    }
+
+    /// Accepts only well-formed keys (e.g. from a queue message).
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("EVT#")?;
+        let (source, id) = rest.split_once('#')?;
+        SourceName::try_from(source).ok()?;
+        SourceEventId::try_from(id).ok()?;
+        Some(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EventKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an event stands. Only `Received` events are queued for delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Claimed by the ingress and (about to be) on the delivery queue.
+    Received,
+    /// Verified, but its payload could not be read into the contract; kept with the reason.
+    Quarantined,
+    /// Verified, of a type no normalizer maps; kept, never delivered.
+    Unrouted,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Quarantined => "quarantined",
+            Self::Unrouted => "unrouted",
+        }
+    }
+}
+
+/// What the ingress writes when it claims an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub key: EventKey,
+    pub event_id: EventId,
+    pub source: SourceName,
+    pub source_event_id: SourceEventId,
+    pub source_type: String,
+    pub status: EventStatus,
+    pub payload_hash: PayloadHash,
+    /// When this claim was made (or last refreshed by a re-enqueue).
+    pub claimed_at: Timestamp,
+    pub received_at: Timestamp,
+    /// The table deletes the record after this instant (TTL).
+    pub expires_at: Timestamp,
+    /// The contract envelope, for events that normalized.
+    pub envelope: Option<Envelope>,
+    /// The provider's JSON, for quarantined and unrouted events, so they can be replayed.
+    pub raw: Option<serde_json::Value>,
+    /// Why the event is quarantined.
+    pub reason: Option<String>,
+}
+
+/// The result of trying to claim an event id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This call made the claim.
+    Claimed,
+    /// The id was claimed before; here is the record as stored.
+    Exists(Box<EventRecord>),
+}
+
+/// Why the store failed. Sources are kept so throttling is never confused with a bug.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is throttling requests")]
+    Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("a stored record cannot be read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled(_) | Self::Unavailable(_))
+    }
+}
+
+/// Durable record of events, keyed by [`EventKey`], with a conditional claim.
+pub trait EventStore: Send + Sync {
+    /// Writes `record` only if no record has its key.
+    fn claim(&self, record: &EventRecord) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Deletes a claim this caller made (`event_id` matches) while it is still `Received`.
+    fn release(&self, key: &EventKey, event_id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves a `Received` claim's `claimed_at` from `seen` to `now`; false when another caller
+    /// (or delivery) changed it first. Only the winner re-enqueues.
+    fn refresh_claim(
+        &self,
+        key: &EventKey,
+        seen: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Notes that the id arrived again with a different payload.
+    fn record_conflict(
+        &self,
+        key: &EventKey,
+        hash: &PayloadHash,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads one record (consistent read).
+    fn get(&self, key: &EventKey) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send;
+}
+
+/// Why the queue failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue is throttling requests")]
+    Throttled(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the queue is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the queue refused the message: {0}")]
+    Refused(String),
+}
+
+impl QueueError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled(_) | Self::Unavailable(_))
+    }
+}
+
+/// The delivery queue.
+pub trait EventQueue: Send + Sync {
+    fn enqueue(&self, message: &crate::ingress::QueueMessage) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+impl<T: EventStore> EventStore for Arc<T> {
+    fn claim(&self, record: &EventRecord) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        (**self).claim(record)
+    }
+    fn release(&self, key: &EventKey, event_id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release(key, event_id)
+    }
+    fn refresh_claim(&self, key: &EventKey, seen: Timestamp, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).refresh_claim(key, seen, now)
+    }
+    fn record_conflict(&self, key: &EventKey, hash: &PayloadHash, at: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).record_conflict(key, hash, at)
+    }
+    fn get(&self, key: &EventKey) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send {
+        (**self).get(key)
+    }
+}
+
+impl<T: EventQueue> EventQueue for Arc<T> {
+    fn enqueue(&self, message: &crate::ingress::QueueMessage) -> impl Future<Output = Result<(), QueueError>> + Send {
+        (**self).enqueue(message)
+    }
+}

@@ -1,0 +1,223 @@
+//! Adyen standard notifications: a batch of `NotificationRequestItem`s, each signed on its own
+//! with HMAC-SHA256 (hex key) over
+//! `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`,
+//! base64 in `additionalData.hmacSignature`. The scheme signs no timestamp.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use super::json::{minor_money, opt_str, rfc3339_at, str_at};
+use super::signature::any_matches;
+use super::{Inbound, Normalized, NormalizedEvent, PayloadHash, Rejection, SourceEvent, Verifier};
+use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, SourceEventId};
+
+pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
+    match hex::decode(secret) {
+        Ok(key) if !key.is_empty() => Ok(key),
+        _ => Err("expected the HMAC key as hexadecimal"),
+    }
+}
+
+pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>, Rejection> {
+    let payload = super::parse_body(req.body)?;
+    let items = payload
+        .pointer("/notificationItems")
+        .and_then(Value::as_array)
+        .filter(|items| !items.is_empty())
+        .ok_or_else(|| Rejection::MalformedBody("notificationItems is missing or empty".into()))?;
+    let mut events = Vec::with_capacity(items.len());
+    // Every item must verify before any is accepted: a request is taken whole or not at all.
+    for item in items {
+        let item = item
+            .pointer("/NotificationRequestItem")
+            .ok_or_else(|| Rejection::MalformedBody("an item has no NotificationRequestItem".into()))?;
+        verify_item(v, item)?;
+        events.push(event_of(item));
+    }
+    Ok(events)
+}
+
+fn field(item: &Value, pointer: &str) -> String {
+    match item.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn signing_string(item: &Value) -> String {
+    [
+        "/pspReference",
+        "/originalReference",
+        "/merchantAccountCode",
+        "/merchantReference",
+        "/amount/value",
+        "/amount/currency",
+        "/eventCode",
+        "/success",
+    ]
+    .iter()
+    .map(|p| field(item, p))
+    .collect::<Vec<_>>()
+    .join(":")
+}
+
+fn verify_item(v: &Verifier, item: &Value) -> Result<(), Rejection> {
+    let signature = match item.pointer("/additionalData/hmacSignature") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(Rejection::MalformedHeader("additionalData.hmacSignature")),
+        None => return Err(Rejection::MissingHeader("additionalData.hmacSignature")),
+    };
+    let signature = STANDARD
+        .decode(signature)
+        .map_err(|_| Rejection::MalformedHeader("additionalData.hmacSignature"))?;
+    if any_matches(&v.keys, &[signing_string(item).as_bytes()], &[signature]) {
+        Ok(())
+    } else {
+        Err(Rejection::BadSignature)
+    }
+}
+
+/// Adyen has no event id: `{pspReference}:{eventCode}:{success}` is unique per notification
+/// and the same on every retry of it.
+fn event_of(item: &Value) -> SourceEvent {
+    let item_json = serde_json::to_vec(item).unwrap_or_default();
+    let payload_hash = PayloadHash::of(&item_json);
+    let source_type = field(item, "/eventCode");
+    let id = str_at(item, "/pspReference").and_then(|psp| {
+        SourceEventId::try_from(format!("{psp}:{source_type}:{}", field(item, "/success")))
+            .map_err(|e| e.to_string())
+    });
+    let (source_event_id, outcome) = match id {
+        Ok(id) => (id, match normalize(item, &source_type) {
+            Ok(Some(event)) => Normalized::Event(event),
+            Ok(None) => Normalized::Unrouted,
+            Err(reason) => Normalized::Quarantined(reason),
+        }),
+        Err(reason) => (payload_hash.derived_event_id(), Normalized::Quarantined(reason)),
+    };
+    SourceEvent { source_event_id, source_type, payload_hash, payload: item.clone(), outcome }
+}
+
+fn normalize(item: &Value, code: &str) -> Result<Option<NormalizedEvent>, String> {
+    let success = field(item, "/success") == "true";
+    let (event_type, status) = match (code, success) {
+        ("AUTHORISATION", true) => ("payment.authorized", Some("authorized")),
+        ("AUTHORISATION", false) => ("payment.failed", Some("failed")),
+        ("CAPTURE", true) => ("payment.succeeded", Some("succeeded")),
+        ("CAPTURE", false) => ("payment.capture_failed", None),
+        ("REFUND", true) => ("payment.refund_created", None),
+        ("REFUND", false) => ("payment.refund_failed", None),
+        ("CHARGEBACK", _) => ("payment.disputed", Some("disputed")),
+        ("CANCELLATION", true) => ("payment.canceled", Some("canceled")),
+        ("CANCELLATION", false) => ("payment.cancel_failed", None),
+        _ => return Ok(None),
+    };
+    let psp = str_at(item, "/pspReference")?;
+    let id = opt_str(item, "/originalReference").unwrap_or_else(|| psp.to_owned());
+    let money = minor_money(item, "/amount/value", "/amount/currency")?;
+    let is_refund = code == "REFUND";
+    let data = EventData {
+        status: status.map(Into::into),
+        amount: (!is_refund).then(|| money.clone()),
+        amount_refunded: is_refund.then_some(money),
+        failure_reason: opt_str(item, "/reason").filter(|_| !success),
+        ..EventData::default()
+    };
+    let refs = Refs {
+        order_id: opt_str(item, "/merchantReference"),
+        payment_id: Some(psp.to_owned()),
+        customer_email: opt_str(item, "/additionalData/shopperEmail"),
+        customer_external_id: opt_str(item, "/additionalData/shopperReference"),
+        ..Refs::default()
+    };
+    Ok(Some(NormalizedEvent {
+        event_type: EventType::try_from(event_type).map_err(|e| e.to_string())?,
+        occurred_at: rfc3339_at(item, "/eventDate")?,
+        entity: EntityRef { kind: EntityKind::Payment, id, refs },
+        data,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{fixture, headers, verifier};
+    use super::super::{SourceKind, hmac_sha256};
+    use super::*;
+    use crate::contract::Timestamp;
+
+    // The key and item published in Adyen's HMAC documentation and client libraries.
+    const DOC_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+    const KEY: &str = "6A7E1E2F3C4D5B6A79880B1C2D3E4F5061728394A5B6C7D8E9F0A1B2C3D4E5F6";
+
+    fn run(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
+        let v = verifier(SourceKind::Adyen, &[KEY, DOC_KEY]);
+        v.accept(Inbound { headers: &headers(&[]), body }, Timestamp::from_unix(0).expect("epoch"))
+    }
+
+    /// Re-signs every item of a fixture with `key`.
+    fn signed(fixture_body: &[u8], key: &str) -> Vec<u8> {
+        let mut doc: Value = serde_json::from_slice(fixture_body).expect("json");
+        let key = hex::decode(key).expect("hex");
+        for item in doc["notificationItems"].as_array_mut().expect("items") {
+            let item = &mut item["NotificationRequestItem"];
+            let sig = STANDARD.encode(hmac_sha256(&key, &[signing_string(item).as_bytes()]));
+            item["additionalData"]["hmacSignature"] = Value::String(sig);
+        }
+        serde_json::to_vec(&doc).expect("json")
+    }
+
+    #[test]
+    fn verifies_the_documented_example() {
+        let body = fixture("adyen/documented-example.json");
+        let events = run(&body).expect("the documented signature verifies");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].source_event_id.as_str(), "7914073381342284:AUTHORISATION:true");
+        match &events[0].outcome {
+            Normalized::Event(e) => assert_eq!(e.event_type.as_str(), "payment.authorized"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_into_events_and_normalizes_each_code() {
+        let body = signed(&fixture("adyen/batch.json"), KEY);
+        let events = run(&body).expect("verified");
+        let types: Vec<_> = events
+            .iter()
+            .map(|e| match &e.outcome {
+                Normalized::Event(n) => n.event_type.as_str().to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            types,
+            ["payment.authorized", "payment.failed", "payment.succeeded", "payment.refund_created", "payment.disputed", "payment.canceled", "Unrouted"]
+        );
+        match &events[2].outcome {
+            Normalized::Event(e) => assert_eq!(e.entity.id, "8815000000000001", "a capture belongs to the original payment"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_bad_item_refuses_the_whole_request() {
+        let mut doc: Value = serde_json::from_slice(&signed(&fixture("adyen/batch.json"), KEY)).expect("json");
+        doc["notificationItems"][1]["NotificationRequestItem"]["amount"]["value"] = Value::from(1);
+        let body = serde_json::to_vec(&doc).expect("json");
+        assert_eq!(run(&body).err(), Some(Rejection::BadSignature));
+    }
+
+    #[test]
+    fn negative_cases() {
+        let body = signed(&fixture("adyen/batch.json"), "00112233");
+        assert_eq!(run(&body).err(), Some(Rejection::BadSignature));
+        let mut doc: Value = serde_json::from_slice(&fixture("adyen/documented-example.json")).expect("json");
+        doc["notificationItems"][0]["NotificationRequestItem"]["additionalData"] = serde_json::json!({});
+        assert_eq!(run(&serde_json::to_vec(&doc).expect("json")).err(), Some(Rejection::MissingHeader("additionalData.hmacSignature")));
+        assert!(matches!(run(br#"{"live":"false"}"#), Err(Rejection::MalformedBody(_))));
+        assert!(matches!(run(b"[accepted]"), Err(Rejection::MalformedBody(_))));
+    }
+}

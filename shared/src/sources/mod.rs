@@ -1,0 +1,257 @@
+//! Providers: verify a request's signature, then split and normalize its events.
+//!
+//! Each provider module exposes one `accept` function with the same shape. Verification runs on
+//! the raw body before any parsing; comparison is constant-time; every configured secret is tried
+//! so a rotation needs no downtime. Normalization never rejects a verified request: an event it
+//! cannot read is quarantined with a reason, an event type it does not know is marked unrouted.
+
+mod adyen;
+mod json;
+mod paddle;
+mod shopify;
+mod signature;
+mod standard_webhooks;
+mod stripe;
+
+use std::fmt;
+
+use secrecy::SecretSlice;
+use serde::{Deserialize, Serialize};
+
+use crate::contract::{EntityRef, EventData, EventType, SourceEventId, Timestamp};
+
+pub use signature::{PayloadHash, hmac_sha256};
+
+/// The signature schemes plumbline verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    Stripe,
+    StandardWebhooks,
+    Shopify,
+    Adyen,
+    Paddle,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stripe => "stripe",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::Shopify => "shopify",
+            Self::Adyen => "adyen",
+            Self::Paddle => "paddle",
+        }
+    }
+
+    /// Whether the scheme signs a timestamp (and so `tolerance_secs` applies).
+    pub fn has_timestamp(self) -> bool {
+        matches!(self, Self::Stripe | Self::StandardWebhooks | Self::Paddle)
+    }
+
+    /// Turns a configured secret into the HMAC key the scheme uses.
+    pub fn decode_secret(self, secret: &str) -> Result<Vec<u8>, &'static str> {
+        match self {
+            Self::StandardWebhooks => standard_webhooks::decode_secret(secret),
+            Self::Adyen => adyen::decode_secret(secret),
+            Self::Stripe | Self::Shopify | Self::Paddle => {
+                if secret.is_empty() {
+                    Err("the secret is empty")
+                } else {
+                    Ok(secret.as_bytes().to_vec())
+                }
+            }
+        }
+    }
+
+    /// The body of a successful answer: Adyen requires `[accepted]`, the others take JSON.
+    pub fn accepted_body(self) -> Option<&'static str> {
+        matches!(self, Self::Adyen).then_some("[accepted]")
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a verifier needs to know about one configured source.
+#[derive(Debug)]
+pub struct Verifier {
+    pub kind: SourceKind,
+    /// HMAC keys, newest first; any of them may have signed the request.
+    pub keys: Vec<SecretSlice<u8>>,
+    pub tolerance_secs: i64,
+}
+
+/// A request as it reached the ingress: headers and the raw body, untouched.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub body: &'a [u8],
+}
+
+/// Why a request is refused. Nothing of a refused request is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("malformed header {0}")]
+    MalformedHeader(&'static str),
+    #[error("the signed timestamp is older than the tolerance")]
+    StaleTimestamp,
+    #[error("the signed timestamp is in the future beyond the tolerance")]
+    FutureTimestamp,
+    #[error("no signature matches any configured secret")]
+    BadSignature,
+    #[error("malformed body: {0}")]
+    MalformedBody(String),
+}
+
+impl Rejection {
+    /// 401 for anything about authenticity; 400 for a body that cannot be read at all.
+    pub fn is_unauthorized(&self) -> bool {
+        !matches!(self, Self::MalformedBody(_))
+    }
+
+    /// A short, stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::MissingHeader(_) => "missing_header",
+            Self::MalformedHeader(_) => "malformed_header",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::FutureTimestamp => "future_timestamp",
+            Self::BadSignature => "bad_signature",
+            Self::MalformedBody(_) => "malformed_body",
+        }
+    }
+}
+
+/// One provider event out of a verified request (Adyen may carry several per request).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceEvent {
+    pub source_event_id: SourceEventId,
+    pub source_type: String,
+    pub payload_hash: PayloadHash,
+    /// The provider's own JSON for this event, kept for quarantined and unrouted events.
+    pub payload: serde_json::Value,
+    pub outcome: Normalized,
+}
+
+/// What normalization made of a verified event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalized {
+    Event(NormalizedEvent),
+    /// A type this source does not map: kept, answered 2xx, not delivered.
+    Unrouted,
+    /// The event could not be read into the contract: kept with the reason, not delivered.
+    Quarantined(String),
+}
+
+/// The provider-independent part of an envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalizedEvent {
+    pub event_type: EventType,
+    pub occurred_at: Timestamp,
+    pub entity: EntityRef,
+    pub data: EventData,
+}
+
+impl Verifier {
+    /// Verifies the request and returns its events, normalized.
+    pub fn accept(&self, req: Inbound<'_>, now: Timestamp) -> Result<Vec<SourceEvent>, Rejection> {
+        match self.kind {
+            SourceKind::Stripe => stripe::accept(self, req, now),
+            SourceKind::StandardWebhooks => standard_webhooks::accept(self, req, now),
+            SourceKind::Shopify => shopify::accept(self, req),
+            SourceKind::Adyen => adyen::accept(self, req),
+            SourceKind::Paddle => paddle::accept(self, req, now),
+        }
+    }
+}
+
+/// Checks a signed Unix timestamp against `now` and the tolerance, in both directions.
+fn check_timestamp(signed_at: i64, now: Timestamp, tolerance_secs: i64) -> Result<(), Rejection> {
+    let skew = now.unix().saturating_sub(signed_at);
+    if skew > tolerance_secs {
+        Err(Rejection::StaleTimestamp)
+    } else if -skew > tolerance_secs {
+        Err(Rejection::FutureTimestamp)
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses the whole body as one JSON value; the only body check that can answer 400.
+fn parse_body(body: &[u8]) -> Result<serde_json::Value, Rejection> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Rejection::MalformedBody("the body is not UTF-8".into()))?;
+    serde_json::from_str(text).map_err(|e| Rejection::MalformedBody(format!("invalid JSON: {e}")))
+}
+
+/// A single-event body's outcome, with a derived id when the provider's id cannot be read.
+fn single_event(
+    payload: serde_json::Value,
+    body: &[u8],
+    id: Result<SourceEventId, String>,
+    source_type: Option<String>,
+    normalize: impl FnOnce(&serde_json::Value, &str) -> Result<Option<NormalizedEvent>, String>,
+) -> SourceEvent {
+    let payload_hash = PayloadHash::of(body);
+    let (source_event_id, id_problem) = match id {
+        Ok(id) => (id, None),
+        Err(reason) => (payload_hash.derived_event_id(), Some(reason)),
+    };
+    let source_type = source_type.unwrap_or_default();
+    let outcome = match (id_problem, source_type.is_empty()) {
+        (Some(reason), _) => Normalized::Quarantined(reason),
+        (None, true) => Normalized::Quarantined("the event type is missing".into()),
+        (None, false) => match normalize(&payload, &source_type) {
+            Ok(Some(event)) => Normalized::Event(event),
+            Ok(None) => Normalized::Unrouted,
+            Err(reason) => Normalized::Quarantined(reason),
+        },
+    };
+    SourceEvent { source_event_id, source_type, payload_hash, payload, outcome }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub fn verifier(kind: SourceKind, secrets: &[&str]) -> Verifier {
+        Verifier {
+            kind,
+            keys: secrets
+                .iter()
+                .map(|s| SecretSlice::from(kind.decode_secret(s).expect("valid test secret")))
+                .collect(),
+            tolerance_secs: 300,
+        }
+    }
+
+    pub fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("valid name"),
+                http::HeaderValue::from_str(value).expect("valid value"),
+            );
+        }
+        map
+    }
+
+    pub fn only_event(events: Vec<SourceEvent>) -> NormalizedEvent {
+        assert_eq!(events.len(), 1);
+        match events.into_iter().next().map(|e| e.outcome) {
+            Some(Normalized::Event(event)) => event,
+            other => panic!("expected a normalized event, got {other:?}"),
+        }
+    }
+
+    pub fn fixture(path: &str) -> Vec<u8> {
+        let full = format!("{}/../tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    }
+}

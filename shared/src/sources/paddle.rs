@@ -1,0 +1,156 @@
+//! Paddle Billing: `Paddle-Signature: ts=…;h1=…[;h1=…]`, HMAC-SHA256 of `{ts}:{body}`, hex.
+
+use serde_json::Value;
+
+use super::json::{minor_money, opt_str, rfc3339_at, str_at};
+use super::signature::any_matches;
+use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
+use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
+
+pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<Vec<SourceEvent>, Rejection> {
+    let header = req.headers.get("paddle-signature").ok_or(Rejection::MissingHeader("Paddle-Signature"))?;
+    let header = header.to_str().map_err(|_| Rejection::MalformedHeader("Paddle-Signature"))?;
+    let (ts, signatures) = parse_header(header)?;
+    check_timestamp(ts, now, v.tolerance_secs)?;
+    let ts = ts.to_string();
+    if !any_matches(&v.keys, &[ts.as_bytes(), b":", req.body], &signatures) {
+        return Err(Rejection::BadSignature);
+    }
+    let payload = super::parse_body(req.body)?;
+    let id = super::json::event_id(&payload, "/event_id");
+    let source_type = opt_str(&payload, "/event_type");
+    Ok(vec![super::single_event(payload, req.body, id, source_type, normalize)])
+}
+
+fn parse_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), Rejection> {
+    let malformed = Rejection::MalformedHeader("Paddle-Signature");
+    let mut ts = None;
+    let mut signatures = Vec::new();
+    for item in header.split(';') {
+        let (key, value) = item.trim().split_once('=').ok_or(malformed.clone())?;
+        match key {
+            "ts" if ts.is_none() => ts = Some(value.parse::<i64>().map_err(|_| malformed.clone())?),
+            "ts" => return Err(malformed),
+            "h1" => signatures.push(hex::decode(value).map_err(|_| malformed.clone())?),
+            _ => {}
+        }
+    }
+    match (ts, signatures.is_empty()) {
+        (Some(ts), false) => Ok((ts, signatures)),
+        _ => Err(malformed),
+    }
+}
+
+fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
+    let occurred_at = rfc3339_at(p, "/occurred_at")?;
+    let d = p.pointer("/data").ok_or("data is missing")?;
+    let (event_type, entity, data) = match source_type {
+        "transaction.completed" => transaction(d, "payment.succeeded", "succeeded")?,
+        "transaction.payment_failed" => transaction(d, "payment.failed", "failed")?,
+        "adjustment.created" if opt_str(d, "/action").as_deref() == Some("refund") => refund(d)?,
+        t if t.starts_with("subscription.") => subscription(d, t)?,
+        _ => return Ok(None),
+    };
+    Ok(Some(NormalizedEvent {
+        event_type: EventType::try_from(event_type).map_err(|e| e.to_string())?,
+        occurred_at,
+        entity,
+        data,
+    }))
+}
+
+fn transaction(d: &Value, event_type: &str, status: &str) -> Result<(String, EntityRef, EventData), String> {
+    let refs = Refs {
+        order_id: opt_str(d, "/custom_data/order_id"),
+        customer_external_id: opt_str(d, "/customer_id"),
+        ..Refs::default()
+    };
+    let data = EventData {
+        status: Some(status.into()),
+        amount: Some(minor_money(d, "/details/totals/grand_total", "/currency_code")?),
+        ..EventData::default()
+    };
+    let entity = EntityRef { kind: EntityKind::Payment, id: str_at(d, "/id")?.to_owned(), refs };
+    Ok((event_type.to_owned(), entity, data))
+}
+
+fn refund(d: &Value) -> Result<(String, EntityRef, EventData), String> {
+    let refs = Refs {
+        customer_external_id: opt_str(d, "/customer_id"),
+        ..Refs::default()
+    };
+    let data = EventData {
+        amount_refunded: Some(minor_money(d, "/totals/total", "/currency_code")?),
+        failure_reason: opt_str(d, "/reason"),
+        ..EventData::default()
+    };
+    let entity = EntityRef { kind: EntityKind::Payment, id: str_at(d, "/transaction_id")?.to_owned(), refs };
+    Ok(("payment.refund_created".to_owned(), entity, data))
+}
+
+fn subscription(d: &Value, source_type: &str) -> Result<(String, EntityRef, EventData), String> {
+    let suffix = source_type.trim_start_matches("subscription.");
+    let refs = Refs {
+        customer_external_id: opt_str(d, "/customer_id"),
+        ..Refs::default()
+    };
+    let data = EventData { status: Some(str_at(d, "/status")?.to_owned()), ..EventData::default() };
+    let entity = EntityRef { kind: EntityKind::Subscription, id: str_at(d, "/id")?.to_owned(), refs };
+    Ok((format!("subscription.{suffix}"), entity, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{fixture, headers, only_event, verifier};
+    use super::super::{Normalized, SourceKind, hmac_sha256};
+    use super::*;
+
+    const SECRET: &str = "pdl_ntfset_01test_secret";
+    const NOW: i64 = 1_763_900_000;
+
+    fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
+        format!("ts={ts};h1={}", hex::encode(hmac_sha256(secret.as_bytes(), &[ts.to_string().as_bytes(), b":", body])))
+    }
+
+    fn run(header: &str, body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
+        let v = verifier(SourceKind::Paddle, &[SECRET]);
+        v.accept(Inbound { headers: &headers(&[("Paddle-Signature", header)]), body }, Timestamp::from_unix(NOW).expect("ok"))
+    }
+
+    #[test]
+    fn normalizes_each_type() {
+        let cases = [
+            ("transaction.completed.json", "payment.succeeded"),
+            ("transaction.payment_failed.json", "payment.failed"),
+            ("adjustment.created.json", "payment.refund_created"),
+            ("subscription.canceled.json", "subscription.canceled"),
+        ];
+        for (file, event_type) in cases {
+            let body = fixture(&format!("paddle/{file}"));
+            let event = only_event(run(&sign(SECRET, NOW, &body), &body).expect(file));
+            assert_eq!(event.event_type.as_str(), event_type, "{file}");
+        }
+        let body = fixture("paddle/transaction.completed.json");
+        let event = only_event(run(&sign(SECRET, NOW, &body), &body).expect("ok"));
+        assert_eq!(event.data.amount.map(|m| (m.amount_minor, m.currency.to_string())), Some((2_400, "USD".into())));
+    }
+
+    #[test]
+    fn negative_cases() {
+        let body = fixture("paddle/transaction.completed.json");
+        let m = Rejection::MalformedHeader("Paddle-Signature");
+        assert_eq!(run(&sign("wrong", NOW, &body), &body).err(), Some(Rejection::BadSignature));
+        assert_eq!(run(&sign(SECRET, NOW - 301, &body), &body).err(), Some(Rejection::StaleTimestamp));
+        assert_eq!(run(&sign(SECRET, NOW + 301, &body), &body).err(), Some(Rejection::FutureTimestamp));
+        assert_eq!(run("ts=1;h1=", &body).err(), Some(Rejection::StaleTimestamp));
+        assert_eq!(run(&format!("ts={NOW}"), &body).err(), Some(m.clone()));
+        assert_eq!(run("garbage", &body).err(), Some(m));
+    }
+
+    #[test]
+    fn non_refund_adjustments_are_unrouted() {
+        let body = br#"{"event_id":"evt_1","event_type":"adjustment.created","occurred_at":"2025-11-23T12:00:00Z","data":{"action":"credit"}}"#;
+        let events = run(&sign(SECRET, NOW, body), body).expect("verified");
+        assert_eq!(events[0].outcome, Normalized::Unrouted);
+    }
+}

@@ -1,0 +1,317 @@
+//! Stripe: `Stripe-Signature: t=…,v1=…[,v1=…]`, HMAC-SHA256 of `{t}.{body}`, hex-encoded.
+
+use serde_json::Value;
+
+use super::json::{id_at, minor_money, opt_str, str_at, unix_at};
+use super::signature::any_matches;
+use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
+use crate::contract::{Customer, EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
+
+const HEADER: &str = "stripe-signature";
+
+pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<Vec<SourceEvent>, Rejection> {
+    let header = req.headers.get(HEADER).ok_or(Rejection::MissingHeader("Stripe-Signature"))?;
+    let header = header.to_str().map_err(|_| Rejection::MalformedHeader("Stripe-Signature"))?;
+    let (timestamp, signatures) = parse_header(header)?;
+    check_timestamp(timestamp, now, v.tolerance_secs)?;
+    let t = timestamp.to_string();
+    if !any_matches(&v.keys, &[t.as_bytes(), b".", req.body], &signatures) {
+        return Err(Rejection::BadSignature);
+    }
+    let payload = super::parse_body(req.body)?;
+    let id = super::json::event_id(&payload, "/id");
+    let source_type = opt_str(&payload, "/type");
+    Ok(vec![super::single_event(payload, req.body, id, source_type, normalize)])
+}
+
+/// `t=<unix>,v1=<hex>[,v1=<hex>…]`; other schemes (v0) are ignored as Stripe's libraries do.
+fn parse_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), Rejection> {
+    let malformed = Rejection::MalformedHeader("Stripe-Signature");
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for item in header.split(',') {
+        let (key, value) = item.trim().split_once('=').ok_or(malformed.clone())?;
+        match key {
+            "t" if timestamp.is_none() => {
+                timestamp = Some(value.parse::<i64>().map_err(|_| malformed.clone())?);
+            }
+            "t" => return Err(malformed),
+            "v1" => signatures.push(hex::decode(value).map_err(|_| malformed.clone())?),
+            _ => {}
+        }
+    }
+    match (timestamp, signatures.is_empty()) {
+        (Some(t), false) => Ok((t, signatures)),
+        _ => Err(malformed),
+    }
+}
+
+fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
+    let occurred_at = unix_at(p, "/created")?;
+    let obj = p.pointer("/data/object").ok_or("data.object is missing")?;
+    let (event_type, entity, data) = match source_type {
+        "payment_intent.succeeded"
+        | "payment_intent.payment_failed"
+        | "payment_intent.canceled"
+        | "payment_intent.processing"
+        | "payment_intent.requires_action" => payment_intent(obj, source_type)?,
+        "charge.refunded" => charge_refunded(obj)?,
+        "refund.created" | "refund.updated" | "charge.refund.updated" => refund(obj, source_type)?,
+        "charge.dispute.created" | "charge.dispute.closed" => dispute(obj, source_type)?,
+        "checkout.session.completed" => checkout(obj)?,
+        "customer.created" | "customer.updated" => customer(obj, source_type)?,
+        _ => return Ok(None),
+    };
+    let event_type = EventType::try_from(event_type).map_err(|e| e.to_string())?;
+    Ok(Some(NormalizedEvent { event_type, occurred_at, entity, data }))
+}
+
+type Parts = (&'static str, EntityRef, EventData);
+
+fn payment_refs(obj: &Value) -> Refs {
+    Refs {
+        order_id: opt_str(obj, "/metadata/order_id"),
+        customer_external_id: opt_str(obj, "/customer"),
+        customer_email: opt_str(obj, "/receipt_email").or_else(|| opt_str(obj, "/billing_details/email")),
+        ..Refs::default()
+    }
+}
+
+fn payment(id: String, refs: Refs) -> EntityRef {
+    EntityRef { kind: EntityKind::Payment, id, refs }
+}
+
+fn payment_intent(obj: &Value, source_type: &str) -> Result<Parts, String> {
+    let (event_type, status) = match source_type {
+        "payment_intent.succeeded" => ("payment.succeeded", "succeeded"),
+        "payment_intent.payment_failed" => ("payment.failed", "failed"),
+        "payment_intent.canceled" => ("payment.canceled", "canceled"),
+        "payment_intent.processing" => ("payment.processing", "processing"),
+        _ => ("payment.requires_action", "requires_action"),
+    };
+    let data = EventData {
+        status: Some(status.into()),
+        amount: Some(minor_money(obj, "/amount", "/currency")?),
+        failure_reason: opt_str(obj, "/last_payment_error/code")
+            .or_else(|| opt_str(obj, "/cancellation_reason")),
+        ..EventData::default()
+    };
+    Ok((event_type, payment(str_at(obj, "/id")?.to_owned(), payment_refs(obj)), data))
+}
+
+fn charge_refunded(obj: &Value) -> Result<Parts, String> {
+    let amount = minor_money(obj, "/amount", "/currency")?;
+    let refunded = minor_money(obj, "/amount_refunded", "/currency")?;
+    let full = obj.pointer("/refunded").and_then(Value::as_bool).unwrap_or(false)
+        || refunded.amount_minor >= amount.amount_minor;
+    let (event_type, status) =
+        if full { ("payment.refunded", "refunded") } else { ("payment.partially_refunded", "partially_refunded") };
+    let id = opt_str(obj, "/payment_intent").unwrap_or(str_at(obj, "/id")?.to_owned());
+    let mut refs = payment_refs(obj);
+    refs.payment_id = Some(str_at(obj, "/id")?.to_owned());
+    let data = EventData {
+        status: Some(status.into()),
+        amount: Some(amount),
+        amount_refunded: Some(refunded),
+        ..EventData::default()
+    };
+    Ok((event_type, payment(id, refs), data))
+}
+
+/// A refund object on its own does not tell a partial refund from a full one; the ledger
+/// decides from the payment's amount.
+fn refund(obj: &Value, source_type: &str) -> Result<Parts, String> {
+    let event_type = if source_type == "refund.created" { "payment.refund_created" } else { "payment.refund_updated" };
+    let id = opt_str(obj, "/payment_intent").map_or_else(|| str_at(obj, "/charge").map(str::to_owned), Ok)?;
+    let data = EventData {
+        amount_refunded: Some(minor_money(obj, "/amount", "/currency")?),
+        failure_reason: opt_str(obj, "/failure_reason"),
+        ..EventData::default()
+    };
+    Ok((event_type, payment(id, payment_refs(obj)), data))
+}
+
+fn dispute(obj: &Value, source_type: &str) -> Result<Parts, String> {
+    let (event_type, status) = if source_type == "charge.dispute.created" {
+        ("payment.disputed", Some("disputed"))
+    } else {
+        match str_at(obj, "/status")? {
+            "won" => ("payment.dispute_won", Some("dispute_won")),
+            "lost" => ("payment.dispute_lost", Some("dispute_lost")),
+            _ => ("payment.dispute_closed", None),
+        }
+    };
+    let id = opt_str(obj, "/payment_intent").map_or_else(|| str_at(obj, "/charge").map(str::to_owned), Ok)?;
+    let data = EventData {
+        status: status.map(Into::into),
+        amount: Some(minor_money(obj, "/amount", "/currency")?),
+        failure_reason: opt_str(obj, "/reason"),
+        ..EventData::default()
+    };
+    Ok((event_type, payment(id, payment_refs(obj)), data))
+}
+
+fn checkout(obj: &Value) -> Result<Parts, String> {
+    let session = str_at(obj, "/id")?;
+    let order_id = opt_str(obj, "/client_reference_id")
+        .or_else(|| opt_str(obj, "/metadata/order_id"))
+        .unwrap_or_else(|| session.to_owned());
+    let refs = Refs {
+        payment_id: opt_str(obj, "/payment_intent"),
+        customer_email: opt_str(obj, "/customer_details/email"),
+        customer_phone: opt_str(obj, "/customer_details/phone"),
+        customer_external_id: opt_str(obj, "/customer"),
+        ..Refs::default()
+    };
+    let data = EventData {
+        status: opt_str(obj, "/payment_status").filter(|s| s == "paid"),
+        amount: Some(minor_money(obj, "/amount_total", "/currency")?),
+        customer: Some(Customer {
+            external_id: opt_str(obj, "/customer"),
+            name: opt_str(obj, "/customer_details/name"),
+            email: opt_str(obj, "/customer_details/email"),
+            phone: opt_str(obj, "/customer_details/phone"),
+        }),
+        ..EventData::default()
+    };
+    Ok(("checkout.completed", EntityRef { kind: EntityKind::Order, id: order_id, refs }, data))
+}
+
+fn customer(obj: &Value, source_type: &str) -> Result<Parts, String> {
+    let id = id_at(obj, "/id")?;
+    let event_type = if source_type == "customer.created" { "customer.created" } else { "customer.updated" };
+    let data = EventData {
+        customer: Some(Customer {
+            external_id: Some(id.clone()),
+            name: opt_str(obj, "/name"),
+            email: opt_str(obj, "/email"),
+            phone: opt_str(obj, "/phone"),
+        }),
+        ..EventData::default()
+    };
+    let refs = Refs {
+        customer_external_id: Some(id.clone()),
+        customer_email: opt_str(obj, "/email"),
+        customer_phone: opt_str(obj, "/phone"),
+        ..Refs::default()
+    };
+    Ok((event_type, EntityRef { kind: EntityKind::Customer, id, refs }, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{fixture, headers, only_event, verifier};
+    use super::super::{Normalized, SourceKind, hmac_sha256};
+    use super::*;
+
+    const SECRET: &str = "whsec_test_stripe_secret";
+    const NOW: i64 = 1_763_900_000;
+
+    fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+        let mac = hmac_sha256(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body]);
+        format!("t={t},v1={}", hex::encode(mac))
+    }
+
+    fn run(header: &str, body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
+        let v = verifier(SourceKind::Stripe, &[SECRET, "whsec_old_secret"]);
+        let now = Timestamp::from_unix(NOW).expect("in range");
+        v.accept(Inbound { headers: &headers(&[("Stripe-Signature", header)]), body }, now)
+    }
+
+    #[test]
+    fn accepts_a_signed_payment_intent_succeeded() {
+        let body = fixture("stripe/payment_intent.succeeded.json");
+        let event = only_event(run(&sign(SECRET, NOW, &body), &body).expect("verified"));
+        assert_eq!(event.event_type.as_str(), "payment.succeeded");
+        assert_eq!(event.entity.kind, EntityKind::Payment);
+        assert_eq!(event.entity.id, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R");
+        assert_eq!(event.entity.refs.order_id.as_deref(), Some("ord_1001"));
+        let amount = event.data.amount.expect("amount");
+        assert_eq!((amount.amount_minor, amount.currency.as_str()), (2000, "USD"));
+    }
+
+    #[test]
+    fn a_rotated_secret_still_verifies() {
+        let body = fixture("stripe/payment_intent.succeeded.json");
+        assert!(run(&sign("whsec_old_secret", NOW, &body), &body).is_ok());
+    }
+
+    #[test]
+    fn several_v1_signatures_any_may_match() {
+        let body = fixture("stripe/payment_intent.succeeded.json");
+        let good = sign(SECRET, NOW, &body);
+        let header = format!("t={NOW},v1={},{}", "00".repeat(32), good.split_once(',').expect("two parts").1);
+        assert!(run(&header, &body).is_ok());
+    }
+
+    #[test]
+    fn negative_cases_are_refused_with_the_right_reason() {
+        let body = fixture("stripe/payment_intent.succeeded.json");
+        let mut tampered = body.clone();
+        tampered[10] ^= 1;
+        let cases: Vec<(String, Vec<u8>, Rejection)> = vec![
+            (sign("whsec_wrong", NOW, &body), body.clone(), Rejection::BadSignature),
+            (sign(SECRET, NOW, &body), tampered, Rejection::BadSignature),
+            (sign(SECRET, NOW - 301, &body), body.clone(), Rejection::StaleTimestamp),
+            (sign(SECRET, NOW + 301, &body), body.clone(), Rejection::FutureTimestamp),
+            ("t=abc,v1=00".into(), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
+            (format!("t={NOW}"), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
+            (format!("t={NOW},v1=zz"), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
+            (format!("t={NOW},t={NOW},v1=00"), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
+        ];
+        for (header, body, expected) in cases {
+            assert_eq!(run(&header, &body).err(), Some(expected), "header {header}");
+        }
+        let v = verifier(SourceKind::Stripe, &[SECRET]);
+        let now = Timestamp::from_unix(NOW).expect("in range");
+        let missing = v.accept(Inbound { headers: &headers(&[]), body: &body }, now);
+        assert_eq!(missing.err(), Some(Rejection::MissingHeader("Stripe-Signature")));
+    }
+
+    #[test]
+    fn signed_but_not_json_is_a_malformed_body() {
+        let body = b"not json";
+        assert!(matches!(run(&sign(SECRET, NOW, body), body), Err(Rejection::MalformedBody(_))));
+    }
+
+    #[test]
+    fn normalizes_every_supported_type() {
+        let cases = [
+            ("payment_intent.payment_failed.json", "payment.failed", Some("failed")),
+            ("payment_intent.canceled.json", "payment.canceled", Some("canceled")),
+            ("payment_intent.processing.json", "payment.processing", Some("processing")),
+            ("payment_intent.requires_action.json", "payment.requires_action", Some("requires_action")),
+            ("charge.refunded.partial.json", "payment.partially_refunded", Some("partially_refunded")),
+            ("charge.refunded.full.json", "payment.refunded", Some("refunded")),
+            ("refund.created.json", "payment.refund_created", None),
+            ("charge.dispute.created.json", "payment.disputed", Some("disputed")),
+            ("charge.dispute.closed.won.json", "payment.dispute_won", Some("dispute_won")),
+            ("charge.dispute.closed.lost.json", "payment.dispute_lost", Some("dispute_lost")),
+            ("checkout.session.completed.json", "checkout.completed", Some("paid")),
+            ("customer.created.json", "customer.created", None),
+            ("customer.updated.json", "customer.updated", None),
+        ];
+        for (file, event_type, status) in cases {
+            let body = fixture(&format!("stripe/{file}"));
+            let event = only_event(run(&sign(SECRET, NOW, &body), &body).expect(file));
+            assert_eq!(event.event_type.as_str(), event_type, "{file}");
+            assert_eq!(event.data.status.as_deref(), status, "{file}");
+        }
+    }
+
+    #[test]
+    fn unknown_types_are_unrouted_and_bad_payloads_quarantined() {
+        let body = br#"{"id":"evt_x","type":"invoice.paid","created":1763900000,"data":{"object":{}}}"#;
+        let events = run(&sign(SECRET, NOW, body), body).expect("verified");
+        assert_eq!(events[0].outcome, Normalized::Unrouted);
+
+        let body = br#"{"id":"evt_y","type":"payment_intent.succeeded","created":1763900000,"data":{"object":{"id":"pi_1","currency":"usd"}}}"#;
+        let events = run(&sign(SECRET, NOW, body), body).expect("verified");
+        assert_eq!(events[0].outcome, Normalized::Quarantined("amount is missing".into()));
+
+        let body = br#"{"type":"payment_intent.succeeded"}"#;
+        let events = run(&sign(SECRET, NOW, body), body).expect("verified");
+        assert!(events[0].source_event_id.as_str().starts_with("sha256:"));
+        assert_eq!(events[0].outcome, Normalized::Quarantined("id is missing".into()));
+    }
+}

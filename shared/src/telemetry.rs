@@ -1,0 +1,158 @@
+//! Logs (tracing, JSON in Lambda) and metrics (CloudWatch Embedded Metric Format on stdout:
+//! no API call, no added latency).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// One metric data point with its dimensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub dimensions: Vec<(&'static str, String)>,
+    pub value: f64,
+    pub unit: Unit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "Count",
+            Self::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+impl Metric {
+    pub fn count(name: &'static str, dimensions: Vec<(&'static str, String)>) -> Self {
+        Self { name, dimensions, value: 1.0, unit: Unit::Count }
+    }
+
+    /// The EMF document for this point, stamped with `timestamp_ms`.
+    pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> serde_json::Value {
+        let dims: Vec<&str> = self.dimensions.iter().map(|(k, _)| *k).collect();
+        let mut doc = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": namespace,
+                    "Dimensions": [dims],
+                    "Metrics": [{ "Name": self.name, "Unit": self.unit.as_str() }],
+                }],
+            },
+            self.name: self.value,
+        });
+        for (k, v) in &self.dimensions {
+            doc[*k] = serde_json::Value::String(v.clone());
+        }
+        doc
+    }
+}
+
+/// Where metrics go.
+pub trait Metrics: Send + Sync {
+    fn emit(&self, metric: Metric);
+}
+
+/// Writes each metric as one EMF line on stdout, which Lambda ships to CloudWatch.
+#[derive(Debug, Clone)]
+pub struct EmfMetrics {
+    namespace: String,
+}
+
+impl EmfMetrics {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self { namespace: namespace.into() }
+    }
+}
+
+impl Metrics for EmfMetrics {
+    fn emit(&self, metric: Metric) {
+        let now = time::OffsetDateTime::now_utc();
+        let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let line = metric.to_emf(&self.namespace, ms).to_string();
+        // One write per line so concurrent writers never interleave inside a document.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+/// Keeps every metric in memory, for tests and the local stack's status page.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingMetrics(Arc<Mutex<Vec<Metric>>>);
+
+impl RecordingMetrics {
+    pub fn all(&self) -> Vec<Metric> {
+        self.0.lock().expect("metrics lock").clone()
+    }
+
+    /// The sum of `name` over the points whose dimensions include every pair in `having`.
+    pub fn sum(&self, name: &str, having: &[(&str, &str)]) -> f64 {
+        self.all()
+            .iter()
+            .filter(|m| m.name == name)
+            .filter(|m| having.iter().all(|(k, v)| m.dimensions.iter().any(|(mk, mv)| mk == k && mv == v)))
+            .map(|m| m.value)
+            .sum()
+    }
+}
+
+impl Metrics for RecordingMetrics {
+    fn emit(&self, metric: Metric) {
+        self.0.lock().expect("metrics lock").push(metric);
+    }
+}
+
+impl<T: Metrics> Metrics for Arc<T> {
+    fn emit(&self, metric: Metric) {
+        (**self).emit(metric);
+    }
+}
+
+/// Installs the tracing subscriber for a Lambda function: JSON lines unless
+/// `AWS_LAMBDA_LOG_FORMAT=Text`; level from `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, else info.
+pub fn init_lambda_tracing() {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into())
+        .to_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).without_time();
+    if text {
+        builder.with_ansi(false).init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_names_its_dimensions_and_value() {
+        let m = Metric::count("IngressEvents", vec![("Source", "stripe".into()), ("Outcome", "accepted".into())]);
+        let doc = m.to_emf("Plumbline", 1_700_000_000_000);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], serde_json::json!(["Source", "Outcome"]));
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "IngressEvents");
+        assert_eq!(doc["Source"], "stripe");
+        assert_eq!(doc["IngressEvents"], 1.0);
+        assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+    }
+
+    #[test]
+    fn recording_sums_by_dimension() {
+        let r = RecordingMetrics::default();
+        r.emit(Metric::count("X", vec![("Source", "a".into())]));
+        r.emit(Metric::count("X", vec![("Source", "b".into())]));
+        r.emit(Metric::count("X", vec![("Source", "a".into())]));
+        assert_eq!(r.sum("X", &[("Source", "a")]), 2.0);
+        assert_eq!(r.sum("X", &[]), 3.0);
+    }
+}
