@@ -47,7 +47,13 @@ impl fmt::Display for ConfigError {
 
 impl ConfigError {
     fn one(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { problems: vec![ConfigProblem { key: key.into(), reason: reason.into(), line: None }] }
+        Self {
+            problems: vec![ConfigProblem {
+                key: key.into(),
+                reason: reason.into(),
+                line: None,
+            }],
+        }
     }
 }
 
@@ -61,8 +67,12 @@ impl SecretRef {
     fn parse(text: &str) -> Result<Self, String> {
         match text.split_once(':') {
             Some(("env", name)) if is_env_name(name) => Ok(Self::Env(name.to_owned())),
-            Some(("env", _)) => Err("env: must be followed by a variable name (A-Z, 0-9, _)".into()),
-            _ => Err("expected a reference such as env:NAME; secret values never go in the file".into()),
+            Some(("env", _)) => {
+                Err("env: must be followed by a variable name (A-Z, 0-9, _)".into())
+            }
+            _ => Err(
+                "expected a reference such as env:NAME; secret values never go in the file".into(),
+            ),
         }
     }
 }
@@ -76,7 +86,10 @@ impl fmt::Display for SecretRef {
 }
 
 fn is_env_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Resolves secret references to values.
@@ -105,7 +118,10 @@ pub struct MapSecrets(pub BTreeMap<String, String>);
 impl SecretResolver for MapSecrets {
     fn resolve(&self, reference: &SecretRef) -> Result<SecretString, String> {
         let key = reference.to_string();
-        self.0.get(&key).map(|v| SecretString::from(v.clone())).ok_or_else(|| format!("{key} is not set"))
+        self.0
+            .get(&key)
+            .map(|v| SecretString::from(v.clone()))
+            .ok_or_else(|| format!("{key} is not set"))
     }
 }
 
@@ -153,7 +169,11 @@ pub struct IngressSettings {
 
 impl Default for IngressSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, duplicate_horizon_secs: 300, retention_days: 90 }
+        Self {
+            max_body_bytes: 256 * 1024,
+            duplicate_horizon_secs: 300,
+            retention_days: 90,
+        }
     }
 }
 
@@ -231,15 +251,18 @@ const ENTITY_KINDS: [&str; 5] = ["payment", "order", "customer", "lead", "subscr
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::one("(file)", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one("(file)", format!("cannot read {}: {e}", path.display()))
+        })?;
         Self::parse(&text)
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             ConfigError {
                 problems: vec![ConfigProblem {
                     key: "(syntax)".into(),
@@ -248,120 +271,19 @@ impl Config {
                 }],
             }
         })?;
-        let mut problems = Vec::new();
-        let mut problem = |key: String, reason: String| {
-            let line = line_of(text, &key);
-            problems.push(ConfigProblem { key, reason, line });
+        let mut problems = Problems {
+            text,
+            list: Vec::new(),
         };
-
-        let mut sources = BTreeMap::new();
-        for (name, raw) in raw.sources {
-            let key = format!("sources.{name}");
-            let Ok(source_name) = SourceName::try_from(name.as_str()) else {
-                problem(key, "a source name is its route: use a-z, 0-9, '-' or '_'".into());
-                continue;
-            };
-            if raw.secrets.is_empty() {
-                problem(format!("{key}.secrets"), "at least one secret is required".into());
-            }
-            let mut secrets = Vec::new();
-            for (i, s) in raw.secrets.iter().enumerate() {
-                match SecretRef::parse(s) {
-                    Ok(r) => secrets.push(r),
-                    Err(reason) => problem(format!("{key}.secrets[{i}]"), reason),
-                }
-            }
-            let tolerance_secs = raw.tolerance_secs.unwrap_or(300);
-            if !(1..=86_400).contains(&tolerance_secs) {
-                problem(format!("{key}.tolerance_secs"), "must be between 1 and 86400".into());
-            }
-            if raw.tolerance_secs.is_some() && !raw.kind.has_timestamp() {
-                problem(format!("{key}.tolerance_secs"), format!("{} signs no timestamp", raw.kind));
-            }
-            let api_key = match raw.api_key.as_deref().map(SecretRef::parse).transpose() {
-                Ok(r) => r,
-                Err(reason) => {
-                    problem(format!("{key}.api_key"), reason);
-                    None
-                }
-            };
-            if let Some(base) = &raw.api_base
-                && !(base.starts_with("https://") || base.starts_with("http://"))
-            {
-                problem(format!("{key}.api_base"), "must be an http(s) URL".into());
-            }
-            sources.insert(
-                source_name.clone(),
-                SourceConfig { name: source_name, kind: raw.kind, secrets, tolerance_secs, api_key, api_base: raw.api_base },
-            );
-        }
-
-        let mut targets = BTreeMap::new();
-        for (name, raw) in raw.targets {
-            let key = format!("targets.{name}");
-            let mut reference = |field: &str, value: Option<&String>| match value.map(|v| SecretRef::parse(v)).transpose() {
-                Ok(r) => r,
-                Err(reason) => {
-                    problem(format!("{key}.{field}"), reason);
-                    None
-                }
-            };
-            let secret = reference("secret", raw.secret.as_ref());
-            let token = reference("token", raw.token.as_ref());
-            if raw.kind == TargetKind::Http && raw.url.is_none() {
-                problem(format!("{key}.url"), "an http target needs a url".into());
-            }
-            if raw.kind == TargetKind::Hubspot && token.is_none() && raw.token.is_none() {
-                problem(format!("{key}.token"), "a hubspot target needs a token reference".into());
-            }
-            targets.insert(name.clone(), TargetConfig { name, kind: raw.kind, url: raw.url, secret, token });
-        }
-
-        let mut routes = Vec::new();
-        for (i, raw) in raw.routes.into_iter().enumerate() {
-            for (j, pattern) in raw.events.iter().enumerate() {
-                if !is_event_pattern(pattern) {
-                    problem(format!("routes[{i}].events[{j}]"), format!("{pattern:?} is not a type or glob such as payment.*"));
-                }
-            }
-            for (j, target) in raw.targets.iter().enumerate() {
-                if !targets.contains_key(target) {
-                    problem(format!("routes[{i}].targets[{j}]"), format!("no target named {target:?}"));
-                }
-            }
-            routes.push(Route { events: raw.events, targets: raw.targets });
-        }
-
-        for (field, owner) in &raw.ownership {
-            let key = format!("ownership.{field:?}");
-            let entity_ok = field.split_once('.').is_some_and(|(kind, f)| ENTITY_KINDS.contains(&kind) && !f.is_empty());
-            if !entity_ok {
-                problem(key.clone(), format!("expected entity.field with entity one of {}", ENTITY_KINDS.join(", ")));
-            }
-            let known = SourceName::try_from(owner.as_str()).is_ok_and(|s| sources.contains_key(&s)) || targets.contains_key(owner);
-            if !known {
-                problem(key, format!("{owner:?} is neither a source nor a target"));
-            }
-        }
-
-        let defaults = IngressSettings::default();
-        let ingress = IngressSettings {
-            max_body_bytes: raw.ingress.max_body_bytes.unwrap_or(defaults.max_body_bytes),
-            duplicate_horizon_secs: raw.ingress.duplicate_horizon_secs.unwrap_or(defaults.duplicate_horizon_secs),
-            retention_days: raw.ingress.retention_days.unwrap_or(defaults.retention_days),
-        };
-        if !(1..=6 * 1024 * 1024).contains(&ingress.max_body_bytes) {
-            problem("ingress.max_body_bytes".into(), "must be between 1 and 6291456 (Lambda's payload limit)".into());
-        }
-        if ingress.duplicate_horizon_secs < 1 {
-            problem("ingress.duplicate_horizon_secs".into(), "must be positive".into());
-        }
-        if !(1..=3650).contains(&ingress.retention_days) {
-            problem("ingress.retention_days".into(), "must be between 1 and 3650".into());
-        }
-
-        if !problems.is_empty() {
-            return Err(ConfigError { problems });
+        let sources = parse_sources(raw.sources, &mut problems);
+        let targets = parse_targets(raw.targets, &mut problems);
+        let routes = parse_routes(raw.routes, &targets, &mut problems);
+        check_ownership(&raw.ownership, &sources, &targets, &mut problems);
+        let ingress = parse_ingress(&raw.ingress, &mut problems);
+        if !problems.list.is_empty() {
+            return Err(ConfigError {
+                problems: problems.list,
+            });
         }
         Ok(Self {
             sources,
@@ -375,7 +297,10 @@ impl Config {
 
     /// Resolves every source's secrets into verifiers; fails with the key of each secret that
     /// cannot be resolved or decoded.
-    pub fn verifiers(&self, resolver: &impl SecretResolver) -> Result<BTreeMap<SourceName, Verifier>, ConfigError> {
+    pub fn verifiers(
+        &self,
+        resolver: &impl SecretResolver,
+    ) -> Result<BTreeMap<SourceName, Verifier>, ConfigError> {
         use secrecy::ExposeSecret;
         let mut problems = Vec::new();
         let mut out = BTreeMap::new();
@@ -386,22 +311,242 @@ impl Config {
                 match resolver.resolve(reference) {
                     Ok(value) => match source.kind.decode_secret(value.expose_secret()) {
                         Ok(bytes) => keys.push(SecretSlice::from(bytes)),
-                        Err(reason) => problems.push(ConfigProblem { key, reason: reason.into(), line: None }),
+                        Err(reason) => problems.push(ConfigProblem {
+                            key,
+                            reason: reason.into(),
+                            line: None,
+                        }),
                     },
-                    Err(reason) => problems.push(ConfigProblem { key, reason, line: None }),
+                    Err(reason) => problems.push(ConfigProblem {
+                        key,
+                        reason,
+                        line: None,
+                    }),
                 }
             }
-            out.insert(name.clone(), Verifier { kind: source.kind, keys, tolerance_secs: source.tolerance_secs });
+            out.insert(
+                name.clone(),
+                Verifier {
+                    kind: source.kind,
+                    keys,
+                    tolerance_secs: source.tolerance_secs,
+                },
+            );
         }
-        if problems.is_empty() { Ok(out) } else { Err(ConfigError { problems }) }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError { problems })
+        }
     }
+}
+
+/// Collects problems, each located in the text where possible.
+struct Problems<'a> {
+    text: &'a str,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: String, reason: impl Into<String>) {
+        let line = line_of(self.text, &key);
+        self.list.push(ConfigProblem {
+            key,
+            reason: reason.into(),
+            line,
+        });
+    }
+
+    fn reference(&mut self, key: String, value: Option<&str>) -> Option<SecretRef> {
+        match value.map(SecretRef::parse).transpose() {
+            Ok(r) => r,
+            Err(reason) => {
+                self.add(key, reason);
+                None
+            }
+        }
+    }
+}
+
+fn parse_sources(
+    raw: BTreeMap<String, RawSource>,
+    problems: &mut Problems<'_>,
+) -> BTreeMap<SourceName, SourceConfig> {
+    let mut sources = BTreeMap::new();
+    for (name, raw) in raw {
+        let key = format!("sources.{name}");
+        let Ok(source_name) = SourceName::try_from(name.as_str()) else {
+            problems.add(key, "a source name is its route: use a-z, 0-9, '-' or '_'");
+            continue;
+        };
+        if raw.secrets.is_empty() {
+            problems.add(format!("{key}.secrets"), "at least one secret is required");
+        }
+        let secrets = raw
+            .secrets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| problems.reference(format!("{key}.secrets[{i}]"), Some(s)))
+            .collect();
+        let tolerance_secs = raw.tolerance_secs.unwrap_or(300);
+        if !(1..=86_400).contains(&tolerance_secs) {
+            problems.add(
+                format!("{key}.tolerance_secs"),
+                "must be between 1 and 86400",
+            );
+        }
+        if raw.tolerance_secs.is_some() && !raw.kind.has_timestamp() {
+            problems.add(
+                format!("{key}.tolerance_secs"),
+                format!("{} signs no timestamp", raw.kind),
+            );
+        }
+        let api_key = problems.reference(format!("{key}.api_key"), raw.api_key.as_deref());
+        if let Some(base) = &raw.api_base
+            && !(base.starts_with("https://") || base.starts_with("http://"))
+        {
+            problems.add(format!("{key}.api_base"), "must be an http(s) URL");
+        }
+        let config = SourceConfig {
+            name: source_name.clone(),
+            kind: raw.kind,
+            secrets,
+            tolerance_secs,
+            api_key,
+            api_base: raw.api_base,
+        };
+        sources.insert(source_name, config);
+    }
+    sources
+}
+
+fn parse_targets(
+    raw: BTreeMap<String, RawTarget>,
+    problems: &mut Problems<'_>,
+) -> BTreeMap<String, TargetConfig> {
+    let mut targets = BTreeMap::new();
+    for (name, raw) in raw {
+        let key = format!("targets.{name}");
+        let secret = problems.reference(format!("{key}.secret"), raw.secret.as_deref());
+        let token = problems.reference(format!("{key}.token"), raw.token.as_deref());
+        if raw.kind == TargetKind::Http && raw.url.is_none() {
+            problems.add(format!("{key}.url"), "an http target needs a url");
+        }
+        if raw.kind == TargetKind::Hubspot && raw.token.is_none() {
+            problems.add(
+                format!("{key}.token"),
+                "a hubspot target needs a token reference",
+            );
+        }
+        targets.insert(
+            name.clone(),
+            TargetConfig {
+                name,
+                kind: raw.kind,
+                url: raw.url,
+                secret,
+                token,
+            },
+        );
+    }
+    targets
+}
+
+fn parse_routes(
+    raw: Vec<RawRoute>,
+    targets: &BTreeMap<String, TargetConfig>,
+    problems: &mut Problems<'_>,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (i, raw) in raw.into_iter().enumerate() {
+        for (j, pattern) in raw.events.iter().enumerate() {
+            if !is_event_pattern(pattern) {
+                problems.add(
+                    format!("routes[{i}].events[{j}]"),
+                    format!("{pattern:?} is not a type or glob such as payment.*"),
+                );
+            }
+        }
+        for (j, target) in raw.targets.iter().enumerate() {
+            if !targets.contains_key(target) {
+                problems.add(
+                    format!("routes[{i}].targets[{j}]"),
+                    format!("no target named {target:?}"),
+                );
+            }
+        }
+        routes.push(Route {
+            events: raw.events,
+            targets: raw.targets,
+        });
+    }
+    routes
+}
+
+fn check_ownership(
+    ownership: &BTreeMap<String, String>,
+    sources: &BTreeMap<SourceName, SourceConfig>,
+    targets: &BTreeMap<String, TargetConfig>,
+    problems: &mut Problems<'_>,
+) {
+    for (field, owner) in ownership {
+        let key = format!("ownership.{field:?}");
+        let entity_ok = field
+            .split_once('.')
+            .is_some_and(|(kind, f)| ENTITY_KINDS.contains(&kind) && !f.is_empty());
+        if !entity_ok {
+            problems.add(
+                key.clone(),
+                format!(
+                    "expected entity.field with entity one of {}",
+                    ENTITY_KINDS.join(", ")
+                ),
+            );
+        }
+        let known = SourceName::try_from(owner.as_str()).is_ok_and(|s| sources.contains_key(&s))
+            || targets.contains_key(owner);
+        if !known {
+            problems.add(key, format!("{owner:?} is neither a source nor a target"));
+        }
+    }
+}
+
+fn parse_ingress(raw: &RawIngress, problems: &mut Problems<'_>) -> IngressSettings {
+    let defaults = IngressSettings::default();
+    let ingress = IngressSettings {
+        max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+        duplicate_horizon_secs: raw
+            .duplicate_horizon_secs
+            .unwrap_or(defaults.duplicate_horizon_secs),
+        retention_days: raw.retention_days.unwrap_or(defaults.retention_days),
+    };
+    if !(1..=6 * 1024 * 1024).contains(&ingress.max_body_bytes) {
+        problems.add(
+            "ingress.max_body_bytes".into(),
+            "must be between 1 and 6291456 (Lambda's payload limit)",
+        );
+    }
+    if ingress.duplicate_horizon_secs < 1 {
+        problems.add("ingress.duplicate_horizon_secs".into(), "must be positive");
+    }
+    if !(1..=3650).contains(&ingress.retention_days) {
+        problems.add(
+            "ingress.retention_days".into(),
+            "must be between 1 and 3650",
+        );
+    }
+    ingress
 }
 
 /// `payment.succeeded`, `payment.*`, `*`.
 fn is_event_pattern(pattern: &str) -> bool {
     pattern == "*"
         || pattern.split('.').all(|seg| {
-            seg == "*" || (!seg.is_empty() && seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            seg == "*"
+                || (!seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         }) && pattern.contains('.')
 }
 
@@ -469,7 +614,10 @@ dlq_messages = 0
         assert_eq!(config.sources.len(), 2);
         let stripe = &config.sources[&SourceName::try_from("stripe").expect("valid")];
         assert_eq!(stripe.kind, SourceKind::Stripe);
-        assert_eq!(stripe.secrets, vec![SecretRef::Env("STRIPE_WEBHOOK_SECRET".into())]);
+        assert_eq!(
+            stripe.secrets,
+            vec![SecretRef::Env("STRIPE_WEBHOOK_SECRET".into())]
+        );
         assert_eq!(config.routes.len(), 2);
         assert_eq!(config.thresholds["status_mismatches"], 5);
         assert_eq!(config.ingress, IngressSettings::default());
@@ -510,20 +658,39 @@ targets = ["nowhere"]
                 "ownership.\"invoice.total\"",
             ]
         );
-        let secret = err.problems.iter().find(|p| p.key == "sources.stripe.secrets[0]").expect("present");
+        let secret = err
+            .problems
+            .iter()
+            .find(|p| p.key == "sources.stripe.secrets[0]")
+            .expect("present");
         assert_eq!(secret.line, Some(4));
-        assert!(!err.to_string().contains("sk_live_plaintext"), "a secret value is never echoed");
+        assert!(
+            !err.to_string().contains("sk_live_plaintext"),
+            "a secret value is never echoed"
+        );
     }
 
     #[test]
     fn syntax_errors_and_unknown_keys_carry_a_line() {
-        let err = Config::parse("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:A\"]\nsecret = 1\n").expect_err("unknown key");
+        let err = Config::parse(
+            "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:A\"]\nsecret = 1\n",
+        )
+        .expect_err("unknown key");
         assert_eq!(err.problems[0].line, Some(4));
-        assert!(err.problems[0].reason.contains("secret"), "{}", err.problems[0].reason);
+        assert!(
+            err.problems[0].reason.contains("secret"),
+            "{}",
+            err.problems[0].reason
+        );
         let err = Config::parse("[sources.stripe\n").expect_err("syntax");
         assert_eq!(err.problems[0].line, Some(1));
-        let err = Config::parse("[sources.x]\nkind = \"mailchimp\"\nsecrets = [\"env:A\"]\n").expect_err("kind");
-        assert!(err.problems[0].reason.contains("unknown variant"), "{}", err.problems[0].reason);
+        let err = Config::parse("[sources.x]\nkind = \"mailchimp\"\nsecrets = [\"env:A\"]\n")
+            .expect_err("kind");
+        assert!(
+            err.problems[0].reason.contains("unknown variant"),
+            "{}",
+            err.problems[0].reason
+        );
     }
 
     #[test]
@@ -533,7 +700,9 @@ targets = ["nowhere"]
             ("env:STRIPE_WEBHOOK_SECRET".into(), "whsec_abc".into()),
             ("env:SITE_WEBHOOK_SECRET".into(), "whsec_not base64!".into()),
         ]));
-        let err = config.verifiers(&resolver).expect_err("site secret is not base64");
+        let err = config
+            .verifiers(&resolver)
+            .expect_err("site secret is not base64");
         assert_eq!(err.problems[0].key, "sources.site.secrets[0]");
         let resolver = MapSecrets(BTreeMap::from([
             ("env:STRIPE_WEBHOOK_SECRET".into(), "whsec_abc".into()),

@@ -145,10 +145,15 @@ impl StoreError {
 /// Durable record of events, keyed by [`EventKey`], with a conditional claim.
 pub trait EventStore: Send + Sync {
     /// Writes `record` only if no record has its key.
-    fn claim(&self, record: &EventRecord) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    fn claim(&self, record: &EventRecord)
+    -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
     /// Deletes a claim this caller made (`event_id` matches) while it is still `Received`.
-    fn release(&self, key: &EventKey, event_id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn release(
+        &self,
+        key: &EventKey,
+        event_id: &EventId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Moves a `Received` claim's `claimed_at` from `seen` to `now`; false when another caller
     /// (or delivery) changed it first. Only the winner re-enqueues.
@@ -168,7 +173,10 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Reads one record (consistent read).
-    fn get(&self, key: &EventKey) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send;
+    fn get(
+        &self,
+        key: &EventKey,
+    ) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send;
 }
 
 /// Why the queue failed.
@@ -190,29 +198,55 @@ impl QueueError {
 
 /// The delivery queue.
 pub trait EventQueue: Send + Sync {
-    fn enqueue(&self, message: &crate::ingress::QueueMessage) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn enqueue(
+        &self,
+        message: &crate::ingress::QueueMessage,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 impl<T: EventStore> EventStore for Arc<T> {
-    fn claim(&self, record: &EventRecord) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+    fn claim(
+        &self,
+        record: &EventRecord,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
         (**self).claim(record)
     }
-    fn release(&self, key: &EventKey, event_id: &EventId) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn release(
+        &self,
+        key: &EventKey,
+        event_id: &EventId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).release(key, event_id)
     }
-    fn refresh_claim(&self, key: &EventKey, seen: Timestamp, now: Timestamp) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    fn refresh_claim(
+        &self,
+        key: &EventKey,
+        seen: Timestamp,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         (**self).refresh_claim(key, seen, now)
     }
-    fn record_conflict(&self, key: &EventKey, hash: &PayloadHash, at: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn record_conflict(
+        &self,
+        key: &EventKey,
+        hash: &PayloadHash,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).record_conflict(key, hash, at)
     }
-    fn get(&self, key: &EventKey) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send {
+    fn get(
+        &self,
+        key: &EventKey,
+    ) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send {
         (**self).get(key)
     }
 }
 
 impl<T: EventQueue> EventQueue for Arc<T> {
-    fn enqueue(&self, message: &crate::ingress::QueueMessage) -> impl Future<Output = Result<(), QueueError>> + Send {
+    fn enqueue(
+        &self,
+        message: &crate::ingress::QueueMessage,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send {
         (**self).enqueue(message)
     }
 }

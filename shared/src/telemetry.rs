@@ -30,7 +30,12 @@ impl Unit {
 
 impl Metric {
     pub fn count(name: &'static str, dimensions: Vec<(&'static str, String)>) -> Self {
-        Self { name, dimensions, value: 1.0, unit: Unit::Count }
+        Self {
+            name,
+            dimensions,
+            value: 1.0,
+            unit: Unit::Count,
+        }
     }
 
     /// The EMF document for this point, stamped with `timestamp_ms`.
@@ -67,7 +72,9 @@ pub struct EmfMetrics {
 
 impl EmfMetrics {
     pub fn new(namespace: impl Into<String>) -> Self {
-        Self { namespace: namespace.into() }
+        Self {
+            namespace: namespace.into(),
+        }
     }
 }
 
@@ -90,13 +97,21 @@ impl RecordingMetrics {
         self.0.lock().expect("metrics lock").clone()
     }
 
-    /// The sum of `name` over the points whose dimensions include every pair in `having`.
-    pub fn sum(&self, name: &str, having: &[(&str, &str)]) -> f64 {
+    /// How many `name` counts were emitted with dimensions including every pair in `having`.
+    pub fn count(&self, name: &str, having: &[(&str, &str)]) -> u64 {
+        let matches = |m: &&Metric| {
+            m.name == name
+                && m.unit == Unit::Count
+                && having
+                    .iter()
+                    .all(|(k, v)| m.dimensions.iter().any(|(mk, mv)| mk == k && mv == v))
+        };
+        // Counts are whole, non-negative numbers by construction.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         self.all()
             .iter()
-            .filter(|m| m.name == name)
-            .filter(|m| having.iter().all(|(k, v)| m.dimensions.iter().any(|(mk, mv)| mk == k && mv == v)))
-            .map(|m| m.value)
+            .filter(matches)
+            .map(|m| m.value as u64)
             .sum()
     }
 }
@@ -123,11 +138,19 @@ pub fn init_lambda_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).without_time();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time();
     if text {
         builder.with_ansi(false).init();
     } else {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     }
 }
 
@@ -137,10 +160,19 @@ mod tests {
 
     #[test]
     fn emf_document_names_its_dimensions_and_value() {
-        let m = Metric::count("IngressEvents", vec![("Source", "stripe".into()), ("Outcome", "accepted".into())]);
+        let m = Metric::count(
+            "IngressEvents",
+            vec![("Source", "stripe".into()), ("Outcome", "accepted".into())],
+        );
         let doc = m.to_emf("Plumbline", 1_700_000_000_000);
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], serde_json::json!(["Source", "Outcome"]));
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "IngressEvents");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            serde_json::json!(["Source", "Outcome"])
+        );
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "IngressEvents"
+        );
         assert_eq!(doc["Source"], "stripe");
         assert_eq!(doc["IngressEvents"], 1.0);
         assert_eq!(doc["_aws"]["Timestamp"], 1_700_000_000_000_i64);
@@ -152,7 +184,7 @@ mod tests {
         r.emit(Metric::count("X", vec![("Source", "a".into())]));
         r.emit(Metric::count("X", vec![("Source", "b".into())]));
         r.emit(Metric::count("X", vec![("Source", "a".into())]));
-        assert_eq!(r.sum("X", &[("Source", "a")]), 2.0);
-        assert_eq!(r.sum("X", &[]), 3.0);
+        assert_eq!(r.count("X", &[("Source", "a")]), 2);
+        assert_eq!(r.count("X", &[]), 3);
     }
 }

@@ -1,1 +1,34 @@
-fn main() {}
+//! Wiring only: tracing, config (validated once at cold start), SDK clients, then the runtime.
+
+use anyhow::Context;
+use lambda_http::{run, service_fn};
+use plumbline::adapters::{dynamodb::DynamoEventStore, sqs::SqsQueue};
+use plumbline::config::{Config, EnvSecrets};
+use plumbline::ingress::Ingress;
+use plumbline::ports::SystemClock;
+use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_lambda_tracing();
+    let path = std::env::var("PLUMBLINE_CONFIG").context("PLUMBLINE_CONFIG is not set")?;
+    let config = Config::load(path.as_ref())?;
+    let verifiers = config.verifiers(&EnvSecrets)?;
+    let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
+    let queue_url =
+        std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
+    let aws = aws_config::load_from_env().await;
+    let ingress = Ingress::new(
+        DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
+        SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url),
+        SystemClock,
+        EmfMetrics::new("Plumbline"),
+        verifiers,
+        config.ingress,
+    );
+    let ingress = &ingress;
+    run(service_fn(move |request| async move {
+        Ok::<_, std::convert::Infallible>(plumbline_ingress::handle(ingress, request).await)
+    }))
+    .await
+}

@@ -13,7 +13,9 @@ const THROTTLING: [&str; 6] = [
 ];
 
 /// The service's error code, if the service answered with one.
-pub fn code<E: ProvideErrorMetadata>(err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> Option<&str> {
+pub fn code<E: ProvideErrorMetadata>(
+    err: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<&str> {
     err.as_service_error().and_then(ProvideErrorMetadata::code)
 }
 

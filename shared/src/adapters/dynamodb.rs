@@ -25,7 +25,10 @@ pub struct DynamoEventStore {
 
 impl DynamoEventStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 }
 
@@ -61,7 +64,9 @@ struct EventItem {
 }
 
 fn shard_of(key: &EventKey) -> String {
-    let sum = key.as_str().bytes().fold(0_u64, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let sum = key.as_str().bytes().fold(0_u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
     format!("PENDING#{}", sum % PENDING_SHARDS)
 }
 
@@ -81,7 +86,10 @@ impl EventItem {
             received_at: r.received_at.to_string(),
             expires_at: r.expires_at.unix(),
             event_type: r.envelope.as_ref().map(|e| e.event_type.to_string()),
-            envelope: r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+            envelope: r
+                .envelope
+                .as_ref()
+                .map(|e| serde_json::to_string(e).expect("an envelope serializes")),
             raw: r.raw.as_ref().map(ToString::to_string),
             reason: r.reason.clone(),
             pending_shard: pending.then(|| shard_of(&r.key)),
@@ -94,17 +102,30 @@ impl EventItem {
         let ts = |s: &str| Timestamp::parse(s).ok_or_else(|| corrupt("bad timestamp"));
         Ok(EventRecord {
             key: EventKey::parse(&self.pk).ok_or_else(|| corrupt("bad key"))?,
-            event_id: EventId::try_from(self.event_id.as_str()).map_err(|_| corrupt("bad event id"))?,
-            source: SourceName::try_from(self.source.as_str()).map_err(|_| corrupt("bad source"))?,
-            source_event_id: SourceEventId::try_from(self.source_event_id.as_str()).map_err(|_| corrupt("bad id"))?,
+            event_id: EventId::try_from(self.event_id.as_str())
+                .map_err(|_| corrupt("bad event id"))?,
+            source: SourceName::try_from(self.source.as_str())
+                .map_err(|_| corrupt("bad source"))?,
+            source_event_id: SourceEventId::try_from(self.source_event_id.as_str())
+                .map_err(|_| corrupt("bad id"))?,
             source_type: self.source_type.clone(),
             status: self.status,
             payload_hash: PayloadHash::from_hex(self.payload_hash.clone()),
             claimed_at: ts(&self.claimed_at)?,
             received_at: ts(&self.received_at)?,
             expires_at: Timestamp::from_unix(self.expires_at).ok_or_else(|| corrupt("bad ttl"))?,
-            envelope: self.envelope.as_deref().map(serde_json::from_str).transpose().map_err(|_| corrupt("bad envelope"))?,
-            raw: self.raw.as_deref().map(serde_json::from_str).transpose().map_err(|_| corrupt("bad raw payload"))?,
+            envelope: self
+                .envelope
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("bad envelope"))?,
+            raw: self
+                .raw
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("bad raw payload"))?,
             reason: self.reason.clone(),
         })
     }
@@ -118,12 +139,15 @@ fn key_of(key: &EventKey) -> HashMap<String, AttributeValue> {
 }
 
 fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
-    let item: EventItem = serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let item: EventItem =
+        serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     item.into_record()
 }
 
 /// Any SDK error that is not a failed condition, classified.
-fn classify<E>(err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+fn classify<E>(
+    err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -136,7 +160,8 @@ where
 
 impl EventStore for DynamoEventStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
-        let item = serde_dynamo::to_item(EventItem::from_record(record)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let item = serde_dynamo::to_item(EventItem::from_record(record))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let result = self
             .client
             .put_item()
@@ -157,7 +182,10 @@ impl EventStore for DynamoEventStore {
                     };
                     let existing = match old {
                         Some(item) => from_item(item)?,
-                        None => self.get(&record.key).await?.ok_or_else(|| StoreError::Corrupt("claimed item vanished".into()))?,
+                        None => self
+                            .get(&record.key)
+                            .await?
+                            .ok_or_else(|| StoreError::Corrupt("claimed item vanished".into()))?,
                     };
                     Ok(Claim::Exists(Box::new(existing)))
                 }
@@ -175,7 +203,10 @@ impl EventStore for DynamoEventStore {
             .condition_expression("event_id = :id AND #status = :received")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":id", AttributeValue::S(event_id.to_string()))
-            .expression_attribute_values(":received", AttributeValue::S(EventStatus::Received.as_str().into()))
+            .expression_attribute_values(
+                ":received",
+                AttributeValue::S(EventStatus::Received.as_str().into()),
+            )
             .send()
             .await;
         match result {
@@ -186,7 +217,12 @@ impl EventStore for DynamoEventStore {
         }
     }
 
-    async fn refresh_claim(&self, key: &EventKey, seen: Timestamp, now: Timestamp) -> Result<bool, StoreError> {
+    async fn refresh_claim(
+        &self,
+        key: &EventKey,
+        seen: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         let result = self
             .client
             .update_item()
@@ -197,7 +233,10 @@ impl EventStore for DynamoEventStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":now", AttributeValue::S(now.to_string()))
             .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
-            .expression_attribute_values(":received", AttributeValue::S(EventStatus::Received.as_str().into()))
+            .expression_attribute_values(
+                ":received",
+                AttributeValue::S(EventStatus::Received.as_str().into()),
+            )
             .send()
             .await;
         match result {
@@ -207,12 +246,19 @@ impl EventStore for DynamoEventStore {
         }
     }
 
-    async fn record_conflict(&self, key: &EventKey, hash: &PayloadHash, at: Timestamp) -> Result<(), StoreError> {
+    async fn record_conflict(
+        &self,
+        key: &EventKey,
+        hash: &PayloadHash,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_of(key)))
-            .update_expression("ADD conflicts :one SET last_conflict_hash = :hash, last_conflict_at = :at")
+            .update_expression(
+                "ADD conflicts :one SET last_conflict_hash = :hash, last_conflict_at = :at",
+            )
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":hash", AttributeValue::S(hash.as_str().to_owned()))
             .expression_attribute_values(":at", AttributeValue::S(at.to_string()))

@@ -15,16 +15,31 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 }
 
-const THROTTLING: [&str; 3] = ["ThrottlingException", "RequestThrottled", "AWS.SimpleQueueService.RequestThrottled"];
-const REFUSED: [&str; 3] = ["InvalidMessageContents", "InvalidParameterValue", "MessageTooLong"];
+const THROTTLING: [&str; 3] = [
+    "ThrottlingException",
+    "RequestThrottled",
+    "AWS.SimpleQueueService.RequestThrottled",
+];
+const REFUSED: [&str; 3] = [
+    "InvalidMessageContents",
+    "InvalidParameterValue",
+    "MessageTooLong",
+];
 
 impl EventQueue for SqsQueue {
     async fn enqueue(&self, message: &QueueMessage) -> Result<(), QueueError> {
-        let mut request = self.client.send_message().queue_url(&self.url).message_body(message.body());
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(message.body());
         for (name, value) in message.attributes() {
             let attr = MessageAttributeValue::builder()
                 .data_type("String")
@@ -34,7 +49,10 @@ impl EventQueue for SqsQueue {
             request = request.message_attributes(name, attr);
         }
         request.send().await.map(|_| ()).map_err(|err| {
-            let code = err.as_service_error().and_then(ProvideErrorMetadata::code).map(str::to_owned);
+            let code = err
+                .as_service_error()
+                .and_then(ProvideErrorMetadata::code)
+                .map(str::to_owned);
             match code.as_deref() {
                 Some(c) if THROTTLING.contains(&c) => QueueError::Throttled(Box::new(err)),
                 Some(c) if REFUSED.contains(&c) => QueueError::Refused(c.to_owned()),

@@ -76,8 +76,11 @@ macro_rules! string_id {
 fn check_source_name(s: &str) -> Result<(), &'static str> {
     let ok_len = (1..=63).contains(&s.len());
     let mut chars = s.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok_len && first_ok && rest_ok {
         Ok(())
     } else {
@@ -98,7 +101,9 @@ fn check_source_event_id(s: &str) -> Result<(), &'static str> {
 fn check_event_type(s: &str) -> Result<(), &'static str> {
     let segment_ok = |seg: &str| {
         seg.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && seg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     };
     let mut segments = s.split('.');
     let first = segments.next().is_some_and(segment_ok);
@@ -115,13 +120,17 @@ fn check_event_type(s: &str) -> Result<(), &'static str> {
 }
 
 fn check_idempotency_key(s: &str) -> Result<(), &'static str> {
-    let (source, rest) = s.split_once(':').ok_or("expected {source}:{provider event id}")?;
+    let (source, rest) = s
+        .split_once(':')
+        .ok_or("expected {source}:{provider event id}")?;
     check_source_name(source)?;
     check_source_event_id(rest)
 }
 
 fn check_event_id(s: &str) -> Result<(), &'static str> {
-    ulid::Ulid::from_string(s).map(|_| ()).map_err(|_| "expected a ULID")
+    ulid::Ulid::from_string(s)
+        .map(|_| ())
+        .map_err(|_| "expected a ULID")
 }
 
 string_id!(
@@ -187,7 +196,14 @@ mod tests {
     fn event_types_are_dotted_lowercase() {
         assert!(EventType::try_from("payment.succeeded").is_ok());
         assert!(EventType::try_from("payment.dispute_won").is_ok());
-        for bad in ["payment", "Payment.succeeded", "payment..x", ".x", "payment.", "a.b c"] {
+        for bad in [
+            "payment",
+            "Payment.succeeded",
+            "payment..x",
+            ".x",
+            "payment.",
+            "a.b c",
+        ] {
             assert!(EventType::try_from(bad).is_err(), "{bad} must be rejected");
         }
     }

@@ -73,7 +73,10 @@ pub struct Money {
 
 impl Money {
     pub fn new(amount_minor: i64, currency: Currency) -> Self {
-        Self { amount_minor, currency }
+        Self {
+            amount_minor,
+            currency,
+        }
     }
 
     /// From a JSON value holding minor units as an integer or an integer string (some providers
@@ -106,8 +109,15 @@ impl Money {
         let scale = 10_i64.pow(u32::try_from(digits).map_err(|_| bad())?);
         let whole: i64 = whole.parse().map_err(|_| bad())?;
         let frac_padded = format!("{frac:0<digits$}");
-        let frac: i64 = if digits == 0 { 0 } else { frac_padded.parse().map_err(|_| bad())? };
-        let minor = whole.checked_mul(scale).and_then(|w| w.checked_add(frac)).ok_or_else(bad)?;
+        let frac: i64 = if digits == 0 {
+            0
+        } else {
+            frac_padded.parse().map_err(|_| bad())?
+        };
+        let minor = whole
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(frac))
+            .ok_or_else(bad)?;
         Ok(Self::new(if negative { -minor } else { minor }, currency))
     }
 }
@@ -150,11 +160,18 @@ mod tests {
             ("-3.10", "USD", -310),
         ];
         for (text, cur, minor) in cases {
-            assert_eq!(Money::from_decimal(text, cur).map(|m| m.amount_minor), Ok(minor), "{text}");
+            assert_eq!(
+                Money::from_decimal(text, cur).map(|m| m.amount_minor),
+                Ok(minor),
+                "{text}"
+            );
         }
         for bad in ["12.345", "1e3", "", ".5", "12.5.0", "1,00", "15.5"] {
             let cur = if bad == "15.5" { "JPY" } else { "USD" };
-            assert!(Money::from_decimal(bad, cur).is_err(), "{bad} must be rejected");
+            assert!(
+                Money::from_decimal(bad, cur).is_err(),
+                "{bad} must be rejected"
+            );
         }
     }
 }

@@ -60,7 +60,9 @@ impl IngressError {
     /// What the sender is told. Never internal detail: server errors say only to retry.
     pub fn public_message(&self) -> String {
         match self {
-            Self::Store(_) | Self::Queue(_) => "temporarily unable to record the event; retry later".into(),
+            Self::Store(_) | Self::Queue(_) => {
+                "temporarily unable to record the event; retry later".into()
+            }
             other => other.to_string(),
         }
     }

@@ -20,7 +20,7 @@ pub struct QueueMessage {
 }
 
 impl QueueMessage {
-    pub fn new(key: EventKey, envelope: &Envelope) -> Self {
+    pub fn new(key: &EventKey, envelope: &Envelope) -> Self {
         Self {
             key: key.as_str().to_owned(),
             event: Some(envelope.clone()),
@@ -46,7 +46,8 @@ impl QueueMessage {
 
     /// Reads a body written by [`QueueMessage::body`].
     pub fn decode(body: &str) -> Result<Self, String> {
-        let mut m: Self = serde_json::from_str(body).map_err(|e| format!("invalid message body: {e}"))?;
+        let mut m: Self =
+            serde_json::from_str(body).map_err(|e| format!("invalid message body: {e}"))?;
         if EventKey::parse(&m.key).is_none() {
             return Err(format!("invalid event key {:?}", m.key));
         }

@@ -14,7 +14,9 @@ pub use message::{MAX_MESSAGE_BYTES, QueueMessage};
 pub use reply::{Reply, reply};
 
 use crate::config::IngressSettings;
-use crate::contract::{Envelope, EventId, IdempotencyKey, Origin, SCHEMA_V1, SourceName, Timestamp, Trace};
+use crate::contract::{
+    Envelope, EventId, IdempotencyKey, Origin, SCHEMA_V1, SourceName, Timestamp, Trace,
+};
 use crate::ports::{Claim, Clock, EventKey, EventQueue, EventRecord, EventStatus, EventStore};
 use crate::sources::{Inbound, Normalized, SourceEvent, SourceKind, Verifier};
 use crate::telemetry::{Metric, Metrics};
@@ -22,6 +24,7 @@ use crate::telemetry::{Metric, Metrics};
 /// One webhook request as the ingress sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct WebhookRequest<'a> {
+    pub method: &'a http::Method,
     /// The `{source}` path segment, not yet validated.
     pub source: &'a str,
     pub headers: &'a http::HeaderMap,
@@ -79,11 +82,32 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         verifiers: BTreeMap<SourceName, Verifier>,
         settings: IngressSettings,
     ) -> Self {
-        Self { store, queue, clock, metrics, verifiers, settings }
+        Self {
+            store,
+            queue,
+            clock,
+            metrics,
+            verifiers,
+            settings,
+        }
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Verifies a request for `source` without taking it.
+    pub fn verify(
+        &self,
+        source: &SourceName,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<SourceEvent>, IngressError> {
+        let verifier = self
+            .verifiers
+            .get(source)
+            .ok_or(IngressError::UnknownSource)?;
+        Ok(verifier.accept(Inbound { headers, body }, self.clock.now())?)
     }
 
     /// Handles one request. `Ok` only once every event in it is durably claimed and, where it
@@ -94,11 +118,19 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         if let Err(err) = &result {
             let source = self.known_source_label(req.source);
             self.metrics.emit(Metric::count(
-                if err.is_client_error() { "IngressRejected" } else { "IngressFailed" },
+                if err.is_client_error() {
+                    "IngressRejected"
+                } else {
+                    "IngressFailed"
+                },
                 vec![("Source", source), ("Reason", err.label().to_owned())],
             ));
             if err.is_client_error() {
-                info!(reason = err.label(), status = err.status(), "request refused");
+                info!(
+                    reason = err.label(),
+                    status = err.status(),
+                    "request refused"
+                );
             } else {
                 warn!(reason = err.label(), error = %err, "request failed; the provider will retry");
             }
@@ -115,18 +147,35 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
     }
 
     async fn handle_inner(&self, req: WebhookRequest<'_>) -> Result<Accepted, IngressError> {
+        if req.method != http::Method::POST {
+            return Err(IngressError::MethodNotAllowed);
+        }
         let source = SourceName::try_from(req.source).map_err(|_| IngressError::UnknownSource)?;
-        let verifier = self.verifiers.get(&source).ok_or(IngressError::UnknownSource)?;
+        let verifier = self
+            .verifiers
+            .get(&source)
+            .ok_or(IngressError::UnknownSource)?;
         if req.body.len() > self.settings.max_body_bytes {
-            return Err(IngressError::TooLarge { limit: self.settings.max_body_bytes });
+            return Err(IngressError::TooLarge {
+                limit: self.settings.max_body_bytes,
+            });
         }
         let now = self.clock.now();
-        let events = verifier.accept(Inbound { headers: req.headers, body: req.body }, now)?;
+        let events = verifier.accept(
+            Inbound {
+                headers: req.headers,
+                body: req.body,
+            },
+            now,
+        )?;
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
             outcomes.push(self.take(&source, event, now, req.request_id).await?);
         }
-        Ok(Accepted { kind: verifier.kind, events: outcomes })
+        Ok(Accepted {
+            kind: verifier.kind,
+            events: outcomes,
+        })
     }
 
     #[instrument(skip_all, fields(event_key = tracing::field::Empty, source_type = %event.source_type))]
@@ -145,29 +194,49 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
                     self.enqueue_or_release(&record).await?;
                 }
                 let outcome = match (&record.status, &record.reason) {
-                    (EventStatus::Quarantined, Some(reason)) => EventOutcome::Quarantined(reason.clone()),
+                    (EventStatus::Quarantined, Some(reason)) => {
+                        EventOutcome::Quarantined(reason.clone())
+                    }
                     (EventStatus::Unrouted, _) => EventOutcome::Unrouted,
                     _ => EventOutcome::Accepted,
                 };
                 (record.event_id.clone(), outcome)
             }
             // Answer with the id the first arrival got, so every retry sees one id.
-            Claim::Exists(existing) => (existing.event_id.clone(), self.duplicate(&record, &existing, now).await?),
+            Claim::Exists(existing) => (
+                existing.event_id.clone(),
+                self.duplicate(&record, &existing, now).await?,
+            ),
         };
-        let event_type = record.envelope.as_ref().map_or("-", |e| e.event_type.as_str());
+        let event_type = record
+            .envelope
+            .as_ref()
+            .map_or("-", |e| e.event_type.as_str());
         self.metrics.emit(Metric::count(
             "IngressEvents",
-            vec![("Source", source.to_string()), ("Outcome", outcome.label().to_owned())],
+            vec![
+                ("Source", source.to_string()),
+                ("Outcome", outcome.label().to_owned()),
+            ],
         ));
         info!(event_id = %id, event_type, outcome = outcome.label(), "event taken");
         Ok((id, outcome))
     }
 
-    fn record(&self, source: &SourceName, event: SourceEvent, now: Timestamp, request_id: Option<&str>) -> EventRecord {
+    /// Builds the record `handle` claims for one verified event (public so that a claim can be
+    /// made without its enqueue, as a crash between the two would leave it).
+    pub fn record(
+        &self,
+        source: &SourceName,
+        event: SourceEvent,
+        now: Timestamp,
+        request_id: Option<&str>,
+    ) -> EventRecord {
         let event_id = EventId::generate(now);
         let key = EventKey::new(source, &event.source_event_id);
         let (status, envelope, raw, reason) = match event.outcome {
             Normalized::Event(n) => {
+                let n = *n;
                 let envelope = Envelope {
                     schema: SCHEMA_V1.to_owned(),
                     id: event_id.clone(),
@@ -180,12 +249,20 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
                     received_at: now,
                     entity: n.entity,
                     data: n.data,
-                    trace: Trace { request_id: request_id.map(str::to_owned), origin: Origin::Webhook },
+                    trace: Trace {
+                        request_id: request_id.map(str::to_owned),
+                        origin: Origin::Webhook,
+                    },
                 };
                 (EventStatus::Received, Some(envelope), None, None)
             }
             Normalized::Unrouted => (EventStatus::Unrouted, None, Some(event.payload), None),
-            Normalized::Quarantined(reason) => (EventStatus::Quarantined, None, Some(event.payload), Some(reason)),
+            Normalized::Quarantined(reason) => (
+                EventStatus::Quarantined,
+                None,
+                Some(event.payload),
+                Some(reason),
+            ),
         };
         EventRecord {
             key,
@@ -207,8 +284,10 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
     /// Enqueues a fresh claim; if that fails, releases the claim so the provider's retry
     /// starts clean, and answers with the queue's error.
     async fn enqueue_or_release(&self, record: &EventRecord) -> Result<(), IngressError> {
-        let Some(envelope) = &record.envelope else { return Ok(()) };
-        let message = QueueMessage::new(record.key.clone(), envelope);
+        let Some(envelope) = &record.envelope else {
+            return Ok(());
+        };
+        let message = QueueMessage::new(&record.key, envelope);
         if let Err(err) = self.queue.enqueue(&message).await {
             if let Err(release) = self.store.release(&record.key, &record.event_id).await {
                 // The claim stays; a later duplicate after the horizon or the stuck sweep heals it.
@@ -227,7 +306,9 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         now: Timestamp,
     ) -> Result<EventOutcome, IngressError> {
         if existing.payload_hash != record.payload_hash {
-            self.store.record_conflict(&record.key, &record.payload_hash, now).await?;
+            self.store
+                .record_conflict(&record.key, &record.payload_hash, now)
+                .await?;
             warn!(existing_event_id = %existing.event_id, "event id reused with a different payload");
             return Ok(EventOutcome::Conflict);
         }
@@ -235,11 +316,19 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         if existing.status == EventStatus::Received && stale {
             // A claim older than the horizon that delivery never touched: the enqueue after it
             // may have been lost to a crash. Exactly one concurrent duplicate wins the refresh.
-            if self.store.refresh_claim(&existing.key, existing.claimed_at, now).await?
+            if self
+                .store
+                .refresh_claim(&existing.key, existing.claimed_at, now)
+                .await?
                 && let Some(envelope) = &existing.envelope
             {
-                self.queue.enqueue(&QueueMessage::new(existing.key.clone(), envelope)).await?;
-                self.metrics.emit(Metric::count("IngressRequeued", vec![("Source", existing.source.to_string())]));
+                self.queue
+                    .enqueue(&QueueMessage::new(&existing.key, envelope))
+                    .await?;
+                self.metrics.emit(Metric::count(
+                    "IngressRequeued",
+                    vec![("Source", existing.source.to_string())],
+                ));
                 info!(event_id = %existing.event_id, "stale claim re-enqueued by a duplicate");
             }
         }

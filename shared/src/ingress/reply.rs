@@ -13,18 +13,30 @@ pub fn reply(result: &Result<Accepted, IngressError>) -> Reply {
     match result {
         Ok(accepted) => {
             if let Some(body) = accepted.kind.accepted_body() {
-                return Reply { status: 200, content_type: "text/plain", body: body.to_owned() };
+                return Reply {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: body.to_owned(),
+                };
             }
             let events: Vec<serde_json::Value> = accepted.events.iter().map(event_json).collect();
             let body = match events.as_slice() {
                 [one] => one.clone(),
                 _ => serde_json::json!({ "status": "accepted", "events": events }),
             };
-            Reply { status: 200, content_type: "application/json", body: body.to_string() }
+            Reply {
+                status: 200,
+                content_type: "application/json",
+                body: body.to_string(),
+            }
         }
         Err(err) => {
             let body = serde_json::json!({ "error": err.label(), "message": err.public_message() });
-            Reply { status: err.status(), content_type: "application/json", body: body.to_string() }
+            Reply {
+                status: err.status(),
+                content_type: "application/json",
+                body: body.to_string(),
+            }
         }
     }
 }

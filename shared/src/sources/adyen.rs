@@ -29,9 +29,9 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     let mut events = Vec::with_capacity(items.len());
     // Every item must verify before any is accepted: a request is taken whole or not at all.
     for item in items {
-        let item = item
-            .pointer("/NotificationRequestItem")
-            .ok_or_else(|| Rejection::MalformedBody("an item has no NotificationRequestItem".into()))?;
+        let item = item.pointer("/NotificationRequestItem").ok_or_else(|| {
+            Rejection::MalformedBody("an item has no NotificationRequestItem".into())
+        })?;
         verify_item(v, item)?;
         events.push(event_of(item));
     }
@@ -91,14 +91,26 @@ fn event_of(item: &Value) -> SourceEvent {
             .map_err(|e| e.to_string())
     });
     let (source_event_id, outcome) = match id {
-        Ok(id) => (id, match normalize(item, &source_type) {
-            Ok(Some(event)) => Normalized::Event(event),
-            Ok(None) => Normalized::Unrouted,
-            Err(reason) => Normalized::Quarantined(reason),
-        }),
-        Err(reason) => (payload_hash.derived_event_id(), Normalized::Quarantined(reason)),
+        Ok(id) => (
+            id,
+            match normalize(item, &source_type) {
+                Ok(Some(event)) => Normalized::Event(Box::new(event)),
+                Ok(None) => Normalized::Unrouted,
+                Err(reason) => Normalized::Quarantined(reason),
+            },
+        ),
+        Err(reason) => (
+            payload_hash.derived_event_id(),
+            Normalized::Quarantined(reason),
+        ),
     };
-    SourceEvent { source_event_id, source_type, payload_hash, payload: item.clone(), outcome }
+    SourceEvent {
+        source_event_id,
+        source_type,
+        payload_hash,
+        payload: item.clone(),
+        outcome,
+    }
 }
 
 fn normalize(item: &Value, code: &str) -> Result<Option<NormalizedEvent>, String> {
@@ -136,7 +148,11 @@ fn normalize(item: &Value, code: &str) -> Result<Option<NormalizedEvent>, String
     Ok(Some(NormalizedEvent {
         event_type: EventType::try_from(event_type).map_err(|e| e.to_string())?,
         occurred_at: rfc3339_at(item, "/eventDate")?,
-        entity: EntityRef { kind: EntityKind::Payment, id, refs },
+        entity: EntityRef {
+            kind: EntityKind::Payment,
+            id,
+            refs,
+        },
         data,
     }))
 }
@@ -154,7 +170,13 @@ mod tests {
 
     fn run(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
         let v = verifier(SourceKind::Adyen, &[KEY, DOC_KEY]);
-        v.accept(Inbound { headers: &headers(&[]), body }, Timestamp::from_unix(0).expect("epoch"))
+        v.accept(
+            Inbound {
+                headers: &headers(&[]),
+                body,
+            },
+            Timestamp::from_unix(0).expect("epoch"),
+        )
     }
 
     /// Re-signs every item of a fixture with `key`.
@@ -174,7 +196,10 @@ mod tests {
         let body = fixture("adyen/documented-example.json");
         let events = run(&body).expect("the documented signature verifies");
         assert_eq!(events.len(), 1);
-        assert_eq!(events[0].source_event_id.as_str(), "7914073381342284:AUTHORISATION:true");
+        assert_eq!(
+            events[0].source_event_id.as_str(),
+            "7914073381342284:AUTHORISATION:true"
+        );
         match &events[0].outcome {
             Normalized::Event(e) => assert_eq!(e.event_type.as_str(), "payment.authorized"),
             other => panic!("unexpected {other:?}"),
@@ -194,17 +219,29 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            ["payment.authorized", "payment.failed", "payment.succeeded", "payment.refund_created", "payment.disputed", "payment.canceled", "Unrouted"]
+            [
+                "payment.authorized",
+                "payment.failed",
+                "payment.succeeded",
+                "payment.refund_created",
+                "payment.disputed",
+                "payment.canceled",
+                "Unrouted"
+            ]
         );
         match &events[2].outcome {
-            Normalized::Event(e) => assert_eq!(e.entity.id, "8815000000000001", "a capture belongs to the original payment"),
+            Normalized::Event(e) => assert_eq!(
+                e.entity.id, "8815000000000001",
+                "a capture belongs to the original payment"
+            ),
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn one_bad_item_refuses_the_whole_request() {
-        let mut doc: Value = serde_json::from_slice(&signed(&fixture("adyen/batch.json"), KEY)).expect("json");
+        let mut doc: Value =
+            serde_json::from_slice(&signed(&fixture("adyen/batch.json"), KEY)).expect("json");
         doc["notificationItems"][1]["NotificationRequestItem"]["amount"]["value"] = Value::from(1);
         let body = serde_json::to_vec(&doc).expect("json");
         assert_eq!(run(&body).err(), Some(Rejection::BadSignature));
@@ -214,10 +251,21 @@ mod tests {
     fn negative_cases() {
         let body = signed(&fixture("adyen/batch.json"), "00112233");
         assert_eq!(run(&body).err(), Some(Rejection::BadSignature));
-        let mut doc: Value = serde_json::from_slice(&fixture("adyen/documented-example.json")).expect("json");
-        doc["notificationItems"][0]["NotificationRequestItem"]["additionalData"] = serde_json::json!({});
-        assert_eq!(run(&serde_json::to_vec(&doc).expect("json")).err(), Some(Rejection::MissingHeader("additionalData.hmacSignature")));
-        assert!(matches!(run(br#"{"live":"false"}"#), Err(Rejection::MalformedBody(_))));
-        assert!(matches!(run(b"[accepted]"), Err(Rejection::MalformedBody(_))));
+        let mut doc: Value =
+            serde_json::from_slice(&fixture("adyen/documented-example.json")).expect("json");
+        doc["notificationItems"][0]["NotificationRequestItem"]["additionalData"] =
+            serde_json::json!({});
+        assert_eq!(
+            run(&serde_json::to_vec(&doc).expect("json")).err(),
+            Some(Rejection::MissingHeader("additionalData.hmacSignature"))
+        );
+        assert!(matches!(
+            run(br#"{"live":"false"}"#),
+            Err(Rejection::MalformedBody(_))
+        ));
+        assert!(matches!(
+            run(b"[accepted]"),
+            Err(Rejection::MalformedBody(_))
+        ));
     }
 }

@@ -36,7 +36,9 @@ pub fn opt_str(v: &Value, pointer: &str) -> Option<String> {
 
 pub fn i64_at(v: &Value, pointer: &str) -> Result<i64, String> {
     match v.pointer(pointer) {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("{} is not an integer", dotted(pointer))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| format!("{} is not an integer", dotted(pointer))),
         Some(_) => Err(format!("{} is not a number", dotted(pointer))),
         None => Err(format!("{} is missing", dotted(pointer))),
     }
@@ -49,11 +51,14 @@ pub fn unix_at(v: &Value, pointer: &str) -> Result<Timestamp, String> {
 
 pub fn rfc3339_at(v: &Value, pointer: &str) -> Result<Timestamp, String> {
     let text = str_at(v, pointer)?;
-    Timestamp::parse(text).ok_or_else(|| format!("{} is not an RFC 3339 date-time", dotted(pointer)))
+    Timestamp::parse(text)
+        .ok_or_else(|| format!("{} is not an RFC 3339 date-time", dotted(pointer)))
 }
 
 pub fn minor_money(v: &Value, amount: &str, currency: &str) -> Result<Money, String> {
-    let value = v.pointer(amount).ok_or_else(|| format!("{} is missing", dotted(amount)))?;
+    let value = v
+        .pointer(amount)
+        .ok_or_else(|| format!("{} is missing", dotted(amount)))?;
     let code = str_at(v, currency)?;
     Money::from_minor_json(value, code).map_err(|e| format!("{}: {e}", dotted(amount)))
 }

@@ -142,7 +142,7 @@ pub struct SourceEvent {
 /// What normalization made of a verified event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Normalized {
-    Event(NormalizedEvent),
+    Event(Box<NormalizedEvent>),
     /// A type this source does not map: kept, answered 2xx, not delivered.
     Unrouted,
     /// The event could not be read into the contract: kept with the reason, not delivered.
@@ -208,12 +208,18 @@ fn single_event(
         (Some(reason), _) => Normalized::Quarantined(reason),
         (None, true) => Normalized::Quarantined("the event type is missing".into()),
         (None, false) => match normalize(&payload, &source_type) {
-            Ok(Some(event)) => Normalized::Event(event),
+            Ok(Some(event)) => Normalized::Event(Box::new(event)),
             Ok(None) => Normalized::Unrouted,
             Err(reason) => Normalized::Quarantined(reason),
         },
     };
-    SourceEvent { source_event_id, source_type, payload_hash, payload, outcome }
+    SourceEvent {
+        source_event_id,
+        source_type,
+        payload_hash,
+        payload,
+        outcome,
+    }
 }
 
 #[cfg(test)]
@@ -245,7 +251,7 @@ pub(crate) mod test_support {
     pub fn only_event(events: Vec<SourceEvent>) -> NormalizedEvent {
         assert_eq!(events.len(), 1);
         match events.into_iter().next().map(|e| e.outcome) {
-            Some(Normalized::Event(event)) => event,
+            Some(Normalized::Event(event)) => *event,
             other => panic!("expected a normalized event, got {other:?}"),
         }
     }

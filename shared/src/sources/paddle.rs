@@ -7,9 +7,18 @@ use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
 
-pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<Vec<SourceEvent>, Rejection> {
-    let header = req.headers.get("paddle-signature").ok_or(Rejection::MissingHeader("Paddle-Signature"))?;
-    let header = header.to_str().map_err(|_| Rejection::MalformedHeader("Paddle-Signature"))?;
+pub(super) fn accept(
+    v: &Verifier,
+    req: Inbound<'_>,
+    now: Timestamp,
+) -> Result<Vec<SourceEvent>, Rejection> {
+    let header = req
+        .headers
+        .get("paddle-signature")
+        .ok_or(Rejection::MissingHeader("Paddle-Signature"))?;
+    let header = header
+        .to_str()
+        .map_err(|_| Rejection::MalformedHeader("Paddle-Signature"))?;
     let (ts, signatures) = parse_header(header)?;
     check_timestamp(ts, now, v.tolerance_secs)?;
     let ts = ts.to_string();
@@ -19,7 +28,13 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<V
     let payload = super::parse_body(req.body)?;
     let id = super::json::event_id(&payload, "/event_id");
     let source_type = opt_str(&payload, "/event_type");
-    Ok(vec![super::single_event(payload, req.body, id, source_type, normalize)])
+    Ok(vec![super::single_event(
+        payload,
+        req.body,
+        id,
+        source_type,
+        normalize,
+    )])
 }
 
 fn parse_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), Rejection> {
@@ -59,7 +74,11 @@ fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, St
     }))
 }
 
-fn transaction(d: &Value, event_type: &str, status: &str) -> Result<(String, EntityRef, EventData), String> {
+fn transaction(
+    d: &Value,
+    event_type: &str,
+    status: &str,
+) -> Result<(String, EntityRef, EventData), String> {
     let refs = Refs {
         order_id: opt_str(d, "/custom_data/order_id"),
         customer_external_id: opt_str(d, "/customer_id"),
@@ -67,10 +86,18 @@ fn transaction(d: &Value, event_type: &str, status: &str) -> Result<(String, Ent
     };
     let data = EventData {
         status: Some(status.into()),
-        amount: Some(minor_money(d, "/details/totals/grand_total", "/currency_code")?),
+        amount: Some(minor_money(
+            d,
+            "/details/totals/grand_total",
+            "/currency_code",
+        )?),
         ..EventData::default()
     };
-    let entity = EntityRef { kind: EntityKind::Payment, id: str_at(d, "/id")?.to_owned(), refs };
+    let entity = EntityRef {
+        kind: EntityKind::Payment,
+        id: str_at(d, "/id")?.to_owned(),
+        refs,
+    };
     Ok((event_type.to_owned(), entity, data))
 }
 
@@ -84,7 +111,11 @@ fn refund(d: &Value) -> Result<(String, EntityRef, EventData), String> {
         failure_reason: opt_str(d, "/reason"),
         ..EventData::default()
     };
-    let entity = EntityRef { kind: EntityKind::Payment, id: str_at(d, "/transaction_id")?.to_owned(), refs };
+    let entity = EntityRef {
+        kind: EntityKind::Payment,
+        id: str_at(d, "/transaction_id")?.to_owned(),
+        refs,
+    };
     Ok(("payment.refund_created".to_owned(), entity, data))
 }
 
@@ -94,8 +125,15 @@ fn subscription(d: &Value, source_type: &str) -> Result<(String, EntityRef, Even
         customer_external_id: opt_str(d, "/customer_id"),
         ..Refs::default()
     };
-    let data = EventData { status: Some(str_at(d, "/status")?.to_owned()), ..EventData::default() };
-    let entity = EntityRef { kind: EntityKind::Subscription, id: str_at(d, "/id")?.to_owned(), refs };
+    let data = EventData {
+        status: Some(str_at(d, "/status")?.to_owned()),
+        ..EventData::default()
+    };
+    let entity = EntityRef {
+        kind: EntityKind::Subscription,
+        id: str_at(d, "/id")?.to_owned(),
+        refs,
+    };
     Ok((format!("subscription.{suffix}"), entity, data))
 }
 
@@ -109,12 +147,24 @@ mod tests {
     const NOW: i64 = 1_763_900_000;
 
     fn sign(secret: &str, ts: i64, body: &[u8]) -> String {
-        format!("ts={ts};h1={}", hex::encode(hmac_sha256(secret.as_bytes(), &[ts.to_string().as_bytes(), b":", body])))
+        format!(
+            "ts={ts};h1={}",
+            hex::encode(hmac_sha256(
+                secret.as_bytes(),
+                &[ts.to_string().as_bytes(), b":", body]
+            ))
+        )
     }
 
     fn run(header: &str, body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
         let v = verifier(SourceKind::Paddle, &[SECRET]);
-        v.accept(Inbound { headers: &headers(&[("Paddle-Signature", header)]), body }, Timestamp::from_unix(NOW).expect("ok"))
+        v.accept(
+            Inbound {
+                headers: &headers(&[("Paddle-Signature", header)]),
+                body,
+            },
+            Timestamp::from_unix(NOW).expect("ok"),
+        )
     }
 
     #[test]
@@ -132,17 +182,35 @@ mod tests {
         }
         let body = fixture("paddle/transaction.completed.json");
         let event = only_event(run(&sign(SECRET, NOW, &body), &body).expect("ok"));
-        assert_eq!(event.data.amount.map(|m| (m.amount_minor, m.currency.to_string())), Some((2_400, "USD".into())));
+        assert_eq!(
+            event
+                .data
+                .amount
+                .map(|m| (m.amount_minor, m.currency.to_string())),
+            Some((2_400, "USD".into()))
+        );
     }
 
     #[test]
     fn negative_cases() {
         let body = fixture("paddle/transaction.completed.json");
         let m = Rejection::MalformedHeader("Paddle-Signature");
-        assert_eq!(run(&sign("wrong", NOW, &body), &body).err(), Some(Rejection::BadSignature));
-        assert_eq!(run(&sign(SECRET, NOW - 301, &body), &body).err(), Some(Rejection::StaleTimestamp));
-        assert_eq!(run(&sign(SECRET, NOW + 301, &body), &body).err(), Some(Rejection::FutureTimestamp));
-        assert_eq!(run("ts=1;h1=", &body).err(), Some(Rejection::StaleTimestamp));
+        assert_eq!(
+            run(&sign("wrong", NOW, &body), &body).err(),
+            Some(Rejection::BadSignature)
+        );
+        assert_eq!(
+            run(&sign(SECRET, NOW - 301, &body), &body).err(),
+            Some(Rejection::StaleTimestamp)
+        );
+        assert_eq!(
+            run(&sign(SECRET, NOW + 301, &body), &body).err(),
+            Some(Rejection::FutureTimestamp)
+        );
+        assert_eq!(
+            run("ts=1;h1=", &body).err(),
+            Some(Rejection::StaleTimestamp)
+        );
         assert_eq!(run(&format!("ts={NOW}"), &body).err(), Some(m.clone()));
         assert_eq!(run("garbage", &body).err(), Some(m));
     }

@@ -27,24 +27,49 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     if !any_matches(&v.keys, &[req.body], &[signature]) {
         return Err(Rejection::BadSignature);
     }
-    let text = |name: &str| req.headers.get(name).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let text = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    };
     let id = text("x-shopify-event-id")
         .or_else(|| text("x-shopify-webhook-id"))
         .ok_or_else(|| "X-Shopify-Event-Id and X-Shopify-Webhook-Id are missing".to_owned())
         .and_then(|id| SourceEventId::try_from(id).map_err(|e| e.to_string()));
     let triggered_at = text("x-shopify-triggered-at").and_then(|t| Timestamp::parse(&t));
     let payload = super::parse_body(req.body)?;
-    Ok(vec![super::single_event(payload, req.body, id, text("x-shopify-topic"), |p, topic| {
-        normalize(p, topic, triggered_at)
-    })])
+    Ok(vec![super::single_event(
+        payload,
+        req.body,
+        id,
+        text("x-shopify-topic"),
+        |p, topic| normalize(p, topic, triggered_at),
+    )])
 }
 
-fn normalize(p: &Value, topic: &str, triggered_at: Option<Timestamp>) -> Result<Option<NormalizedEvent>, String> {
+fn normalize(
+    p: &Value,
+    topic: &str,
+    triggered_at: Option<Timestamp>,
+) -> Result<Option<NormalizedEvent>, String> {
     let (event_type, entity, data, time_field) = match topic {
-        "orders/create" => { let (e, d) = order(p, "created")?; ("order.created", e, d, "/created_at") }
-        "orders/paid" => { let (e, d) = order(p, "paid")?; ("order.paid", e, d, "/updated_at") }
-        "orders/cancelled" => { let (e, d) = order(p, "cancelled")?; ("order.cancelled", e, d, "/cancelled_at") }
-        "refunds/create" => { let (e, d) = refund(p)?; ("order.refunded", e, d, "/created_at") }
+        "orders/create" => {
+            let (e, d) = order(p, "created")?;
+            ("order.created", e, d, "/created_at")
+        }
+        "orders/paid" => {
+            let (e, d) = order(p, "paid")?;
+            ("order.paid", e, d, "/updated_at")
+        }
+        "orders/cancelled" => {
+            let (e, d) = order(p, "cancelled")?;
+            ("order.cancelled", e, d, "/cancelled_at")
+        }
+        "refunds/create" => {
+            let (e, d) = refund(p)?;
+            ("order.refunded", e, d, "/created_at")
+        }
         _ => return Ok(None),
     };
     let occurred_at = match triggered_at {
@@ -62,7 +87,10 @@ fn normalize(p: &Value, topic: &str, triggered_at: Option<Timestamp>) -> Result<
 fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
     let id = id_at(p, "/id")?;
     let currency = super::json::str_at(p, "/currency")?;
-    let items = p.pointer("/line_items").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let items = p
+        .pointer("/line_items")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
     let line_items = items
         .iter()
         .enumerate()
@@ -71,7 +99,8 @@ fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
             Ok(LineItem {
                 sku: opt_str(item, "/sku"),
                 name: name.ok_or_else(|| format!("line_items[{i}].title is missing"))?,
-                quantity: super::json::i64_at(item, "/quantity").map_err(|e| format!("line_items[{i}].{e}"))?,
+                quantity: super::json::i64_at(item, "/quantity")
+                    .map_err(|e| format!("line_items[{i}].{e}"))?,
                 unit_price: opt_str(item, "/price")
                     .map(|price| Money::from_decimal(&price, currency))
                     .transpose()
@@ -105,30 +134,54 @@ fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
         line_items,
         ..EventData::default()
     };
-    Ok((EntityRef { kind: EntityKind::Order, id, refs }, data))
+    Ok((
+        EntityRef {
+            kind: EntityKind::Order,
+            id,
+            refs,
+        },
+        data,
+    ))
 }
 
 /// The refund total is the sum of its `refund` transactions, exactly, in minor units.
 fn refund(p: &Value) -> Result<(EntityRef, EventData), String> {
     let order_id = id_at(p, "/order_id")?;
-    let transactions = p.pointer("/transactions").and_then(Value::as_array).ok_or("transactions is missing")?;
+    let transactions = p
+        .pointer("/transactions")
+        .and_then(Value::as_array)
+        .ok_or("transactions is missing")?;
     let mut total: Option<Money> = None;
     for (i, t) in transactions.iter().enumerate() {
         if opt_str(t, "/kind").as_deref() != Some("refund") {
             continue;
         }
-        let m = decimal_money(t, "/amount", "/currency").map_err(|e| format!("transactions[{i}].{e}"))?;
+        let m = decimal_money(t, "/amount", "/currency")
+            .map_err(|e| format!("transactions[{i}].{e}"))?;
         total = Some(match total {
             None => m,
-            Some(sum) if sum.currency == m.currency => Money::new(sum.amount_minor + m.amount_minor, sum.currency),
-            Some(_) => return Err(format!("transactions[{i}].currency differs from the others")),
+            Some(sum) if sum.currency == m.currency => {
+                Money::new(sum.amount_minor + m.amount_minor, sum.currency)
+            }
+            Some(_) => {
+                return Err(format!(
+                    "transactions[{i}].currency differs from the others"
+                ));
+            }
         });
     }
     let data = EventData {
         amount_refunded: Some(total.ok_or("transactions has no refund")?),
         ..EventData::default()
     };
-    Ok((EntityRef { kind: EntityKind::Order, id: order_id, refs: Refs::default() }, data))
+    Ok((
+        EntityRef {
+            kind: EntityKind::Order,
+            id: order_id,
+            refs: Refs::default(),
+        },
+        data,
+    ))
 }
 
 #[cfg(test)]
@@ -147,7 +200,10 @@ mod tests {
             ("X-Shopify-Event-Id", "98880550-7158-44d4-b7cd-2c97c8a091b5"),
             ("X-Shopify-Triggered-At", "2025-11-23T12:00:00.123Z"),
         ]);
-        v.accept(Inbound { headers: &h, body }, Timestamp::from_unix(0).expect("epoch"))
+        v.accept(
+            Inbound { headers: &h, body },
+            Timestamp::from_unix(0).expect("epoch"),
+        )
     }
 
     fn sign(secret: &str, body: &[u8]) -> String {
@@ -159,32 +215,60 @@ mod tests {
         let cases = [
             ("orders/create", "orders.create.json", "order.created"),
             ("orders/paid", "orders.paid.json", "order.paid"),
-            ("orders/cancelled", "orders.cancelled.json", "order.cancelled"),
+            (
+                "orders/cancelled",
+                "orders.cancelled.json",
+                "order.cancelled",
+            ),
         ];
         for (topic, file, event_type) in cases {
             let body = fixture(&format!("shopify/{file}"));
             let event = only_event(run(topic, &sign(SECRET, &body), &body).expect(file));
             assert_eq!(event.event_type.as_str(), event_type);
             assert_eq!(event.entity.id, "820982911946154508");
-            assert_eq!(event.data.amount.as_ref().map(|m| m.amount_minor), Some(59_800));
+            assert_eq!(
+                event.data.amount.as_ref().map(|m| m.amount_minor),
+                Some(59_800)
+            );
         }
         let body = fixture("shopify/refunds.create.json");
         let event = only_event(run("refunds/create", &sign(SECRET, &body), &body).expect("refund"));
         assert_eq!(event.event_type.as_str(), "order.refunded");
-        assert_eq!(event.data.amount_refunded.map(|m| m.amount_minor), Some(4_150));
+        assert_eq!(
+            event.data.amount_refunded.map(|m| m.amount_minor),
+            Some(4_150)
+        );
     }
 
     #[test]
     fn negative_cases() {
         let body = fixture("shopify/orders.paid.json");
-        assert_eq!(run("orders/paid", &sign("wrong", &body), &body).err(), Some(Rejection::BadSignature));
+        assert_eq!(
+            run("orders/paid", &sign("wrong", &body), &body).err(),
+            Some(Rejection::BadSignature)
+        );
         let mut tampered = body.clone();
         tampered[5] ^= 1;
-        assert_eq!(run("orders/paid", &sign(SECRET, &body), &tampered).err(), Some(Rejection::BadSignature));
-        assert_eq!(run("orders/paid", "***", &body).err(), Some(Rejection::MalformedHeader("X-Shopify-Hmac-Sha256")));
+        assert_eq!(
+            run("orders/paid", &sign(SECRET, &body), &tampered).err(),
+            Some(Rejection::BadSignature)
+        );
+        assert_eq!(
+            run("orders/paid", "***", &body).err(),
+            Some(Rejection::MalformedHeader("X-Shopify-Hmac-Sha256"))
+        );
         let v = verifier(SourceKind::Shopify, &[SECRET]);
-        let missing = v.accept(Inbound { headers: &headers(&[]), body: &body }, Timestamp::from_unix(0).expect("epoch"));
-        assert_eq!(missing.err(), Some(Rejection::MissingHeader("X-Shopify-Hmac-Sha256")));
+        let missing = v.accept(
+            Inbound {
+                headers: &headers(&[]),
+                body: &body,
+            },
+            Timestamp::from_unix(0).expect("epoch"),
+        );
+        assert_eq!(
+            missing.err(),
+            Some(Rejection::MissingHeader("X-Shopify-Hmac-Sha256"))
+        );
     }
 
     #[test]

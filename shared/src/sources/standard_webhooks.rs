@@ -30,24 +30,40 @@ fn header<'a>(req: Inbound<'a>, name: &'static str) -> Result<&'a str, Rejection
         .map_err(|_| Rejection::MalformedHeader(name))
 }
 
-pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<Vec<SourceEvent>, Rejection> {
+pub(super) fn accept(
+    v: &Verifier,
+    req: Inbound<'_>,
+    now: Timestamp,
+) -> Result<Vec<SourceEvent>, Rejection> {
     let id = header(req, "webhook-id")?;
     let timestamp = header(req, "webhook-timestamp")?;
     let signature = header(req, "webhook-signature")?;
-    let signed_at: i64 = timestamp.parse().map_err(|_| Rejection::MalformedHeader("webhook-timestamp"))?;
+    let signed_at: i64 = timestamp
+        .parse()
+        .map_err(|_| Rejection::MalformedHeader("webhook-timestamp"))?;
     let id = SourceEventId::try_from(id).map_err(|_| Rejection::MalformedHeader("webhook-id"))?;
     check_timestamp(signed_at, now, v.tolerance_secs)?;
     let candidates = parse_signatures(signature)?;
-    let parts: [&[u8]; 5] = [id.as_str().as_bytes(), b".", timestamp.as_bytes(), b".", req.body];
+    let parts: [&[u8]; 5] = [
+        id.as_str().as_bytes(),
+        b".",
+        timestamp.as_bytes(),
+        b".",
+        req.body,
+    ];
     if !any_matches(&v.keys, &parts, &candidates) {
         return Err(Rejection::BadSignature);
     }
     let payload = super::parse_body(req.body)?;
     let source_type = opt_str(&payload, "/type");
     let header_time = Timestamp::from_unix(signed_at);
-    Ok(vec![super::single_event(payload, req.body, Ok(id), source_type, |p, t| {
-        normalize(p, t, header_time)
-    })])
+    Ok(vec![super::single_event(
+        payload,
+        req.body,
+        Ok(id),
+        source_type,
+        |p, t| normalize(p, t, header_time),
+    )])
 }
 
 /// Space-separated `version,base64` pairs; versions other than v1 are skipped (v1a is an
@@ -61,10 +77,18 @@ fn parse_signatures(header: &str) -> Result<Vec<Vec<u8>>, Rejection> {
             out.push(STANDARD.decode(sig).map_err(|_| malformed.clone())?);
         }
     }
-    if out.is_empty() { Err(malformed) } else { Ok(out) }
+    if out.is_empty() {
+        Err(malformed)
+    } else {
+        Ok(out)
+    }
 }
 
-fn normalize(p: &Value, source_type: &str, header_time: Option<Timestamp>) -> Result<Option<NormalizedEvent>, String> {
+fn normalize(
+    p: &Value,
+    source_type: &str,
+    header_time: Option<Timestamp>,
+) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = match p.pointer("/timestamp") {
         Some(_) => rfc3339_at(p, "/timestamp")?,
         None => header_time.ok_or("timestamp is missing")?,
@@ -77,7 +101,12 @@ fn normalize(p: &Value, source_type: &str, header_time: Option<Timestamp>) -> Re
         _ => return Ok(None),
     };
     let event_type = EventType::try_from(event_type).map_err(|e| e.to_string())?;
-    Ok(Some(NormalizedEvent { event_type, occurred_at, entity, data }))
+    Ok(Some(NormalizedEvent {
+        event_type,
+        occurred_at,
+        entity,
+        data,
+    }))
 }
 
 type Parts = (&'static str, EntityRef, EventData);
@@ -115,28 +144,50 @@ fn lead(d: &Value) -> Result<Parts, String> {
             lead_source: opt_str(d, "/leadSource"),
             utm,
         }),
-        customer: Some(Customer { external_id: None, ..person }),
+        customer: Some(Customer {
+            external_id: None,
+            ..person
+        }),
         ..EventData::default()
     };
-    Ok(("lead.submitted", EntityRef { kind: EntityKind::Lead, id, refs }, data))
+    Ok((
+        "lead.submitted",
+        EntityRef {
+            kind: EntityKind::Lead,
+            id,
+            refs,
+        },
+        data,
+    ))
 }
 
 fn order_created(d: &Value) -> Result<Parts, String> {
     let id = str_at(d, "/id")?.to_owned();
     let currency = str_at(d, "/currency")?;
     let customer = customer_of(d, "/customer");
-    let items = d.pointer("/lineItems").and_then(Value::as_array).ok_or("lineItems is missing")?;
+    let items = d
+        .pointer("/lineItems")
+        .and_then(Value::as_array)
+        .ok_or("lineItems is missing")?;
     let line_items = items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             Ok(LineItem {
                 sku: opt_str(item, "/sku"),
-                name: str_at(item, "/name").map_err(|e| format!("lineItems[{i}].{e}"))?.to_owned(),
+                name: str_at(item, "/name")
+                    .map_err(|e| format!("lineItems[{i}].{e}"))?
+                    .to_owned(),
                 quantity: i64_at(item, "/quantity").map_err(|e| format!("lineItems[{i}].{e}"))?,
                 unit_price: match item.pointer("/unitPrice") {
-                    Some(Value::String(s)) => Some(Money::from_decimal(s, currency).map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?),
-                    Some(value) => Some(Money::from_minor_json(value, currency).map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?),
+                    Some(Value::String(s)) => Some(
+                        Money::from_decimal(s, currency)
+                            .map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?,
+                    ),
+                    Some(value) => Some(
+                        Money::from_minor_json(value, currency)
+                            .map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?,
+                    ),
                     None => None,
                 },
             })
@@ -160,7 +211,15 @@ fn order_created(d: &Value) -> Result<Parts, String> {
         line_items,
         ..EventData::default()
     };
-    Ok(("order.created", EntityRef { kind: EntityKind::Order, id, refs }, data))
+    Ok((
+        "order.created",
+        EntityRef {
+            kind: EntityKind::Order,
+            id,
+            refs,
+        },
+        data,
+    ))
 }
 
 fn order_cancelled(d: &Value) -> Result<Parts, String> {
@@ -170,7 +229,15 @@ fn order_cancelled(d: &Value) -> Result<Parts, String> {
         failure_reason: opt_str(d, "/reason"),
         ..EventData::default()
     };
-    Ok(("order.cancelled", EntityRef { kind: EntityKind::Order, id, refs: Refs::default() }, data))
+    Ok((
+        "order.cancelled",
+        EntityRef {
+            kind: EntityKind::Order,
+            id,
+            refs: Refs::default(),
+        },
+        data,
+    ))
 }
 
 #[cfg(test)]
@@ -191,14 +258,28 @@ mod tests {
 
     fn signed(secret: &str, id: &str, ts: i64, body: &[u8]) -> http::HeaderMap {
         let key = decode_secret(secret).expect("valid");
-        let mac = hmac_sha256(&key, &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body]);
+        let mac = hmac_sha256(
+            &key,
+            &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body],
+        );
         let sig = format!("v1,{}", STANDARD.encode(mac));
-        headers(&[("webhook-id", id), ("webhook-timestamp", &ts.to_string()), ("webhook-signature", &sig)])
+        headers(&[
+            ("webhook-id", id),
+            ("webhook-timestamp", &ts.to_string()),
+            ("webhook-signature", &sig),
+        ])
     }
 
-    fn run(headers: &http::HeaderMap, body: &[u8], now: i64) -> Result<Vec<SourceEvent>, Rejection> {
+    fn run(
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Vec<SourceEvent>, Rejection> {
         let v = verifier(SourceKind::StandardWebhooks, &[SECRET, SPEC_SECRET]);
-        v.accept(Inbound { headers, body }, Timestamp::from_unix(now).expect("in range"))
+        v.accept(
+            Inbound { headers, body },
+            Timestamp::from_unix(now).expect("in range"),
+        )
     }
 
     #[test]
@@ -209,40 +290,61 @@ mod tests {
             ("webhook-signature", SPEC_SIG),
         ]);
         let events = run(&h, SPEC_BODY.as_bytes(), SPEC_TS).expect("the spec example verifies");
-        assert_eq!(events[0].outcome, Normalized::Quarantined("the event type is missing".into()));
+        assert_eq!(
+            events[0].outcome,
+            Normalized::Quarantined("the event type is missing".into())
+        );
         let h = headers(&[
             ("webhook-id", SPEC_ID),
             ("webhook-timestamp", &SPEC_TS.to_string()),
-            ("webhook-signature", "v1,h0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            (
+                "webhook-signature",
+                "v1,h0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
         ]);
-        assert_eq!(run(&h, SPEC_BODY.as_bytes(), SPEC_TS).err(), Some(Rejection::BadSignature));
+        assert_eq!(
+            run(&h, SPEC_BODY.as_bytes(), SPEC_TS).err(),
+            Some(Rejection::BadSignature)
+        );
     }
 
     #[test]
     fn normalizes_a_lead() {
         let body = fixture("site/lead.submitted.json");
-        let event = only_event(run(&signed(SECRET, "msg_lead_1", NOW, &body), &body, NOW).expect("ok"));
+        let event =
+            only_event(run(&signed(SECRET, "msg_lead_1", NOW, &body), &body, NOW).expect("ok"));
         assert_eq!(event.event_type.as_str(), "lead.submitted");
         assert_eq!(event.entity.kind, EntityKind::Lead);
         let lead = event.data.lead.expect("lead");
         assert_eq!(lead.lead_source.as_deref(), Some("google-ads"));
         assert_eq!(lead.form_id.as_deref(), Some("contact-v2"));
         assert_eq!(lead.utm.campaign.as_deref(), Some("winter-sale"));
-        assert_eq!(event.entity.refs.customer_email.as_deref(), Some("Jane.Doe@Example.com"));
+        assert_eq!(
+            event.entity.refs.customer_email.as_deref(),
+            Some("Jane.Doe@Example.com")
+        );
     }
 
     #[test]
     fn normalizes_orders_with_line_items() {
         let body = fixture("site/order.created.json");
-        let event = only_event(run(&signed(SECRET, "msg_order_1", NOW, &body), &body, NOW).expect("ok"));
+        let event =
+            only_event(run(&signed(SECRET, "msg_order_1", NOW, &body), &body, NOW).expect("ok"));
         assert_eq!(event.event_type.as_str(), "order.created");
         assert_eq!(event.entity.id, "ord_1001");
         assert_eq!(event.data.amount.map(|m| m.amount_minor), Some(2000));
         assert_eq!(event.data.line_items.len(), 2);
-        assert_eq!(event.data.line_items[1].unit_price.as_ref().map(|m| m.amount_minor), Some(500));
+        assert_eq!(
+            event.data.line_items[1]
+                .unit_price
+                .as_ref()
+                .map(|m| m.amount_minor),
+            Some(500)
+        );
 
         let body = fixture("site/order.cancelled.json");
-        let event = only_event(run(&signed(SECRET, "msg_order_2", NOW, &body), &body, NOW).expect("ok"));
+        let event =
+            only_event(run(&signed(SECRET, "msg_order_2", NOW, &body), &body, NOW).expect("ok"));
         assert_eq!(event.event_type.as_str(), "order.cancelled");
         assert_eq!(event.data.status.as_deref(), Some("cancelled"));
     }
@@ -251,27 +353,54 @@ mod tests {
     fn negative_cases() {
         let body = fixture("site/lead.submitted.json");
         let good = signed(SECRET, "msg_1", NOW, &body);
-        assert_eq!(run(&signed("whsec_d3Jvbmc=", "msg_1", NOW, &body), &body, NOW).err(), Some(Rejection::BadSignature));
-        assert_eq!(run(&good, &body, NOW + 301).err(), Some(Rejection::StaleTimestamp));
-        assert_eq!(run(&good, &body, NOW - 301).err(), Some(Rejection::FutureTimestamp));
+        assert_eq!(
+            run(&signed("whsec_d3Jvbmc=", "msg_1", NOW, &body), &body, NOW).err(),
+            Some(Rejection::BadSignature)
+        );
+        assert_eq!(
+            run(&good, &body, NOW + 301).err(),
+            Some(Rejection::StaleTimestamp)
+        );
+        assert_eq!(
+            run(&good, &body, NOW - 301).err(),
+            Some(Rejection::FutureTimestamp)
+        );
         let mut other_id = good.clone();
         other_id.insert("webhook-id", http::HeaderValue::from_static("msg_2"));
-        assert_eq!(run(&other_id, &body, NOW).err(), Some(Rejection::BadSignature));
+        assert_eq!(
+            run(&other_id, &body, NOW).err(),
+            Some(Rejection::BadSignature)
+        );
         let mut no_sig = good.clone();
         no_sig.remove("webhook-signature");
-        assert_eq!(run(&no_sig, &body, NOW).err(), Some(Rejection::MissingHeader("webhook-signature")));
+        assert_eq!(
+            run(&no_sig, &body, NOW).err(),
+            Some(Rejection::MissingHeader("webhook-signature"))
+        );
         let mut bad_sig = good.clone();
-        bad_sig.insert("webhook-signature", http::HeaderValue::from_static("v1,@@@"));
-        assert_eq!(run(&bad_sig, &body, NOW).err(), Some(Rejection::MalformedHeader("webhook-signature")));
+        bad_sig.insert(
+            "webhook-signature",
+            http::HeaderValue::from_static("v1,@@@"),
+        );
+        assert_eq!(
+            run(&bad_sig, &body, NOW).err(),
+            Some(Rejection::MalformedHeader("webhook-signature"))
+        );
         let mut bad_ts = good;
         bad_ts.insert("webhook-timestamp", http::HeaderValue::from_static("soon"));
-        assert_eq!(run(&bad_ts, &body, NOW).err(), Some(Rejection::MalformedHeader("webhook-timestamp")));
+        assert_eq!(
+            run(&bad_ts, &body, NOW).err(),
+            Some(Rejection::MalformedHeader("webhook-timestamp"))
+        );
     }
 
     #[test]
     fn a_lead_without_contact_is_quarantined() {
         let body = br#"{"type":"lead.submitted","timestamp":"2025-11-23T12:00:00Z","data":{"id":"l1","formId":"f","name":"x"}}"#;
         let events = run(&signed(SECRET, "msg_3", NOW, body), body, NOW).expect("verified");
-        assert_eq!(events[0].outcome, Normalized::Quarantined("data has neither email nor phone".into()));
+        assert_eq!(
+            events[0].outcome,
+            Normalized::Quarantined("data has neither email nor phone".into())
+        );
     }
 }

@@ -9,9 +9,18 @@ use crate::contract::{Customer, EntityKind, EntityRef, EventData, EventType, Ref
 
 const HEADER: &str = "stripe-signature";
 
-pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<Vec<SourceEvent>, Rejection> {
-    let header = req.headers.get(HEADER).ok_or(Rejection::MissingHeader("Stripe-Signature"))?;
-    let header = header.to_str().map_err(|_| Rejection::MalformedHeader("Stripe-Signature"))?;
+pub(super) fn accept(
+    v: &Verifier,
+    req: Inbound<'_>,
+    now: Timestamp,
+) -> Result<Vec<SourceEvent>, Rejection> {
+    let header = req
+        .headers
+        .get(HEADER)
+        .ok_or(Rejection::MissingHeader("Stripe-Signature"))?;
+    let header = header
+        .to_str()
+        .map_err(|_| Rejection::MalformedHeader("Stripe-Signature"))?;
     let (timestamp, signatures) = parse_header(header)?;
     check_timestamp(timestamp, now, v.tolerance_secs)?;
     let t = timestamp.to_string();
@@ -21,7 +30,13 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>, now: Timestamp) -> Result<V
     let payload = super::parse_body(req.body)?;
     let id = super::json::event_id(&payload, "/id");
     let source_type = opt_str(&payload, "/type");
-    Ok(vec![super::single_event(payload, req.body, id, source_type, normalize)])
+    Ok(vec![super::single_event(
+        payload,
+        req.body,
+        id,
+        source_type,
+        normalize,
+    )])
 }
 
 /// `t=<unix>,v1=<hex>[,v1=<hex>…]`; other schemes (v0) are ignored as Stripe's libraries do.
@@ -63,7 +78,12 @@ fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, St
         _ => return Ok(None),
     };
     let event_type = EventType::try_from(event_type).map_err(|e| e.to_string())?;
-    Ok(Some(NormalizedEvent { event_type, occurred_at, entity, data }))
+    Ok(Some(NormalizedEvent {
+        event_type,
+        occurred_at,
+        entity,
+        data,
+    }))
 }
 
 type Parts = (&'static str, EntityRef, EventData);
@@ -72,13 +92,18 @@ fn payment_refs(obj: &Value) -> Refs {
     Refs {
         order_id: opt_str(obj, "/metadata/order_id"),
         customer_external_id: opt_str(obj, "/customer"),
-        customer_email: opt_str(obj, "/receipt_email").or_else(|| opt_str(obj, "/billing_details/email")),
+        customer_email: opt_str(obj, "/receipt_email")
+            .or_else(|| opt_str(obj, "/billing_details/email")),
         ..Refs::default()
     }
 }
 
 fn payment(id: String, refs: Refs) -> EntityRef {
-    EntityRef { kind: EntityKind::Payment, id, refs }
+    EntityRef {
+        kind: EntityKind::Payment,
+        id,
+        refs,
+    }
 }
 
 fn payment_intent(obj: &Value, source_type: &str) -> Result<Parts, String> {
@@ -96,16 +121,26 @@ fn payment_intent(obj: &Value, source_type: &str) -> Result<Parts, String> {
             .or_else(|| opt_str(obj, "/cancellation_reason")),
         ..EventData::default()
     };
-    Ok((event_type, payment(str_at(obj, "/id")?.to_owned(), payment_refs(obj)), data))
+    Ok((
+        event_type,
+        payment(str_at(obj, "/id")?.to_owned(), payment_refs(obj)),
+        data,
+    ))
 }
 
 fn charge_refunded(obj: &Value) -> Result<Parts, String> {
     let amount = minor_money(obj, "/amount", "/currency")?;
     let refunded = minor_money(obj, "/amount_refunded", "/currency")?;
-    let full = obj.pointer("/refunded").and_then(Value::as_bool).unwrap_or(false)
+    let full = obj
+        .pointer("/refunded")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
         || refunded.amount_minor >= amount.amount_minor;
-    let (event_type, status) =
-        if full { ("payment.refunded", "refunded") } else { ("payment.partially_refunded", "partially_refunded") };
+    let (event_type, status) = if full {
+        ("payment.refunded", "refunded")
+    } else {
+        ("payment.partially_refunded", "partially_refunded")
+    };
     let id = opt_str(obj, "/payment_intent").unwrap_or(str_at(obj, "/id")?.to_owned());
     let mut refs = payment_refs(obj);
     refs.payment_id = Some(str_at(obj, "/id")?.to_owned());
@@ -121,8 +156,13 @@ fn charge_refunded(obj: &Value) -> Result<Parts, String> {
 /// A refund object on its own does not tell a partial refund from a full one; the ledger
 /// decides from the payment's amount.
 fn refund(obj: &Value, source_type: &str) -> Result<Parts, String> {
-    let event_type = if source_type == "refund.created" { "payment.refund_created" } else { "payment.refund_updated" };
-    let id = opt_str(obj, "/payment_intent").map_or_else(|| str_at(obj, "/charge").map(str::to_owned), Ok)?;
+    let event_type = if source_type == "refund.created" {
+        "payment.refund_created"
+    } else {
+        "payment.refund_updated"
+    };
+    let id = opt_str(obj, "/payment_intent")
+        .map_or_else(|| str_at(obj, "/charge").map(str::to_owned), Ok)?;
     let data = EventData {
         amount_refunded: Some(minor_money(obj, "/amount", "/currency")?),
         failure_reason: opt_str(obj, "/failure_reason"),
@@ -141,7 +181,8 @@ fn dispute(obj: &Value, source_type: &str) -> Result<Parts, String> {
             _ => ("payment.dispute_closed", None),
         }
     };
-    let id = opt_str(obj, "/payment_intent").map_or_else(|| str_at(obj, "/charge").map(str::to_owned), Ok)?;
+    let id = opt_str(obj, "/payment_intent")
+        .map_or_else(|| str_at(obj, "/charge").map(str::to_owned), Ok)?;
     let data = EventData {
         status: status.map(Into::into),
         amount: Some(minor_money(obj, "/amount", "/currency")?),
@@ -174,12 +215,24 @@ fn checkout(obj: &Value) -> Result<Parts, String> {
         }),
         ..EventData::default()
     };
-    Ok(("checkout.completed", EntityRef { kind: EntityKind::Order, id: order_id, refs }, data))
+    Ok((
+        "checkout.completed",
+        EntityRef {
+            kind: EntityKind::Order,
+            id: order_id,
+            refs,
+        },
+        data,
+    ))
 }
 
 fn customer(obj: &Value, source_type: &str) -> Result<Parts, String> {
     let id = id_at(obj, "/id")?;
-    let event_type = if source_type == "customer.created" { "customer.created" } else { "customer.updated" };
+    let event_type = if source_type == "customer.created" {
+        "customer.created"
+    } else {
+        "customer.updated"
+    };
     let data = EventData {
         customer: Some(Customer {
             external_id: Some(id.clone()),
@@ -195,7 +248,15 @@ fn customer(obj: &Value, source_type: &str) -> Result<Parts, String> {
         customer_phone: opt_str(obj, "/phone"),
         ..Refs::default()
     };
-    Ok((event_type, EntityRef { kind: EntityKind::Customer, id, refs }, data))
+    Ok((
+        event_type,
+        EntityRef {
+            kind: EntityKind::Customer,
+            id,
+            refs,
+        },
+        data,
+    ))
 }
 
 #[cfg(test)]
@@ -215,7 +276,13 @@ mod tests {
     fn run(header: &str, body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
         let v = verifier(SourceKind::Stripe, &[SECRET, "whsec_old_secret"]);
         let now = Timestamp::from_unix(NOW).expect("in range");
-        v.accept(Inbound { headers: &headers(&[("Stripe-Signature", header)]), body }, now)
+        v.accept(
+            Inbound {
+                headers: &headers(&[("Stripe-Signature", header)]),
+                body,
+            },
+            now,
+        )
     }
 
     #[test]
@@ -227,7 +294,10 @@ mod tests {
         assert_eq!(event.entity.id, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R");
         assert_eq!(event.entity.refs.order_id.as_deref(), Some("ord_1001"));
         let amount = event.data.amount.expect("amount");
-        assert_eq!((amount.amount_minor, amount.currency.as_str()), (2000, "USD"));
+        assert_eq!(
+            (amount.amount_minor, amount.currency.as_str()),
+            (2000, "USD")
+        );
     }
 
     #[test]
@@ -240,7 +310,11 @@ mod tests {
     fn several_v1_signatures_any_may_match() {
         let body = fixture("stripe/payment_intent.succeeded.json");
         let good = sign(SECRET, NOW, &body);
-        let header = format!("t={NOW},v1={},{}", "00".repeat(32), good.split_once(',').expect("two parts").1);
+        let header = format!(
+            "t={NOW},v1={},{}",
+            "00".repeat(32),
+            good.split_once(',').expect("two parts").1
+        );
         assert!(run(&header, &body).is_ok());
     }
 
@@ -250,44 +324,124 @@ mod tests {
         let mut tampered = body.clone();
         tampered[10] ^= 1;
         let cases: Vec<(String, Vec<u8>, Rejection)> = vec![
-            (sign("whsec_wrong", NOW, &body), body.clone(), Rejection::BadSignature),
+            (
+                sign("whsec_wrong", NOW, &body),
+                body.clone(),
+                Rejection::BadSignature,
+            ),
             (sign(SECRET, NOW, &body), tampered, Rejection::BadSignature),
-            (sign(SECRET, NOW - 301, &body), body.clone(), Rejection::StaleTimestamp),
-            (sign(SECRET, NOW + 301, &body), body.clone(), Rejection::FutureTimestamp),
-            ("t=abc,v1=00".into(), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
-            (format!("t={NOW}"), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
-            (format!("t={NOW},v1=zz"), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
-            (format!("t={NOW},t={NOW},v1=00"), body.clone(), Rejection::MalformedHeader("Stripe-Signature")),
+            (
+                sign(SECRET, NOW - 301, &body),
+                body.clone(),
+                Rejection::StaleTimestamp,
+            ),
+            (
+                sign(SECRET, NOW + 301, &body),
+                body.clone(),
+                Rejection::FutureTimestamp,
+            ),
+            (
+                "t=abc,v1=00".into(),
+                body.clone(),
+                Rejection::MalformedHeader("Stripe-Signature"),
+            ),
+            (
+                format!("t={NOW}"),
+                body.clone(),
+                Rejection::MalformedHeader("Stripe-Signature"),
+            ),
+            (
+                format!("t={NOW},v1=zz"),
+                body.clone(),
+                Rejection::MalformedHeader("Stripe-Signature"),
+            ),
+            (
+                format!("t={NOW},t={NOW},v1=00"),
+                body.clone(),
+                Rejection::MalformedHeader("Stripe-Signature"),
+            ),
         ];
         for (header, body, expected) in cases {
             assert_eq!(run(&header, &body).err(), Some(expected), "header {header}");
         }
         let v = verifier(SourceKind::Stripe, &[SECRET]);
         let now = Timestamp::from_unix(NOW).expect("in range");
-        let missing = v.accept(Inbound { headers: &headers(&[]), body: &body }, now);
-        assert_eq!(missing.err(), Some(Rejection::MissingHeader("Stripe-Signature")));
+        let missing = v.accept(
+            Inbound {
+                headers: &headers(&[]),
+                body: &body,
+            },
+            now,
+        );
+        assert_eq!(
+            missing.err(),
+            Some(Rejection::MissingHeader("Stripe-Signature"))
+        );
     }
 
     #[test]
     fn signed_but_not_json_is_a_malformed_body() {
         let body = b"not json";
-        assert!(matches!(run(&sign(SECRET, NOW, body), body), Err(Rejection::MalformedBody(_))));
+        assert!(matches!(
+            run(&sign(SECRET, NOW, body), body),
+            Err(Rejection::MalformedBody(_))
+        ));
     }
 
     #[test]
     fn normalizes_every_supported_type() {
         let cases = [
-            ("payment_intent.payment_failed.json", "payment.failed", Some("failed")),
-            ("payment_intent.canceled.json", "payment.canceled", Some("canceled")),
-            ("payment_intent.processing.json", "payment.processing", Some("processing")),
-            ("payment_intent.requires_action.json", "payment.requires_action", Some("requires_action")),
-            ("charge.refunded.partial.json", "payment.partially_refunded", Some("partially_refunded")),
-            ("charge.refunded.full.json", "payment.refunded", Some("refunded")),
+            (
+                "payment_intent.payment_failed.json",
+                "payment.failed",
+                Some("failed"),
+            ),
+            (
+                "payment_intent.canceled.json",
+                "payment.canceled",
+                Some("canceled"),
+            ),
+            (
+                "payment_intent.processing.json",
+                "payment.processing",
+                Some("processing"),
+            ),
+            (
+                "payment_intent.requires_action.json",
+                "payment.requires_action",
+                Some("requires_action"),
+            ),
+            (
+                "charge.refunded.partial.json",
+                "payment.partially_refunded",
+                Some("partially_refunded"),
+            ),
+            (
+                "charge.refunded.full.json",
+                "payment.refunded",
+                Some("refunded"),
+            ),
             ("refund.created.json", "payment.refund_created", None),
-            ("charge.dispute.created.json", "payment.disputed", Some("disputed")),
-            ("charge.dispute.closed.won.json", "payment.dispute_won", Some("dispute_won")),
-            ("charge.dispute.closed.lost.json", "payment.dispute_lost", Some("dispute_lost")),
-            ("checkout.session.completed.json", "checkout.completed", Some("paid")),
+            (
+                "charge.dispute.created.json",
+                "payment.disputed",
+                Some("disputed"),
+            ),
+            (
+                "charge.dispute.closed.won.json",
+                "payment.dispute_won",
+                Some("dispute_won"),
+            ),
+            (
+                "charge.dispute.closed.lost.json",
+                "payment.dispute_lost",
+                Some("dispute_lost"),
+            ),
+            (
+                "checkout.session.completed.json",
+                "checkout.completed",
+                Some("paid"),
+            ),
             ("customer.created.json", "customer.created", None),
             ("customer.updated.json", "customer.updated", None),
         ];
@@ -301,17 +455,24 @@ mod tests {
 
     #[test]
     fn unknown_types_are_unrouted_and_bad_payloads_quarantined() {
-        let body = br#"{"id":"evt_x","type":"invoice.paid","created":1763900000,"data":{"object":{}}}"#;
+        let body =
+            br#"{"id":"evt_x","type":"invoice.paid","created":1763900000,"data":{"object":{}}}"#;
         let events = run(&sign(SECRET, NOW, body), body).expect("verified");
         assert_eq!(events[0].outcome, Normalized::Unrouted);
 
         let body = br#"{"id":"evt_y","type":"payment_intent.succeeded","created":1763900000,"data":{"object":{"id":"pi_1","currency":"usd"}}}"#;
         let events = run(&sign(SECRET, NOW, body), body).expect("verified");
-        assert_eq!(events[0].outcome, Normalized::Quarantined("amount is missing".into()));
+        assert_eq!(
+            events[0].outcome,
+            Normalized::Quarantined("amount is missing".into())
+        );
 
         let body = br#"{"type":"payment_intent.succeeded"}"#;
         let events = run(&sign(SECRET, NOW, body), body).expect("verified");
         assert!(events[0].source_event_id.as_str().starts_with("sha256:"));
-        assert_eq!(events[0].outcome, Normalized::Quarantined("id is missing".into()));
+        assert_eq!(
+            events[0].outcome,
+            Normalized::Quarantined("id is missing".into())
+        );
     }
 }

@@ -1,0 +1,422 @@
+//! What the tests need: AWS clients against the emulator, a table created from the template's
+//! key schema, a fresh queue, signed API Gateway requests, and a ready-made ingress stack.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use plumbline::adapters::dynamodb::DynamoEventStore;
+use plumbline::adapters::sqs::SqsQueue;
+use plumbline::config::{Config, MapSecrets};
+use plumbline::contract::Timestamp;
+use plumbline::ingress::Ingress;
+use plumbline::ports::ManualClock;
+use plumbline::sources::hmac_sha256;
+use plumbline::telemetry::RecordingMetrics;
+use serde_json::Value;
+
+pub const STRIPE_SECRET: &str = "whsec_integration_stripe";
+pub const SITE_SECRET: &str = "whsec_aW50ZWdyYXRpb24tc2l0ZS1zZWNyZXQ=";
+pub const SHOPIFY_SECRET: &str = "shpss_integration";
+pub const ADYEN_KEY: &str = "0A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F60718293A4B5C6D7E8F9";
+pub const PADDLE_SECRET: &str = "pdl_ntfset_integration";
+
+/// The instant every test's clock starts at.
+pub const T0: i64 = 1_763_900_000;
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+pub fn fixture(relative: &str) -> Vec<u8> {
+    let path = repo_path(&format!("tests/fixtures/{relative}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub async fn aws() -> aws_config::SdkConfig {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run the suite with tests/run, which starts moto's server"
+    );
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+fn yaml_str<'a>(v: &'a serde_yaml_ng::Value, key: &str) -> &'a str {
+    v.get(key)
+        .and_then(serde_yaml_ng::Value::as_str)
+        .unwrap_or_else(|| panic!("template: {key} missing"))
+}
+
+fn key_schema(list: &serde_yaml_ng::Value) -> Vec<KeySchemaElement> {
+    list.as_sequence()
+        .expect("KeySchema is a list")
+        .iter()
+        .map(|k| {
+            KeySchemaElement::builder()
+                .attribute_name(yaml_str(k, "AttributeName"))
+                .key_type(KeyType::from(yaml_str(k, "KeyType")))
+                .build()
+                .expect("key schema element")
+        })
+        .collect()
+}
+
+/// The EventsTable resource's properties, as the template declares them.
+pub fn template_table() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(repo_path("infra/template.yaml")).expect("template");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template is YAML");
+    doc["Resources"]["EventsTable"]["Properties"].clone()
+}
+
+/// Creates a table with the template's key schema and indexes, under a unique name.
+pub async fn create_table(ddb: &aws_sdk_dynamodb::Client) -> String {
+    let props = template_table();
+    let name = unique("events");
+    let attributes = props["AttributeDefinitions"]
+        .as_sequence()
+        .expect("AttributeDefinitions")
+        .iter()
+        .map(|a| {
+            AttributeDefinition::builder()
+                .attribute_name(yaml_str(a, "AttributeName"))
+                .attribute_type(ScalarAttributeType::from(yaml_str(a, "AttributeType")))
+                .build()
+                .expect("attribute")
+        })
+        .collect();
+    let indexes = props["GlobalSecondaryIndexes"].as_sequence().map(|list| {
+        list.iter()
+            .map(|g| {
+                GlobalSecondaryIndex::builder()
+                    .index_name(yaml_str(g, "IndexName"))
+                    .set_key_schema(Some(key_schema(&g["KeySchema"])))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::from(yaml_str(
+                                &g["Projection"],
+                                "ProjectionType",
+                            )))
+                            .build(),
+                    )
+                    .build()
+                    .expect("index")
+            })
+            .collect()
+    });
+    ddb.create_table()
+        .table_name(&name)
+        .set_attribute_definitions(Some(attributes))
+        .set_key_schema(Some(key_schema(&props["KeySchema"])))
+        .set_global_secondary_indexes(indexes)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+    name
+}
+
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    sqs.create_queue()
+        .queue_name(unique("delivery"))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("url")
+}
+
+/// Every message on the queue, each received once (they stay invisible for the test's life).
+pub async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let batch = out.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+pub async fn items(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    ddb.scan()
+        .table_name(table)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default()
+}
+
+pub fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+pub const CONFIG: &str = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:STRIPE_SECRET", "env:STRIPE_SECRET_OLD"]
+
+[sources.site]
+kind = "standard-webhooks"
+secrets = ["env:SITE_SECRET"]
+
+[sources.shop]
+kind = "shopify"
+secrets = ["env:SHOPIFY_SECRET"]
+
+[sources.adyen]
+kind = "adyen"
+secrets = ["env:ADYEN_KEY"]
+
+[sources.paddle]
+kind = "paddle"
+secrets = ["env:PADDLE_SECRET"]
+
+[ingress]
+max_body_bytes = 65536
+"#;
+
+pub fn secrets() -> MapSecrets {
+    MapSecrets(BTreeMap::from([
+        ("env:STRIPE_SECRET".into(), STRIPE_SECRET.into()),
+        (
+            "env:STRIPE_SECRET_OLD".into(),
+            "whsec_integration_previous".into(),
+        ),
+        ("env:SITE_SECRET".into(), SITE_SECRET.into()),
+        ("env:SHOPIFY_SECRET".into(), SHOPIFY_SECRET.into()),
+        ("env:ADYEN_KEY".into(), ADYEN_KEY.into()),
+        ("env:PADDLE_SECRET".into(), PADDLE_SECRET.into()),
+    ]))
+}
+
+pub type AwsIngress = Ingress<DynamoEventStore, SqsQueue, ManualClock, RecordingMetrics>;
+
+/// A table, a queue and an ingress over them, with a clock that moves only when told.
+pub struct Stack {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub table: String,
+    pub queue_url: String,
+    pub clock: ManualClock,
+    pub metrics: RecordingMetrics,
+    pub ingress: AwsIngress,
+}
+
+impl Stack {
+    pub async fn new() -> Self {
+        let aws = aws().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&aws);
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let table = create_table(&ddb).await;
+        let queue_url = create_queue(&sqs).await;
+        Self::over(ddb, sqs, table, queue_url)
+    }
+
+    /// An ingress over an existing table and queue (the queue URL may name no queue at all).
+    pub fn over(
+        ddb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        table: String,
+        queue_url: String,
+    ) -> Self {
+        let config = Config::parse(CONFIG).expect("test config");
+        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+        let metrics = RecordingMetrics::default();
+        let ingress = Ingress::new(
+            DynamoEventStore::new(ddb.clone(), table.clone()),
+            SqsQueue::new(sqs.clone(), queue_url.clone()),
+            clock.clone(),
+            metrics.clone(),
+            config.verifiers(&secrets()).expect("secrets"),
+            config.ingress,
+        );
+        Self {
+            ddb,
+            sqs,
+            table,
+            queue_url,
+            clock,
+            metrics,
+            ingress,
+        }
+    }
+
+    pub async fn send(&self, request: lambda_http::Request) -> (u16, String) {
+        let response = plumbline_ingress::handle(&self.ingress, request).await;
+        let status = response.status().as_u16();
+        let body = match response.body() {
+            lambda_http::Body::Text(t) => t.clone(),
+            lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        (status, body)
+    }
+
+    pub async fn items(&self) -> Vec<HashMap<String, AttributeValue>> {
+        items(&self.ddb, &self.table).await
+    }
+
+    pub async fn messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        drain(&self.sqs, &self.queue_url).await
+    }
+}
+
+/// An API Gateway HTTP API (payload v2) event for `POST /webhooks/{source}`, from the fixture.
+pub fn apigw(
+    method: &str,
+    source: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> lambda_http::Request {
+    let mut event: Value =
+        serde_json::from_slice(&fixture("apigw/post-webhook.json")).expect("fixture");
+    let path = format!("/webhooks/{source}");
+    event["rawPath"] = Value::String(path.clone());
+    event["requestContext"]["http"]["path"] = Value::String(path);
+    event["requestContext"]["http"]["method"] = Value::String(method.to_owned());
+    event["pathParameters"]["source"] = Value::String(source.to_owned());
+    for (name, value) in headers {
+        event["headers"][name.to_lowercase()] = Value::String(value.clone());
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        event["body"] = Value::String(text.to_owned());
+    } else {
+        event["body"] = Value::String(STANDARD.encode(body));
+        event["isBase64Encoded"] = Value::Bool(true);
+    }
+    lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event")
+}
+
+pub fn stripe_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let mac = hmac_sha256(secret.as_bytes(), &[t.to_string().as_bytes(), b".", body]);
+    vec![("Stripe-Signature", format!("t={t},v1={}", hex::encode(mac)))]
+}
+
+/// A signed Stripe request at the stack's start time.
+pub fn stripe(body: &[u8]) -> lambda_http::Request {
+    apigw(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, T0, body),
+        body,
+    )
+}
+
+pub fn site(id: &str, body: &[u8]) -> lambda_http::Request {
+    let key = STANDARD
+        .decode(SITE_SECRET.trim_start_matches("whsec_"))
+        .expect("base64");
+    let mac = hmac_sha256(
+        &key,
+        &[id.as_bytes(), b".", T0.to_string().as_bytes(), b".", body],
+    );
+    let headers = vec![
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", T0.to_string()),
+        ("webhook-signature", format!("v1,{}", STANDARD.encode(mac))),
+    ];
+    apigw("POST", "site", &headers, body)
+}
+
+pub fn shopify(topic: &str, event_id: &str, body: &[u8]) -> lambda_http::Request {
+    let headers = vec![
+        (
+            "X-Shopify-Hmac-Sha256",
+            STANDARD.encode(hmac_sha256(SHOPIFY_SECRET.as_bytes(), &[body])),
+        ),
+        ("X-Shopify-Topic", topic.to_owned()),
+        ("X-Shopify-Event-Id", event_id.to_owned()),
+    ];
+    apigw("POST", "shop", &headers, body)
+}
+
+pub fn paddle(body: &[u8]) -> lambda_http::Request {
+    let mac = hmac_sha256(
+        PADDLE_SECRET.as_bytes(),
+        &[T0.to_string().as_bytes(), b":", body],
+    );
+    apigw(
+        "POST",
+        "paddle",
+        &[(
+            "Paddle-Signature",
+            format!("ts={T0};h1={}", hex::encode(mac)),
+        )],
+        body,
+    )
+}
+
+/// Signs every item of an Adyen notification with the test key.
+pub fn adyen(fixture_body: &[u8]) -> lambda_http::Request {
+    let mut doc: Value = serde_json::from_slice(fixture_body).expect("json");
+    let key = hex::decode(ADYEN_KEY).expect("hex");
+    for item in doc["notificationItems"].as_array_mut().expect("items") {
+        let item = &mut item["NotificationRequestItem"];
+        let field = |p: &str| match item.pointer(p) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        let data = [
+            "/pspReference",
+            "/originalReference",
+            "/merchantAccountCode",
+            "/merchantReference",
+            "/amount/value",
+            "/amount/currency",
+            "/eventCode",
+            "/success",
+        ]
+        .map(field)
+        .join(":");
+        item["additionalData"]["hmacSignature"] =
+            Value::String(STANDARD.encode(hmac_sha256(&key, &[data.as_bytes()])));
+    }
+    apigw(
+        "POST",
+        "adyen",
+        &[],
+        &serde_json::to_vec(&doc).expect("json"),
+    )
+}
+
+pub fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// A Stripe request signed at `t`, as Stripe signs each retry afresh.
+pub fn stripe_at(t: i64, body: &[u8]) -> lambda_http::Request {
+    apigw(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, t, body),
+        body,
+    )
+}
