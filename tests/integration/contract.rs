@@ -45,3 +45,10 @@ fn every_golden_fixture_ever_committed_still_parses() {
         dir.display()
     );
 }
+
+#[test]
+fn the_bundled_deployment_config_is_valid() {
+    let config = plumbline::config::Config::load(&repo_path("infra/plumbline.toml"))
+        .unwrap_or_else(|e| panic!("infra/plumbline.toml: {e}"));
+    assert!(!config.sources.is_empty());
+}

@@ -16,7 +16,7 @@ use plumbline::config::{Config, MapSecrets};
 use plumbline::contract::Timestamp;
 use plumbline::ingress::Ingress;
 use plumbline::ports::ManualClock;
-use plumbline::sources::hmac_sha256;
+use plumbline::sources::{SourceKind, hmac_sha256, sign};
 use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 
@@ -329,82 +329,54 @@ pub fn stripe(body: &[u8]) -> lambda_http::Request {
     )
 }
 
+/// A request for `source` signed by `plumbline::sources::sign` at the stack's start time.
+fn signed(
+    source: &str,
+    kind: SourceKind,
+    secret: &str,
+    id: &str,
+    topic: Option<&str>,
+    body: &[u8],
+) -> lambda_http::Request {
+    let meta = sign::Envelope {
+        event_id: id,
+        timestamp: T0,
+        topic,
+    };
+    let signed = sign::sign(kind, secret, meta, body).expect("signs");
+    let headers: Vec<(&str, String)> = signed.headers;
+    apigw("POST", source, &headers, &signed.body)
+}
+
 pub fn site(id: &str, body: &[u8]) -> lambda_http::Request {
-    let key = STANDARD
-        .decode(SITE_SECRET.trim_start_matches("whsec_"))
-        .expect("base64");
-    let mac = hmac_sha256(
-        &key,
-        &[id.as_bytes(), b".", T0.to_string().as_bytes(), b".", body],
-    );
-    let headers = vec![
-        ("webhook-id", id.to_owned()),
-        ("webhook-timestamp", T0.to_string()),
-        ("webhook-signature", format!("v1,{}", STANDARD.encode(mac))),
-    ];
-    apigw("POST", "site", &headers, body)
-}
-
-pub fn shopify(topic: &str, event_id: &str, body: &[u8]) -> lambda_http::Request {
-    let headers = vec![
-        (
-            "X-Shopify-Hmac-Sha256",
-            STANDARD.encode(hmac_sha256(SHOPIFY_SECRET.as_bytes(), &[body])),
-        ),
-        ("X-Shopify-Topic", topic.to_owned()),
-        ("X-Shopify-Event-Id", event_id.to_owned()),
-    ];
-    apigw("POST", "shop", &headers, body)
-}
-
-pub fn paddle(body: &[u8]) -> lambda_http::Request {
-    let mac = hmac_sha256(
-        PADDLE_SECRET.as_bytes(),
-        &[T0.to_string().as_bytes(), b":", body],
-    );
-    apigw(
-        "POST",
-        "paddle",
-        &[(
-            "Paddle-Signature",
-            format!("ts={T0};h1={}", hex::encode(mac)),
-        )],
+    signed(
+        "site",
+        SourceKind::StandardWebhooks,
+        SITE_SECRET,
+        id,
+        None,
         body,
     )
 }
 
-/// Signs every item of an Adyen notification with the test key.
-pub fn adyen(fixture_body: &[u8]) -> lambda_http::Request {
-    let mut doc: Value = serde_json::from_slice(fixture_body).expect("json");
-    let key = hex::decode(ADYEN_KEY).expect("hex");
-    for item in doc["notificationItems"].as_array_mut().expect("items") {
-        let item = &mut item["NotificationRequestItem"];
-        let field = |p: &str| match item.pointer(p) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => String::new(),
-        };
-        let data = [
-            "/pspReference",
-            "/originalReference",
-            "/merchantAccountCode",
-            "/merchantReference",
-            "/amount/value",
-            "/amount/currency",
-            "/eventCode",
-            "/success",
-        ]
-        .map(field)
-        .join(":");
-        item["additionalData"]["hmacSignature"] =
-            Value::String(STANDARD.encode(hmac_sha256(&key, &[data.as_bytes()])));
-    }
-    apigw(
-        "POST",
-        "adyen",
-        &[],
-        &serde_json::to_vec(&doc).expect("json"),
+pub fn shopify(topic: &str, event_id: &str, body: &[u8]) -> lambda_http::Request {
+    signed(
+        "shop",
+        SourceKind::Shopify,
+        SHOPIFY_SECRET,
+        event_id,
+        Some(topic),
+        body,
     )
+}
+
+pub fn paddle(body: &[u8]) -> lambda_http::Request {
+    signed("paddle", SourceKind::Paddle, PADDLE_SECRET, "", None, body)
+}
+
+/// Signs every item of an Adyen notification with the test key.
+pub fn adyen(body: &[u8]) -> lambda_http::Request {
+    signed("adyen", SourceKind::Adyen, ADYEN_KEY, "", None, body)
 }
 
 pub fn json(body: &str) -> Value {

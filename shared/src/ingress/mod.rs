@@ -3,6 +3,7 @@
 
 mod error;
 mod message;
+mod record;
 mod reply;
 
 use std::collections::BTreeMap;
@@ -11,14 +12,13 @@ use tracing::{info, instrument, warn};
 
 pub use error::IngressError;
 pub use message::{MAX_MESSAGE_BYTES, QueueMessage};
+pub use record::build_record;
 pub use reply::{Reply, reply};
 
 use crate::config::IngressSettings;
-use crate::contract::{
-    Envelope, EventId, IdempotencyKey, Origin, SCHEMA_V1, SourceName, Timestamp, Trace,
-};
-use crate::ports::{Claim, Clock, EventKey, EventQueue, EventRecord, EventStatus, EventStore};
-use crate::sources::{Inbound, Normalized, SourceEvent, SourceKind, Verifier};
+use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
+use crate::ports::{Claim, Clock, EventQueue, EventRecord, EventStatus, EventStore};
+use crate::sources::{Inbound, SourceEvent, SourceKind, Verifier};
 use crate::telemetry::{Metric, Metrics};
 
 /// One webhook request as the ingress sees it.
@@ -232,53 +232,11 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         now: Timestamp,
         request_id: Option<&str>,
     ) -> EventRecord {
-        let event_id = EventId::generate(now);
-        let key = EventKey::new(source, &event.source_event_id);
-        let (status, envelope, raw, reason) = match event.outcome {
-            Normalized::Event(n) => {
-                let n = *n;
-                let envelope = Envelope {
-                    schema: SCHEMA_V1.to_owned(),
-                    id: event_id.clone(),
-                    idempotency_key: IdempotencyKey::for_event(source, &event.source_event_id),
-                    source: source.clone(),
-                    source_event_id: event.source_event_id.clone(),
-                    event_type: n.event_type,
-                    source_type: event.source_type.clone(),
-                    occurred_at: n.occurred_at,
-                    received_at: now,
-                    entity: n.entity,
-                    data: n.data,
-                    trace: Trace {
-                        request_id: request_id.map(str::to_owned),
-                        origin: Origin::Webhook,
-                    },
-                };
-                (EventStatus::Received, Some(envelope), None, None)
-            }
-            Normalized::Unrouted => (EventStatus::Unrouted, None, Some(event.payload), None),
-            Normalized::Quarantined(reason) => (
-                EventStatus::Quarantined,
-                None,
-                Some(event.payload),
-                Some(reason),
-            ),
+        let trace = Trace {
+            request_id: request_id.map(str::to_owned),
+            origin: Origin::Webhook,
         };
-        EventRecord {
-            key,
-            event_id,
-            source: source.clone(),
-            source_event_id: event.source_event_id,
-            source_type: event.source_type,
-            status,
-            payload_hash: event.payload_hash,
-            claimed_at: now,
-            received_at: now,
-            expires_at: now.plus_secs(self.settings.retention_days * 86_400),
-            envelope,
-            raw,
-            reason,
-        }
+        build_record(source, event, now, trace, self.settings.retention_days)
     }
 
     /// Enqueues a fresh claim; if that fails, releases the claim so the provider's retry

@@ -64,6 +64,32 @@ fn signing_string(item: &Value) -> String {
     .join(":")
 }
 
+/// Signs every item of a notification body, as Adyen does before sending it.
+pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let items = doc
+        .pointer_mut("/notificationItems")
+        .and_then(Value::as_array_mut)
+        .ok_or("notificationItems is missing")?;
+    for item in items {
+        let item = item
+            .pointer_mut("/NotificationRequestItem")
+            .ok_or("an item has no NotificationRequestItem")?;
+        let signature =
+            STANDARD.encode(super::hmac_sha256(key, &[signing_string(item).as_bytes()]));
+        match item
+            .pointer_mut("/additionalData")
+            .and_then(Value::as_object_mut)
+        {
+            Some(data) => {
+                data.insert("hmacSignature".into(), Value::String(signature));
+            }
+            None => item["additionalData"] = serde_json::json!({ "hmacSignature": signature }),
+        }
+    }
+    serde_json::to_vec(&doc).map_err(|e| e.to_string())
+}
+
 fn verify_item(v: &Verifier, item: &Value) -> Result<(), Rejection> {
     let signature = match item.pointer("/additionalData/hmacSignature") {
         Some(Value::String(s)) => s,
@@ -159,8 +185,8 @@ fn normalize(item: &Value, code: &str) -> Result<Option<NormalizedEvent>, String
 
 #[cfg(test)]
 mod tests {
+    use super::super::SourceKind;
     use super::super::test_support::{fixture, headers, verifier};
-    use super::super::{SourceKind, hmac_sha256};
     use super::*;
     use crate::contract::Timestamp;
 
@@ -179,16 +205,8 @@ mod tests {
         )
     }
 
-    /// Re-signs every item of a fixture with `key`.
     fn signed(fixture_body: &[u8], key: &str) -> Vec<u8> {
-        let mut doc: Value = serde_json::from_slice(fixture_body).expect("json");
-        let key = hex::decode(key).expect("hex");
-        for item in doc["notificationItems"].as_array_mut().expect("items") {
-            let item = &mut item["NotificationRequestItem"];
-            let sig = STANDARD.encode(hmac_sha256(&key, &[signing_string(item).as_bytes()]));
-            item["additionalData"]["hmacSignature"] = Value::String(sig);
-        }
-        serde_json::to_vec(&doc).expect("json")
+        sign_body(&hex::decode(key).expect("hex"), fixture_body).expect("signs")
     }
 
     #[test]

@@ -9,9 +9,11 @@ mod adyen;
 mod json;
 mod paddle;
 mod shopify;
+pub mod sign;
 mod signature;
 mod standard_webhooks;
 mod stripe;
+mod timestamped;
 
 use std::fmt;
 

@@ -3,28 +3,25 @@
 use serde_json::Value;
 
 use super::json::{minor_money, opt_str, rfc3339_at, str_at};
-use super::signature::any_matches;
-use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
+use super::timestamped::Scheme;
+use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
+
+pub(super) const SCHEME: Scheme = Scheme {
+    header: "paddle-signature",
+    display: "Paddle-Signature",
+    separator: ';',
+    timestamp_key: "ts",
+    signature_key: "h1",
+    joiner: b":",
+};
 
 pub(super) fn accept(
     v: &Verifier,
     req: Inbound<'_>,
     now: Timestamp,
 ) -> Result<Vec<SourceEvent>, Rejection> {
-    let header = req
-        .headers
-        .get("paddle-signature")
-        .ok_or(Rejection::MissingHeader("Paddle-Signature"))?;
-    let header = header
-        .to_str()
-        .map_err(|_| Rejection::MalformedHeader("Paddle-Signature"))?;
-    let (ts, signatures) = parse_header(header)?;
-    check_timestamp(ts, now, v.tolerance_secs)?;
-    let ts = ts.to_string();
-    if !any_matches(&v.keys, &[ts.as_bytes(), b":", req.body], &signatures) {
-        return Err(Rejection::BadSignature);
-    }
+    SCHEME.verify(v, req, now)?;
     let payload = super::parse_body(req.body)?;
     let id = super::json::event_id(&payload, "/event_id");
     let source_type = opt_str(&payload, "/event_type");
@@ -35,25 +32,6 @@ pub(super) fn accept(
         source_type,
         normalize,
     )])
-}
-
-fn parse_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), Rejection> {
-    let malformed = Rejection::MalformedHeader("Paddle-Signature");
-    let mut ts = None;
-    let mut signatures = Vec::new();
-    for item in header.split(';') {
-        let (key, value) = item.trim().split_once('=').ok_or(malformed.clone())?;
-        match key {
-            "ts" if ts.is_none() => ts = Some(value.parse::<i64>().map_err(|_| malformed.clone())?),
-            "ts" => return Err(malformed),
-            "h1" => signatures.push(hex::decode(value).map_err(|_| malformed.clone())?),
-            _ => {}
-        }
-    }
-    match (ts, signatures.is_empty()) {
-        (Some(ts), false) => Ok((ts, signatures)),
-        _ => Err(malformed),
-    }
 }
 
 fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {

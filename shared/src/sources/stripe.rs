@@ -3,30 +3,25 @@
 use serde_json::Value;
 
 use super::json::{id_at, minor_money, opt_str, str_at, unix_at};
-use super::signature::any_matches;
-use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
+use super::timestamped::Scheme;
+use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{Customer, EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
 
-const HEADER: &str = "stripe-signature";
+pub(super) const SCHEME: Scheme = Scheme {
+    header: "stripe-signature",
+    display: "Stripe-Signature",
+    separator: ',',
+    timestamp_key: "t",
+    signature_key: "v1",
+    joiner: b".",
+};
 
 pub(super) fn accept(
     v: &Verifier,
     req: Inbound<'_>,
     now: Timestamp,
 ) -> Result<Vec<SourceEvent>, Rejection> {
-    let header = req
-        .headers
-        .get(HEADER)
-        .ok_or(Rejection::MissingHeader("Stripe-Signature"))?;
-    let header = header
-        .to_str()
-        .map_err(|_| Rejection::MalformedHeader("Stripe-Signature"))?;
-    let (timestamp, signatures) = parse_header(header)?;
-    check_timestamp(timestamp, now, v.tolerance_secs)?;
-    let t = timestamp.to_string();
-    if !any_matches(&v.keys, &[t.as_bytes(), b".", req.body], &signatures) {
-        return Err(Rejection::BadSignature);
-    }
+    SCHEME.verify(v, req, now)?;
     let payload = super::parse_body(req.body)?;
     let id = super::json::event_id(&payload, "/id");
     let source_type = opt_str(&payload, "/type");
@@ -37,28 +32,6 @@ pub(super) fn accept(
         source_type,
         normalize,
     )])
-}
-
-/// `t=<unix>,v1=<hex>[,v1=<hex>…]`; other schemes (v0) are ignored as Stripe's libraries do.
-fn parse_header(header: &str) -> Result<(i64, Vec<Vec<u8>>), Rejection> {
-    let malformed = Rejection::MalformedHeader("Stripe-Signature");
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for item in header.split(',') {
-        let (key, value) = item.trim().split_once('=').ok_or(malformed.clone())?;
-        match key {
-            "t" if timestamp.is_none() => {
-                timestamp = Some(value.parse::<i64>().map_err(|_| malformed.clone())?);
-            }
-            "t" => return Err(malformed),
-            "v1" => signatures.push(hex::decode(value).map_err(|_| malformed.clone())?),
-            _ => {}
-        }
-    }
-    match (timestamp, signatures.is_empty()) {
-        (Some(t), false) => Ok((t, signatures)),
-        _ => Err(malformed),
-    }
 }
 
 fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {

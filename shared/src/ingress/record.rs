@@ -1,0 +1,58 @@
+use crate::contract::{Envelope, EventId, IdempotencyKey, SCHEMA_V1, SourceName, Timestamp, Trace};
+use crate::ports::{EventKey, EventRecord, EventStatus};
+use crate::sources::{Normalized, SourceEvent};
+
+/// The record a verified event is claimed as: an envelope for events that normalized, the
+/// provider's payload (and the reason) for the rest. Pure: `now` and the trace come in.
+pub fn build_record(
+    source: &SourceName,
+    event: SourceEvent,
+    now: Timestamp,
+    trace: Trace,
+    retention_days: i64,
+) -> EventRecord {
+    let event_id = EventId::generate(now);
+    let key = EventKey::new(source, &event.source_event_id);
+    let (status, envelope, raw, reason) = match event.outcome {
+        Normalized::Event(n) => {
+            let n = *n;
+            let envelope = Envelope {
+                schema: SCHEMA_V1.to_owned(),
+                id: event_id.clone(),
+                idempotency_key: IdempotencyKey::for_event(source, &event.source_event_id),
+                source: source.clone(),
+                source_event_id: event.source_event_id.clone(),
+                event_type: n.event_type,
+                source_type: event.source_type.clone(),
+                occurred_at: n.occurred_at,
+                received_at: now,
+                entity: n.entity,
+                data: n.data,
+                trace,
+            };
+            (EventStatus::Received, Some(envelope), None, None)
+        }
+        Normalized::Unrouted => (EventStatus::Unrouted, None, Some(event.payload), None),
+        Normalized::Quarantined(reason) => (
+            EventStatus::Quarantined,
+            None,
+            Some(event.payload),
+            Some(reason),
+        ),
+    };
+    EventRecord {
+        key,
+        event_id,
+        source: source.clone(),
+        source_event_id: event.source_event_id,
+        source_type: event.source_type,
+        status,
+        payload_hash: event.payload_hash,
+        claimed_at: now,
+        received_at: now,
+        expires_at: now.plus_secs(retention_days * 86_400),
+        envelope,
+        raw,
+        reason,
+    }
+}
