@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use plumbline::config::Config;
 
+mod replay;
+
 #[derive(Parser)]
 #[command(
     name = "plumbline",
@@ -25,6 +27,8 @@ enum Command {
     /// The event contract.
     #[command(subcommand)]
     Contract(ContractCommand),
+    /// Moves dead-lettered messages back to the delivery queue (safe to run twice).
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]
@@ -50,6 +54,7 @@ enum ContractCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Replay(args) => run_async(replay::run(args)),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
@@ -58,6 +63,22 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&schema).expect("a schema serializes")
             );
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Runs an async command on a runtime built for it; errors are printed, never panicked.
+fn run_async(command: impl Future<Output = anyhow::Result<bool>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    match runtime.block_on(command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -149,12 +149,110 @@ pub struct TargetConfig {
     pub url: Option<String>,
     pub secret: Option<SecretRef>,
     pub token: Option<SecretRef>,
+    pub timeout: std::time::Duration,
+    /// Extra request headers: literal values, or secret references.
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// Canonical field → target field; empty means "send the whole document".
+    pub fields: Vec<crate::delivery::mapping::FieldMapping>,
+    pub hubspot: HubspotSettings,
+}
+
+/// A configured header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    Literal(String),
+    Secret(SecretRef),
+}
+
+/// HubSpot specifics; defaults suit a portal with a `plumbline_id` unique deal property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubspotSettings {
+    pub base_url: String,
+    pub pipeline: String,
+    /// Ledger state → deal stage id.
+    pub stages: BTreeMap<String, String>,
+    /// The unique contact property contacts are upserted by.
+    pub contact_id_property: String,
+    /// The unique deal property deals are upserted by.
+    pub deal_id_property: String,
+}
+
+impl Default for HubspotSettings {
+    fn default() -> Self {
+        let stages = [
+            ("created", "appointmentscheduled"),
+            ("pending", "appointmentscheduled"),
+            ("processing", "contractsent"),
+            ("authorized", "contractsent"),
+            ("paid", "closedwon"),
+            ("succeeded", "closedwon"),
+            ("fulfilled", "closedwon"),
+            ("failed", "closedlost"),
+            ("canceled", "closedlost"),
+            ("cancelled", "closedlost"),
+            ("refunded", "closedlost"),
+            ("dispute_lost", "closedlost"),
+        ];
+        Self {
+            base_url: "https://api.hubapi.com".into(),
+            pipeline: "default".into(),
+            stages: stages
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+            contact_id_property: "email".into(),
+            deal_id_property: "plumbline_id".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Route {
     pub events: Vec<String>,
     pub targets: Vec<String>,
+    /// Dotted path into the envelope → required value (all must match).
+    pub filter: BTreeMap<String, String>,
+}
+
+/// Retry, circuit breaker and lease settings of the delivery worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverySettings {
+    pub backoff_base_secs: u64,
+    pub backoff_cap_secs: u64,
+    /// A target's `Retry-After` is honoured up to this.
+    pub retry_after_cap_secs: u64,
+    /// Consecutive retryable failures that open a target's circuit.
+    pub breaker_threshold: u32,
+    pub breaker_cooldown_secs: u64,
+    /// How long one worker owns a target call; longer than any target timeout.
+    pub lease_secs: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            backoff_base_secs: 2,
+            backoff_cap_secs: 900,
+            retry_after_cap_secs: 3600,
+            breaker_threshold: 5,
+            breaker_cooldown_secs: 30,
+            lease_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// A second submission of the same form by the same person within this window is merged.
+    pub lead_dedup_window_secs: i64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            lead_dedup_window_secs: 600,
+        }
+    }
 }
 
 /// Limits and horizons of the ingress.
@@ -186,6 +284,8 @@ pub struct Config {
     pub ownership: BTreeMap<String, String>,
     pub thresholds: BTreeMap<String, u64>,
     pub ingress: IngressSettings,
+    pub delivery: DeliverySettings,
+    pub ledger: LedgerSettings,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +303,27 @@ struct RawConfig {
     reconcile: RawReconcile,
     #[serde(default)]
     ingress: RawIngress,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    ledger: RawLedger,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    backoff_base_secs: Option<u64>,
+    backoff_cap_secs: Option<u64>,
+    retry_after_cap_secs: Option<u64>,
+    breaker_threshold: Option<u32>,
+    breaker_cooldown_secs: Option<u64>,
+    lease_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    lead_dedup_window_secs: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +343,17 @@ struct RawTarget {
     url: Option<String>,
     secret: Option<String>,
     token: Option<String>,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    fields: Vec<crate::delivery::mapping::FieldMapping>,
+    base_url: Option<String>,
+    pipeline: Option<String>,
+    #[serde(default)]
+    stages: BTreeMap<String, String>,
+    contact_id_property: Option<String>,
+    deal_id_property: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +361,8 @@ struct RawTarget {
 struct RawRoute {
     events: Vec<String>,
     targets: Vec<String>,
+    #[serde(default, rename = "where")]
+    filter: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -280,6 +414,19 @@ impl Config {
         let routes = parse_routes(raw.routes, &targets, &mut problems);
         check_ownership(&raw.ownership, &sources, &targets, &mut problems);
         let ingress = parse_ingress(&raw.ingress, &mut problems);
+        let delivery = parse_delivery(&raw.delivery, &mut problems);
+        let ledger = LedgerSettings {
+            lead_dedup_window_secs: raw
+                .ledger
+                .lead_dedup_window_secs
+                .unwrap_or(LedgerSettings::default().lead_dedup_window_secs),
+        };
+        if ledger.lead_dedup_window_secs < 0 {
+            problems.add(
+                "ledger.lead_dedup_window_secs".into(),
+                "must not be negative",
+            );
+        }
         if !problems.list.is_empty() {
             return Err(ConfigError {
                 problems: problems.list,
@@ -292,6 +439,8 @@ impl Config {
             ownership: raw.ownership,
             thresholds: raw.reconcile.thresholds,
             ingress,
+            delivery,
+            ledger,
         })
     }
 
@@ -429,8 +578,14 @@ fn parse_targets(
         let key = format!("targets.{name}");
         let secret = problems.reference(format!("{key}.secret"), raw.secret.as_deref());
         let token = problems.reference(format!("{key}.token"), raw.token.as_deref());
-        if raw.kind == TargetKind::Http && raw.url.is_none() {
-            problems.add(format!("{key}.url"), "an http target needs a url");
+        match (raw.kind, &raw.url) {
+            (TargetKind::Http, None) => {
+                problems.add(format!("{key}.url"), "an http target needs a url");
+            }
+            (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                problems.add(format!("{key}.url"), "must be an http(s) URL");
+            }
+            _ => {}
         }
         if raw.kind == TargetKind::Hubspot && raw.token.is_none() {
             problems.add(
@@ -438,18 +593,90 @@ fn parse_targets(
                 "a hubspot target needs a token reference",
             );
         }
-        targets.insert(
-            name.clone(),
-            TargetConfig {
-                name,
-                kind: raw.kind,
-                url: raw.url,
-                secret,
-                token,
-            },
-        );
+        let timeout_ms = raw.timeout_ms.unwrap_or(10_000);
+        if !(1..=300_000).contains(&timeout_ms) {
+            problems.add(format!("{key}.timeout_ms"), "must be between 1 and 300000");
+        }
+        let mut headers = BTreeMap::new();
+        for (header, value) in raw.headers {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.add(format!("{key}.headers.{header}"), "not a valid header name");
+            }
+            let value = if value.starts_with("env:") {
+                problems
+                    .reference(format!("{key}.headers.{header}"), Some(&value))
+                    .map(HeaderValue::Secret)
+            } else {
+                Some(HeaderValue::Literal(value))
+            };
+            if let Some(value) = value {
+                headers.insert(header, value);
+            }
+        }
+        for (i, field) in raw.fields.iter().enumerate() {
+            if field.to.is_empty() || field.from.is_empty() {
+                problems.add(format!("{key}.fields[{i}]"), "needs both `from` and `to`");
+            }
+        }
+        let defaults = HubspotSettings::default();
+        let mut stages = defaults.stages;
+        stages.extend(raw.stages);
+        let hubspot = HubspotSettings {
+            base_url: raw.base_url.unwrap_or(defaults.base_url),
+            pipeline: raw.pipeline.unwrap_or(defaults.pipeline),
+            stages,
+            contact_id_property: raw
+                .contact_id_property
+                .unwrap_or(defaults.contact_id_property),
+            deal_id_property: raw.deal_id_property.unwrap_or(defaults.deal_id_property),
+        };
+        let timeout = std::time::Duration::from_millis(timeout_ms);
+        let config = TargetConfig {
+            name: name.clone(),
+            kind: raw.kind,
+            url: raw.url,
+            secret,
+            token,
+            timeout,
+            headers,
+            fields: raw.fields,
+            hubspot,
+        };
+        targets.insert(name, config);
     }
     targets
+}
+
+fn parse_delivery(raw: &RawDelivery, problems: &mut Problems<'_>) -> DeliverySettings {
+    let d = DeliverySettings::default();
+    let settings = DeliverySettings {
+        backoff_base_secs: raw.backoff_base_secs.unwrap_or(d.backoff_base_secs),
+        backoff_cap_secs: raw.backoff_cap_secs.unwrap_or(d.backoff_cap_secs),
+        retry_after_cap_secs: raw.retry_after_cap_secs.unwrap_or(d.retry_after_cap_secs),
+        breaker_threshold: raw.breaker_threshold.unwrap_or(d.breaker_threshold),
+        breaker_cooldown_secs: raw.breaker_cooldown_secs.unwrap_or(d.breaker_cooldown_secs),
+        lease_secs: raw.lease_secs.unwrap_or(d.lease_secs),
+    };
+    // SQS caps a message's visibility at 12 hours.
+    let max = 43_200;
+    for (name, value) in [
+        ("backoff_base_secs", settings.backoff_base_secs),
+        ("backoff_cap_secs", settings.backoff_cap_secs),
+        ("retry_after_cap_secs", settings.retry_after_cap_secs),
+        ("breaker_cooldown_secs", settings.breaker_cooldown_secs),
+        ("lease_secs", settings.lease_secs),
+    ] {
+        if !(1..=max).contains(&value) {
+            problems.add(
+                format!("delivery.{name}"),
+                format!("must be between 1 and {max}"),
+            );
+        }
+    }
+    if settings.breaker_threshold == 0 {
+        problems.add("delivery.breaker_threshold".into(), "must be at least 1");
+    }
+    settings
 }
 
 fn parse_routes(
@@ -478,6 +705,7 @@ fn parse_routes(
         routes.push(Route {
             events: raw.events,
             targets: raw.targets,
+            filter: raw.filter,
         });
     }
     routes

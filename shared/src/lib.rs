@@ -7,7 +7,9 @@
 pub mod adapters;
 pub mod config;
 pub mod contract;
+pub mod delivery;
 pub mod ingress;
+pub mod ledger;
 pub mod ports;
 pub mod sources;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use plumbline::adapters::dynamodb::DynamoEventStore;
+use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqs::SqsQueue;
 use plumbline::config::{Config, MapSecrets};
 use plumbline::contract::Timestamp;
@@ -216,7 +216,7 @@ pub fn secrets() -> MapSecrets {
     ]))
 }
 
-pub type AwsIngress = Ingress<DynamoEventStore, SqsQueue, ManualClock, RecordingMetrics>;
+pub type AwsIngress = Ingress<DynamoStore, SqsQueue, ManualClock, RecordingMetrics>;
 
 /// A table, a queue and an ingress over them, with a clock that moves only when told.
 pub struct Stack {
@@ -250,7 +250,7 @@ impl Stack {
         let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
         let metrics = RecordingMetrics::default();
         let ingress = Ingress::new(
-            DynamoEventStore::new(ddb.clone(), table.clone()),
+            DynamoStore::new(ddb.clone(), table.clone()),
             SqsQueue::new(sqs.clone(), queue_url.clone()),
             clock.clone(),
             metrics.clone(),

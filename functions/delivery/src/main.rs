@@ -1,33 +1,37 @@
-//! The delivery function is not implemented yet (see the README's status table). Until it is,
-//! this entry point refuses every record as a batch item failure, so SQS keeps the messages and
-//! its redrive policy moves them to the dead-letter queue: nothing is acknowledged unprocessed.
+//! Wiring only: tracing, config (validated once at cold start), SDK clients, targets, then the
+//! runtime.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use anyhow::Context;
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use plumbline::telemetry::init_lambda_tracing;
+use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::adapters::targets;
+use plumbline::config::{Config, EnvSecrets};
+use plumbline::delivery::Delivery;
+use plumbline::ports::SystemClock;
+use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_lambda_tracing();
-    run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        let failures: Vec<BatchItemFailure> = event
-            .payload
-            .records
-            .into_iter()
-            .filter_map(|r| r.message_id)
-            .map(|id| {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failure
-            })
-            .collect();
-        tracing::error!(
-            records = failures.len(),
-            "delivery is not implemented in this build; records left on the queue"
-        );
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failures;
-        Ok::<_, lambda_runtime::Error>(response)
+    let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+    let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
+    let targets = targets::build_all(&config, &EnvSecrets)?;
+    let aws = aws_config::load_from_env().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let delivery = Delivery::new(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
+        SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
+        SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
+        targets,
+        SystemClock,
+        EmfMetrics::new("Plumbline"),
+        &config,
+    );
+    let delivery = &delivery;
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, std::convert::Infallible>(plumbline_delivery::handle(delivery, event.payload).await)
     }))
     .await
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use lambda_http::{run, service_fn};
-use plumbline::adapters::{dynamodb::DynamoEventStore, sqs::SqsQueue};
+use plumbline::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
 use plumbline::config::{Config, EnvSecrets};
 use plumbline::ingress::Ingress;
 use plumbline::ports::SystemClock;
@@ -19,7 +19,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
     let aws = aws_config::load_from_env().await;
     let ingress = Ingress::new(
-        DynamoEventStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
         SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url),
         SystemClock,
         EmfMetrics::new("Plumbline"),

@@ -7,3 +7,5 @@ pub mod sqs;
 
 #[cfg(feature = "aws")]
 mod aws_error;
+
+pub mod targets;

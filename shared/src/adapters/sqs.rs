@@ -4,8 +4,12 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
+use std::time::Duration;
+
 use crate::ingress::QueueMessage;
-use crate::ports::{EventQueue, QueueError};
+use crate::ports::{
+    DeadLetter, DeadLetterSource, DeadLetters, EventQueue, QueueControl, QueueError, Requeue,
+};
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
@@ -41,23 +45,147 @@ impl EventQueue for SqsQueue {
             .queue_url(&self.url)
             .message_body(message.body());
         for (name, value) in message.attributes() {
-            let attr = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(value)
-                .build()
-                .map_err(|e| QueueError::Refused(e.to_string()))?;
-            request = request.message_attributes(name, attr);
+            request = request.message_attributes(name, string_attribute(value)?);
         }
-        request.send().await.map(|_| ()).map_err(|err| {
-            let code = err
-                .as_service_error()
-                .and_then(ProvideErrorMetadata::code)
-                .map(str::to_owned);
-            match code.as_deref() {
-                Some(c) if THROTTLING.contains(&c) => QueueError::Throttled(Box::new(err)),
-                Some(c) if REFUSED.contains(&c) => QueueError::Refused(c.to_owned()),
-                _ => QueueError::Unavailable(Box::new(err)),
+        request.send().await.map(|_| ()).map_err(classify)
+    }
+}
+
+fn classify<E>(
+    err: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err
+        .as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        .map(str::to_owned);
+    match code.as_deref() {
+        Some(c) if THROTTLING.contains(&c) => QueueError::Throttled(Box::new(err)),
+        Some(c) if REFUSED.contains(&c) => QueueError::Refused(c.to_owned()),
+        _ => QueueError::Unavailable(Box::new(err)),
+    }
+}
+
+fn string_attribute(value: &str) -> Result<MessageAttributeValue, QueueError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| QueueError::Refused(e.to_string()))
+}
+
+impl QueueControl for SqsQueue {
+    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        // SQS caps a visibility timeout at 12 hours.
+        let secs = i32::try_from(delay.as_secs().min(43_200)).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
+
+/// The dead-letter queue, for messages delivery refuses for good (with the reason attached).
+#[derive(Debug, Clone)]
+pub struct SqsDeadLetters {
+    client: Client,
+    url: String,
+}
+
+impl SqsDeadLetters {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+}
+
+impl DeadLetters for SqsDeadLetters {
+    async fn dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), QueueError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        for (name, value) in attributes {
+            // SQS refuses empty attribute values; an absent attribute says the same.
+            if !value.is_empty() {
+                request = request.message_attributes(*name, string_attribute(value)?);
             }
-        })
+        }
+        request.send().await.map(|_| ()).map_err(classify)
+    }
+}
+
+impl Requeue for SqsQueue {
+    async fn requeue(&self, body: &str, attributes: &[(&str, String)]) -> Result<(), QueueError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        for (name, value) in attributes {
+            if !value.is_empty() {
+                request = request.message_attributes(*name, string_attribute(value)?);
+            }
+        }
+        request.send().await.map(|_| ()).map_err(classify)
+    }
+}
+
+impl DeadLetterSource for SqsDeadLetters {
+    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<DeadLetter>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .visibility_timeout(i32::try_from(hide.as_secs()).unwrap_or(43_200))
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                    .collect();
+                Some(DeadLetter {
+                    message_id: m.message_id?,
+                    receipt_handle: m.receipt_handle?,
+                    body: m.body?,
+                    attributes,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 }

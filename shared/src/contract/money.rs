@@ -22,6 +22,16 @@ impl Currency {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// ISO 4217 minor unit digits (2 for USD, 0 for JPY, 3 for KWD).
+    pub fn minor_digits(&self) -> u32 {
+        match self.as_str() {
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF"
+            | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+            _ => 2,
+        }
+    }
 }
 
 impl TryFrom<String> for Currency {
@@ -95,7 +105,7 @@ impl Money {
     /// number of minor digits. Exact: no float is involved.
     pub fn from_decimal(text: &str, currency: &str) -> Result<Self, MoneyError> {
         let currency = Currency::try_from(currency)?;
-        let digits = minor_digits(&currency);
+        let digits = currency.minor_digits() as usize;
         let bad = || MoneyError::Amount(text.to_owned());
         let (negative, unsigned) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
@@ -119,16 +129,6 @@ impl Money {
             .and_then(|w| w.checked_add(frac))
             .ok_or_else(bad)?;
         Ok(Self::new(if negative { -minor } else { minor }, currency))
-    }
-}
-
-/// ISO 4217 minor unit digits for the currencies that differ from two.
-fn minor_digits(currency: &Currency) -> usize {
-    match currency.as_str() {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        _ => 2,
     }
 }
 

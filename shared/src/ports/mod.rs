@@ -1,6 +1,15 @@
 //! The capabilities the use cases need, one narrow trait each. Adapters implement them for
 //! DynamoDB + SQS and for the local stack; the domain never sees an SDK type.
 
+mod delivery;
+mod ledger;
+
+pub use delivery::{
+    Attempt, DeadLetter, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState,
+    QueueControl, Requeue, Target, TargetError,
+};
+pub use ledger::{Alias, LedgerStore, Saved};
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -81,6 +90,14 @@ pub enum EventStatus {
     Quarantined,
     /// Verified, of a type no normalizer maps; kept, never delivered.
     Unrouted,
+    /// Every target its routes select has it.
+    Delivered,
+    /// No route selects it: nothing to deliver, not an error.
+    DeliveredToNone,
+    /// Merged into an earlier submission (a lead form sent twice): recorded, not delivered.
+    Suppressed,
+    /// At least one target refused it for good; that target's copy is on the dead-letter queue.
+    DeadLettered,
 }
 
 impl EventStatus {
@@ -89,6 +106,10 @@ impl EventStatus {
             Self::Received => "received",
             Self::Quarantined => "quarantined",
             Self::Unrouted => "unrouted",
+            Self::Delivered => "delivered",
+            Self::DeliveredToNone => "delivered_to_none",
+            Self::Suppressed => "suppressed",
+            Self::DeadLettered => "dead_lettered",
         }
     }
 }
@@ -134,11 +155,17 @@ pub enum StoreError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("a stored record cannot be read: {0}")]
     Corrupt(String),
+    /// Too many concurrent writers to one item; retrying later succeeds.
+    #[error("too many concurrent updates of {0}")]
+    Contended(String),
 }
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Throttled(_) | Self::Unavailable(_))
+        matches!(
+            self,
+            Self::Throttled(_) | Self::Unavailable(_) | Self::Contended(_)
+        )
     }
 }
 
@@ -177,6 +204,15 @@ pub trait EventStore: Send + Sync {
         &self,
         key: &EventKey,
     ) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send;
+
+    /// Records where delivery left the event; a final status takes it out of the pending index.
+    fn set_status(
+        &self,
+        key: &EventKey,
+        status: EventStatus,
+        detail: Option<&str>,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Why the queue failed.
@@ -239,6 +275,15 @@ impl<T: EventStore> EventStore for Arc<T> {
         key: &EventKey,
     ) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send {
         (**self).get(key)
+    }
+    fn set_status(
+        &self,
+        key: &EventKey,
+        status: EventStatus,
+        detail: Option<&str>,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).set_status(key, status, detail, at)
     }
 }
 

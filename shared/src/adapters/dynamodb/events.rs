@@ -1,12 +1,11 @@
-//! The event store on one DynamoDB table (key schema in infra/template.yaml).
+//! Event items: the ingress's claim, and the status delivery leaves them in.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
-use super::aws_error::{code, is_throttling};
+use super::{DynamoStore, classify, condition_failed, key};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
 use crate::sources::PayloadHash;
@@ -16,21 +15,6 @@ pub const EVENT_SK: &str = "EVENT";
 /// The sparse index of claims not yet delivered, for the stuck sweep.
 pub const PENDING_INDEX: &str = "pending";
 const PENDING_SHARDS: u64 = 8;
-
-#[derive(Debug, Clone)]
-pub struct DynamoEventStore {
-    client: Client,
-    table: String,
-}
-
-impl DynamoEventStore {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-}
 
 /// The item as stored. Envelope and raw payload are JSON text: exact round trips, and one
 /// attribute to size.
@@ -131,11 +115,8 @@ impl EventItem {
     }
 }
 
-fn key_of(key: &EventKey) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(key.as_str().to_owned())),
-        ("sk".to_owned(), AttributeValue::S(EVENT_SK.to_owned())),
-    ])
+fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
+    key(event.as_str(), EVENT_SK)
 }
 
 fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
@@ -144,21 +125,7 @@ fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, Store
     item.into_record()
 }
 
-/// Any SDK error that is not a failed condition, classified.
-fn classify<E>(
-    err: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> StoreError
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    if is_throttling(code(&err)) {
-        StoreError::Throttled(Box::new(err))
-    } else {
-        StoreError::Unavailable(Box::new(err))
-    }
-}
-
-impl EventStore for DynamoEventStore {
+impl EventStore for DynamoStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
         let item = serde_dynamo::to_item(EventItem::from_record(record))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -212,7 +179,7 @@ impl EventStore for DynamoEventStore {
         match result {
             Ok(_) => Ok(()),
             // Not ours any more (or already gone): nothing to release.
-            Err(err) if err.as_service_error().is_some_and(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::is_conditional_check_failed_exception) => Ok(()),
+            Err(err) if condition_failed(&err) => Ok(()),
             Err(err) => Err(classify(err)),
         }
     }
@@ -241,7 +208,7 @@ impl EventStore for DynamoEventStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(aws_sdk_dynamodb::operation::update_item::UpdateItemError::is_conditional_check_failed_exception) => Ok(false),
+            Err(err) if condition_failed(&err) => Ok(false),
             Err(err) => Err(classify(err)),
         }
     }
@@ -266,6 +233,39 @@ impl EventStore for DynamoEventStore {
             .await
             .map(|_| ())
             .map_err(classify)
+    }
+
+    async fn set_status(
+        &self,
+        event: &EventKey,
+        status: EventStatus,
+        detail: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(event)))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()))
+            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
+            .condition_expression("attribute_exists(pk)");
+        // Every status delivery sets is final: the event leaves the pending index.
+        let update = if let Some(detail) = detail {
+            request = request
+                .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()));
+            "SET #status = :status, status_at = :at, status_detail = :detail REMOVE pending_shard, pending_since"
+        } else {
+            "SET #status = :status, status_at = :at REMOVE pending_shard, pending_since, status_detail"
+        };
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => {
+                Err(StoreError::Corrupt(format!("{event}: no such event")))
+            }
+            Err(err) => Err(classify(err)),
+        }
     }
 
     async fn get(&self, key: &EventKey) -> Result<Option<EventRecord>, StoreError> {

@@ -1,0 +1,62 @@
+//! The delivery Lambda function's adapter: an SQS batch in, the [`plumbline::delivery`] use case
+//! per record, the ids of the records to retry out (`ReportBatchItemFailures`).
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use plumbline::delivery::{Delivery, InboundMessage, Outcome};
+use plumbline::ports::{
+    Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueControl, Target,
+};
+use plumbline::telemetry::Metrics;
+
+/// Marks a message moved back from the dead-letter queue by `plumbline replay`.
+pub const REPLAY_ATTRIBUTE: &str = "replay";
+
+/// Handles one batch. A record that cannot even be read is reported as failed, so SQS keeps it
+/// (and its redrive policy dead-letters it in the end): nothing is acknowledged unprocessed.
+pub async fn handle<S, Q, D, T, C, M>(
+    delivery: &Delivery<S, Q, D, T, C, M>,
+    event: SqsEvent,
+) -> SqsBatchResponse
+where
+    S: EventStore + LedgerStore + DeliveryLog,
+    Q: QueueControl,
+    D: DeadLetters,
+    T: Target,
+    C: Clock,
+    M: Metrics,
+{
+    let mut failures = Vec::new();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let outcome = if let Some(message) = inbound(record) {
+            delivery.process(&message).await
+        } else {
+            tracing::warn!(message_id = %id, "record without body or receipt handle");
+            Outcome::Retry(std::time::Duration::ZERO)
+        };
+        if matches!(outcome, Outcome::Retry(_)) {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failures.push(failure);
+        }
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+fn inbound(record: SqsMessage) -> Option<InboundMessage> {
+    let receive_count = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let replay = record.message_attributes.contains_key(REPLAY_ATTRIBUTE);
+    Some(InboundMessage {
+        message_id: record.message_id?,
+        receipt_handle: record.receipt_handle?,
+        body: record.body?,
+        receive_count,
+        replay,
+    })
+}

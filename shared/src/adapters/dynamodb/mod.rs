@@ -1,0 +1,73 @@
+//! The store on one DynamoDB table (key schema in infra/template.yaml): events, their
+//! deliveries, entities and aliases, each under its own key prefix.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | event | `EVT#{source}#{source event id}` | `EVENT` |
+//! | delivery of an event to a target | `EVT#…` | `DLV#{target}` |
+//! | entity | `ENT#{kind}#{id}` | `STATE` |
+//! | alias (identifier matching) | `ALIAS#{kind}#{key}` | `ALIAS` |
+
+mod deliveries;
+mod events;
+mod ledger;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+pub use events::{EVENT_SK, PENDING_INDEX};
+
+use super::aws_error::{code, is_throttling};
+use crate::ports::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(pk.to_owned())),
+        ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
+    ])
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// Any SDK error that is not a failed condition, classified with its source kept.
+fn classify<E>(err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if is_throttling(code(&err)) {
+        StoreError::Throttled(Box::new(err))
+    } else {
+        StoreError::Unavailable(Box::new(err))
+    }
+}
+
+/// True when the error is a failed condition expression (an expected outcome, not a fault).
+fn condition_failed<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    code(err) == Some("ConditionalCheckFailedException")
+}

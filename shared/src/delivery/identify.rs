@@ -1,0 +1,178 @@
+//! Finds the entity an event is about (identifier matching for customers and leads), then
+//! applies the event with optimistic concurrency.
+
+use crate::config::LedgerSettings;
+use crate::contract::{EntityKind, Envelope};
+use crate::ledger::{self, Applied, Entity, Ownership, identity};
+use crate::ports::{Alias, LedgerStore, Saved, StoreError};
+
+/// Attempts at a versioned write before the store is reported as contended.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Which entity an event lands on, and whether it is a repeat submission of that entity.
+struct Resolved {
+    id: String,
+    duplicate_submission: bool,
+}
+
+/// Applies `envelope` to its entity, retrying on version conflicts. Idempotent: an event already
+/// in the entity's history is not applied again.
+pub(super) async fn apply(
+    store: &impl LedgerStore,
+    envelope: &Envelope,
+    ownership: &Ownership,
+    settings: &LedgerSettings,
+) -> Result<Applied, StoreError> {
+    let kind = envelope.entity.kind;
+    let resolved = resolve(store, envelope, settings).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let current = store
+            .load_entity(kind, &resolved.id)
+            .await?
+            .unwrap_or_else(|| Entity::new(kind, &resolved.id));
+        if let Some(seen) = current
+            .history
+            .iter()
+            .find(|h| h.event_id == envelope.id.as_str())
+        {
+            let (effect, ownership_conflicts) = (seen.effect, seen.ownership_conflicts.clone());
+            return Ok(Applied {
+                entity: current,
+                effect,
+                ownership_conflicts,
+            });
+        }
+        let mut applied = if resolved.duplicate_submission {
+            ledger::merge_duplicate_submission(current, envelope)
+        } else {
+            ledger::apply(current, envelope, ownership)
+        };
+        applied.entity.version += 1;
+        if store.save_entity(&applied.entity).await? == Saved::Saved {
+            return Ok(applied);
+        }
+    }
+    Err(StoreError::Contended(format!(
+        "{} {}",
+        kind.as_str(),
+        resolved.id
+    )))
+}
+
+async fn resolve(
+    store: &impl LedgerStore,
+    envelope: &Envelope,
+    settings: &LedgerSettings,
+) -> Result<Resolved, StoreError> {
+    let own = || Resolved {
+        id: envelope.entity.id.clone(),
+        duplicate_submission: false,
+    };
+    match envelope.entity.kind {
+        EntityKind::Customer => resolve_customer(store, envelope).await,
+        EntityKind::Lead => resolve_lead(store, envelope, settings).await,
+        _ => Ok(own()),
+    }
+}
+
+fn keys_of(envelope: &Envelope, external_id: Option<&str>) -> Vec<String> {
+    let customer = envelope.data.customer.clone().unwrap_or_default();
+    let refs = &envelope.entity.refs;
+    identity::identity_keys(
+        external_id,
+        customer.email.as_deref().or(refs.customer_email.as_deref()),
+        customer.phone.as_deref().or(refs.customer_phone.as_deref()),
+    )
+}
+
+/// A customer is the entity any of its keys already names (external id first), else a new one;
+/// every key then points at it, unless another customer claimed that key first.
+async fn resolve_customer(
+    store: &impl LedgerStore,
+    envelope: &Envelope,
+) -> Result<Resolved, StoreError> {
+    let keys = keys_of(envelope, Some(&envelope.entity.id));
+    let mut id = None;
+    for key in &keys {
+        if let Some(alias) = store.load_alias(EntityKind::Customer, key).await? {
+            id = Some(alias.entity_id);
+            break;
+        }
+    }
+    let id = id.unwrap_or_else(|| envelope.entity.id.clone());
+    let alias = Alias {
+        entity_id: id.clone(),
+        at: envelope.occurred_at,
+    };
+    for key in &keys {
+        store
+            .save_alias(EntityKind::Customer, key, &alias, None)
+            .await?;
+    }
+    Ok(Resolved {
+        id,
+        duplicate_submission: false,
+    })
+}
+
+/// A lead repeats an earlier one when the same person (any key) sent the same form within the
+/// window. Keys are per form: `form:{form id}:{identity key}`.
+async fn resolve_lead(
+    store: &impl LedgerStore,
+    envelope: &Envelope,
+    settings: &LedgerSettings,
+) -> Result<Resolved, StoreError> {
+    let form = envelope
+        .data
+        .lead
+        .as_ref()
+        .and_then(|l| l.form_id.clone())
+        .unwrap_or_default();
+    let keys: Vec<String> = keys_of(envelope, None)
+        .into_iter()
+        .map(|k| format!("form:{form}:{k}"))
+        .collect();
+    let own_id = envelope.entity.id.clone();
+    let within = |alias: &Alias| {
+        alias.entity_id != own_id
+            && (envelope.occurred_at.unix() - alias.at.unix()).abs()
+                <= settings.lead_dedup_window_secs
+    };
+    for key in &keys {
+        if let Some(alias) = store.load_alias(EntityKind::Lead, key).await?
+            && within(&alias)
+        {
+            return Ok(Resolved {
+                id: alias.entity_id,
+                duplicate_submission: true,
+            });
+        }
+    }
+    // A new lead: point every key at it. A concurrent copy of the same submission may win a key
+    // first; then this one is the repeat.
+    let mine = Alias {
+        entity_id: own_id.clone(),
+        at: envelope.occurred_at,
+    };
+    for key in &keys {
+        let previous = store.load_alias(EntityKind::Lead, key).await?;
+        if previous.as_ref().is_some_and(|p| p.entity_id == own_id) {
+            continue;
+        }
+        if !store
+            .save_alias(EntityKind::Lead, key, &mine, previous.as_ref())
+            .await?
+            && let Some(winner) = store.load_alias(EntityKind::Lead, key).await?
+            && within(&winner)
+        {
+            return Ok(Resolved {
+                id: winner.entity_id,
+                duplicate_submission: true,
+            });
+        }
+    }
+    Ok(Resolved {
+        id: own_id,
+        duplicate_submission: false,
+    })
+}

@@ -1,0 +1,465 @@
+//! The delivery use case: for each queued event, apply it to the ledger, then deliver it to
+//! every target its routes select, exactly once per target. Generic over its ports, so the
+//! Lambda function and the local worker run this code.
+
+pub mod breaker;
+mod document;
+mod identify;
+pub mod mapping;
+pub mod replay;
+pub mod retry;
+pub mod routes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::{Span, field, info, instrument, warn};
+
+pub use document::{Document, EntityView};
+
+use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
+use crate::contract::Envelope;
+use crate::ingress::QueueMessage;
+use crate::ledger::{Applied, Effect, Ownership};
+use crate::ports::{
+    Attempt, Clock, DeadLetters, DeliveryLog, EventKey, EventStatus, EventStore, LedgerStore,
+    QueueControl, StoreError, Target, TargetError,
+};
+use crate::telemetry::{Metric, Metrics, Unit};
+
+/// One message off the delivery queue, as the worker got it.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// How many times the queue has handed this message out (1 on the first delivery).
+    pub receive_count: u32,
+    /// Set on messages moved back from the dead-letter queue by a replay.
+    pub replay: bool,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished: delivered everywhere, dead-lettered with a reason, or nothing to do. Delete it.
+    Done(EventStatus),
+    /// Some target must be tried again; the message's visibility was set to this delay.
+    Retry(Duration),
+}
+
+/// What one target did with one event.
+enum TargetOutcome {
+    Delivered,
+    Skipped,
+    FailedBefore,
+    Retry(Duration),
+    Permanent(String),
+}
+
+/// The delivery worker and everything it needs, built once.
+#[derive(Debug)]
+pub struct Delivery<S, Q, D, T, C, M> {
+    store: S,
+    queue: Q,
+    dead_letters: D,
+    targets: BTreeMap<String, T>,
+    clock: C,
+    metrics: M,
+    routes: Vec<Route>,
+    ownership: Ownership,
+    settings: DeliverySettings,
+    ledger: LedgerSettings,
+    breakers: Mutex<HashMap<String, breaker::Breaker>>,
+}
+
+impl<S, Q, D, T, C, M> Delivery<S, Q, D, T, C, M>
+where
+    S: EventStore + LedgerStore + DeliveryLog,
+    Q: QueueControl,
+    D: DeadLetters,
+    T: Target,
+    C: Clock,
+    M: Metrics,
+{
+    pub fn new(
+        store: S,
+        queue: Q,
+        dead_letters: D,
+        targets: BTreeMap<String, T>,
+        clock: C,
+        metrics: M,
+        config: &Config,
+    ) -> Self {
+        Self {
+            store,
+            queue,
+            dead_letters,
+            targets,
+            clock,
+            metrics,
+            routes: config.routes.clone(),
+            ownership: Ownership(config.ownership.clone()),
+            settings: config.delivery,
+            ledger: config.ledger,
+            breakers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Processes a batch; returns the ids of the messages to leave on the queue. One record's
+    /// failure never affects another's.
+    pub async fn process_batch(&self, messages: &[InboundMessage]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for message in messages {
+            if let Outcome::Retry(_) = self.process(message).await {
+                failed.push(message.message_id.clone());
+            }
+        }
+        failed
+    }
+
+    /// Processes one message.
+    #[instrument(skip_all, fields(message_id = %message.message_id, event_id = field::Empty, event_type = field::Empty))]
+    pub async fn process(&self, message: &InboundMessage) -> Outcome {
+        let decoded = match QueueMessage::decode(&message.body) {
+            Ok(m) => m,
+            Err(reason) => {
+                return self
+                    .dead_letter_message(message, None, "undecodable_message", &reason)
+                    .await;
+            }
+        };
+        let key = EventKey::parse(&decoded.key).expect("decode checks the key");
+        let envelope = match decoded.event {
+            Some(envelope) => envelope,
+            None => match self.store.get(&key).await {
+                Ok(Some(record)) => match record.envelope {
+                    Some(envelope) => envelope,
+                    None => {
+                        return self
+                            .dead_letter_message(
+                                message,
+                                Some(&key),
+                                "no_envelope",
+                                "the stored event has no envelope",
+                            )
+                            .await;
+                    }
+                },
+                Ok(None) => {
+                    return self
+                        .dead_letter_message(
+                            message,
+                            Some(&key),
+                            "event_not_found",
+                            "no stored event has this key",
+                        )
+                        .await;
+                }
+                Err(err) => return self.retry_store(message, &err).await,
+            },
+        };
+        Span::current().record("event_id", field::display(&envelope.id));
+        Span::current().record("event_type", field::display(&envelope.event_type));
+        let applied =
+            match identify::apply(&self.store, &envelope, &self.ownership, &self.ledger).await {
+                Ok(applied) => applied,
+                Err(err) => return self.retry_store(message, &err).await,
+            };
+        self.count_ledger(&envelope, &applied);
+        if applied.effect == Effect::DuplicateSubmission {
+            let detail = format!(
+                "duplicate submission of {} {}",
+                applied.entity.kind.as_str(),
+                applied.entity.id
+            );
+            return self
+                .finish(message, &key, EventStatus::Suppressed, Some(&detail))
+                .await;
+        }
+        let document = Document::new(envelope, &applied.entity, applied.effect);
+        let targets = routes::targets_for(
+            &self.routes,
+            document.event.event_type.as_str(),
+            &document.to_json(),
+        );
+        if targets.is_empty() {
+            return self
+                .finish(message, &key, EventStatus::DeliveredToNone, None)
+                .await;
+        }
+        let mut retry: Option<Duration> = None;
+        let mut dead_lettered = false;
+        for name in &targets {
+            let outcome = match self.deliver(&key, name, &document, message).await {
+                TargetOutcome::Permanent(reason) => {
+                    self.dead_letter_target(message, &key, name, &document, &reason)
+                        .await
+                }
+                other => other,
+            };
+            match outcome {
+                TargetOutcome::Retry(delay) => retry = Some(retry.map_or(delay, |d| d.max(delay))),
+                TargetOutcome::FailedBefore | TargetOutcome::Permanent(_) => dead_lettered = true,
+                TargetOutcome::Delivered | TargetOutcome::Skipped => {}
+            }
+        }
+        if let Some(delay) = retry {
+            if let Err(err) = self.queue.retry_after(&message.receipt_handle, delay).await {
+                warn!(error = %err, "could not set the retry delay; the queue's visibility timeout applies");
+            }
+            return Outcome::Retry(delay);
+        }
+        let status = if dead_lettered {
+            EventStatus::DeadLettered
+        } else {
+            EventStatus::Delivered
+        };
+        self.finish(message, &key, status, None).await
+    }
+
+    /// One target, one event: lease, call, record.
+    #[instrument(skip_all, fields(target = %name))]
+    async fn deliver(
+        &self,
+        key: &EventKey,
+        name: &str,
+        document: &Document,
+        message: &InboundMessage,
+    ) -> TargetOutcome {
+        let Some(target) = self.targets.get(name) else {
+            return TargetOutcome::Permanent(format!("no target named {name}"));
+        };
+        let now = self.clock.now();
+        if let Err(wait) = self.breaker(name, |b| b.check(now)) {
+            self.count_delivery(name, "circuit_open");
+            return TargetOutcome::Retry(wait);
+        }
+        let lease = Duration::from_secs(self.settings.lease_secs);
+        match self
+            .store
+            .begin(key, name, now, lease, message.replay)
+            .await
+        {
+            Ok(Attempt::Go { .. }) => {}
+            Ok(Attempt::AlreadyDelivered) => return TargetOutcome::Skipped,
+            Ok(Attempt::FailedBefore) => return TargetOutcome::FailedBefore,
+            Ok(Attempt::Leased { until }) => {
+                let secs = u64::try_from(until.unix() - now.unix()).unwrap_or(1).max(1);
+                return TargetOutcome::Retry(Duration::from_secs(secs));
+            }
+            Err(err) => {
+                warn!(error = %err, "could not take the delivery lease");
+                return TargetOutcome::Retry(retry::backoff(
+                    &self.settings,
+                    message.receive_count,
+                    fastrand::f64(),
+                ));
+            }
+        }
+        let started = Instant::now();
+        let result = target
+            .deliver(document, document.event.idempotency_key.as_str())
+            .await;
+        let elapsed = started.elapsed();
+        self.metrics.emit(Metric {
+            name: "DeliveryLatency",
+            dimensions: vec![("Target", name.to_owned())],
+            value: elapsed.as_secs_f64() * 1000.0,
+            unit: Unit::Milliseconds,
+        });
+        let now = self.clock.now();
+        match result {
+            Ok(()) => {
+                self.breaker(name, breaker::Breaker::success);
+                if let Err(err) = self.store.delivered(key, name, now).await {
+                    // The target has it; the lease runs out and a retry sends it again with the
+                    // same idempotency key, which the target deduplicates.
+                    warn!(error = %err, "delivered, but could not record it");
+                    return TargetOutcome::Retry(retry::backoff(
+                        &self.settings,
+                        message.receive_count,
+                        fastrand::f64(),
+                    ));
+                }
+                self.count_delivery(name, "delivered");
+                info!(elapsed_ms = elapsed.as_millis(), "delivered");
+                TargetOutcome::Delivered
+            }
+            Err(TargetError::Retryable {
+                reason,
+                retry_after,
+            }) => {
+                let cooldown = Duration::from_secs(self.settings.breaker_cooldown_secs);
+                if self.breaker(name, |b| {
+                    b.failure(now, self.settings.breaker_threshold, cooldown)
+                }) {
+                    warn!("circuit opened");
+                    self.count_delivery(name, "circuit_opened");
+                }
+                if let Err(err) = self.store.failed(key, name, &reason, false, now).await {
+                    warn!(error = %err, "could not record the failure");
+                }
+                self.count_delivery(name, "retry");
+                let delay = retry_after.map_or_else(
+                    || retry::backoff(&self.settings, message.receive_count, fastrand::f64()),
+                    |asked| retry::honour_retry_after(&self.settings, asked),
+                );
+                info!(reason = %reason, delay_secs = delay.as_secs(), "will retry");
+                TargetOutcome::Retry(delay)
+            }
+            Err(TargetError::Permanent { reason }) => TargetOutcome::Permanent(reason),
+        }
+    }
+
+    /// Sends a copy of the message to the dead-letter queue with the reason, then records the
+    /// target as failed for good. If the dead-letter queue cannot be written, the failure is
+    /// recorded as retryable instead, so nothing is dropped without a reason.
+    async fn dead_letter_target(
+        &self,
+        message: &InboundMessage,
+        key: &EventKey,
+        target: &str,
+        document: &Document,
+        reason: &str,
+    ) -> TargetOutcome {
+        let now = self.clock.now();
+        let attributes = [
+            ("target", target.to_owned()),
+            ("reason", reason.to_owned()),
+            ("event_type", document.event.event_type.to_string()),
+            ("event_key", key.to_string()),
+            ("failed_at", now.to_string()),
+        ];
+        if let Err(err) = self
+            .dead_letters
+            .dead_letter(&message.body, &attributes)
+            .await
+        {
+            warn!(error = %err, "could not dead-letter; will retry instead");
+            let _ = self.store.failed(key, target, reason, false, now).await;
+            return TargetOutcome::Retry(retry::backoff(
+                &self.settings,
+                message.receive_count,
+                fastrand::f64(),
+            ));
+        }
+        if let Err(err) = self.store.failed(key, target, reason, true, now).await {
+            warn!(error = %err, "dead-lettered, but could not record it");
+        }
+        self.count_delivery(target, "dead_lettered");
+        warn!(target, reason, "refused for good; dead-lettered");
+        TargetOutcome::Permanent(reason.to_owned())
+    }
+
+    /// A message that cannot be processed at all goes to the dead-letter queue whole.
+    async fn dead_letter_message(
+        &self,
+        message: &InboundMessage,
+        key: Option<&EventKey>,
+        label: &str,
+        reason: &str,
+    ) -> Outcome {
+        let mut attributes = vec![
+            ("reason", format!("{label}: {reason}")),
+            ("failed_at", self.clock.now().to_string()),
+        ];
+        if let Some(key) = key {
+            attributes.push(("event_key", key.to_string()));
+        }
+        match self
+            .dead_letters
+            .dead_letter(&message.body, &attributes)
+            .await
+        {
+            Ok(()) => {
+                self.metrics.emit(Metric::count(
+                    "DeliveryMessages",
+                    vec![("Outcome", label.to_owned())],
+                ));
+                warn!(reason = label, "message dead-lettered");
+                Outcome::Done(EventStatus::DeadLettered)
+            }
+            Err(err) => {
+                warn!(error = %err, "could not dead-letter; leaving the message on the queue");
+                Outcome::Retry(retry::backoff(
+                    &self.settings,
+                    message.receive_count,
+                    fastrand::f64(),
+                ))
+            }
+        }
+    }
+
+    async fn retry_store(&self, message: &InboundMessage, err: &StoreError) -> Outcome {
+        warn!(error = %err, "store unavailable; will retry");
+        let delay = retry::backoff(&self.settings, message.receive_count, fastrand::f64());
+        let _ = self.queue.retry_after(&message.receipt_handle, delay).await;
+        Outcome::Retry(delay)
+    }
+
+    async fn finish(
+        &self,
+        message: &InboundMessage,
+        key: &EventKey,
+        status: EventStatus,
+        detail: Option<&str>,
+    ) -> Outcome {
+        if let Err(err) = self
+            .store
+            .set_status(key, status, detail, self.clock.now())
+            .await
+        {
+            // Everything is delivered and recorded per target; only the summary is missing.
+            // Retrying finds every target done and writes it then.
+            return self.retry_store(message, &err).await;
+        }
+        self.metrics.emit(Metric::count(
+            "DeliveryMessages",
+            vec![("Outcome", status.as_str().to_owned())],
+        ));
+        Outcome::Done(status)
+    }
+
+    fn breaker<R>(&self, target: &str, f: impl FnOnce(&mut breaker::Breaker) -> R) -> R {
+        let mut breakers = self.breakers.lock().expect("breaker lock");
+        f(breakers.entry(target.to_owned()).or_default())
+    }
+
+    fn count_delivery(&self, target: &str, outcome: &str) {
+        self.metrics.emit(Metric::count(
+            "Deliveries",
+            vec![
+                ("Target", target.to_owned()),
+                ("Outcome", outcome.to_owned()),
+            ],
+        ));
+    }
+
+    fn count_ledger(&self, envelope: &Envelope, applied: &Applied) {
+        let kind = applied.entity.kind.as_str();
+        for field in &applied.ownership_conflicts {
+            self.metrics.emit(Metric::count(
+                "OwnershipConflicts",
+                vec![
+                    ("Field", format!("{kind}.{field}")),
+                    ("Source", envelope.source.to_string()),
+                ],
+            ));
+            warn!(field = %format!("{kind}.{field}"), source = %envelope.source, "ownership conflict: write not applied");
+        }
+        let effect = serde_json::to_value(applied.effect)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.metrics.emit(Metric::count(
+            "LedgerEffects",
+            vec![("Entity", kind.to_owned()), ("Effect", effect)],
+        ));
+    }
+}

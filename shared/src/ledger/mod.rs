@@ -1,0 +1,388 @@
+//! The entity ledger: what plumbline believes each payment, order, customer and lead looks like,
+//! built from events under two rules. **Ownership**: a field with a declared system of record is
+//! written only by that system; any other write is recorded as a conflict, not applied.
+//! **Precedence**: states only move forward (see [`machine`]); other fields take the value of
+//! the latest occurrence. Late events are recorded in the history and change nothing.
+
+pub mod identity;
+pub mod machine;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::contract::{EntityKind, Envelope, Timestamp};
+
+/// How many history entries an entity keeps (newest last).
+pub const HISTORY_LIMIT: usize = 100;
+
+/// One field's value and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldValue {
+    pub value: Value,
+    pub source: String,
+    pub event_id: String,
+    pub at: Timestamp,
+}
+
+/// What one event did to an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// At least one field or the state changed.
+    Applied,
+    /// Nothing changed: the event is older than what the entity already reflects, or repeats it.
+    Late,
+    /// The same person submitted the same form again within the window: merged, not delivered.
+    DuplicateSubmission,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub source: String,
+    pub occurred_at: Timestamp,
+    pub effect: Effect,
+    /// Fields this event tried to write but does not own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ownership_conflicts: Vec<String>,
+}
+
+/// An entity as the ledger stores it; `version` guards every update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub kind: EntityKind,
+    pub id: String,
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_at: Option<Timestamp>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldValue>,
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+}
+
+impl Entity {
+    pub fn new(kind: EntityKind, id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id: id.into(),
+            version: 0,
+            state: None,
+            state_at: None,
+            fields: BTreeMap::new(),
+            history: Vec::new(),
+        }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name).map(|f| &f.value)
+    }
+
+    /// Whether this event was already applied (a redelivered message).
+    pub fn has_seen(&self, event_id: &str) -> bool {
+        self.history.iter().any(|h| h.event_id == event_id)
+    }
+}
+
+/// The system of record per `entity.field` (from the config's `[ownership]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership(pub BTreeMap<String, String>);
+
+impl Ownership {
+    fn owner(&self, kind: EntityKind, field: &str) -> Option<&str> {
+        self.0
+            .get(&format!("{}.{field}", kind.as_str()))
+            .map(String::as_str)
+    }
+}
+
+/// The outcome of applying one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub entity: Entity,
+    pub effect: Effect,
+    pub ownership_conflicts: Vec<String>,
+}
+
+/// The fields an event writes, by entity kind: canonical names, documented in docs/ledger.md.
+pub fn fields_of(envelope: &Envelope) -> BTreeMap<&'static str, Value> {
+    let d = &envelope.data;
+    let r = &envelope.entity.refs;
+    let mut out = BTreeMap::new();
+    let mut put = |name: &'static str, value: Option<Value>| {
+        if let Some(v) = value {
+            out.insert(name, v);
+        }
+    };
+    let text = |s: &Option<String>| s.as_ref().map(|s| Value::String(s.clone()));
+    let json = |v: &Option<crate::contract::Money>| {
+        v.as_ref()
+            .map(|m| serde_json::to_value(m).expect("money serializes"))
+    };
+    match envelope.entity.kind {
+        EntityKind::Payment | EntityKind::Order | EntityKind::Subscription => {
+            put("amount", json(&d.amount));
+            put("amount_refunded", json(&d.amount_refunded));
+            put("order_id", text(&r.order_id));
+            put("payment_id", text(&r.payment_id));
+            put(
+                "customer_email",
+                r.customer_email
+                    .as_deref()
+                    .and_then(identity::normalize_email)
+                    .map(Value::String),
+            );
+            put(
+                "customer_phone",
+                r.customer_phone
+                    .as_deref()
+                    .and_then(identity::normalize_phone)
+                    .map(Value::String),
+            );
+            put("customer_external_id", text(&r.customer_external_id));
+            put("failure_reason", text(&d.failure_reason));
+        }
+        EntityKind::Customer | EntityKind::Lead => {
+            let c = d.customer.clone().unwrap_or_default();
+            put("name", text(&c.name));
+            put(
+                "email",
+                c.email
+                    .as_deref()
+                    .and_then(identity::normalize_email)
+                    .map(Value::String),
+            );
+            put(
+                "phone",
+                c.phone
+                    .as_deref()
+                    .and_then(identity::normalize_phone)
+                    .map(Value::String),
+            );
+            put("external_id", text(&c.external_id));
+            if let Some(lead) = &d.lead {
+                put("form_id", text(&lead.form_id));
+                put("lead_source", text(&lead.lead_source));
+                put("utm_source", text(&lead.utm.source));
+                put("utm_medium", text(&lead.utm.medium));
+                put("utm_campaign", text(&lead.utm.campaign));
+            }
+        }
+    }
+    out
+}
+
+/// Applies `envelope` to `entity` under the ownership and precedence rules. Pure.
+pub fn apply(mut entity: Entity, envelope: &Envelope, ownership: &Ownership) -> Applied {
+    let kind = entity.kind;
+    let source = envelope.source.as_str();
+    let at = envelope.occurred_at;
+    let mut changed = false;
+    let mut conflicts = Vec::new();
+    let may_write = |field: &str, conflicts: &mut Vec<String>| match ownership.owner(kind, field) {
+        Some(owner) if owner != source => {
+            conflicts.push(field.to_owned());
+            false
+        }
+        _ => true,
+    };
+
+    if let Some(state) = &envelope.data.status
+        && may_write("status", &mut conflicts)
+    {
+        let current = entity.state.as_deref().zip(entity.state_at);
+        if machine::advances(kind, current, state, at) {
+            // The same state seen later moves only its time (so the result stays the maximum
+            // of all events); only a new state is a change worth delivering.
+            changed |= entity.state.as_deref() != Some(state.as_str());
+            entity.state = Some(state.clone());
+            entity.state_at = Some(at);
+        }
+    }
+    for (name, value) in fields_of(envelope) {
+        if !may_write(name, &mut conflicts) {
+            continue;
+        }
+        let newer = entity
+            .fields
+            .get(name)
+            .is_none_or(|f| at >= f.at && f.value != value);
+        if newer {
+            let field = FieldValue {
+                value,
+                source: source.to_owned(),
+                event_id: envelope.id.to_string(),
+                at,
+            };
+            entity.fields.insert(name.to_owned(), field);
+            changed = true;
+        }
+    }
+    let effect = if changed {
+        Effect::Applied
+    } else {
+        Effect::Late
+    };
+    record(&mut entity, envelope, effect, conflicts.clone());
+    Applied {
+        entity,
+        effect,
+        ownership_conflicts: conflicts,
+    }
+}
+
+/// Records a second submission of the same form by the same person, without changing anything.
+pub fn merge_duplicate_submission(mut entity: Entity, envelope: &Envelope) -> Applied {
+    record(
+        &mut entity,
+        envelope,
+        Effect::DuplicateSubmission,
+        Vec::new(),
+    );
+    Applied {
+        entity,
+        effect: Effect::DuplicateSubmission,
+        ownership_conflicts: Vec::new(),
+    }
+}
+
+fn record(
+    entity: &mut Entity,
+    envelope: &Envelope,
+    effect: Effect,
+    ownership_conflicts: Vec<String>,
+) {
+    entity.history.push(HistoryEntry {
+        event_id: envelope.id.to_string(),
+        event_type: envelope.event_type.to_string(),
+        source: envelope.source.to_string(),
+        occurred_at: envelope.occurred_at,
+        effect,
+        ownership_conflicts,
+    });
+    if entity.history.len() > HISTORY_LIMIT {
+        let excess = entity.history.len() - HISTORY_LIMIT;
+        entity.history.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{
+        EntityRef, EventData, EventId, IdempotencyKey, Money, Origin, Refs, SCHEMA_V1, Trace,
+    };
+
+    fn event(source: &str, event_type: &str, status: Option<&str>, at: i64) -> Envelope {
+        let now = Timestamp::from_unix(1_700_000_000 + at).expect("in range");
+        let source_name = crate::contract::SourceName::try_from(source).expect("name");
+        let id = crate::contract::SourceEventId::try_from(format!("evt_{at}")).expect("id");
+        Envelope {
+            schema: SCHEMA_V1.into(),
+            id: EventId::generate(now),
+            idempotency_key: IdempotencyKey::for_event(&source_name, &id),
+            source: source_name,
+            source_event_id: id,
+            event_type: event_type.try_into().expect("type"),
+            source_type: event_type.into(),
+            occurred_at: now,
+            received_at: now,
+            entity: EntityRef {
+                kind: EntityKind::Payment,
+                id: "pi_1".into(),
+                refs: Refs::default(),
+            },
+            data: EventData {
+                status: status.map(Into::into),
+                amount: Some(Money::new(2000, "USD".try_into().expect("cur"))),
+                ..EventData::default()
+            },
+            trace: Trace {
+                request_id: None,
+                origin: Origin::Webhook,
+            },
+        }
+    }
+
+    #[test]
+    fn a_late_event_is_recorded_but_changes_nothing() {
+        let own = Ownership::default();
+        let e = apply(
+            Entity::new(EntityKind::Payment, "pi_1"),
+            &event("stripe", "payment.succeeded", Some("succeeded"), 10),
+            &own,
+        );
+        assert_eq!(e.effect, Effect::Applied);
+        let late = apply(
+            e.entity,
+            &event("stripe", "payment.processing", Some("processing"), 5),
+            &own,
+        );
+        assert_eq!(late.effect, Effect::Late);
+        assert_eq!(late.entity.state.as_deref(), Some("succeeded"));
+        assert_eq!(late.entity.history.len(), 2);
+        assert_eq!(late.entity.history[1].effect, Effect::Late);
+    }
+
+    #[test]
+    fn a_non_owner_never_writes_an_owned_field() {
+        let own = Ownership([("payment.status".to_owned(), "stripe".to_owned())].into());
+        let e = apply(
+            Entity::new(EntityKind::Payment, "pi_1"),
+            &event("stripe", "payment.succeeded", Some("succeeded"), 1),
+            &own,
+        );
+        let other = apply(
+            e.entity,
+            &event("site", "payment.refunded", Some("refunded"), 2),
+            &own,
+        );
+        assert_eq!(other.entity.state.as_deref(), Some("succeeded"));
+        assert_eq!(other.ownership_conflicts, ["status"]);
+        assert_eq!(other.entity.history[1].ownership_conflicts, ["status"]);
+        let owner = apply(
+            other.entity,
+            &event("stripe", "payment.refunded", Some("refunded"), 3),
+            &own,
+        );
+        assert_eq!(owner.entity.state.as_deref(), Some("refunded"));
+        assert!(owner.ownership_conflicts.is_empty());
+    }
+
+    #[test]
+    fn unowned_fields_take_the_latest_occurrence() {
+        let own = Ownership::default();
+        let mut newer = event("stripe", "payment.succeeded", Some("succeeded"), 10);
+        newer.data.amount = Some(Money::new(3000, "USD".try_into().expect("cur")));
+        let e = apply(Entity::new(EntityKind::Payment, "pi_1"), &newer, &own);
+        let older = apply(
+            e.entity,
+            &event("stripe", "payment.processing", Some("processing"), 5),
+            &own,
+        );
+        assert_eq!(
+            older.entity.field("amount"),
+            Some(&serde_json::json!({"amount_minor": 3000, "currency": "USD"}))
+        );
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let own = Ownership::default();
+        let mut entity = Entity::new(EntityKind::Payment, "pi_1");
+        for i in 0..i64::try_from(HISTORY_LIMIT + 10).expect("small") {
+            entity = apply(
+                entity,
+                &event("stripe", "payment.processing", Some("processing"), i),
+                &own,
+            )
+            .entity;
+        }
+        assert_eq!(entity.history.len(), HISTORY_LIMIT);
+    }
+}

@@ -1,0 +1,163 @@
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{EventKey, QueueError, StoreError};
+use crate::contract::Timestamp;
+
+/// Where one target's delivery of one event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// A worker holds the lease and is calling the target.
+    InFlight,
+    Delivered,
+    /// Failed and will be retried.
+    Retrying,
+    /// Refused for good; the message went to the dead-letter queue with this reason.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub target: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Timestamp>,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// The answer to "may I call this target for this event now?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Yes: the lease is yours until it expires. `attempt` counts from 1.
+    Go { attempt: u32 },
+    /// It was delivered before: never call again.
+    AlreadyDelivered,
+    /// It failed for good before (and is on the dead-letter queue); only a replay retries it.
+    FailedBefore,
+    /// Another worker holds the lease until then.
+    Leased { until: Timestamp },
+}
+
+/// Per-event, per-target delivery records with a lease.
+pub trait DeliveryLog: Send + Sync {
+    /// Takes the lease unless the target already has the event or another lease is live.
+    /// `replay` lets a delivery that failed for good be tried again.
+    fn begin(
+        &self,
+        key: &EventKey,
+        target: &str,
+        now: Timestamp,
+        lease: Duration,
+        replay: bool,
+    ) -> impl Future<Output = Result<Attempt, StoreError>> + Send;
+
+    fn delivered(
+        &self,
+        key: &EventKey,
+        target: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a failure and releases the lease; `permanent` marks it failed for good.
+    fn failed(
+        &self,
+        key: &EventKey,
+        target: &str,
+        reason: &str,
+        permanent: bool,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn deliveries(
+        &self,
+        key: &EventKey,
+    ) -> impl Future<Output = Result<Vec<DeliveryRecord>, StoreError>> + Send;
+}
+
+/// The dead-letter queue, written directly for permanent failures.
+pub trait DeadLetters: Send + Sync {
+    fn dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Control over a message being processed.
+pub trait QueueControl: Send + Sync {
+    /// Makes the message visible again after `delay` (the retry backoff).
+    fn retry_after(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Why a target call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Worth retrying: a timeout, a connection error, 5xx, 429. `retry_after` is what the target
+    /// asked for, if it said.
+    #[error("{reason}")]
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help: a 4xx, or a mapping the event does not satisfy.
+    #[error("{reason}")]
+    Permanent { reason: String },
+}
+
+impl TargetError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
+}
+
+/// One configured destination.
+pub trait Target: Send + Sync {
+    /// Delivers `document` (the envelope and the entity's state) with `idempotency_key`, which
+    /// is the same on every retry of this event.
+    fn deliver(
+        &self,
+        document: &crate::delivery::Document,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<(), TargetError>> + Send;
+}
+
+/// A message on the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Reading the dead-letter queue, for replay and inspection.
+pub trait DeadLetterSource: Send + Sync {
+    /// Up to `max` messages, hidden from other readers for `hide`.
+    fn receive(
+        &self,
+        max: i32,
+        hide: Duration,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
+    fn delete(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Putting a message (back) on the delivery queue with its attributes.
+pub trait Requeue: Send + Sync {
+    fn requeue(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}

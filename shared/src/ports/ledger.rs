@@ -1,0 +1,54 @@
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::contract::{EntityKind, Timestamp};
+use crate::ledger::Entity;
+
+/// Whether a versioned write landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Saved,
+    /// Someone else wrote the entity since it was read: read again and retry.
+    VersionConflict,
+}
+
+/// Points an identity key (`email:…`, `phone:…`, `ext:…`, or a lead's form key) at an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    pub entity_id: String,
+    /// When the aliased entity was last matched by this key (for the lead double-submit window).
+    pub at: Timestamp,
+}
+
+/// Entities with optimistic concurrency, and the aliases identifier matching uses.
+pub trait LedgerStore: Send + Sync {
+    fn load_entity(
+        &self,
+        kind: EntityKind,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Entity>, StoreError>> + Send;
+
+    /// Writes `entity` (whose `version` is the new version) only if the stored version is
+    /// `version - 1` (absent for version 1).
+    fn save_entity(
+        &self,
+        entity: &Entity,
+    ) -> impl Future<Output = Result<Saved, StoreError>> + Send;
+
+    fn load_alias(
+        &self,
+        kind: EntityKind,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Alias>, StoreError>> + Send;
+
+    /// Sets the alias only if it still holds `previous` (absent when `None`); false otherwise.
+    fn save_alias(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        alias: &Alias,
+        previous: Option<&Alias>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
