@@ -1,7 +1,10 @@
 //! plumbline's integration tests: one binary. AWS tests talk to moto's server (started by
-//! `tests/run`, reached through `AWS_ENDPOINT_URL`); nothing here fakes an SDK.
+//! `tests/run`, reached through `AWS_ENDPOINT_URL`); targets are real HTTP servers on loopback;
+//! nothing here fakes an SDK.
 
 mod contract;
+mod delivery;
+mod delivery_failures;
 mod helpers;
 mod ingress;
 mod template;

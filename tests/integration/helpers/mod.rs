@@ -1,6 +1,9 @@
 //! What the tests need: AWS clients against the emulator, a table created from the template's
 //! key schema, a fresh queue, signed API Gateway requests, and a ready-made ingress stack.
 
+pub mod pipeline;
+pub mod recorder;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 

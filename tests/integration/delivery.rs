@@ -1,0 +1,335 @@
+//! The delivery handler against moto's server and recording targets: effects, ledger, HubSpot.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use plumbline::contract::{EntityKind, SourceEventId, SourceName};
+use plumbline::ledger::Effect;
+use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, EventStore, LedgerStore};
+use plumbline::sources::hmac_sha256;
+use serde_json::{Value, json};
+
+use crate::helpers::pipeline::{ERP_SIGNING_SECRET, HUBSPOT_TOKEN, Pipeline};
+use crate::helpers::recorder::Recorded;
+use crate::helpers::{T0, adyen, fixture, site, stripe};
+
+fn key(source: &str, id: &str) -> EventKey {
+    EventKey::new(
+        &SourceName::try_from(source).expect("source"),
+        &SourceEventId::try_from(id).expect("id"),
+    )
+}
+
+/// A Stripe fixture with its event id and creation time replaced.
+fn stripe_event(file: &str, id: &str, created: i64) -> Vec<u8> {
+    let mut doc: Value = serde_json::from_slice(&fixture(&format!("stripe/{file}"))).expect("json");
+    doc["id"] = json!(id);
+    doc["created"] = json!(created);
+    serde_json::to_vec(&doc).expect("json")
+}
+
+#[tokio::test]
+async fn a_payment_is_delivered_once_signed_and_with_its_entity() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (1, 0));
+
+    let requests = p.erp.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/plumbline")
+    );
+    assert_eq!(
+        request.header("idempotency-key"),
+        Some("stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5")
+    );
+    // The receiver can verify it with any Standard Webhooks library.
+    let (id, ts) = (
+        request.header("webhook-id").expect("id"),
+        request.header("webhook-timestamp").expect("ts"),
+    );
+    let signing_key = STANDARD
+        .decode(ERP_SIGNING_SECRET.trim_start_matches("whsec_"))
+        .expect("base64");
+    let mac = hmac_sha256(
+        &signing_key,
+        &[id.as_bytes(), b".", ts.as_bytes(), b".", &request.body],
+    );
+    assert_eq!(
+        request.header("webhook-signature"),
+        Some(format!("v1,{}", STANDARD.encode(mac)).as_str())
+    );
+    let body = request.json();
+    assert_eq!(body["event"]["type"], "payment.processing");
+    assert_eq!(body["event"]["id"], id);
+    assert_eq!(body["entity"]["state"], "processing");
+    assert_eq!(
+        body["entity"]["fields"]["amount"],
+        json!({"amount_minor": 2000, "currency": "USD"})
+    );
+    assert_eq!(body["effect"], "applied");
+
+    let k = key("stripe", "evt_3PqLr2F7kS1mZk0a0pRoC4s5");
+    let store = p.delivery.store();
+    assert_eq!(
+        store
+            .get(&k)
+            .await
+            .expect("get")
+            .expect("event")
+            .status
+            .as_str(),
+        "delivered"
+    );
+    let deliveries = store.deliveries(&k).await.expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        (deliveries[0].state, deliveries[0].attempts),
+        (DeliveryState::Delivered, 1)
+    );
+    assert_eq!(p.queue_depth().await, 0, "the message was acknowledged");
+    assert_eq!(
+        p.metrics
+            .count("Deliveries", &[("Target", "erp"), ("Outcome", "delivered")]),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_same_message_delivered_twice_has_one_effect() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let event = p.receive().await;
+    let first = p.deliver(event.clone()).await;
+    let second = p.deliver(event).await;
+    assert!(first.batch_item_failures.is_empty() && second.batch_item_failures.is_empty());
+    assert_eq!(p.erp.count(), 1, "the target was called once");
+}
+
+#[tokio::test]
+async fn out_of_order_payment_events_end_in_the_right_state_and_the_late_one_is_recorded() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&stripe_event(
+        "payment_intent.succeeded.json",
+        "evt_late_2",
+        T0 - 50,
+    )))
+    .await;
+    p.deliver_visible().await;
+    p.ingest(stripe(&stripe_event(
+        "payment_intent.processing.json",
+        "evt_late_1",
+        T0 - 100,
+    )))
+    .await;
+    p.deliver_visible().await;
+
+    let entity = p
+        .delivery
+        .store()
+        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
+        .expect("load")
+        .expect("entity");
+    assert_eq!(entity.state.as_deref(), Some("succeeded"));
+    assert_eq!(entity.version, 2);
+    let effects: Vec<Effect> = entity.history.iter().map(|h| h.effect).collect();
+    assert_eq!(effects, [Effect::Applied, Effect::Late]);
+    // The late event still reaches the ERP, carrying the newer state, so it cannot regress there.
+    let bodies: Vec<Value> = p.erp.requests().iter().map(Recorded::json).collect();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(
+        (
+            bodies[1]["event"]["type"].clone(),
+            bodies[1]["entity"]["state"].clone()
+        ),
+        (json!("payment.processing"), json!("succeeded"))
+    );
+    assert_eq!(bodies[1]["effect"], "late");
+}
+
+#[tokio::test]
+async fn a_write_by_a_system_that_does_not_own_the_field_is_recorded_not_applied() {
+    let p = Pipeline::new().await;
+    // Adyen reports a cancellation for a payment whose status Stripe owns.
+    let body = json!({"live": "false", "notificationItems": [{"NotificationRequestItem": {
+        "additionalData": {}, "amount": {"currency": "USD", "value": 2000}, "eventCode": "CANCELLATION",
+        "eventDate": "2025-11-23T12:00:00+00:00", "merchantAccountCode": "Acme", "merchantReference": "ord_1001",
+        "pspReference": "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R", "success": "true"}}]});
+    let response =
+        plumbline_ingress::handle(&p.ingress, adyen(&serde_json::to_vec(&body).expect("json")))
+            .await;
+    assert_eq!(response.status(), 200);
+    p.deliver_visible().await;
+
+    let entity = p
+        .delivery
+        .store()
+        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
+        .expect("load")
+        .expect("entity");
+    assert_eq!(entity.state, None, "adyen does not own payment.status");
+    assert!(
+        entity.field("amount").is_some(),
+        "unowned fields still apply"
+    );
+    assert_eq!(entity.history[0].ownership_conflicts, ["status"]);
+    assert_eq!(
+        p.metrics.count(
+            "OwnershipConflicts",
+            &[("Field", "payment.status"), ("Source", "adyen")]
+        ),
+        1
+    );
+
+    // The owner's own write applies.
+    p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
+        .await;
+    p.deliver_visible().await;
+    let entity = p
+        .delivery
+        .store()
+        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
+        .expect("load")
+        .expect("entity");
+    assert_eq!(entity.state.as_deref(), Some("succeeded"));
+}
+
+fn lead(id: &str, timestamp: &str) -> Vec<u8> {
+    let mut doc: Value =
+        serde_json::from_slice(&fixture("site/lead.submitted.json")).expect("json");
+    doc["data"]["id"] = json!(id);
+    doc["timestamp"] = json!(timestamp);
+    serde_json::to_vec(&doc).expect("json")
+}
+
+#[tokio::test]
+async fn a_double_submitted_lead_form_is_one_lead_and_one_crm_upsert() {
+    let p = Pipeline::new().await;
+    p.ingest(site("msg_lead_a", &lead("lead_a", "2025-11-23T12:00:00Z")))
+        .await;
+    p.deliver_visible().await;
+    p.ingest(site("msg_lead_b", &lead("lead_b", "2025-11-23T12:00:30Z")))
+        .await;
+    p.deliver_visible().await;
+
+    let upserts = p.crm.requests();
+    assert_eq!(upserts.len(), 1, "one CRM upsert");
+    let first = p
+        .delivery
+        .store()
+        .load_entity(EntityKind::Lead, "lead_a")
+        .await
+        .expect("load")
+        .expect("lead");
+    assert_eq!(
+        first.history.iter().map(|h| h.effect).collect::<Vec<_>>(),
+        [Effect::Applied, Effect::DuplicateSubmission]
+    );
+    assert!(
+        p.delivery
+            .store()
+            .load_entity(EntityKind::Lead, "lead_b")
+            .await
+            .expect("load")
+            .is_none(),
+        "no second lead"
+    );
+    let second = p
+        .delivery
+        .store()
+        .get(&key("site", "msg_lead_b"))
+        .await
+        .expect("get")
+        .expect("event");
+    assert_eq!(second.status.as_str(), "suppressed");
+
+    // Outside the window, the same person's new submission is a new lead.
+    p.ingest(site("msg_lead_c", &lead("lead_c", "2025-11-23T13:00:00Z")))
+        .await;
+    p.deliver_visible().await;
+    assert_eq!(p.crm.count(), 2);
+}
+
+#[tokio::test]
+async fn hubspot_requests_follow_the_crm_v3_batch_upsert_api() {
+    let p = Pipeline::new().await;
+    p.ingest(site("msg_lead_1", &fixture("site/lead.submitted.json")))
+        .await;
+    p.deliver_visible().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
+        .await;
+    p.deliver_visible().await;
+
+    let requests = p.crm.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.method, "POST");
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {HUBSPOT_TOKEN}").as_str())
+        );
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json"))
+        );
+    }
+    assert_eq!(requests[0].path, "/crm/v3/objects/contacts/batch/upsert");
+    assert_eq!(
+        requests[0].json(),
+        json!({"inputs": [{"idProperty": "email", "id": "jane.doe@example.com", "properties": {
+            "email": "jane.doe@example.com", "firstname": "Jane", "lastname": "Doe", "phone": "+14155550123", "lifecyclestage": "lead"}}]})
+    );
+    assert_eq!(requests[1].path, "/crm/v3/objects/deals/batch/upsert");
+    assert_eq!(
+        requests[1].json(),
+        json!({"inputs": [{"idProperty": "plumbline_id", "id": "payment:pi_3PqLr2F7kS1mZk0a1Qw2Ey3R", "properties": {
+            "dealname": "Payment pi_3PqLr2F7kS1mZk0a1Qw2Ey3R", "pipeline": "default", "dealstage": "closedwon",
+            "amount": "20.00", "deal_currency_code": "USD"}}]})
+    );
+}
+
+#[tokio::test]
+async fn a_message_carrying_only_the_key_is_read_from_the_table() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let _ = p.receive().await; // the full message: held, never deleted in this test
+    p.sqs
+        .send_message()
+        .queue_url(&p.queue_url)
+        .message_body(json!({"key": "EVT#stripe#evt_3PqLr2F7kS1mZk0a0pRoC4s5"}).to_string())
+        .send()
+        .await
+        .expect("send");
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (1, 0));
+    assert_eq!(
+        p.erp.requests()[0].json()["event"]["type"],
+        "payment.processing"
+    );
+}
+
+#[tokio::test]
+async fn an_event_no_route_selects_is_delivered_to_none() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/customer.created.json")))
+        .await;
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    assert_eq!(p.erp.count() + p.crm.count(), 0);
+    let event = p
+        .delivery
+        .store()
+        .get(&key("stripe", "evt_1PqLuBF7kS1mZk0aCuStC9r0"))
+        .await
+        .expect("get")
+        .expect("event");
+    assert_eq!(event.status.as_str(), "delivered_to_none");
+}

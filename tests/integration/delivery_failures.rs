@@ -1,0 +1,344 @@
+//! Retries, dead letters, the circuit breaker and replay, against moto's server and recording
+//! targets.
+
+use std::time::Duration;
+
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::delivery::replay::{Filter, replay};
+use plumbline::ports::{DeliveryLog, DeliveryState, EventKey};
+use serde_json::{Value, json};
+
+use crate::helpers::pipeline::{CONFIG, Pipeline};
+use crate::helpers::recorder::Reply;
+use crate::helpers::{fixture, site, stripe};
+
+fn processing(id: &str) -> Vec<u8> {
+    let mut doc: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.processing.json")).expect("json");
+    doc["id"] = json!(id);
+    doc["data"]["object"]["id"] = json!(format!("pi_{id}"));
+    serde_json::to_vec(&doc).expect("json")
+}
+
+fn key(id: &str) -> EventKey {
+    EventKey::parse(&format!("EVT#stripe#{id}")).expect("key")
+}
+
+#[tokio::test]
+async fn a_500_then_success_is_one_effective_delivery_with_a_stable_key() {
+    let p = Pipeline::new().await;
+    p.erp.script([Reply::status(500)]);
+    p.ingest(stripe(&processing("evt_retry"))).await;
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(failed, ids, "the 500 is a batch item failure");
+
+    // Backoff is 1 s in this config: the message comes back on its own.
+    let (event, _) = p.receive_within(Duration::from_secs(10)).await;
+    assert_eq!(event.records.len(), 1);
+    assert_eq!(
+        event.records[0]
+            .attributes
+            .get("ApproximateReceiveCount")
+            .map(String::as_str),
+        Some("2")
+    );
+    assert!(p.deliver(event).await.batch_item_failures.is_empty());
+
+    let requests = p.erp.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].header("idempotency-key"),
+        requests[1].header("idempotency-key")
+    );
+    assert_eq!(
+        requests[0].header("webhook-id"),
+        requests[1].header("webhook-id")
+    );
+    let deliveries = p
+        .delivery
+        .store()
+        .deliveries(&key("evt_retry"))
+        .await
+        .expect("deliveries");
+    assert_eq!(
+        (deliveries[0].state, deliveries[0].attempts),
+        (DeliveryState::Delivered, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_sets_the_message_visibility() {
+    let p = Pipeline::new().await;
+    p.erp
+        .script([Reply::status(429).with_header("retry-after", "3")]);
+    p.ingest(stripe(&processing("evt_429"))).await;
+    let (_, failed) = p.deliver_visible().await;
+    assert_eq!(failed.len(), 1);
+    let (event, waited) = p.receive_within(Duration::from_secs(15)).await;
+    assert_eq!(event.records.len(), 1, "the message came back");
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "hidden for Retry-After (3 s), not the 1 s backoff: {waited:?}"
+    );
+    assert!(p.deliver(event).await.batch_item_failures.is_empty());
+}
+
+#[tokio::test]
+async fn a_permanent_400_goes_to_the_dead_letter_queue_with_its_reason() {
+    let p = Pipeline::new().await;
+    p.erp.set_default(Reply::status(400));
+    p.ingest(stripe(&processing("evt_400"))).await;
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty(), "dead-lettered at once and acknowledged");
+    assert_eq!(p.queue_depth().await, 0);
+
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let attrs = letters[0].message_attributes().expect("attributes");
+    let attr = |name: &str| {
+        attrs
+            .get(name)
+            .and_then(|a| a.string_value())
+            .map(str::to_owned)
+    };
+    assert_eq!(attr("reason").as_deref(), Some("HTTP 400"));
+    assert_eq!(attr("target").as_deref(), Some("erp"));
+    assert_eq!(attr("event_type").as_deref(), Some("payment.processing"));
+    assert_eq!(attr("event_key").as_deref(), Some("EVT#stripe#evt_400"));
+    let deliveries = p
+        .delivery
+        .store()
+        .deliveries(&key("evt_400"))
+        .await
+        .expect("deliveries");
+    assert_eq!(
+        (deliveries[0].state, deliveries[0].last_error.as_deref()),
+        (DeliveryState::Failed, Some("HTTP 400"))
+    );
+    assert_eq!(
+        p.metrics.count(
+            "Deliveries",
+            &[("Target", "erp"), ("Outcome", "dead_lettered")]
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_read_is_dead_lettered_with_the_reason() {
+    let p = Pipeline::new().await;
+    p.sqs
+        .send_message()
+        .queue_url(&p.queue_url)
+        .message_body("{not json")
+        .send()
+        .await
+        .expect("send");
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let reason = letters[0]
+        .message_attributes()
+        .and_then(|a| a.get("reason"))
+        .and_then(|a| a.string_value())
+        .unwrap_or_default();
+    assert!(reason.starts_with("undecodable_message:"), "{reason}");
+}
+
+const MIXED: &str = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:STRIPE_SECRET"]
+
+[sources.site]
+kind = "standard-webhooks"
+secrets = ["env:SITE_SECRET"]
+
+[targets.ok]
+kind = "http"
+url = "{ERP}/ok"
+
+[targets.flaky]
+kind = "http"
+url = "{ERP}/flaky"
+
+[targets.crm]
+kind = "hubspot"
+token = "env:HUBSPOT_TOKEN"
+base_url = "{CRM}"
+
+[[routes]]
+events = ["payment.processing"]
+targets = ["ok"]
+
+[[routes]]
+events = ["payment.succeeded"]
+targets = ["flaky"]
+
+[[routes]]
+events = ["lead.*"]
+targets = ["crm"]
+
+[delivery]
+backoff_base_secs = 1
+backoff_cap_secs = 1
+"#;
+
+#[tokio::test]
+async fn a_batch_with_mixed_outcomes_returns_exactly_the_failed_ids() {
+    let p = Pipeline::with_config(MIXED).await;
+    p.erp.answer_path("/flaky", Reply::status(503));
+    p.crm.set_default(Reply::status(400));
+    p.ingest(stripe(&processing("evt_ok"))).await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
+        .await;
+    p.ingest(site("msg_lead_1", &fixture("site/lead.submitted.json")))
+        .await;
+
+    let event = p.receive().await;
+    assert_eq!(event.records.len(), 3);
+    let flaky_id = event
+        .records
+        .iter()
+        .find(|r| {
+            r.body
+                .as_deref()
+                .is_some_and(|b| b.contains("payment.succeeded"))
+        })
+        .and_then(|r| r.message_id.clone())
+        .expect("the flaky one");
+    let response = p.deliver(event).await;
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(
+        failed,
+        [flaky_id],
+        "only the retryable one stays on the queue"
+    );
+    assert_eq!(
+        p.dead_letters().await.len(),
+        1,
+        "the refused lead is dead-lettered"
+    );
+    assert_eq!(
+        p.erp.requests().iter().filter(|r| r.path == "/ok").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_circuit_opens_after_consecutive_failures_and_closes_after_the_cooldown() {
+    let p =
+        Pipeline::with_config(&CONFIG.replace("breaker_threshold = 3", "breaker_threshold = 2"))
+            .await;
+    p.erp.set_default(Reply::status(503));
+    for id in ["evt_cb_1", "evt_cb_2", "evt_cb_3"] {
+        p.ingest(stripe(&processing(id))).await;
+    }
+    let event = p.receive().await;
+    assert_eq!(event.records.len(), 3);
+    let response = p.deliver(event.clone()).await;
+    assert_eq!(response.batch_item_failures.len(), 3);
+    assert_eq!(
+        p.erp.count(),
+        2,
+        "the third call is not made: the circuit is open"
+    );
+    assert_eq!(
+        p.metrics.count(
+            "Deliveries",
+            &[("Target", "erp"), ("Outcome", "circuit_opened")]
+        ),
+        1
+    );
+    assert_eq!(
+        p.metrics.count(
+            "Deliveries",
+            &[("Target", "erp"), ("Outcome", "circuit_open")]
+        ),
+        1
+    );
+
+    // Still open before the cool-down ends.
+    p.clock.advance_secs(10);
+    p.deliver(event.clone()).await;
+    assert_eq!(p.erp.count(), 2);
+
+    // After it, one trial call goes through; it succeeds and the circuit closes.
+    p.erp.set_default(Reply::status(200));
+    p.clock.advance_secs(25);
+    let response = p.deliver(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(p.erp.count(), 5);
+}
+
+#[tokio::test]
+async fn replay_after_the_target_recovers_delivers_everything_exactly_once() {
+    let p = Pipeline::new().await;
+    p.erp.set_default(Reply::status(422));
+    for id in ["evt_rp_1", "evt_rp_2"] {
+        p.ingest(stripe(&processing(id))).await;
+    }
+    p.deliver_visible().await;
+    assert_eq!(p.erp.count(), 2);
+
+    p.erp.set_default(Reply::status(200));
+    let dlq = SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone());
+    let queue = SqsQueue::new(p.sqs.clone(), p.queue_url.clone());
+    let dry = replay(&dlq, &queue, &Filter::default(), usize::MAX, true, |_| {})
+        .await
+        .expect("dry run");
+    assert_eq!((dry.matched, dry.replayed), (2, 0));
+    assert_eq!(p.queue_depth().await, 0, "a dry run moves nothing");
+    // The dry run hid the letters for a minute; a fresh reader cannot see them yet, so poll the
+    // queue's own count instead of receiving.
+    let report = loop {
+        let report = replay(
+            &dlq,
+            &queue,
+            &Filter {
+                target: Some("erp".into()),
+                ..Filter::default()
+            },
+            usize::MAX,
+            false,
+            |_| {},
+        )
+        .await
+        .expect("replay");
+        if report.replayed == 2 {
+            break report;
+        }
+        assert_eq!(report.replayed, 0, "all or nothing here");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(report.replayed, 2);
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    assert_eq!(p.erp.count(), 4, "each replayed event delivered once more");
+
+    // A replay that re-queued but crashed before deleting leaves duplicates: still one effect.
+    for id in ["evt_rp_1", "evt_rp_2"] {
+        let body = json!({"key": format!("EVT#stripe#{id}")}).to_string();
+        let attr = aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("1")
+            .build()
+            .expect("attr");
+        p.sqs
+            .send_message()
+            .queue_url(&p.queue_url)
+            .message_body(body)
+            .message_attributes("replay", attr)
+            .send()
+            .await
+            .expect("send");
+    }
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    assert_eq!(p.erp.count(), 4, "nothing delivered twice");
+}
