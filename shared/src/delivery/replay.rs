@@ -43,9 +43,9 @@ pub struct Report {
     pub replayed: usize,
 }
 
-/// How long a dead letter stays hidden while a replay looks at it. Unselected ones reappear
-/// after this; selected ones are deleted once re-queued.
-const HIDE: Duration = Duration::from_secs(60);
+/// How long a dead letter stays hidden while a replay looks at it, so one run sees each once.
+/// Every letter it does not move is released again when the run ends.
+const HIDE: Duration = Duration::from_secs(300);
 
 /// Replays up to `limit` matching dead letters. `progress` is called after each message.
 pub async fn replay(
@@ -58,6 +58,7 @@ pub async fn replay(
 ) -> Result<Report, QueueError> {
     let mut report = Report::default();
     let mut seen = HashSet::new();
+    let mut kept = Vec::new();
     while report.matched < limit {
         let batch = dlq.receive(10, HIDE).await?;
         let fresh: Vec<DeadLetter> = batch
@@ -84,10 +85,16 @@ pub async fn replay(
                     queue.requeue(&letter.body, &attributes).await?;
                     dlq.delete(&letter.receipt_handle).await?;
                     report.replayed += 1;
+                    progress(&report);
+                    continue;
                 }
             }
+            kept.push(letter.receipt_handle);
             progress(&report);
         }
+    }
+    for receipt in &kept {
+        dlq.release(receipt).await?;
     }
     Ok(report)
 }

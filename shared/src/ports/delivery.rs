@@ -151,6 +151,8 @@ pub trait DeadLetterSource: Send + Sync {
         hide: Duration,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
     fn delete(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Makes a received message visible again at once.
+    fn release(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// Putting a message (back) on the delivery queue with its attributes.
