@@ -7,4 +7,5 @@ mod delivery;
 mod delivery_failures;
 mod helpers;
 mod ingress;
+mod samples;
 mod template;

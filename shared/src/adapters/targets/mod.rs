@@ -6,7 +6,7 @@ mod hubspot;
 use std::time::Duration;
 
 pub use http::HttpTarget;
-pub use hubspot::HubspotTarget;
+pub use hubspot::{HubspotTarget, Upsert, upsert_for as hubspot_upsert};
 
 use crate::config::{Config, ConfigError, ConfigProblem, SecretResolver, TargetConfig, TargetKind};
 use crate::delivery::Document;
