@@ -333,3 +333,69 @@ async fn an_event_no_route_selects_is_delivered_to_none() {
         .expect("event");
     assert_eq!(event.status.as_str(), "delivered_to_none");
 }
+
+#[tokio::test]
+async fn customers_match_on_email_when_their_external_ids_differ() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/customer.created.json")))
+        .await;
+    p.deliver_visible().await;
+    let mut other: Value =
+        serde_json::from_slice(&fixture("stripe/customer.created.json")).expect("json");
+    other["id"] = json!("evt_other_customer");
+    other["data"]["object"]["id"] = json!("cus_Other");
+    other["data"]["object"]["email"] = json!("  JANE.DOE@example.com ");
+    other["data"]["object"]["phone"] = Value::Null;
+    p.ingest(stripe(&serde_json::to_vec(&other).expect("json")))
+        .await;
+    p.deliver_visible().await;
+
+    let store = p.delivery.store();
+    let first = store
+        .load_entity(EntityKind::Customer, "cus_R2x9LmQ4vT7pZa")
+        .await
+        .expect("load")
+        .expect("customer");
+    assert_eq!(
+        first.history.len(),
+        2,
+        "the second customer event landed on the first customer"
+    );
+    assert!(
+        store
+            .load_entity(EntityKind::Customer, "cus_Other")
+            .await
+            .expect("load")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn hubspot_429_without_retry_after_waits_out_the_burst_window_and_409_is_an_upsert() {
+    use crate::helpers::recorder::Reply;
+    use plumbline::delivery::{InboundMessage, Outcome};
+
+    let p = Pipeline::new().await;
+    p.crm.script([Reply::status(429), Reply::status(409)]);
+    p.ingest(site("msg_lead_1", &fixture("site/lead.submitted.json")))
+        .await;
+    let event = p.receive().await;
+    let record = &event.records[0];
+    let message = InboundMessage {
+        message_id: record.message_id.clone().expect("id"),
+        receipt_handle: record.receipt_handle.clone().expect("receipt"),
+        body: record.body.clone().expect("body"),
+        receive_count: 1,
+        replay: false,
+    };
+    assert_eq!(
+        p.delivery.process(&message).await,
+        Outcome::Retry(std::time::Duration::from_secs(10))
+    );
+    let second = p.delivery.process(&message).await;
+    assert!(
+        matches!(second, Outcome::Done(status) if status.as_str() == "delivered"),
+        "{second:?}"
+    );
+    assert_eq!(p.crm.count(), 2);
+}
