@@ -8,4 +8,6 @@ pub mod sqs;
 #[cfg(feature = "aws")]
 mod aws_error;
 
+pub mod sqlite;
+
 pub mod targets;

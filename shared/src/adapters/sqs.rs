@@ -2,13 +2,14 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 
 use std::time::Duration;
 
 use crate::ingress::QueueMessage;
 use crate::ports::{
-    DeadLetter, DeadLetterSource, DeadLetters, EventQueue, QueueControl, QueueError, Requeue,
+    DeadLetterSource, DeadLetters, EventQueue, QueueConsumer, QueueControl, QueueError, Received,
+    Requeue,
 };
 
 #[derive(Debug, Clone)]
@@ -145,37 +146,75 @@ impl Requeue for SqsQueue {
     }
 }
 
-impl DeadLetterSource for SqsDeadLetters {
-    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<DeadLetter>, QueueError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .visibility_timeout(i32::try_from(hide.as_secs()).unwrap_or(43_200))
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| {
-                let attributes = m
-                    .message_attributes
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
-                    .collect();
-                Some(DeadLetter {
-                    message_id: m.message_id?,
-                    receipt_handle: m.receipt_handle?,
-                    body: m.body?,
-                    attributes,
-                })
+/// Receives up to `max` messages from `url`, hidden for `hide`, with their attributes.
+async fn receive_from(
+    client: &Client,
+    url: &str,
+    max: i32,
+    hide: Duration,
+) -> Result<Vec<Received>, QueueError> {
+    let out = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max.clamp(1, 10))
+        .visibility_timeout(i32::try_from(hide.as_secs()).unwrap_or(43_200))
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await
+        .map_err(classify)?;
+    Ok(out
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let receive_count = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
+            let attributes = m
+                .message_attributes
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+                .collect();
+            Some(Received {
+                message_id: m.message_id?,
+                receipt_handle: m.receipt_handle?,
+                body: m.body?,
+                attributes,
+                receive_count,
             })
-            .collect())
+        })
+        .collect())
+}
+
+async fn delete_from(client: &Client, url: &str, receipt_handle: &str) -> Result<(), QueueError> {
+    client
+        .delete_message()
+        .queue_url(url)
+        .receipt_handle(receipt_handle)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(classify)
+}
+
+impl QueueConsumer for SqsQueue {
+    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
+        receive_from(&self.client, &self.url, max, hide).await
+    }
+
+    async fn ack(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        delete_from(&self.client, &self.url, receipt_handle).await
+    }
+}
+
+impl DeadLetterSource for SqsDeadLetters {
+    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
+        receive_from(&self.client, &self.url, max, hide).await
     }
 
     async fn release(&self, receipt_handle: &str) -> Result<(), QueueError> {
@@ -191,13 +230,6 @@ impl DeadLetterSource for SqsDeadLetters {
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(classify)
+        delete_from(&self.client, &self.url, receipt_handle).await
     }
 }

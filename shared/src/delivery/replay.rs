@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::ports::{DeadLetter, DeadLetterSource, QueueError, Requeue};
+use crate::ports::{DeadLetterSource, QueueError, Received, Requeue};
 
 /// Which dead letters to replay. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, letter: &DeadLetter) -> bool {
+    pub fn matches(&self, letter: &Received) -> bool {
         let attr = |name: &str| letter.attributes.get(name).map(String::as_str);
         self.target
             .as_deref()
@@ -61,7 +61,7 @@ pub async fn replay(
     let mut kept = Vec::new();
     while report.matched < limit {
         let batch = dlq.receive(10, HIDE).await?;
-        let fresh: Vec<DeadLetter> = batch
+        let fresh: Vec<Received> = batch
             .into_iter()
             .filter(|l| seen.insert(l.message_id.clone()))
             .collect();
@@ -103,8 +103,8 @@ pub async fn replay(
 mod tests {
     use super::*;
 
-    fn letter(target: &str, reason: &str) -> DeadLetter {
-        DeadLetter {
+    fn letter(target: &str, reason: &str) -> Received {
+        Received {
             message_id: "m".into(),
             receipt_handle: "r".into(),
             body: "{}".into(),
@@ -114,6 +114,7 @@ mod tests {
                 ("event_type".to_owned(), "payment.succeeded".to_owned()),
             ]
             .into(),
+            receive_count: 1,
         }
     }
 

@@ -133,13 +133,28 @@ pub trait Target: Send + Sync {
     ) -> impl Future<Output = Result<(), TargetError>> + Send;
 }
 
-/// A message on the dead-letter queue.
+/// A message as a queue hands it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
+pub struct Received {
     pub message_id: String,
     pub receipt_handle: String,
     pub body: String,
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// How many times it has been handed out, this time included.
+    pub receive_count: u32,
+}
+
+/// Consuming the delivery queue (the Lambda service does this on AWS; the local worker here).
+pub trait QueueConsumer: Send + Sync {
+    /// Up to `max` visible messages, each hidden for `hide`. A message handed out more than the
+    /// queue's maximum receive count goes to the dead-letter queue instead.
+    fn receive(
+        &self,
+        max: i32,
+        hide: Duration,
+    ) -> impl Future<Output = Result<Vec<Received>, QueueError>> + Send;
+    /// Deletes a message that was processed.
+    fn ack(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// Reading the dead-letter queue, for replay and inspection.
@@ -149,7 +164,7 @@ pub trait DeadLetterSource: Send + Sync {
         &self,
         max: i32,
         hide: Duration,
-    ) -> impl Future<Output = Result<Vec<DeadLetter>, QueueError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Received>, QueueError>> + Send;
     fn delete(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Makes a received message visible again at once.
     fn release(&self, receipt_handle: &str) -> impl Future<Output = Result<(), QueueError>> + Send;

@@ -5,8 +5,8 @@ mod delivery;
 mod ledger;
 
 pub use delivery::{
-    Attempt, DeadLetter, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState,
-    QueueControl, Requeue, Target, TargetError,
+    Attempt, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState,
+    QueueConsumer, QueueControl, Received, Requeue, Target, TargetError,
 };
 pub use ledger::{Alias, LedgerStore, Saved};
 

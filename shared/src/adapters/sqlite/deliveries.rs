@@ -1,0 +1,147 @@
+//! Delivery records with a lease, as on DynamoDB.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{SqliteStore, sql_error};
+use crate::contract::Timestamp;
+use crate::ports::{Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, StoreError};
+
+fn state_of(text: &str) -> Option<DeliveryState> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
+fn name(state: DeliveryState) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub(super) fn list(conn: &Connection, key: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT target, state, attempts, last_error, lease_until_ms, updated_at, delivered_at FROM deliveries WHERE key = ?1 ORDER BY target")
+        .map_err(|e| sql_error(&e))?;
+    let rows = stmt
+        .query_map([key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })
+        .map_err(|e| sql_error(&e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (target, state, attempts, last_error, lease, updated_at, delivered_at) =
+            row.map_err(|e| sql_error(&e))?;
+        let corrupt = || StoreError::Corrupt(format!("delivery {key} {target}"));
+        out.push(DeliveryRecord {
+            state: state_of(&state).ok_or_else(corrupt)?,
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            last_error,
+            lease_until: lease.and_then(|ms| Timestamp::from_unix(ms / 1000)),
+            updated_at: Timestamp::parse(&updated_at).ok_or_else(corrupt)?,
+            delivered_at: delivered_at.as_deref().and_then(Timestamp::parse),
+            target,
+        });
+    }
+    Ok(out)
+}
+
+impl DeliveryLog for SqliteStore {
+    async fn begin(
+        &self,
+        key: &EventKey,
+        target: &str,
+        now: Timestamp,
+        lease: Duration,
+        replay: bool,
+    ) -> Result<Attempt, StoreError> {
+        let (key, target) = (key.to_string(), target.to_owned());
+        let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.run(move |conn| {
+            let current: Option<(String, Option<i64>, i64)> = conn
+                .query_row("SELECT state, lease_until_ms, attempts FROM deliveries WHERE key = ?1 AND target = ?2", params![key, target], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            if let Some((state, lease_until, _)) = &current {
+                match state_of(state) {
+                    Some(DeliveryState::Delivered) => return Ok(Attempt::AlreadyDelivered),
+                    Some(DeliveryState::Failed) if !replay => return Ok(Attempt::FailedBefore),
+                    _ => {}
+                }
+                if let Some(ms) = lease_until
+                    && *ms >= now.unix_millis()
+                {
+                    return Ok(Attempt::Leased { until: Timestamp::from_unix(ms / 1000).unwrap_or(now) });
+                }
+            }
+            let attempts = current.map_or(0, |(_, _, a)| a) + 1;
+            conn.execute(
+                "INSERT INTO deliveries (key, target, state, attempts, lease_until_ms, updated_at, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (key, target) DO UPDATE SET state = ?3, attempts = ?4, lease_until_ms = ?5, updated_at = ?6, updated_ms = ?7",
+                params![key, target, name(DeliveryState::InFlight), attempts, until, now.to_string(), now.unix_millis()],
+            )
+            .map_err(|e| sql_error(&e))?;
+            Ok(Attempt::Go { attempt: u32::try_from(attempts).unwrap_or(u32::MAX) })
+        })
+        .await
+    }
+
+    async fn delivered(
+        &self,
+        key: &EventKey,
+        target: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (key, target) = (key.to_string(), target.to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET state = ?3, delivered_at = ?4, updated_at = ?4, updated_ms = ?5, lease_until_ms = NULL WHERE key = ?1 AND target = ?2",
+                params![key, target, name(DeliveryState::Delivered), now.to_string(), now.unix_millis()],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn failed(
+        &self,
+        key: &EventKey,
+        target: &str,
+        reason: &str,
+        permanent: bool,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (key, target, reason) = (key.to_string(), target.to_owned(), reason.to_owned());
+        let state = if permanent {
+            DeliveryState::Failed
+        } else {
+            DeliveryState::Retrying
+        };
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE deliveries SET state = ?3, last_error = ?4, updated_at = ?5, updated_ms = ?6, lease_until_ms = NULL \
+                 WHERE key = ?1 AND target = ?2 AND state <> 'delivered'",
+                params![key, target, name(state), reason, now.to_string(), now.unix_millis()],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn deliveries(&self, key: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| list(conn, &key)).await
+    }
+}

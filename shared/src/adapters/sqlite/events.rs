@@ -1,0 +1,186 @@
+//! Event rows: the ingress's claim and the status delivery leaves them in.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{SqliteStore, sql_error};
+use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
+use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
+use crate::sources::PayloadHash;
+
+const COLUMNS: &str = "key, event_id, source, source_event_id, source_type, status, payload_hash, claimed_at, \
+                       received_at, expires_at, envelope, raw, reason";
+
+fn status_of(text: &str) -> Option<EventStatus> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
+pub(super) fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>> {
+    let key: String = row.get(0)?;
+    let text = |i: usize| -> rusqlite::Result<String> { row.get(i) };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("{key}: {what}"));
+    let (event_id, source, source_event_id, source_type, status, hash, claimed_at, received_at) = (
+        text(1)?,
+        text(2)?,
+        text(3)?,
+        text(4)?,
+        text(5)?,
+        text(6)?,
+        text(7)?,
+        text(8)?,
+    );
+    let expires_at: i64 = row.get(9)?;
+    let (envelope, raw, reason): (Option<String>, Option<String>, Option<String>) =
+        (row.get(10)?, row.get(11)?, row.get(12)?);
+    Ok((|| {
+        Ok(EventRecord {
+            key: EventKey::parse(&key).ok_or_else(|| corrupt("bad key"))?,
+            event_id: EventId::try_from(event_id).map_err(|_| corrupt("bad event id"))?,
+            source: SourceName::try_from(source).map_err(|_| corrupt("bad source"))?,
+            source_event_id: SourceEventId::try_from(source_event_id)
+                .map_err(|_| corrupt("bad id"))?,
+            source_type,
+            status: status_of(&status).ok_or_else(|| corrupt("bad status"))?,
+            payload_hash: PayloadHash::from_hex(hash),
+            claimed_at: Timestamp::parse(&claimed_at).ok_or_else(|| corrupt("bad claimed_at"))?,
+            received_at: Timestamp::parse(&received_at)
+                .ok_or_else(|| corrupt("bad received_at"))?,
+            expires_at: Timestamp::from_unix(expires_at).ok_or_else(|| corrupt("bad ttl"))?,
+            envelope: envelope
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("bad envelope"))?,
+            raw: raw
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("bad raw payload"))?,
+            reason,
+        })
+    })())
+}
+
+pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<EventRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM events WHERE key = ?1"),
+        [key],
+        record_of,
+    )
+    .optional()
+    .map_err(|e| sql_error(&e))?
+    .transpose()
+}
+
+impl EventStore for SqliteStore {
+    async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
+        let r = record.clone();
+        self.run(move |conn| {
+            let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
+            let inserted = conn
+                .execute(
+                    "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
+                     claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
+                    params![
+                        r.key.as_str(),
+                        r.event_id.as_str(),
+                        r.source.as_str(),
+                        r.source_event_id.as_str(),
+                        r.source_type,
+                        r.status.as_str(),
+                        r.payload_hash.as_str(),
+                        r.claimed_at.to_string(),
+                        r.received_at.to_string(),
+                        r.received_at.unix_millis(),
+                        r.expires_at.unix(),
+                        r.envelope.as_ref().map(|e| e.event_type.to_string()),
+                        r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+                        r.raw.as_ref().map(ToString::to_string),
+                        r.reason,
+                        pending,
+                    ],
+                )
+                .map_err(|e| sql_error(&e))?;
+            if inserted == 1 {
+                return Ok(Claim::Claimed);
+            }
+            let existing = get(conn, r.key.as_str())?.ok_or_else(|| StoreError::Corrupt("claimed row vanished".into()))?;
+            Ok(Claim::Exists(Box::new(existing)))
+        })
+        .await
+    }
+
+    async fn release(&self, key: &EventKey, event_id: &EventId) -> Result<(), StoreError> {
+        let (key, id) = (key.to_string(), event_id.to_string());
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM events WHERE key = ?1 AND event_id = ?2 AND status = 'received'",
+                params![key, id],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn refresh_claim(
+        &self,
+        key: &EventKey,
+        seen: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE events SET claimed_at = ?3, pending_since = ?3 WHERE key = ?1 AND status = 'received' AND claimed_at = ?2",
+                params![key, seen.to_string(), now.to_string()],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn record_conflict(
+        &self,
+        key: &EventKey,
+        hash: &PayloadHash,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (key, hash) = (key.to_string(), hash.as_str().to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE events SET conflicts = conflicts + 1, last_conflict_hash = ?2, last_conflict_at = ?3 WHERE key = ?1",
+                params![key, hash, at.to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn get(&self, key: &EventKey) -> Result<Option<EventRecord>, StoreError> {
+        let key = key.to_string();
+        self.run(move |conn| get(conn, &key)).await
+    }
+
+    async fn set_status(
+        &self,
+        key: &EventKey,
+        status: EventStatus,
+        detail: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (key, detail) = (key.to_string(), detail.map(str::to_owned));
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE events SET status = ?2, status_detail = ?3, status_at = ?4, pending_since = NULL WHERE key = ?1",
+                    params![key, status.as_str(), detail, at.to_string()],
+                )
+                .map_err(|e| sql_error(&e))?;
+            if n == 1 { Ok(()) } else { Err(StoreError::Corrupt(format!("{key}: no such event"))) }
+        })
+        .await
+    }
+}

@@ -1,0 +1,99 @@
+//! Entities (versioned) and aliases.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, sql_error};
+use crate::contract::{EntityKind, Timestamp};
+use crate::ledger::Entity;
+use crate::ports::{Alias, LedgerStore, Saved, StoreError};
+
+impl LedgerStore for SqliteStore {
+    async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT entity FROM entities WHERE kind = ?1 AND id = ?2",
+                    params![kind.as_str(), id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            text.map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
+        let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (kind, id, version) = (entity.kind.as_str(), entity.id.clone(), entity.version);
+        let version =
+            i64::try_from(version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
+        self.run(move |conn| {
+            let changed = if version <= 1 {
+                conn.execute(
+                    "INSERT INTO entities (kind, id, version, entity) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![kind, id, version, body],
+                )
+            } else {
+                conn.execute(
+                    "UPDATE entities SET version = ?3, entity = ?4 WHERE kind = ?1 AND id = ?2 AND version = ?3 - 1",
+                    params![kind, id, version, body],
+                )
+            }
+            .map_err(|e| sql_error(&e))?;
+            Ok(if changed == 1 { Saved::Saved } else { Saved::VersionConflict })
+        })
+        .await
+    }
+
+    async fn load_alias(&self, kind: EntityKind, alias: &str) -> Result<Option<Alias>, StoreError> {
+        let alias = alias.to_owned();
+        self.run(move |conn| {
+            let row: Option<(String, String)> = conn
+                .query_row(
+                    "SELECT entity_id, at FROM aliases WHERE kind = ?1 AND alias = ?2",
+                    params![kind.as_str(), alias],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            row.map(|(entity_id, at)| {
+                let at = Timestamp::parse(&at)
+                    .ok_or_else(|| StoreError::Corrupt(format!("alias {alias}")))?;
+                Ok(Alias { entity_id, at })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn save_alias(
+        &self,
+        kind: EntityKind,
+        alias: &str,
+        value: &Alias,
+        previous: Option<&Alias>,
+    ) -> Result<bool, StoreError> {
+        let (alias, value, previous) = (alias.to_owned(), value.clone(), previous.cloned());
+        self.run(move |conn| {
+            let changed = match previous {
+                None => conn.execute(
+                    "INSERT INTO aliases (kind, alias, entity_id, at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![kind.as_str(), alias, value.entity_id, value.at.to_string()],
+                ),
+                Some(p) => conn.execute(
+                    "UPDATE aliases SET entity_id = ?3, at = ?4 WHERE kind = ?1 AND alias = ?2 AND entity_id = ?5 AND at = ?6",
+                    params![kind.as_str(), alias, value.entity_id, value.at.to_string(), p.entity_id, p.at.to_string()],
+                ),
+            }
+            .map_err(|e| sql_error(&e))?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}

@@ -1,0 +1,267 @@
+//! The delivery queue and the dead-letter queue as rows: visibility timeouts, receive counts,
+//! and the move to the dead-letter queue after the maximum receive count, as SQS does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use super::{SqliteStore, now_ms, sql_error};
+use crate::ingress::QueueMessage;
+use crate::ports::{
+    DeadLetterSource, DeadLetters, EventQueue, QueueConsumer, QueueControl, QueueError, Received,
+    Requeue, StoreError,
+};
+
+/// SQS's `maxReceiveCount` default in the template.
+pub const MAX_RECEIVES_DEFAULT: u32 = 8;
+
+const DELIVERY: &str = "delivery";
+const DLQ: &str = "dlq";
+
+/// A message on one of the local queues, for operators' listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMessage {
+    pub id: i64,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+    pub sent_ms: i64,
+    pub receive_count: u32,
+}
+
+fn queue_error(e: StoreError) -> QueueError {
+    match e {
+        StoreError::Throttled(s) => QueueError::Throttled(s),
+        other => QueueError::Unavailable(Box::new(other)),
+    }
+}
+
+fn send(
+    conn: &Connection,
+    queue: &str,
+    body: &str,
+    attributes: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO messages (queue, body, attributes, sent_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![queue, body, serde_json::to_string(attributes).expect("attributes serialize"), now],
+    )
+    .map(|_| ())
+    .map_err(|e| sql_error(&e))
+}
+
+fn attributes_of(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// Hands out up to `max` visible messages of `queue`, moving over-received ones to the DLQ.
+fn receive(
+    conn: &Connection,
+    queue: &str,
+    max: i32,
+    hide: Duration,
+    max_receives: Option<u32>,
+) -> Result<Vec<Received>, StoreError> {
+    let now = now_ms();
+    let hide_ms = i64::try_from(hide.as_millis()).unwrap_or(i64::MAX / 2);
+    if let Some(limit) = max_receives {
+        conn.execute(
+            "UPDATE messages SET queue = ?1, visible_at_ms = ?2, receipt = NULL, receive_count = 0, \
+             attributes = json_set(attributes, '$.reason', COALESCE(json_extract(attributes, '$.reason'), ?4)) \
+             WHERE queue = ?3 AND visible_at_ms <= ?2 AND receive_count >= ?5",
+            params![DLQ, now, queue, format!("received {limit} times without success"), limit],
+        )
+        .map_err(|e| sql_error(&e))?;
+    }
+    let mut stmt = conn
+        .prepare("SELECT id, body, attributes, receive_count FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, id LIMIT ?3")
+        .map_err(|e| sql_error(&e))?;
+    let rows: Vec<(i64, String, String, i64)> = stmt
+        .query_map(params![queue, now, max.clamp(1, 10)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .map_err(|e| sql_error(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| sql_error(&e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, body, attributes, count) in rows {
+        let receipt = ulid::Ulid::new().to_string();
+        conn.execute(
+            "UPDATE messages SET visible_at_ms = ?2, receive_count = receive_count + 1, receipt = ?3 WHERE id = ?1",
+            params![id, now + hide_ms, receipt],
+        )
+        .map_err(|e| sql_error(&e))?;
+        out.push(Received {
+            message_id: id.to_string(),
+            receipt_handle: receipt,
+            body,
+            attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+            receive_count: u32::try_from(count + 1).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(out)
+}
+
+fn delete(conn: &Connection, receipt: &str) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM messages WHERE receipt = ?1", [receipt])
+        .map(|_| ())
+        .map_err(|e| sql_error(&e))
+}
+
+fn set_visible_in(conn: &Connection, receipt: &str, delay: Duration) -> Result<(), StoreError> {
+    let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+    conn.execute(
+        "UPDATE messages SET visible_at_ms = ?2 WHERE receipt = ?1",
+        params![receipt, at],
+    )
+    .map(|_| ())
+    .map_err(|e| sql_error(&e))
+}
+
+impl SqliteStore {
+    /// Messages on a queue (`delivery` or `dlq`), oldest first, for operators.
+    pub async fn list_messages(
+        &self,
+        dead_letters: bool,
+        limit: usize,
+    ) -> Result<Vec<LocalMessage>, StoreError> {
+        let queue = if dead_letters { DLQ } else { DELIVERY };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, body, attributes, sent_ms, receive_count FROM messages WHERE queue = ?1 ORDER BY id LIMIT ?2")
+                .map_err(|e| sql_error(&e))?;
+            let rows = stmt
+                .query_map(params![queue, limit], |r| {
+                    Ok(LocalMessage {
+                        id: r.get(0)?,
+                        body: r.get(1)?,
+                        attributes: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                        sent_ms: r.get(3)?,
+                        receive_count: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                    })
+                })
+                .map_err(|e| sql_error(&e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    /// Depth and oldest age (ms) of a queue.
+    pub async fn queue_stats(&self, dead_letters: bool) -> Result<(u64, Option<i64>), StoreError> {
+        let queue = if dead_letters { DLQ } else { DELIVERY };
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*), MIN(sent_ms) FROM messages WHERE queue = ?1",
+                [queue],
+                |r| {
+                    let count: i64 = r.get(0)?;
+                    let oldest: Option<i64> = r.get(1)?;
+                    Ok((
+                        u64::try_from(count).unwrap_or(0),
+                        oldest.map(|sent| now_ms() - sent),
+                    ))
+                },
+            )
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    /// Waits until a message may have become visible: woken by an enqueue, or after `at_most`.
+    pub async fn wait_for_messages(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.enqueued.notified()).await;
+    }
+}
+
+impl EventQueue for SqliteStore {
+    async fn enqueue(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        let body = message.body();
+        let attributes = message
+            .attributes()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.run(move |conn| send(conn, DELIVERY, &body, &attributes))
+            .await
+            .map_err(queue_error)?;
+        self.enqueued.notify_one();
+        Ok(())
+    }
+}
+
+impl Requeue for SqliteStore {
+    async fn requeue(&self, body: &str, attributes: &[(&str, String)]) -> Result<(), QueueError> {
+        let (body, attributes) = (body.to_owned(), attributes_of(attributes));
+        self.run(move |conn| send(conn, DELIVERY, &body, &attributes))
+            .await
+            .map_err(queue_error)?;
+        self.enqueued.notify_one();
+        Ok(())
+    }
+}
+
+impl DeadLetters for SqliteStore {
+    async fn dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), QueueError> {
+        let (body, attributes) = (body.to_owned(), attributes_of(attributes));
+        self.run(move |conn| send(conn, DLQ, &body, &attributes))
+            .await
+            .map_err(queue_error)
+    }
+}
+
+impl QueueControl for SqliteStore {
+    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        let receipt = receipt_handle.to_owned();
+        self.run(move |conn| set_visible_in(conn, &receipt, delay))
+            .await
+            .map_err(queue_error)
+    }
+}
+
+impl QueueConsumer for SqliteStore {
+    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
+        let limit = self.max_receives;
+        self.run(move |conn| receive(conn, DELIVERY, max, hide, Some(limit)))
+            .await
+            .map_err(queue_error)
+    }
+
+    async fn ack(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let receipt = receipt_handle.to_owned();
+        self.run(move |conn| delete(conn, &receipt))
+            .await
+            .map_err(queue_error)
+    }
+}
+
+impl DeadLetterSource for SqliteStore {
+    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
+        self.run(move |conn| receive(conn, DLQ, max, hide, None))
+            .await
+            .map_err(queue_error)
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let receipt = receipt_handle.to_owned();
+        self.run(move |conn| delete(conn, &receipt))
+            .await
+            .map_err(queue_error)
+    }
+
+    async fn release(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let receipt = receipt_handle.to_owned();
+        self.run(move |conn| set_visible_in(conn, &receipt, Duration::ZERO))
+            .await
+            .map_err(queue_error)
+    }
+}
