@@ -2,6 +2,7 @@
 //! `tests/run`, reached through `AWS_ENDPOINT_URL`); targets are real HTTP servers on loopback;
 //! nothing here fakes an SDK.
 
+mod conformance;
 mod contract;
 mod delivery;
 mod delivery_failures;

@@ -1,0 +1,406 @@
+//! One conformance suite, run against both backends: SQLite (the local stack) and DynamoDB + SQS
+//! on moto's server. Both must give the same answers to the same operations.
+
+use std::time::Duration;
+
+use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::sqlite::SqliteStore;
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::contract::{EntityKind, EventId, SourceEventId, SourceName, Timestamp};
+use plumbline::ingress::QueueMessage;
+use plumbline::ledger::Entity;
+use plumbline::ports::{
+    Alias, Attempt, Claim, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryState, EventKey,
+    EventQueue, EventRecord, EventStatus, EventStore, LedgerStore, QueueConsumer, QueueControl,
+    Saved,
+};
+use plumbline::sources::PayloadHash;
+
+use crate::helpers::{aws, create_table, fixture, unique};
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_unix(1_763_900_000 + secs).expect("in range")
+}
+
+fn record(id: &str, hash: &str) -> EventRecord {
+    let source = SourceName::try_from("stripe").expect("source");
+    let source_event_id = SourceEventId::try_from(id).expect("id");
+    let envelope: plumbline::contract::Envelope = serde_json::from_slice(&fixture(
+        "../../docs/contract/fixtures/v1/payment.succeeded.stripe.json",
+    ))
+    .expect("envelope");
+    EventRecord {
+        key: EventKey::new(&source, &source_event_id),
+        event_id: EventId::generate(t(0)),
+        source,
+        source_event_id,
+        source_type: "payment_intent.succeeded".into(),
+        status: EventStatus::Received,
+        payload_hash: PayloadHash::from_hex(hash.into()),
+        claimed_at: t(0),
+        received_at: t(0),
+        expires_at: t(86_400),
+        envelope: Some(envelope),
+        raw: None,
+        reason: None,
+    }
+}
+
+async fn store_conforms(store: &(impl EventStore + LedgerStore + DeliveryLog)) {
+    // Conditional claim: the second claim sees the first record, unchanged.
+    let first = record("evt_c1", "aa");
+    assert_eq!(store.claim(&first).await.expect("claim"), Claim::Claimed);
+    let Claim::Exists(existing) = store.claim(&record("evt_c1", "bb")).await.expect("claim") else {
+        panic!("exists")
+    };
+    assert_eq!(
+        (existing.event_id.clone(), existing.payload_hash.as_str()),
+        (first.event_id.clone(), "aa")
+    );
+    assert_eq!(existing.envelope, first.envelope);
+
+    // Only the claimant releases, and only while received.
+    store
+        .release(&first.key, &EventId::generate(t(1)))
+        .await
+        .expect("release");
+    assert!(
+        store.get(&first.key).await.expect("get").is_some(),
+        "another id does not release"
+    );
+    store
+        .release(&first.key, &first.event_id)
+        .await
+        .expect("release");
+    assert!(store.get(&first.key).await.expect("get").is_none());
+
+    // One refresh wins.
+    let second = record("evt_c2", "aa");
+    store.claim(&second).await.expect("claim");
+    assert!(
+        store
+            .refresh_claim(&second.key, t(0), t(400))
+            .await
+            .expect("refresh")
+    );
+    assert!(
+        !store
+            .refresh_claim(&second.key, t(0), t(401))
+            .await
+            .expect("refresh"),
+        "the seen value moved on"
+    );
+    store
+        .set_status(&second.key, EventStatus::Delivered, None, t(500))
+        .await
+        .expect("status");
+    assert_eq!(
+        store
+            .get(&second.key)
+            .await
+            .expect("get")
+            .expect("event")
+            .status,
+        EventStatus::Delivered
+    );
+    assert!(
+        !store
+            .refresh_claim(&second.key, t(400), t(900))
+            .await
+            .expect("refresh"),
+        "delivered: never re-enqueued"
+    );
+
+    // Versioned entities.
+    let mut entity = Entity::new(EntityKind::Payment, "pi_c");
+    entity.version = 1;
+    assert_eq!(
+        store.save_entity(&entity).await.expect("save"),
+        Saved::Saved
+    );
+    assert_eq!(
+        store.save_entity(&entity).await.expect("save"),
+        Saved::VersionConflict,
+        "version 1 exists"
+    );
+    entity.version = 2;
+    entity.state = Some("succeeded".into());
+    assert_eq!(
+        store.save_entity(&entity).await.expect("save"),
+        Saved::Saved
+    );
+    entity.version = 2;
+    assert_eq!(
+        store.save_entity(&entity).await.expect("save"),
+        Saved::VersionConflict,
+        "stale version"
+    );
+    assert_eq!(
+        store
+            .load_entity(EntityKind::Payment, "pi_c")
+            .await
+            .expect("load")
+            .expect("entity")
+            .state
+            .as_deref(),
+        Some("succeeded")
+    );
+
+    // Aliases: first writer wins, then compare-and-set.
+    let a = Alias {
+        entity_id: "e1".into(),
+        at: t(0),
+    };
+    let b = Alias {
+        entity_id: "e2".into(),
+        at: t(5),
+    };
+    assert!(
+        store
+            .save_alias(EntityKind::Lead, "email:x@y.co", &a, None)
+            .await
+            .expect("alias")
+    );
+    assert!(
+        !store
+            .save_alias(EntityKind::Lead, "email:x@y.co", &b, None)
+            .await
+            .expect("alias")
+    );
+    assert!(
+        !store
+            .save_alias(EntityKind::Lead, "email:x@y.co", &b, Some(&b))
+            .await
+            .expect("alias")
+    );
+    assert!(
+        store
+            .save_alias(EntityKind::Lead, "email:x@y.co", &b, Some(&a))
+            .await
+            .expect("alias")
+    );
+    assert_eq!(
+        store
+            .load_alias(EntityKind::Lead, "email:x@y.co")
+            .await
+            .expect("alias"),
+        Some(b)
+    );
+
+    // Leased deliveries.
+    let key = &first.key;
+    let lease = Duration::from_secs(60);
+    assert_eq!(
+        store
+            .begin(key, "erp", t(0), lease, false)
+            .await
+            .expect("begin"),
+        Attempt::Go { attempt: 1 }
+    );
+    assert!(matches!(
+        store
+            .begin(key, "erp", t(10), lease, false)
+            .await
+            .expect("begin"),
+        Attempt::Leased { .. }
+    ));
+    assert_eq!(
+        store
+            .begin(key, "erp", t(61), lease, false)
+            .await
+            .expect("begin"),
+        Attempt::Go { attempt: 2 },
+        "an expired lease is taken over"
+    );
+    store
+        .failed(key, "erp", "HTTP 503", false, t(62))
+        .await
+        .expect("failed");
+    assert_eq!(
+        store
+            .begin(key, "erp", t(63), lease, false)
+            .await
+            .expect("begin"),
+        Attempt::Go { attempt: 3 },
+        "a retryable failure frees the lease"
+    );
+    store.delivered(key, "erp", t(64)).await.expect("delivered");
+    store
+        .failed(key, "erp", "late report", true, t(65))
+        .await
+        .expect("failed");
+    assert_eq!(
+        store
+            .begin(key, "erp", t(66), lease, true)
+            .await
+            .expect("begin"),
+        Attempt::AlreadyDelivered,
+        "delivered stays delivered"
+    );
+    assert_eq!(
+        store
+            .begin(key, "crm", t(0), lease, false)
+            .await
+            .expect("begin"),
+        Attempt::Go { attempt: 1 }
+    );
+    store
+        .failed(key, "crm", "HTTP 400", true, t(1))
+        .await
+        .expect("failed");
+    assert_eq!(
+        store
+            .begin(key, "crm", t(2), lease, false)
+            .await
+            .expect("begin"),
+        Attempt::FailedBefore
+    );
+    assert_eq!(
+        store
+            .begin(key, "crm", t(3), lease, true)
+            .await
+            .expect("begin"),
+        Attempt::Go { attempt: 2 },
+        "a replay retries"
+    );
+    let deliveries = store.deliveries(key).await.expect("deliveries");
+    let states: Vec<(String, DeliveryState)> = deliveries
+        .iter()
+        .map(|d| (d.target.clone(), d.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("crm".to_owned(), DeliveryState::InFlight),
+            ("erp".to_owned(), DeliveryState::Delivered)
+        ]
+    );
+}
+
+async fn queue_conforms(
+    queue: &(impl EventQueue + QueueConsumer + QueueControl),
+    dlq: &(impl DeadLetters + DeadLetterSource),
+) {
+    let message = QueueMessage::new(
+        &record("evt_q", "aa").key,
+        record("evt_q", "aa").envelope.as_ref().expect("envelope"),
+    );
+    queue.enqueue(&message).await.expect("enqueue");
+    let got = queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].receive_count, 1);
+    assert_eq!(
+        got[0].attributes.get("event_type").map(String::as_str),
+        Some("payment.succeeded")
+    );
+    assert_eq!(
+        QueueMessage::decode(&got[0].body).expect("decodes"),
+        message
+    );
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "hidden while in flight"
+    );
+    queue
+        .retry_after(&got[0].receipt_handle, Duration::ZERO)
+        .await
+        .expect("visibility");
+    let again = queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(again.len(), 1, "visible again after the retry delay");
+    assert_eq!(again[0].receive_count, 2);
+    queue.ack(&again[0].receipt_handle).await.expect("ack");
+    queue
+        .retry_after(&again[0].receipt_handle, Duration::ZERO)
+        .await
+        .ok();
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(0))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "acknowledged for good"
+    );
+
+    dlq.dead_letter(
+        "{\"key\":\"EVT#stripe#x\"}",
+        &[("reason", "HTTP 400".into()), ("target", "erp".into())],
+    )
+    .await
+    .expect("dead letter");
+    let letters = dlq
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].attributes.get("reason").map(String::as_str),
+        Some("HTTP 400")
+    );
+    dlq.release(&letters[0].receipt_handle)
+        .await
+        .expect("release");
+    let letters = dlq
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(letters.len(), 1, "released letters are visible at once");
+    dlq.delete(&letters[0].receipt_handle)
+        .await
+        .expect("delete");
+    assert!(
+        dlq.receive(10, Duration::from_secs(0))
+            .await
+            .expect("receive")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    let dir = std::env::temp_dir().join(unique("plumbline-conformance"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    store_conforms(&store).await;
+    queue_conforms(&store, &store).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn dynamodb_and_sqs_conform() {
+    let aws = aws().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
+    store_conforms(&store).await;
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("conformance"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(unique("conformance-dlq"))
+        .send()
+        .await
+        .expect("dlq")
+        .queue_url
+        .expect("url");
+    queue_conforms(
+        &SqsQueue::new(sqs.clone(), queue_url),
+        &SqsDeadLetters::new(sqs, dlq_url),
+    )
+    .await;
+}
