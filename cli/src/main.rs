@@ -1,4 +1,4 @@
-//! The `plumbline` command line.
+//! The `plumbline` command line: the local stack and the operator commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,13 +6,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use plumbline::config::Config;
 
+mod demo;
+mod dev;
+mod dlq;
+mod events;
+mod present;
 mod replay;
+mod send;
 
 #[derive(Parser)]
 #[command(
     name = "plumbline",
     version,
-    about = "Operate a plumbline integration pipeline"
+    about = "Run and operate a plumbline integration pipeline"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,21 +27,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the whole pipeline in one process on SQLite: ingress, delivery, status page.
+    Dev(dev::DevArgs),
+    /// Sends correctly signed sample events to a running instance.
+    Send(send::SendArgs),
+    /// Inspects events and their timelines.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Inspects the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Moves dead-lettered messages back to the delivery queue (safe to run twice).
+    Replay(replay::ReplayArgs),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// The event contract.
     #[command(subcommand)]
     Contract(ContractCommand),
-    /// Moves dead-lettered messages back to the delivery queue (safe to run twice).
-    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validates a configuration file and reports every problem with its key and line.
-    ///
-    /// Example: plumbline config check infra/plumbline.toml
+    #[command(after_help = "Example:\n  plumbline config check infra/plumbline.toml")]
     Check {
         file: PathBuf,
         /// Print the result as JSON.
@@ -47,14 +62,22 @@ enum ConfigCommand {
 #[derive(Subcommand)]
 enum ContractCommand {
     /// Prints the JSON Schema of the plumbline.event/v1 envelope.
-    ///
-    /// Example: plumbline contract schema > docs/contract/plumbline.event.v1.schema.json
+    #[command(
+        after_help = "Example:\n  plumbline contract schema > docs/contract/plumbline.event.v1.schema.json"
+    )]
     Schema,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Replay(args) => run_async(replay::run(args)),
+        Command::Dev(args) => {
+            init_tracing();
+            run_async(dev::run(args), true)
+        }
+        Command::Send(args) => run_async(send::run(args), false),
+        Command::Events(command) => run_async(events::run(command), false),
+        Command::Dlq(command) => run_async(dlq::run(command), false),
+        Command::Replay(args) => run_async(replay::run(args), false),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
@@ -67,12 +90,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Human-readable logs on stderr for the local stack; `RUST_LOG` filters them.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
 /// Runs an async command on a runtime built for it; errors are printed, never panicked.
-fn run_async(command: impl Future<Output = anyhow::Result<bool>>) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
+fn run_async(command: impl Future<Output = anyhow::Result<bool>>, multi_thread: bool) -> ExitCode {
+    let runtime = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("a runtime");
     match runtime.block_on(command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -4,17 +4,22 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Args;
+use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::delivery::replay::{Filter, Report, replay};
+use plumbline::ports::{DeadLetterSource, Requeue};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Example:\n  plumbline replay --aws --target erp --reason 'HTTP 400' --dry-run\n  plumbline replay --aws --limit 100"
+    after_help = "Example:\n  plumbline replay --target erp --reason 'HTTP 400' --dry-run\n  plumbline replay --aws --limit 100"
 )]
 pub struct ReplayArgs {
     /// Use the AWS backend: queue URLs from PLUMBLINE_QUEUE_URL and PLUMBLINE_DLQ_URL.
     #[arg(long)]
     aws: bool,
+    /// The local stack's data directory (without --aws).
+    #[arg(long, default_value = ".plumbline")]
+    data_dir: std::path::PathBuf,
     /// Only dead letters for this target.
     #[arg(long)]
     target: Option<String>,
@@ -36,15 +41,32 @@ pub struct ReplayArgs {
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<bool> {
-    anyhow::ensure!(
-        args.aws,
-        "only the AWS backend (--aws) is available for replay in this build"
-    );
-    let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-    let aws = aws_config::load_from_env().await;
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let dlq = SqsDeadLetters::new(sqs.clone(), env("PLUMBLINE_DLQ_URL")?);
-    let queue = SqsQueue::new(sqs, env("PLUMBLINE_QUEUE_URL")?);
+    if args.aws {
+        let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+        let aws = aws_config::load_from_env().await;
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let dlq = SqsDeadLetters::new(sqs.clone(), env("PLUMBLINE_DLQ_URL")?);
+        let queue = SqsQueue::new(sqs, env("PLUMBLINE_QUEUE_URL")?);
+        run_with(args, &dlq, &queue).await
+    } else {
+        anyhow::ensure!(
+            args.data_dir.join("plumbline.db").exists(),
+            "no database in {}",
+            args.data_dir.display()
+        );
+        let store = SqliteStore::open(
+            &args.data_dir,
+            plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
+        )?;
+        run_with(args, &store, &store).await
+    }
+}
+
+async fn run_with(
+    args: ReplayArgs,
+    dlq: &impl DeadLetterSource,
+    queue: &impl Requeue,
+) -> anyhow::Result<bool> {
     let filter = Filter {
         target: args.target,
         event_type: args.event_type,
@@ -74,7 +96,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<bool> {
             None => {}
         }
     };
-    let report = replay(&dlq, &queue, &filter, args.limit, args.dry_run, show).await?;
+    let report = replay(dlq, queue, &filter, args.limit, args.dry_run, show).await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

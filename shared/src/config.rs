@@ -140,6 +140,8 @@ pub struct SourceConfig {
 pub enum TargetKind {
     Http,
     Hubspot,
+    /// Records deliveries in the local database; only `plumbline dev` has it.
+    Inbox,
 }
 
 #[derive(Debug, Clone)]

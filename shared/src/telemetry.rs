@@ -188,3 +188,48 @@ mod tests {
         assert_eq!(r.count("X", &[]), 3);
     }
 }
+
+/// Counts per metric and dimension set, for the local stack: bounded by the dimensions' few
+/// values, unlike a list of every point.
+#[derive(Debug, Clone, Default)]
+pub struct Counters(Arc<Mutex<std::collections::BTreeMap<CounterKey, f64>>>);
+
+/// A metric's name and its dimensions.
+pub type CounterKey = (String, Vec<(String, String)>);
+
+impl Counters {
+    /// The sum of `name` over the dimension sets including every pair in `having`.
+    pub fn total(&self, name: &str, having: &[(&str, &str)]) -> f64 {
+        self.0
+            .lock()
+            .expect("counters lock")
+            .iter()
+            .filter(|((n, dims), _)| {
+                n == name
+                    && having
+                        .iter()
+                        .all(|(k, v)| dims.iter().any(|(dk, dv)| dk == k && dv == v))
+            })
+            .map(|(_, v)| *v)
+            .sum()
+    }
+}
+
+impl Metrics for Counters {
+    fn emit(&self, metric: Metric) {
+        if metric.unit != Unit::Count {
+            return;
+        }
+        let dims = metric
+            .dimensions
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        *self
+            .0
+            .lock()
+            .expect("counters lock")
+            .entry((metric.name.to_owned(), dims))
+            .or_insert(0.0) += metric.value;
+    }
+}

@@ -46,7 +46,7 @@ fn record(id: &str, hash: &str) -> EventRecord {
     }
 }
 
-async fn store_conforms(store: &(impl EventStore + LedgerStore + DeliveryLog)) {
+async fn events_conform(store: &impl EventStore) {
     // Conditional claim: the second claim sees the first record, unchanged.
     let first = record("evt_c1", "aa");
     assert_eq!(store.claim(&first).await.expect("claim"), Claim::Claimed);
@@ -110,7 +110,9 @@ async fn store_conforms(store: &(impl EventStore + LedgerStore + DeliveryLog)) {
             .expect("refresh"),
         "delivered: never re-enqueued"
     );
+}
 
+async fn ledger_conforms(store: &impl LedgerStore) {
     // Versioned entities.
     let mut entity = Entity::new(EntityKind::Payment, "pi_c");
     entity.version = 1;
@@ -186,9 +188,11 @@ async fn store_conforms(store: &(impl EventStore + LedgerStore + DeliveryLog)) {
             .expect("alias"),
         Some(b)
     );
+}
 
+async fn deliveries_conform(store: &impl DeliveryLog) {
     // Leased deliveries.
-    let key = &first.key;
+    let key = &record("evt_d1", "aa").key;
     let lease = Duration::from_secs(60);
     assert_eq!(
         store
@@ -370,7 +374,9 @@ async fn queue_conforms(
 async fn sqlite_conforms() {
     let dir = std::env::temp_dir().join(unique("plumbline-conformance"));
     let store = SqliteStore::open(&dir, 8).expect("open");
-    store_conforms(&store).await;
+    events_conform(&store).await;
+    ledger_conforms(&store).await;
+    deliveries_conform(&store).await;
     queue_conforms(&store, &store).await;
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -381,7 +387,9 @@ async fn dynamodb_and_sqs_conform() {
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
-    store_conforms(&store).await;
+    events_conform(&store).await;
+    ledger_conforms(&store).await;
+    deliveries_conform(&store).await;
     let queue_url = sqs
         .create_queue()
         .queue_name(unique("conformance"))

@@ -9,6 +9,7 @@ pub mod mapping;
 pub mod replay;
 pub mod retry;
 pub mod routes;
+pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

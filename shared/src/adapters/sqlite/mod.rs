@@ -9,7 +9,9 @@
 
 mod deliveries;
 mod events;
+mod inbox;
 mod ledger;
+mod query;
 mod queue;
 mod schema;
 
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use inbox::{InboxEntry, InboxTarget};
+pub use query::{EventFilter, EventRow, LedgerEffect, Minute, TargetStats, Timeline};
 pub use queue::{LocalMessage, MAX_RECEIVES_DEFAULT};
 
 use crate::ports::StoreError;

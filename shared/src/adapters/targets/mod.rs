@@ -55,7 +55,7 @@ pub fn build_all(
     }
 }
 
-fn build(
+pub fn build(
     target: &TargetConfig,
     resolver: &impl SecretResolver,
 ) -> Result<ConfiguredTarget, (String, String)> {
@@ -70,6 +70,10 @@ fn build(
         TargetKind::Hubspot => {
             HubspotTarget::new(client, target, resolver).map(ConfiguredTarget::Hubspot)
         }
+        TargetKind::Inbox => Err((
+            "kind".to_owned(),
+            "inbox targets exist only in plumbline dev".to_owned(),
+        )),
     }
 }
 

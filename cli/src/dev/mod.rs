@@ -1,0 +1,214 @@
+//! `plumbline dev`: the whole pipeline in one process on SQLite. The ingress, the delivery worker
+//! and the status page call the same use cases as the Lambda functions.
+
+mod ops;
+mod server;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use plumbline::adapters::sqlite::{InboxTarget, SqliteStore};
+use plumbline::adapters::targets::{self, ConfiguredTarget};
+use plumbline::config::{Config, TargetKind};
+use plumbline::delivery::{Delivery, Document, worker};
+use plumbline::ingress::Ingress;
+use plumbline::ports::{SystemClock, Target, TargetError};
+use plumbline::telemetry::Counters;
+use tokio::sync::watch;
+
+use crate::demo;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Example:\n  plumbline dev\n  plumbline dev --config infra/plumbline.toml --listen 127.0.0.1:9000 --data-dir /tmp/pl"
+)]
+pub struct DevArgs {
+    /// Address of the ingress and the status page.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives.
+    #[arg(long, default_value = ".plumbline")]
+    pub data_dir: PathBuf,
+    /// The deployment's configuration; without it, the demo configuration.
+    #[arg(long, env = "PLUMBLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Deliveries of one message before it goes to the dead-letter queue (SQS maxReceiveCount).
+    #[arg(long, default_value_t = plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT)]
+    pub max_receives: u32,
+    /// Delivery workers running side by side.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+}
+
+/// A target of the local stack: a real one, or the local inbox.
+#[derive(Debug)]
+pub enum DevTarget {
+    Remote(ConfiguredTarget),
+    Inbox(InboxTarget),
+}
+
+impl Target for DevTarget {
+    async fn deliver(&self, document: &Document, idempotency_key: &str) -> Result<(), TargetError> {
+        match self {
+            Self::Remote(t) => t.deliver(document, idempotency_key).await,
+            Self::Inbox(t) => t.deliver(document, idempotency_key).await,
+        }
+    }
+}
+
+pub type DevIngress = Ingress<SqliteStore, SqliteStore, SystemClock, Counters>;
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct App {
+    pub ingress: DevIngress,
+    pub store: SqliteStore,
+    pub counters: Counters,
+    pub config: Config,
+}
+
+/// Loads `--config`, or the demo configuration (whose secrets then default to the demo values).
+pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, demo::Secrets, bool)> {
+    match path {
+        Some(path) => Ok((Config::load(path)?, demo::Secrets::new(false), false)),
+        None => Ok((
+            Config::parse(demo::CONFIG).context("the demo configuration")?,
+            demo::Secrets::new(true),
+            true,
+        )),
+    }
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
+    let (config, secrets, is_demo) = load_config(args.config.as_ref())?;
+    let verifiers = config.verifiers(&secrets)?;
+    let store = SqliteStore::open(&args.data_dir, args.max_receives)
+        .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
+    let counters = Counters::default();
+    let mut dev_targets = BTreeMap::new();
+    for (name, target) in &config.targets {
+        let built = if target.kind == TargetKind::Inbox {
+            DevTarget::Inbox(InboxTarget::new(store.clone(), name))
+        } else {
+            DevTarget::Remote(
+                targets::build(target, &secrets)
+                    .map_err(|(key, why)| anyhow::anyhow!("targets.{name}.{key}: {why}"))?,
+            )
+        };
+        dev_targets.insert(name.clone(), built);
+    }
+    let delivery = Arc::new(Delivery::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        dev_targets,
+        SystemClock,
+        counters.clone(),
+        &config,
+    ));
+    let ingress = Ingress::new(
+        store.clone(),
+        store.clone(),
+        SystemClock,
+        counters.clone(),
+        verifiers,
+        config.ingress,
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    print_banner(&config, address, &args.data_dir, is_demo);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut workers = Vec::new();
+    for _ in 0..args.workers.max(1) {
+        let (delivery, store, stop) = (Arc::clone(&delivery), store.clone(), stop_rx.clone());
+        workers.push(tokio::spawn(async move {
+            let wait = |d: Duration| {
+                let store = store.clone();
+                async move { store.wait_for_messages(d).await }
+            };
+            worker::run(
+                delivery.as_ref(),
+                &store,
+                wait,
+                Duration::from_millis(500),
+                stop,
+            )
+            .await;
+        }));
+    }
+    let app = Arc::new(App {
+        ingress,
+        store,
+        counters,
+        config,
+    });
+    server::serve(listener, app, shutdown_signal()).await?;
+    // The server stopped taking requests; let the workers finish the batches in hand.
+    eprintln!("plumbline dev: stopping; finishing deliveries in flight");
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    eprintln!("plumbline dev: stopped");
+    Ok(true)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+fn print_banner(config: &Config, address: SocketAddr, data_dir: &std::path::Path, is_demo: bool) {
+    let base = format!("http://{address}");
+    println!(
+        "plumbline dev: listening on {base} (data in {})",
+        data_dir.display()
+    );
+    println!();
+    println!("Webhook URLs:");
+    for (name, source) in &config.sources {
+        println!(
+            "  {:<10} {base}/webhooks/{name}   ({})",
+            name.as_str(),
+            source.kind
+        );
+    }
+    if is_demo {
+        println!();
+        println!(
+            "Demo configuration (no --config given). Demo secrets, for signing test requests only:"
+        );
+        for (name, value) in demo::SECRETS {
+            println!("  {name}={value}");
+        }
+    }
+    println!();
+    println!("Status page: {base}/ops   (JSON: {base}/ops/status)");
+    println!();
+    println!("Next, in another terminal:");
+    println!("  cargo run -p plumbline-cli -- send stripe payment_intent.succeeded --url {base}");
+    println!("  cargo run -p plumbline-cli -- events list");
+    println!();
+    println!("Ctrl-C stops after the deliveries in flight.");
+}

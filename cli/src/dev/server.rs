@@ -1,0 +1,89 @@
+//! The local HTTP surface: the ingress route and the status page.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use plumbline::ingress::{Reply, WebhookRequest, reply};
+
+use super::{App, ops};
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Bodies up to twice the ingress limit reach the ingress, which answers the precise 413 and
+    // counts it; anything larger is cut off by the server first.
+    let limit = app
+        .config
+        .ingress
+        .max_body_bytes
+        .saturating_mul(2)
+        .max(64 * 1024);
+    let router = Router::new()
+        .route("/webhooks/{source}", any(webhook))
+        .route("/ops", get(ops_page))
+        .route("/ops/status", get(ops_status))
+        .route("/ops/events/{id}", get(event_page))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn webhook(
+    State(app): State<Arc<App>>,
+    method: Method,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = ulid::Ulid::new().to_string();
+    let request = WebhookRequest {
+        method: &method,
+        source: &source,
+        headers: &headers,
+        body: &body,
+        request_id: Some(&request_id),
+    };
+    into_response(reply(&app.ingress.handle(request).await))
+}
+
+fn into_response(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, reply.content_type)],
+        reply.body,
+    )
+        .into_response()
+}
+
+async fn ops_status(State(app): State<Arc<App>>) -> Response {
+    match ops::status(&app).await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    }
+}
+
+async fn ops_page(State(app): State<Arc<App>>) -> Response {
+    match ops::status(&app).await {
+        Ok(status) => Html(ops::render(&status)).into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    }
+}
+
+async fn event_page(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.timeline(&id).await {
+        Ok(Some(timeline)) => Html(ops::render_timeline(&timeline)).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such event").into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,148 @@
+//! `plumbline events`: what happened to each event.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use plumbline::adapters::sqlite::{EventFilter, SqliteStore};
+
+use crate::present::{timeline_json, timeline_lines};
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCommand {
+    /// Recent events, newest first.
+    #[command(
+        after_help = "Examples:\n  plumbline events list\n  plumbline events list --status dead_lettered --type 'payment.*' --since 1h --json"
+    )]
+    List(ListArgs),
+    /// One event's timeline: received, quarantine or conflict, ledger effect, each delivery.
+    #[command(
+        after_help = "Examples:\n  plumbline events show 01KAQ5Z8Y2M3N4P5Q6R7S8T9V0\n  plumbline events show stripe:evt_3PqLr2F7kS1mZk0a1dS8kT4e --json"
+    )]
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Local {
+    /// The local stack's data directory.
+    #[arg(long, default_value = ".plumbline")]
+    data_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// received, quarantined, unrouted, delivered, delivered_to_none, suppressed, dead_lettered
+    #[arg(long)]
+    status: Option<String>,
+    /// A canonical type or a glob such as `payment.*`.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Only events received in this window: 30s, 10m, 2h, 7d.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    #[command(flatten)]
+    local: Local,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// plumbline's event id, the event key, or the idempotency key (`source:id`).
+    id: String,
+    #[command(flatten)]
+    local: Local,
+}
+
+/// `30s`, `10m`, `2h`, `7d` → milliseconds.
+pub fn parse_window(text: &str) -> anyhow::Result<i64> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a window such as 10m"))?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("{text:?}: use s, m, h or d"),
+    };
+    Ok(n * ms)
+}
+
+fn open(local: &Local) -> anyhow::Result<SqliteStore> {
+    anyhow::ensure!(
+        local.data_dir.join("plumbline.db").exists(),
+        "no database in {}; is this where `plumbline dev` runs?",
+        local.data_dir.display()
+    );
+    Ok(SqliteStore::open(
+        &local.data_dir,
+        plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
+    )?)
+}
+
+pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
+    match command {
+        EventsCommand::List(args) => {
+            let store = open(&args.local)?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+            let since_ms = args
+                .since
+                .as_deref()
+                .map(parse_window)
+                .transpose()?
+                .map(|w| now - w);
+            let rows = store
+                .list_events(EventFilter {
+                    status: args.status,
+                    event_type: args.event_type,
+                    since_ms,
+                    limit: args.limit,
+                })
+                .await?;
+            if args.local.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<26}  {:<20}  {:<8}  {:<26}  {:<18}  detail",
+                    "event id", "received", "source", "type", "status"
+                );
+                for r in rows {
+                    let kind = r.event_type.unwrap_or(r.source_type);
+                    println!(
+                        "{:<26}  {:<20}  {:<8}  {:<26}  {:<18}  {}",
+                        r.event_id,
+                        r.received_at.get(..19).unwrap_or(&r.received_at),
+                        r.source,
+                        kind,
+                        r.status,
+                        r.detail.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(true)
+        }
+        EventsCommand::Show(args) => {
+            let store = open(&args.local)?;
+            let Some(timeline) = store.timeline(&args.id).await? else {
+                eprintln!("no event {}", args.id);
+                return Ok(false);
+            };
+            if args.local.json {
+                println!("{}", timeline_json(&timeline));
+            } else {
+                for line in timeline_lines(&timeline) {
+                    println!("{line}");
+                }
+            }
+            Ok(true)
+        }
+    }
+}
