@@ -9,7 +9,7 @@ use secrecy::SecretString;
 pub const CONFIG: &str = include_str!("../demo.toml");
 
 /// Public demo values: they protect nothing and are printed at start-up.
-pub const SECRETS: [(&str, &str); 5] = [
+pub const SECRETS: [(&str, &str); 6] = [
     (
         "PLUMBLINE_DEMO_STRIPE_SECRET",
         "whsec_plumbline_demo_stripe",
@@ -24,6 +24,10 @@ pub const SECRETS: [(&str, &str); 5] = [
         "706C756D626C696E652D64656D6F2D6164792D686D61632D6B65792D3332622E",
     ),
     ("PLUMBLINE_DEMO_PADDLE_SECRET", "pdl_ntfset_plumbline_demo"),
+    (
+        "PLUMBLINE_DEMO_ERP_SIGNING_SECRET",
+        "whsec_cGx1bWJsaW5lLXdhbGt0aHJvdWdo",
+    ),
 ];
 
 /// The environment first, then the demo values.
@@ -33,6 +37,8 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// With `use_demo`, unset `PLUMBLINE_DEMO_*` variables fall back to the demo values; other
+    /// references always come from the environment.
     pub fn new(use_demo: bool) -> Self {
         let demo = use_demo.then(|| {
             MapSecrets(

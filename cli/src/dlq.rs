@@ -25,6 +25,21 @@ pub struct ListArgs {
     json: bool,
 }
 
+/// The event a dead letter is about: its attribute, else the key inside the message (messages
+/// moved by the receive limit carry no attributes of their own).
+fn event_key(letter: &plumbline::adapters::sqlite::LocalMessage) -> String {
+    letter
+        .attributes
+        .get("event_key")
+        .cloned()
+        .unwrap_or_else(|| {
+            serde_json::from_str::<serde_json::Value>(&letter.body)
+                .ok()
+                .and_then(|b| b["key"].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+}
+
 pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
     let DlqCommand::List(args) = command;
     anyhow::ensure!(
@@ -55,7 +70,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
             println!(
                 "{:<6}  {:<34}  {:<10}  {:<24}  {}",
                 l.id,
-                attr(&l.attributes, "event_key"),
+                event_key(l),
                 attr(&l.attributes, "target"),
                 attr(&l.attributes, "event_type"),
                 attr(&l.attributes, "reason")

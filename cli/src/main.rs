@@ -11,6 +11,7 @@ mod dev;
 mod dlq;
 mod events;
 mod present;
+mod receive;
 mod replay;
 mod send;
 
@@ -39,6 +40,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Moves dead-lettered messages back to the delivery queue (safe to run twice).
     Replay(replay::ReplayArgs),
+    /// A local HTTP target that prints each delivery and checks its signature.
+    Receive(receive::ReceiveArgs),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Events(command) => run_async(events::run(command), false),
         Command::Dlq(command) => run_async(dlq::run(command), false),
         Command::Replay(args) => run_async(replay::run(args), false),
+        Command::Receive(args) => run_async(receive::run(args), false),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();

@@ -75,7 +75,9 @@ pub struct App {
 /// Loads `--config`, or the demo configuration (whose secrets then default to the demo values).
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, demo::Secrets, bool)> {
     match path {
-        Some(path) => Ok((Config::load(path)?, demo::Secrets::new(false), false)),
+        // Demo secrets stay available (only `PLUMBLINE_DEMO_*` names resolve to them), so the
+        // example configurations under docs/ work without setting anything.
+        Some(path) => Ok((Config::load(path)?, demo::Secrets::new(true), false)),
         None => Ok((
             Config::parse(demo::CONFIG).context("the demo configuration")?,
             demo::Secrets::new(true),
