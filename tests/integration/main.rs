@@ -2,11 +2,15 @@
 //! `tests/run`, reached through `AWS_ENDPOINT_URL`); targets are real HTTP servers on loopback;
 //! nothing here fakes an SDK.
 
+// A scenario reads best as one function, even a long one.
+#![allow(clippy::too_many_lines)]
+
 mod conformance;
 mod contract;
 mod delivery;
 mod delivery_failures;
 mod helpers;
 mod ingress;
+mod local;
 mod samples;
 mod template;

@@ -91,6 +91,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     let verifiers = config.verifiers(&secrets)?;
     let store = SqliteStore::open(&args.data_dir, args.max_receives)
         .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
+    let (messages, leases) = store.recover_in_flight().await?;
+    let orphans = store.requeue_orphaned_claims().await?;
+    if messages + leases + orphans > 0 {
+        eprintln!(
+            "plumbline dev: resuming {messages} message(s), {leases} delivery lease(s) and {orphans} unqueued claim(s) left by the previous run"
+        );
+    }
     let counters = Counters::default();
     let mut dev_targets = BTreeMap::new();
     for (name, target) in &config.targets {

@@ -1,6 +1,7 @@
 //! What the tests need: AWS clients against the emulator, a table created from the template's
 //! key schema, a fresh queue, signed API Gateway requests, and a ready-made ingress stack.
 
+pub mod dev;
 pub mod pipeline;
 pub mod recorder;
 

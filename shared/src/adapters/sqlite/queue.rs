@@ -173,6 +173,56 @@ impl SqliteStore {
         .await
     }
 
+    /// Makes every in-flight message visible and frees every delivery lease. Only for the one
+    /// process that consumes this database, at its start: whatever is in flight then belonged
+    /// to a process that died, and waiting out its timeouts would only delay delivery.
+    pub async fn recover_in_flight(&self) -> Result<(u64, u64), StoreError> {
+        self.run(|conn| {
+            let messages = conn
+                .execute("UPDATE messages SET visible_at_ms = ?1, receipt = NULL WHERE receipt IS NOT NULL AND visible_at_ms > ?1", [now_ms()])
+                .map_err(|e| sql_error(&e))?;
+            let leases = conn
+                .execute("UPDATE deliveries SET state = 'retrying', lease_until_ms = NULL WHERE state = 'in_flight'", [])
+                .map_err(|e| sql_error(&e))?;
+            Ok((messages as u64, leases as u64))
+        })
+        .await
+    }
+
+    /// Re-enqueues every claim that awaits delivery but has no message on the queue: a process
+    /// that died between a claim's commit and its enqueue's leaves one. Run at start-up, before
+    /// any request is taken.
+    pub async fn requeue_orphaned_claims(&self) -> Result<u64, StoreError> {
+        let requeued = self
+            .run(|conn| {
+                let mut stmt = conn
+                    .prepare(
+                        "SELECT e.key, e.envelope FROM events e WHERE e.pending_since IS NOT NULL AND e.envelope IS NOT NULL \
+                         AND NOT EXISTS (SELECT 1 FROM messages m WHERE json_extract(m.body, '$.key') = e.key)",
+                    )
+                    .map_err(|e| sql_error(&e))?;
+                let orphans: Vec<(String, String)> = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| sql_error(&e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| sql_error(&e))?;
+                for (key, envelope) in &orphans {
+                    let envelope: crate::contract::Envelope =
+                        serde_json::from_str(envelope).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+                    let key = crate::ports::EventKey::parse(key).ok_or_else(|| StoreError::Corrupt(format!("{key}: bad key")))?;
+                    let message = QueueMessage::new(&key, &envelope);
+                    let attributes = message.attributes().iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+                    send(conn, DELIVERY, &message.body(), &attributes)?;
+                }
+                Ok(orphans.len() as u64)
+            })
+            .await?;
+        if requeued > 0 {
+            self.enqueued.notify_one();
+        }
+        Ok(requeued)
+    }
+
     /// Waits until a message may have become visible: woken by an enqueue, or after `at_most`.
     pub async fn wait_for_messages(&self, at_most: Duration) {
         let _ = tokio::time::timeout(at_most, self.enqueued.notified()).await;
