@@ -412,3 +412,97 @@ async fn dynamodb_and_sqs_conform() {
     )
     .await;
 }
+
+/// A message handed out `max` times without being acknowledged moves to the dead-letter queue.
+async fn redrive_conforms(
+    queue: &(impl EventQueue + QueueConsumer),
+    dlq: &impl DeadLetterSource,
+    max: u32,
+) {
+    let message = QueueMessage::new(
+        &record("evt_r", "aa").key,
+        record("evt_r", "aa").envelope.as_ref().expect("envelope"),
+    );
+    queue.enqueue(&message).await.expect("enqueue");
+    for attempt in 1..=max {
+        let got = queue.receive(10, Duration::ZERO).await.expect("receive");
+        assert_eq!(got.len(), 1, "receive {attempt}");
+        assert_eq!(got[0].receive_count, attempt);
+    }
+    let mut letters = Vec::new();
+    for _ in 0..50 {
+        assert!(
+            queue
+                .receive(10, Duration::ZERO)
+                .await
+                .expect("receive")
+                .is_empty(),
+            "moved, not handed out again"
+        );
+        letters = dlq
+            .receive(10, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(letters.len(), 1, "on the dead-letter queue");
+    assert_eq!(
+        QueueMessage::decode(&letters[0].body).expect("decodes"),
+        message
+    );
+}
+
+#[tokio::test]
+async fn sqlite_dead_letters_after_the_maximum_receives() {
+    let dir = std::env::temp_dir().join(unique("plumbline-redrive"));
+    let store = SqliteStore::open(&dir, 2).expect("open");
+    redrive_conforms(&store, &store, 2).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn sqs_dead_letters_after_the_maximum_receives() {
+    let sqs = aws_sdk_sqs::Client::new(&aws().await);
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(unique("redrive-dlq"))
+        .send()
+        .await
+        .expect("dlq")
+        .queue_url
+        .expect("url");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("arn");
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique("redrive"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2 }).to_string(),
+        )
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    redrive_conforms(
+        &SqsQueue::new(sqs.clone(), queue_url),
+        &SqsDeadLetters::new(sqs, dlq_url),
+        2,
+    )
+    .await;
+}
