@@ -12,5 +12,6 @@ mod delivery_failures;
 mod helpers;
 mod ingress;
 mod local;
+mod ops;
 mod samples;
 mod template;
