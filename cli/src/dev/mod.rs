@@ -40,8 +40,9 @@ pub struct DevArgs {
     /// Deliveries of one message before it goes to the dead-letter queue (SQS maxReceiveCount).
     #[arg(long, default_value_t = plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT)]
     pub max_receives: u32,
-    /// Delivery workers running side by side.
-    #[arg(long, default_value_t = 4)]
+    /// Delivery workers running side by side. More workers share each group commit, which is
+    /// what delivery throughput depends on (docs/benchmarks.md).
+    #[arg(long, default_value_t = 16)]
     pub workers: usize,
 }
 
