@@ -3,7 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
 use plumbline::adapters::sqlite::SqliteStore;
+use plumbline::adapters::sqs::SqsDeadLetters;
+use plumbline::ports::DeadLetterSource;
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
@@ -15,6 +21,10 @@ pub enum DlqCommand {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
+    /// Read the SQS dead-letter queue (PLUMBLINE_DLQ_URL) instead of the local stack's.
+    /// Messages are received and released again at once; nothing is removed.
+    #[arg(long)]
+    aws: bool,
     /// The local stack's data directory.
     #[arg(long, default_value = ".plumbline")]
     data_dir: PathBuf,
@@ -25,52 +35,98 @@ pub struct ListArgs {
     json: bool,
 }
 
-/// The event a dead letter is about: its attribute, else the key inside the message (messages
-/// moved by the receive limit carry no attributes of their own).
-fn event_key(letter: &plumbline::adapters::sqlite::LocalMessage) -> String {
-    letter
-        .attributes
-        .get("event_key")
-        .cloned()
-        .unwrap_or_else(|| {
-            serde_json::from_str::<serde_json::Value>(&letter.body)
-                .ok()
-                .and_then(|b| b["key"].as_str().map(str::to_owned))
-                .unwrap_or_default()
+/// A dead letter as listed.
+struct Letter {
+    id: String,
+    attributes: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Letter {
+    /// The event it is about: its attribute, else the key inside the message (messages moved
+    /// by the receive limit carry no attributes of their own).
+    fn event_key(&self) -> String {
+        self.attributes
+            .get("event_key")
+            .cloned()
+            .unwrap_or_else(|| {
+                serde_json::from_str::<serde_json::Value>(&self.body)
+                    .ok()
+                    .and_then(|b| b["key"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+    }
+}
+
+/// Every letter on the SQS dead-letter queue, each seen once, then all released.
+async fn sqs_letters(limit: usize) -> anyhow::Result<Vec<Letter>> {
+    let url = std::env::var("PLUMBLINE_DLQ_URL").context("PLUMBLINE_DLQ_URL is not set")?;
+    let aws = aws_config::load_from_env().await;
+    let dlq = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&aws), url);
+    let mut seen = Vec::new();
+    while seen.len() < limit {
+        let batch = dlq.receive(10, Duration::from_secs(60)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(batch);
+    }
+    for letter in &seen {
+        dlq.release(&letter.receipt_handle).await?;
+    }
+    Ok(seen
+        .into_iter()
+        .take(limit)
+        .map(|r| Letter {
+            id: r.message_id,
+            attributes: r.attributes,
+            body: r.body,
         })
+        .collect())
 }
 
 pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
     let DlqCommand::List(args) = command;
-    anyhow::ensure!(
-        args.data_dir.join("plumbline.db").exists(),
-        "no database in {}",
-        args.data_dir.display()
-    );
-    let store = SqliteStore::open(
-        &args.data_dir,
-        plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
-    )?;
-    let letters = store.list_messages(true, args.limit).await?;
-    let attr = |a: &std::collections::BTreeMap<String, String>, k: &str| {
-        a.get(k).cloned().unwrap_or_default()
+    let letters = if args.aws {
+        sqs_letters(args.limit).await?
+    } else {
+        anyhow::ensure!(
+            args.data_dir.join("plumbline.db").exists(),
+            "no database in {}",
+            args.data_dir.display()
+        );
+        let store = SqliteStore::open(
+            &args.data_dir,
+            plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
+        )?;
+        store
+            .list_messages(true, args.limit)
+            .await?
+            .into_iter()
+            .map(|m| Letter {
+                id: m.id.to_string(),
+                attributes: m.attributes,
+                body: m.body,
+            })
+            .collect()
     };
+    let attr = |a: &BTreeMap<String, String>, k: &str| a.get(k).cloned().unwrap_or_default();
     if args.json {
         let list: Vec<_> = letters
             .iter()
-            .map(|l| json!({ "id": l.id, "attributes": l.attributes, "sent_ms": l.sent_ms, "body": serde_json::from_str::<serde_json::Value>(&l.body).unwrap_or_default() }))
+            .map(|l| json!({ "id": l.id, "event_key": l.event_key(), "attributes": l.attributes, "body": serde_json::from_str::<serde_json::Value>(&l.body).unwrap_or_default() }))
             .collect();
         println!("{}", serde_json::to_string(&list)?);
     } else {
         println!(
-            "{:<6}  {:<34}  {:<10}  {:<24}  reason",
+            "{:<10}  {:<34}  {:<10}  {:<24}  reason",
             "id", "event", "target", "type"
         );
         for l in &letters {
             println!(
-                "{:<6}  {:<34}  {:<10}  {:<24}  {}",
-                l.id,
-                event_key(l),
+                "{:<10}  {:<34}  {:<10}  {:<24}  {}",
+                l.id.get(..10).unwrap_or(&l.id),
+                l.event_key(),
                 attr(&l.attributes, "target"),
                 attr(&l.attributes, "event_type"),
                 attr(&l.attributes, "reason")

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::{EventFilter, SqliteStore};
 
 use crate::present::{timeline_json, timeline_lines};
@@ -24,6 +25,10 @@ pub enum EventsCommand {
 
 #[derive(Args, Debug)]
 pub struct Local {
+    /// Read DynamoDB (table from PLUMBLINE_TABLE) instead of the local stack. On AWS, `show`
+    /// takes the idempotency key or event key, and `list` scans the table.
+    #[arg(long)]
+    aws: bool,
     /// The local stack's data directory.
     #[arg(long, default_value = ".plumbline")]
     data_dir: PathBuf,
@@ -88,10 +93,15 @@ fn open(local: &Local) -> anyhow::Result<SqliteStore> {
     )?)
 }
 
+async fn dynamo() -> anyhow::Result<DynamoStore> {
+    let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
+    let aws = aws_config::load_from_env().await;
+    Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table))
+}
+
 pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
     match command {
         EventsCommand::List(args) => {
-            let store = open(&args.local)?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
             let since_ms = args
                 .since
@@ -99,14 +109,31 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
                 .map(parse_window)
                 .transpose()?
                 .map(|w| now - w);
-            let rows = store
-                .list_events(EventFilter {
+            let rows = if args.local.aws {
+                let since = since_ms
+                    .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    });
+                dynamo()
+                    .await?
+                    .list_events(
+                        args.status.as_deref(),
+                        args.event_type.as_deref(),
+                        since.as_deref(),
+                        args.limit,
+                    )
+                    .await?
+            } else {
+                let filter = EventFilter {
                     status: args.status,
                     event_type: args.event_type,
                     since_ms,
                     limit: args.limit,
-                })
-                .await?;
+                };
+                open(&args.local)?.list_events(filter).await?
+            };
             if args.local.json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
@@ -130,8 +157,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
         EventsCommand::Show(args) => {
-            let store = open(&args.local)?;
-            let Some(timeline) = store.timeline(&args.id).await? else {
+            let timeline = if args.local.aws {
+                dynamo().await?.timeline(&args.id).await?
+            } else {
+                open(&args.local)?.timeline(&args.id).await?
+            };
+            let Some(timeline) = timeline else {
                 eprintln!("no event {}", args.id);
                 return Ok(false);
             };

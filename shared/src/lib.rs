@@ -9,6 +9,7 @@ pub mod config;
 pub mod contract;
 pub mod delivery;
 pub mod ingress;
+pub mod inspect;
 pub mod ledger;
 pub mod ports;
 pub mod sources;

@@ -76,6 +76,7 @@ breaker_cooldown_secs = 30
 
 pub struct Pipeline {
     pub sqs: aws_sdk_sqs::Client,
+    pub table: String,
     pub queue_url: String,
     pub dlq_url: String,
     pub clock: ManualClock,
@@ -141,6 +142,7 @@ impl Pipeline {
         );
         Self {
             sqs,
+            table,
             queue_url,
             dlq_url,
             clock,

@@ -10,6 +10,7 @@
 
 mod deliveries;
 mod events;
+mod inspect;
 mod ledger;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 pub use events::{EVENT_SK, PENDING_INDEX};
+pub use inspect::key_for;
 
 use super::aws_error::{code, is_throttling};
 use crate::ports::StoreError;

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use crate::inspect::{EventRow, LedgerEffect, Timeline};
 pub use inbox::{InboxEntry, InboxTarget};
-pub use query::{EventFilter, EventRow, LedgerEffect, Minute, TargetStats, Timeline};
+pub use query::{EventFilter, Minute, TargetStats};
 pub use queue::{LocalMessage, MAX_RECEIVES_DEFAULT};
 
 use crate::ports::StoreError;

@@ -7,22 +7,8 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{SqliteStore, deliveries, events, now_ms, sql_error};
-use crate::ports::{DeliveryRecord, EventRecord, StoreError};
-
-/// One line of `plumbline events list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EventRow {
-    pub event_id: String,
-    pub key: String,
-    pub source: String,
-    pub source_type: String,
-    pub event_type: Option<String>,
-    pub status: String,
-    pub received_at: String,
-    /// The quarantine reason or the status detail.
-    pub detail: Option<String>,
-    pub conflicts: u32,
-}
+use crate::inspect::{EventRow, LedgerEffect, Timeline};
+use crate::ports::StoreError;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {
@@ -31,26 +17,6 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     pub since_ms: Option<i64>,
     pub limit: usize,
-}
-
-/// What the ledger did with an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LedgerEffect {
-    pub entity_kind: String,
-    pub entity_id: String,
-    pub effect: String,
-    pub ownership_conflicts: Vec<String>,
-}
-
-/// Everything known about one event, for `plumbline events show`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Timeline {
-    pub record: EventRecord,
-    pub status_detail: Option<String>,
-    pub status_at: Option<String>,
-    pub conflicts: u32,
-    pub ledger: Option<LedgerEffect>,
-    pub deliveries: Vec<DeliveryRecord>,
 }
 
 /// Per-minute counts for the status page's chart.
