@@ -109,40 +109,34 @@ impl SqsDeadLetters {
     }
 }
 
+/// Sends `body` to `url` with string attributes; empty values are left out, as SQS refuses
+/// them and an absent attribute says the same.
+async fn send_to(
+    client: &Client,
+    url: &str,
+    body: &str,
+    attributes: &[(&str, String)],
+) -> Result<(), QueueError> {
+    let mut request = client.send_message().queue_url(url).message_body(body);
+    for (name, value) in attributes.iter().filter(|(_, v)| !v.is_empty()) {
+        request = request.message_attributes(*name, string_attribute(value)?);
+    }
+    request.send().await.map(|_| ()).map_err(classify)
+}
+
 impl DeadLetters for SqsDeadLetters {
     async fn dead_letter(
         &self,
         body: &str,
         attributes: &[(&str, String)],
     ) -> Result<(), QueueError> {
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body);
-        for (name, value) in attributes {
-            // SQS refuses empty attribute values; an absent attribute says the same.
-            if !value.is_empty() {
-                request = request.message_attributes(*name, string_attribute(value)?);
-            }
-        }
-        request.send().await.map(|_| ()).map_err(classify)
+        send_to(&self.client, &self.url, body, attributes).await
     }
 }
 
 impl Requeue for SqsQueue {
     async fn requeue(&self, body: &str, attributes: &[(&str, String)]) -> Result<(), QueueError> {
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body);
-        for (name, value) in attributes {
-            if !value.is_empty() {
-                request = request.message_attributes(*name, string_attribute(value)?);
-            }
-        }
-        request.send().await.map(|_| ()).map_err(classify)
+        send_to(&self.client, &self.url, body, attributes).await
     }
 }
 
