@@ -1,0 +1,342 @@
+//! The deployment's TOML configuration: parsed once, validated whole, every problem reported
+//! with the key it is about (and the line, where the parser knows it).
+//!
+//! Secrets are references (`env:NAME`), resolved by the component that needs them: the ingress
+//! resolves only the source secrets, so it never holds a target's credentials.
+
+mod raw;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use secrecy::SecretSlice;
+use serde::Deserialize;
+
+pub use secrets::{EnvSecrets, MapSecrets, SecretRef, SecretResolver};
+
+use crate::contract::SourceName;
+use crate::sources::{SourceKind, Verifier};
+use raw::{
+    Problems, RawConfig, check_ownership, parse_delivery, parse_ingress, parse_routes,
+    parse_sources, parse_targets,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted path of the key, e.g. `sources.stripe.secrets[0]`.
+    pub key: String,
+    pub reason: String,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a configuration, so one run of `config check` shows them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        write!(f, "invalid configuration: {}", lines.join("; "))
+    }
+}
+
+impl ConfigError {
+    fn one(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            problems: vec![ConfigProblem {
+                key: key.into(),
+                reason: reason.into(),
+                line: None,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: SourceName,
+    pub kind: SourceKind,
+    pub secrets: Vec<SecretRef>,
+    pub tolerance_secs: i64,
+    pub api_key: Option<SecretRef>,
+    pub api_base: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    Http,
+    Hubspot,
+    /// Records deliveries in the local database; only `plumbline dev` has it.
+    Inbox,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kind: TargetKind,
+    pub url: Option<String>,
+    pub secret: Option<SecretRef>,
+    pub token: Option<SecretRef>,
+    pub timeout: std::time::Duration,
+    /// Extra request headers: literal values, or secret references.
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// Canonical field → target field; empty means "send the whole document".
+    pub fields: Vec<crate::delivery::mapping::FieldMapping>,
+    pub hubspot: HubspotSettings,
+}
+
+/// A configured header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    Literal(String),
+    Secret(SecretRef),
+}
+
+/// HubSpot specifics; defaults suit a portal with a `plumbline_id` unique deal property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubspotSettings {
+    pub base_url: String,
+    pub pipeline: String,
+    /// Ledger state → deal stage id.
+    pub stages: BTreeMap<String, String>,
+    /// The unique contact property contacts are upserted by.
+    pub contact_id_property: String,
+    /// The unique deal property deals are upserted by.
+    pub deal_id_property: String,
+}
+
+impl Default for HubspotSettings {
+    fn default() -> Self {
+        let stages = [
+            ("created", "appointmentscheduled"),
+            ("pending", "appointmentscheduled"),
+            ("processing", "contractsent"),
+            ("authorized", "contractsent"),
+            ("paid", "closedwon"),
+            ("succeeded", "closedwon"),
+            ("fulfilled", "closedwon"),
+            ("failed", "closedlost"),
+            ("canceled", "closedlost"),
+            ("cancelled", "closedlost"),
+            ("refunded", "closedlost"),
+            ("dispute_lost", "closedlost"),
+        ];
+        Self {
+            base_url: "https://api.hubapi.com".into(),
+            pipeline: "default".into(),
+            stages: stages
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+            contact_id_property: "email".into(),
+            deal_id_property: "plumbline_id".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub events: Vec<String>,
+    pub targets: Vec<String>,
+    /// Dotted path into the envelope → required value (all must match).
+    pub filter: BTreeMap<String, String>,
+}
+
+/// Retry, circuit breaker and lease settings of the delivery worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverySettings {
+    pub backoff_base_secs: u64,
+    pub backoff_cap_secs: u64,
+    /// A target's `Retry-After` is honoured up to this.
+    pub retry_after_cap_secs: u64,
+    /// Consecutive retryable failures that open a target's circuit.
+    pub breaker_threshold: u32,
+    pub breaker_cooldown_secs: u64,
+    /// How long one worker owns a target call; longer than any target timeout.
+    pub lease_secs: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            backoff_base_secs: 2,
+            backoff_cap_secs: 900,
+            retry_after_cap_secs: 3600,
+            breaker_threshold: 5,
+            breaker_cooldown_secs: 30,
+            lease_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerSettings {
+    /// A second submission of the same form by the same person within this window is merged.
+    pub lead_dedup_window_secs: i64,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            lead_dedup_window_secs: 600,
+        }
+    }
+}
+
+/// Limits and horizons of the ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressSettings {
+    pub max_body_bytes: usize,
+    /// A duplicate of a claim older than this, still untouched by delivery, re-enqueues it.
+    pub duplicate_horizon_secs: i64,
+    /// How long event records are kept (the table's TTL attribute).
+    pub retention_days: i64,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            duplicate_horizon_secs: 300,
+            retention_days: 90,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sources: BTreeMap<SourceName, SourceConfig>,
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub routes: Vec<Route>,
+    pub ownership: BTreeMap<String, String>,
+    pub thresholds: BTreeMap<String, u64>,
+    pub ingress: IngressSettings,
+    pub delivery: DeliverySettings,
+    pub ledger: LedgerSettings,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one("(file)", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError {
+                problems: vec![ConfigProblem {
+                    key: "(syntax)".into(),
+                    reason: e.message().trim().to_owned(),
+                    line,
+                }],
+            }
+        })?;
+        let mut problems = Problems {
+            text,
+            list: Vec::new(),
+        };
+        let sources = parse_sources(raw.sources, &mut problems);
+        let targets = parse_targets(raw.targets, &mut problems);
+        let routes = parse_routes(raw.routes, &targets, &mut problems);
+        check_ownership(&raw.ownership, &sources, &targets, &mut problems);
+        let ingress = parse_ingress(&raw.ingress, &mut problems);
+        let delivery = parse_delivery(&raw.delivery, &mut problems);
+        let ledger = LedgerSettings {
+            lead_dedup_window_secs: raw
+                .ledger
+                .lead_dedup_window_secs
+                .unwrap_or(LedgerSettings::default().lead_dedup_window_secs),
+        };
+        if ledger.lead_dedup_window_secs < 0 {
+            problems.add(
+                "ledger.lead_dedup_window_secs".into(),
+                "must not be negative",
+            );
+        }
+        if !problems.list.is_empty() {
+            return Err(ConfigError {
+                problems: problems.list,
+            });
+        }
+        Ok(Self {
+            sources,
+            targets,
+            routes,
+            ownership: raw.ownership,
+            thresholds: raw.reconcile.thresholds,
+            ingress,
+            delivery,
+            ledger,
+        })
+    }
+
+    /// Resolves every source's secrets into verifiers; fails with the key of each secret that
+    /// cannot be resolved or decoded.
+    pub fn verifiers(
+        &self,
+        resolver: &impl SecretResolver,
+    ) -> Result<BTreeMap<SourceName, Verifier>, ConfigError> {
+        use secrecy::ExposeSecret;
+        let mut problems = Vec::new();
+        let mut out = BTreeMap::new();
+        for (name, source) in &self.sources {
+            let mut keys = Vec::new();
+            for (i, reference) in source.secrets.iter().enumerate() {
+                let key = format!("sources.{name}.secrets[{i}]");
+                match resolver.resolve(reference) {
+                    Ok(value) => match source.kind.decode_secret(value.expose_secret()) {
+                        Ok(bytes) => keys.push(SecretSlice::from(bytes)),
+                        Err(reason) => problems.push(ConfigProblem {
+                            key,
+                            reason: reason.into(),
+                            line: None,
+                        }),
+                    },
+                    Err(reason) => problems.push(ConfigProblem {
+                        key,
+                        reason,
+                        line: None,
+                    }),
+                }
+            }
+            out.insert(
+                name.clone(),
+                Verifier {
+                    kind: source.kind,
+                    keys,
+                    tolerance_secs: source.tolerance_secs,
+                },
+            );
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

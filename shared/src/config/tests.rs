@@ -1,0 +1,147 @@
+use super::*;
+
+const DESIGN_EXAMPLE: &str = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:STRIPE_WEBHOOK_SECRET"]
+tolerance_secs = 300
+api_key = "env:STRIPE_API_KEY"
+api_base = "https://api.stripe.com"
+
+[sources.site]
+kind = "standard-webhooks"
+secrets = ["env:SITE_WEBHOOK_SECRET"]
+
+[targets.erp]
+kind = "http"
+url = "https://erp.example.com/plumbline"
+secret = "env:ERP_SIGNING_SECRET"
+
+[targets.crm]
+kind = "hubspot"
+token = "env:HUBSPOT_TOKEN"
+
+[[routes]]
+events = ["payment.*", "order.*"]
+targets = ["erp"]
+
+[[routes]]
+events = ["lead.*", "payment.succeeded"]
+targets = ["crm"]
+
+[ownership]
+"payment.status" = "stripe"
+"customer.email" = "crm"
+"order.fulfillment_status" = "erp"
+
+[reconcile.thresholds]
+missed_events = 0
+status_mismatches = 5
+dlq_messages = 0
+"#;
+
+#[test]
+fn the_documented_shape_parses() {
+    let config = Config::parse(DESIGN_EXAMPLE).expect("valid");
+    assert_eq!(config.sources.len(), 2);
+    let stripe = &config.sources[&SourceName::try_from("stripe").expect("valid")];
+    assert_eq!(stripe.kind, SourceKind::Stripe);
+    assert_eq!(
+        stripe.secrets,
+        vec![SecretRef::Env("STRIPE_WEBHOOK_SECRET".into())]
+    );
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.thresholds["status_mismatches"], 5);
+    assert_eq!(config.ingress, IngressSettings::default());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["sk_live_plaintext"]
+tolerance_secs = 0
+
+[sources.shop]
+kind = "shopify"
+secrets = []
+tolerance_secs = 60
+
+[[routes]]
+events = ["Payment"]
+targets = ["nowhere"]
+
+[ownership]
+"invoice.total" = "erp"
+"#;
+    let err = Config::parse(text).expect_err("invalid");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "sources.shop.secrets",
+            "sources.shop.tolerance_secs",
+            "sources.stripe.secrets[0]",
+            "sources.stripe.tolerance_secs",
+            "routes[0].events[0]",
+            "routes[0].targets[0]",
+            "ownership.\"invoice.total\"",
+            "ownership.\"invoice.total\"",
+        ]
+    );
+    let secret = err
+        .problems
+        .iter()
+        .find(|p| p.key == "sources.stripe.secrets[0]")
+        .expect("present");
+    assert_eq!(secret.line, Some(4));
+    assert!(
+        !err.to_string().contains("sk_live_plaintext"),
+        "a secret value is never echoed"
+    );
+}
+
+#[test]
+fn syntax_errors_and_unknown_keys_carry_a_line() {
+    let err =
+        Config::parse("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:A\"]\nsecret = 1\n")
+            .expect_err("unknown key");
+    assert_eq!(err.problems[0].line, Some(4));
+    assert!(
+        err.problems[0].reason.contains("secret"),
+        "{}",
+        err.problems[0].reason
+    );
+    let err = Config::parse("[sources.stripe\n").expect_err("syntax");
+    assert_eq!(err.problems[0].line, Some(1));
+    let err = Config::parse("[sources.x]\nkind = \"mailchimp\"\nsecrets = [\"env:A\"]\n")
+        .expect_err("kind");
+    assert!(
+        err.problems[0].reason.contains("unknown variant"),
+        "{}",
+        err.problems[0].reason
+    );
+}
+
+#[test]
+fn verifiers_resolve_and_decode_secrets() {
+    let config = Config::parse(DESIGN_EXAMPLE).expect("valid");
+    let resolver = MapSecrets(BTreeMap::from([
+        ("env:STRIPE_WEBHOOK_SECRET".into(), "whsec_abc".into()),
+        ("env:SITE_WEBHOOK_SECRET".into(), "whsec_not base64!".into()),
+    ]));
+    let err = config
+        .verifiers(&resolver)
+        .expect_err("site secret is not base64");
+    assert_eq!(err.problems[0].key, "sources.site.secrets[0]");
+    let resolver = MapSecrets(BTreeMap::from([
+        ("env:STRIPE_WEBHOOK_SECRET".into(), "whsec_abc".into()),
+        ("env:SITE_WEBHOOK_SECRET".into(), "whsec_c2VjcmV0".into()),
+    ]));
+    let verifiers = config.verifiers(&resolver).expect("resolved");
+    assert_eq!(verifiers.len(), 2);
+    let missing = config.verifiers(&MapSecrets::default()).expect_err("unset");
+    assert_eq!(missing.problems.len(), 2);
+    assert!(missing.problems[0].reason.contains("is not set"));
+}
