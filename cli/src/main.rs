@@ -12,6 +12,7 @@ mod dlq;
 mod events;
 mod present;
 mod receive;
+mod reconcile;
 mod replay;
 mod send;
 
@@ -42,6 +43,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// A local HTTP target that prints each delivery and checks its signature.
     Receive(receive::ReceiveArgs),
+    /// Runs reconciliation once; exits non-zero when a threshold is breached.
+    Reconcile(reconcile::ReconcileArgs),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Dlq(command) => run_async(dlq::run(command), false),
         Command::Replay(args) => run_async(replay::run(args), false),
         Command::Receive(args) => run_async(receive::run(args), false),
+        Command::Reconcile(args) => run_async(reconcile::run(args), false),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();

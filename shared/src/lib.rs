@@ -12,5 +12,6 @@ pub mod ingress;
 pub mod inspect;
 pub mod ledger;
 pub mod ports;
+pub mod reconcile;
 pub mod sources;
 pub mod telemetry;

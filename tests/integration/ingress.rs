@@ -156,7 +156,7 @@ async fn a_failed_enqueue_releases_the_claim_and_answers_503() {
 async fn crashed_claim(stack: &Stack) {
     let body = fixture("stripe/payment_intent.succeeded.json");
     let source = SourceName::try_from("stripe").expect("valid");
-    let headers: lambda_http::http::HeaderMap = stripe_headers(STRIPE_SECRET, T0, &body)
+    let headers: http::HeaderMap = stripe_headers(STRIPE_SECRET, T0, &body)
         .into_iter()
         .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
         .collect();

@@ -14,5 +14,6 @@ mod helpers;
 mod ingress;
 mod local;
 mod ops;
+mod reconcile;
 mod samples;
 mod template;

@@ -40,6 +40,9 @@ pub struct DevArgs {
     /// Deliveries of one message before it goes to the dead-letter queue (SQS maxReceiveCount).
     #[arg(long, default_value_t = plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT)]
     pub max_receives: u32,
+    /// Seconds between reconciliation runs.
+    #[arg(long, default_value_t = 60)]
+    pub reconcile_every: u64,
     /// Delivery workers running side by side. More workers share each group commit, which is
     /// what delivery throughput depends on (docs/benchmarks.md).
     #[arg(long, default_value_t = 16)]
@@ -154,6 +157,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
             .await;
         }));
     }
+    workers.push(spawn_reconciler(
+        &store,
+        &counters,
+        &config,
+        Duration::from_secs(args.reconcile_every.max(1)),
+        stop_rx.clone(),
+    ));
     let app = Arc::new(App {
         ingress,
         store,
@@ -169,6 +179,35 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     }
     eprintln!("plumbline dev: stopped");
     Ok(true)
+}
+
+/// Runs reconciliation every `every` until told to stop, as the schedule does on AWS.
+fn spawn_reconciler(
+    store: &SqliteStore,
+    counters: &Counters,
+    config: &Config,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let reconciler = plumbline::reconcile::Reconciler::new(
+        store.clone(),
+        store.clone(),
+        plumbline::adapters::sqlite::LocalDeadLetters(store.clone()),
+        SystemClock,
+        counters.clone(),
+        config.reconcile.clone(),
+    );
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    reconciler.run(std::time::Instant::now() + every / 2).await;
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

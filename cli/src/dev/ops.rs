@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use plumbline::adapters::sqlite::{EventFilter, EventRow, Minute, TargetStats, Timeline};
-use plumbline::ports::StoreError;
+use plumbline::ports::{ReconcileStore, StoreError};
 use serde::Serialize;
 
 use super::App;
@@ -33,8 +33,7 @@ pub struct Status {
     pub quarantined: u64,
     pub ownership_conflicts: u64,
     pub rejected_requests: u64,
-    /// Reconciliation does not run in this build.
-    pub last_reconciliation: Option<String>,
+    pub last_reconciliation: Option<plumbline::reconcile::Report>,
     pub per_minute: Vec<Minute>,
     pub recent: Vec<EventRow>,
 }
@@ -80,7 +79,7 @@ pub async fn status(app: &App) -> Result<Status, StoreError> {
         event_counts,
         ownership_conflicts,
         rejected_requests,
-        last_reconciliation: None,
+        last_reconciliation: app.store.last_run().await?,
         per_minute: app.store.per_minute(60).await?,
         recent: app
             .store
@@ -171,10 +170,7 @@ pub fn render(s: &Status) -> String {
         s.quarantined,
         s.ownership_conflicts,
         s.rejected_requests,
-        esc(s
-            .last_reconciliation
-            .as_deref()
-            .unwrap_or("not run (reconciliation is not built yet)"))
+        esc(&reconciliation_summary(s.last_reconciliation.as_ref()))
     );
     html.push_str("<h2>Targets</h2><table id=\"targets\"><tr><th>target</th><th>delivered</th><th>retrying</th><th>failed</th><th>failure rate</th></tr>");
     for (name, t) in &s.targets {
@@ -205,6 +201,21 @@ pub fn render(s: &Status) -> String {
     }
     html.push_str("</table></body></html>");
     html
+}
+
+fn reconciliation_summary(report: Option<&plumbline::reconcile::Report>) -> String {
+    report.map_or_else(
+        || "not run yet".to_owned(),
+        |r| {
+            let found: u64 = r.checks.values().map(|c| c.found).sum();
+            let verdict = if r.is_breached() {
+                format!("breached: {}", r.breached.join(", "))
+            } else {
+                "within thresholds".into()
+            };
+            format!("{}: {found} found, {verdict}", r.finished_at)
+        },
+    )
 }
 
 pub fn render_timeline(t: &Timeline) -> String {

@@ -1,14 +1,41 @@
-//! The reconciliation function is not implemented yet (see the README's status table). Until it
-//! is, every invocation fails loudly so the function's error alarm shows it was not run.
+//! Wiring only: tracing, config (validated once at cold start), SDK clients, then the runtime.
 
+use anyhow::Context;
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use plumbline::telemetry::init_lambda_tracing;
+use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::config::Config;
+use plumbline::ports::SystemClock;
+use plumbline::reconcile::Reconciler;
+use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_lambda_tracing();
-    run(service_fn(|_: LambdaEvent<serde_json::Value>| async move {
-        Err::<(), lambda_runtime::Error>("reconciliation is not implemented in this build".into())
-    }))
+    let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+    let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
+    let aws = aws_config::load_from_env().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let reconciler = Reconciler::new(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
+        SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
+        SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
+        SystemClock,
+        EmfMetrics::new("Plumbline"),
+        config.reconcile,
+    );
+    let reconciler = &reconciler;
+    run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let remaining = event
+                .context
+                .deadline()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(
+                plumbline_reconcile::handle(reconciler, remaining).await,
+            )
+        },
+    ))
     .await
 }

@@ -2,14 +2,14 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 
 use std::time::Duration;
 
 use crate::ingress::QueueMessage;
 use crate::ports::{
-    DeadLetterSource, DeadLetters, EventQueue, QueueConsumer, QueueControl, QueueError, Received,
-    Requeue,
+    DeadLetterSource, DeadLetters, Depth, EventQueue, QueueConsumer, QueueControl, QueueError,
+    QueueStats, Received, Requeue,
 };
 
 #[derive(Debug, Clone)]
@@ -225,5 +225,40 @@ impl DeadLetterSource for SqsDeadLetters {
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         delete_from(&self.client, &self.url, receipt_handle).await
+    }
+}
+
+/// Messages waiting plus in flight. SQS does not report the oldest message's age through its
+/// API (CloudWatch's `ApproximateAgeOfOldestMessage` does; the alarms use that).
+async fn depth_of(client: &Client, url: &str) -> Result<Depth, QueueError> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(classify)?;
+    let messages = out
+        .attributes
+        .unwrap_or_default()
+        .values()
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Ok(Depth {
+        messages,
+        oldest_age_secs: None,
+    })
+}
+
+impl QueueStats for SqsQueue {
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        depth_of(&self.client, &self.url).await
+    }
+}
+
+impl QueueStats for SqsDeadLetters {
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        depth_of(&self.client, &self.url).await
     }
 }

@@ -225,6 +225,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub ownership: BTreeMap<String, String>,
     pub thresholds: BTreeMap<String, u64>,
+    pub reconcile: crate::reconcile::Settings,
     pub ingress: IngressSettings,
     pub delivery: DeliverySettings,
     pub ledger: LedgerSettings,
@@ -275,6 +276,17 @@ impl Config {
                 "must not be negative",
             );
         }
+        let reconcile = crate::reconcile::Settings {
+            stuck_after_secs: raw.reconcile.stuck_after_secs.unwrap_or(900),
+            page_limit: raw.reconcile.page_limit.unwrap_or(100),
+            thresholds: raw.reconcile.thresholds.clone(),
+        };
+        if reconcile.stuck_after_secs < 60 {
+            problems.add("reconcile.stuck_after_secs".into(), "must be at least 60");
+        }
+        if reconcile.page_limit == 0 {
+            problems.add("reconcile.page_limit".into(), "must be at least 1");
+        }
         if !problems.list.is_empty() {
             return Err(ConfigError {
                 problems: problems.list,
@@ -286,6 +298,7 @@ impl Config {
             routes,
             ownership: raw.ownership,
             thresholds: raw.reconcile.thresholds,
+            reconcile,
             ingress,
             delivery,
             ledger,

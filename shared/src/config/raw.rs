@@ -93,6 +93,8 @@ pub(super) struct RawRoute {
 pub(super) struct RawReconcile {
     #[serde(default)]
     pub(super) thresholds: BTreeMap<String, u64>,
+    pub(super) stuck_after_secs: Option<i64>,
+    pub(super) page_limit: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

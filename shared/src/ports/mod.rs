@@ -3,12 +3,14 @@
 
 mod delivery;
 mod ledger;
+mod reconcile;
 
 pub use delivery::{
     Attempt, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState,
     QueueConsumer, QueueControl, Received, Requeue, Target, TargetError,
 };
 pub use ledger::{Alias, LedgerStore, Saved};
+pub use reconcile::{Depth, QueueStats, ReconcileStore};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -14,7 +14,7 @@ use crate::sources::PayloadHash;
 pub const EVENT_SK: &str = "EVENT";
 /// The sparse index of claims not yet delivered, for the stuck sweep.
 pub const PENDING_INDEX: &str = "pending";
-const PENDING_SHARDS: u64 = 8;
+pub(super) const PENDING_SHARDS: u64 = 8;
 
 /// The item as stored. Envelope and raw payload are JSON text: exact round trips, and one
 /// attribute to size.

@@ -12,6 +12,7 @@ mod deliveries;
 mod events;
 mod inspect;
 mod ledger;
+mod runs;
 
 use std::collections::HashMap;
 

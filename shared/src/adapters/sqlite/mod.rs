@@ -13,6 +13,7 @@ mod inbox;
 mod ledger;
 mod query;
 mod queue;
+mod runs;
 mod schema;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ pub use crate::inspect::{EventRow, LedgerEffect, Timeline};
 pub use inbox::{InboxEntry, InboxTarget};
 pub use query::{EventFilter, Minute, TargetStats};
 pub use queue::{LocalMessage, MAX_RECEIVES_DEFAULT};
+pub use runs::LocalDeadLetters;
 
 use crate::ports::StoreError;
 

@@ -1,0 +1,119 @@
+//! `plumbline reconcile`: one reconciliation run, as a table; exits non-zero on a breach, so it
+//! can run from cron or CI.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::ports::SystemClock;
+use plumbline::reconcile::{Reconciler, Report};
+use plumbline::telemetry::Counters;
+
+use crate::dev::load_config;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  plumbline reconcile\n  plumbline reconcile --aws --config infra/plumbline.toml --json"
+)]
+pub struct ReconcileArgs {
+    /// Use DynamoDB and SQS (PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL, PLUMBLINE_DLQ_URL).
+    #[arg(long)]
+    aws: bool,
+    /// The local stack's data directory (without --aws).
+    #[arg(long, default_value = ".plumbline")]
+    data_dir: PathBuf,
+    /// The configuration (thresholds, horizons); the demo configuration without it.
+    #[arg(long, env = "PLUMBLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Seconds the run may take.
+    #[arg(long, default_value_t = 60)]
+    budget: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
+    let (config, _, _) = load_config(args.config.as_ref())?;
+    let deadline = Instant::now() + Duration::from_secs(args.budget);
+    let report = if args.aws {
+        let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+        let aws = aws_config::load_from_env().await;
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        Reconciler::new(
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
+            SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
+            SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
+            SystemClock,
+            Counters::default(),
+            config.reconcile,
+        )
+        .run(deadline)
+        .await
+    } else {
+        anyhow::ensure!(
+            args.data_dir.join("plumbline.db").exists(),
+            "no database in {}",
+            args.data_dir.display()
+        );
+        let store = SqliteStore::open(
+            &args.data_dir,
+            plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
+        )?;
+        Reconciler::new(
+            store.clone(),
+            store.clone(),
+            LocalDeadLetters(store),
+            SystemClock,
+            Counters::default(),
+            config.reconcile,
+        )
+        .run(deadline)
+        .await
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(!report.is_breached())
+}
+
+pub fn table(report: &Report) -> String {
+    let mut out = format!(
+        "reconciliation {} ({} → {})\n",
+        report.id, report.started_at, report.finished_at
+    );
+    let _ = writeln!(
+        out,
+        "{:<18} {:>6} {:>9} {:>13}  notes",
+        "check", "found", "repaired", "unrepairable"
+    );
+    for (name, c) in &report.checks {
+        let mark = if report.breached.contains(name) {
+            " BREACHED"
+        } else {
+            ""
+        };
+        let notes = [c.note.clone().unwrap_or_default(), c.ids.join(", ")]
+            .join(" ")
+            .trim()
+            .to_owned();
+        let _ = writeln!(
+            out,
+            "{name:<18} {:>6} {:>9} {:>13}  {notes}{mark}",
+            c.found, c.repaired, c.unrepairable
+        );
+    }
+    out.push_str(if report.is_breached() {
+        "result: threshold breached\n"
+    } else {
+        "result: within thresholds\n"
+    });
+    out
+}

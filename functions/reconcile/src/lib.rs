@@ -1,0 +1,29 @@
+//! The reconcile Lambda function's adapter: an EventBridge scheduled event (a rule's, or an
+//! EventBridge Scheduler input shaped like it) in, one bounded run of the reconciliation, the
+//! report out.
+
+use std::time::{Duration, Instant};
+
+use plumbline::ports::{Clock, EventQueue, EventStore, QueueStats, ReconcileStore};
+use plumbline::reconcile::{Reconciler, Report};
+use plumbline::telemetry::Metrics;
+
+/// Time kept back from the invocation's deadline to save the report and answer.
+pub const MARGIN: Duration = Duration::from_secs(5);
+
+/// Runs once within `remaining` (the Lambda context's time left). The event's content is not
+/// needed: every shape the schedule may send starts the same run.
+pub async fn handle<S, Q, D, C, M>(
+    reconciler: &Reconciler<S, Q, D, C, M>,
+    remaining: Duration,
+) -> Report
+where
+    S: ReconcileStore + EventStore,
+    Q: EventQueue + QueueStats,
+    D: QueueStats,
+    C: Clock,
+    M: Metrics,
+{
+    let deadline = Instant::now() + remaining.saturating_sub(MARGIN);
+    reconciler.run(deadline).await
+}

@@ -1,0 +1,101 @@
+//! Reconciliation on the table: stuck claims through the sparse `pending` index (one query per
+//! shard, never a scan), and run reports under `RUN`.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::events::{PENDING_INDEX, PENDING_SHARDS};
+use super::{DynamoStore, classify, key, s};
+use crate::contract::Timestamp;
+use crate::ports::{EventKey, EventRecord, EventStore, ReconcileStore, StoreError};
+use crate::reconcile::Report;
+
+const RUN_PK: &str = "RUN";
+
+impl ReconcileStore for DynamoStore {
+    async fn pending_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut keys = Vec::new();
+        for shard in 0..PENDING_SHARDS {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("pending_shard = :shard AND pending_since < :cutoff")
+                .expression_attribute_values(":shard", s(format!("PENDING#{shard}")))
+                .expression_attribute_values(":cutoff", s(cutoff.to_string()))
+                .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let since = item
+                    .get("pending_since")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(pk) = item
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|pk| EventKey::parse(pk))
+                {
+                    keys.push((since, pk));
+                }
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        keys.truncate(limit);
+        let mut records = Vec::with_capacity(keys.len());
+        for (_, event) in keys {
+            if let Some(record) = self.get(&event).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
+        let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut item = key(RUN_PK, &format!("{}#{}", report.started_at, report.id));
+        item.insert("report".into(), AttributeValue::S(body));
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N(report.started_at.plus_secs(90 * 86_400).unix().to_string()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn last_run(&self) -> Result<Option<Report>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :run")
+            .expression_attribute_values(":run", s(RUN_PK))
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(classify)?;
+        let Some(item) = out.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let text = item
+            .get("report")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt("run report".into()))?;
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}

@@ -1,0 +1,106 @@
+//! Reconciliation on the local database: stuck claims through the partial `pending_since`
+//! index, run reports, and queue depths.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, events, sql_error};
+use crate::contract::Timestamp;
+use crate::ports::{
+    DeadLetters, Depth, EventRecord, QueueError, QueueStats, ReconcileStore, StoreError,
+};
+use crate::reconcile::Report;
+
+impl ReconcileStore for SqliteStore {
+    async fn pending_before(
+        &self,
+        cutoff: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT key FROM events WHERE pending_since IS NOT NULL AND pending_since < ?1 ORDER BY pending_since LIMIT ?2")
+                .map_err(|e| sql_error(&e))?;
+            let keys: Vec<String> = stmt
+                .query_map(params![cutoff.to_string(), limit], |r| r.get(0))
+                .map_err(|e| sql_error(&e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| sql_error(&e))?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                if let Some(record) = events::get(conn, &key)? {
+                    out.push(record);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
+        let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (id, started_at) = (report.id.clone(), report.started_at.to_string());
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO runs (id, started_at, report) VALUES (?1, ?2, ?3)",
+                params![id, started_at, body],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn last_run(&self) -> Result<Option<Report>, StoreError> {
+        self.run(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT report FROM runs ORDER BY started_at DESC, id DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        })
+        .await
+    }
+}
+
+async fn depth(store: &SqliteStore, dead_letters: bool) -> Result<Depth, QueueError> {
+    let (messages, oldest_ms) = store
+        .queue_stats(dead_letters)
+        .await
+        .map_err(|e| QueueError::Unavailable(Box::new(e)))?;
+    Ok(Depth {
+        messages,
+        oldest_age_secs: oldest_ms.map(|ms| u64::try_from(ms / 1000).unwrap_or(0)),
+    })
+}
+
+impl QueueStats for SqliteStore {
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        depth(self, false).await
+    }
+}
+
+/// The local dead-letter queue, as reconciliation counts it.
+#[derive(Debug, Clone)]
+pub struct LocalDeadLetters(pub SqliteStore);
+
+impl QueueStats for LocalDeadLetters {
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        depth(&self.0, true).await
+    }
+}
+
+impl DeadLetters for LocalDeadLetters {
+    async fn dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), QueueError> {
+        self.0.dead_letter(body, attributes).await
+    }
+}
