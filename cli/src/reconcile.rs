@@ -39,7 +39,8 @@ pub struct ReconcileArgs {
 }
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
-    let (config, _, _) = load_config(args.config.as_ref())?;
+    let (config, secrets, _) = load_config(args.config.as_ref())?;
+    let providers = plumbline::adapters::stripe_api::from_config(&config, &secrets)?;
     let deadline = Instant::now() + Duration::from_secs(args.budget);
     let report = if args.aws {
         let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
@@ -49,6 +50,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
             DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
             SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
             SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
+            providers,
             SystemClock,
             Counters::default(),
             config.reconcile,
@@ -69,6 +71,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
             store.clone(),
             store.clone(),
             LocalDeadLetters(store),
+            providers,
             SystemClock,
             Counters::default(),
             config.reconcile,

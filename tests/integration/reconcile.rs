@@ -8,31 +8,41 @@ use std::time::{Duration, Instant};
 use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::adapters::stripe_api::StripeEvents;
 use plumbline::contract::{Origin, SourceName, Timestamp, Trace};
 use plumbline::ingress::build_record;
 use plumbline::ports::{
     Claim, DeadLetters, EventQueue, EventStore, ManualClock, QueueConsumer, QueueStats,
     ReconcileStore,
 };
-use plumbline::reconcile::{DLQ_MESSAGES, Reconciler, STUCK_EVENTS, Settings};
+use plumbline::reconcile::{DLQ_MESSAGES, MISSED_WEBHOOKS, Reconciler, STUCK_EVENTS, Settings};
 use plumbline::sources::{Inbound, SourceKind, Verifier};
 use plumbline::telemetry::RecordingMetrics;
 use secrecy::SecretSlice;
 
 use crate::helpers::dev::binary;
+use crate::helpers::pipeline::Pipeline;
+use crate::helpers::stripe_api::StripeApi;
 use crate::helpers::{
-    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, stripe_headers, unique,
+    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, stripe, stripe_headers, unique,
 };
 
 fn settings(stuck_threshold: u64) -> Settings {
     Settings {
         stuck_after_secs: 900,
         page_limit: 100,
+        max_pages: 10,
+        failed_only: false,
+        retention_days: 90,
         thresholds: BTreeMap::from([
             (STUCK_EVENTS.to_owned(), stuck_threshold),
             (DLQ_MESSAGES.to_owned(), 5),
         ]),
     }
+}
+
+fn no_providers() -> BTreeMap<SourceName, (SourceKind, StripeEvents)> {
+    BTreeMap::new()
 }
 
 /// A claim whose enqueue a crash cut off, made at `T0`.
@@ -74,7 +84,7 @@ async fn crashed_claim(store: &impl EventStore) {
 
 async fn reconciliation_conforms<S, Q, D>(store: S, queue: Q, dlq: D)
 where
-    S: ReconcileStore + EventStore + Clone,
+    S: ReconcileStore + EventStore + plumbline::ports::Watermarks + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
@@ -90,6 +100,7 @@ where
         store.clone(),
         queue.clone(),
         dlq.clone(),
+        no_providers(),
         clock.clone(),
         RecordingMetrics::default(),
         settings(0),
@@ -174,6 +185,7 @@ async fn the_lambda_handler_runs_within_the_invocation_time() {
         store,
         SqsQueue::new(sqs.clone(), queue_url.clone()),
         SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+        no_providers(),
         clock,
         RecordingMetrics::default(),
         settings(10),
@@ -228,4 +240,185 @@ async fn the_cli_exits_non_zero_when_a_threshold_is_breached() {
     let report: serde_json::Value = serde_json::from_slice(&breached.stdout).expect("json");
     assert_eq!(report["breached"], serde_json::json!([DLQ_MESSAGES]));
     assert_eq!(run(1).status.code(), Some(0));
+}
+
+/// A Stripe event as the events list returns it.
+fn listed(id: &str, created: i64) -> serde_json::Value {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.processing.json")).expect("json");
+    doc["id"] = serde_json::json!(id);
+    doc["created"] = serde_json::json!(created);
+    doc["data"]["object"]["id"] = serde_json::json!(format!("pi_{id}"));
+    doc
+}
+
+fn stripe_provider(api: &StripeApi) -> BTreeMap<SourceName, (SourceKind, StripeEvents)> {
+    let events = StripeEvents::new(Some(&api.url), "rk_test_reconcile".to_owned().into())
+        .expect("client")
+        .with_backoff(Duration::from_millis(20));
+    BTreeMap::from([(
+        SourceName::try_from("stripe").expect("name"),
+        (SourceKind::Stripe, events),
+    )])
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_delivered_once() {
+    let p = Pipeline::new().await;
+    let api = StripeApi::start(vec![
+        listed("evt_arrived", T0 - 300),
+        listed("evt_lost_1", T0 - 200),
+        listed("evt_lost_2", T0 - 100),
+    ])
+    .await;
+    // One of the three arrived as a webhook.
+    p.ingest(stripe(
+        &serde_json::to_vec(&listed("evt_arrived", T0 - 300)).expect("json"),
+    ))
+    .await;
+    p.deliver_visible().await;
+
+    let aws = aws().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone());
+    let reconciler = Reconciler::new(
+        store,
+        SqsQueue::new(sqs.clone(), p.queue_url.clone()),
+        SqsDeadLetters::new(sqs, p.dlq_url.clone()),
+        stripe_provider(&api),
+        p.clock.clone(),
+        RecordingMetrics::default(),
+        settings(10),
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    let missed = &report.checks[MISSED_WEBHOOKS];
+    assert_eq!((missed.found, missed.repaired), (2, 2));
+    assert_eq!(
+        missed.ids,
+        ["EVT#stripe#evt_lost_2", "EVT#stripe#evt_lost_1"]
+    );
+    assert_eq!(api.auth()[0], "Bearer rk_test_reconcile");
+    assert!(api.queries()[0].contains_key("created[gte]"));
+
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (2, 0));
+    let keys: Vec<String> = p
+        .erp
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "stripe:evt_arrived",
+            "stripe:evt_lost_2",
+            "stripe:evt_lost_1"
+        ],
+        "each delivered once"
+    );
+    let body = p.erp.requests()[1].json();
+    assert_eq!(body["event"]["trace"]["origin"], "reconcile");
+
+    // The next run starts from the watermark and repairs nothing twice.
+    let again = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert_eq!(again.checks[MISSED_WEBHOOKS].found, 0);
+    assert_eq!(p.queue_depth().await, 0);
+}
+
+#[tokio::test]
+async fn a_run_cut_short_resumes_from_the_watermark_and_skips_nothing() {
+    let events: Vec<_> = (0..5)
+        .map(|i| listed(&format!("evt_page_{i}"), T0 - 500 + i))
+        .collect();
+    let api = StripeApi::start(events).await;
+    let dir = std::env::temp_dir().join(unique("plumbline-missed"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    let mut small = settings(10);
+    small.page_limit = 2;
+    small.max_pages = 1;
+    let reconciler = Reconciler::new(
+        store.clone(),
+        store.clone(),
+        LocalDeadLetters(store.clone()),
+        stripe_provider(&api),
+        clock.clone(),
+        RecordingMetrics::default(),
+        small,
+    );
+
+    let mut seen = Vec::new();
+    for run in 0..3 {
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await;
+        let missed = &report.checks[MISSED_WEBHOOKS];
+        seen.extend(missed.ids.clone());
+        let expect_note = run < 2;
+        assert_eq!(
+            missed.note.is_some(),
+            expect_note,
+            "run {run}: {:?}",
+            missed.note
+        );
+    }
+    let expected: Vec<String> = (0..5)
+        .rev()
+        .map(|i| format!("EVT#stripe#evt_page_{i}"))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "every event once, newest first, across three runs"
+    );
+    let afters: Vec<Option<String>> = api
+        .queries()
+        .iter()
+        .map(|q| q.get("starting_after").cloned())
+        .collect();
+    assert_eq!(
+        afters,
+        [None, Some("evt_page_3".into()), Some("evt_page_1".into())]
+    );
+    // The walk finished: the next one starts at the first walk's start, from the top.
+    clock.advance_secs(60);
+    let fresh = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert_eq!(fresh.checks[MISSED_WEBHOOKS].found, 0);
+    let last = api.queries().last().cloned().expect("a query");
+    assert_eq!(
+        (
+            last.get("starting_after"),
+            last.get("created[gte]").map(String::as_str)
+        ),
+        (None, Some(T0.to_string().as_str()))
+    );
+}
+
+#[tokio::test]
+async fn a_provider_429_is_backed_off_and_retried() {
+    let api = StripeApi::start(vec![listed("evt_throttled", T0 - 100)]).await;
+    api.throttle(2);
+    let dir = std::env::temp_dir().join(unique("plumbline-429"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    let reconciler = Reconciler::new(
+        store.clone(),
+        store.clone(),
+        LocalDeadLetters(store.clone()),
+        stripe_provider(&api),
+        clock,
+        RecordingMetrics::default(),
+        settings(10),
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert_eq!(report.checks[MISSED_WEBHOOKS].repaired, 1);
+    assert_eq!(api.queries().len(), 3, "two 429s, then the page");
 }

@@ -159,6 +159,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     }
     workers.push(spawn_reconciler(
         &store,
+        plumbline::adapters::stripe_api::from_config(&config, &secrets)?,
         &counters,
         &config,
         Duration::from_secs(args.reconcile_every.max(1)),
@@ -184,6 +185,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
 /// Runs reconciliation every `every` until told to stop, as the schedule does on AWS.
 fn spawn_reconciler(
     store: &SqliteStore,
+    providers: BTreeMap<
+        plumbline::contract::SourceName,
+        (
+            plumbline::sources::SourceKind,
+            plumbline::adapters::stripe_api::StripeEvents,
+        ),
+    >,
     counters: &Counters,
     config: &Config,
     every: Duration,
@@ -193,6 +201,7 @@ fn spawn_reconciler(
         store.clone(),
         store.clone(),
         plumbline::adapters::sqlite::LocalDeadLetters(store.clone()),
+        providers,
         SystemClock,
         counters.clone(),
         config.reconcile.clone(),

@@ -1,6 +1,10 @@
 //! Wiring only: tracing, config (validated once at cold start), SDK clients, targets, then the
 //! runtime.
 
+// The delivery future nests deeply (SDK calls inside the use case inside the runtime); its
+// layout needs more than the default depth.
+#![recursion_limit = "256"]
+
 use anyhow::Context;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use plumbline::ports::{Clock, EventQueue, EventStore, QueueStats, ReconcileStore};
+use plumbline::ports::{
+    Clock, EventQueue, EventStore, ProviderEvents, QueueStats, ReconcileStore, Watermarks,
+};
 use plumbline::reconcile::{Reconciler, Report};
 use plumbline::telemetry::Metrics;
 
@@ -13,14 +15,15 @@ pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// Runs once within `remaining` (the Lambda context's time left). The event's content is not
 /// needed: every shape the schedule may send starts the same run.
-pub async fn handle<S, Q, D, C, M>(
-    reconciler: &Reconciler<S, Q, D, C, M>,
+pub async fn handle<S, Q, D, P, C, M>(
+    reconciler: &Reconciler<S, Q, D, P, C, M>,
     remaining: Duration,
 ) -> Report
 where
-    S: ReconcileStore + EventStore,
+    S: ReconcileStore + EventStore + Watermarks,
     Q: EventQueue + QueueStats,
     D: QueueStats,
+    P: ProviderEvents,
     C: Clock,
     M: Metrics,
 {

@@ -20,6 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
         SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
         SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
+        plumbline::adapters::stripe_api::from_config(&config, &plumbline::config::EnvSecrets)?,
         SystemClock,
         EmfMetrics::new("Plumbline"),
         config.reconcile,

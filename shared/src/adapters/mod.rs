@@ -9,5 +9,6 @@ pub mod sqs;
 mod aws_error;
 
 pub mod sqlite;
+pub mod stripe_api;
 
 pub mod targets;

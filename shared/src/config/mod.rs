@@ -279,6 +279,9 @@ impl Config {
         let reconcile = crate::reconcile::Settings {
             stuck_after_secs: raw.reconcile.stuck_after_secs.unwrap_or(900),
             page_limit: raw.reconcile.page_limit.unwrap_or(100),
+            max_pages: raw.reconcile.max_pages.unwrap_or(10),
+            failed_only: raw.reconcile.failed_only.unwrap_or(false),
+            retention_days: ingress.retention_days,
             thresholds: raw.reconcile.thresholds.clone(),
         };
         if reconcile.stuck_after_secs < 60 {

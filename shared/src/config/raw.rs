@@ -95,6 +95,8 @@ pub(super) struct RawReconcile {
     pub(super) thresholds: BTreeMap<String, u64>,
     pub(super) stuck_after_secs: Option<i64>,
     pub(super) page_limit: Option<usize>,
+    pub(super) max_pages: Option<usize>,
+    pub(super) failed_only: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

@@ -190,9 +190,7 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         tracing::Span::current().record("event_key", tracing::field::display(&record.key));
         let (id, outcome) = match self.store.claim(&record).await? {
             Claim::Claimed => {
-                if record.status == EventStatus::Received {
-                    self.enqueue_or_release(&record).await?;
-                }
+                enqueue_or_release(&self.store, &self.queue, &record).await?;
                 let outcome = match (&record.status, &record.reason) {
                     (EventStatus::Quarantined, Some(reason)) => {
                         EventOutcome::Quarantined(reason.clone())
@@ -239,23 +237,6 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         build_record(source, event, now, trace, self.settings.retention_days)
     }
 
-    /// Enqueues a fresh claim; if that fails, releases the claim so the provider's retry
-    /// starts clean, and answers with the queue's error.
-    async fn enqueue_or_release(&self, record: &EventRecord) -> Result<(), IngressError> {
-        let Some(envelope) = &record.envelope else {
-            return Ok(());
-        };
-        let message = QueueMessage::new(&record.key, envelope);
-        if let Err(err) = self.queue.enqueue(&message).await {
-            if let Err(release) = self.store.release(&record.key, &record.event_id).await {
-                // The claim stays; a later duplicate after the horizon or the stuck sweep heals it.
-                warn!(error = %release, "could not release the claim after a failed enqueue");
-            }
-            return Err(err.into());
-        }
-        Ok(())
-    }
-
     /// A second arrival of a claimed id.
     async fn duplicate(
         &self,
@@ -292,4 +273,28 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         }
         Ok(EventOutcome::Duplicate)
     }
+}
+
+/// Enqueues a fresh claim awaiting delivery; if that fails, releases the claim so the sender's
+/// retry (or the next reconciliation) starts clean, and answers with the queue's error. The
+/// ingress and reconciliation both take events through this.
+pub async fn enqueue_or_release(
+    store: &impl EventStore,
+    queue: &impl EventQueue,
+    record: &EventRecord,
+) -> Result<(), IngressError> {
+    let (EventStatus::Received, Some(envelope)) = (record.status, &record.envelope) else {
+        return Ok(());
+    };
+    if let Err(err) = queue
+        .enqueue(&QueueMessage::new(&record.key, envelope))
+        .await
+    {
+        if let Err(release) = store.release(&record.key, &record.event_id).await {
+            // The claim stays; a later duplicate after the horizon or the stuck sweep heals it.
+            warn!(error = %release, "could not release the claim after a failed enqueue");
+        }
+        return Err(err.into());
+    }
+    Ok(())
 }

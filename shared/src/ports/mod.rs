@@ -10,7 +10,10 @@ pub use delivery::{
     QueueConsumer, QueueControl, Received, Requeue, Target, TargetError,
 };
 pub use ledger::{Alias, LedgerStore, Saved};
-pub use reconcile::{Depth, QueueStats, ReconcileStore};
+pub use reconcile::{
+    Depth, ProviderError, ProviderEvents, ProviderPage, QueueStats, ReconcileStore, Watermark,
+    Watermarks,
+};
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -29,3 +29,61 @@ pub struct Depth {
 pub trait QueueStats: Send + Sync {
     fn depth(&self) -> impl Future<Output = Result<Depth, QueueError>> + Send;
 }
+
+/// Where a source's missed-webhook check stands: events created at or after `since` are still to
+/// check; `cursor` (a provider event id) resumes a walk that a run's budget cut short, and
+/// `until` is when that walk started.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Watermark {
+    pub since: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+}
+
+/// Persisted watermarks, one per source.
+pub trait Watermarks: Send + Sync {
+    fn load_watermark(
+        &self,
+        source: &str,
+    ) -> impl Future<Output = Result<Option<Watermark>, StoreError>> + Send;
+    fn save_watermark(
+        &self,
+        source: &str,
+        watermark: &Watermark,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One page of a provider's event list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderPage {
+    /// Each event's JSON, as the provider's webhooks would carry it.
+    pub events: Vec<Vec<u8>>,
+    /// The id of the last (oldest) event on the page: where the next page starts.
+    pub last_id: Option<String>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the provider is rate limiting us")]
+    RateLimited,
+    #[error("the provider's API is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the provider refused the request: {0}")]
+    Refused(String),
+}
+
+/// A provider's API listing the events it sent (or failed to send).
+pub trait ProviderEvents: Send + Sync {
+    /// Events created at or after `since`, newest first, continuing after `starting_after`;
+    /// `failed_only` asks only for the ones the provider could not deliver.
+    fn list(
+        &self,
+        since: Timestamp,
+        starting_after: Option<&str>,
+        page_size: usize,
+        failed_only: bool,
+    ) -> impl Future<Output = Result<ProviderPage, ProviderError>> + Send;
+}

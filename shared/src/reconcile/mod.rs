@@ -1,5 +1,7 @@
-//! Reconciliation: finds drift and repairs it, on a schedule. This build has two checks:
+//! Reconciliation: finds drift and repairs it, on a schedule. This build has three checks:
 //!
+//! - **missed webhooks**: events the provider's API lists that are not in the store are taken
+//!   in through the ingress's own claim-and-enqueue, with origin `reconcile`;
 //! - **stuck events**: claimed events still awaiting delivery after `reconcile.stuck_after_secs`
 //!   (a crash between claim and enqueue, or a lost message) are re-enqueued, found through the
 //!   sparse pending index;
@@ -15,9 +17,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::contract::{EventId, Timestamp};
-use crate::ingress::QueueMessage;
-use crate::ports::{Clock, EventQueue, EventStore, QueueStats, ReconcileStore};
+use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
+use crate::ingress::{QueueMessage, build_record, enqueue_or_release};
+use crate::ports::{
+    Claim, Clock, EventKey, EventQueue, EventStore, ProviderEvents, QueueStats, ReconcileStore,
+    Watermark, Watermarks,
+};
+use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
 
 /// What one check found.
@@ -54,33 +60,46 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub stuck_after_secs: i64,
+    /// Pages of a provider's event list one run reads per source, at most.
+    pub max_pages: usize,
+    /// Ask providers only for the events they failed to deliver.
+    pub failed_only: bool,
+    /// Event records' retention, as the ingress sets it.
+    pub retention_days: i64,
     /// The most items one check handles per run.
     pub page_limit: usize,
     /// Check name → the most `found` that is not a breach.
     pub thresholds: BTreeMap<String, u64>,
 }
 
+pub const MISSED_WEBHOOKS: &str = "missed_webhooks";
 pub const STUCK_EVENTS: &str = "stuck_events";
+
+/// Providers keep their event lists this long.
+const PROVIDER_WINDOW_SECS: i64 = 30 * 86_400;
 pub const DELIVERY_BACKLOG: &str = "delivery_backlog";
 pub const DLQ_MESSAGES: &str = "dlq_messages";
 
 const MAX_IDS: usize = 100;
 
 #[derive(Debug)]
-pub struct Reconciler<S, Q, D, C, M> {
+pub struct Reconciler<S, Q, D, P, C, M> {
     store: S,
     queue: Q,
     dead_letters: D,
+    /// The sources whose provider has an event API plumbline reads.
+    providers: BTreeMap<SourceName, (SourceKind, P)>,
     clock: C,
     metrics: M,
     settings: Settings,
 }
 
-impl<S, Q, D, C, M> Reconciler<S, Q, D, C, M>
+impl<S, Q, D, P, C, M> Reconciler<S, Q, D, P, C, M>
 where
-    S: ReconcileStore + EventStore,
+    S: ReconcileStore + EventStore + Watermarks,
     Q: EventQueue + QueueStats,
     D: QueueStats,
+    P: ProviderEvents,
     C: Clock,
     M: Metrics,
 {
@@ -88,6 +107,7 @@ where
         store: S,
         queue: Q,
         dead_letters: D,
+        providers: BTreeMap<SourceName, (SourceKind, P)>,
         clock: C,
         metrics: M,
         settings: Settings,
@@ -96,6 +116,7 @@ where
             store,
             queue,
             dead_letters,
+            providers,
             clock,
             metrics,
             settings,
@@ -106,6 +127,11 @@ where
     pub async fn run(&self, deadline: Instant) -> Report {
         let started_at = self.clock.now();
         let mut checks = BTreeMap::new();
+        // Missed webhooks first: what it takes in is then on the queue, not stuck.
+        checks.insert(
+            MISSED_WEBHOOKS.to_owned(),
+            self.missed_webhooks(started_at, deadline).await,
+        );
         checks.insert(
             STUCK_EVENTS.to_owned(),
             self.stuck_events(started_at, deadline).await,
@@ -214,6 +240,137 @@ where
             }
         }
         result
+    }
+
+    /// Walks each provider's event list from the watermark (newest first), takes in what the
+    /// store lacks, and moves the watermark. A walk cut short by the budget or the page limit
+    /// saves its cursor; the next run continues it, so nothing is skipped.
+    async fn missed_webhooks(&self, now: Timestamp, deadline: Instant) -> CheckResult {
+        let mut result = CheckResult::default();
+        for (source, (kind, provider)) in &self.providers {
+            let stored = match self.store.load_watermark(source.as_str()).await {
+                Ok(w) => w,
+                Err(err) => {
+                    result.note = Some(format!("{source}: could not read the watermark: {err}"));
+                    continue;
+                }
+            };
+            let oldest = now.plus_secs(-PROVIDER_WINDOW_SECS);
+            let (since, mut cursor, until) = match stored {
+                Some(w) => (w.since.max(oldest), w.cursor, w.until.unwrap_or(now)),
+                None => (oldest, None, now),
+            };
+            let mut complete = false;
+            for _ in 0..self.settings.max_pages {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match provider
+                    .list(
+                        since,
+                        cursor.as_deref(),
+                        self.settings.page_limit,
+                        self.settings.failed_only,
+                    )
+                    .await
+                {
+                    Ok(page) => {
+                        for body in &page.events {
+                            self.take_missed(source, *kind, body, now, &mut result)
+                                .await;
+                        }
+                        if page.last_id.is_some() {
+                            cursor = page.last_id;
+                        }
+                        if !page.has_more {
+                            complete = true;
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        result.note = Some(format!("{source}: {err}; the next run continues"));
+                        break;
+                    }
+                }
+            }
+            let next = if complete {
+                Watermark {
+                    since: until,
+                    cursor: None,
+                    until: None,
+                }
+            } else {
+                if result.note.is_none() {
+                    result.note = Some(format!(
+                        "{source}: budget or page limit reached; the next run continues"
+                    ));
+                }
+                Watermark {
+                    since,
+                    cursor,
+                    until: Some(until),
+                }
+            };
+            if let Err(err) = self.store.save_watermark(source.as_str(), &next).await {
+                warn!(error = %err, "could not save the watermark");
+            }
+        }
+        result
+    }
+
+    /// One event from a provider's list: nothing if the store has it, else claimed and enqueued
+    /// exactly as the ingress does.
+    async fn take_missed(
+        &self,
+        source: &SourceName,
+        kind: SourceKind,
+        body: &[u8],
+        now: Timestamp,
+        result: &mut CheckResult,
+    ) {
+        let events = match accept_from_api(kind, body) {
+            Ok(events) => events,
+            Err(err) => {
+                result.unrepairable += 1;
+                warn!(error = %err, "could not read an event from the provider's list");
+                return;
+            }
+        };
+        for event in events {
+            let key = EventKey::new(source, &event.source_event_id);
+            match self.store.get(&key).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(err) => {
+                    result.unrepairable += 1;
+                    warn!(error = %err, "could not look the event up");
+                    continue;
+                }
+            }
+            result.found += 1;
+            if result.ids.len() < MAX_IDS {
+                result.ids.push(key.to_string());
+            }
+            let trace = Trace {
+                request_id: None,
+                origin: Origin::Reconcile,
+            };
+            let record = build_record(source, event, now, trace, self.settings.retention_days);
+            let taken = match self.store.claim(&record).await {
+                Ok(Claim::Claimed) => enqueue_or_release(&self.store, &self.queue, &record)
+                    .await
+                    .is_ok(),
+                // The webhook arrived meanwhile: nothing left to repair.
+                Ok(Claim::Exists(_)) => true,
+                Err(_) => false,
+            };
+            if taken {
+                result.repaired += 1;
+                info!(event_key = %key, "missed webhook taken in from the provider's list");
+            } else {
+                result.unrepairable += 1;
+            }
+        }
     }
 
     async fn backlog(&self) -> (CheckResult, CheckResult) {

@@ -173,6 +173,17 @@ impl Verifier {
     }
 }
 
+/// Reads events fetched from a provider's own API (over TLS, with plumbline's API key), which
+/// carry no webhook signature. Only Stripe has an event API plumbline reads today.
+pub fn accept_from_api(kind: SourceKind, body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
+    match kind {
+        SourceKind::Stripe => stripe::from_api(body),
+        other => Err(Rejection::MalformedBody(format!(
+            "{other} has no event API plumbline reads"
+        ))),
+    }
+}
+
 /// Checks a signed Unix timestamp against `now` and the tolerance, in both directions.
 fn check_timestamp(signed_at: i64, now: Timestamp, tolerance_secs: i64) -> Result<(), Rejection> {
     let skew = now.unix().saturating_sub(signed_at);

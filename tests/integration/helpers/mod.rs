@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod pipeline;
 pub mod recorder;
+pub mod stripe_api;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -99,3 +99,50 @@ impl ReconcileStore for DynamoStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }
+
+impl crate::ports::Watermarks for DynamoStore {
+    async fn load_watermark(
+        &self,
+        source: &str,
+    ) -> Result<Option<crate::ports::Watermark>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&format!("WM#{source}"), "WM")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        let Some(text) = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("watermark"))
+            .and_then(|v| v.as_s().ok())
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn save_watermark(
+        &self,
+        source: &str,
+        watermark: &crate::ports::Watermark,
+    ) -> Result<(), StoreError> {
+        let body =
+            serde_json::to_string(watermark).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut item = key(&format!("WM#{source}"), "WM");
+        item.insert("watermark".into(), AttributeValue::S(body));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}

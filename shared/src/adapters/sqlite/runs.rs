@@ -104,3 +104,45 @@ impl DeadLetters for LocalDeadLetters {
         self.0.dead_letter(body, attributes).await
     }
 }
+
+impl crate::ports::Watermarks for SqliteStore {
+    async fn load_watermark(
+        &self,
+        source: &str,
+    ) -> Result<Option<crate::ports::Watermark>, StoreError> {
+        let source = source.to_owned();
+        self.run(move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT watermark FROM watermarks WHERE source = ?1",
+                    [&source],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn save_watermark(
+        &self,
+        source: &str,
+        watermark: &crate::ports::Watermark,
+    ) -> Result<(), StoreError> {
+        let (source, body) = (
+            source.to_owned(),
+            serde_json::to_string(watermark).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO watermarks (source, watermark) VALUES (?1, ?2)",
+                params![source, body],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+}

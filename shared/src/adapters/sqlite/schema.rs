@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS runs (
     report TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS watermarks (
+    source TEXT PRIMARY KEY,
+    watermark TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS inbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     target TEXT NOT NULL,

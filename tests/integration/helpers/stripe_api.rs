@@ -1,0 +1,124 @@
+//! A loopback server shaped like Stripe's `GET /v1/events`: newest first, `created[gte]`,
+//! `limit`, `starting_after`, `has_more`; it can answer 429 first, and records each query.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct State {
+    /// Newest first.
+    events: Vec<Value>,
+    queries: Vec<BTreeMap<String, String>>,
+    auth: Vec<String>,
+    throttle: VecDeque<()>,
+}
+
+#[derive(Clone)]
+pub struct StripeApi {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl StripeApi {
+    pub async fn start(events: Vec<Value>) -> Self {
+        let mut events = events;
+        events.sort_by(|a, b| {
+            b["created"]
+                .as_i64()
+                .cmp(&a["created"].as_i64())
+                .then_with(|| b["id"].as_str().cmp(&a["id"].as_str()))
+        });
+        let state = Arc::new(Mutex::new(State {
+            events,
+            ..State::default()
+        }));
+        let shared = Arc::clone(&state);
+        let app = axum::Router::new().route(
+            "/v1/events",
+            axum::routing::get(
+                move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
+                    let state = Arc::clone(&shared);
+                    async move { list(&state, &query, &headers) }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        Self { url, state }
+    }
+
+    /// The next `n` requests are answered 429.
+    pub fn throttle(&self, n: usize) {
+        self.state
+            .lock()
+            .expect("lock")
+            .throttle
+            .extend(std::iter::repeat_n((), n));
+    }
+
+    pub fn queries(&self) -> Vec<BTreeMap<String, String>> {
+        self.state.lock().expect("lock").queries.clone()
+    }
+
+    pub fn auth(&self) -> Vec<String> {
+        self.state.lock().expect("lock").auth.clone()
+    }
+}
+
+fn list(state: &Mutex<State>, query: &BTreeMap<String, String>, headers: &HeaderMap) -> Response {
+    let mut state = state.lock().expect("lock");
+    state.queries.push(query.clone());
+    state.auth.push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    );
+    if state.throttle.pop_front().is_some() {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({"error": {"type": "rate_limit_error"}})),
+        )
+            .into_response();
+    }
+    let since: i64 = query
+        .get("created[gte]")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let matching: Vec<&Value> = state
+        .events
+        .iter()
+        .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
+        .collect();
+    let start = query
+        .get("starting_after")
+        .and_then(|after| {
+            matching
+                .iter()
+                .position(|e| e["id"] == after.as_str())
+                .map(|i| i + 1)
+        })
+        .unwrap_or(0);
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|e| (*e).clone())
+        .collect();
+    let has_more = start + page.len() < matching.len();
+    axum::Json(json!({ "object": "list", "url": "/v1/events", "has_more": has_more, "data": page }))
+        .into_response()
+}
