@@ -38,15 +38,24 @@ impl Metric {
         }
     }
 
-    /// The EMF document for this point, stamped with `timestamp_ms`.
+    /// The EMF document for this point, stamped with `timestamp_ms`. Besides its full
+    /// dimension set it is published rolled up (without its first dimension, and with none), so
+    /// alarms can watch totals across sources or targets that the template cannot name.
     pub fn to_emf(&self, namespace: &str, timestamp_ms: i64) -> serde_json::Value {
         let dims: Vec<&str> = self.dimensions.iter().map(|(k, _)| *k).collect();
+        let mut sets = vec![dims.clone()];
+        if dims.len() > 1 {
+            sets.push(dims[1..].to_vec());
+        }
+        if !dims.is_empty() {
+            sets.push(Vec::new());
+        }
         let mut doc = serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": namespace,
-                    "Dimensions": [dims],
+                    "Dimensions": sets,
                     "Metrics": [{ "Name": self.name, "Unit": self.unit.as_str() }],
                 }],
             },

@@ -22,3 +22,94 @@ fn the_table_declares_the_keys_the_store_writes() {
         Some("expires_at")
     );
 }
+
+fn resources() -> serde_yaml_ng::Mapping {
+    let text = std::fs::read_to_string(crate::helpers::repo_path("infra/template.yaml"))
+        .expect("template");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template is YAML");
+    doc["Resources"].as_mapping().expect("Resources").clone()
+}
+
+fn strings(value: &serde_yaml_ng::Value) -> Vec<String> {
+    match value {
+        serde_yaml_ng::Value::String(s) => vec![s.clone()],
+        serde_yaml_ng::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn every_policy_names_actions_and_resources_without_wildcards() {
+    let mut statements = 0;
+    for (name, resource) in resources() {
+        for policy in resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+                statements += 1;
+                for action in strings(&statement["Action"]) {
+                    assert!(!action.contains('*'), "{name:?}: wildcard action {action}");
+                }
+                assert_ne!(
+                    strings(&statement["Resource"]),
+                    ["*"],
+                    "{name:?}: a policy on every resource"
+                );
+                assert!(
+                    !statement["Resource"].is_null(),
+                    "{name:?}: a statement without a resource"
+                );
+            }
+        }
+    }
+    assert!(statements >= 6, "the functions' policies were read");
+}
+
+#[test]
+fn every_queue_has_a_dead_letter_queue_or_is_one() {
+    let all = resources();
+    let queues: Vec<_> = all
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SQS::Queue"))
+        .collect();
+    assert!(queues.len() >= 2);
+    for (name, queue) in queues {
+        let redrive = &queue["Properties"]["RedrivePolicy"];
+        let is_target = !queue["Properties"]["RedriveAllowPolicy"].is_null();
+        assert!(
+            !redrive.is_null() || is_target,
+            "{name:?} has no dead-letter queue"
+        );
+        if is_target {
+            assert_eq!(
+                queue["Properties"]["MessageRetentionPeriod"].as_u64(),
+                Some(1_209_600),
+                "{name:?}: keep dead letters 14 days"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_sqs_event_source_reports_batch_item_failures() {
+    let mut sources = 0;
+    for (name, resource) in resources() {
+        for (_, event) in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+        {
+            if event["Type"].as_str() == Some("SQS") {
+                sources += 1;
+                let types = strings(&event["Properties"]["FunctionResponseTypes"]);
+                assert!(
+                    types.iter().any(|t| t == "ReportBatchItemFailures"),
+                    "{name:?}: reported failures would be dropped"
+                );
+            }
+        }
+    }
+    assert_eq!(sources, 1);
+}
