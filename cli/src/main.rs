@@ -104,7 +104,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(plumbline::telemetry::Redacting(std::io::stderr))
         .with_target(false)
         .init();
 }

@@ -15,5 +15,6 @@ mod ingress;
 mod local;
 mod ops;
 mod reconcile;
+mod redaction;
 mod samples;
 mod template;

@@ -1,5 +1,9 @@
-//! Logs (tracing, JSON in Lambda) and metrics (CloudWatch Embedded Metric Format on stdout:
-//! no API call, no added latency).
+//! Logs (tracing, JSON in Lambda, redacted) and metrics (CloudWatch Embedded Metric Format on
+//! stdout: no API call, no added latency).
+
+mod redact;
+
+pub use redact::{Redacting, redact};
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -138,28 +142,44 @@ impl<T: Metrics> Metrics for Arc<T> {
 }
 
 /// Installs the tracing subscriber for a Lambda function: JSON lines unless
-/// `AWS_LAMBDA_LOG_FORMAT=Text`; level from `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, else info.
+/// `AWS_LAMBDA_LOG_FORMAT=Text`; level from `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, else info;
+/// every line redacted.
 pub fn init_lambda_tracing() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into())
-        .to_lowercase();
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| "info".into());
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let subscriber = lambda_subscriber(&level, text, Redacting(std::io::stdout));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// The functions' subscriber, writing to `writer` (tests capture it).
+pub fn lambda_subscriber<W>(
+    level: &str,
+    text: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_new(level.to_lowercase())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .without_time();
+        .without_time()
+        .with_writer(writer);
     if text {
-        builder.with_ansi(false).init();
+        Box::new(builder.with_ansi(false).finish())
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+        Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        )
     }
 }
 

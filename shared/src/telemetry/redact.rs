@@ -1,0 +1,99 @@
+//! Redaction at the logging layer: every formatted log line passes through [`redact`] before it
+//! is written, so personal data or a secret that reaches a log by mistake (an error message that
+//! quotes a payload, a header in a debug line) is replaced, not shipped. The code also never
+//! logs payloads, names or headers on purpose; this is the net under that rule.
+
+use std::io::Write;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// Patterns and what replaces them, most specific first.
+static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    [
+        // Signing secrets and API tokens.
+        (r"whsec_[A-Za-z0-9+/=_-]+", "[secret]"),
+        (r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+", "[secret]"),
+        (r"\bpat-[a-z0-9]+-[A-Za-z0-9-]+", "[secret]"),
+        (r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+", "Bearer [secret]"),
+        // Signature header values: Stripe `t=…,v1=…`, Paddle `ts=…;h1=…`, Standard Webhooks `v1,…`.
+        (r"\b(?:v1|h1|v0)=[0-9a-fA-F]{16,}", "[signature]"),
+        (r"\bv1,[A-Za-z0-9+/]{20,}={0,2}", "[signature]"),
+        // Email addresses.
+        (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "[email]"),
+        // Card-like numbers: 13 to 19 digits, spaces or dashes between groups.
+        (r"\b\d(?:[ -]?\d){12,18}\b", "[number]"),
+        // Phone numbers in international form.
+        (r"\+\d(?:[ .()-]{0,2}\d){6,14}", "[phone]"),
+    ]
+    .into_iter()
+    .map(|(pattern, replacement)| (Regex::new(pattern).expect("a valid pattern"), replacement))
+    .collect()
+});
+
+/// The line with personal data and secrets replaced.
+pub fn redact(line: &str) -> String {
+    PATTERNS
+        .iter()
+        .fold(line.to_owned(), |text, (pattern, replacement)| {
+            pattern.replace_all(&text, *replacement).into_owned()
+        })
+}
+
+/// Wraps a writer: each write (one formatted event) is redacted before it goes through.
+#[derive(Debug, Clone)]
+pub struct Redacting<M>(pub M);
+
+/// The writer [`Redacting`] hands to the formatter for one event.
+#[derive(Debug)]
+pub struct RedactingWriter<W: Write>(W);
+
+impl<W: Write> Write for RedactingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for Redacting<M>
+{
+    type Writer = RedactingWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.make_writer())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn personal_data_and_secrets_are_replaced() {
+        let line = r#"{"msg":"failed","email":"Jane.Doe@example.com","card":"4242 4242 4242 4242","phone":"+1 (415) 555-0123","secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw","auth":"Bearer pat-na1-abc123","sig":"t=1700000000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd","sw":"v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=","key":"sk_live_51HxYz"}"#;
+        let out = redact(line);
+        for leaked in [
+            "Jane.Doe", "4242", "555-0123", "MfKQ9r8", "abc123", "5257a869", "g0hM9SsE", "51HxYz",
+        ] {
+            assert!(!out.contains(leaked), "{leaked} leaked: {out}");
+        }
+        assert!(
+            out.contains("[email]")
+                && out.contains("[number]")
+                && out.contains("[phone]")
+                && out.contains("[secret]")
+        );
+    }
+
+    #[test]
+    fn ordinary_fields_survive() {
+        let line = r#"{"time":"2026-11-23T16:47:00Z","event_id":"01M84K3Q9Z8Y7X6W5V4T3S2R1Q","event_key":"EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e","elapsed_ms":12,"status":401}"#;
+        assert_eq!(redact(line), line);
+    }
+}

@@ -1,0 +1,157 @@
+//! No personal data or secret reaches a log line: events full of seeded values go through the
+//! ingress, delivery (including a permanent failure) and reconciliation, logged by the functions'
+//! own subscriber at the level they run at, and no seeded value appears in what was written.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::adapters::stripe_api::StripeEvents;
+use plumbline::contract::SourceName;
+use plumbline::reconcile::{Reconciler, Settings};
+use plumbline::sources::SourceKind;
+use plumbline::telemetry::{RecordingMetrics, Redacting, lambda_subscriber};
+use serde_json::{Value, json};
+
+use crate::helpers::pipeline::Pipeline;
+use crate::helpers::recorder::Reply;
+use crate::helpers::stripe_api::StripeApi;
+use crate::helpers::{T0, apigw, aws, fixture, site, stripe};
+
+const SEEDED: [&str; 7] = [
+    "Zebulon Quattlebaum",
+    "zebulon.quattlebaum@seeded.example",
+    "+44 20 7946 0958",
+    "4000056655665556",
+    "Wrenfield Oyelaran",
+    "wrenfield@seeded.example",
+    "whsec_integration_stripe",
+];
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn seeded_lead() -> Vec<u8> {
+    let mut doc: Value =
+        serde_json::from_slice(&fixture("site/lead.submitted.json")).expect("json");
+    doc["data"]["name"] = json!(SEEDED[0]);
+    doc["data"]["email"] = json!(SEEDED[1]);
+    doc["data"]["phone"] = json!(SEEDED[2]);
+    doc["data"]["message"] = json!(format!("card {} please call", SEEDED[3]));
+    serde_json::to_vec(&doc).expect("json")
+}
+
+fn seeded_payment(id: &str) -> Value {
+    let mut doc: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    doc["id"] = json!(id);
+    doc["data"]["object"]["receipt_email"] = json!(SEEDED[5]);
+    doc["data"]["object"]["shipping"] = json!({"name": SEEDED[4], "phone": SEEDED[2]});
+    doc
+}
+
+#[tokio::test]
+async fn no_seeded_personal_data_or_secret_reaches_a_log_line() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(lambda_subscriber(
+        "info",
+        false,
+        Redacting(capture.clone()),
+    ));
+
+    let p = Pipeline::new().await;
+    p.crm.set_default(Reply::status(400));
+    // Ingress: accepted, refused (bad signature, with the body full of data), quarantined.
+    p.ingest(site("msg_seeded", &seeded_lead())).await;
+    p.ingest(stripe(
+        &serde_json::to_vec(&seeded_payment("evt_seeded")).expect("json"),
+    ))
+    .await;
+    let forged = apigw(
+        "POST",
+        "stripe",
+        &[("Stripe-Signature", format!("t={T0},v1={}", "ab".repeat(32)))],
+        &seeded_lead(),
+    );
+    assert_eq!(
+        plumbline_ingress::handle(&p.ingress, forged).await.status(),
+        401
+    );
+    let mut broken = seeded_payment("evt_broken");
+    broken["data"]["object"]["amount"] = json!("not money");
+    p.ingest(stripe(&serde_json::to_vec(&broken).expect("json")))
+        .await;
+    // Delivery: the ERP takes the payment, the CRM refuses the lead for good.
+    p.deliver_visible().await;
+    // Reconciliation: a missed payment from the provider's list.
+    let api = StripeApi::start(vec![seeded_payment("evt_missed")]).await;
+    let aws = aws().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let providers = BTreeMap::from([(
+        SourceName::try_from("stripe").expect("name"),
+        (
+            SourceKind::Stripe,
+            StripeEvents::new(Some(&api.url), "rk_test_seeded".to_owned().into()).expect("client"),
+        ),
+    )]);
+    let settings = Settings {
+        stuck_after_secs: 900,
+        page_limit: 100,
+        max_pages: 10,
+        failed_only: false,
+        retention_days: 90,
+        thresholds: BTreeMap::new(),
+    };
+    let reconciler = Reconciler::new(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone()),
+        SqsQueue::new(sqs.clone(), p.queue_url.clone()),
+        SqsDeadLetters::new(sqs, p.dlq_url.clone()),
+        providers,
+        p.clock.clone(),
+        RecordingMetrics::default(),
+        settings,
+    );
+    assert_eq!(
+        reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .checks["missed_webhooks"]
+            .repaired,
+        1
+    );
+    p.deliver_visible().await;
+
+    let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf8");
+    assert!(logs.lines().count() >= 8, "the flows were logged:\n{logs}");
+    assert!(
+        logs.contains("refused for good") && logs.contains("request refused"),
+        "failure paths were logged:\n{logs}"
+    );
+    for value in SEEDED {
+        assert!(
+            !logs.contains(value),
+            "{value} appeared in the logs:\n{logs}"
+        );
+    }
+    assert!(!logs.contains("rk_test_seeded"));
+}
