@@ -17,4 +17,5 @@ mod ops;
 mod reconcile;
 mod redaction;
 mod samples;
+mod secrets;
 mod template;

@@ -11,7 +11,7 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::targets;
-use plumbline::config::{Config, EnvSecrets};
+use plumbline::config::{ChainSecrets, Config, EnvSecrets};
 use plumbline::delivery::Delivery;
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
@@ -21,8 +21,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_lambda_tracing();
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
-    let targets = targets::build_all(&config, &EnvSecrets)?;
     let aws = aws_config::load_from_env().await;
+    let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
+    let targets = targets::build_all(&config, &ChainSecrets(EnvSecrets, remote))?;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let delivery = Delivery::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use lambda_http::{run, service_fn};
 use plumbline::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
-use plumbline::config::{Config, EnvSecrets};
+use plumbline::config::{ChainSecrets, Config, EnvSecrets};
 use plumbline::ingress::Ingress;
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
@@ -13,11 +13,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     init_lambda_tracing();
     let path = std::env::var("PLUMBLINE_CONFIG").context("PLUMBLINE_CONFIG is not set")?;
     let config = Config::load(path.as_ref())?;
-    let verifiers = config.verifiers(&EnvSecrets)?;
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
     let queue_url =
         std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
     let aws = aws_config::load_from_env().await;
+    let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
+    let verifiers = config.verifiers(&ChainSecrets(EnvSecrets, remote))?;
     let ingress = Ingress::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
         SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url),

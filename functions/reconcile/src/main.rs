@@ -15,12 +15,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
     let aws = aws_config::load_from_env().await;
+    let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
+    let secrets = plumbline::config::ChainSecrets(plumbline::config::EnvSecrets, remote);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let reconciler = Reconciler::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
         SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
         SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
-        plumbline::adapters::stripe_api::from_config(&config, &plumbline::config::EnvSecrets)?,
+        plumbline::adapters::stripe_api::from_config(&config, &secrets)?,
         SystemClock,
         EmfMetrics::new("Plumbline"),
         config.reconcile,

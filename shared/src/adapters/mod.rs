@@ -7,6 +7,8 @@ pub mod sqs;
 
 #[cfg(feature = "aws")]
 mod aws_error;
+#[cfg(feature = "aws")]
+pub mod aws_secrets;
 
 pub mod sqlite;
 pub mod stripe_api;

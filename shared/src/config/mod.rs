@@ -13,7 +13,7 @@ use std::fmt;
 use secrecy::SecretSlice;
 use serde::Deserialize;
 
-pub use secrets::{EnvSecrets, MapSecrets, SecretRef, SecretResolver};
+pub use secrets::{ChainSecrets, EnvSecrets, MapSecrets, SecretRef, SecretResolver};
 
 use crate::contract::SourceName;
 use crate::sources::{SourceKind, Verifier};
@@ -306,6 +306,32 @@ impl Config {
             delivery,
             ledger,
         })
+    }
+
+    /// Every secret reference in the file, with its key, for fetching remote ones at start-up.
+    pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
+        let mut out = Vec::new();
+        for (name, source) in &self.sources {
+            for (i, r) in source.secrets.iter().enumerate() {
+                out.push((format!("sources.{name}.secrets[{i}]"), r.clone()));
+            }
+            if let Some(r) = &source.api_key {
+                out.push((format!("sources.{name}.api_key"), r.clone()));
+            }
+        }
+        for (name, target) in &self.targets {
+            for (field, r) in [("secret", &target.secret), ("token", &target.token)] {
+                if let Some(r) = r {
+                    out.push((format!("targets.{name}.{field}"), r.clone()));
+                }
+            }
+            for (header, value) in &target.headers {
+                if let HeaderValue::Secret(r) = value {
+                    out.push((format!("targets.{name}.headers.{header}"), r.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// Resolves every source's secrets into verifiers; fails with the key of each secret that

@@ -6,9 +6,14 @@ use std::fmt;
 use secrecy::SecretString;
 
 /// Where a secret's value comes from. Only references live in the file, never values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SecretRef {
+    /// `env:NAME`: the process environment.
     Env(String),
+    /// `ssm:/path/name`: an SSM Parameter Store parameter (SecureString), decrypted.
+    Ssm(String),
+    /// `secretsmanager:name-or-arn` or `secretsmanager:name#field` for one field of a JSON secret.
+    SecretsManager { id: String, field: Option<String> },
 }
 
 impl SecretRef {
@@ -18,8 +23,18 @@ impl SecretRef {
             Some(("env", _)) => {
                 Err("env: must be followed by a variable name (A-Z, 0-9, _)".into())
             }
+            Some(("ssm", name)) if !name.is_empty() && !name.contains(char::is_whitespace) => Ok(Self::Ssm(name.to_owned())),
+            Some(("secretsmanager", rest)) if !rest.is_empty() && !rest.contains(char::is_whitespace) => {
+                let (id, field) = match rest.split_once('#') {
+                    Some((id, field)) if !field.is_empty() => (id.to_owned(), Some(field.to_owned())),
+                    Some(_) => return Err("secretsmanager:NAME#FIELD needs a field after #".into()),
+                    None => (rest.to_owned(), None),
+                };
+                Ok(Self::SecretsManager { id, field })
+            }
             _ => Err(
-                "expected a reference such as env:NAME; secret values never go in the file".into(),
+                "expected a reference such as env:NAME, ssm:/path or secretsmanager:NAME[#FIELD]; secret values never go in the file"
+                    .into(),
             ),
         }
     }
@@ -29,6 +44,12 @@ impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Env(name) => write!(f, "env:{name}"),
+            Self::Ssm(name) => write!(f, "ssm:{name}"),
+            Self::SecretsManager {
+                id,
+                field: Some(field),
+            } => write!(f, "secretsmanager:{id}#{field}"),
+            Self::SecretsManager { id, field: None } => write!(f, "secretsmanager:{id}"),
         }
     }
 }
@@ -55,6 +76,7 @@ impl SecretResolver for EnvSecrets {
             SecretRef::Env(name) => std::env::var(name)
                 .map(SecretString::from)
                 .map_err(|_| format!("environment variable {name} is not set")),
+            other => Err(format!("{other} is fetched at start-up; it was not")),
         }
     }
 }
@@ -70,5 +92,17 @@ impl SecretResolver for MapSecrets {
             .get(&key)
             .map(|v| SecretString::from(v.clone()))
             .ok_or_else(|| format!("{key} is not set"))
+    }
+}
+
+/// Tries `first`, then `second`: the environment, then values fetched at start-up.
+#[derive(Debug, Clone)]
+pub struct ChainSecrets<A, B>(pub A, pub B);
+
+impl<A: SecretResolver, B: SecretResolver> SecretResolver for ChainSecrets<A, B> {
+    fn resolve(&self, reference: &SecretRef) -> Result<SecretString, String> {
+        self.0
+            .resolve(reference)
+            .or_else(|first| self.1.resolve(reference).map_err(|_| first))
     }
 }

@@ -1,0 +1,77 @@
+//! Fetches `ssm:` and `secretsmanager:` references once, at cold start, and keeps the values in
+//! memory for the life of the sandbox (a rotation is picked up by the next cold start; keep the
+//! old value valid until then, as docs/operations.md describes).
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+
+use crate::config::{ConfigError, ConfigProblem, MapSecrets, SecretRef};
+
+/// The values of the remote references among `refs`, keyed as `MapSecrets` expects. Each
+/// reference is fetched once, however many keys use it.
+pub async fn fetch(
+    refs: &[(String, SecretRef)],
+    aws: &aws_config::SdkConfig,
+) -> Result<MapSecrets, ConfigError> {
+    let ssm = aws_sdk_ssm::Client::new(aws);
+    let manager = aws_sdk_secretsmanager::Client::new(aws);
+    let mut values = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (key, reference) in refs {
+        let name = reference.to_string();
+        if values.contains_key(&name) || matches!(reference, SecretRef::Env(_)) {
+            continue;
+        }
+        let value = match reference {
+            SecretRef::Ssm(parameter) => ssm
+                .get_parameter()
+                .name(parameter)
+                .with_decryption(true)
+                .send()
+                .await
+                .map_err(|e| e.code().unwrap_or("unreachable").to_owned())
+                .and_then(|out| {
+                    out.parameter
+                        .and_then(|p| p.value)
+                        .ok_or_else(|| "the parameter has no value".to_owned())
+                }),
+            SecretRef::SecretsManager { id, field } => manager
+                .get_secret_value()
+                .secret_id(id)
+                .send()
+                .await
+                .map_err(|e| e.code().unwrap_or("unreachable").to_owned())
+                .and_then(|out| {
+                    out.secret_string
+                        .ok_or_else(|| "the secret has no string value".to_owned())
+                })
+                .and_then(|text| match field {
+                    None => Ok(text),
+                    Some(field) => serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|json| {
+                            json.get(field).and_then(|v| v.as_str().map(str::to_owned))
+                        })
+                        .ok_or_else(|| format!("the secret has no text field {field:?}")),
+                }),
+            SecretRef::Env(_) => continue,
+        };
+        match value {
+            Ok(value) => {
+                values.insert(name, value);
+            }
+            // The reason names the reference and the service's error code, never a value.
+            Err(reason) => problems.push(ConfigProblem {
+                key: key.clone(),
+                reason: format!("{name}: {reason}"),
+                line: None,
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(MapSecrets(values))
+    } else {
+        Err(ConfigError { problems })
+    }
+}
