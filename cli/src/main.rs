@@ -56,7 +56,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validates a configuration file and reports every problem with its key and line.
-    #[command(after_help = "Example:\n  plumbline config check infra/plumbline.toml")]
+    #[command(after_help = "Example:\n  plumbline config check infra/config/plumbline.toml")]
     Check {
         file: PathBuf,
         /// Print the result as JSON.

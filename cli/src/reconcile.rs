@@ -18,7 +18,7 @@ use crate::dev::load_config;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  plumbline reconcile\n  plumbline reconcile --aws --config infra/plumbline.toml --json"
+    after_help = "Examples:\n  plumbline reconcile\n  plumbline reconcile --aws --config infra/config/plumbline.toml --json"
 )]
 pub struct ReconcileArgs {
     /// Use DynamoDB and SQS (PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL, PLUMBLINE_DLQ_URL).

@@ -48,7 +48,7 @@ fn every_golden_fixture_ever_committed_still_parses() {
 
 #[test]
 fn the_bundled_deployment_config_is_valid() {
-    let config = plumbline::config::Config::load(&repo_path("infra/plumbline.toml"))
-        .unwrap_or_else(|e| panic!("infra/plumbline.toml: {e}"));
+    let config = plumbline::config::Config::load(&repo_path("infra/config/plumbline.toml"))
+        .unwrap_or_else(|e| panic!("infra/config/plumbline.toml: {e}"));
     assert!(!config.sources.is_empty());
 }
