@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::sqs::SqsDeadLetters;
 use plumbline::ports::DeadLetterSource;
 use serde_json::json;
@@ -90,15 +89,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
     let letters = if args.aws {
         sqs_letters(args.limit).await?
     } else {
-        anyhow::ensure!(
-            args.data_dir.join("plumbline.db").exists(),
-            "no database in {}",
-            args.data_dir.display()
-        );
-        let store = SqliteStore::open(
-            &args.data_dir,
-            plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
-        )?;
+        let store = crate::local::open(&args.data_dir)?;
         store
             .list_messages(true, args.limit)
             .await?

@@ -82,15 +82,7 @@ pub fn parse_window(text: &str) -> anyhow::Result<i64> {
 }
 
 fn open(local: &Local) -> anyhow::Result<SqliteStore> {
-    anyhow::ensure!(
-        local.data_dir.join("plumbline.db").exists(),
-        "no database in {}; is this where `plumbline dev` runs?",
-        local.data_dir.display()
-    );
-    Ok(SqliteStore::open(
-        &local.data_dir,
-        plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
-    )?)
+    crate::local::open(&local.data_dir)
 }
 
 async fn dynamo() -> anyhow::Result<DynamoStore> {

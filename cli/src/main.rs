@@ -10,6 +10,7 @@ mod demo;
 mod dev;
 mod dlq;
 mod events;
+mod local;
 mod present;
 mod receive;
 mod reconcile;

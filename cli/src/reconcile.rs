@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use plumbline::adapters::dynamodb::DynamoStore;
-use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
+use plumbline::adapters::sqlite::LocalDeadLetters;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::ports::SystemClock;
 use plumbline::reconcile::{Reconciler, Report};
@@ -58,15 +58,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
         .run(deadline)
         .await
     } else {
-        anyhow::ensure!(
-            args.data_dir.join("plumbline.db").exists(),
-            "no database in {}",
-            args.data_dir.display()
-        );
-        let store = SqliteStore::open(
-            &args.data_dir,
-            plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
-        )?;
+        let store = crate::local::open(&args.data_dir)?;
         Reconciler::new(
             store.clone(),
             store.clone(),

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Args;
-use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::delivery::replay::{Filter, Report, replay};
 use plumbline::ports::{DeadLetterSource, Requeue};
@@ -49,15 +48,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<bool> {
         let queue = SqsQueue::new(sqs, env("PLUMBLINE_QUEUE_URL")?);
         run_with(args, &dlq, &queue).await
     } else {
-        anyhow::ensure!(
-            args.data_dir.join("plumbline.db").exists(),
-            "no database in {}",
-            args.data_dir.display()
-        );
-        let store = SqliteStore::open(
-            &args.data_dir,
-            plumbline::adapters::sqlite::MAX_RECEIVES_DEFAULT,
-        )?;
+        let store = crate::local::open(&args.data_dir)?;
         run_with(args, &store, &store).await
     }
 }
