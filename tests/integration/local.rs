@@ -144,6 +144,23 @@ targets = ["ledgerbook"]
             "{source}"
         );
     }
+    // A second instance on the same data directory is refused: recovery at start-up would take
+    // over the first one's work.
+    let second = std::process::Command::new(crate::helpers::dev::binary())
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dev.data_dir)
+        .arg("--config")
+        .arg(&config)
+        .envs(ENVS)
+        .output()
+        .expect("run a second plumbline dev");
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another plumbline dev is running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
     // Refused: nothing stored.
     let forged = signed(
         SourceKind::Stripe,

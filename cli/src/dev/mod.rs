@@ -93,6 +93,7 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, demo::Secr
 pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     let (config, secrets, is_demo) = load_config(args.config.as_ref())?;
     let verifiers = config.verifiers(&secrets)?;
+    let _lock = lock(&args.data_dir)?;
     let store = SqliteStore::open(&args.data_dir, args.max_receives)
         .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
     let (messages, leases) = store.recover_in_flight().await?;
@@ -217,6 +218,29 @@ fn spawn_reconciler(
             }
         }
     })
+}
+
+/// One `plumbline dev` per data directory: at start-up it takes back everything in flight, which
+/// is only right when no other process is working there. The lock goes with the process.
+fn lock(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("dev.lock"))
+        .with_context(|| format!("opening the lock in {}", data_dir.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!(
+                "another plumbline dev is running on {}; stop it or choose another --data-dir",
+                data_dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
+    }
 }
 
 async fn shutdown_signal() {

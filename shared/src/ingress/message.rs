@@ -58,3 +58,37 @@ impl QueueMessage {
         Ok(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/contract/fixtures/v1/payment.succeeded.stripe.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("envelope")
+    }
+
+    #[test]
+    fn a_message_carries_the_envelope_while_it_fits_and_the_key_alone_otherwise() {
+        let key = EventKey::parse("EVT#stripe#evt_1").expect("key");
+        let small = QueueMessage::new(&key, &envelope());
+        let decoded = QueueMessage::decode(&small.body()).expect("decodes");
+        assert_eq!(
+            decoded.event.as_ref().map(|e| e.id.clone()),
+            Some(envelope().id)
+        );
+
+        let mut big = envelope();
+        big.data.failure_reason = Some("x".repeat(MAX_MESSAGE_BYTES));
+        let body = QueueMessage::new(&key, &big).body();
+        assert!(body.len() < 1024, "only the key: {} bytes", body.len());
+        let decoded = QueueMessage::decode(&body).expect("decodes");
+        assert_eq!(
+            (decoded.key.as_str(), decoded.event),
+            ("EVT#stripe#evt_1", None)
+        );
+    }
+}

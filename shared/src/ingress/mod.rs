@@ -114,7 +114,14 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
     /// is to be delivered, enqueued.
     #[instrument(skip_all, fields(source = %req.source, request_id = req.request_id.unwrap_or("-")))]
     pub async fn handle(&self, req: WebhookRequest<'_>) -> Result<Accepted, IngressError> {
+        let started = std::time::Instant::now();
         let result = self.handle_inner(req).await;
+        self.metrics.emit(Metric {
+            name: "IngressLatency",
+            dimensions: vec![("Source", self.known_source_label(req.source))],
+            value: started.elapsed().as_secs_f64() * 1000.0,
+            unit: crate::telemetry::Unit::Milliseconds,
+        });
         if let Err(err) = &result {
             let source = self.known_source_label(req.source);
             self.metrics.emit(Metric::count(
