@@ -14,6 +14,10 @@ pub async fn fetch(
     refs: &[(String, SecretRef)],
     aws: &aws_config::SdkConfig,
 ) -> Result<MapSecrets, ConfigError> {
+    if refs.iter().all(|(_, r)| matches!(r, SecretRef::Env(_))) {
+        // Nothing remote: no clients to build at cold start.
+        return Ok(MapSecrets::default());
+    }
     let ssm = aws_sdk_ssm::Client::new(aws);
     let manager = aws_sdk_secretsmanager::Client::new(aws);
     let mut values = BTreeMap::new();

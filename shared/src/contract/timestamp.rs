@@ -32,10 +32,6 @@ impl Timestamp {
         i64::try_from(self.0.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    pub fn as_offset(self) -> OffsetDateTime {
-        self.0
-    }
-
     #[must_use]
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0 + time::Duration::seconds(secs))

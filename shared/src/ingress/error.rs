@@ -36,13 +36,9 @@ impl IngressError {
         self.status() < 500
     }
 
-    /// Whether the sender should try again later (only when plumbline itself failed).
+    /// Whether the sender should try again later: exactly when plumbline itself failed.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Store(e) => e.is_retryable() || matches!(e, StoreError::Corrupt(_)),
-            Self::Queue(_) => true,
-            _ => false,
-        }
+        !self.is_client_error()
     }
 
     /// A stable label for metrics and the answer's `error` field.

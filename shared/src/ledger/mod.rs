@@ -82,11 +82,6 @@ impl Entity {
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.fields.get(name).map(|f| &f.value)
     }
-
-    /// Whether this event was already applied (a redelivered message).
-    pub fn has_seen(&self, event_id: &str) -> bool {
-        self.history.iter().any(|h| h.event_id == event_id)
-    }
 }
 
 /// The system of record per `entity.field` (from the config's `[ownership]`).

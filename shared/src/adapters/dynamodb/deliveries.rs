@@ -100,17 +100,8 @@ impl DeliveryLog for DynamoStore {
                 Ok(Attempt::Go { attempt })
             }
             Err(err) if condition_failed(&err) => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(event.as_str(), &sk(target))))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                let record = out
-                    .item
+                let item = self.read(key(event.as_str(), &sk(target))).await?;
+                let record = item
                     .as_ref()
                     .map(record_of)
                     .transpose()?

@@ -119,7 +119,7 @@ fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
     key(event.as_str(), EVENT_SK)
 }
 
-fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
+pub(super) fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
     let item: EventItem =
         serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     item.into_record()
@@ -269,15 +269,7 @@ impl EventStore for DynamoStore {
     }
 
     async fn get(&self, key: &EventKey) -> Result<Option<EventRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.item.map(from_item).transpose()
+        let item = self.read(key_of(key)).await?;
+        item.map(from_item).transpose()
     }
 }

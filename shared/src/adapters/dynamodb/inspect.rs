@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{DynamoStore, classify, s};
 use crate::inspect::{EventRow, LedgerEffect, Timeline};
-use crate::ports::{DeliveryLog, EventKey, EventStore, LedgerStore, StoreError};
+use crate::ports::{DeliveryLog, EventKey, LedgerStore, StoreError};
 
 fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
@@ -35,20 +35,11 @@ impl DynamoStore {
         let Some(key) = key_for(id) else {
             return Ok(None);
         };
-        let Some(record) = self.get(&key).await? else {
+        // One read gives both the record and the status fields it does not carry.
+        let Some(item) = self.read(super::key(key.as_str(), super::EVENT_SK)).await? else {
             return Ok(None);
         };
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(super::key(key.as_str(), super::EVENT_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?
-            .item
-            .unwrap_or_default();
+        let record = super::events::from_item(item.clone())?;
         let ledger = match &record.envelope {
             Some(envelope) => self
                 .load_entity(envelope.entity.kind, &envelope.entity.id)

@@ -20,16 +20,8 @@ fn alias_pk(kind: EntityKind, alias: &str) -> String {
 
 impl LedgerStore for DynamoStore {
     async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&entity_pk(kind, id), STATE_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        let Some(item) = out.item else {
+        let item = self.read(key(&entity_pk(kind, id), STATE_SK)).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let text = item
@@ -66,16 +58,8 @@ impl LedgerStore for DynamoStore {
     }
 
     async fn load_alias(&self, kind: EntityKind, alias: &str) -> Result<Option<Alias>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&alias_pk(kind, alias), ALIAS_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        let Some(item) = out.item else {
+        let item = self.read(key(&alias_pk(kind, alias), ALIAS_SK)).await?;
+        let Some(item) = item else {
             return Ok(None);
         };
         let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();

@@ -39,6 +39,23 @@ impl DynamoStore {
             table: table.into(),
         }
     }
+
+    /// One item, by a consistent read.
+    async fn read(
+        &self,
+        key: HashMap<String, AttributeValue>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(out.item)
+    }
 }
 
 fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {

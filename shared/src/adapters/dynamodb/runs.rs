@@ -105,17 +105,8 @@ impl crate::ports::Watermarks for DynamoStore {
         &self,
         source: &str,
     ) -> Result<Option<crate::ports::Watermark>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&format!("WM#{source}"), "WM")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        let Some(text) = out
-            .item
+        let item = self.read(key(&format!("WM#{source}"), "WM")).await?;
+        let Some(text) = item
             .as_ref()
             .and_then(|i| i.get("watermark"))
             .and_then(|v| v.as_s().ok())
