@@ -328,3 +328,21 @@ async fn replay_after_the_target_recovers_delivers_everything_exactly_once() {
     assert!(failed.is_empty());
     assert_eq!(p.erp.count(), 4, "nothing delivered twice");
 }
+
+#[tokio::test]
+async fn a_route_filter_matches_paths_in_the_envelope() {
+    let config = MIXED.replace(
+        "[[routes]]\nevents = [\"payment.processing\"]\ntargets = [\"ok\"]",
+        "[[routes]]\nevents = [\"payment.processing\"]\ntargets = [\"ok\"]\nwhere = { \"data.amount.currency\" = \"USD\", \"entity.kind\" = \"payment\" }\n\n[[routes]]\nevents = [\"payment.processing\"]\ntargets = [\"flaky\"]\nwhere = { \"data.amount.currency\" = \"EUR\" }",
+    );
+    let p = Pipeline::with_config(&config).await;
+    p.ingest(stripe(&processing("evt_usd"))).await;
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    let paths: Vec<String> = p.erp.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/ok"],
+        "the USD route matched; the EUR route did not"
+    );
+}

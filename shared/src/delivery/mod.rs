@@ -184,11 +184,10 @@ where
                 .await;
         }
         let document = Document::new(envelope, &applied.entity, applied.effect);
-        let targets = routes::targets_for(
-            &self.routes,
-            document.event.event_type.as_str(),
-            &document.to_json(),
-        );
+        // Route filters are paths into the envelope (docs/delivery.md), not the document.
+        let envelope = serde_json::to_value(&document.event).expect("an envelope serializes");
+        let targets =
+            routes::targets_for(&self.routes, document.event.event_type.as_str(), &envelope);
         if targets.is_empty() {
             return self
                 .finish(message, &key, EventStatus::DeliveredToNone, None)
