@@ -41,6 +41,7 @@ pub struct ReconcileArgs {
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     let (config, secrets, _) = load_config(args.config.as_ref())?;
     let providers = plumbline::adapters::stripe_api::from_config(&config, &secrets)?;
+    let crm = plumbline::adapters::targets::crm_targets(&config, &secrets)?;
     let deadline = Instant::now() + Duration::from_secs(args.budget);
     let report = if args.aws {
         let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
@@ -53,8 +54,9 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
             providers,
             SystemClock,
             Counters::default(),
-            config.reconcile,
+            config.reconcile.clone(),
         )
+        .with_crm(crm)
         .run(deadline)
         .await
     } else {
@@ -66,8 +68,9 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
             providers,
             SystemClock,
             Counters::default(),
-            config.reconcile,
+            config.reconcile.clone(),
         )
+        .with_crm(crm)
         .run(deadline)
         .await
     };

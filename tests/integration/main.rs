@@ -14,6 +14,7 @@ mod helpers;
 mod ingress;
 mod local;
 mod ops;
+mod parity;
 mod reconcile;
 mod redaction;
 mod samples;

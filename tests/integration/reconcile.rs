@@ -38,6 +38,7 @@ fn settings(stuck_threshold: u64) -> Settings {
             (STUCK_EVENTS.to_owned(), stuck_threshold),
             (DLQ_MESSAGES.to_owned(), 5),
         ]),
+        ..Settings::default()
     }
 }
 
@@ -84,7 +85,12 @@ async fn crashed_claim(store: &impl EventStore) {
 
 async fn reconciliation_conforms<S, Q, D>(store: S, queue: Q, dlq: D)
 where
-    S: ReconcileStore + EventStore + plumbline::ports::Watermarks + Clone,
+    S: ReconcileStore
+        + EventStore
+        + plumbline::ports::Watermarks
+        + plumbline::ports::LedgerStore
+        + plumbline::ports::EntityScan
+        + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {

@@ -114,14 +114,7 @@ async fn no_seeded_personal_data_or_secret_reaches_a_log_line() {
             StripeEvents::new(Some(&api.url), "rk_test_seeded".to_owned().into()).expect("client"),
         ),
     )]);
-    let settings = Settings {
-        stuck_after_secs: 900,
-        page_limit: 100,
-        max_pages: 10,
-        failed_only: false,
-        retention_days: 90,
-        thresholds: BTreeMap::new(),
-    };
+    let settings = Settings::default();
     let reconciler = Reconciler::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone()),
         SqsQueue::new(sqs.clone(), p.queue_url.clone()),

@@ -161,6 +161,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     workers.push(spawn_reconciler(
         &store,
         plumbline::adapters::stripe_api::from_config(&config, &secrets)?,
+        targets::crm_targets(&config, &secrets)?,
         &counters,
         &config,
         Duration::from_secs(args.reconcile_every.max(1)),
@@ -193,6 +194,7 @@ fn spawn_reconciler(
             plumbline::adapters::stripe_api::StripeEvents,
         ),
     >,
+    crm: BTreeMap<String, targets::HubspotTarget>,
     counters: &Counters,
     config: &Config,
     every: Duration,
@@ -206,7 +208,8 @@ fn spawn_reconciler(
         SystemClock,
         counters.clone(),
         config.reconcile.clone(),
-    );
+    )
+    .with_crm(crm);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         loop {

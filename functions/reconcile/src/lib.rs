@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use plumbline::ports::{
-    Clock, EventQueue, EventStore, ProviderEvents, QueueStats, ReconcileStore, Watermarks,
+    Clock, CrmReadBack, EntityScan, EventQueue, EventStore, LedgerStore, ProviderEvents,
+    QueueStats, ReconcileStore, Target, Watermarks,
 };
 use plumbline::reconcile::{Reconciler, Report};
 use plumbline::telemetry::Metrics;
@@ -15,17 +16,18 @@ pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// Runs once within `remaining` (the Lambda context's time left). The event's content is not
 /// needed: every shape the schedule may send starts the same run.
-pub async fn handle<S, Q, D, P, C, M>(
-    reconciler: &Reconciler<S, Q, D, P, C, M>,
+pub async fn handle<S, Q, D, P, C, M, K>(
+    reconciler: &Reconciler<S, Q, D, P, C, M, K>,
     remaining: Duration,
 ) -> Report
 where
-    S: ReconcileStore + EventStore + Watermarks,
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,
     C: Clock,
     M: Metrics,
+    K: CrmReadBack + Target,
 {
     let deadline = Instant::now() + remaining.saturating_sub(MARGIN);
     reconciler.run(deadline).await

@@ -25,8 +25,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         plumbline::adapters::stripe_api::from_config(&config, &secrets)?,
         SystemClock,
         EmfMetrics::new("Plumbline"),
-        config.reconcile,
-    );
+        config.reconcile.clone(),
+    )
+    .with_crm(plumbline::adapters::targets::crm_targets(
+        &config, &secrets,
+    )?);
     let reconciler = &reconciler;
     run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

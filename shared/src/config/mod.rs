@@ -148,7 +148,7 @@ impl Default for HubspotSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub events: Vec<String>,
     pub targets: Vec<String>,
@@ -276,14 +276,32 @@ impl Config {
                 "must not be negative",
             );
         }
+        let defaults = crate::reconcile::Settings::default();
         let reconcile = crate::reconcile::Settings {
-            stuck_after_secs: raw.reconcile.stuck_after_secs.unwrap_or(900),
-            page_limit: raw.reconcile.page_limit.unwrap_or(100),
-            max_pages: raw.reconcile.max_pages.unwrap_or(10),
+            stuck_after_secs: raw
+                .reconcile
+                .stuck_after_secs
+                .unwrap_or(defaults.stuck_after_secs),
+            page_limit: raw.reconcile.page_limit.unwrap_or(defaults.page_limit),
+            max_pages: raw.reconcile.max_pages.unwrap_or(defaults.max_pages),
             failed_only: raw.reconcile.failed_only.unwrap_or(false),
             retention_days: ingress.retention_days,
             thresholds: raw.reconcile.thresholds.clone(),
+            settle_secs: raw.reconcile.settle_secs.unwrap_or(defaults.settle_secs),
+            window_days: raw.reconcile.window_days.unwrap_or(defaults.window_days),
+            lead_days: raw.reconcile.lead_days.unwrap_or(defaults.lead_days),
+            routes: routes.clone(),
+            ownership: crate::ledger::Ownership(raw.ownership.clone()),
         };
+        if reconcile.settle_secs < 0 {
+            problems.add("reconcile.settle_secs".into(), "must not be negative");
+        }
+        if !(1..=90).contains(&reconcile.window_days) {
+            problems.add("reconcile.window_days".into(), "must be 1 to 90");
+        }
+        if !(1..=30).contains(&reconcile.lead_days) {
+            problems.add("reconcile.lead_days".into(), "must be 1 to 30");
+        }
         if reconcile.stuck_after_secs < 60 {
             problems.add("reconcile.stuck_after_secs".into(), "must be at least 60");
         }

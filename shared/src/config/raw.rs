@@ -97,6 +97,9 @@ pub(super) struct RawReconcile {
     pub(super) page_limit: Option<usize>,
     pub(super) max_pages: Option<usize>,
     pub(super) failed_only: Option<bool>,
+    pub(super) settle_secs: Option<i64>,
+    pub(super) window_days: Option<i64>,
+    pub(super) lead_days: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

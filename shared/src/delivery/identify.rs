@@ -2,7 +2,7 @@
 //! applies the event with optimistic concurrency.
 
 use crate::config::LedgerSettings;
-use crate::contract::{EntityKind, Envelope};
+use crate::contract::{EntityKind, Envelope, Timestamp};
 use crate::ledger::{self, Applied, Entity, Ownership, identity};
 use crate::ports::{Alias, LedgerStore, Saved, StoreError};
 
@@ -22,6 +22,7 @@ pub(super) async fn apply(
     envelope: &Envelope,
     ownership: &Ownership,
     settings: &LedgerSettings,
+    now: Timestamp,
 ) -> Result<Applied, StoreError> {
     let kind = envelope.entity.kind;
     let resolved = resolve(store, envelope, settings).await?;
@@ -48,6 +49,7 @@ pub(super) async fn apply(
             ledger::apply(current, envelope, ownership)
         };
         applied.entity.version += 1;
+        applied.entity.touch(now);
         if store.save_entity(&applied.entity).await? == Saved::Saved {
             return Ok(applied);
         }

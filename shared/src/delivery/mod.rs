@@ -124,6 +124,11 @@ where
         failed
     }
 
+    async fn apply(&self, envelope: &Envelope) -> Result<Applied, StoreError> {
+        let now = self.clock.now();
+        identify::apply(&self.store, envelope, &self.ownership, &self.ledger, now).await
+    }
+
     /// Processes one message.
     #[instrument(skip_all, fields(message_id = %message.message_id, event_id = field::Empty, event_type = field::Empty))]
     pub async fn process(&self, message: &InboundMessage) -> Outcome {
@@ -167,11 +172,10 @@ where
         };
         Span::current().record("event_id", field::display(&envelope.id));
         Span::current().record("event_type", field::display(&envelope.event_type));
-        let applied =
-            match identify::apply(&self.store, &envelope, &self.ownership, &self.ledger).await {
-                Ok(applied) => applied,
-                Err(err) => return self.retry_store(message, &err).await,
-            };
+        let applied = match self.apply(&envelope).await {
+            Ok(applied) => applied,
+            Err(err) => return self.retry_store(message, &err).await,
+        };
         self.count_ledger(&envelope, &applied);
         if applied.effect == Effect::DuplicateSubmission {
             let detail = format!(

@@ -41,6 +41,10 @@ pub enum Effect {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub event_id: String,
+    /// The provider's id of the event: with `source`, the key of the stored event, which lets
+    /// reconciliation find the envelope again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_event_id: Option<String>,
     pub event_type: String,
     pub source: String,
     pub occurred_at: Timestamp,
@@ -64,6 +68,12 @@ pub struct Entity {
     pub fields: BTreeMap<String, FieldValue>,
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
+    /// When the ledger first and last wrote the entity (the clock of the delivery that did):
+    /// reconciliation walks entities in `updated_at` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Timestamp>,
 }
 
 impl Entity {
@@ -76,11 +86,23 @@ impl Entity {
             state_at: None,
             fields: BTreeMap::new(),
             history: Vec::new(),
+            created_at: None,
+            updated_at: None,
         }
     }
 
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.fields.get(name).map(|f| &f.value)
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.field(name).and_then(Value::as_str)
+    }
+
+    /// Marks a write at `now`, for the change index.
+    pub fn touch(&mut self, now: Timestamp) {
+        self.created_at.get_or_insert(now);
+        self.updated_at = Some(now);
     }
 }
 
@@ -89,7 +111,7 @@ impl Entity {
 pub struct Ownership(pub BTreeMap<String, String>);
 
 impl Ownership {
-    fn owner(&self, kind: EntityKind, field: &str) -> Option<&str> {
+    pub fn owner(&self, kind: EntityKind, field: &str) -> Option<&str> {
         self.0
             .get(&format!("{}.{field}", kind.as_str()))
             .map(String::as_str)
@@ -254,6 +276,7 @@ fn record(
 ) {
     entity.history.push(HistoryEntry {
         event_id: envelope.id.to_string(),
+        source_event_id: Some(envelope.source_event_id.to_string()),
         event_type: envelope.event_type.to_string(),
         source: envelope.source.to_string(),
         occurred_at: envelope.occurred_at,

@@ -11,8 +11,8 @@ pub use delivery::{
 };
 pub use ledger::{Alias, LedgerStore, Saved};
 pub use reconcile::{
-    Depth, ProviderError, ProviderEvents, ProviderPage, QueueStats, ReconcileStore, Watermark,
-    Watermarks,
+    CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, ProviderError, ProviderEvents,
+    ProviderPage, QueueStats, ReconcileStore, Watermark, Watermarks, change_key,
 };
 
 use std::future::Future;

@@ -1,3 +1,4 @@
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 
 use super::{EventRecord, QueueError, StoreError};
@@ -86,4 +87,75 @@ pub trait ProviderEvents: Send + Sync {
         page_size: usize,
         failed_only: bool,
     ) -> impl Future<Output = Result<ProviderPage, ProviderError>> + Send;
+}
+
+/// One page of entities in change order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityPage {
+    pub entities: Vec<crate::ledger::Entity>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<String>,
+}
+
+/// The ledger's entities in the order they last changed, through an index (never a scan).
+pub trait EntityScan: Send + Sync {
+    /// Entities of `kind` last written in `[from, to)`, ordered by that time then id, after
+    /// `cursor` (a previous page's `next`).
+    fn changed_entities(
+        &self,
+        kind: crate::contract::EntityKind,
+        from: Timestamp,
+        to: Timestamp,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<EntityPage, StoreError>> + Send;
+}
+
+/// The change index's sort key: fixed-width milliseconds, so it sorts as text, then the id.
+pub fn change_key(at: Timestamp, id: &str) -> String {
+    format!("{:015}#{id}", at.unix_millis().max(0))
+}
+
+/// One field where a CRM record differs from what plumbline would write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmDrift {
+    pub field: String,
+    pub expected: Option<String>,
+    /// `None` when the CRM has no such value (or no such record).
+    pub actual: Option<String>,
+}
+
+/// A contact the CRM created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmLead {
+    pub created_at: Timestamp,
+    pub email: Option<String>,
+    /// The CRM's lead-source property, when the target maps one.
+    pub lead_source: Option<String>,
+}
+
+/// Reading back what a CRM target holds, for reconciliation.
+pub trait CrmReadBack: Send + Sync {
+    /// For each document, how the CRM's record differs from what delivering the document would
+    /// write (empty: in step). A missing record is a drift of its id field.
+    fn drift(
+        &self,
+        documents: &[crate::delivery::Document],
+    ) -> impl Future<Output = Result<Vec<Vec<CrmDrift>>, super::TargetError>> + Send;
+
+    /// Contacts created in `[from, to)`.
+    fn contacts_created(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<Vec<CrmLead>, super::TargetError>> + Send;
+
+    /// Which of `emails` (normalized) the CRM has as contacts.
+    fn existing_contacts(
+        &self,
+        emails: &[String],
+    ) -> impl Future<Output = Result<std::collections::BTreeSet<String>, super::TargetError>> + Send;
+
+    /// Whether `contacts_created` reports a lead source.
+    fn knows_lead_source(&self) -> bool;
 }

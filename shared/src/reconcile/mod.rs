@@ -1,4 +1,4 @@
-//! Reconciliation: finds drift and repairs it, on a schedule. This build has three checks:
+//! Reconciliation: finds drift and repairs it, on a schedule. Its checks:
 //!
 //! - **missed webhooks**: events the provider's API lists that are not in the store are taken
 //!   in through the ingress's own claim-and-enqueue, with origin `reconcile`;
@@ -6,10 +6,16 @@
 //!   (a crash between claim and enqueue, or a lost message) are re-enqueued, found through the
 //!   sparse pending index;
 //! - **backlog**: delivery queue and dead-letter queue depth (and oldest age where the queue can
-//!   tell).
+//!   tell);
+//! - **payment ↔ order parity**, **CRM parity** and **lead counts** over the entities the
+//!   ledger changed recently ([`sweep`], [`leads`]).
 //!
 //! Each run is bounded by a deadline and a page limit; what it does not reach, the next run
 //! does. Each run's report is saved, emitted as metrics, and compared with the thresholds.
+
+mod leads;
+pub mod parity;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -17,11 +23,15 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::config::Route;
 use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
+use crate::delivery::Document;
 use crate::ingress::{QueueMessage, build_record, enqueue_or_release};
+use crate::ledger::Ownership;
 use crate::ports::{
-    Claim, Clock, EventKey, EventQueue, EventStore, ProviderEvents, QueueStats, ReconcileStore,
-    Watermark, Watermarks,
+    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore,
+    LedgerStore, ProviderEvents, QueueStats, ReconcileStore, Target, TargetError, Watermark,
+    Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -70,6 +80,33 @@ pub struct Settings {
     pub page_limit: usize,
     /// Check name → the most `found` that is not a breach.
     pub thresholds: BTreeMap<String, u64>,
+    /// Entities written more recently than this are still settling (their webhooks may be in
+    /// flight): the parity checks leave them to the next run.
+    pub settle_secs: i64,
+    /// The parity checks look at entities changed within this many days.
+    pub window_days: i64,
+    /// Lead counts compare this many days, today included.
+    pub lead_days: i64,
+    pub routes: Vec<Route>,
+    pub ownership: Ownership,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            stuck_after_secs: 900,
+            max_pages: 10,
+            failed_only: false,
+            retention_days: 90,
+            page_limit: 100,
+            thresholds: BTreeMap::new(),
+            settle_secs: 600,
+            window_days: 7,
+            lead_days: 2,
+            routes: Vec::new(),
+            ownership: Ownership::default(),
+        }
+    }
 }
 
 pub const MISSED_WEBHOOKS: &str = "missed_webhooks";
@@ -79,30 +116,76 @@ pub const STUCK_EVENTS: &str = "stuck_events";
 const PROVIDER_WINDOW_SECS: i64 = 30 * 86_400;
 pub const DELIVERY_BACKLOG: &str = "delivery_backlog";
 pub const DLQ_MESSAGES: &str = "dlq_messages";
+pub const PAYMENT_ORDER_PARITY: &str = "payment_order_parity";
+pub const CRM_PARITY: &str = "crm_parity";
+pub const LEAD_COUNTS: &str = "lead_counts";
+
+/// No CRM to read back: the reconciler's CRM type when none is configured.
+#[derive(Debug)]
+pub enum NoCrm {}
+
+impl Target for NoCrm {
+    async fn deliver(&self, _: &Document, _: &str) -> Result<(), TargetError> {
+        match *self {}
+    }
+}
+
+impl CrmReadBack for NoCrm {
+    async fn drift(&self, _: &[Document]) -> Result<Vec<Vec<CrmDrift>>, TargetError> {
+        match *self {}
+    }
+    async fn contacts_created(
+        &self,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> Result<Vec<CrmLead>, TargetError> {
+        match *self {}
+    }
+    async fn existing_contacts(
+        &self,
+        _: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, TargetError> {
+        match *self {}
+    }
+    fn knows_lead_source(&self) -> bool {
+        match *self {}
+    }
+}
 
 const MAX_IDS: usize = 100;
 
+/// Whether `take_in` claimed the event now, or found it claimed before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Now,
+    Before,
+}
+
+impl CheckResult {
+    fn note_id(&mut self, id: String) {
+        if self.ids.len() < MAX_IDS {
+            self.ids.push(id);
+        }
+    }
+}
+
 #[derive(Debug)]
-pub struct Reconciler<S, Q, D, P, C, M> {
+pub struct Reconciler<S, Q, D, P, C, M, K = NoCrm> {
     store: S,
     queue: Q,
     dead_letters: D,
     /// The sources whose provider has an event API plumbline reads.
     providers: BTreeMap<SourceName, (SourceKind, P)>,
+    /// The CRM targets to read back, by target name.
+    crm: BTreeMap<String, K>,
     clock: C,
     metrics: M,
     settings: Settings,
 }
 
-impl<S, Q, D, P, C, M> Reconciler<S, Q, D, P, C, M>
-where
-    S: ReconcileStore + EventStore + Watermarks,
-    Q: EventQueue + QueueStats,
-    D: QueueStats,
-    P: ProviderEvents,
-    C: Clock,
-    M: Metrics,
-{
+impl<S, Q, D, P, C, M> Reconciler<S, Q, D, P, C, M> {
+    // The map is empty when no CRM is configured: `NoCrm` cannot be built.
+    #[allow(clippy::zero_sized_map_values)]
     pub fn new(
         store: S,
         queue: Q,
@@ -117,12 +200,38 @@ where
             queue,
             dead_letters,
             providers,
+            crm: BTreeMap::new(),
             clock,
             metrics,
             settings,
         }
     }
 
+    /// Reads back these CRM targets (by target name) in the CRM parity and lead count checks.
+    pub fn with_crm<K>(self, crm: BTreeMap<String, K>) -> Reconciler<S, Q, D, P, C, M, K> {
+        Reconciler {
+            store: self.store,
+            queue: self.queue,
+            dead_letters: self.dead_letters,
+            providers: self.providers,
+            crm,
+            clock: self.clock,
+            metrics: self.metrics,
+            settings: self.settings,
+        }
+    }
+}
+
+impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
+where
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
+    Q: EventQueue + QueueStats,
+    D: QueueStats,
+    P: ProviderEvents,
+    C: Clock,
+    M: Metrics,
+    K: CrmReadBack + Target,
+{
     /// Runs every check until `deadline`, saves the report and returns it.
     pub async fn run(&self, deadline: Instant) -> Report {
         let started_at = self.clock.now();
@@ -136,6 +245,19 @@ where
             STUCK_EVENTS.to_owned(),
             self.stuck_events(started_at, deadline).await,
         );
+        // Lead counts before the sweep: they report what the CRM lacked, which the sweep's CRM
+        // parity then delivers again.
+        if !self.crm.is_empty() {
+            checks.insert(
+                LEAD_COUNTS.to_owned(),
+                self.lead_counts(started_at, deadline).await,
+            );
+        }
+        let (parity, crm) = self.sweep(started_at, deadline).await;
+        checks.insert(PAYMENT_ORDER_PARITY.to_owned(), parity);
+        if !self.crm.is_empty() {
+            checks.insert(CRM_PARITY.to_owned(), crm);
+        }
         let (backlog, dlq) = self.backlog().await;
         checks.insert(DELIVERY_BACKLOG.to_owned(), backlog);
         checks.insert(DLQ_MESSAGES.to_owned(), dlq);
@@ -351,24 +473,38 @@ where
             if result.ids.len() < MAX_IDS {
                 result.ids.push(key.to_string());
             }
-            let trace = Trace {
-                request_id: None,
-                origin: Origin::Reconcile,
-            };
-            let record = build_record(source, event, now, trace, self.settings.retention_days);
-            let taken = match self.store.claim(&record).await {
-                Ok(Claim::Claimed) => enqueue_or_release(&self.store, &self.queue, &record)
-                    .await
-                    .is_ok(),
-                // The webhook arrived meanwhile: nothing left to repair.
-                Ok(Claim::Exists(_)) => true,
-                Err(_) => false,
-            };
-            if taken {
+            // `Exists`: the webhook arrived meanwhile, nothing left to repair.
+            if self.take_in(source, event, now).await.is_some() {
                 result.repaired += 1;
                 info!(event_key = %key, "missed webhook taken in from the provider's list");
             } else {
                 result.unrepairable += 1;
+            }
+        }
+    }
+
+    /// Takes an event in exactly as the ingress does (claim, then enqueue, releasing the claim
+    /// if the enqueue fails), with origin `reconcile`. `None` when it could not be taken in.
+    async fn take_in(
+        &self,
+        source: &SourceName,
+        event: crate::sources::SourceEvent,
+        now: Timestamp,
+    ) -> Option<Taken> {
+        let trace = Trace {
+            request_id: None,
+            origin: Origin::Reconcile,
+        };
+        let record = build_record(source, event, now, trace, self.settings.retention_days);
+        match self.store.claim(&record).await {
+            Ok(Claim::Claimed) => enqueue_or_release(&self.store, &self.queue, &record)
+                .await
+                .ok()
+                .map(|()| Taken::Now),
+            Ok(Claim::Exists(_)) => Some(Taken::Before),
+            Err(err) => {
+                warn!(error = %err, "could not claim the event");
+                None
             }
         }
     }

@@ -1,11 +1,24 @@
-//! Entities (versioned, updated only on the version read) and aliases.
+//! Entities (versioned, updated only on the version read), the `changed` index reconciliation
+//! walks them by, and aliases.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{DynamoStore, classify, condition_failed, key, n, s};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
-use crate::ports::{Alias, LedgerStore, Saved, StoreError};
+use crate::ports::{Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_key};
+
+/// The index of entities by the time they last changed, sharded so that no one partition takes
+/// every write of a kind.
+pub const CHANGED_INDEX: &str = "changed";
+const CHANGED_SHARDS: u64 = 8;
+
+fn changed_shard(kind: EntityKind, id: &str) -> String {
+    let sum = id.bytes().fold(0_u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
+    format!("{}#{}", kind.as_str(), sum % CHANGED_SHARDS)
+}
 
 const STATE_SK: &str = "STATE";
 const ALIAS_SK: &str = "ALIAS";
@@ -43,6 +56,11 @@ impl LedgerStore for DynamoStore {
             .item("sk", s(STATE_SK))
             .item("version", n(entity.version))
             .item("entity", s(body));
+        if let Some(at) = entity.updated_at {
+            request = request
+                .item("chg_shard", s(changed_shard(entity.kind, &entity.id)))
+                .item("chg_at", s(change_key(at, &entity.id)));
+        }
         request = if entity.version <= 1 {
             request.condition_expression("attribute_not_exists(pk)")
         } else {
@@ -99,5 +117,66 @@ impl LedgerStore for DynamoStore {
             Err(err) if condition_failed(&err) => Ok(false),
             Err(err) => Err(classify(err)),
         }
+    }
+}
+
+impl EntityScan for DynamoStore {
+    /// One query per shard from the cursor, merged: each shard's first `limit` hold the page.
+    async fn changed_entities(
+        &self,
+        kind: EntityKind,
+        from: Timestamp,
+        to: Timestamp,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<EntityPage, StoreError> {
+        let low = cursor.map_or_else(|| change_key(from, ""), str::to_owned);
+        let high = change_key(to, "");
+        let mut keys = Vec::new();
+        for shard in 0..CHANGED_SHARDS {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(CHANGED_INDEX)
+                .key_condition_expression("chg_shard = :shard AND chg_at BETWEEN :low AND :high")
+                .expression_attribute_values(":shard", s(format!("{}#{shard}", kind.as_str())))
+                .expression_attribute_values(":low", s(low.clone()))
+                .expression_attribute_values(":high", s(high.clone()))
+                .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(at), Some(pk)) = (field("chg_at"), field("pk"))
+                    && at != low
+                    && at < high
+                {
+                    keys.push((at, pk));
+                }
+            }
+        }
+        keys.sort();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let mut entities = Vec::with_capacity(keys.len());
+        for (_, pk) in &keys {
+            let id = pk
+                .strip_prefix(&format!("ENT#{}#", kind.as_str()))
+                .ok_or_else(|| StoreError::Corrupt(format!("entity key {pk}")))?;
+            // The index is eventually consistent: an entity written since is read as it is now.
+            if let Some(entity) = self.load_entity(kind, id).await? {
+                entities.push(entity);
+            }
+        }
+        Ok(EntityPage {
+            entities,
+            next: if more {
+                keys.last().map(|(at, _)| at.clone())
+            } else {
+                None
+            },
+        })
     }
 }

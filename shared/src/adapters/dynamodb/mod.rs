@@ -22,6 +22,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 pub use events::{EVENT_SK, PENDING_INDEX};
 pub use inspect::key_for;
+pub use ledger::CHANGED_INDEX;
 
 use super::aws_error::{code, is_throttling};
 use crate::ports::StoreError;

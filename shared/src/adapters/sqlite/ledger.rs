@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, sql_error};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
-use crate::ports::{Alias, LedgerStore, Saved, StoreError};
+use crate::ports::{Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_key};
 
 impl LedgerStore for SqliteStore {
     async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
@@ -31,18 +31,19 @@ impl LedgerStore for SqliteStore {
     async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
         let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (kind, id, version) = (entity.kind.as_str(), entity.id.clone(), entity.version);
+        let changed = entity.updated_at.map(|at| change_key(at, &entity.id));
         let version =
             i64::try_from(version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
         self.run(move |conn| {
             let changed = if version <= 1 {
                 conn.execute(
-                    "INSERT INTO entities (kind, id, version, entity) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                    params![kind, id, version, body],
+                    "INSERT INTO entities (kind, id, version, entity, changed_key) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    params![kind, id, version, body, changed],
                 )
             } else {
                 conn.execute(
-                    "UPDATE entities SET version = ?3, entity = ?4 WHERE kind = ?1 AND id = ?2 AND version = ?3 - 1",
-                    params![kind, id, version, body],
+                    "UPDATE entities SET version = ?3, entity = ?4, changed_key = ?5 WHERE kind = ?1 AND id = ?2 AND version = ?3 - 1",
+                    params![kind, id, version, body, changed],
                 )
             }
             .map_err(|e| sql_error(&e))?;
@@ -93,6 +94,49 @@ impl LedgerStore for SqliteStore {
             }
             .map_err(|e| sql_error(&e))?;
             Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+impl EntityScan for SqliteStore {
+    async fn changed_entities(
+        &self,
+        kind: EntityKind,
+        from: Timestamp,
+        to: Timestamp,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<EntityPage, StoreError> {
+        let low = cursor.map_or_else(|| change_key(from, ""), str::to_owned);
+        let high = change_key(to, "");
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT changed_key, entity FROM entities WHERE kind = ?1 AND changed_key > ?2 AND changed_key < ?3 ORDER BY changed_key LIMIT ?4",
+                )
+                .map_err(|e| sql_error(&e))?;
+            let rows = statement
+                .query_map(params![kind.as_str(), low, high, fetch], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(|e| sql_error(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| sql_error(&e))?;
+            let more = rows.len() > limit;
+            let mut page = EntityPage::default();
+            for (key, text) in rows.into_iter().take(limit) {
+                page.entities.push(
+                    serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("{} {key}: {e}", kind.as_str())))?,
+                );
+                page.next = Some(key);
+            }
+            if !more {
+                page.next = None;
+            }
+            Ok(page)
         })
         .await
     }

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS entities (
     kind TEXT NOT NULL,
     id TEXT NOT NULL,
     version INTEGER NOT NULL,
-    entity TEXT NOT NULL,
+        entity TEXT NOT NULL,
+    changed_key TEXT,
     PRIMARY KEY (kind, id)
 );
 CREATE TABLE IF NOT EXISTS aliases (
@@ -93,5 +94,21 @@ pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    migrate(conn)
+}
+
+/// Columns added after a database may have been created; each step is idempotent.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_changed_key: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('entities') WHERE name = 'changed_key'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_changed_key {
+        conn.execute_batch("ALTER TABLE entities ADD COLUMN changed_key TEXT")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS entities_changed ON entities (kind, changed_key) WHERE changed_key IS NOT NULL",
+    )
 }

@@ -17,10 +17,10 @@ const BURST_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct HubspotTarget {
-    client: reqwest::Client,
-    token: SecretString,
-    settings: HubspotSettings,
-    fields: Vec<mapping::FieldMapping>,
+    pub(super) client: reqwest::Client,
+    pub(super) token: SecretString,
+    pub(super) settings: HubspotSettings,
+    pub(super) fields: Vec<mapping::FieldMapping>,
 }
 
 /// One batch-upsert request: the object type's path and its body.

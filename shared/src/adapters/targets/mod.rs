@@ -2,6 +2,7 @@
 
 mod http;
 mod hubspot;
+mod hubspot_read;
 
 use std::time::Duration;
 
@@ -25,6 +26,36 @@ impl Target for ConfiguredTarget {
             Self::Http(t) => t.deliver(document, idempotency_key).await,
             Self::Hubspot(t) => t.deliver(document, idempotency_key).await,
         }
+    }
+}
+
+/// The HubSpot targets, for reconciliation's read-back, by target name.
+pub fn crm_targets(
+    config: &Config,
+    resolver: &impl SecretResolver,
+) -> Result<std::collections::BTreeMap<String, HubspotTarget>, ConfigError> {
+    let mut problems = Vec::new();
+    let mut out = std::collections::BTreeMap::new();
+    for (name, target) in &config.targets {
+        if target.kind != TargetKind::Hubspot {
+            continue;
+        }
+        match build(target, resolver) {
+            Ok(ConfiguredTarget::Hubspot(t)) => {
+                out.insert(name.clone(), t);
+            }
+            Ok(ConfiguredTarget::Http(_)) => {}
+            Err((key, reason)) => problems.push(ConfigProblem {
+                key: format!("targets.{name}.{key}"),
+                reason,
+                line: None,
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError { problems })
     }
 }
 

@@ -1,0 +1,281 @@
+//! The entity sweep: one walk per kind over the entities the ledger changed within the window
+//! (`reconcile.window_days`) and before the settle time (`reconcile.settle_secs`), in change
+//! order through the change index, feeding two checks:
+//!
+//! - **payment ↔ order parity** ([`super::parity`]): a payment and the order it names must
+//!   agree; a mismatch the ownership rules settle becomes a corrective event taken in like a
+//!   webhook (so the ledger applies it and the routes deliver it, once); any other is reported;
+//! - **CRM parity**: each CRM target's record of an entity it was sent is read back and compared
+//!   with what delivering the ledger's current state would write; a drift is repaired by
+//!   delivering that state again (an upsert by a unique property, so idempotent).
+//!
+//! A walk cut short by the budget or the page limit saves its cursor (`WM#sweep:{kind}`); the
+//! next run continues it. A finished walk starts over, so the window is checked again and again.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::parity::{self, Parity};
+use super::{CheckResult, Reconciler, Taken};
+use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
+use crate::delivery::{Document, routes};
+use crate::ledger::{Effect, Entity};
+use crate::ports::{
+    Clock, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore, LedgerStore, ProviderEvents,
+    QueueStats, ReconcileStore, Target, Watermark, Watermarks,
+};
+use crate::telemetry::Metrics;
+
+const DAY_SECS: i64 = 86_400;
+
+impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
+where
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
+    Q: EventQueue + QueueStats,
+    D: QueueStats,
+    P: ProviderEvents,
+    C: Clock,
+    M: Metrics,
+    K: CrmReadBack + Target,
+{
+    /// Returns (payment ↔ order parity, CRM parity).
+    pub(super) async fn sweep(
+        &self,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> (CheckResult, CheckResult) {
+        let mut parity = CheckResult::default();
+        let mut crm = CheckResult::default();
+        let mut pairs = BTreeSet::new();
+        let from = now.plus_secs(-self.settings.window_days * DAY_SECS);
+        let to = now.plus_secs(-self.settings.settle_secs);
+        for kind in [
+            EntityKind::Payment,
+            EntityKind::Order,
+            EntityKind::Customer,
+            EntityKind::Lead,
+        ] {
+            let for_parity = matches!(kind, EntityKind::Payment | EntityKind::Order);
+            if !for_parity && self.crm.is_empty() {
+                continue;
+            }
+            let name = format!("sweep:{}", kind.as_str());
+            let (mut cursor, until) = match self.store.load_watermark(&name).await {
+                Ok(Some(Watermark {
+                    cursor: Some(c),
+                    until: Some(u),
+                    ..
+                })) => (Some(c), u),
+                Ok(_) => (None, to),
+                Err(err) => {
+                    parity.note = Some(format!("{name}: could not read the cursor: {err}"));
+                    continue;
+                }
+            };
+            let mut complete = false;
+            for _ in 0..self.settings.max_pages {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let page = match self
+                    .store
+                    .changed_entities(
+                        kind,
+                        from,
+                        until,
+                        cursor.as_deref(),
+                        self.settings.page_limit,
+                    )
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(err) => {
+                        parity.note = Some(format!("{name}: {err}; the next run continues"));
+                        break;
+                    }
+                };
+                if for_parity {
+                    for entity in &page.entities {
+                        self.pair(entity, now, &mut pairs, &mut parity).await;
+                    }
+                }
+                self.crm_parity(&page.entities, &mut crm).await;
+                if let Some(next) = page.next {
+                    cursor = Some(next);
+                } else {
+                    complete = true;
+                    break;
+                }
+            }
+            let next = if complete {
+                Watermark {
+                    since: until,
+                    cursor: None,
+                    until: None,
+                }
+            } else {
+                let note = format!("{name}: budget or page limit reached; the next run continues");
+                parity.note.get_or_insert_with(|| note.clone());
+                crm.note.get_or_insert(note);
+                Watermark {
+                    since: from,
+                    cursor,
+                    until: Some(until),
+                }
+            };
+            if let Err(err) = self.store.save_watermark(&name, &next).await {
+                warn!(error = %err, "could not save the sweep cursor");
+            }
+        }
+        (parity, crm)
+    }
+
+    /// Checks the payment ↔ order pair `entity` belongs to, once per run.
+    async fn pair(
+        &self,
+        entity: &Entity,
+        now: Timestamp,
+        seen: &mut BTreeSet<(String, String)>,
+        result: &mut CheckResult,
+    ) {
+        let load = |kind, id: String| async move { self.store.load_entity(kind, &id).await };
+        let (payment, order_id, order) = match entity.kind {
+            EntityKind::Payment => {
+                let Some(order_id) = entity.text("order_id") else {
+                    return;
+                };
+                match load(EntityKind::Order, order_id.to_owned()).await {
+                    Ok(order) => (entity.clone(), order_id.to_owned(), order),
+                    Err(err) => {
+                        result.note = Some(format!("could not read order {order_id}: {err}"));
+                        return;
+                    }
+                }
+            }
+            EntityKind::Order => {
+                let Some(payment_id) = entity.text("payment_id") else {
+                    return;
+                };
+                match load(EntityKind::Payment, payment_id.to_owned()).await {
+                    Ok(Some(payment)) => (payment, entity.id.clone(), Some(entity.clone())),
+                    // No payment yet: the missed-webhook check is what finds it.
+                    Ok(None) => return,
+                    Err(err) => {
+                        result.note = Some(format!("could not read payment {payment_id}: {err}"));
+                        return;
+                    }
+                }
+            }
+            _ => return,
+        };
+        if !seen.insert((payment.id.clone(), order_id.clone())) {
+            return;
+        }
+        match parity::payment_vs_order(&payment, order.as_ref(), &self.settings.ownership) {
+            Parity::InStep => {}
+            Parity::Conflict(reason) => {
+                result.found += 1;
+                result.unrepairable += 1;
+                result.note_id(format!("order:{order_id}"));
+                warn!(order_id = %order_id, payment_id = %payment.id, reason = %reason, "payment and order disagree");
+            }
+            Parity::Correct { state } => {
+                result.found += 1;
+                result.note_id(format!("order:{order_id}"));
+                let Some((source, event)) = parity::corrective_event(&payment, &order_id, state)
+                else {
+                    result.unrepairable += 1;
+                    return;
+                };
+                match self.take_in(&source, event, now).await {
+                    Some(Taken::Now) => {
+                        result.repaired += 1;
+                        info!(order_id = %order_id, payment_id = %payment.id, state, "corrective order event taken in");
+                    }
+                    // An earlier run's correction is still on its way through delivery.
+                    Some(Taken::Before) => {}
+                    None => result.unrepairable += 1,
+                }
+            }
+        }
+    }
+
+    /// Reads back what each CRM target holds of `entities` and delivers again what drifted.
+    async fn crm_parity(&self, entities: &[Entity], result: &mut CheckResult) {
+        for (name, crm) in &self.crm {
+            let mut documents = Vec::new();
+            for entity in entities {
+                if let Some(document) = self.document_for(name, entity).await {
+                    documents.push(document);
+                }
+            }
+            if documents.is_empty() {
+                continue;
+            }
+            let drifts = match crm.drift(&documents).await {
+                Ok(drifts) => drifts,
+                Err(err) => {
+                    result.note = Some(format!("{name}: could not read back: {err}"));
+                    continue;
+                }
+            };
+            for (document, drift) in documents.iter().zip(drifts) {
+                if drift.is_empty() {
+                    continue;
+                }
+                let entity = &document.entity;
+                result.found += 1;
+                result.note_id(format!("{name}:{}:{}", entity.kind.as_str(), entity.id));
+                let fields: Vec<&str> = drift.iter().map(|d| d.field.as_str()).collect();
+                info!(target_name = %name, entity_kind = entity.kind.as_str(), entity_id = %entity.id, fields = ?fields, "CRM record drifted");
+                let key = format!(
+                    "{}:reconcile:v{}",
+                    document.event.idempotency_key, entity.version
+                );
+                match crm.deliver(document, &key).await {
+                    Ok(()) => result.repaired += 1,
+                    Err(err) => {
+                        result.unrepairable += 1;
+                        warn!(target_name = %name, error = %err, "could not deliver the ledger's state again");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The document that delivers `entity`'s current state to `target`: built on the newest
+    /// delivered event of the entity that the routes send there. `None` when no such event is
+    /// (still) stored: the target was never meant to have the entity.
+    async fn document_for(&self, target: &str, entity: &Entity) -> Option<Document> {
+        let routes = &self.settings.routes;
+        for h in entity.history.iter().rev() {
+            if h.effect == Effect::DuplicateSubmission {
+                continue;
+            }
+            let maybe = routes.iter().any(|r| {
+                r.targets.iter().any(|t| t == target)
+                    && r.events
+                        .iter()
+                        .any(|p| routes::type_matches(p, &h.event_type))
+            });
+            if !maybe {
+                continue;
+            }
+            let source = SourceName::try_from(h.source.as_str()).ok()?;
+            let id = SourceEventId::try_from(h.source_event_id.clone()?).ok()?;
+            let envelope = self
+                .store
+                .get(&EventKey::new(&source, &id))
+                .await
+                .ok()??
+                .envelope?;
+            let json = serde_json::to_value(&envelope).ok()?;
+            if routes::targets_for(routes, envelope.event_type.as_str(), &json).contains(target) {
+                return Some(Document::new(envelope, entity, Effect::Applied));
+            }
+        }
+        None
+    }
+}
