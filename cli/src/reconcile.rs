@@ -89,7 +89,7 @@ pub fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<18} {:>6} {:>9} {:>13}  notes",
+        "{:<22} {:>6} {:>9} {:>13}  notes",
         "check", "found", "repaired", "unrepairable"
     );
     for (name, c) in &report.checks {
@@ -104,7 +104,7 @@ pub fn table(report: &Report) -> String {
             .to_owned();
         let _ = writeln!(
             out,
-            "{name:<18} {:>6} {:>9} {:>13}  {notes}{mark}",
+            "{name:<22} {:>6} {:>9} {:>13}  {notes}{mark}",
             c.found, c.repaired, c.unrepairable
         );
     }

@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
+use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+use plumbline::contract::Timestamp;
 use plumbline::delivery::replay::{Filter, replay};
-use plumbline::ports::{DeliveryLog, DeliveryState, EventKey};
+use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, ReplayTally};
 use serde_json::{Value, json};
 
 use crate::helpers::pipeline::{CONFIG, Pipeline};
 use crate::helpers::recorder::Reply;
-use crate::helpers::{fixture, site, stripe};
+use crate::helpers::{T0, fixture, site, stripe};
 
 fn processing(id: &str) -> Vec<u8> {
     let mut doc: Value =
@@ -306,6 +308,16 @@ async fn replay_after_the_target_recovers_delivers_everything_exactly_once() {
     let (_, failed) = p.deliver_visible().await;
     assert!(failed.is_empty());
     assert_eq!(p.erp.count(), 4, "each replayed event delivered once more");
+    // Reconciliation reports the replay success rate from this tally.
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&crate::helpers::aws().await),
+        p.table.clone(),
+    );
+    let at = |s: i64| Timestamp::from_unix(T0 + s).expect("in range");
+    assert_eq!(
+        store.replays_between(at(-60), at(60)).await.expect("tally"),
+        (2, 0)
+    );
 
     // A replay that re-queued but crashed before deleting leaves duplicates: still one effect.
     for id in ["evt_rp_1", "evt_rp_2"] {

@@ -13,9 +13,11 @@ use plumbline::contract::{Origin, SourceName, Timestamp, Trace};
 use plumbline::ingress::build_record;
 use plumbline::ports::{
     Claim, DeadLetters, EventQueue, EventStore, ManualClock, QueueConsumer, QueueStats,
-    ReconcileStore,
+    ReconcileStore, ReplayTally,
 };
-use plumbline::reconcile::{DLQ_MESSAGES, MISSED_WEBHOOKS, Reconciler, STUCK_EVENTS, Settings};
+use plumbline::reconcile::{
+    DLQ_MESSAGES, MISSED_WEBHOOKS, REPLAYS, Reconciler, STUCK_EVENTS, Settings,
+};
 use plumbline::sources::{Inbound, SourceKind, Verifier};
 use plumbline::telemetry::RecordingMetrics;
 use secrecy::SecretSlice;
@@ -90,6 +92,7 @@ where
         + plumbline::ports::Watermarks
         + plumbline::ports::LedgerStore
         + plumbline::ports::EntityScan
+        + ReplayTally
         + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
@@ -157,6 +160,26 @@ where
             .await
             .expect("receive")
             .is_empty()
+    );
+
+    // Replays finished since that run: three delivered, one failed again.
+    let at = |s: i64| Timestamp::from_unix(T0 + s).expect("in range");
+    for (s, delivered) in [(1_060, true), (1_070, true), (1_200, false), (1_260, true)] {
+        store.count_replay(at(s), delivered).await.expect("tally");
+    }
+    store.count_replay(at(-3_600), false).await.expect("tally");
+    clock.advance_secs(600);
+    let replays = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    let check = &replays.checks[REPLAYS];
+    assert_eq!(check.found, 1, "{check:?}");
+    assert!(
+        check
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("replay success rate 75 % (3 of 4 since")),
+        "{check:?}"
     );
 }
 

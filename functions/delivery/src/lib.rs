@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use plumbline::delivery::{Delivery, InboundMessage, Outcome};
 use plumbline::ports::{
-    Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueControl, Target,
+    Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueControl, ReplayTally, Target,
 };
 use plumbline::telemetry::Metrics;
 
@@ -18,7 +18,7 @@ pub async fn handle<S, Q, D, T, C, M>(
     event: SqsEvent,
 ) -> SqsBatchResponse
 where
-    S: EventStore + LedgerStore + DeliveryLog,
+    S: EventStore + LedgerStore + DeliveryLog + ReplayTally,
     Q: QueueControl,
     D: DeadLetters,
     T: Target,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use plumbline::ports::{
     Clock, CrmReadBack, EntityScan, EventQueue, EventStore, LedgerStore, ProviderEvents,
-    QueueStats, ReconcileStore, Target, Watermarks,
+    QueueStats, ReconcileStore, ReplayTally, Target, Watermarks,
 };
 use plumbline::reconcile::{Reconciler, Report};
 use plumbline::telemetry::Metrics;
@@ -21,7 +21,7 @@ pub async fn handle<S, Q, D, P, C, M, K>(
     remaining: Duration,
 ) -> Report
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

@@ -25,7 +25,7 @@ use crate::ingress::QueueMessage;
 use crate::ledger::{Applied, Effect, Ownership};
 use crate::ports::{
     Attempt, Clock, DeadLetters, DeliveryLog, EventKey, EventStatus, EventStore, LedgerStore,
-    QueueControl, StoreError, Target, TargetError,
+    QueueControl, ReplayTally, StoreError, Target, TargetError,
 };
 use crate::telemetry::{Metric, Metrics, Unit};
 
@@ -77,7 +77,7 @@ pub struct Delivery<S, Q, D, T, C, M> {
 
 impl<S, Q, D, T, C, M> Delivery<S, Q, D, T, C, M>
 where
-    S: EventStore + LedgerStore + DeliveryLog,
+    S: EventStore + LedgerStore + DeliveryLog + ReplayTally,
     Q: QueueControl,
     D: DeadLetters,
     T: Target,
@@ -127,6 +127,16 @@ where
     async fn apply(&self, envelope: &Envelope) -> Result<Applied, StoreError> {
         let now = self.clock.now();
         identify::apply(&self.store, envelope, &self.ownership, &self.ledger, now).await
+    }
+
+        /// Tallies a replayed message's outcome, for reconciliation's replay success rate.
+    async fn count_replay(&self, message: &InboundMessage, delivered: bool) {
+        if !message.replay {
+            return;
+        }
+        if let Err(err) = self.store.count_replay(self.clock.now(), delivered).await {
+            warn!(error = %err, "could not count the replay's outcome");
+        }
     }
 
     /// Processes one message.
@@ -219,6 +229,7 @@ where
             }
             return Outcome::Retry(delay);
         }
+                self.count_replay(message, !dead_lettered).await;
         let status = if dead_lettered {
             EventStatus::DeadLettered
         } else {

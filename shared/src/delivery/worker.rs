@@ -8,7 +8,8 @@ use tracing::warn;
 
 use super::{Delivery, InboundMessage, Outcome};
 use crate::ports::{
-    Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueConsumer, QueueControl, Target,
+    Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueConsumer, QueueControl,
+    ReplayTally, Target,
 };
 use crate::telemetry::Metrics;
 
@@ -26,7 +27,7 @@ pub async fn run<S, Q, D, T, C, M, W, F>(
     idle: Duration,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: EventStore + LedgerStore + DeliveryLog,
+    S: EventStore + LedgerStore + DeliveryLog + ReplayTally,
     Q: QueueControl,
     D: DeadLetters,
     T: Target,

@@ -12,7 +12,8 @@ pub use delivery::{
 pub use ledger::{Alias, LedgerStore, Saved};
 pub use reconcile::{
     CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, ProviderError, ProviderEvents,
-    ProviderPage, QueueStats, ReconcileStore, Watermark, Watermarks, change_key,
+    ProviderPage, QueueStats, ReconcileStore, ReplayTally, Watermark, Watermarks, change_key,
+    replay_minute,
 };
 
 use std::future::Future;

@@ -159,3 +159,29 @@ pub trait CrmReadBack: Send + Sync {
     /// Whether `contacts_created` reports a lead source.
     fn knows_lead_source(&self) -> bool;
 }
+
+/// Outcomes of replayed messages, per minute, so reconciliation can report the replay success
+/// rate since its last run.
+pub trait ReplayTally: Send + Sync {
+    /// Counts one replayed message that delivery finished: delivered to every target, or not.
+    fn count_replay(
+        &self,
+        at: Timestamp,
+        delivered: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// (delivered, failed) replayed messages finished in the minutes from `from` to `to`.
+    fn replays_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
+}
+
+/// The tally's bucket: the minute, as text that sorts.
+pub fn replay_minute(at: Timestamp) -> String {
+    let secs = at.unix();
+    Timestamp::from_unix(secs - secs.rem_euclid(60))
+        .unwrap_or(at)
+        .to_string()
+}

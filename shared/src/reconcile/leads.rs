@@ -13,7 +13,7 @@ use super::{CheckResult, Reconciler};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ports::{
     Clock, CrmReadBack, EntityScan, EventQueue, EventStore, LedgerStore, ProviderEvents,
-    QueueStats, ReconcileStore, Target, Watermarks,
+    QueueStats, ReconcileStore, ReplayTally, Target, Watermarks,
 };
 use crate::telemetry::Metrics;
 
@@ -30,7 +30,7 @@ type LedgerLead = (String, Option<String>);
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

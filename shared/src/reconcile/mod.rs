@@ -30,8 +30,8 @@ use crate::ingress::{QueueMessage, build_record, enqueue_or_release};
 use crate::ledger::Ownership;
 use crate::ports::{
     Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore,
-    LedgerStore, ProviderEvents, QueueStats, ReconcileStore, Target, TargetError, Watermark,
-    Watermarks,
+    LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally, Target, TargetError,
+    Watermark, Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -119,6 +119,7 @@ pub const DLQ_MESSAGES: &str = "dlq_messages";
 pub const PAYMENT_ORDER_PARITY: &str = "payment_order_parity";
 pub const CRM_PARITY: &str = "crm_parity";
 pub const LEAD_COUNTS: &str = "lead_counts";
+pub const REPLAYS: &str = "replays";
 
 /// No CRM to read back: the reconciler's CRM type when none is configured.
 #[derive(Debug)]
@@ -224,7 +225,7 @@ impl<S, Q, D, P, C, M> Reconciler<S, Q, D, P, C, M> {
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,
@@ -261,6 +262,7 @@ where
         let (backlog, dlq) = self.backlog().await;
         checks.insert(DELIVERY_BACKLOG.to_owned(), backlog);
         checks.insert(DLQ_MESSAGES.to_owned(), dlq);
+        checks.insert(REPLAYS.to_owned(), self.replays(started_at).await);
         let breached = checks
             .iter()
             .filter(|(name, result)| {
@@ -506,6 +508,39 @@ where
                 warn!(error = %err, "could not claim the event");
                 None
             }
+        }
+    }
+
+    /// How replays went since the last run (a day back on the first): `found` counts replayed
+    /// messages that failed again, the note gives the success rate.
+    async fn replays(&self, now: Timestamp) -> CheckResult {
+        let from = match self.store.last_run().await {
+            Ok(Some(last)) => last.started_at,
+            Ok(None) => now.plus_secs(-86_400),
+            Err(err) => {
+                return CheckResult {
+                    note: Some(format!("could not read the last run: {err}")),
+                    ..CheckResult::default()
+                };
+            }
+        };
+        match self.store.replays_between(from, now).await {
+            Ok((0, 0)) => CheckResult::default(),
+            Ok((delivered, failed)) => {
+                let rate = delivered * 100 / (delivered + failed);
+                CheckResult {
+                    found: failed,
+                    note: Some(format!(
+                        "replay success rate {rate} % ({delivered} of {} since {from})",
+                        delivered + failed
+                    )),
+                    ..CheckResult::default()
+                }
+            }
+            Err(err) => CheckResult {
+                note: Some(format!("could not read the replay tally: {err}")),
+                ..CheckResult::default()
+            },
         }
     }
 

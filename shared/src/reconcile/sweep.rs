@@ -24,7 +24,7 @@ use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
     Clock, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore, LedgerStore, ProviderEvents,
-    QueueStats, ReconcileStore, Target, Watermark, Watermarks,
+    QueueStats, ReconcileStore, ReplayTally, Target, Watermark, Watermarks,
 };
 use crate::telemetry::Metrics;
 
@@ -32,7 +32,7 @@ const DAY_SECS: i64 = 86_400;
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan,
+    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

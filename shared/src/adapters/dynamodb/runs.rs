@@ -137,3 +137,64 @@ impl crate::ports::Watermarks for DynamoStore {
             .map_err(classify)
     }
 }
+
+const REPLAY_PK: &str = "REPLAY";
+
+impl crate::ports::ReplayTally for DynamoStore {
+    async fn count_replay(&self, at: Timestamp, delivered: bool) -> Result<(), StoreError> {
+        let counter = if delivered { "delivered" } else { "failed" };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(REPLAY_PK, &crate::ports::replay_minute(at))))
+            .update_expression("ADD #counter :one SET expires_at = :expires")
+            .expression_attribute_names("#counter", counter)
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(
+                ":expires",
+                AttributeValue::N(at.plus_secs(90 * 86_400).unix().to_string()),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+
+    async fn replays_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        let (mut delivered, mut failed) = (0, 0);
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(REPLAY_PK))
+                .expression_attribute_values(":from", s(crate::ports::replay_minute(from)))
+                .expression_attribute_values(":to", s(crate::ports::replay_minute(to)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let count = |name: &str| {
+                    item.get(name)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                delivered += count("delivered");
+                failed += count("failed");
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok((delivered, failed)),
+            }
+        }
+    }
+}

@@ -146,3 +146,42 @@ impl crate::ports::Watermarks for SqliteStore {
         .await
     }
 }
+
+impl crate::ports::ReplayTally for SqliteStore {
+    async fn count_replay(&self, at: Timestamp, delivered: bool) -> Result<(), StoreError> {
+        let minute = crate::ports::replay_minute(at);
+        let (d, f) = if delivered { (1, 0) } else { (0, 1) };
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO replays (minute, delivered, failed) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (minute) DO UPDATE SET delivered = delivered + ?2, failed = failed + ?3",
+                rusqlite::params![minute, d, f],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
+    async fn replays_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        let (from, to) = (
+            crate::ports::replay_minute(from),
+            crate::ports::replay_minute(to),
+        );
+        self.run(move |conn| {
+            let (d, f): (i64, i64) = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(delivered), 0), COALESCE(SUM(failed), 0) FROM replays WHERE minute BETWEEN ?1 AND ?2",
+                    [&from, &to],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| sql_error(&e))?;
+            Ok((u64::try_from(d).unwrap_or(0), u64::try_from(f).unwrap_or(0)))
+        })
+        .await
+    }
+}

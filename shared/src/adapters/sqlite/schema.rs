@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS runs (
     report TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS replays (
+    minute TEXT PRIMARY KEY,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS watermarks (
     source TEXT PRIMARY KEY,
     watermark TEXT NOT NULL
