@@ -89,8 +89,8 @@ pub fn table(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>6} {:>9} {:>13}  notes",
-        "check", "found", "repaired", "unrepairable"
+        "{:<22} {:>6} {:>9} {:>13} {:>7}  notes",
+        "check", "found", "repaired", "unrepairable", "ms"
     );
     for (name, c) in &report.checks {
         let mark = if report.breached.contains(name) {
@@ -104,8 +104,8 @@ pub fn table(report: &Report) -> String {
             .to_owned();
         let _ = writeln!(
             out,
-            "{name:<22} {:>6} {:>9} {:>13}  {notes}{mark}",
-            c.found, c.repaired, c.unrepairable
+            "{name:<22} {:>6} {:>9} {:>13} {:>7}  {notes}{mark}",
+            c.found, c.repaired, c.unrepairable, c.duration_ms
         );
     }
     out.push_str(if report.is_breached() {

@@ -129,7 +129,7 @@ where
         identify::apply(&self.store, envelope, &self.ownership, &self.ledger, now).await
     }
 
-        /// Tallies a replayed message's outcome, for reconciliation's replay success rate.
+    /// Tallies a replayed message's outcome, for reconciliation's replay success rate.
     async fn count_replay(&self, message: &InboundMessage, delivered: bool) {
         if !message.replay {
             return;
@@ -229,7 +229,7 @@ where
             }
             return Outcome::Retry(delay);
         }
-                self.count_replay(message, !dead_lettered).await;
+        self.count_replay(message, !dead_lettered).await;
         let status = if dead_lettered {
             EventStatus::DeadLettered
         } else {

@@ -48,6 +48,15 @@ pub struct CheckResult {
     /// Why the check stopped early, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// How long the check took (the two parity checks share one sweep, and its time).
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// Stamps `result` with the time since `since`.
+fn timed(mut result: CheckResult, since: Instant) -> CheckResult {
+    result.duration_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    result
 }
 
 /// One run.
@@ -238,31 +247,32 @@ where
         let started_at = self.clock.now();
         let mut checks = BTreeMap::new();
         // Missed webhooks first: what it takes in is then on the queue, not stuck.
-        checks.insert(
-            MISSED_WEBHOOKS.to_owned(),
-            self.missed_webhooks(started_at, deadline).await,
-        );
-        checks.insert(
-            STUCK_EVENTS.to_owned(),
-            self.stuck_events(started_at, deadline).await,
-        );
+        let t = Instant::now();
+        let missed = self.missed_webhooks(started_at, deadline).await;
+        checks.insert(MISSED_WEBHOOKS.to_owned(), timed(missed, t));
+        let t = Instant::now();
+        let stuck = self.stuck_events(started_at, deadline).await;
+        checks.insert(STUCK_EVENTS.to_owned(), timed(stuck, t));
         // Lead counts before the sweep: they report what the CRM lacked, which the sweep's CRM
         // parity then delivers again.
         if !self.crm.is_empty() {
-            checks.insert(
-                LEAD_COUNTS.to_owned(),
-                self.lead_counts(started_at, deadline).await,
-            );
+            let t = Instant::now();
+            let leads = self.lead_counts(started_at, deadline).await;
+            checks.insert(LEAD_COUNTS.to_owned(), timed(leads, t));
         }
+        let t = Instant::now();
         let (parity, crm) = self.sweep(started_at, deadline).await;
-        checks.insert(PAYMENT_ORDER_PARITY.to_owned(), parity);
+        checks.insert(PAYMENT_ORDER_PARITY.to_owned(), timed(parity, t));
         if !self.crm.is_empty() {
-            checks.insert(CRM_PARITY.to_owned(), crm);
+            checks.insert(CRM_PARITY.to_owned(), timed(crm, t));
         }
+        let t = Instant::now();
         let (backlog, dlq) = self.backlog().await;
-        checks.insert(DELIVERY_BACKLOG.to_owned(), backlog);
-        checks.insert(DLQ_MESSAGES.to_owned(), dlq);
-        checks.insert(REPLAYS.to_owned(), self.replays(started_at).await);
+        checks.insert(DELIVERY_BACKLOG.to_owned(), timed(backlog, t));
+        checks.insert(DLQ_MESSAGES.to_owned(), timed(dlq, t));
+        let t = Instant::now();
+        let replays = self.replays(started_at).await;
+        checks.insert(REPLAYS.to_owned(), timed(replays, t));
         let breached = checks
             .iter()
             .filter(|(name, result)| {
@@ -284,6 +294,7 @@ where
             for (metric, value) in [
                 ("ReconcileFound", result.found),
                 ("ReconcileRepaired", result.repaired),
+                ("ReconcileUnrepairable", result.unrepairable),
             ] {
                 let mut m = Metric::count(metric, vec![("Check", name.clone())]);
                 #[allow(clippy::cast_precision_loss)]
