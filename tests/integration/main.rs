@@ -13,6 +13,7 @@ mod delivery_failures;
 mod helpers;
 mod ingress;
 mod local;
+mod metrics;
 mod ops;
 mod parity;
 mod reconcile;

@@ -32,8 +32,11 @@ impl Breaker {
         self.check(now).is_err()
     }
 
-    pub fn success(&mut self) {
+    /// Closes the circuit; returns true when it had been opened.
+    pub fn success(&mut self) -> bool {
+        let was_open = self.open_until.is_some();
         *self = Self::default();
+        was_open
     }
 
     /// Counts a retryable failure; returns true when this failure opened the circuit.

@@ -291,7 +291,10 @@ where
         let now = self.clock.now();
         match result {
             Ok(()) => {
-                self.breaker(name, breaker::Breaker::success);
+                if self.breaker(name, breaker::Breaker::success) {
+                    info!("circuit closed");
+                    self.breaker_state(name, false);
+                }
                 if let Err(err) = self.store.delivered(key, name, now).await {
                     // The target has it; the lease runs out and a retry sends it again with the
                     // same idempotency key, which the target deduplicates.
@@ -316,11 +319,16 @@ where
                 }) {
                     warn!("circuit opened");
                     self.count_delivery(name, "circuit_opened");
+                    self.breaker_state(name, true);
                 }
                 if let Err(err) = self.store.failed(key, name, &reason, false, now).await {
                     warn!(error = %err, "could not record the failure");
                 }
                 self.count_delivery(name, "retry");
+                self.metrics.emit(Metric::count(
+                    "DeliveryRetries",
+                    vec![("Target", name.to_owned())],
+                ));
                 let delay = retry_after.map_or_else(
                     || retry::backoff(&self.settings, message.receive_count, fastrand::f64()),
                     |asked| retry::honour_retry_after(&self.settings, asked),
@@ -368,6 +376,13 @@ where
             warn!(error = %err, "dead-lettered, but could not record it");
         }
         self.count_delivery(target, "dead_lettered");
+        // An HTTP status is a bounded dimension; other reasons (mapping) are free text.
+        let class = if reason.starts_with("HTTP ") {
+            reason
+        } else {
+            "refused"
+        };
+        self.count_dead_letter(target, class);
         warn!(target, reason, "refused for good; dead-lettered");
         TargetOutcome::Permanent(reason.to_owned())
     }
@@ -397,6 +412,7 @@ where
                     "DeliveryMessages",
                     vec![("Outcome", label.to_owned())],
                 ));
+                self.count_dead_letter("-", label);
                 warn!(reason = label, "message dead-lettered");
                 Outcome::Done(EventStatus::DeadLettered)
             }
@@ -444,6 +460,23 @@ where
     fn breaker<R>(&self, target: &str, f: impl FnOnce(&mut breaker::Breaker) -> R) -> R {
         let mut breakers = self.breakers.lock().expect("breaker lock");
         f(breakers.entry(target.to_owned()).or_default())
+    }
+
+    /// The circuit breaker's state as a gauge: 1 when it opens, 0 when it closes again.
+    fn breaker_state(&self, target: &str, open: bool) {
+        self.metrics.emit(Metric {
+            name: "CircuitBreakerOpen",
+            dimensions: vec![("Target", target.to_owned())],
+            value: if open { 1.0 } else { 0.0 },
+            unit: Unit::Count,
+        });
+    }
+
+    fn count_dead_letter(&self, target: &str, reason: &str) {
+        self.metrics.emit(Metric::count(
+            "DeadLetterSends",
+            vec![("Target", target.to_owned()), ("Reason", reason.to_owned())],
+        ));
     }
 
     fn count_delivery(&self, target: &str, outcome: &str) {

@@ -130,8 +130,19 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
                 } else {
                     "IngressFailed"
                 },
-                vec![("Source", source), ("Reason", err.label().to_owned())],
+                vec![
+                    ("Source", source.clone()),
+                    ("Reason", err.label().to_owned()),
+                ],
             ));
+            if let IngressError::Rejected(rejection) = err
+                && rejection.is_signature_failure()
+            {
+                self.metrics.emit(Metric::count(
+                    "SignatureFailures",
+                    vec![("Source", source), ("Reason", rejection.label().to_owned())],
+                ));
+            }
             if err.is_client_error() {
                 info!(
                     reason = err.label(),
@@ -220,6 +231,15 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         self.metrics.emit(Metric::count(
             "IngressEvents",
             vec![
+                ("Source", source.to_string()),
+                ("Outcome", outcome.label().to_owned()),
+            ],
+        ));
+        // Types are canonical (a bounded set), so they can be a dimension.
+        self.metrics.emit(Metric::count(
+            "IngressEventTypes",
+            vec![
+                ("EventType", event_type.to_owned()),
                 ("Source", source.to_string()),
                 ("Outcome", outcome.label().to_owned()),
             ],

@@ -5,6 +5,7 @@ pub mod dev;
 pub mod hubspot;
 pub mod pipeline;
 pub mod recorder;
+pub mod runtime;
 pub mod stripe_api;
 
 use std::collections::{BTreeMap, HashMap};
@@ -301,6 +302,12 @@ pub fn apigw(
     headers: &[(&str, String)],
     body: &[u8],
 ) -> lambda_http::Request {
+    let event = apigw_event(method, source, headers, body);
+    lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event")
+}
+
+/// The API Gateway HTTP API (payload 2.0) event for a request, as Lambda receives it.
+pub fn apigw_event(method: &str, source: &str, headers: &[(&str, String)], body: &[u8]) -> Value {
     let mut event: Value =
         serde_json::from_slice(&fixture("apigw/post-webhook.json")).expect("fixture");
     let path = format!("/webhooks/{source}");
@@ -317,7 +324,7 @@ pub fn apigw(
         event["body"] = Value::String(STANDARD.encode(body));
         event["isBase64Encoded"] = Value::Bool(true);
     }
-    lambda_http::request::from_str(&event.to_string()).expect("a valid API Gateway event")
+    event
 }
 
 pub fn stripe_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(&'static str, String)> {
