@@ -8,6 +8,7 @@
 mod cli_aws;
 mod conformance;
 mod contract;
+mod corpus;
 mod delivery;
 mod delivery_failures;
 mod helpers;

@@ -11,6 +11,8 @@ pub enum IngressError {
     MethodNotAllowed,
     #[error("the body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the content type must be JSON")]
+    UnsupportedMediaType,
     #[error(transparent)]
     Rejected(#[from] Rejection),
     #[error("the event store failed")]
@@ -26,6 +28,7 @@ impl IngressError {
             Self::UnknownSource => 404,
             Self::MethodNotAllowed => 405,
             Self::TooLarge { .. } => 413,
+            Self::UnsupportedMediaType => 415,
             Self::Rejected(r) if r.is_unauthorized() => 401,
             Self::Rejected(_) => 400,
             Self::Store(_) | Self::Queue(_) => 503,
@@ -47,6 +50,7 @@ impl IngressError {
             Self::UnknownSource => "unknown_source",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TooLarge { .. } => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Rejected(r) => r.label(),
             Self::Store(_) => "store_unavailable",
             Self::Queue(_) => "queue_unavailable",

@@ -136,7 +136,7 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
                 ],
             ));
             if let IngressError::Rejected(rejection) = err
-                && rejection.is_signature_failure()
+                && rejection.is_unauthorized()
             {
                 self.metrics.emit(Metric::count(
                     "SignatureFailures",
@@ -177,6 +177,9 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
             return Err(IngressError::TooLarge {
                 limit: self.settings.max_body_bytes,
             });
+        }
+        if !is_json_or_absent(req.headers.get(http::header::CONTENT_TYPE)) {
+            return Err(IngressError::UnsupportedMediaType);
         }
         let now = self.clock.now();
         let events = verifier.accept(
@@ -324,4 +327,24 @@ pub async fn enqueue_or_release(
         return Err(err.into());
     }
     Ok(())
+}
+
+/// Every supported provider sends JSON; a sender that names another type is not one of them.
+/// A missing type is let through: some senders omit it, and the signature decides.
+fn is_json_or_absent(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(value) = content_type else {
+        return true;
+    };
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence == "text/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

@@ -118,12 +118,6 @@ impl Rejection {
     }
 
     /// A short, stable label for metrics.
-    /// Whether the request failed the signature check (its headers, timestamp or signature),
-    /// as opposed to carrying a body plumbline cannot read.
-    pub fn is_signature_failure(&self) -> bool {
-        !matches!(self, Self::MalformedBody(_))
-    }
-
     pub fn label(&self) -> &'static str {
         match self {
             Self::MissingHeader(_) => "missing_header",
