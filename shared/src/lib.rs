@@ -15,3 +15,6 @@ pub mod ports;
 pub mod reconcile;
 pub mod sources;
 pub mod telemetry;
+
+#[cfg(test)]
+mod properties;

@@ -250,9 +250,20 @@ targets = ["ledgerbook"]
     assert!(dev.stop().success(), "Ctrl-C (SIGTERM) exits cleanly");
 }
 
+/// Process chaos: ten SIGKILLs at seeded random moments while 10,000 signed webhooks stream in
+/// from eight connections and deliveries run, each followed by a restart on the same data; the
+/// provider retries whatever it did not get a 2xx for. Nothing is lost; every event has exactly
+/// one effect per key at the target. `PLUMBLINE_CHAOS_SEED` replays a run.
 #[tokio::test]
-async fn sigkill_mid_stream_loses_nothing_and_repeats_no_effect() {
-    const EVENTS: usize = 2000;
+async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effect() {
+    const EVENTS: usize = 10_000;
+    const KILLS: usize = 10;
+    let seed = std::env::var("PLUMBLINE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_u64);
+    eprintln!("chaos seed {seed} (PLUMBLINE_CHAOS_SEED={seed} replays this run)");
+    let mut rng = fastrand::Rng::with_seed(seed);
     let erp = Recorder::start().await;
     let config = config(&erp.url, "");
     let data = config.with_file_name("data");
@@ -278,75 +289,118 @@ async fn sigkill_mid_stream_loses_nothing_and_repeats_no_effect() {
     let accepted: Arc<Vec<AtomicUsize>> =
         Arc::new((0..EVENTS).map(|_| AtomicUsize::new(0)).collect());
 
-    // Send from eight connections at once; kill the process in the middle of the stream.
+    for kill in 0..KILLS {
+        let dev = Dev::start(&config, &data, &ENVS);
+        let url = format!("{}/webhooks/stripe", dev.url);
+        let pending: Arc<Vec<usize>> = Arc::new(
+            (0..EVENTS)
+                .filter(|i| accepted[*i].load(Ordering::SeqCst) == 0)
+                .collect(),
+        );
+        // The kill lands once a random 2–15 % of what is left has been acknowledged.
+        let threshold = (pending.len() * rng.usize(2..15) / 100).max(1);
+        let count = Arc::new(AtomicUsize::new(0));
+        let senders: Vec<_> = (0..8)
+            .map(|lane| {
+                let (client, url, requests, accepted, count, pending) = (
+                    client.clone(),
+                    url.clone(),
+                    Arc::clone(&requests),
+                    Arc::clone(&accepted),
+                    Arc::clone(&count),
+                    Arc::clone(&pending),
+                );
+                tokio::spawn(async move {
+                    for &i in pending.iter().skip(lane).step_by(8) {
+                        if post(&client, &url, &requests[i]).await != Some(200) {
+                            return;
+                        }
+                        accepted[i].store(1, Ordering::SeqCst);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        assert!(
+            eventually(Duration::from_secs(60), || count.load(Ordering::SeqCst)
+                >= threshold)
+            .await,
+            "seed {seed}, kill {kill}: the stream started"
+        );
+        dev.kill();
+        for sender in senders {
+            sender.await.expect("sender");
+        }
+        eprintln!(
+            "kill {kill}: {} acknowledged in this life",
+            count.load(Ordering::SeqCst)
+        );
+    }
+
+    // The last restart; the provider retries everything it did not get a 2xx for.
     let dev = Dev::start(&config, &data, &ENVS);
     let url = format!("{}/webhooks/stripe", dev.url);
-    let count = Arc::new(AtomicUsize::new(0));
+    let rest: Arc<Vec<usize>> = Arc::new(
+        (0..EVENTS)
+            .filter(|i| accepted[*i].load(Ordering::SeqCst) == 0)
+            .collect(),
+    );
     let senders: Vec<_> = (0..8)
         .map(|lane| {
-            let (client, url, requests, accepted, count) = (
+            let (client, url, requests, rest) = (
                 client.clone(),
                 url.clone(),
                 Arc::clone(&requests),
-                Arc::clone(&accepted),
-                Arc::clone(&count),
+                Arc::clone(&rest),
             );
             tokio::spawn(async move {
-                for i in (lane..EVENTS).step_by(8) {
-                    match post(&client, &url, &requests[i]).await {
-                        Some(200) => {
-                            accepted[i].store(1, Ordering::SeqCst);
-                            count.fetch_add(1, Ordering::SeqCst);
-                        }
-                        _ => return,
-                    }
+                for &i in rest.iter().skip(lane).step_by(8) {
+                    assert_eq!(post(&client, &url, &requests[i]).await, Some(200));
                 }
             })
         })
         .collect();
-    assert!(
-        eventually(Duration::from_secs(60), || count.load(Ordering::SeqCst)
-            >= EVENTS / 3)
-        .await,
-        "the stream started"
-    );
-    dev.kill();
     for sender in senders {
-        sender.await.expect("sender");
+        sender.await.expect("the last life takes every retry");
     }
-    let before_kill = count.load(Ordering::SeqCst);
-    assert!(before_kill < EVENTS, "the kill landed mid-stream");
-
-    // Restart on the same data; the provider retries everything it did not get a 2xx for.
-    let dev = Dev::start(&config, &data, &ENVS);
-    let url = format!("{}/webhooks/stripe", dev.url);
-    for i in 0..EVENTS {
-        if accepted[i].load(Ordering::SeqCst) == 0 {
-            assert_eq!(post(&client, &url, &requests[i]).await, Some(200));
-            accepted[i].store(1, Ordering::SeqCst);
-        }
-    }
-    let all_delivered = eventually(Duration::from_secs(120), || {
+    let all_delivered = eventually(Duration::from_secs(300), || {
         effects(&erp, "/erp").len() == EVENTS
     })
     .await;
     let seen = effects(&erp, "/erp");
-    assert!(all_delivered, "{} of {EVENTS} delivered", seen.len());
+    assert!(
+        all_delivered,
+        "seed {seed}: {} of {EVENTS} delivered",
+        seen.len()
+    );
     let sent: BTreeSet<String> = (0..EVENTS)
         .map(|i| format!("stripe:evt_kill_{i:05}"))
         .collect();
     assert_eq!(
         seen.keys().cloned().collect::<BTreeSet<_>>(),
         sent,
-        "every accepted event delivered, nothing else"
+        "seed {seed}: every accepted event delivered, nothing else"
     );
-    // A delivery the kill cut between the call and its record is made again with the same key,
+    // A delivery a kill cut between the call and its record is made again with the same key,
     // which the receiver deduplicates: one effect per key. Count how often that happened.
     let repeated: usize = seen.values().map(|n| n - 1).sum();
-    eprintln!("accepted before the kill: {before_kill}; calls repeated by the crash: {repeated}");
+    eprintln!("calls repeated by the crashes: {repeated}");
     assert!(
-        repeated <= 8 * 10,
-        "repeats are bounded by the batches in flight at the kill"
+        repeated <= KILLS * 8 * 10,
+        "seed {seed}: repeats are bounded by the batches in flight at each kill"
+    );
+    let status: Value = client
+        .get(format!("{}/ops/status", dev.url))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["dead_letters"]["depth"], 0, "seed {seed}: {status}");
+    assert_eq!(
+        status["queue"]["depth"], 0,
+        "seed {seed}: nothing stuck: {status}"
     );
     dev.stop();
 }

@@ -116,19 +116,22 @@ impl Money {
         if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > digits {
             return Err(bad());
         }
-        let scale = 10_i64.pow(u32::try_from(digits).map_err(|_| bad())?);
-        let whole: i64 = whole.parse().map_err(|_| bad())?;
+        let scale = 10_i128.pow(u32::try_from(digits).map_err(|_| bad())?);
+        let whole: i128 = whole.parse().map_err(|_| bad())?;
         let frac_padded = format!("{frac:0<digits$}");
-        let frac: i64 = if digits == 0 {
+        let frac: i128 = if digits == 0 {
             0
         } else {
             frac_padded.parse().map_err(|_| bad())?
         };
-        let minor = whole
+        // In i128 and signed before narrowing, so the most negative amount fits too.
+        let magnitude = whole
             .checked_mul(scale)
             .and_then(|w| w.checked_add(frac))
             .ok_or_else(bad)?;
-        Ok(Self::new(if negative { -minor } else { minor }, currency))
+        let minor =
+            i64::try_from(if negative { -magnitude } else { magnitude }).map_err(|_| bad())?;
+        Ok(Self::new(minor, currency))
     }
 }
 

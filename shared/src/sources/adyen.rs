@@ -77,14 +77,19 @@ pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
             .ok_or("an item has no NotificationRequestItem")?;
         let signature =
             STANDARD.encode(super::hmac_sha256(key, &[signing_string(item).as_bytes()]));
-        match item
+        if let Some(data) = item
             .pointer_mut("/additionalData")
             .and_then(Value::as_object_mut)
         {
-            Some(data) => {
-                data.insert("hmacSignature".into(), Value::String(signature));
-            }
-            None => item["additionalData"] = serde_json::json!({ "hmacSignature": signature }),
+            data.insert("hmacSignature".into(), Value::String(signature));
+        } else {
+            let item = item
+                .as_object_mut()
+                .ok_or("a NotificationRequestItem is not an object")?;
+            item.insert(
+                "additionalData".into(),
+                serde_json::json!({ "hmacSignature": signature }),
+            );
         }
     }
     serde_json::to_vec(&doc).map_err(|e| e.to_string())
