@@ -367,23 +367,23 @@ async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effe
         effects(&erp, "/erp").len() == EVENTS
     })
     .await;
-    let seen = effects(&erp, "/erp");
+    let per_key = effects(&erp, "/erp");
     assert!(
         all_delivered,
         "seed {seed}: {} of {EVENTS} delivered",
-        seen.len()
+        per_key.len()
     );
     let sent: BTreeSet<String> = (0..EVENTS)
         .map(|i| format!("stripe:evt_kill_{i:05}"))
         .collect();
     assert_eq!(
-        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        per_key.keys().cloned().collect::<BTreeSet<_>>(),
         sent,
         "seed {seed}: every accepted event delivered, nothing else"
     );
     // A delivery a kill cut between the call and its record is made again with the same key,
     // which the receiver deduplicates: one effect per key. Count how often that happened.
-    let repeated: usize = seen.values().map(|n| n - 1).sum();
+    let repeated: usize = per_key.values().map(|n| n - 1).sum();
     eprintln!("calls repeated by the crashes: {repeated}");
     assert!(
         repeated <= KILLS * 8 * 10,
