@@ -11,6 +11,7 @@ mod contract;
 mod corpus;
 mod delivery;
 mod delivery_failures;
+mod faults;
 mod helpers;
 mod ingress;
 mod local;

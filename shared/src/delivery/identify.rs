@@ -161,6 +161,14 @@ async fn resolve_lead(
         if previous.as_ref().is_some_and(|p| p.entity_id == own_id) {
             continue;
         }
+        // Another submission took the key since the first look: this one is its repeat. Only
+        // an alias from outside the window is replaced.
+        if let Some(earlier) = previous.as_ref().filter(|p| within(p)) {
+            return Ok(Resolved {
+                id: earlier.entity_id.clone(),
+                duplicate_submission: true,
+            });
+        }
         if !store
             .save_alias(EntityKind::Lead, key, &mine, previous.as_ref())
             .await?
@@ -177,4 +185,128 @@ async fn resolve_lead(
         id: own_id,
         duplicate_submission: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::adapters::sqlite::SqliteStore;
+    use crate::contract::{
+        EntityRef, EventData, EventId, IdempotencyKey, LeadDetails, Origin, Refs, SCHEMA_V1,
+        SourceEventId, SourceName, Timestamp, Trace,
+    };
+    use crate::ledger::Effect;
+
+    /// Hides every alias from the first lookup only: the interleaving where another submission
+    /// takes the key between this one's first look and its write.
+    struct LateAlias {
+        inner: SqliteStore,
+        hidden: AtomicBool,
+    }
+
+    impl LedgerStore for LateAlias {
+        async fn load_entity(
+            &self,
+            kind: EntityKind,
+            id: &str,
+        ) -> Result<Option<Entity>, StoreError> {
+            self.inner.load_entity(kind, id).await
+        }
+        async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
+            self.inner.save_entity(entity).await
+        }
+        async fn load_alias(
+            &self,
+            kind: EntityKind,
+            key: &str,
+        ) -> Result<Option<Alias>, StoreError> {
+            if self.hidden.swap(false, Ordering::SeqCst) {
+                return Ok(None);
+            }
+            self.inner.load_alias(kind, key).await
+        }
+        async fn save_alias(
+            &self,
+            kind: EntityKind,
+            key: &str,
+            alias: &Alias,
+            previous: Option<&Alias>,
+        ) -> Result<bool, StoreError> {
+            self.inner.save_alias(kind, key, alias, previous).await
+        }
+    }
+
+    fn lead(id: &str, at: i64) -> Envelope {
+        let t = Timestamp::from_unix(1_763_900_000 + at).expect("in range");
+        let source = SourceName::try_from("site").expect("name");
+        let event = SourceEventId::try_from(format!("msg_{id}")).expect("id");
+        Envelope {
+            schema: SCHEMA_V1.into(),
+            id: EventId::generate(t),
+            idempotency_key: IdempotencyKey::for_event(&source, &event),
+            source,
+            source_event_id: event,
+            event_type: "lead.submitted".try_into().expect("type"),
+            source_type: "lead.submitted".into(),
+            occurred_at: t,
+            received_at: t,
+            entity: EntityRef {
+                kind: EntityKind::Lead,
+                id: id.into(),
+                refs: Refs::default(),
+            },
+            data: EventData {
+                customer: Some(crate::contract::Customer {
+                    email: Some("jane@example.com".into()),
+                    ..Default::default()
+                }),
+                lead: Some(LeadDetails {
+                    form_id: Some("contact".into()),
+                    ..Default::default()
+                }),
+                ..EventData::default()
+            },
+            trace: Trace {
+                request_id: None,
+                origin: Origin::Webhook,
+            },
+        }
+    }
+
+    /// Found by the fault-injection scenario (seed 64023): a second submission whose first
+    /// lookup missed the first one's alias overwrote it and became a second lead.
+    #[tokio::test]
+    async fn a_repeat_that_misses_the_first_alias_is_still_a_repeat() {
+        let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
+        let store = LateAlias {
+            inner: SqliteStore::open(&dir, 8).expect("open"),
+            hidden: AtomicBool::new(false),
+        };
+        let settings = LedgerSettings::default();
+        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
+        let first = apply(
+            &store,
+            &lead("lead_a", 0),
+            &Ownership::default(),
+            &settings,
+            now,
+        )
+        .await
+        .expect("first");
+        assert_eq!(first.effect, Effect::Applied);
+        store.hidden.store(true, Ordering::SeqCst);
+        let again = apply(
+            &store,
+            &lead("lead_b", 5),
+            &Ownership::default(),
+            &settings,
+            now,
+        )
+        .await
+        .expect("again");
+        assert_eq!(again.effect, Effect::DuplicateSubmission);
+        assert_eq!(again.entity.id, "lead_a");
+    }
 }

@@ -2,6 +2,7 @@
 //! key schema, a fresh queue, signed API Gateway requests, and a ready-made ingress stack.
 
 pub mod dev;
+pub mod faults;
 pub mod hubspot;
 pub mod pipeline;
 pub mod recorder;
