@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
+use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
-use plumbline::adapters::targets::{self, ConfiguredTarget};
+use plumbline::adapters::targets;
 use plumbline::config::{Config, MapSecrets};
 use plumbline::contract::{EntityKind, Origin, SourceName, Timestamp, Trace};
 use plumbline::delivery::replay::{Filter, replay};
@@ -26,7 +28,9 @@ use plumbline::delivery::{Delivery, InboundMessage, Outcome, routes};
 use plumbline::ingress::{Ingress, WebhookRequest, build_record};
 use plumbline::ledger::{Entity, Ownership, apply};
 use plumbline::ports::{
-    DeadLetterSource, LedgerStore, ManualClock, QueueConsumer, QueueStats, SystemClock,
+    DeadLetterSource, DeadLetters, DeliveryLog, Depth, EntityScan, EventQueue, EventStore,
+    LedgerStore, ManualClock, QueueConsumer, QueueControl, QueueError, QueueStats, Received,
+    ReconcileStore, ReplayTally, Requeue, SystemClock, Watermarks,
 };
 use plumbline::reconcile::{Reconciler, STUCK_EVENTS};
 use plumbline::sources::sign::{Envelope as SignMeta, sign};
@@ -40,7 +44,8 @@ use crate::helpers::faults::{
 };
 use crate::helpers::pipeline::ERP_SIGNING_SECRET;
 use crate::helpers::{
-    ADYEN_KEY, PADDLE_SECRET, SHOPIFY_SECRET, SITE_SECRET, STRIPE_SECRET, fixture, secrets, unique,
+    ADYEN_KEY, PADDLE_SECRET, SHOPIFY_SECRET, SITE_SECRET, STRIPE_SECRET, aws, create_queue,
+    create_table, fixture, secrets, unique,
 };
 
 const CONFIG: &str = r#"
@@ -453,22 +458,100 @@ async fn start_flaky(seed: u64) -> (String, Flaky) {
     (url, state)
 }
 
-type Store = FaultyStore<SqliteStore>;
-type FaultyDelivery = Delivery<
-    Store,
-    FaultyQueue<SqliteStore>,
-    SqliteStore,
-    FaultyTarget<ConfiguredTarget>,
-    SystemClock,
-    RecordingMetrics,
->;
+/// A store, a delivery queue and a dead-letter queue to run the scenario on.
+trait Backend: Send + Sync + 'static {
+    type S: EventStore
+        + DeliveryLog
+        + LedgerStore
+        + ReplayTally
+        + ReconcileStore
+        + Watermarks
+        + EntityScan
+        + Clone
+        + 'static;
+    type Q: EventQueue + QueueControl + QueueConsumer + QueueStats + Requeue + Clone + 'static;
+    type D: DeadLetters + DeadLetterSource + QueueStats + Clone + 'static;
+    fn store(&self) -> Self::S;
+    fn queue(&self) -> Self::Q;
+    fn dlq(&self) -> Self::D;
+}
+
+struct Local(SqliteStore);
+
+/// The local dead-letter queue: written and read through the store, counted on its own.
+#[derive(Clone)]
+struct LocalDlq(SqliteStore);
+
+impl DeadLetters for LocalDlq {
+    async fn dead_letter(
+        &self,
+        body: &str,
+        attributes: &[(&str, String)],
+    ) -> Result<(), QueueError> {
+        DeadLetters::dead_letter(&self.0, body, attributes).await
+    }
+}
+
+impl DeadLetterSource for LocalDlq {
+    async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
+        DeadLetterSource::receive(&self.0, max, hide).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        DeadLetterSource::delete(&self.0, receipt_handle).await
+    }
+    async fn release(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        DeadLetterSource::release(&self.0, receipt_handle).await
+    }
+}
+
+impl QueueStats for LocalDlq {
+    async fn depth(&self) -> Result<Depth, QueueError> {
+        LocalDeadLetters(self.0.clone()).depth().await
+    }
+}
+
+impl Backend for Local {
+    type S = SqliteStore;
+    type Q = SqliteStore;
+    type D = LocalDlq;
+    fn store(&self) -> SqliteStore {
+        self.0.clone()
+    }
+    fn queue(&self) -> SqliteStore {
+        self.0.clone()
+    }
+    fn dlq(&self) -> LocalDlq {
+        LocalDlq(self.0.clone())
+    }
+}
+
+struct Aws {
+    store: DynamoStore,
+    queue: SqsQueue,
+    dlq: SqsDeadLetters,
+}
+
+impl Backend for Aws {
+    type S = DynamoStore;
+    type Q = SqsQueue;
+    type D = SqsDeadLetters;
+    fn store(&self) -> DynamoStore {
+        self.store.clone()
+    }
+    fn queue(&self) -> SqsQueue {
+        self.queue.clone()
+    }
+    fn dlq(&self) -> SqsDeadLetters {
+        self.dlq.clone()
+    }
+}
 
 /// Polls until the delivery queue is empty, then runs the stuck sweep (with the clock moved
 /// past the horizon); settled when the sweep finds nothing either.
-async fn settle(raw: &SqliteStore, clock: &ManualClock, config: &Config, seed: u64) {
+async fn settle<B: Backend>(b: &B, clock: &ManualClock, config: &Config, seed: u64) {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        while raw.depth().await.expect("depth").messages > 0 {
+        while b.queue().depth().await.expect("depth").messages > 0 {
             assert!(
                 Instant::now() < deadline,
                 "seed {seed}: the queue never drained"
@@ -477,9 +560,9 @@ async fn settle(raw: &SqliteStore, clock: &ManualClock, config: &Config, seed: u
         }
         clock.advance_secs(config.reconcile.stuck_after_secs + 60);
         let report = Reconciler::new(
-            raw.clone(),
-            raw.clone(),
-            LocalDeadLetters(raw.clone()),
+            b.store(),
+            b.queue(),
+            b.dlq(),
             BTreeMap::<SourceName, (SourceKind, StripeEvents)>::new(),
             clock.clone(),
             RecordingMetrics::default(),
@@ -487,24 +570,55 @@ async fn settle(raw: &SqliteStore, clock: &ManualClock, config: &Config, seed: u
         )
         .run(Instant::now() + Duration::from_secs(60))
         .await;
-        if report.checks[STUCK_EVENTS].found == 0 && raw.depth().await.expect("depth").messages == 0
+        if report.checks[STUCK_EVENTS].found == 0
+            && b.queue().depth().await.expect("depth").messages == 0
         {
             return;
         }
     }
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_effects_under_faults_on_sqlite() {
+    let dir = std::env::temp_dir().join(unique("plumbline-faults"));
+    let store = SqliteStore::open(&dir, 10_000).expect("open");
+    scenario(
+        Local(store),
+        env_or("PLUMBLINE_FAULT_SEED", 0xfa17_u64),
+        env_or("PLUMBLINE_FAULT_EVENTS", 10_000_usize),
+    )
+    .await;
+}
+
+/// On moto's server, which answers a few hundred requests a second one at a time: a smaller
+/// count by default, the full 10,000 with `PLUMBLINE_FAULT_EVENTS_AWS=10000`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_effects_under_faults_on_dynamodb_and_sqs() {
+    let aws = aws().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let backend = Aws {
+        store: DynamoStore::new(ddb.clone(), create_table(&ddb).await),
+        queue: SqsQueue::new(sqs.clone(), create_queue(&sqs).await),
+        dlq: SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+    };
+    scenario(
+        backend,
+        env_or("PLUMBLINE_FAULT_SEED", 0xfa17_u64),
+        env_or("PLUMBLINE_FAULT_EVENTS_AWS", 300_usize),
+    )
+    .await;
+}
+
+async fn scenario<B: Backend>(backend: B, seed: u64, total: usize) {
     quiet_crashes();
-    let seed = std::env::var("PLUMBLINE_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xfa17_u64);
-    let total = std::env::var("PLUMBLINE_FAULT_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000_usize);
     eprintln!(
         "fault scenario seed {seed}, {total} requests (PLUMBLINE_FAULT_SEED={seed} replays it)"
     );
@@ -533,17 +647,18 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
     );
     assert!(distinct >= scenario.accepted.len());
 
-    let dir = std::env::temp_dir().join(unique("plumbline-faults"));
-    let raw = SqliteStore::open(&dir, 10_000).expect("open");
+    let store = backend.store();
+    let queue = backend.queue();
+    let dlq = backend.dlq();
     let plan = Plan::new(seed, 0.01, 0.02);
     let clock = ManualClock::at(Timestamp::from_unix(now).expect("in range"));
     let ingress = Arc::new(Ingress::new(
         FaultyStore {
-            inner: raw.clone(),
+            inner: store.clone(),
             plan: plan.clone(),
         },
         FaultyQueue {
-            inner: raw.clone(),
+            inner: queue.clone(),
             plan: plan.clone(),
         },
         clock.clone(),
@@ -551,16 +666,16 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
         verifiers,
         config.ingress,
     ));
-    let delivery: Arc<FaultyDelivery> = Arc::new(Delivery::new(
+    let delivery = Arc::new(Delivery::new(
         FaultyStore {
-            inner: raw.clone(),
+            inner: store.clone(),
             plan: plan.clone(),
         },
         FaultyQueue {
-            inner: raw.clone(),
+            inner: queue.clone(),
             plan: plan.clone(),
         },
-        raw.clone(),
+        dlq.clone(),
         targets::build_all(&config, &resolver)
             .expect("targets")
             .into_iter()
@@ -586,8 +701,8 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
     let crashes = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..6)
         .map(|_| {
-            let (raw, delivery, plan, stop, attempts, crashes) = (
-                raw.clone(),
+            let (queue, delivery, plan, stop, attempts, crashes) = (
+                queue.clone(),
                 delivery.clone(),
                 plan.clone(),
                 stop.clone(),
@@ -596,7 +711,7 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
             );
             tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
-                    let batch = QueueConsumer::receive(&raw, 10, Duration::from_secs(1))
+                    let batch = QueueConsumer::receive(&queue, 10, Duration::from_secs(1))
                         .await
                         .unwrap_or_default();
                     if batch.is_empty() {
@@ -620,7 +735,7 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
                                 .await;
                         match outcome {
                             Ok(Outcome::Done(_)) => {
-                                let _ = raw.ack(&message.receipt_handle).await;
+                                let _ = queue.ack(&message.receipt_handle).await;
                             }
                             Ok(Outcome::Retry(_)) => {}
                             Err(_) => {
@@ -694,13 +809,13 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
     for p in providers {
         p.await.expect("provider");
     }
-    settle(&raw, &clock, &config, seed).await;
+    settle(&backend, &clock, &config, seed).await;
 
     // The DLQ holds exactly the refusals, each with its reason.
     let refused = target_state.0.lock().expect("state").refused.clone();
     let mut letters = Vec::new();
     loop {
-        let batch = DeadLetterSource::receive(&raw, 10, Duration::from_secs(600))
+        let batch = DeadLetterSource::receive(&dlq, 10, Duration::from_secs(600))
             .await
             .expect("dead letters");
         if batch.is_empty() {
@@ -722,7 +837,7 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
         in_dlq.insert((target, event_key));
     }
     for l in &letters {
-        DeadLetterSource::release(&raw, &l.receipt_handle)
+        DeadLetterSource::release(&dlq, &l.receipt_handle)
             .await
             .expect("release");
     }
@@ -740,17 +855,13 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
 
     // The targets recover; replay drains the DLQ.
     target_state.0.lock().expect("state").broken = false;
-    let replayed = replay(&raw, &raw, &Filter::default(), usize::MAX, false, |_| {})
+    let replayed = replay(&dlq, &queue, &Filter::default(), usize::MAX, false, |_| {})
         .await
         .expect("replay");
     assert_eq!(replayed.replayed, letters.len());
-    settle(&raw, &clock, &config, seed).await;
+    settle(&backend, &clock, &config, seed).await;
     assert_eq!(
-        LocalDeadLetters(raw.clone())
-            .depth()
-            .await
-            .expect("depth")
-            .messages,
+        dlq.depth().await.expect("depth").messages,
         0,
         "seed {seed}: replay drained the DLQ"
     );
@@ -837,7 +948,7 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
         for e in events {
             oracle = apply(oracle, e, &ownership).entity;
         }
-        let actual = raw
+        let actual = store
             .load_entity(kind, &id)
             .await
             .expect("load")
