@@ -896,7 +896,12 @@ async fn scenario<B: Backend>(backend: B, seed: u64, total: usize) {
             expected.insert((t, key.clone()));
         }
     }
-    let explain = |k: &str| format!("{k}: {:?}", plan.history(k));
+    let explain = |k: &str| {
+        let (source, id) = k.split_once(':').unwrap_or_default();
+        let mut log = plan.history(&format!("EVT#{source}#{id}"));
+        log.extend(plan.history(k));
+        format!("{k}: {log:?}")
+    };
     for e in &expected {
         assert!(
             effects.contains(e),
