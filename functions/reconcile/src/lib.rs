@@ -4,11 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use plumbline::ports::{
-    Clock, CrmReadBack, EntityScan, EventQueue, EventStore, LedgerStore, ProviderEvents,
-    QueueStats, ReconcileStore, ReplayTally, Target, Watermarks,
-};
-use plumbline::reconcile::{Reconciler, Report};
+use plumbline::ports::{Clock, CrmReadBack, EventQueue, ProviderEvents, QueueStats, Target};
+use plumbline::reconcile::{Reconciler, Report, Storage};
 use plumbline::telemetry::Metrics;
 
 /// Time kept back from the invocation's deadline to save the report and answer.
@@ -21,7 +18,7 @@ pub async fn handle<S, Q, D, P, C, M, K>(
     remaining: Duration,
 ) -> Report
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
+    S: Storage,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

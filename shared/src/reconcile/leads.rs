@@ -9,12 +9,9 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::{CheckResult, Reconciler};
+use super::{CheckResult, Reconciler, Storage};
 use crate::contract::{EntityKind, Timestamp};
-use crate::ports::{
-    Clock, CrmReadBack, EntityScan, EventQueue, EventStore, LedgerStore, ProviderEvents,
-    QueueStats, ReconcileStore, ReplayTally, Target, Watermarks,
-};
+use crate::ports::{Clock, CrmReadBack, EventQueue, ProviderEvents, QueueStats, Target};
 use crate::telemetry::Metrics;
 
 const DAY_SECS: i64 = 86_400;
@@ -30,7 +27,7 @@ type LedgerLead = (String, Option<String>);
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
+    S: Storage,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

@@ -130,6 +130,17 @@ pub const CRM_PARITY: &str = "crm_parity";
 pub const LEAD_COUNTS: &str = "lead_counts";
 pub const REPLAYS: &str = "replays";
 
+/// Everything reconciliation reads and writes in the store, as one bound.
+pub trait Storage:
+    ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally
+{
+}
+
+impl<T> Storage for T where
+    T: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally
+{
+}
+
 /// No CRM to read back: the reconciler's CRM type when none is configured.
 #[derive(Debug)]
 pub enum NoCrm {}
@@ -234,7 +245,7 @@ impl<S, Q, D, P, C, M> Reconciler<S, Q, D, P, C, M> {
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
+    S: Storage,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

@@ -18,13 +18,12 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::parity::{self, Parity};
-use super::{CheckResult, Reconciler, Taken};
+use super::{CheckResult, Reconciler, Storage, Taken};
 use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
 use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
-    Clock, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore, LedgerStore, ProviderEvents,
-    QueueStats, ReconcileStore, ReplayTally, Target, Watermark, Watermarks,
+    Clock, CrmReadBack, EventKey, EventQueue, ProviderEvents, QueueStats, Target, Watermark,
 };
 use crate::telemetry::Metrics;
 
@@ -32,7 +31,7 @@ const DAY_SECS: i64 = 86_400;
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally,
+    S: Storage,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,
