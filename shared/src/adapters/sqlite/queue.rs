@@ -73,7 +73,8 @@ fn receive(
         conn.execute(
             "UPDATE messages SET queue = ?1, visible_at_ms = ?2, receipt = NULL, receive_count = 0, \
              attributes = json_set(attributes, '$.reason', COALESCE(json_extract(attributes, '$.reason'), ?4)) \
-             WHERE queue = ?3 AND visible_at_ms <= ?2 AND receive_count >= ?5",
+             WHERE id IN (SELECT id FROM messages INDEXED BY messages_redrive \
+                          WHERE queue = ?3 AND receive_count >= ?5 AND visible_at_ms <= ?2)",
             params![DLQ, now, queue, format!("received {limit} times without success"), limit],
         )
         .map_err(|e| sql_error(&e))?;

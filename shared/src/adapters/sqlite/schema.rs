@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS messages (
     receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at_ms);
+-- Only over-received messages match a redrive; without it each receive scans the whole visible backlog.
+CREATE INDEX IF NOT EXISTS messages_redrive ON messages (queue, receive_count);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
