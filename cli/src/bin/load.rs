@@ -43,7 +43,7 @@ struct Args {
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-        /// Also listen here as the HTTP target and report deliveries per second.
+    /// Also listen here as the HTTP target and report deliveries per second.
     #[arg(long)]
     receive: Option<SocketAddr>,
     /// As the target, answer this share of deliveries 503 (a flaky target; they are retried).
@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let deliveries = Arc::new(AtomicU64::new(0));
     let delivery_times = Arc::new(Mutex::new((None::<Instant>, None::<Instant>)));
     if let Some(address) = args.receive {
-                let (count, times) = (Arc::clone(&deliveries), Arc::clone(&delivery_times));
+        let (count, times) = (Arc::clone(&deliveries), Arc::clone(&delivery_times));
         let fail_rate = args.fail_rate;
         let app = axum::Router::new().fallback(move || {
             let (count, times) = (Arc::clone(&count), Arc::clone(&times));
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 count.fetch_add(1, Ordering::Relaxed);
                 let mut t = times.lock().await;
                 let now = Instant::now();
-                                t.0.get_or_insert(now);
+                t.0.get_or_insert(now);
                 t.1 = Some(now);
                 (axum::http::StatusCode::OK, "ok")
             }
