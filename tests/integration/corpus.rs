@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::helpers::dev::Dev;
 use crate::helpers::{
     ADYEN_KEY, CONFIG, PADDLE_SECRET, SHOPIFY_SECRET, SITE_SECRET, STRIPE_SECRET, Stack, T0,
-    apigw_event, fixture, repo_path, unique,
+    apigw_event, fixture, repo_path, source_scheme, unique,
 };
 
 #[derive(Debug, Deserialize)]
@@ -65,28 +65,13 @@ struct Request {
     body: Vec<u8>,
 }
 
-fn kind_of(source: &str) -> SourceKind {
-    match source {
-        "stripe" => SourceKind::Stripe,
-        "site" => SourceKind::StandardWebhooks,
-        "shop" => SourceKind::Shopify,
-        "adyen" => SourceKind::Adyen,
-        "paddle" => SourceKind::Paddle,
-        other => panic!("no signing scheme for {other}"),
-    }
-}
-
-fn secret(kind: SourceKind, which: &str) -> String {
-    let other_adyen = "FF".repeat(32);
+fn secret(source: &str, which: &str) -> String {
+    let (kind, configured) = source_scheme(source).expect("a known source");
     match (kind, which) {
-        (SourceKind::Stripe, "right") => STRIPE_SECRET.into(),
-        (SourceKind::StandardWebhooks, "right") => SITE_SECRET.into(),
-        (SourceKind::Shopify, "right") => SHOPIFY_SECRET.into(),
-        (SourceKind::Adyen, "right") => ADYEN_KEY.into(),
-        (SourceKind::Paddle, "right") => PADDLE_SECRET.into(),
+        (_, "right") => configured.into(),
         (SourceKind::StandardWebhooks, "wrong") => "whsec_d3Jvbmctc2VjcmV0LWZvci10ZXN0cw==".into(),
         (SourceKind::StandardWebhooks, _) => "whsec_cmV0aXJlZC1zZWNyZXQtZm9yLXRlc3Rz".into(),
-        (SourceKind::Adyen, "wrong") => other_adyen,
+        (SourceKind::Adyen, "wrong") => "FF".repeat(32),
         (SourceKind::Adyen, _) => "EE".repeat(32),
         (_, w) => format!("whsec_{w}_secret_for_tests"),
     }
@@ -128,11 +113,11 @@ fn build(case: &Case, now: i64) -> Request {
         vec![("content-type".into(), "application/json".into())];
     let mut t = now;
     if let Some(s) = &case.sign {
-        let kind = kind_of(&case.source);
+        let (kind, _) = source_scheme(&case.source).expect("a source with a signing scheme");
         t = now + s.at;
         let signed = match sign(
             kind,
-            &secret(kind, &s.secret),
+            &secret(&case.source, &s.secret),
             Envelope {
                 event_id: s.event_id.as_deref().unwrap_or("evt_corpus"),
                 timestamp: t,

@@ -43,10 +43,7 @@ use crate::helpers::faults::{
     quiet_crashes,
 };
 use crate::helpers::pipeline::ERP_SIGNING_SECRET;
-use crate::helpers::{
-    ADYEN_KEY, PADDLE_SECRET, SHOPIFY_SECRET, SITE_SECRET, STRIPE_SECRET, aws, create_queue,
-    create_table, fixture, secrets, unique,
-};
+use crate::helpers::{aws, create_queue, create_table, fixture, secrets, source_scheme, unique};
 
 const CONFIG: &str = r#"
 [sources.stripe]
@@ -128,29 +125,9 @@ fn doc(path: &str) -> Value {
     serde_json::from_slice(&fixture(path)).expect("fixture")
 }
 
-fn kind_of(source: &str) -> SourceKind {
-    match source {
-        "stripe" => SourceKind::Stripe,
-        "site" => SourceKind::StandardWebhooks,
-        "shop" => SourceKind::Shopify,
-        "adyen" => SourceKind::Adyen,
-        _ => SourceKind::Paddle,
-    }
-}
-
-fn secret_of(source: &str) -> &'static str {
-    match source {
-        "stripe" => STRIPE_SECRET,
-        "site" => SITE_SECRET,
-        "shop" => SHOPIFY_SECRET,
-        "adyen" => ADYEN_KEY,
-        _ => PADDLE_SECRET,
-    }
-}
-
 /// Signs `body` for `source` (or with a forged secret) at `now`.
 fn request(source: &'static str, id: &str, body: &Value, now: i64, forged: bool) -> Request {
-    let kind = kind_of(source);
+    let (kind, configured) = source_scheme(source).expect("a known source");
     let secret = if forged {
         match kind {
             SourceKind::StandardWebhooks => "whsec_Zm9yZ2VkLXNlY3JldC1mb3ItdGVzdHM=".to_owned(),
@@ -158,7 +135,7 @@ fn request(source: &'static str, id: &str, body: &Value, now: i64, forged: bool)
             _ => "whsec_forged".to_owned(),
         }
     } else {
-        secret_of(source).to_owned()
+        configured.to_owned()
     };
     let signed = sign(
         kind,

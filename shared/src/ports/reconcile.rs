@@ -43,6 +43,26 @@ pub struct Watermark {
     pub until: Option<Timestamp>,
 }
 
+impl Watermark {
+    /// A walk that reached its end: the next one starts over from `until`.
+    pub fn finished(until: Timestamp) -> Self {
+        Self {
+            since: until,
+            cursor: None,
+            until: None,
+        }
+    }
+
+    /// A walk cut short at `cursor`: the next run continues it, up to `until`.
+    pub fn resume(since: Timestamp, cursor: Option<String>, until: Timestamp) -> Self {
+        Self {
+            since,
+            cursor,
+            until: Some(until),
+        }
+    }
+}
+
 /// Persisted watermarks, one per source.
 pub trait Watermarks: Send + Sync {
     fn load_watermark(

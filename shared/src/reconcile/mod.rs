@@ -440,22 +440,14 @@ where
                 }
             }
             let next = if complete {
-                Watermark {
-                    since: until,
-                    cursor: None,
-                    until: None,
-                }
+                Watermark::finished(until)
             } else {
                 if result.note.is_none() {
                     result.note = Some(format!(
                         "{source}: budget or page limit reached; the next run continues"
                     ));
                 }
-                Watermark {
-                    since,
-                    cursor,
-                    until: Some(until),
-                }
+                Watermark::resume(since, cursor, until)
             };
             if let Err(err) = self.store.save_watermark(source.as_str(), &next).await {
                 warn!(error = %err, "could not save the watermark");

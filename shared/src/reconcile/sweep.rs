@@ -109,20 +109,12 @@ where
                 }
             }
             let next = if complete {
-                Watermark {
-                    since: until,
-                    cursor: None,
-                    until: None,
-                }
+                Watermark::finished(until)
             } else {
                 let note = format!("{name}: budget or page limit reached; the next run continues");
                 parity.note.get_or_insert_with(|| note.clone());
                 crm.note.get_or_insert(note);
-                Watermark {
-                    since: from,
-                    cursor,
-                    until: Some(until),
-                }
+                Watermark::resume(from, cursor, until)
             };
             if let Err(err) = self.store.save_watermark(&name, &next).await {
                 warn!(error = %err, "could not save the sweep cursor");

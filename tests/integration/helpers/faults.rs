@@ -42,8 +42,12 @@ tokio::task_local! {
 
 const CRASH_MESSAGE: &str = "injected crash";
 
-fn crash_if(point: Point) {
+/// Crashes here if this attempt's plan says so, noting it against `key` first.
+fn crash_if(plan: &Plan, point: Point, key: &str) {
     let planned = CRASH.try_with(|p| *p == Some(point)).unwrap_or(false);
+    if planned {
+        plan.note(format!("crash {point:?}"), key);
+    }
     assert!(!planned, "{CRASH_MESSAGE} at {point:?}");
 }
 
@@ -130,13 +134,7 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
         self.plan.throttled(record.key.as_str())?;
         let claim = self.inner.claim(record).await?;
-        if CRASH
-            .try_with(|p| *p == Some(Point::AfterClaim))
-            .unwrap_or(false)
-        {
-            self.plan.note("crash after the claim", record.key.as_str());
-        }
-        crash_if(Point::AfterClaim);
+        crash_if(&self.plan, Point::AfterClaim, record.key.as_str());
         Ok(claim)
     }
     async fn release(&self, key: &EventKey, event_id: &EventId) -> Result<(), StoreError> {
@@ -170,14 +168,7 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         self.inner.set_status(key, status, detail, at).await?;
-        if CRASH
-            .try_with(|p| *p == Some(Point::AfterRecordBeforeAck))
-            .unwrap_or(false)
-        {
-            self.plan
-                .note("crash after recording, before the ack", key.as_str());
-        }
-        crash_if(Point::AfterRecordBeforeAck);
+        crash_if(&self.plan, Point::AfterRecordBeforeAck, key.as_str());
         Ok(())
     }
 }
@@ -272,14 +263,7 @@ impl<Q: EventQueue> EventQueue for FaultyQueue<Q> {
             return Err(QueueError::Unavailable("injected send failure".into()));
         }
         self.inner.enqueue(message).await?;
-        if CRASH
-            .try_with(|p| *p == Some(Point::AfterEnqueue))
-            .unwrap_or(false)
-        {
-            self.plan
-                .note("crash after the enqueue", message.key.clone());
-        }
-        crash_if(Point::AfterEnqueue);
+        crash_if(&self.plan, Point::AfterEnqueue, &message.key);
         Ok(())
     }
 }
@@ -298,19 +282,14 @@ pub struct FaultyTarget<T> {
 
 impl<T: Target> Target for FaultyTarget<T> {
     async fn deliver(&self, document: &Document, idempotency_key: &str) -> Result<(), TargetError> {
-        let point = CRASH.try_with(|p| *p).ok().flatten();
-        if point == Some(Point::BeforeTargetCall) {
-            self.plan
-                .note("crash before the target call", idempotency_key);
-        }
-        crash_if(Point::BeforeTargetCall);
+        crash_if(&self.plan, Point::BeforeTargetCall, idempotency_key);
         let result = self.inner.deliver(document, idempotency_key).await;
-        if result.is_ok() && point == Some(Point::AfterTargetCallBeforeRecord) {
-            self.plan.note(
-                "crash after the target call, before recording it",
+        if result.is_ok() {
+            crash_if(
+                &self.plan,
+                Point::AfterTargetCallBeforeRecord,
                 idempotency_key,
             );
-            crash_if(Point::AfterTargetCallBeforeRecord);
         }
         result
     }

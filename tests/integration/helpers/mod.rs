@@ -210,6 +210,18 @@ secrets = ["env:PADDLE_SECRET"]
 max_body_bytes = 65536
 "#;
 
+/// The signing scheme and configured secret of each source in [`CONFIG`], by its name.
+pub fn source_scheme(source: &str) -> Option<(SourceKind, &'static str)> {
+    Some(match source {
+        "stripe" => (SourceKind::Stripe, STRIPE_SECRET),
+        "site" => (SourceKind::StandardWebhooks, SITE_SECRET),
+        "shop" => (SourceKind::Shopify, SHOPIFY_SECRET),
+        "adyen" => (SourceKind::Adyen, ADYEN_KEY),
+        "paddle" => (SourceKind::Paddle, PADDLE_SECRET),
+        _ => return None,
+    })
+}
+
 pub fn secrets() -> MapSecrets {
     MapSecrets(BTreeMap::from([
         ("env:STRIPE_SECRET".into(), STRIPE_SECRET.into()),

@@ -59,15 +59,23 @@ fn expected(upsert: &Upsert) -> Option<Expected> {
     })
 }
 
-/// Numbers compare as numbers (HubSpot answers `20` for `20.00`); everything else as text.
+/// Amounts compare as decimals, exactly (HubSpot answers `20` for `20.00`); everything else as
+/// text.
 fn same(property: &str, expected: &str, actual: &str) -> bool {
     if property == "amount" {
-        return match (expected.parse::<f64>(), actual.parse::<f64>()) {
-            (Ok(a), Ok(b)) => (a - b).abs() < 0.005,
-            _ => expected == actual,
-        };
+        return canonical_decimal(expected) == canonical_decimal(actual);
     }
     expected == actual
+}
+
+/// A decimal without trailing fractional zeros: `20.50` → `20.5`, `20.00` → `20`. No float.
+fn canonical_decimal(text: &str) -> &str {
+    let text = text.trim();
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
 }
 
 /// Where `actual` (the CRM's properties, `None` if it has no such record) differs from `want`.
