@@ -404,3 +404,148 @@ async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effe
     );
     dev.stop();
 }
+
+/// Fills `path`'s filesystem with one file; returns the bytes written when the disk refused.
+fn fill_disk(path: &std::path::Path) -> usize {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    let mut written = 0;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return written,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return written,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+}
+
+/// A full disk: the data directory is a small tmpfs, filled to the last byte while the stack
+/// runs. Every webhook is answered either 200 (and is then durable and delivered) or 503 (so
+/// the provider retries); the process stays up; once space returns, the retries are taken,
+/// every event has exactly one effect, and the database passes SQLite's integrity check.
+#[tokio::test]
+async fn a_full_disk_answers_503_keeps_nothing_half_written_and_recovers() {
+    let erp = Recorder::start().await;
+    let config = config(&erp.url, "");
+    let dev = Dev::start_on_tmpfs(&config, &config.with_file_name("data"), &ENVS, "16m");
+    let url = format!("{}/webhooks/stripe", dev.url);
+    let client = reqwest::Client::new();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let request = |i: usize| {
+        signed(
+            SourceKind::Stripe,
+            STRIPE,
+            "",
+            None,
+            &stripe_event(
+                "payment_intent.succeeded.json",
+                &format!("evt_disk_{i:04}"),
+                now,
+            ),
+        )
+    };
+
+    for i in 0..20 {
+        assert_eq!(post(&client, &url, &request(i)).await, Some(200));
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || effects(&erp, "/erp").len()
+            == 20)
+        .await,
+        "delivered before the disk fills"
+    );
+
+    let filler = dev.host_path("filler");
+    let filler_bytes = fill_disk(&filler);
+    eprintln!("filled the data disk with {filler_bytes} bytes");
+    // Send until the store refuses: pages SQLite already owns can still be reused for a while.
+    let mut answers: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut sent = 20;
+    while answers.get(&503).copied().unwrap_or(0) < 20 && sent < 5_000 {
+        let status = post(&client, &url, &request(sent))
+            .await
+            .expect("the stack answers while its disk is full");
+        *answers.entry(status).or_insert(0) += 1;
+        sent += 1;
+    }
+    eprintln!("answers while the disk was full: {answers:?}");
+    assert_eq!(
+        answers.get(&503).copied().unwrap_or(0),
+        20,
+        "a full disk is answered 503: {answers:?}"
+    );
+    assert!(
+        answers.keys().all(|s| *s == 200 || *s == 503),
+        "only 200 or 503 while the disk is full: {answers:?}"
+    );
+    let status = client
+        .get(format!("{}/ops/status", dev.url))
+        .send()
+        .await
+        .expect("the status page answers while the disk is full");
+    assert!(status.status().is_success());
+
+    std::fs::remove_file(&filler).expect("space returns");
+    // The provider retries everything it did not get a 2xx for; each is taken now.
+    for i in 0..sent {
+        let request = request(i);
+        let mut status = post(&client, &url, &request).await;
+        for _ in 0..50 {
+            if status == Some(200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            status = post(&client, &url, &request).await;
+        }
+        assert_eq!(
+            status,
+            Some(200),
+            "evt_disk_{i:04} is taken once space returns"
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(120), || effects(&erp, "/erp").len()
+            == sent)
+        .await,
+        "every event delivered after recovery: {} of {sent}",
+        effects(&erp, "/erp").len()
+    );
+    let per_key = effects(&erp, "/erp");
+    let expected: BTreeSet<String> = (0..sent)
+        .map(|i| format!("stripe:evt_disk_{i:04}"))
+        .collect();
+    assert_eq!(per_key.keys().cloned().collect::<BTreeSet<_>>(), expected);
+
+    // SQLite will not open a path through /proc/<pid>/root, so check a copy, taken while the
+    // stack is idle (everything delivered) so that no commit lands during the copy.
+    let copy = config.with_file_name("copy");
+    std::fs::create_dir_all(&copy).expect("copy dir");
+    for file in ["plumbline.db", "plumbline.db-wal"] {
+        std::fs::copy(dev.host_path(file), copy.join(file)).expect("copy the database");
+    }
+    let db = rusqlite::Connection::open(copy.join("plumbline.db")).expect("open the copy");
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .expect("integrity check");
+    assert_eq!(check, "ok", "nothing half-written");
+    let stored: usize = db
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(
+        stored, sent,
+        "each event stored once, none of the refused twice"
+    );
+    let status: Value = client
+        .get(format!("{}/ops/status", dev.url))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["dead_letters"]["depth"], 0, "{status}");
+    assert_eq!(status["queue"]["depth"], 0, "nothing stuck: {status}");
+    dev.stop();
+}

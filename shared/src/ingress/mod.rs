@@ -150,7 +150,11 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
                     "request refused"
                 );
             } else {
-                warn!(reason = err.label(), error = %err, "request failed; the provider will retry");
+                warn!(
+                    reason = err.label(),
+                    error = %crate::telemetry::Chain(err),
+                    "request failed; the provider will retry"
+                );
             }
         }
         result

@@ -183,9 +183,38 @@ where
     }
 }
 
+/// An error with its causes, `outer: inner: root`, for a log line that should say why (a full
+/// disk, a throttled table), not only what failed.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_names_every_cause() {
+        let root = std::io::Error::other("database or disk is full");
+        let err = crate::ingress::IngressError::Store(crate::ports::StoreError::Unavailable(
+            Box::new(root),
+        ));
+        assert_eq!(
+            Chain(&err).to_string(),
+            "the event store failed: the store is unavailable: database or disk is full"
+        );
+    }
 
     #[test]
     fn emf_document_names_its_dimensions_and_value() {

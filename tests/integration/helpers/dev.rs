@@ -33,7 +33,32 @@ pub struct Dev {
 impl Dev {
     /// Starts `plumbline dev --config <config>`; returns once it listens.
     pub fn start(config: &Path, data_dir: &Path, envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(binary())
+        Self::spawn(Command::new(binary()), config, data_dir, envs)
+    }
+
+    /// Starts `plumbline dev` with its data directory on a tmpfs of `size` (`8m`, …) mounted
+    /// in a mount namespace of its own (needs root, as CI and this machine have), so a test can
+    /// fill that disk through [`Dev::host_path`] and free it again.
+    pub fn start_on_tmpfs(
+        config: &Path,
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+        size: &str,
+    ) -> Self {
+        std::fs::create_dir_all(data_dir).expect("mount point");
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size} plumbline-test \"$0\" && exec \"$@\""
+            ))
+            .arg(data_dir)
+            .arg(binary());
+        Self::spawn(command, config, data_dir, envs)
+    }
+
+    fn spawn(mut command: Command, config: &Path, data_dir: &Path, envs: &[(&str, &str)]) -> Self {
+        let mut child = command
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--config")
@@ -58,13 +83,28 @@ impl Dev {
         let url = first
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {first:?}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no URL in {first:?}: see {}",
+                    data_dir.with_extension("stderr.log").display()
+                )
+            })
             .to_owned();
         Self {
             url,
             data_dir: data_dir.to_owned(),
             child,
         }
+    }
+
+    /// `path` inside the data directory as this process sees it (through its own mounts).
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        let inside = self.data_dir.join(path);
+        Path::new(&format!("/proc/{}/root", self.child.id())).join(
+            inside
+                .strip_prefix("/")
+                .expect("an absolute data directory"),
+        )
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
