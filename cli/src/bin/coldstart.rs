@@ -1,11 +1,19 @@
-//! `plumbline-coldstart`: a local Lambda Runtime API that spawns a function binary, hands it one
-//! event, and times spawn → first answered invocation (the cold start as a caller sees it:
-//! process start, configuration, clients, first handler run). Repeats and prints the spread.
+//! `plumbline-coldstart`: a local Lambda Runtime API that spawns a function (any bootstrap: a
+//! Rust binary, or `python -m awslambdaric module.handler`) and measures it as Lambda would run
+//! it.
+//!
+//! - Cold (default): spawn → first answered invocation, repeated `--runs` times: process start,
+//!   configuration, clients, first handler run.
+//! - Warm (`--warm`): one process serves every line of `--events` in turn; after `--warmup`
+//!   invocations it reports the process's CPU time per invocation (user + system, from
+//!   /proc/<pid>/stat, clock ticks), wall time per invocation (event handed out → answer
+//!   received) and peak RSS.
 //!
 //! Example:
 //!   plumbline-coldstart --bin target/release/plumbline-ingress --event ingress.json --runs 20 \
 //!     --env PLUMBLINE_CONFIG=infra/config/plumbline.toml --env PLUMBLINE_TABLE=t --env PLUMBLINE_QUEUE_URL=q
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,41 +28,59 @@ use tokio::sync::Notify;
 #[derive(Parser, Debug)]
 #[command(
     name = "plumbline-coldstart",
-    about = "Time a Lambda function binary's cold start against a local Runtime API"
+    about = "Time a Lambda function's cold start, or its warm CPU and wall time per invocation, against a local Runtime API"
 )]
 struct Args {
-    /// The function's binary (the bootstrap).
+    /// The function's bootstrap (a binary, or an interpreter followed by `--arg`s).
     #[arg(long)]
     bin: PathBuf,
-    /// The invocation event (JSON file).
+    /// Arguments for the bootstrap, in order.
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    extra: Vec<String>,
+    /// Working directory for the function.
     #[arg(long)]
-    event: PathBuf,
+    cwd: Option<PathBuf>,
+    /// The invocation event (one JSON document), for cold starts.
+    #[arg(long, required_unless_present = "events")]
+    event: Option<PathBuf>,
+    /// Invocation events, one JSON document per line: cold run `i` gets line `i` (cycling);
+    /// with `--warm` each line is one invocation.
+    #[arg(long)]
+    events: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Serve every event to one process and report per-invocation CPU and wall time.
+    #[arg(long)]
+    warm: bool,
+    /// Warm mode: invocations served before measuring starts.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
     /// Extra environment for the function, KEY=VALUE.
     #[arg(long = "env")]
     envs: Vec<String>,
+    /// The function's memory setting, as Lambda passes it.
+    #[arg(long, default_value_t = 256)]
+    memory_mb: u32,
+    /// Append the function's stderr to this file (default: discarded).
+    #[arg(long)]
+    stderr: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Default)]
-struct Answer {
-    at: Option<Instant>,
-    error: bool,
-}
-
 /// The headers the Runtime API sends with an event.
-fn invocation_headers() -> HeaderMap {
+fn invocation_headers(id: usize) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    // The service sends JSON as JSON; some runtime clients (awslambdaric) read it only then.
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
     let deadline = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         + Duration::from_secs(60);
     headers.insert(
         "lambda-runtime-aws-request-id",
-        HeaderValue::from_static("coldstart-1"),
+        HeaderValue::from_str(&format!("bench-{id}")).expect("ascii"),
     );
     headers.insert(
         "lambda-runtime-deadline-ms",
@@ -62,7 +88,7 @@ fn invocation_headers() -> HeaderMap {
     );
     headers.insert(
         "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:coldstart"),
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:bench"),
     );
     headers.insert(
         "lambda-runtime-trace-id",
@@ -71,63 +97,199 @@ fn invocation_headers() -> HeaderMap {
     headers
 }
 
-/// One cold start: spawn, serve one event, wait for its answer, kill.
-async fn once(args: &Args, event: Bytes) -> anyhow::Result<(Duration, bool)> {
-    let answer = Arc::new(Mutex::new(Answer::default()));
-    let done = Arc::new(Notify::new());
-    let (a1, a2, d1, d2) = (
-        Arc::clone(&answer),
-        Arc::clone(&answer),
-        Arc::clone(&done),
-        Arc::clone(&done),
+/// What the Runtime API has seen of one process.
+#[derive(Default)]
+struct Session {
+    queue: VecDeque<Bytes>,
+    served: usize,
+    handed_at: Option<Instant>,
+    walls: Vec<Duration>,
+    first_answer: Option<Instant>,
+    errors: usize,
+    failed_items: usize,
+    /// The child's pid, so CPU can be read while it waits for its next event.
+    pid: Option<u32>,
+    warmup: usize,
+    cpu_at_warmup: Option<Duration>,
+    cpu_at_end: Option<Duration>,
+    peak_rss_kb: Option<u64>,
+}
+
+/// User + system CPU of a process, from /proc (clock ticks of 10 ms on Linux).
+fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces, closed by the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Whether an answer reports a failure: an HTTP status ≥ 400, or failed batch items.
+fn failures_in(body: &[u8]) -> (bool, usize) {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (false, 0);
+    };
+    let status_failed = doc["statusCode"].as_u64().is_some_and(|s| s >= 400);
+    let items = doc["batchItemFailures"].as_array().map_or(0, Vec::len);
+    (status_failed || items > 0, items)
+}
+
+/// The Runtime API's routes over one session: events out, answers and errors in.
+fn runtime_api(
+    session: &Arc<Mutex<Session>>,
+    done: &Arc<Notify>,
+    until: &Arc<dyn Fn(&Session) -> bool + Send + Sync>,
+) -> axum::Router {
+    let (s_next, s_resp, s_err) = (
+        Arc::clone(session),
+        Arc::clone(session),
+        Arc::clone(session),
     );
-    let served = Arc::new(Mutex::new(false));
-    let app = axum::Router::new()
+    let (d_next, d_resp, d_err) = (Arc::clone(done), Arc::clone(done), Arc::clone(done));
+    let (u_next, u_resp, u_err) = (Arc::clone(until), Arc::clone(until), Arc::clone(until));
+    axum::Router::new()
         .route(
             "/2018-06-01/runtime/invocation/next",
             get(move || {
-                let (event, served) = (event.clone(), Arc::clone(&served));
+                let (session, done, until) = (
+                    Arc::clone(&s_next),
+                    Arc::clone(&d_next),
+                    Arc::clone(&u_next),
+                );
                 async move {
-                    // One event per process; later polls wait (as the service does between invocations).
-                    if std::mem::replace(&mut *served.lock().expect("lock"), true) {
-                        std::future::pending::<()>().await;
+                    let next = {
+                        let mut s = session.lock().expect("lock");
+                        // The process is idle, waiting for this answer: a clean moment to read
+                        // its CPU.
+                        if let Some(pid) = s.pid {
+                            if s.served == s.warmup && s.cpu_at_warmup.is_none() {
+                                s.cpu_at_warmup = cpu_of(pid);
+                            }
+                            if s.queue.is_empty() && s.cpu_at_end.is_none() {
+                                s.cpu_at_end = cpu_of(pid);
+                            }
+                        }
+                        let next = s.queue.pop_front();
+                        if next.is_some() {
+                            s.served += 1;
+                            s.handed_at = Some(Instant::now());
+                        }
+                        if until(&s) {
+                            done.notify_one();
+                        }
+                        next.map(|e| (s.served, e))
+                    };
+                    match next {
+                        Some((id, event)) => (invocation_headers(id), event),
+                        // Nothing left: wait, as the service does between invocations.
+                        None => std::future::pending().await,
                     }
-                    let headers = invocation_headers();
-                    (headers, event)
                 }
             }),
         )
         .route(
             "/2018-06-01/runtime/invocation/{id}/response",
-            post(move |_body: Bytes| async move {
-                a1.lock().expect("lock").at.get_or_insert(Instant::now());
-                d1.notify_one();
+            post(move |body: Bytes| async move {
+                let mut s = s_resp.lock().expect("lock");
+                let now = Instant::now();
+                s.first_answer.get_or_insert(now);
+                if let Some(at) = s.handed_at.take() {
+                    s.walls.push(now.duration_since(at));
+                }
+                let (failed, items) = failures_in(&body);
+                s.errors += usize::from(failed);
+                s.failed_items += items;
+                if u_resp(&s) {
+                    d_resp.notify_one();
+                }
                 StatusCode::ACCEPTED
             }),
         )
         .route(
             "/2018-06-01/runtime/invocation/{id}/error",
-            post(move |_body: Bytes| async move {
-                let mut a = a2.lock().expect("lock");
-                a.at.get_or_insert(Instant::now());
-                a.error = true;
-                d2.notify_one();
+            post(move |body: Bytes| async move {
+                let mut s = s_err.lock().expect("lock");
+                if s.errors < 3 {
+                    let text = String::from_utf8_lossy(&body);
+                    eprintln!(
+                        "invocation error: {}",
+                        text.chars().take(600).collect::<String>()
+                    );
+                }
+                let now = Instant::now();
+                s.first_answer.get_or_insert(now);
+                if let Some(at) = s.handed_at.take() {
+                    s.walls.push(now.duration_since(at));
+                }
+                s.errors += 1;
+                if u_err(&s) {
+                    d_err.notify_one();
+                }
                 StatusCode::ACCEPTED
             }),
-        );
+        )
+        .route(
+            "/2018-06-01/runtime/init/error",
+            post(|body: Bytes| async move {
+                eprintln!("init error: {}", String::from_utf8_lossy(&body));
+                StatusCode::ACCEPTED
+            }),
+        )
+}
+
+/// Spawns the function against a Runtime API that serves `events`; returns when `until` says
+/// the session is done (or after the timeout), with the session and the time it was spawned.
+async fn serve(
+    args: &Args,
+    events: Vec<Bytes>,
+    until: impl Fn(&Session) -> bool + Send + Sync + 'static,
+) -> anyhow::Result<(Session, Instant)> {
+    let session = Arc::new(Mutex::new(Session {
+        queue: events.into(),
+        warmup: args.warmup,
+        ..Session::default()
+    }));
+    let done = Arc::new(Notify::new());
+    let until: Arc<dyn Fn(&Session) -> bool + Send + Sync> = Arc::new(until);
+    let app = runtime_api(&session, &done, &until);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = listener.local_addr()?;
     let runtime_api = tokio::spawn(async move { axum::serve(listener, app).await });
     let mut command = tokio::process::Command::new(&args.bin);
     command
+        .args(&args.extra)
         .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "coldstart")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+        .env(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            args.memory_mb.to_string(),
+        )
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_LEVEL", "error")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
+    match &args.stderr {
+        Some(path) => command.stderr(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => command.stderr(std::process::Stdio::null()),
+    };
+    if let Some(dir) = &args.cwd {
+        command.current_dir(dir);
+    }
     for pair in &args.envs {
         let (k, v) = pair
             .split_once('=')
@@ -138,33 +300,31 @@ async fn once(args: &Args, event: Bytes) -> anyhow::Result<(Duration, bool)> {
     let mut child = command
         .spawn()
         .with_context(|| format!("spawning {}", args.bin.display()))?;
-    tokio::time::timeout(Duration::from_secs(30), done.notified())
-        .await
-        .context("no answer within 30 s")?;
-    let (elapsed, error) = {
-        let a = answer.lock().expect("lock");
-        (
-            a.at.map_or(Duration::MAX, |at| at.duration_since(started)),
-            a.error,
-        )
-    };
+    session.lock().expect("lock").pid = child.id();
+    let finished = tokio::time::timeout(Duration::from_secs(1800), done.notified()).await;
+    let peak = child.id().and_then(peak_rss_kb);
     let _ = child.kill().await;
     runtime_api.abort();
-    Ok((elapsed, error))
+    finished.context("the function did not finish in time")?;
+    let mut s = std::mem::take(&mut *session.lock().expect("lock"));
+    s.peak_rss_kb = peak;
+    Ok((s, started))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let event = Bytes::from(
-        std::fs::read(&args.event).with_context(|| format!("reading {}", args.event.display()))?,
-    );
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One process per run; run `i` gets event `i` (cycling), so a webhook is new to each run.
+async fn cold(args: &Args, events: &[Bytes]) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(args.runs);
     let mut errors = 0;
-    for _ in 0..args.runs {
-        let (elapsed, error) = once(&args, event.clone()).await?;
-        errors += usize::from(error);
-        times.push(elapsed.as_secs_f64() * 1000.0);
+    for run in 0..args.runs {
+        let event = events[run % events.len()].clone();
+        let (s, started) = serve(args, vec![event], |s| s.first_answer.is_some()).await?;
+        errors += s.errors;
+        let at = s.first_answer.context("no answer")?;
+        times.push(ms(at.duration_since(started)));
     }
     times.sort_by(f64::total_cmp);
     let size = std::fs::metadata(&args.bin).map_or(0, |m| m.len());
@@ -186,4 +346,72 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn warm(args: &Args, events: Vec<Bytes>) -> anyhow::Result<()> {
+    let total = events.len();
+    anyhow::ensure!(
+        total > args.warmup,
+        "{total} events: more than --warmup {} needed",
+        args.warmup
+    );
+    let (s, _) = serve(args, events, move |s| s.cpu_at_end.is_some()).await?;
+    let measured = total - args.warmup;
+    let cpu = s
+        .cpu_at_end
+        .zip(s.cpu_at_warmup)
+        .map(|(end, start)| end.saturating_sub(start))
+        .context("the function's CPU time could not be read")?;
+    let mut walls: Vec<f64> = s.walls[args.warmup..].iter().copied().map(ms).collect();
+    walls.sort_by(f64::total_cmp);
+    let pct = |per_mille: usize| walls[(walls.len() - 1) * per_mille / 1000];
+    let mean = walls.iter().sum::<f64>() / walls.len() as f64;
+    let report = serde_json::json!({
+        "bootstrap": args.bin.display().to_string(),
+        "invocations": measured,
+        "warmup": args.warmup,
+        "errors": s.errors,
+        "failed_items": s.failed_items,
+        "cpu_ms_total": ms(cpu),
+        "cpu_ms_per_invocation": ms(cpu) / measured as f64,
+        "wall_ms": { "mean": mean, "p50": pct(500), "p99": pct(990) },
+        "peak_rss_kb": s.peak_rss_kb,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{}: {measured} invocations, CPU {:.3} ms each ({:.0} ms in all), wall p50 {:.2} ms p99 {:.2} ms, {} errors",
+            args.bin.display(),
+            ms(cpu) / measured as f64,
+            ms(cpu),
+            pct(500),
+            pct(990),
+            s.errors
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let events: Vec<Bytes> = match (&args.event, &args.events) {
+        (Some(path), _) => vec![Bytes::from(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )],
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| Bytes::from(l.to_owned()))
+            .collect(),
+        (None, None) => anyhow::bail!("--event or --events is required"),
+    };
+    if args.warm {
+        warm(&args, events).await
+    } else {
+        anyhow::ensure!(!events.is_empty(), "no event");
+        cold(&args, &events).await
+    }
 }

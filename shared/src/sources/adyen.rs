@@ -38,6 +38,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     Ok(events)
 }
 
+/// A field of a verified item as text (empty when absent).
 fn field(item: &Value, pointer: &str) -> String {
     match item.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
@@ -47,8 +48,25 @@ fn field(item: &Value, pointer: &str) -> String {
     }
 }
 
-fn signing_string(item: &Value) -> String {
-    [
+/// A signed field as Adyen writes it into the signing string. Numbers must be integers: a
+/// float goes through f64, whose digits need not be the ones Adyen signed, so such a body is
+/// refused as malformed rather than checked against a string Adyen never made.
+fn signed_field(item: &Value, pointer: &'static str) -> Result<String, Rejection> {
+    Ok(match item.pointer(pointer) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(Value::Number(_)) => {
+            return Err(Rejection::MalformedBody(format!(
+                "{pointer} must be an integer"
+            )));
+        }
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => String::new(),
+    })
+}
+
+fn signing_string(item: &Value) -> Result<String, Rejection> {
+    Ok([
         "/pspReference",
         "/originalReference",
         "/merchantAccountCode",
@@ -59,9 +77,9 @@ fn signing_string(item: &Value) -> String {
         "/success",
     ]
     .iter()
-    .map(|p| field(item, p))
-    .collect::<Vec<_>>()
-    .join(":")
+    .map(|p| signed_field(item, p))
+    .collect::<Result<Vec<_>, _>>()?
+    .join(":"))
 }
 
 /// Signs every item of a notification body, as Adyen does before sending it.
@@ -75,8 +93,10 @@ pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
         let item = item
             .pointer_mut("/NotificationRequestItem")
             .ok_or("an item has no NotificationRequestItem")?;
-        let signature =
-            STANDARD.encode(super::hmac_sha256(key, &[signing_string(item).as_bytes()]));
+        let signature = STANDARD.encode(super::hmac_sha256(
+            key,
+            &[signing_string(item).map_err(|e| e.to_string())?.as_bytes()],
+        ));
         if let Some(data) = item
             .pointer_mut("/additionalData")
             .and_then(Value::as_object_mut)
@@ -104,7 +124,7 @@ fn verify_item(v: &Verifier, item: &Value) -> Result<(), Rejection> {
     let signature = STANDARD
         .decode(signature)
         .map_err(|_| Rejection::MalformedHeader("additionalData.hmacSignature"))?;
-    if any_matches(&v.keys, &[signing_string(item).as_bytes()], &[signature]) {
+    if any_matches(&v.keys, &[signing_string(item)?.as_bytes()], &[signature]) {
         Ok(())
     } else {
         Err(Rejection::BadSignature)
@@ -198,6 +218,35 @@ mod tests {
     // The key and item published in Adyen's HMAC documentation and client libraries.
     const DOC_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
     const KEY: &str = "6A7E1E2F3C4D5B6A79880B1C2D3E4F5061728394A5B6C7D8E9F0A1B2C3D4E5F6";
+
+    /// Found by the `normalize` fuzz target: an amount beyond any integer type parses as a
+    /// float, whose digits changed between signing and verifying. Signed numbers must now be
+    /// integers; anything else is a malformed body (400), never a signature check on digits
+    /// Adyen did not send.
+    #[test]
+    fn a_signed_number_that_is_not_an_integer_is_malformed_not_a_bad_signature() {
+        let body = fixture("fuzz/adyen-huge-amount.json");
+        let key = hex::decode(KEY).expect("hex");
+        assert!(sign_body(&key, &body).is_err(), "the signer refuses it too");
+        let mut doc: Value = serde_json::from_slice(&body).expect("json");
+        // The item with the huge amount alone, so no other item's signature is checked first.
+        let item = doc["notificationItems"][1].clone();
+        doc["notificationItems"] = serde_json::json!([item]);
+        doc["notificationItems"][0]["NotificationRequestItem"]["additionalData"]["hmacSignature"] =
+            Value::String(STANDARD.encode([0u8; 32]));
+        let result = run(&serde_json::to_vec(&doc).expect("json"));
+        assert!(
+            matches!(&result, Err(Rejection::MalformedBody(m)) if m.contains("/amount/value")),
+            "{result:?}"
+        );
+        let mut float = doc.clone();
+        float["notificationItems"][0]["NotificationRequestItem"]["amount"]["value"] =
+            serde_json::json!(11.5);
+        assert!(matches!(
+            run(&serde_json::to_vec(&float).expect("json")),
+            Err(Rejection::MalformedBody(_))
+        ));
+    }
 
     fn run(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
         let v = verifier(SourceKind::Adyen, &[KEY, DOC_KEY]);

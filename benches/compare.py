@@ -1,0 +1,498 @@
+"""plumbline's Lambda functions against the Powertools peer, side by side in one run.
+
+Run through `benches/compare` (which makes the venv and builds the binaries). For each side:
+the same signed Stripe webhooks through the ingress, then the messages that ingress enqueued,
+in SQS batches of ten, through the delivery; both against one moto server and one loopback
+target. `plumbline-coldstart` is the Lambda Runtime API and the stopwatch; moto's request
+recorder counts the AWS calls. Prints a table, writes JSON, and compares against a saved result.
+"""
+
+import argparse
+import base64
+import collections
+import hashlib
+import hmac
+import http.server
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / "benches" / "peers" / "powertools"
+SECRET = "whsec_compare_stripe"
+MEMORY_MB = 256  # infra/template.yaml's MemorySize for ingress and delivery; the peer gets the same.
+BATCH = 10  # the template's BatchSize
+
+# Published on-demand list prices, us-east-1, as of 2026-11 (USD).
+PRICE = {
+    "apigw_http_per_million": 1.00,
+    "lambda_requests_per_million": 0.20,
+    "lambda_arm64_gb_second": 0.0000133334,
+    "dynamodb_wru_per_million": 0.625,
+    "dynamodb_rru_per_million": 0.125,
+    "sqs_requests_per_million": 0.40,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Target(http.server.BaseHTTPRequestHandler):
+    """The loopback target: answers 200 and counts requests per Idempotency-Key."""
+
+    keys: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        with self.lock:
+            self.keys[(self.path, self.headers.get("idempotency-key", ""))] += 1
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def start_moto(venv: Path, recording: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, MOTO_RECORDER_FILEPATH=str(recording))
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("moto's server did not start")
+
+
+def recorder(moto: str, action: str) -> str:
+    method = "GET" if action == "download-recording" else "POST"
+    req = urllib.request.Request(f"{moto}/moto-api/recorder/{action}", method=method, data=None if method == "GET" else b"")
+    with urllib.request.urlopen(req) as r:
+        return r.read().decode()
+
+
+def operations(recording: str) -> list[tuple[str, dict]]:
+    """(service.Operation, request body) for every AWS request moto recorded."""
+    out = []
+    for line in recording.splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        target = headers.get("x-amz-target", "")
+        if target:
+            service, op = target.split(".", 1)
+            service = "DynamoDB" if service.startswith("DynamoDB") else "SQS" if "SQS" in service else service
+        else:
+            params = dict(p.split("=", 1) for p in body.split("&") if "=" in p)
+            service, op = "SQS", params.get("Action", "?")
+        try:
+            doc = json.loads(body) if body.startswith("{") else {}
+        except ValueError:
+            doc = {}
+        out.append((f"{service}.{op}", doc))
+    return out
+
+
+def table_schema() -> dict:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    template = yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=Loader)
+    props = template["Resources"]["EventsTable"]["Properties"]
+    return {
+        "AttributeDefinitions": props["AttributeDefinitions"],
+        "KeySchema": props["KeySchema"],
+        "GlobalSecondaryIndexes": [
+            {k: g[k] for k in ("IndexName", "KeySchema", "Projection")} for g in props["GlobalSecondaryIndexes"]
+        ],
+    }
+
+
+def item_size(value) -> int:
+    """DynamoDB's item size rules (names plus values), for write and read unit arithmetic."""
+    if isinstance(value, dict) and len(value) == 1:
+        (kind, v), = value.items()
+        if kind == "S":
+            return len(v.encode())
+        if kind == "N":
+            return len(v.lstrip("-").replace(".", "")) // 2 + 2
+        if kind == "B":
+            return len(base64.b64decode(v))
+        if kind in ("BOOL", "NULL"):
+            return 1
+        if kind == "M":
+            return 3 + sum(len(k.encode()) + 1 + item_size(x) for k, x in v.items())
+        if kind == "L":
+            return 3 + sum(1 + item_size(x) for x in v)
+        if kind in ("SS", "NS", "BS"):
+            return sum(len(str(x)) for x in v)
+    return sum(len(k.encode()) + item_size(v) for k, v in value.items())
+
+
+def signed_webhooks(count: int, prefix: str) -> list[str]:
+    """API Gateway (HTTP API v2) events carrying Stripe webhooks signed now, each a new payment."""
+    fixture = json.loads((ROOT / "tests/fixtures/stripe/payment_intent.succeeded.json").read_text())
+    apigw = json.loads((ROOT / "tests/fixtures/apigw/post-webhook.json").read_text())
+    now = int(time.time())
+    lines = []
+    for i in range(count):
+        fixture["id"] = f"evt_{prefix}_{i:06}"
+        fixture["created"] = now
+        fixture["data"]["object"]["id"] = f"pi_{prefix}_{i:06}"
+        body = json.dumps(fixture, separators=(",", ":"))
+        mac = hmac.new(SECRET.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
+        apigw["headers"]["stripe-signature"] = f"t={now},v1={mac}"
+        apigw["headers"]["content-type"] = "application/json"
+        apigw["body"] = body
+        lines.append(json.dumps(apigw))
+    return lines
+
+
+def sqs_batches(sqs, queue_url: str, expected: int) -> list[str]:
+    """The queue's messages as Lambda SQS events of BATCH records, as the event source mapping
+    would hand them over (its receive and delete calls are added to the cost separately)."""
+    template = json.loads((ROOT / "tests/fixtures/lambda/sqs-record.json").read_text())
+    records = []
+    while len(records) < expected:
+        got = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=3600,
+            MessageAttributeNames=["All"], AttributeNames=["All"],
+        ).get("Messages", [])
+        if not got:
+            break
+        for m in got:
+            r = dict(template)
+            r["messageId"], r["receiptHandle"], r["body"] = m["MessageId"], m["ReceiptHandle"], m["Body"]
+            r["messageAttributes"] = {
+                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"], "stringListValues": [], "binaryListValues": []}
+                for k, v in m.get("MessageAttributes", {}).items()
+            }
+            records.append(r)
+    if len(records) != expected:
+        raise SystemExit(f"{queue_url}: {len(records)} messages, expected {expected}")
+    return [json.dumps({"Records": records[i : i + BATCH]}) for i in range(0, len(records), BATCH)]
+
+
+def harness(coldstart: Path, bootstrap: list[str], events: Path, envs: dict, cwd: Path | None, warm: bool, runs: int = 10, warmup: int = 20) -> dict:
+    cmd = [str(coldstart), "--bin", bootstrap[0], "--events", str(events), "--json", "--memory-mb", str(MEMORY_MB),
+           "--stderr", str(events.with_suffix(".stderr.log"))]
+    for a in bootstrap[1:]:
+        cmd += ["--arg", a]
+    if cwd:
+        cmd += ["--cwd", str(cwd)]
+    cmd += ["--warm", "--warmup", str(warmup)] if warm else ["--runs", str(runs)]
+    for k, v in envs.items():
+        cmd += ["--env", f"{k}={v}"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cost_per_million(side: dict) -> dict:
+    """USD per million webhooks: API Gateway, Lambda (requests + GB-s at the measured durations),
+    DynamoDB units from measured item sizes, SQS requests (ingress sends + the event source
+    mapping's receive and delete per batch)."""
+    gb = MEMORY_MB / 1024
+    ingress_ms = math.ceil(side["ingress"]["warm"]["wall_ms"]["mean"])
+    batch_ms = math.ceil(side["delivery"]["warm"]["wall_ms"]["mean"])
+    invocations = 1 + 1 / BATCH
+    lambda_gb_s = gb * (ingress_ms + batch_ms / BATCH) / 1000
+    sqs_requests = side["requests"]["sqs_per_event"] + 2 / BATCH
+    parts = {
+        "api_gateway": PRICE["apigw_http_per_million"],
+        "lambda_requests": invocations * PRICE["lambda_requests_per_million"],
+        "lambda_duration": lambda_gb_s * 1e6 * PRICE["lambda_arm64_gb_second"],
+        "dynamodb_writes": side["requests"]["wru_per_event"] * PRICE["dynamodb_wru_per_million"],
+        "dynamodb_reads": side["requests"]["rru_per_event"] * PRICE["dynamodb_rru_per_million"],
+        "sqs": sqs_requests * PRICE["sqs_requests_per_million"],
+    }
+    parts["total"] = sum(parts.values())
+    parts["inputs"] = {
+        "ingress_billed_ms": ingress_ms,
+        "delivery_batch_billed_ms": batch_ms,
+        "memory_mb": MEMORY_MB,
+        "lambda_gb_s_per_event": lambda_gb_s,
+        "sqs_requests_per_event": sqs_requests,
+    }
+    return parts
+
+
+def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[str, set]) -> tuple[float, float]:
+    """DynamoDB write and read units of the recorded calls. Writes: ceil(KB) of the item's
+    stored size (twice inside a transaction), plus one per secondary index whose key attributes
+    the call touches. Reads: ceil(size / 4 KB), halved when eventually consistent."""
+    wru = rru = 0.0
+
+    def key_of(table, doc):
+        item = doc.get("Key") or doc.get("Item") or {}
+        return (table, json.dumps({k: item[k] for k in sorted(item) if k in ("pk", "sk", "id")}))
+
+    def write(table, doc, factor):
+        nonlocal wru
+        size = sizes.get(key_of(table, doc)) or item_size(doc.get("Item") or doc.get("Key") or {})
+        wru += factor * max(1, math.ceil(size / 1024))
+        text = json.dumps(doc)
+        wru += sum(1 for attrs in indexes.get(table, []) if any(a in text for a in attrs))
+
+    for op, doc in ops:
+        name = op.split(".", 1)[1]
+        table = doc.get("TableName", "")
+        if name in ("PutItem", "UpdateItem", "DeleteItem"):
+            write(table, doc, 1)
+        elif name == "TransactWriteItems":
+            for item in doc.get("TransactItems", []):
+                for kind in ("Put", "Update", "Delete", "ConditionCheck"):
+                    if kind in item:
+                        write(item[kind].get("TableName", ""), item[kind], 2)
+        elif name == "BatchWriteItem":
+            for table, requests in doc.get("RequestItems", {}).items():
+                for r in requests:
+                    write(table, r.get("PutRequest") or r.get("DeleteRequest") or {}, 1)
+        elif name in ("GetItem", "Query", "Scan"):
+            size = sizes.get(key_of(table, doc), 1)
+            rru += max(1, math.ceil(size / 4096)) * (1 if doc.get("ConsistentRead") else 0.5)
+    return wru, rru
+
+
+def scan_sizes(ddb, tables: list[str]) -> dict[tuple, int]:
+    sizes = {}
+    for table in tables:
+        pager = ddb.get_paginator("scan")
+        for page in pager.paginate(TableName=table):
+            for item in page["Items"]:
+                key = json.dumps({k: item[k] for k in sorted(item) if k in ("pk", "sk", "id")})
+                sizes[(table, key)] = item_size(item)
+    return sizes
+
+
+def run_side(name, args, moto, ddb, sqs, events_file, events_count, ingress_cmd, delivery_cmd, envs, cwd, table_names, indexes, queue_url, target_path):
+    print(f"{name}: ingress, {events_count} webhooks", file=sys.stderr)
+    recorder(moto, "reset-recording")
+    recorder(moto, "start-recording")
+    ingress = harness(args.coldstart, ingress_cmd, events_file, envs, cwd, warm=True, warmup=args.warmup)
+    recorder(moto, "stop-recording")
+    recording = recorder(moto, "download-recording")
+    events_file.with_name(f"{name}-ingress-requests.jsonl").write_text(recording)
+    ingress_ops = operations(recording)
+    batches = sqs_batches(sqs, queue_url, events_count)
+    batch_file = events_file.with_name(f"{name}-batches.jsonl")
+    batch_file.write_text("\n".join(batches) + "\n")
+    print(f"{name}: delivery, {len(batches)} batches", file=sys.stderr)
+    recorder(moto, "reset-recording")
+    recorder(moto, "start-recording")
+    delivery = harness(args.coldstart, delivery_cmd, batch_file, envs, cwd, warm=True, warmup=max(2, args.warmup // BATCH))
+    recorder(moto, "stop-recording")
+    recording = recorder(moto, "download-recording")
+    events_file.with_name(f"{name}-delivery-requests.jsonl").write_text(recording)
+    delivery_ops = operations(recording)
+    delivered = {k for (path, k), n in Target.keys.items() if path == target_path}
+    if len(delivered) != events_count:
+        raise SystemExit(f"{name}: {len(delivered)} distinct keys delivered, expected {events_count}")
+    sizes = scan_sizes(ddb, table_names)
+    ops = ingress_ops + delivery_ops
+    by_op = collections.Counter(op for op, _ in ops)
+    wru, rru = units(ops, sizes, indexes)
+    per_event = {op: n / events_count for op, n in sorted(by_op.items())}
+    side = {
+        "ingress": {"warm": ingress},
+        "delivery": {"warm": delivery},
+        "requests": {
+            "by_operation_per_event": per_event,
+            "function_requests_per_event": sum(per_event.values()),
+            "sqs_per_event": sum(v for k, v in per_event.items() if k.startswith("SQS.")),
+            "wru_per_event": wru / events_count,
+            "rru_per_event": rru / events_count,
+            "max_item_bytes": max(sizes.values(), default=0),
+        },
+    }
+    return side
+
+
+def cold_starts(args, cmd, events_file, envs, cwd):
+    return harness(args.coldstart, cmd, events_file, envs, cwd, warm=False, runs=args.cold_runs)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--venv", type=Path, required=True)
+    p.add_argument("--release-dir", type=Path, required=True)
+    p.add_argument("--events", type=int, default=2000)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--cold-runs", type=int, default=10)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--compare", type=Path, default=None, help="a saved result to compare against")
+    p.add_argument("--hmac-floor-ns", type=float, default=None)
+    args = p.parse_args()
+    args.coldstart = args.release_dir / "plumbline-coldstart"
+
+    work = Path(tempfile.mkdtemp(prefix="plumbline-compare-"))
+    moto_proc, moto = start_moto(args.venv, work / "recording.jsonl")
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Target)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    target_url = f"http://127.0.0.1:{target.server_address[1]}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=moto, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing", AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        ddb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
+        schema = table_schema()
+        ddb.create_table(TableName="plumbline-events", BillingMode="PAY_PER_REQUEST", **schema)
+        ddb.create_table(
+            TableName="peer-idempotency", BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        )
+        queues = {n: sqs.create_queue(QueueName=n)["QueueUrl"] for n in ("plumbline-delivery", "plumbline-dlq", "peer-delivery")}
+        indexes = {
+            "plumbline-events": [
+                {a["AttributeName"] for a in g["KeySchema"]} for g in schema["GlobalSecondaryIndexes"]
+            ]
+        }
+        config = work / "plumbline.toml"
+        config.write_text(
+            f'[sources.stripe]\nkind = "stripe"\nsecrets = ["env:STRIPE_WEBHOOK_SECRET"]\n\n'
+            f'[targets.erp]\nkind = "http"\nurl = "{target_url}/plumbline"\n\n'
+            f'[[routes]]\nevents = ["payment.*"]\ntargets = ["erp"]\n'
+        )
+        plumbline_env = {
+            "PLUMBLINE_CONFIG": str(config), "PLUMBLINE_TABLE": "plumbline-events",
+            "PLUMBLINE_QUEUE_URL": queues["plumbline-delivery"], "PLUMBLINE_DLQ_URL": queues["plumbline-dlq"],
+            "STRIPE_WEBHOOK_SECRET": SECRET,
+        }
+        peer_env = {
+            "IDEMPOTENCY_TABLE": "peer-idempotency", "QUEUE_URL": queues["peer-delivery"],
+            "STRIPE_WEBHOOK_SECRET": SECRET, "TARGET_URL": f"{target_url}/peer",
+            "POWERTOOLS_LOG_LEVEL": "ERROR", "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        python = str(args.venv / "bin" / "python")
+        total = args.events + args.warmup
+        result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}, "events": args.events}
+        for name, ingress_cmd, delivery_cmd, env, cwd, tables, queue, path in (
+            ("plumbline", [str(args.release_dir / "plumbline-ingress")], [str(args.release_dir / "plumbline-delivery")],
+             plumbline_env, None, ["plumbline-events"], queues["plumbline-delivery"], "/plumbline"),
+            ("powertools", [python, "-m", "awslambdaric", "ingress.handler"], [python, "-m", "awslambdaric", "delivery.handler"],
+             peer_env, PEER, ["peer-idempotency"], queues["peer-delivery"], "/peer"),
+        ):
+            events = work / f"{name}-webhooks.jsonl"
+            events.write_text("\n".join(signed_webhooks(total, name)) + "\n")
+            side = run_side(name, args, moto, ddb, sqs, events, total, ingress_cmd, delivery_cmd, env, cwd, tables, indexes, queue, path)
+            cold_events = work / f"{name}-cold.jsonl"
+            cold_events.write_text("\n".join(signed_webhooks(args.cold_runs, f"{name}cold")) + "\n")
+            side["ingress"]["cold"] = cold_starts(args, ingress_cmd, cold_events, env, cwd)
+            # Batches already delivered: each side's cold start ends in its own "done before" path.
+            side["delivery"]["cold"] = cold_starts(args, delivery_cmd, work / f"{name}-batches.jsonl", env, cwd)
+            side["cost_per_million"] = cost_per_million(side)
+            result[name] = side
+        scheduled = work / "scheduled.json"
+        scheduled.write_text(json.dumps({"version": "0", "id": "bench", "detail-type": "Scheduled Event", "source": "aws.events",
+                                         "account": "123456789012", "time": "2026-11-23T00:00:00Z", "region": "us-east-1",
+                                         "resources": [], "detail": {}}) + "\n")
+        result["plumbline"]["reconcile"] = {"cold": cold_starts(args, [str(args.release_dir / "plumbline-reconcile")], scheduled, plumbline_env, None)}
+        if args.hmac_floor_ns:
+            result["hmac_floor_us"] = args.hmac_floor_ns / 1000
+    finally:
+        moto_proc.terminate()
+        target.shutdown()
+
+    print_table(result)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwritten: {args.out}")
+    if args.compare:
+        sys.exit(compare(result, json.loads(args.compare.read_text()), args.compare))
+
+
+def print_table(r: dict) -> None:
+    pl, pt = r["plumbline"], r["powertools"]
+    rows = [
+        ("ingress CPU per event (ms)", pl["ingress"]["warm"]["cpu_ms_per_invocation"], pt["ingress"]["warm"]["cpu_ms_per_invocation"]),
+        ("delivery CPU per event (ms)", pl["delivery"]["warm"]["cpu_ms_per_invocation"] / BATCH, pt["delivery"]["warm"]["cpu_ms_per_invocation"] / BATCH),
+        ("ingress wall per event, p50 (ms)", pl["ingress"]["warm"]["wall_ms"]["p50"], pt["ingress"]["warm"]["wall_ms"]["p50"]),
+        ("ingress wall per event, p99 (ms)", pl["ingress"]["warm"]["wall_ms"]["p99"], pt["ingress"]["warm"]["wall_ms"]["p99"]),
+        ("delivery wall per batch of 10, p50 (ms)", pl["delivery"]["warm"]["wall_ms"]["p50"], pt["delivery"]["warm"]["wall_ms"]["p50"]),
+        ("ingress cold start, median (ms)", pl["ingress"]["cold"]["ms"]["median"], pt["ingress"]["cold"]["ms"]["median"]),
+        ("delivery cold start, median (ms)", pl["delivery"]["cold"]["ms"]["median"], pt["delivery"]["cold"]["ms"]["median"]),
+        ("peak RSS, ingress (MB)", pl["ingress"]["warm"]["peak_rss_kb"] / 1024, pt["ingress"]["warm"]["peak_rss_kb"] / 1024),
+        ("peak RSS, delivery (MB)", pl["delivery"]["warm"]["peak_rss_kb"] / 1024, pt["delivery"]["warm"]["peak_rss_kb"] / 1024),
+        ("AWS requests per event (functions)", pl["requests"]["function_requests_per_event"], pt["requests"]["function_requests_per_event"]),
+        ("DynamoDB WRU per event", pl["requests"]["wru_per_event"], pt["requests"]["wru_per_event"]),
+        ("DynamoDB RRU per event", pl["requests"]["rru_per_event"], pt["requests"]["rru_per_event"]),
+        ("cost per million webhooks (USD)", pl["cost_per_million"]["total"], pt["cost_per_million"]["total"]),
+    ]
+    print(f"\n{'measure':<42} {'plumbline':>12} {'powertools':>12} {'ratio':>8}")
+    for label, a, b in rows:
+        ratio = f"{b / a:.1f}x" if a else "-"
+        print(f"{label:<42} {a:>12.3f} {b:>12.3f} {ratio:>8}")
+    print(f"reconcile cold start, median (ms): {pl['reconcile']['cold']['ms']['median']:.1f}")
+    if "hmac_floor_us" in r:
+        own = pl["ingress"]["warm"]["cpu_ms_per_invocation"] * 1000
+        print(f"HMAC-SHA256 floor: {r['hmac_floor_us']:.2f} us; ingress CPU per event is {own / r['hmac_floor_us']:.0f}x that")
+    for side in ("plumbline", "powertools"):
+        ops = ", ".join(f"{k} {v:.2f}" for k, v in r[side]["requests"]["by_operation_per_event"].items())
+        print(f"{side} requests per event: {ops}")
+
+
+# A measure regresses when it grows by more than this share against the saved result.
+TOLERANCE = 0.25
+WATCHED = [
+    ("ingress CPU per event", ("plumbline", "ingress", "warm", "cpu_ms_per_invocation")),
+    ("delivery CPU per batch", ("plumbline", "delivery", "warm", "cpu_ms_per_invocation")),
+    ("ingress cold start", ("plumbline", "ingress", "cold", "ms", "median")),
+    ("delivery cold start", ("plumbline", "delivery", "cold", "ms", "median")),
+    ("requests per event", ("plumbline", "requests", "function_requests_per_event")),
+    ("cost per million", ("plumbline", "cost_per_million", "total")),
+]
+
+
+def compare(now: dict, saved: dict, path: Path) -> int:
+    def get(doc, keys):
+        for k in keys:
+            doc = doc[k]
+        return doc
+
+    print(f"\nagainst {path} (a regression is > {TOLERANCE:.0%} worse):")
+    worse = 0
+    for label, keys in WATCHED:
+        a, b = get(saved, keys), get(now, keys)
+        change = (b - a) / a if a else 0.0
+        flag = "REGRESSION" if change > TOLERANCE else "ok"
+        worse += flag != "ok"
+        print(f"  {label:<26} {a:>10.3f} -> {b:>10.3f} ({change:+.0%}) {flag}")
+    return 1 if worse else 0
+
+
+if __name__ == "__main__":
+    main()
