@@ -339,6 +339,39 @@ def run_side(name, args, moto, ddb, sqs, events_file, events_count, ingress_cmd,
     return side
 
 
+def local_throughput(args, work: Path) -> dict:
+    """`plumbline dev` (release, SQLite, durable commits) under `plumbline-load`: as fast as it
+    answers from 64 connections, and at a fixed 1,000/s; a fresh data directory for each."""
+    out = {}
+    for label, load_args in (("max", ["--max", "--connections", "64"]), ("rate_1000", ["--rate", "1000"])):
+        port, target = free_port(), free_port()
+        config = work / f"local-{label}.toml"
+        config.write_text((ROOT / "docs/examples/bench.toml").read_text().replace("127.0.0.1:9999", f"127.0.0.1:{target}"))
+        env = dict(os.environ, PLUMBLINE_DEMO_STRIPE_SECRET="whsec_plumbline_demo_stripe")
+        dev = subprocess.Popen(
+            [str(args.release_dir / "plumbline"), "dev", "--config", str(config), "--data-dir", str(work / f"local-{label}"),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        )
+        try:
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            run = subprocess.run(
+                [str(args.release_dir / "plumbline-load"), "--url", f"http://127.0.0.1:{port}", "--duration", str(args.local_seconds),
+                 "--receive", f"127.0.0.1:{target}", "--json", *load_args],
+                check=True, capture_output=True, text=True,
+            )
+            out[label] = json.loads(run.stdout.strip().splitlines()[-1])
+        finally:
+            dev.terminate()
+            dev.wait()
+    return out
+
+
 def cold_starts(args, cmd, events_file, envs, cwd):
     return harness(args.coldstart, cmd, events_file, envs, cwd, warm=False, runs=args.cold_runs)
 
@@ -353,6 +386,8 @@ def main():
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--compare", type=Path, default=None, help="a saved result to compare against")
     p.add_argument("--hmac-floor-ns", type=float, default=None)
+    p.add_argument("--local-seconds", type=int, default=10)
+    p.add_argument("--only", choices=["plumbline", "powertools"], default=None, help="measure one side (no table)")
     args = p.parse_args()
     args.coldstart = args.release_dir / "plumbline-coldstart"
 
@@ -406,6 +441,8 @@ def main():
             ("powertools", [python, "-m", "awslambdaric", "ingress.handler"], [python, "-m", "awslambdaric", "delivery.handler"],
              peer_env, PEER, ["peer-idempotency"], queues["peer-delivery"], "/peer"),
         ):
+            if args.only and name != args.only:
+                continue
             events = work / f"{name}-webhooks.jsonl"
             events.write_text("\n".join(signed_webhooks(total, name)) + "\n")
             side = run_side(name, args, moto, ddb, sqs, events, total, ingress_cmd, delivery_cmd, env, cwd, tables, indexes, queue, path)
@@ -420,9 +457,14 @@ def main():
         scheduled.write_text(json.dumps({"version": "0", "id": "bench", "detail-type": "Scheduled Event", "source": "aws.events",
                                          "account": "123456789012", "time": "2026-11-23T00:00:00Z", "region": "us-east-1",
                                          "resources": [], "detail": {}}) + "\n")
+        if args.only:
+            print(json.dumps(result, indent=2))
+            return
         result["plumbline"]["reconcile"] = {"cold": cold_starts(args, [str(args.release_dir / "plumbline-reconcile")], scheduled, plumbline_env, None)}
         if args.hmac_floor_ns:
             result["hmac_floor_us"] = args.hmac_floor_ns / 1000
+        print("plumbline dev: local throughput", file=sys.stderr)
+        result["plumbline"]["local"] = local_throughput(args, work)
     finally:
         moto_proc.terminate()
         target.shutdown()
@@ -460,6 +502,11 @@ def print_table(r: dict) -> None:
     if "hmac_floor_us" in r:
         own = pl["ingress"]["warm"]["cpu_ms_per_invocation"] * 1000
         print(f"HMAC-SHA256 floor: {r['hmac_floor_us']:.2f} us; ingress CPU per event is {own / r['hmac_floor_us']:.0f}x that")
+    for label, run in pl.get("local", {}).items():
+        print(
+            f"plumbline dev, {run['mode']}: {run['accepted_per_sec']:.0f} accepted/s, p50 {run['latency_ms']['p50']:.2f} ms, "
+            f"p99 {run['latency_ms']['p99']:.2f} ms, {run['errors']} errors, delivered {run['delivered']} ({run['delivered_per_sec'] or 0:.0f}/s)"
+        )
     for side in ("plumbline", "powertools"):
         ops = ", ".join(f"{k} {v:.2f}" for k, v in r[side]["requests"]["by_operation_per_event"].items())
         print(f"{side} requests per event: {ops}")
@@ -474,6 +521,10 @@ WATCHED = [
     ("delivery cold start", ("plumbline", "delivery", "cold", "ms", "median")),
     ("requests per event", ("plumbline", "requests", "function_requests_per_event")),
     ("cost per million", ("plumbline", "cost_per_million", "total")),
+]
+# Higher is better for these: a regression is a drop by more than TOLERANCE.
+WATCHED_UP = [
+    ("local accepted/s (max)", ("plumbline", "local", "max", "accepted_per_sec")),
 ]
 
 
@@ -491,6 +542,12 @@ def compare(now: dict, saved: dict, path: Path) -> int:
         flag = "REGRESSION" if change > TOLERANCE else "ok"
         worse += flag != "ok"
         print(f"  {label:<26} {a:>10.3f} -> {b:>10.3f} ({change:+.0%}) {flag}")
+    for label, keys in WATCHED_UP:
+        a, b = get(saved, keys), get(now, keys)
+        change = (b - a) / a if a else 0.0
+        flag = "REGRESSION" if change < -TOLERANCE else "ok"
+        worse += flag != "ok"
+        print(f"  {label:<26} {a:>10.1f} -> {b:>10.1f} ({change:+.0%}) {flag}")
     return 1 if worse else 0
 
 

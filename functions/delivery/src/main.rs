@@ -16,7 +16,9 @@ use plumbline::delivery::Delivery;
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
 
-#[tokio::main]
+// One invocation at a time on a fraction of a vCPU: one thread, no work stealing or
+// cross-thread wake-ups (measured in docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_lambda_tracing();
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));

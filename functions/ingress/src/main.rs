@@ -8,7 +8,9 @@ use plumbline::ingress::Ingress;
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
 
-#[tokio::main]
+// One invocation at a time on a fraction of a vCPU: one thread, no work stealing or
+// cross-thread wake-ups (measured in docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     init_lambda_tracing();
     let path = std::env::var("PLUMBLINE_CONFIG").context("PLUMBLINE_CONFIG is not set")?;
