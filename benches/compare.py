@@ -487,6 +487,8 @@ def print_table(r: dict) -> None:
         ("delivery wall per batch of 10, p50 (ms)", pl["delivery"]["warm"]["wall_ms"]["p50"], pt["delivery"]["warm"]["wall_ms"]["p50"]),
         ("ingress cold start, median (ms)", pl["ingress"]["cold"]["ms"]["median"], pt["ingress"]["cold"]["ms"]["median"]),
         ("delivery cold start, median (ms)", pl["delivery"]["cold"]["ms"]["median"], pt["delivery"]["cold"]["ms"]["median"]),
+        ("ingress init (spawn to first poll), median (ms)", pl["ingress"]["cold"]["init_ms"]["median"], pt["ingress"]["cold"]["init_ms"]["median"]),
+        ("delivery init (spawn to first poll), median (ms)", pl["delivery"]["cold"]["init_ms"]["median"], pt["delivery"]["cold"]["init_ms"]["median"]),
         ("peak RSS, ingress (MB)", pl["ingress"]["warm"]["peak_rss_kb"] / 1024, pt["ingress"]["warm"]["peak_rss_kb"] / 1024),
         ("peak RSS, delivery (MB)", pl["delivery"]["warm"]["peak_rss_kb"] / 1024, pt["delivery"]["warm"]["peak_rss_kb"] / 1024),
         ("AWS requests per event (functions)", pl["requests"]["function_requests_per_event"], pt["requests"]["function_requests_per_event"]),
@@ -494,11 +496,12 @@ def print_table(r: dict) -> None:
         ("DynamoDB RRU per event", pl["requests"]["rru_per_event"], pt["requests"]["rru_per_event"]),
         ("cost per million webhooks (USD)", pl["cost_per_million"]["total"], pt["cost_per_million"]["total"]),
     ]
-    print(f"\n{'measure':<42} {'plumbline':>12} {'powertools':>12} {'ratio':>8}")
+    print(f"\n{'measure':<50} {'plumbline':>12} {'powertools':>12} {'ratio':>8}")
     for label, a, b in rows:
         ratio = f"{b / a:.1f}x" if a else "-"
-        print(f"{label:<42} {a:>12.3f} {b:>12.3f} {ratio:>8}")
-    print(f"reconcile cold start, median (ms): {pl['reconcile']['cold']['ms']['median']:.1f}")
+        print(f"{label:<50} {a:>12.3f} {b:>12.3f} {ratio:>8}")
+    rc = pl["reconcile"]["cold"]
+    print(f"reconcile: init {rc['init_ms']['median']:.1f} ms; first run (over this run's table) {rc['ms']['median']:.1f} ms (medians)")
     if "hmac_floor_us" in r:
         own = pl["ingress"]["warm"]["cpu_ms_per_invocation"] * 1000
         print(f"HMAC-SHA256 floor: {r['hmac_floor_us']:.2f} us; ingress CPU per event is {own / r['hmac_floor_us']:.0f}x that")
@@ -519,6 +522,7 @@ WATCHED = [
     ("delivery CPU per batch", ("plumbline", "delivery", "warm", "cpu_ms_per_invocation")),
     ("ingress cold start", ("plumbline", "ingress", "cold", "ms", "median")),
     ("delivery cold start", ("plumbline", "delivery", "cold", "ms", "median")),
+    ("ingress init", ("plumbline", "ingress", "cold", "init_ms", "median")),
     ("requests per event", ("plumbline", "requests", "function_requests_per_event")),
     ("cost per million", ("plumbline", "cost_per_million", "total")),
 ]
@@ -537,13 +541,21 @@ def compare(now: dict, saved: dict, path: Path) -> int:
     print(f"\nagainst {path} (a regression is > {TOLERANCE:.0%} worse):")
     worse = 0
     for label, keys in WATCHED:
-        a, b = get(saved, keys), get(now, keys)
+        try:
+            a, b = get(saved, keys), get(now, keys)
+        except KeyError:
+            print(f"  {label:<26} not in both results")
+            continue
         change = (b - a) / a if a else 0.0
         flag = "REGRESSION" if change > TOLERANCE else "ok"
         worse += flag != "ok"
         print(f"  {label:<26} {a:>10.3f} -> {b:>10.3f} ({change:+.0%}) {flag}")
     for label, keys in WATCHED_UP:
-        a, b = get(saved, keys), get(now, keys)
+        try:
+            a, b = get(saved, keys), get(now, keys)
+        except KeyError:
+            print(f"  {label:<26} not in both results")
+            continue
         change = (b - a) / a if a else 0.0
         flag = "REGRESSION" if change < -TOLERANCE else "ok"
         worse += flag != "ok"

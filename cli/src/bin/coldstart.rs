@@ -3,7 +3,8 @@
 //! it.
 //!
 //! - Cold (default): spawn → first answered invocation, repeated `--runs` times: process start,
-//!   configuration, clients, first handler run.
+//!   configuration, clients, first handler run; and spawn → first poll for an event (the init
+//!   phase alone, which Lambda reports as Init Duration).
 //! - Warm (`--warm`): one process serves every line of `--events` in turn; after `--warmup`
 //!   invocations it reports the process's CPU time per invocation (user + system, from
 //!   /proc/<pid>/stat, clock ticks), wall time per invocation (event handed out → answer
@@ -64,6 +65,10 @@ struct Args {
     /// Append the function's stderr to this file (default: discarded).
     #[arg(long)]
     stderr: Option<PathBuf>,
+    /// End the function with SIGTERM and wait for it (so a profiler wrapping it can write its
+    /// data), instead of SIGKILL.
+    #[arg(long)]
+    term: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -104,6 +109,8 @@ struct Session {
     served: usize,
     handed_at: Option<Instant>,
     walls: Vec<Duration>,
+    /// The first poll for an event: the end of the function's init phase.
+    first_poll: Option<Instant>,
     first_answer: Option<Instant>,
     errors: usize,
     failed_items: usize,
@@ -168,6 +175,7 @@ fn runtime_api(
                 async move {
                     let next = {
                         let mut s = session.lock().expect("lock");
+                        s.first_poll.get_or_insert_with(Instant::now);
                         // The process is idle, waiting for this answer: a clean moment to read
                         // its CPU.
                         if let Some(pid) = s.pid {
@@ -303,6 +311,13 @@ async fn serve(
     session.lock().expect("lock").pid = child.id();
     let finished = tokio::time::timeout(Duration::from_secs(1800), done.notified()).await;
     let peak = child.id().and_then(peak_rss_kb);
+    if let (true, Some(pid)) = (args.term, child.id()) {
+        tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
+    }
     let _ = child.kill().await;
     runtime_api.abort();
     finished.context("the function did not finish in time")?;
@@ -318,6 +333,7 @@ fn ms(d: Duration) -> f64 {
 /// One process per run; run `i` gets event `i` (cycling), so a webhook is new to each run.
 async fn cold(args: &Args, events: &[Bytes]) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(args.runs);
+    let mut inits = Vec::with_capacity(args.runs);
     let mut errors = 0;
     for run in 0..args.runs {
         let event = events[run % events.len()].clone();
@@ -325,15 +341,18 @@ async fn cold(args: &Args, events: &[Bytes]) -> anyhow::Result<()> {
         errors += s.errors;
         let at = s.first_answer.context("no answer")?;
         times.push(ms(at.duration_since(started)));
+        inits.push(ms(s.first_poll.context("no poll")?.duration_since(started)));
     }
     times.sort_by(f64::total_cmp);
+    inits.sort_by(f64::total_cmp);
     let size = std::fs::metadata(&args.bin).map_or(0, |m| m.len());
     let median = times[times.len() / 2];
     if args.json {
         println!(
             "{}",
             serde_json::json!({ "binary": args.bin.display().to_string(), "size_bytes": size, "runs": times.len(), "errors": errors,
-                "ms": { "min": times[0], "median": median, "max": times[times.len() - 1] } })
+                "ms": { "min": times[0], "median": median, "max": times[times.len() - 1] },
+                "init_ms": { "min": inits[0], "median": inits[inits.len() / 2], "max": inits[inits.len() - 1] } })
         );
     } else {
         println!(
