@@ -216,7 +216,12 @@ def harness(coldstart: Path, bootstrap: list[str], events: Path, envs: dict, cwd
     for k, v in envs.items():
         cmd += ["--env", f"{k}={v}"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # Name the bootstrap, not where this machine keeps it.
+    for field in ("bootstrap", "binary"):
+        if field in result:
+            result[field] = " ".join([Path(bootstrap[0]).name, *bootstrap[1:]])
+    return result
 
 
 def cost_per_million(side: dict) -> dict:
