@@ -545,26 +545,16 @@ def compare(now: dict, saved: dict, path: Path) -> int:
 
     print(f"\nagainst {path} (a regression is > {TOLERANCE:.0%} worse):")
     worse = 0
-    for label, keys in WATCHED:
+    for label, keys, higher_is_better in [(l, k, False) for l, k in WATCHED] + [(l, k, True) for l, k in WATCHED_UP]:
         try:
             a, b = get(saved, keys), get(now, keys)
         except KeyError:
             print(f"  {label:<26} not in both results")
             continue
         change = (b - a) / a if a else 0.0
-        flag = "REGRESSION" if change > TOLERANCE else "ok"
-        worse += flag != "ok"
-        print(f"  {label:<26} {a:>10.3f} -> {b:>10.3f} ({change:+.0%}) {flag}")
-    for label, keys in WATCHED_UP:
-        try:
-            a, b = get(saved, keys), get(now, keys)
-        except KeyError:
-            print(f"  {label:<26} not in both results")
-            continue
-        change = (b - a) / a if a else 0.0
-        flag = "REGRESSION" if change < -TOLERANCE else "ok"
-        worse += flag != "ok"
-        print(f"  {label:<26} {a:>10.1f} -> {b:>10.1f} ({change:+.0%}) {flag}")
+        regressed = change < -TOLERANCE if higher_is_better else change > TOLERANCE
+        worse += regressed
+        print(f"  {label:<26} {a:>10.3f} -> {b:>10.3f} ({change:+.0%}) {'REGRESSION' if regressed else 'ok'}")
     return 1 if worse else 0
 
 

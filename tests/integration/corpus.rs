@@ -284,14 +284,7 @@ async fn every_bad_request_is_refused_by_plumbline_dev_and_nothing_is_stored() {
     );
     let client = reqwest::Client::new();
     let status = || async {
-        let s: Value = client
-            .get(format!("{}/ops/status", dev.url))
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
+        let s = dev.status().await;
         let stored: u64 = s["event_counts"]
             .as_object()
             .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());

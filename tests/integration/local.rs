@@ -236,14 +236,7 @@ targets = ["ledgerbook"]
     assert!(text.contains("status: dead_lettered"), "{text}");
 
     // The status page agrees.
-    let status: Value = client
-        .get(format!("{}/ops/status", dev.url))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let status = dev.status().await;
     assert_eq!(status["dead_letters"]["depth"], 1);
     assert_eq!(status["rejected_requests"], 1);
     assert_eq!(status["targets"]["erp"]["delivered"], 4);
@@ -389,14 +382,7 @@ async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effe
         repeated <= KILLS * 8 * 10,
         "seed {seed}: repeats are bounded by the batches in flight at each kill"
     );
-    let status: Value = client
-        .get(format!("{}/ops/status", dev.url))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = dev.status().await;
     assert_eq!(status["dead_letters"]["depth"], 0, "seed {seed}: {status}");
     assert_eq!(
         status["queue"]["depth"], 0,
@@ -537,14 +523,7 @@ async fn a_full_disk_answers_503_keeps_nothing_half_written_and_recovers() {
         stored, sent,
         "each event stored once, none of the refused twice"
     );
-    let status: Value = client
-        .get(format!("{}/ops/status", dev.url))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status = dev.status().await;
     assert_eq!(status["dead_letters"]["depth"], 0, "{status}");
     assert_eq!(status["queue"]["depth"], 0, "nothing stuck: {status}");
     dev.stop();

@@ -123,6 +123,16 @@ impl Dev {
         self.child.wait().expect("reap")
     }
 
+    /// The status page's JSON (`/ops/status`).
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/ops/status", self.url))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status JSON")
+    }
+
     /// Runs a `plumbline` command against this instance's data directory; returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(binary())
