@@ -67,6 +67,17 @@ fn stripe_event(file: &str, id: &str, created: i64) -> Vec<u8> {
     serde_json::to_vec(&doc).expect("json")
 }
 
+/// A signed Stripe `payment_intent.succeeded` webhook with event id `id`, created at `now`.
+fn paid(id: &str, now: i64) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    signed(
+        SourceKind::Stripe,
+        STRIPE,
+        "",
+        None,
+        &stripe_event("payment_intent.succeeded.json", id, now),
+    )
+}
+
 /// Requests per idempotency key the recorder saw on `path`.
 fn effects(recorder: &Recorder, path: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -264,19 +275,7 @@ async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effe
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let requests: Arc<Vec<_>> = Arc::new(
         (0..EVENTS)
-            .map(|i| {
-                signed(
-                    SourceKind::Stripe,
-                    STRIPE,
-                    "",
-                    None,
-                    &stripe_event(
-                        "payment_intent.succeeded.json",
-                        &format!("evt_kill_{i:05}"),
-                        now,
-                    ),
-                )
-            })
+            .map(|i| paid(&format!("evt_kill_{i:05}"), now))
             .collect(),
     );
     let accepted: Arc<Vec<AtomicUsize>> =
@@ -419,19 +418,7 @@ async fn a_full_disk_answers_503_keeps_nothing_half_written_and_recovers() {
     let url = format!("{}/webhooks/stripe", dev.url);
     let client = reqwest::Client::new();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let request = |i: usize| {
-        signed(
-            SourceKind::Stripe,
-            STRIPE,
-            "",
-            None,
-            &stripe_event(
-                "payment_intent.succeeded.json",
-                &format!("evt_disk_{i:04}"),
-                now,
-            ),
-        )
-    };
+    let request = |i: usize| paid(&format!("evt_disk_{i:04}"), now);
 
     for i in 0..20 {
         assert_eq!(post(&client, &url, &request(i)).await, Some(200));
