@@ -142,8 +142,18 @@ targets = ["ledgerbook"]
         Some("orders/create"),
         &fixture("shopify/orders.create.json"),
     );
+    assert_eq!(post(&client, &url("stripe"), &succeeded).await, Some(200));
+    // The older event must reach the ledger after the newer one, which deliveries running in
+    // parallel do not promise for two events sent back to back: wait for the first to apply.
+    let first_applied = eventually(Duration::from_secs(30), || {
+        let shown: Value =
+            serde_json::from_str(&dev.cli(&["events", "show", "stripe:evt_e2e_a", "--json"]))
+                .unwrap_or(Value::Null);
+        shown["ledger"]["effect"] == "applied"
+    })
+    .await;
+    assert!(first_applied, "the newer payment event reaches the ledger");
     for (source, request) in [
-        ("stripe", &succeeded),
         ("stripe", &processing),
         ("stripe", &succeeded),
         ("site", &lead),
