@@ -87,7 +87,7 @@ fn open(local: &Local) -> anyhow::Result<SqliteStore> {
 
 async fn dynamo() -> anyhow::Result<DynamoStore> {
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
-    let aws = aws_config::load_from_env().await;
+    let aws = plumbline::adapters::aws_sdk::load_config().await;
     Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table))
 }
 

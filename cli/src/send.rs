@@ -108,7 +108,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     if args.shuffle {
         fastrand::shuffle(&mut requests);
     }
-    let client = reqwest::Client::new();
+    let client = plumbline::adapters::tls::http_client().build()?;
     let url = format!("{}/webhooks/{source}", args.url.trim_end_matches('/'));
     let mut all_ok = true;
     for request in requests {

@@ -282,7 +282,7 @@ async fn every_bad_request_is_refused_by_plumbline_dev_and_nothing_is_stored() {
             ("PADDLE_SECRET", PADDLE_SECRET),
         ],
     );
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let status = || async {
         let s = dev.status().await;
         let stored: u64 = s["event_counts"]

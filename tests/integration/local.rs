@@ -110,7 +110,7 @@ targets = ["ledgerbook"]
     .replace("{ERP}", &erp.url);
     let config = config(&erp.url, &ledgerbook);
     let dev = Dev::start(&config, &config.with_file_name("data"), &ENVS);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let url = |source: &str| format!("{}/webhooks/{source}", dev.url);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
 
@@ -281,7 +281,7 @@ async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effe
     let erp = Recorder::start().await;
     let config = config(&erp.url, "");
     let data = config.with_file_name("data");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let requests: Arc<Vec<_>> = Arc::new(
         (0..EVENTS)
@@ -426,7 +426,7 @@ async fn a_full_disk_answers_503_keeps_nothing_half_written_and_recovers() {
     let config = config(&erp.url, "");
     let dev = Dev::start_on_tmpfs(&config, &config.with_file_name("data"), &ENVS, "16m");
     let url = format!("{}/webhooks/stripe", dev.url);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let request = |i: usize| paid(&format!("evt_disk_{i:04}"), now);
 

@@ -53,7 +53,7 @@ async fn the_status_page_shows_real_traffic_in_a_browser() {
     )
     .expect("config");
     let dev = Dev::start(&config, &dir.join("data"), &[("OPS_STRIPE_SECRET", STRIPE)]);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http();
     let url = format!("{}/webhooks/stripe", dev.url);
     for i in 0..3 {
         let mut doc: Value =

@@ -23,7 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_lambda_tracing();
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
-    let aws = aws_config::load_from_env().await;
+    let aws = plumbline::adapters::aws_sdk::load_config().await;
     let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
     let targets = targets::build_all(&config, &ChainSecrets(EnvSecrets, remote))?;
     let sqs = aws_sdk_sqs::Client::new(&aws);

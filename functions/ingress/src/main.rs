@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
     let queue_url =
         std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
-    let aws = aws_config::load_from_env().await;
+    let aws = plumbline::adapters::aws_sdk::load_config().await;
     let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
     let verifiers = config.verifiers(&ChainSecrets(EnvSecrets, remote))?;
     let ingress = Ingress::new(

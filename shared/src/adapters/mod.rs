@@ -8,9 +8,12 @@ pub mod sqs;
 #[cfg(feature = "aws")]
 mod aws_error;
 #[cfg(feature = "aws")]
+pub mod aws_sdk;
+#[cfg(feature = "aws")]
 pub mod aws_secrets;
 
 pub mod sqlite;
 pub mod stripe_api;
 
 pub mod targets;
+pub mod tls;

@@ -23,7 +23,7 @@ pub struct StripeEvents {
 
 impl StripeEvents {
     pub fn new(base: Option<&str>, key: SecretString) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        let client = crate::adapters::tls::http_client()
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("plumbline/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -125,7 +125,9 @@ impl Dev {
 
     /// The status page's JSON (`/ops/status`).
     pub async fn status(&self) -> serde_json::Value {
-        reqwest::get(format!("{}/ops/status", self.url))
+        super::http()
+            .get(format!("{}/ops/status", self.url))
+            .send()
             .await
             .expect("status")
             .json()

@@ -53,7 +53,14 @@ pub async fn aws() -> aws_config::SdkConfig {
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run the suite with tests/run, which starts moto's server"
     );
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    plumbline::adapters::aws_sdk::load_config().await
+}
+
+/// An HTTP client for talking to what a test started (TLS, if any, on the project's provider).
+pub fn http() -> reqwest::Client {
+    plumbline::adapters::tls::http_client()
+        .build()
+        .expect("an HTTP client")
 }
 
 pub fn unique(prefix: &str) -> String {

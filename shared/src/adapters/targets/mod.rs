@@ -90,7 +90,7 @@ pub fn build(
     target: &TargetConfig,
     resolver: &impl SecretResolver,
 ) -> Result<ConfiguredTarget, (String, String)> {
-    let client = reqwest::Client::builder()
+    let client = crate::adapters::tls::http_client()
         .timeout(target.timeout)
         .connect_timeout(Duration::from_secs(5).min(target.timeout))
         .user_agent(concat!("plumbline/", env!("CARGO_PKG_VERSION")))
