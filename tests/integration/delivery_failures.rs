@@ -233,7 +233,7 @@ async fn a_batch_with_mixed_outcomes_returns_exactly_the_failed_ids() {
 }
 
 #[tokio::test]
-async fn the_circuit_opens_after_consecutive_failures_and_closes_after_the_cooldown() {
+async fn the_circuit_opens_when_every_call_fails_and_closes_after_the_cooldown() {
     let p =
         Pipeline::with_config(&CONFIG.replace("breaker_threshold = 3", "breaker_threshold = 2"))
             .await;

@@ -163,7 +163,8 @@ pub struct DeliverySettings {
     pub backoff_cap_secs: u64,
     /// A target's `Retry-After` is honoured up to this.
     pub retry_after_cap_secs: u64,
-    /// Consecutive retryable failures that open a target's circuit.
+    /// Retryable failures that open a target's circuit, when they are also half of its last
+    /// calls (see `delivery::breaker`).
     pub breaker_threshold: u32,
     pub breaker_cooldown_secs: u64,
     /// How long one worker owns a target call; longer than any target timeout.

@@ -1,6 +1,10 @@
-//! A circuit breaker per target: after `threshold` consecutive retryable failures the target is
-//! skipped for a cool-down (its messages wait instead of burning retries); after the cool-down
-//! one call is let through, and its outcome closes or re-opens the circuit. Pure: `now` comes in.
+//! A circuit breaker per target. It opens when the target is failing, not merely unlucky: at
+//! least `threshold` retryable failures, and at least half of the last [`WINDOW`] calls. A dead
+//! target still opens the circuit after `threshold` failures in a row; a target that fails one
+//! call in ten at random never does, where a run-of-failures rule paused it every minute or two
+//! under load (docs/reliability.md, "Soak"). While open, the target is skipped for a cool-down
+//! (its messages wait instead of burning retries); after it, one call is let through, and its
+//! outcome closes or re-opens the circuit. Pure: `now` comes in.
 //!
 //! The state lives in each worker's memory (each Lambda instance, the local worker), so a broken
 //! target is detected per instance; that is enough to stop the retry storm, and needs no shared
@@ -10,9 +14,15 @@ use std::time::Duration;
 
 use crate::contract::Timestamp;
 
+/// How many of the latest calls the failure rate is taken over.
+pub const WINDOW: u32 = 50;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Breaker {
-    consecutive_failures: u32,
+    /// The latest calls' outcomes, newest in the lowest bit: 1 a failure.
+    outcomes: u64,
+    /// How many calls `outcomes` holds, up to [`WINDOW`].
+    calls: u32,
     open_until: Option<Timestamp>,
 }
 
@@ -32,23 +42,34 @@ impl Breaker {
         self.check(now).is_err()
     }
 
-    /// Closes the circuit; returns true when it had been opened.
+    /// Counts a success; returns true when it closed an opened circuit (the trial call after a
+    /// cool-down), which also forgets the failures that opened it.
     pub fn success(&mut self) -> bool {
-        let was_open = self.open_until.is_some();
-        *self = Self::default();
-        was_open
+        if self.open_until.is_some() {
+            *self = Self::default();
+            return true;
+        }
+        self.record(false);
+        false
     }
 
     /// Counts a retryable failure; returns true when this failure opened the circuit.
     pub fn failure(&mut self, now: Timestamp, threshold: u32, cooldown: Duration) -> bool {
-        self.consecutive_failures += 1;
+        self.record(true);
+        let failures = self.outcomes.count_ones();
         let half_open = self.open_until.is_some_and(|until| until <= now);
-        if self.consecutive_failures >= threshold || half_open {
+        if half_open || (failures >= threshold && failures * 2 >= self.calls) {
             let secs = i64::try_from(cooldown.as_secs()).unwrap_or(i64::MAX);
             self.open_until = Some(now.plus_secs(secs));
             return true;
         }
         false
+    }
+
+    fn record(&mut self, failed: bool) {
+        let window = (1u64 << WINDOW) - 1;
+        self.outcomes = ((self.outcomes << 1) | u64::from(failed)) & window;
+        self.calls = (self.calls + 1).min(WINDOW);
     }
 }
 
@@ -74,5 +95,52 @@ mod tests {
         b.success();
         assert!(b.check(t0.plus_secs(31)).is_ok());
         assert!(!b.failure(t0.plus_secs(31), 3, cooldown));
+    }
+
+    #[test]
+    fn a_target_failing_a_tenth_of_calls_at_random_never_opens_it() {
+        let t0 = Timestamp::from_unix(1_700_000_000).expect("ok");
+        let cooldown = Duration::from_secs(30);
+        let mut b = Breaker::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut longest_run = (0, 0);
+        for _ in 0..100_000 {
+            if rng.f64() < 0.1 {
+                longest_run.0 += 1;
+                longest_run.1 = longest_run.1.max(longest_run.0);
+                assert!(!b.failure(t0, 5, cooldown), "opened on random failures");
+            } else {
+                longest_run.0 = 0;
+                b.success();
+            }
+        }
+        // The old rule (five failures in a row) would have opened it on this sequence.
+        assert!(
+            longest_run.1 >= 5,
+            "the sequence had a run of {}",
+            longest_run.1
+        );
+    }
+
+    #[test]
+    fn a_target_that_starts_failing_most_calls_opens_it() {
+        let t0 = Timestamp::from_unix(1_700_000_000).expect("ok");
+        let cooldown = Duration::from_secs(30);
+        let mut b = Breaker::default();
+        for _ in 0..WINDOW {
+            b.success();
+        }
+        // From a full window of successes, failures alternate with successes until half the
+        // window has failed.
+        let mut opened_after = None;
+        for i in 1..=WINDOW {
+            if b.failure(t0, 5, cooldown) {
+                opened_after = Some(i);
+                break;
+            }
+            b.success();
+        }
+        assert_eq!(opened_after, Some(WINDOW / 2));
+        assert!(b.is_open(t0.plus_secs(1)));
     }
 }
