@@ -572,6 +572,80 @@ async fn exactly_once_effects_under_faults_on_sqlite() {
         env_or("PLUMBLINE_FAULT_EVENTS", 10_000_usize),
     )
     .await;
+    let db = dir.join("plumbline.db");
+    assert_tallies_match_the_rows(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let failed_attempts: i64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(n), 0) FROM minute_tallies WHERE name = 'failed'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("failed attempts");
+    assert!(
+        failed_attempts > 1_000,
+        "the chart counts each failed attempt: {failed_attempts}"
+    );
+    // A database from before the running counts existed gets them, counted from its rows.
+    let triggers: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tally_%'")
+        .expect("triggers")
+        .query_map([], |r| r.get(0))
+        .expect("triggers")
+        .map(|r| r.expect("name"))
+        .collect();
+    assert!(triggers.len() >= 8, "triggers: {triggers:?}");
+    for name in triggers {
+        conn.execute_batch(&format!("DROP TRIGGER {name}"))
+            .expect("drop");
+    }
+    conn.execute_batch(
+        "DROP TABLE tallies; DROP TABLE minute_tallies; ALTER TABLE entities DROP COLUMN conflict_entries;",
+    )
+    .expect("back to the old schema");
+    drop(SqliteStore::open(&dir, 10_000).expect("reopen"));
+    assert_tallies_match_the_rows(&db);
+}
+
+/// The status page's running counts (kept by triggers) equal a recount of the rows.
+fn assert_tallies_match_the_rows(db: &std::path::Path) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let read = |sql: &str| -> BTreeMap<(String, String), i64> {
+        let mut stmt = conn.prepare(sql).expect(sql);
+        stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+            .expect(sql)
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let pairs = [
+        (
+            "SELECT a, b, n FROM tallies WHERE name = 'event_status' AND n <> 0",
+            "SELECT status, '', COUNT(*) FROM events GROUP BY 1",
+        ),
+        (
+            "SELECT a, b, n FROM tallies WHERE name = 'delivery_state' AND n <> 0",
+            "SELECT target, state, COUNT(*) FROM deliveries GROUP BY 1, 2",
+        ),
+        (
+            "SELECT a, b, n FROM tallies WHERE name = 'ownership_conflicts'",
+            "SELECT '', '', COUNT(*) FROM entities e, json_each(e.entity, '$.history') h \
+             WHERE json_array_length(COALESCE(json_extract(h.value, '$.ownership_conflicts'), '[]')) > 0",
+        ),
+        (
+            "SELECT name, CAST(minute AS TEXT), n FROM minute_tallies WHERE name = 'accepted' AND n <> 0",
+            "SELECT 'accepted', CAST(received_ms / 60000 AS TEXT), COUNT(*) FROM events GROUP BY 2",
+        ),
+        (
+            "SELECT name, CAST(minute AS TEXT), n FROM minute_tallies WHERE name = 'delivered' AND n <> 0",
+            "SELECT 'delivered', CAST(updated_ms / 60000 AS TEXT), COUNT(*) FROM deliveries \
+             WHERE state = 'delivered' GROUP BY 2",
+        ),
+    ];
+    for (tally, recount) in pairs {
+        let (kept, counted) = (read(tally), read(recount));
+        assert!(!counted.is_empty(), "nothing to count: {recount}");
+        assert_eq!(kept, counted, "{tally}");
+    }
 }
 
 /// On moto's server, which answers a few hundred requests a second one at a time: a smaller

@@ -32,18 +32,24 @@ impl LedgerStore for SqliteStore {
         let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (kind, id, version) = (entity.kind.as_str(), entity.id.clone(), entity.version);
         let changed = entity.updated_at.map(|at| change_key(at, &entity.id));
+        // The status page's ownership-conflict count is kept from this column by a trigger.
+        let conflict_entries = entity
+            .history
+            .iter()
+            .filter(|h| !h.ownership_conflicts.is_empty())
+            .count();
         let version =
             i64::try_from(version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
         self.run(move |conn| {
             let changed = if version <= 1 {
                 conn.execute(
-                    "INSERT INTO entities (kind, id, version, entity, changed_key) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                    params![kind, id, version, body, changed],
+                    "INSERT INTO entities (kind, id, version, entity, changed_key, conflict_entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![kind, id, version, body, changed, conflict_entries],
                 )
             } else {
                 conn.execute(
-                    "UPDATE entities SET version = ?3, entity = ?4, changed_key = ?5 WHERE kind = ?1 AND id = ?2 AND version = ?3 - 1",
-                    params![kind, id, version, body, changed],
+                    "UPDATE entities SET version = ?3, entity = ?4, changed_key = ?5, conflict_entries = ?6 WHERE kind = ?1 AND id = ?2 AND version = ?3 - 1",
+                    params![kind, id, version, body, changed, conflict_entries],
                 )
             }
             .map_err(|e| sql_error(&e))?;

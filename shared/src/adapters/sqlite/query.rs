@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{SqliteStore, deliveries, events, now_ms, sql_error};
@@ -108,33 +108,29 @@ impl SqliteStore {
         .await
     }
 
-    /// Accepted, delivered and failed per minute over the last `minutes`, oldest first.
+    /// Accepted, delivered and failed (attempts) per minute over the last `minutes`, oldest first.
     pub async fn per_minute(&self, minutes: i64) -> Result<Vec<Minute>, StoreError> {
         self.run(move |conn| {
             let now = now_ms();
-            let first = (now / 60_000 - minutes + 1) * 60_000;
-            let mut out: BTreeMap<i64, Minute> =
-                (0..minutes).map(|i| (first + i * 60_000, Minute { minute_ms: first + i * 60_000, ..Minute::default() })).collect();
-            let mut count = |sql: &str, apply: fn(&mut Minute, u64)| -> Result<(), StoreError> {
-                let mut stmt = conn.prepare(sql).map_err(|e| sql_error(&e))?;
-                let rows = stmt.query_map([first], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))).map_err(|e| sql_error(&e))?;
-                for row in rows {
-                    let (minute, n) = row.map_err(|e| sql_error(&e))?;
-                    if let Some(m) = out.get_mut(&(minute * 60_000)) {
-                        apply(m, u64::try_from(n).unwrap_or(0));
-                    }
+            let first = now / 60_000 - minutes + 1;
+            let mut out: BTreeMap<i64, Minute> = (first..first + minutes)
+                .map(|m| (m, Minute { minute_ms: m * 60_000, ..Minute::default() }))
+                .collect();
+            let mut stmt = conn
+                .prepare_cached("SELECT name, minute, n FROM minute_tallies WHERE name IN ('accepted', 'delivered', 'failed') AND minute >= ?1")
+                .map_err(|e| sql_error(&e))?;
+            let rows = stmt
+                .query_map([first], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+                .map_err(|e| sql_error(&e))?;
+            for row in rows {
+                let (name, minute, n) = row.map_err(|e| sql_error(&e))?;
+                let (Some(m), Ok(n)) = (out.get_mut(&minute), u64::try_from(n)) else { continue };
+                match name.as_str() {
+                    "accepted" => m.accepted = n,
+                    "delivered" => m.delivered = n,
+                    _ => m.failed = n,
                 }
-                Ok(())
-            };
-            count("SELECT received_ms / 60000, COUNT(*) FROM events WHERE received_ms >= ?1 GROUP BY 1", |m, n| m.accepted = n)?;
-            count(
-                "SELECT updated_ms / 60000, COUNT(*) FROM deliveries WHERE updated_ms >= ?1 AND state = 'delivered' GROUP BY 1",
-                |m, n| m.delivered = n,
-            )?;
-            count(
-                "SELECT updated_ms / 60000, COUNT(*) FROM deliveries WHERE updated_ms >= ?1 AND state IN ('failed', 'retrying') GROUP BY 1",
-                |m, n| m.failed = n,
-            )?;
+            }
             Ok(out.into_values().collect())
         })
         .await
@@ -143,23 +139,9 @@ impl SqliteStore {
     /// Delivery outcomes per target.
     pub async fn target_stats(&self) -> Result<BTreeMap<String, TargetStats>, StoreError> {
         self.run(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT target, state, COUNT(*) FROM deliveries GROUP BY 1, 2")
-                .map_err(|e| sql_error(&e))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(|e| sql_error(&e))?;
             let mut out: BTreeMap<String, TargetStats> = BTreeMap::new();
-            for row in rows {
-                let (target, state, n) = row.map_err(|e| sql_error(&e))?;
+            for (target, state, n) in tallies(conn, "delivery_state")? {
                 let entry = out.entry(target).or_default();
-                let n = u64::try_from(n).unwrap_or(0);
                 match state.as_str() {
                     "delivered" => entry.delivered += n,
                     "failed" => entry.failed += n,
@@ -174,23 +156,37 @@ impl SqliteStore {
     /// Events per status, and ownership conflicts recorded in the ledger.
     pub async fn status_counts(&self) -> Result<(BTreeMap<String, u64>, u64), StoreError> {
         self.run(|conn| {
-            let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM events GROUP BY 1").map_err(|e| sql_error(&e))?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| sql_error(&e))?;
-            let mut counts = BTreeMap::new();
-            for row in rows {
-                let (status, n) = row.map_err(|e| sql_error(&e))?;
-                counts.insert(status, u64::try_from(n).unwrap_or(0));
-            }
-            let conflicts: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM entities e, json_each(e.entity, '$.history') h \
-                     WHERE json_array_length(COALESCE(json_extract(h.value, '$.ownership_conflicts'), '[]')) > 0",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(|e| sql_error(&e))?;
-            Ok((counts, u64::try_from(conflicts).unwrap_or(0)))
+            let counts = tallies(conn, "event_status")?
+                .into_iter()
+                .map(|(status, _, n)| (status, n))
+                .collect();
+            let conflicts = tallies(conn, "ownership_conflicts")?
+                .into_iter()
+                .map(|(_, _, n)| n)
+                .sum();
+            Ok((counts, conflicts))
         })
         .await
     }
+}
+
+/// The running counts named `name` (kept by the schema's triggers), leaving out those at zero.
+fn tallies(conn: &Connection, name: &str) -> Result<Vec<(String, String, u64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT a, b, n FROM tallies WHERE name = ?1 AND n > 0")
+        .map_err(|e| sql_error(&e))?;
+    let rows = stmt
+        .query_map([name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(|e| sql_error(&e))?;
+    rows.map(|row| {
+        let (a, b, n) = row.map_err(|e| sql_error(&e))?;
+        Ok((a, b, u64::try_from(n).unwrap_or(0)))
+    })
+    .collect()
 }

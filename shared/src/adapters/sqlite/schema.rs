@@ -117,5 +117,114 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS entities_changed ON entities (kind, changed_key) WHERE changed_key IS NOT NULL",
-    )
+    )?;
+    tallies(conn)
+}
+
+/// Running counts behind the status page, kept by triggers in the same transaction as the rows
+/// they count: reading them costs the same at ten events as at ten million. Counting the rows on
+/// each look scanned whole tables on the one writer thread, so the page grew slower and held up
+/// ingestion as the database grew (docs/reliability.md, "Soak").
+const TALLIES: &str = r"
+CREATE TABLE IF NOT EXISTS tallies (
+    name TEXT NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (name, a, b)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS minute_tallies (
+    name TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (name, minute)
+) WITHOUT ROWID;
+DELETE FROM tallies;
+DELETE FROM minute_tallies;
+INSERT INTO tallies SELECT 'event_status', status, '', COUNT(*) FROM events GROUP BY status;
+INSERT INTO tallies SELECT 'delivery_state', target, state, COUNT(*) FROM deliveries GROUP BY target, state;
+INSERT INTO tallies SELECT 'ownership_conflicts', '', '', COALESCE(SUM(conflict_entries), 0) FROM entities;
+INSERT INTO minute_tallies SELECT 'accepted', received_ms / 60000, COUNT(*) FROM events GROUP BY 2;
+INSERT INTO minute_tallies SELECT 'delivered', updated_ms / 60000, COUNT(*) FROM deliveries WHERE state = 'delivered' GROUP BY 2;
+INSERT INTO minute_tallies SELECT 'failed', updated_ms / 60000, COUNT(*) FROM deliveries WHERE state IN ('failed', 'retrying') GROUP BY 2;
+
+CREATE TRIGGER tally_event_insert AFTER INSERT ON events BEGIN
+    INSERT INTO tallies VALUES ('event_status', NEW.status, '', 1)
+        ON CONFLICT (name, a, b) DO UPDATE SET n = n + 1;
+    INSERT INTO minute_tallies VALUES ('accepted', NEW.received_ms / 60000, 1)
+        ON CONFLICT (name, minute) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tally_event_status AFTER UPDATE OF status ON events WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE tallies SET n = n - 1 WHERE name = 'event_status' AND a = OLD.status AND b = '';
+    INSERT INTO tallies VALUES ('event_status', NEW.status, '', 1)
+        ON CONFLICT (name, a, b) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tally_event_delete AFTER DELETE ON events BEGIN
+    UPDATE tallies SET n = n - 1 WHERE name = 'event_status' AND a = OLD.status AND b = '';
+    UPDATE minute_tallies SET n = n - 1 WHERE name = 'accepted' AND minute = OLD.received_ms / 60000;
+END;
+
+CREATE TRIGGER tally_delivery_insert AFTER INSERT ON deliveries BEGIN
+    INSERT INTO tallies VALUES ('delivery_state', NEW.target, NEW.state, 1)
+        ON CONFLICT (name, a, b) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tally_delivery_state AFTER UPDATE OF state ON deliveries WHEN OLD.state IS NOT NEW.state BEGIN
+    UPDATE tallies SET n = n - 1 WHERE name = 'delivery_state' AND a = OLD.target AND b = OLD.state;
+    INSERT INTO tallies VALUES ('delivery_state', NEW.target, NEW.state, 1)
+        ON CONFLICT (name, a, b) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tally_delivered AFTER UPDATE OF state ON deliveries
+    WHEN NEW.state = 'delivered' AND OLD.state IS NOT 'delivered' BEGIN
+    INSERT INTO minute_tallies VALUES ('delivered', NEW.updated_ms / 60000, 1)
+        ON CONFLICT (name, minute) DO UPDATE SET n = n + 1;
+END;
+-- Only recording a failure sets last_error: one count per failed attempt, in its minute.
+CREATE TRIGGER tally_failed AFTER UPDATE OF last_error ON deliveries
+    WHEN NEW.state IN ('failed', 'retrying') BEGIN
+    INSERT INTO minute_tallies VALUES ('failed', NEW.updated_ms / 60000, 1)
+        ON CONFLICT (name, minute) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tally_delivery_delete AFTER DELETE ON deliveries BEGIN
+    UPDATE tallies SET n = n - 1 WHERE name = 'delivery_state' AND a = OLD.target AND b = OLD.state;
+END;
+
+CREATE TRIGGER tally_entity_insert AFTER INSERT ON entities BEGIN
+    INSERT INTO tallies VALUES ('ownership_conflicts', '', '', NEW.conflict_entries)
+        ON CONFLICT (name, a, b) DO UPDATE SET n = n + NEW.conflict_entries;
+END;
+CREATE TRIGGER tally_entity_update AFTER UPDATE OF conflict_entries ON entities
+    WHEN OLD.conflict_entries IS NOT NEW.conflict_entries BEGIN
+    UPDATE tallies SET n = n - OLD.conflict_entries + NEW.conflict_entries
+        WHERE name = 'ownership_conflicts' AND a = '' AND b = '';
+END;
+";
+
+/// Creates the tallies from the rows already there (once, in one transaction) and the triggers
+/// that keep them from then on.
+fn tallies(conn: &Connection) -> rusqlite::Result<()> {
+    let has_conflict_entries: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('entities') WHERE name = 'conflict_entries'",
+        [],
+        |r| r.get(0),
+    )?;
+    let has_triggers: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'trigger' AND name = 'tally_event_insert'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_conflict_entries && has_triggers {
+        return Ok(());
+    }
+    let mut batch = String::from("BEGIN IMMEDIATE;\n");
+    if !has_conflict_entries {
+        // History entries with ownership conflicts, per entity: written with each save.
+        batch.push_str(
+            "ALTER TABLE entities ADD COLUMN conflict_entries INTEGER NOT NULL DEFAULT 0;\n\
+             UPDATE entities SET conflict_entries = (SELECT COUNT(*) FROM json_each(entity, '$.history') h \
+             WHERE json_array_length(COALESCE(json_extract(h.value, '$.ownership_conflicts'), '[]')) > 0);\n",
+        );
+    }
+    batch.push_str(TALLIES);
+    batch.push_str("COMMIT;");
+    conn.execute_batch(&batch)
 }
