@@ -49,6 +49,14 @@ struct Args {
     /// As the target, answer this share of deliveries 503 (a flaky target; they are retried).
     #[arg(long, default_value_t = 0.0)]
     fail_rate: f64,
+    /// The events cycle over this many payments, so each payment's ledger entity keeps growing
+    /// its history up to the ledger's limit: the update path under contention.
+    #[arg(long, default_value_t = 1000)]
+    payments: u64,
+    /// Instead: every K consecutive events belong to a new payment, as in live traffic, where a
+    /// payment sees a handful of events and new payments keep coming.
+    #[arg(long, conflicts_with = "payments")]
+    events_per_payment: Option<u64>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -97,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
         args.url.trim_end_matches('/'),
         args.source
     );
-    let client = reqwest::Client::builder()
+    let client = plumbline::adapters::tls::http_client()
         .pool_max_idle_per_host(args.connections)
         .build()?;
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -105,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
     let run_id = ulid::Ulid::new().to_string();
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let started = Instant::now();
+    let (payments, events_per_payment) = (
+        args.payments.max(1),
+        args.events_per_payment.map(|k| k.max(1)),
+    );
 
     let one = {
         let (client, url, tally, sent, template, secret, run_id) = (
@@ -131,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
                 doc["id"] = json!(format!("evt_load_{run_id}_{n}"));
                 doc["created"] = json!(now);
-                doc["data"]["object"]["id"] = json!(format!("pi_load_{run_id}_{}", n % 1000));
+                let payment = match events_per_payment {
+                    Some(k) => n / k,
+                    None => n % payments,
+                };
+                doc["data"]["object"]["id"] = json!(format!("pi_load_{run_id}_{payment}"));
                 let body = serde_json::to_vec(&doc).expect("json");
                 let signed = sign::sign(
                     SourceKind::Stripe,
