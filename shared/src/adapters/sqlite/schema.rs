@@ -107,12 +107,7 @@ pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Columns added after a database may have been created; each step is idempotent.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_changed_key: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('entities') WHERE name = 'changed_key'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_changed_key {
+    if !has_column(conn, "entities", "changed_key")? {
         conn.execute_batch("ALTER TABLE entities ADD COLUMN changed_key TEXT")?;
     }
     conn.execute_batch(
@@ -202,11 +197,7 @@ END;
 /// Creates the tallies from the rows already there (once, in one transaction) and the triggers
 /// that keep them from then on.
 fn tallies(conn: &Connection) -> rusqlite::Result<()> {
-    let has_conflict_entries: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('entities') WHERE name = 'conflict_entries'",
-        [],
-        |r| r.get(0),
-    )?;
+    let has_conflict_entries = has_column(conn, "entities", "conflict_entries")?;
     let has_triggers: bool = conn.query_row(
         "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'trigger' AND name = 'tally_event_insert'",
         [],
@@ -227,4 +218,12 @@ fn tallies(conn: &Connection) -> rusqlite::Result<()> {
     batch.push_str(TALLIES);
     batch.push_str("COMMIT;");
     conn.execute_batch(&batch)
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get(0),
+    )
 }
