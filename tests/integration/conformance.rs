@@ -190,9 +190,11 @@ async fn ledger_conforms(store: &impl LedgerStore) {
     );
 }
 
-async fn deliveries_conform(store: &impl DeliveryLog) {
-    // Leased deliveries.
-    let key = &record("evt_d1", "aa").key;
+async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
+    // Leased deliveries, recorded against a claimed event.
+    let event = record("evt_d1", "aa");
+    assert_eq!(store.claim(&event).await.expect("claim"), Claim::Claimed);
+    let key = &event.key;
     let lease = Duration::from_secs(60);
     assert_eq!(
         store
@@ -268,17 +270,66 @@ async fn deliveries_conform(store: &impl DeliveryLog) {
         "a replay retries"
     );
     let deliveries = store.deliveries(key).await.expect("deliveries");
-    let states: Vec<(String, DeliveryState)> = deliveries
+    let states: Vec<(String, DeliveryState, u32)> = deliveries
         .iter()
-        .map(|d| (d.target.clone(), d.state))
+        .map(|d| (d.target.clone(), d.state, d.attempts))
         .collect();
     assert_eq!(
         states,
         [
-            ("crm".to_owned(), DeliveryState::InFlight),
-            ("erp".to_owned(), DeliveryState::Delivered)
+            ("crm".to_owned(), DeliveryState::InFlight, 2),
+            ("erp".to_owned(), DeliveryState::Delivered, 3)
         ]
     );
+    assert_eq!(
+        store.get(key).await.expect("get").expect("event").status,
+        EventStatus::Received,
+        "delivery records leave the event's own fields alone"
+    );
+
+    // Settling records the deliveries and the final status together.
+    store
+        .settle(key, &["crm"], EventStatus::Delivered, None, t(4))
+        .await
+        .expect("settle");
+    let crm = store
+        .deliveries(key)
+        .await
+        .expect("deliveries")
+        .into_iter()
+        .find(|d| d.target == "crm")
+        .expect("crm");
+    assert_eq!(
+        (crm.state, crm.lease_until, crm.delivered_at),
+        (DeliveryState::Delivered, None, Some(t(4)))
+    );
+    assert_eq!(
+        store.get(key).await.expect("get").expect("event").status,
+        EventStatus::Delivered
+    );
+    assert_eq!(
+        store
+            .begin(key, "crm", t(5), lease, true)
+            .await
+            .expect("begin"),
+        Attempt::AlreadyDelivered
+    );
+
+    // Nothing is recorded against an event that was never claimed.
+    let unknown = &record("evt_d_unknown", "aa").key;
+    assert!(
+        store
+            .settle(unknown, &["crm"], EventStatus::Delivered, None, t(6))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .begin(unknown, "crm", t(6), lease, false)
+            .await
+            .is_err()
+    );
+    assert!(store.get(unknown).await.expect("get").is_none());
 }
 
 async fn queue_conforms(

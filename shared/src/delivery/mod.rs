@@ -209,6 +209,9 @@ where
         }
         let mut retry: Option<Duration> = None;
         let mut dead_lettered = false;
+        // Recorded with the event's final status in one write (`settle`), or on their own when
+        // another target must be retried.
+        let mut delivered: Vec<&str> = Vec::new();
         for name in &targets {
             let outcome = match self.deliver(&key, name, &document, message).await {
                 TargetOutcome::Permanent(reason) => {
@@ -220,10 +223,12 @@ where
             match outcome {
                 TargetOutcome::Retry(delay) => retry = Some(retry.map_or(delay, |d| d.max(delay))),
                 TargetOutcome::FailedBefore | TargetOutcome::Permanent(_) => dead_lettered = true,
-                TargetOutcome::Delivered | TargetOutcome::Skipped => {}
+                TargetOutcome::Delivered => delivered.push(name),
+                TargetOutcome::Skipped => {}
             }
         }
         if let Some(delay) = retry {
+            self.record_delivered(&key, &delivered).await;
             if let Err(err) = self.queue.retry_after(&message.receipt_handle, delay).await {
                 warn!(error = %err, "could not set the retry delay; the queue's visibility timeout applies");
             }
@@ -235,7 +240,18 @@ where
         } else {
             EventStatus::Delivered
         };
-        self.finish(message, &key, status, None).await
+        self.settle(message, &key, &delivered, status, None).await
+    }
+
+    /// Records deliveries on their own, when the message goes back on the queue for another
+    /// target. A record that cannot be written is not lost work: its lease runs out and the
+    /// retry calls the target again with the same idempotency key.
+    async fn record_delivered(&self, key: &EventKey, delivered: &[&str]) {
+        for name in delivered {
+            if let Err(err) = self.store.delivered(key, name, self.clock.now()).await {
+                warn!(error = %err, target = name, "delivered, but could not record it");
+            }
+        }
     }
 
     /// One target, one event: lease, call, record.
@@ -295,16 +311,7 @@ where
                     info!("circuit closed");
                     self.breaker_state(name, false);
                 }
-                if let Err(err) = self.store.delivered(key, name, now).await {
-                    // The target has it; the lease runs out and a retry sends it again with the
-                    // same idempotency key, which the target deduplicates.
-                    warn!(error = %err, "delivered, but could not record it");
-                    return TargetOutcome::Retry(retry::backoff(
-                        &self.settings,
-                        message.receive_count,
-                        fastrand::f64(),
-                    ));
-                }
+                // Recorded by `settle` with the event's status, under the lease taken above.
                 self.count_delivery(name, "delivered");
                 info!(elapsed_ms = elapsed.as_millis(), "delivered");
                 TargetOutcome::Delivered
@@ -441,13 +448,26 @@ where
         status: EventStatus,
         detail: Option<&str>,
     ) -> Outcome {
+        self.settle(message, key, &[], status, detail).await
+    }
+
+    /// Records the delivered targets and the event's final status in one write.
+    async fn settle(
+        &self,
+        message: &InboundMessage,
+        key: &EventKey,
+        delivered: &[&str],
+        status: EventStatus,
+        detail: Option<&str>,
+    ) -> Outcome {
         if let Err(err) = self
             .store
-            .set_status(key, status, detail, self.clock.now())
+            .settle(key, delivered, status, detail, self.clock.now())
             .await
         {
-            // Everything is delivered and recorded per target; only the summary is missing.
-            // Retrying finds every target done and writes it then.
+            // Nothing of it was written. The targets have the event; the retry finds their
+            // leases live (or run out) and calls them again with the same idempotency key,
+            // which they deduplicate, then writes this again.
             return self.retry_store(message, &err).await;
         }
         self.metrics.emit(Metric::count(

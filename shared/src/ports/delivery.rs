@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EventKey, QueueError, StoreError};
+use super::{EventKey, EventStatus, QueueError, StoreError};
 use crate::contract::Timestamp;
 
 /// Where one target's delivery of one event stands.
@@ -63,6 +63,17 @@ pub trait DeliveryLog: Send + Sync {
         &self,
         key: &EventKey,
         target: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The end of an event's processing, in one write: marks `delivered` targets delivered
+    /// (their leases end) and sets the event's final `status`.
+    fn settle(
+        &self,
+        key: &EventKey,
+        delivered: &[&str],
+        status: EventStatus,
+        detail: Option<&str>,
         now: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 

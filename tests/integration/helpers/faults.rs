@@ -193,6 +193,20 @@ impl<S: DeliveryLog> DeliveryLog for FaultyStore<S> {
     ) -> Result<(), StoreError> {
         self.inner.delivered(key, target, now).await
     }
+    async fn settle(
+        &self,
+        key: &EventKey,
+        delivered: &[&str],
+        status: EventStatus,
+        detail: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .settle(key, delivered, status, detail, now)
+            .await?;
+        crash_if(&self.plan, Point::AfterRecordBeforeAck, key.as_str());
+        Ok(())
+    }
     async fn failed(
         &self,
         key: &EventKey,

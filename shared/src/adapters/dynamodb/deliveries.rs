@@ -1,16 +1,26 @@
-//! Delivery records: one item per event and target, beside the event's item, with a lease.
+//! Delivery records, kept on the event's own item as one group of attributes per target
+//! (`d:{target}:state`, `…:attempts`, `…:lease`, `…:updated`, `…:error`, `…:delivered`).
+//! On one item, the last delivery and the event's final status are one write, and a failed
+//! lease condition hands back the record without a second read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
+use super::events::{EVENT_SK, final_status};
 use super::{DynamoStore, classify, condition_failed, key, n, s};
 use crate::contract::Timestamp;
-use crate::ports::{Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, StoreError};
+use crate::ports::{
+    Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, EventStatus, StoreError,
+};
 
-fn sk(target: &str) -> String {
-    format!("DLV#{target}")
+const PREFIX: &str = "d:";
+
+/// The attribute holding `field` of `target`'s record.
+fn attr(target: &str, field: &str) -> String {
+    format!("{PREFIX}{target}:{field}")
 }
 
 fn state_name(state: DeliveryState) -> &'static str {
@@ -22,36 +32,61 @@ fn state_name(state: DeliveryState) -> &'static str {
     }
 }
 
-fn record_of(item: &HashMap<String, AttributeValue>) -> Result<DeliveryRecord, StoreError> {
-    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    let number = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-    };
-    let corrupt = || StoreError::Corrupt("delivery record".into());
-    let state = match text("state").as_deref() {
-        Some("in_flight") => DeliveryState::InFlight,
-        Some("delivered") => DeliveryState::Delivered,
-        Some("retrying") => DeliveryState::Retrying,
-        Some("failed") => DeliveryState::Failed,
-        _ => return Err(corrupt()),
-    };
-    Ok(DeliveryRecord {
-        target: text("sk")
-            .and_then(|sk| sk.strip_prefix("DLV#").map(str::to_owned))
-            .ok_or_else(corrupt)?,
-        state,
-        attempts: number("attempts")
-            .and_then(|a| u32::try_from(a).ok())
-            .unwrap_or(0),
-        last_error: text("last_error"),
-        lease_until: number("lease_until_ms").and_then(|ms| Timestamp::from_unix(ms / 1000)),
-        updated_at: text("updated_at")
-            .and_then(|t| Timestamp::parse(&t))
-            .ok_or_else(corrupt)?,
-        delivered_at: text("delivered_at").and_then(|t| Timestamp::parse(&t)),
+fn state_of(name: &str) -> Option<DeliveryState> {
+    Some(match name {
+        "in_flight" => DeliveryState::InFlight,
+        "delivered" => DeliveryState::Delivered,
+        "retrying" => DeliveryState::Retrying,
+        "failed" => DeliveryState::Failed,
+        _ => return None,
     })
+}
+
+/// Every target's record on an event item, by target name.
+pub(super) fn records_of(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Vec<DeliveryRecord>, StoreError> {
+    let mut fields: BTreeMap<&str, HashMap<&str, &AttributeValue>> = BTreeMap::new();
+    for (name, value) in item {
+        if let Some((target, field)) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.rsplit_once(':'))
+        {
+            fields.entry(target).or_default().insert(field, value);
+        }
+    }
+    fields
+        .into_iter()
+        .map(|(target, f)| {
+            let text = |name: &str| f.get(name).and_then(|v| v.as_s().ok()).cloned();
+            let number = |name: &str| {
+                f.get(name)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            let corrupt = || StoreError::Corrupt(format!("delivery record of {target}"));
+            Ok(DeliveryRecord {
+                target: target.to_owned(),
+                state: text("state")
+                    .as_deref()
+                    .and_then(state_of)
+                    .ok_or_else(corrupt)?,
+                attempts: number("attempts")
+                    .and_then(|a| u32::try_from(a).ok())
+                    .unwrap_or(0),
+                last_error: text("error"),
+                lease_until: number("lease").and_then(|ms| Timestamp::from_unix(ms / 1000)),
+                updated_at: text("updated")
+                    .and_then(|t| Timestamp::parse(&t))
+                    .ok_or_else(corrupt)?,
+                delivered_at: text("delivered").and_then(|t| Timestamp::parse(&t)),
+            })
+        })
+        .collect()
+}
+
+fn event_key(event: &EventKey) -> HashMap<String, AttributeValue> {
+    key(event.as_str(), EVENT_SK)
 }
 
 impl DeliveryLog for DynamoStore {
@@ -64,26 +99,33 @@ impl DeliveryLog for DynamoStore {
         replay: bool,
     ) -> Result<Attempt, StoreError> {
         let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        // The event item must exist: an update would otherwise create a half item.
         let condition = if replay {
-            "attribute_not_exists(pk) OR (#state <> :delivered AND (attribute_not_exists(lease_until_ms) OR lease_until_ms < :now))"
+            "attribute_exists(pk) AND (attribute_not_exists(#state) OR (#state <> :delivered AND (attribute_not_exists(#lease) OR #lease < :now)))"
         } else {
-            "attribute_not_exists(pk) OR (#state <> :delivered AND #state <> :failed AND (attribute_not_exists(lease_until_ms) OR lease_until_ms < :now))"
+            "attribute_exists(pk) AND (attribute_not_exists(#state) OR (#state <> :delivered AND #state <> :failed AND (attribute_not_exists(#lease) OR #lease < :now)))"
         };
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(event.as_str(), &sk(target))))
-            .update_expression("SET #state = :in_flight, lease_until_ms = :until, updated_at = :at ADD attempts :one")
+            .set_key(Some(event_key(event)))
+            .update_expression(
+                "SET #state = :in_flight, #lease = :until, #updated = :at ADD #attempts :one",
+            )
             .condition_expression(condition)
-            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#state", attr(target, "state"))
+            .expression_attribute_names("#lease", attr(target, "lease"))
+            .expression_attribute_names("#updated", attr(target, "updated"))
+            .expression_attribute_names("#attempts", attr(target, "attempts"))
             .expression_attribute_values(":in_flight", s(state_name(DeliveryState::InFlight)))
             .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now.unix_millis()))
             .expression_attribute_values(":at", s(now.to_string()))
             .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew);
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if !replay {
             request = request
                 .expression_attribute_values(":failed", s(state_name(DeliveryState::Failed)));
@@ -93,18 +135,27 @@ impl DeliveryLog for DynamoStore {
                 let attempt = out
                     .attributes
                     .as_ref()
-                    .and_then(|a| a.get("attempts"))
+                    .and_then(|a| a.get(&attr(target, "attempts")))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
                 Ok(Attempt::Go { attempt })
             }
             Err(err) if condition_failed(&err) => {
-                let item = self.read(key(event.as_str(), &sk(target))).await?;
-                let record = item
-                    .as_ref()
-                    .map(record_of)
-                    .transpose()?
+                let old = match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
+                    _ => None,
+                };
+                let item = match old {
+                    Some(item) => item,
+                    None => self
+                        .read(event_key(event))
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt(format!("{event}: no such event")))?,
+                };
+                let record = records_of(&item)?
+                    .into_iter()
+                    .find(|r| r.target == target)
                     .ok_or_else(|| StoreError::Corrupt("lease lost".into()))?;
                 Ok(match record.state {
                     DeliveryState::Delivered => Attempt::AlreadyDelivered,
@@ -124,18 +175,74 @@ impl DeliveryLog for DynamoStore {
         target: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(event.as_str(), &sk(target))))
-            .update_expression("SET #state = :delivered, delivered_at = :at, updated_at = :at REMOVE lease_until_ms")
-            .expression_attribute_names("#state", "state")
+            .set_key(Some(event_key(event)))
+            .update_expression(
+                "SET #state = :delivered, #delivered = :at, #updated = :at REMOVE #lease",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#state", attr(target, "state"))
+            .expression_attribute_names("#delivered", attr(target, "delivered"))
+            .expression_attribute_names("#updated", attr(target, "updated"))
+            .expression_attribute_names("#lease", attr(target, "lease"))
             .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)))
             .expression_attribute_values(":at", s(now.to_string()))
             .send()
-            .await
-            .map(|_| ())
-            .map_err(classify)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => {
+                Err(StoreError::Corrupt(format!("{event}: no such event")))
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    async fn settle(
+        &self,
+        event: &EventKey,
+        delivered: &[&str],
+        status: EventStatus,
+        detail: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (mut set, mut remove) = final_status(detail.is_some());
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(event)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":at", s(now.to_string()));
+        if let Some(detail) = detail {
+            request = request.expression_attribute_values(":detail", s(detail));
+        }
+        if !delivered.is_empty() {
+            request = request
+                .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)));
+        }
+        for (i, target) in delivered.iter().enumerate() {
+            set.push(format!("#s{i} = :delivered, #d{i} = :at, #u{i} = :at"));
+            remove.push(format!("#l{i}"));
+            request = request
+                .expression_attribute_names(format!("#s{i}"), attr(target, "state"))
+                .expression_attribute_names(format!("#d{i}"), attr(target, "delivered"))
+                .expression_attribute_names(format!("#u{i}"), attr(target, "updated"))
+                .expression_attribute_names(format!("#l{i}"), attr(target, "lease"));
+        }
+        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => {
+                Err(StoreError::Corrupt(format!("{event}: no such event")))
+            }
+            Err(err) => Err(classify(err)),
+        }
     }
 
     async fn failed(
@@ -154,13 +261,18 @@ impl DeliveryLog for DynamoStore {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(event.as_str(), &sk(target))))
+            .set_key(Some(event_key(event)))
             .update_expression(
-                "SET #state = :state, last_error = :reason, updated_at = :at REMOVE lease_until_ms",
+                "SET #state = :state, #error = :reason, #updated = :at REMOVE #lease",
             )
             // A late failure report never overwrites a delivery.
-            .condition_expression("attribute_not_exists(#state) OR #state <> :delivered")
-            .expression_attribute_names("#state", "state")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(#state) OR #state <> :delivered)",
+            )
+            .expression_attribute_names("#state", attr(target, "state"))
+            .expression_attribute_names("#error", attr(target, "error"))
+            .expression_attribute_names("#updated", attr(target, "updated"))
+            .expression_attribute_names("#lease", attr(target, "lease"))
             .expression_attribute_values(":state", s(state_name(state)))
             .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)))
             .expression_attribute_values(":reason", s(reason))
@@ -178,21 +290,9 @@ impl DeliveryLog for DynamoStore {
     }
 
     async fn deliveries(&self, event: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :dlv)")
-            .expression_attribute_values(":pk", s(event.as_str()))
-            .expression_attribute_values(":dlv", s("DLV#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        out.items
-            .unwrap_or_default()
-            .iter()
-            .map(record_of)
-            .collect()
+        match self.read(event_key(event)).await? {
+            Some(item) => records_of(&item),
+            None => Ok(Vec::new()),
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
 use crate::sources::PayloadHash;
 
-/// The sort key of an event's own item (deliveries of the event sit beside it later).
+/// The sort key of an event's own item (its delivery records are attributes of it).
 pub const EVENT_SK: &str = "EVENT";
 /// The sparse index of claims not yet delivered, for the stuck sweep.
 pub const PENDING_INDEX: &str = "pending";
@@ -113,6 +113,20 @@ impl EventItem {
             reason: self.reason.clone(),
         })
     }
+}
+
+/// The SET and REMOVE clauses that give an event its final status (`:status`, `:at`, and
+/// `:detail` when `detail`). Every status delivery sets is final: the event leaves the pending
+/// index.
+pub(super) fn final_status(detail: bool) -> (Vec<String>, Vec<String>) {
+    let mut set = vec!["#status = :status".to_owned(), "status_at = :at".to_owned()];
+    let mut remove = vec!["pending_shard".to_owned(), "pending_since".to_owned()];
+    if detail {
+        set.push("status_detail = :detail".to_owned());
+    } else {
+        remove.push("status_detail".to_owned());
+    }
+    (set, remove)
 }
 
 fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
@@ -251,14 +265,12 @@ impl EventStore for DynamoStore {
             .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()))
             .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
             .condition_expression("attribute_exists(pk)");
-        // Every status delivery sets is final: the event leaves the pending index.
-        let update = if let Some(detail) = detail {
+        if let Some(detail) = detail {
             request = request
                 .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()));
-            "SET #status = :status, status_at = :at, status_detail = :detail REMOVE pending_shard, pending_since"
-        } else {
-            "SET #status = :status, status_at = :at REMOVE pending_shard, pending_since, status_detail"
-        };
+        }
+        let (set, remove) = final_status(detail.is_some());
+        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
         match request.update_expression(update).send().await {
             Ok(_) => Ok(()),
             Err(err) if condition_failed(&err) => {

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{DynamoStore, classify, s};
 use crate::inspect::{EventRow, LedgerEffect, Timeline};
-use crate::ports::{DeliveryLog, EventKey, LedgerStore, StoreError};
+use crate::ports::{EventKey, LedgerStore, StoreError};
 
 fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
@@ -35,7 +35,7 @@ impl DynamoStore {
         let Some(key) = key_for(id) else {
             return Ok(None);
         };
-        // One read gives both the record and the status fields it does not carry.
+        // One read gives the record, the status fields it does not carry and the deliveries.
         let Some(item) = self.read(super::key(key.as_str(), super::EVENT_SK)).await? else {
             return Ok(None);
         };
@@ -61,7 +61,7 @@ impl DynamoStore {
                 }),
             None => None,
         };
-        let deliveries = self.deliveries(&key).await?;
+        let deliveries = super::deliveries::records_of(&item)?;
         Ok(Some(Timeline {
             status_detail: text(&item, "status_detail"),
             status_at: text(&item, "status_at"),

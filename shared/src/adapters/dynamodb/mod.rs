@@ -1,10 +1,9 @@
-//! The store on one DynamoDB table (key schema in infra/template.yaml): events, their
-//! deliveries, entities and aliases, each under its own key prefix.
+//! The store on one DynamoDB table (key schema in infra/template.yaml): events (with their
+//! delivery records as attributes), entities and aliases, each under its own key prefix.
 //!
 //! | item | pk | sk |
 //! |---|---|---|
 //! | event | `EVT#{source}#{source event id}` | `EVENT` |
-//! | delivery of an event to a target | `EVT#…` | `DLV#{target}` |
 //! | entity | `ENT#{kind}#{id}` | `STATE` |
 //! | alias (identifier matching) | `ALIAS#{kind}#{key}` | `ALIAS` |
 

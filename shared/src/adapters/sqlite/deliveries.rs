@@ -6,7 +6,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, sql_error};
 use crate::contract::Timestamp;
-use crate::ports::{Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, StoreError};
+use crate::ports::{
+    Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, EventStatus, StoreError,
+};
 
 fn state_of(text: &str) -> Option<DeliveryState> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
@@ -54,6 +56,20 @@ pub(super) fn list(conn: &Connection, key: &str) -> Result<Vec<DeliveryRecord>, 
     Ok(out)
 }
 
+fn mark_delivered(
+    conn: &Connection,
+    key: &str,
+    target: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE deliveries SET state = ?3, delivered_at = ?4, updated_at = ?4, updated_ms = ?5, lease_until_ms = NULL WHERE key = ?1 AND target = ?2",
+        params![key, target, name(DeliveryState::Delivered), now.to_string(), now.unix_millis()],
+    )
+    .map(|_| ())
+    .map_err(|e| sql_error(&e))
+}
+
 impl DeliveryLog for SqliteStore {
     async fn begin(
         &self,
@@ -66,6 +82,13 @@ impl DeliveryLog for SqliteStore {
         let (key, target) = (key.to_string(), target.to_owned());
         let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.run(move |conn| {
+            let claimed = conn
+                .query_row("SELECT 1 FROM events WHERE key = ?1", [&key], |_| Ok(()))
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            if claimed.is_none() {
+                return Err(StoreError::Corrupt(format!("{key}: no such event")));
+            }
             let current: Option<(String, Option<i64>, i64)> = conn
                 .query_row("SELECT state, lease_until_ms, attempts FROM deliveries WHERE key = ?1 AND target = ?2", params![key, target], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -103,13 +126,26 @@ impl DeliveryLog for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let (key, target) = (key.to_string(), target.to_owned());
+        self.run(move |conn| mark_delivered(conn, &key, &target, now))
+            .await
+    }
+
+    async fn settle(
+        &self,
+        key: &EventKey,
+        delivered: &[&str],
+        status: EventStatus,
+        detail: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let key = key.to_string();
+        let delivered: Vec<String> = delivered.iter().map(|t| (*t).to_owned()).collect();
+        let detail = detail.map(str::to_owned);
         self.run(move |conn| {
-            conn.execute(
-                "UPDATE deliveries SET state = ?3, delivered_at = ?4, updated_at = ?4, updated_ms = ?5, lease_until_ms = NULL WHERE key = ?1 AND target = ?2",
-                params![key, target, name(DeliveryState::Delivered), now.to_string(), now.unix_millis()],
-            )
-            .map(|_| ())
-            .map_err(|e| sql_error(&e))
+            for target in &delivered {
+                mark_delivered(conn, &key, target, now)?;
+            }
+            super::events::set_status(conn, &key, status, detail.as_deref(), now)
         })
         .await
     }

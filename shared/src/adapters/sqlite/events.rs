@@ -172,15 +172,28 @@ impl EventStore for SqliteStore {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let (key, detail) = (key.to_string(), detail.map(str::to_owned));
-        self.run(move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE events SET status = ?2, status_detail = ?3, status_at = ?4, pending_since = NULL WHERE key = ?1",
-                    params![key, status.as_str(), detail, at.to_string()],
-                )
-                .map_err(|e| sql_error(&e))?;
-            if n == 1 { Ok(()) } else { Err(StoreError::Corrupt(format!("{key}: no such event"))) }
-        })
-        .await
+        self.run(move |conn| set_status(conn, &key, status, detail.as_deref(), at))
+            .await
+    }
+}
+
+/// Sets an event's final status; it leaves the pending sweep.
+pub(super) fn set_status(
+    conn: &Connection,
+    key: &str,
+    status: EventStatus,
+    detail: Option<&str>,
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    let n = conn
+        .execute(
+            "UPDATE events SET status = ?2, status_detail = ?3, status_at = ?4, pending_since = NULL WHERE key = ?1",
+            params![key, status.as_str(), detail, at.to_string()],
+        )
+        .map_err(|e| sql_error(&e))?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!("{key}: no such event")))
     }
 }
