@@ -148,6 +148,29 @@ async fn ledger_conforms(store: &impl LedgerStore) {
         Some("succeeded")
     );
 
+    // Reading several at once: found ones and absent ones are both known.
+    let mut order = Entity::new(EntityKind::Order, "ord_c");
+    order.version = 1;
+    store.save_entity(&order).await.expect("save");
+    let keys = [
+        (EntityKind::Payment, "pi_c".to_owned()),
+        (EntityKind::Order, "ord_c".to_owned()),
+        (EntityKind::Payment, "pi_absent".to_owned()),
+    ];
+    let known = store.load_entities(&keys).await.expect("load several");
+    assert_eq!(known.len(), 3);
+    assert_eq!(
+        known[&keys[0]]
+            .as_ref()
+            .map(|e| (e.version, e.state.as_deref())),
+        Some((2, Some("succeeded")))
+    );
+    assert_eq!(
+        known[&keys[1]].as_ref().map(|e| e.id.as_str()),
+        Some("ord_c")
+    );
+    assert_eq!(known[&keys[2]], None);
+
     // Aliases: first writer wins, then compare-and-set.
     let a = Alias {
         entity_id: "e1".into(),

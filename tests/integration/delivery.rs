@@ -110,6 +110,81 @@ async fn the_same_message_delivered_twice_has_one_effect() {
     assert_eq!(p.erp.count(), 1, "the target was called once");
 }
 
+/// What one batch costs in DynamoDB requests: one read for all its entities, then per event the
+/// entity's write, the lease, and one write for "delivered" together with the final status.
+#[tokio::test]
+async fn a_batch_reads_its_entities_in_one_request_and_settles_each_event_in_one_write() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&stripe_event(
+        "payment_intent.processing.json",
+        "evt_batch_1",
+        T0 - 100,
+    )))
+    .await;
+    p.ingest(stripe(&stripe_event(
+        "payment_intent.succeeded.json",
+        "evt_batch_2",
+        T0 - 50,
+    )))
+    .await;
+    let mut other: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    other["id"] = json!("evt_batch_3");
+    other["data"]["object"]["id"] = json!("pi_batch_other");
+    p.ingest(stripe(&serde_json::to_vec(&other).expect("json")))
+        .await;
+
+    p.delivery_requests.reset();
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (3, 0), "one batch of three");
+    let counts = p.delivery_requests.counts();
+    let counts: Vec<(&str, usize)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    // Leases: erp for all three, crm for the two `payment.succeeded`; then three settles.
+    assert_eq!(
+        counts,
+        [("BatchGetItem", 1), ("PutItem", 3), ("UpdateItem", 5 + 3)],
+        "no single reads; the second event of a payment used the first one's write"
+    );
+
+    let store = p.delivery.store();
+    let entity = store
+        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
+        .expect("load")
+        .expect("entity");
+    assert_eq!(
+        (
+            entity.version,
+            entity.state.as_deref(),
+            entity.history.len()
+        ),
+        (2, Some("succeeded"), 2)
+    );
+    for (id, targets) in [
+        ("evt_batch_1", &["erp"][..]),
+        ("evt_batch_2", &["crm", "erp"][..]),
+        ("evt_batch_3", &["crm", "erp"][..]),
+    ] {
+        let k = key("stripe", id);
+        let event = store.get(&k).await.expect("get").expect("event");
+        assert_eq!(event.status.as_str(), "delivered", "{id}");
+        let deliveries = store.deliveries(&k).await.expect("deliveries");
+        let expected: Vec<_> = targets
+            .iter()
+            .map(|t| (*t, DeliveryState::Delivered, None))
+            .collect();
+        assert_eq!(
+            deliveries
+                .iter()
+                .map(|d| (d.target.as_str(), d.state, d.lease_until))
+                .collect::<Vec<_>>(),
+            expected,
+            "{id}"
+        );
+    }
+    assert_eq!(p.erp.count(), 3);
+}
+
 #[tokio::test]
 async fn out_of_order_payment_events_end_in_the_right_state_and_the_late_one_is_recorded() {
     let p = Pipeline::new().await;

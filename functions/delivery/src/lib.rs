@@ -2,7 +2,7 @@
 //! per record, the ids of the records to retry out (`ReportBatchItemFailures`).
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use plumbline::delivery::{Delivery, InboundMessage, Outcome};
+use plumbline::delivery::{Delivery, InboundMessage};
 use plumbline::ports::{
     Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueControl, ReplayTally, Target,
 };
@@ -25,23 +25,27 @@ where
     C: Clock,
     M: Metrics,
 {
-    let mut failures = Vec::new();
+    let mut retry = Vec::new();
+    let mut messages = Vec::with_capacity(event.records.len());
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let outcome = if let Some(message) = inbound(record) {
-            delivery.process(&message).await
+        if let Some(message) = inbound(record) {
+            messages.push(message);
         } else {
             tracing::warn!(message_id = %id, "record without body or receipt handle");
-            Outcome::Retry(std::time::Duration::ZERO)
-        };
-        if matches!(outcome, Outcome::Retry(_)) {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            failures.push(failure);
+            retry.push(id);
         }
     }
+    retry.extend(delivery.process_batch(&messages).await);
     let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures;
+    response.batch_item_failures = retry
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
     response
 }
 

@@ -4,7 +4,7 @@
 use crate::config::LedgerSettings;
 use crate::contract::{EntityKind, Envelope, Timestamp};
 use crate::ledger::{self, Applied, Entity, Ownership, identity};
-use crate::ports::{Alias, LedgerStore, Saved, StoreError};
+use crate::ports::{Alias, Known, LedgerStore, Saved, StoreError};
 
 /// Attempts at a versioned write before the store is reported as contended.
 const MAX_ATTEMPTS: usize = 8;
@@ -16,27 +16,33 @@ struct Resolved {
 }
 
 /// Applies `envelope` to its entity, retrying on version conflicts. Idempotent: an event already
-/// in the entity's history is not applied again.
+/// in the entity's history is not applied again. The entity is taken from `known` when it was
+/// read ahead (a stale copy fails its versioned write and is read again), and the result is put
+/// back there for the next event of the batch.
 pub(super) async fn apply(
     store: &impl LedgerStore,
     envelope: &Envelope,
     ownership: &Ownership,
     settings: &LedgerSettings,
     now: Timestamp,
+    known: &mut Known,
 ) -> Result<Applied, StoreError> {
     let kind = envelope.entity.kind;
     let resolved = resolve(store, envelope, settings).await?;
+    let mut ahead = known.remove(&(kind, resolved.id.clone()));
     for _ in 0..MAX_ATTEMPTS {
-        let current = store
-            .load_entity(kind, &resolved.id)
-            .await?
-            .unwrap_or_else(|| Entity::new(kind, &resolved.id));
+        let current = match ahead.take() {
+            Some(entity) => entity,
+            None => store.load_entity(kind, &resolved.id).await?,
+        }
+        .unwrap_or_else(|| Entity::new(kind, &resolved.id));
         if let Some(seen) = current
             .history
             .iter()
             .find(|h| h.event_id == envelope.id.as_str())
         {
             let (effect, ownership_conflicts) = (seen.effect, seen.ownership_conflicts.clone());
+            known.insert((kind, resolved.id.clone()), Some(current.clone()));
             return Ok(Applied {
                 entity: current,
                 effect,
@@ -51,6 +57,7 @@ pub(super) async fn apply(
         applied.entity.version += 1;
         applied.entity.touch(now);
         if store.save_entity(&applied.entity).await? == Saved::Saved {
+            known.insert((kind, resolved.id.clone()), Some(applied.entity.clone()));
             return Ok(applied);
         }
     }
@@ -292,6 +299,7 @@ mod tests {
             &Ownership::default(),
             &settings,
             now,
+            &mut Known::new(),
         )
         .await
         .expect("first");
@@ -303,10 +311,65 @@ mod tests {
             &Ownership::default(),
             &settings,
             now,
+            &mut Known::new(),
         )
         .await
         .expect("again");
         assert_eq!(again.effect, Effect::DuplicateSubmission);
         assert_eq!(again.entity.id, "lead_a");
+    }
+
+    /// A copy read ahead of the batch can be stale (another worker wrote since): its versioned
+    /// write fails, the entity is read again, and nothing of the other write is lost.
+    #[tokio::test]
+    async fn a_stale_read_ahead_copy_is_read_again() {
+        let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
+        let store = SqliteStore::open(&dir, 8).expect("open");
+        let settings = LedgerSettings::default();
+        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
+        let mut first = lead("lead_a", 0);
+        first.data.customer = None;
+        apply(
+            &store,
+            &first,
+            &Ownership::default(),
+            &settings,
+            now,
+            &mut Known::new(),
+        )
+        .await
+        .expect("first");
+
+        // Read ahead before the first write: "no such entity".
+        let mut known = Known::from([((EntityKind::Lead, "lead_a".to_owned()), None)]);
+        let mut second = lead("lead_a", 10);
+        second.data.customer = None;
+        let applied = apply(
+            &store,
+            &second,
+            &Ownership::default(),
+            &settings,
+            now,
+            &mut known,
+        )
+        .await
+        .expect("second");
+        assert_eq!(
+            applied.entity.version, 2,
+            "written over the stored version 1"
+        );
+        let stored = store
+            .load_entity(EntityKind::Lead, "lead_a")
+            .await
+            .expect("load")
+            .expect("entity");
+        let events: Vec<&str> = stored.history.iter().map(|h| h.event_id.as_str()).collect();
+        assert_eq!(events, [first.id.as_str(), second.id.as_str()]);
+        assert_eq!(stored.version, 2);
+        assert_eq!(
+            known.get(&(EntityKind::Lead, "lead_a".to_owned())),
+            Some(&Some(stored)),
+            "the written entity is kept for the batch's next event"
+        );
     }
 }

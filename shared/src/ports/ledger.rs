@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,9 @@ pub struct Alias {
     pub at: Timestamp,
 }
 
+/// Entities read ahead of a batch, by kind and id; `None` where the store has none.
+pub type Known = HashMap<(EntityKind, String), Option<Entity>>;
+
 /// Entities with optimistic concurrency, and the aliases identifier matching uses.
 pub trait LedgerStore: Send + Sync {
     fn load_entity(
@@ -29,6 +33,22 @@ pub trait LedgerStore: Send + Sync {
         kind: EntityKind,
         id: &str,
     ) -> impl Future<Output = Result<Option<Entity>, StoreError>> + Send;
+
+    /// Reads several entities, in one request where the store can. A key it could not read is
+    /// left out of the answer, never reported absent.
+    fn load_entities(
+        &self,
+        keys: &[(EntityKind, String)],
+    ) -> impl Future<Output = Result<Known, StoreError>> + Send {
+        async move {
+            let mut known = Known::new();
+            for (kind, id) in keys {
+                let entity = self.load_entity(*kind, id).await?;
+                known.insert((*kind, id.clone()), entity);
+            }
+            Ok(known)
+        }
+    }
 
     /// Writes `entity` (whose `version` is the new version) only if the stored version is
     /// `version - 1` (absent for version 1).

@@ -6,6 +6,7 @@ pub mod faults;
 pub mod hubspot;
 pub mod pipeline;
 pub mod recorder;
+pub mod requests;
 pub mod runtime;
 pub mod stripe_api;
 

@@ -17,6 +17,7 @@ use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 
 use super::recorder::Recorder;
+use super::requests::Requests;
 use super::{AwsIngress, T0, aws, create_table, fixture, secrets, unique};
 
 pub type AwsDelivery = Delivery<
@@ -85,6 +86,8 @@ pub struct Pipeline {
     pub delivery: AwsDelivery,
     pub erp: Recorder,
     pub crm: Recorder,
+    /// The delivery's DynamoDB requests.
+    pub delivery_requests: Requests,
 }
 
 impl Pipeline {
@@ -131,8 +134,9 @@ impl Pipeline {
             config.verifiers(&resolver).expect("verifiers"),
             config.ingress,
         );
+        let delivery_requests = Requests::default();
         let delivery = Delivery::new(
-            DynamoStore::new(ddb.clone(), table.clone()),
+            DynamoStore::new(delivery_requests.client(&aws), table.clone()),
             SqsQueue::new(sqs.clone(), queue_url.clone()),
             SqsDeadLetters::new(sqs.clone(), dlq_url.clone()),
             targets::build_all(&config, &resolver).expect("targets"),
@@ -151,6 +155,7 @@ impl Pipeline {
             delivery,
             erp,
             crm,
+            delivery_requests,
         }
     }
 

@@ -1,12 +1,16 @@
 //! Entities (versioned, updated only on the version read), the `changed` index reconciliation
 //! walks them by, and aliases.
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
 use super::{DynamoStore, classify, condition_failed, key, n, s};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
-use crate::ports::{Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_key};
+use crate::ports::{
+    Alias, EntityPage, EntityScan, Known, LedgerStore, Saved, StoreError, change_key,
+};
 
 /// The index of entities by the time they last changed, sharded so that no one partition takes
 /// every write of a kind.
@@ -31,19 +35,89 @@ fn alias_pk(kind: EntityKind, alias: &str) -> String {
     format!("ALIAS#{}#{alias}", kind.as_str())
 }
 
+fn entity_of(
+    kind: EntityKind,
+    id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Entity, StoreError> {
+    let text = item
+        .get("entity")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("{} {id}: no entity", kind.as_str())))?;
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
+}
+
+/// Keys one BatchGetItem may carry.
+const BATCH_GET_MAX: usize = 100;
+/// Rounds of asking again for the keys DynamoDB left unprocessed (throttling, or 16 MB).
+const UNPROCESSED_ROUNDS: usize = 3;
+
 impl LedgerStore for DynamoStore {
     async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
         let item = self.read(key(&entity_pk(kind, id), STATE_SK)).await?;
-        let Some(item) = item else {
-            return Ok(None);
-        };
-        let text = item
-            .get("entity")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("{} {id}: no entity", kind.as_str())))?;
-        serde_json::from_str(text)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
+        item.map(|item| entity_of(kind, id, &item)).transpose()
+    }
+
+    async fn load_entities(&self, keys: &[(EntityKind, String)]) -> Result<Known, StoreError> {
+        let by_pk: HashMap<String, &(EntityKind, String)> =
+            keys.iter().map(|k| (entity_pk(k.0, &k.1), k)).collect();
+        let mut known = Known::new();
+        let pks: Vec<&String> = by_pk.keys().collect();
+        for chunk in pks.chunks(BATCH_GET_MAX) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> =
+                chunk.iter().map(|pk| key(pk, STATE_SK)).collect();
+            for _ in 0..UNPROCESSED_ROUNDS {
+                if pending.is_empty() {
+                    break;
+                }
+                let asked: Vec<String> = pending
+                    .iter()
+                    .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).cloned())
+                    .collect();
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    let pk = item.get("pk").and_then(|v| v.as_s().ok());
+                    if let Some((kind, id)) = pk.and_then(|pk| by_pk.get(pk)).copied() {
+                        known.insert((*kind, id.clone()), Some(entity_of(*kind, id, &item)?));
+                    }
+                }
+                pending = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                let unprocessed: Vec<&str> = pending
+                    .iter()
+                    .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).map(String::as_str))
+                    .collect();
+                // Asked, answered, and not in the responses: the store has no such entity.
+                for pk in asked
+                    .iter()
+                    .filter(|pk| !unprocessed.contains(&pk.as_str()))
+                {
+                    if let Some((kind, id)) = by_pk.get(pk).copied() {
+                        known.entry((*kind, id.clone())).or_insert(None);
+                    }
+                }
+            }
+        }
+        Ok(known)
     }
 
     async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
