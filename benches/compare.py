@@ -256,7 +256,8 @@ def cost_per_million(side: dict) -> dict:
 def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[str, set]) -> tuple[float, float]:
     """DynamoDB write and read units of the recorded calls. Writes: ceil(KB) of the item's
     stored size (twice inside a transaction), plus one per secondary index whose key attributes
-    the call touches. Reads: ceil(size / 4 KB), halved when eventually consistent."""
+    the call touches. Reads: ceil(size / 4 KB) per item asked for (BatchGetItem: per key),
+    halved when eventually consistent."""
     wru = rru = 0.0
 
     def key_of(table, doc):
@@ -287,6 +288,13 @@ def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[st
         elif name in ("GetItem", "Query", "Scan"):
             size = sizes.get(key_of(table, doc), 1)
             rru += max(1, math.ceil(size / 4096)) * (1 if doc.get("ConsistentRead") else 0.5)
+        elif name == "BatchGetItem":
+            # Each key is read as by GetItem: a key with no item still costs the minimum unit.
+            for table, wanted in doc.get("RequestItems", {}).items():
+                factor = 1 if wanted.get("ConsistentRead") else 0.5
+                for key in wanted.get("Keys", []):
+                    size = sizes.get(key_of(table, {"Key": key}), 1)
+                    rru += max(1, math.ceil(size / 4096)) * factor
     return wru, rru
 
 

@@ -253,37 +253,57 @@ where
     M: Metrics,
     K: CrmReadBack + Target,
 {
-    /// Runs every check until `deadline`, saves the report and returns it.
+    /// Runs every check until `deadline`, saves the report and returns it. Checks that do not
+    /// depend on each other run at the same time (interleaved on one thread), so a run takes
+    /// as long as its longest chain of round trips, not the sum of them.
     pub async fn run(&self, deadline: Instant) -> Report {
         let started_at = self.clock.now();
         let mut checks = BTreeMap::new();
-        // Missed webhooks first: what it takes in is then on the queue, not stuck.
-        let t = Instant::now();
-        let missed = self.missed_webhooks(started_at, deadline).await;
-        checks.insert(MISSED_WEBHOOKS.to_owned(), timed(missed, t));
-        let t = Instant::now();
-        let stuck = self.stuck_events(started_at, deadline).await;
-        checks.insert(STUCK_EVENTS.to_owned(), timed(stuck, t));
-        // Lead counts before the sweep: they report what the CRM lacked, which the sweep's CRM
-        // parity then delivers again.
-        if !self.crm.is_empty() {
+        let intake = async {
+            // Missed webhooks first: what it takes in is then on the queue, not stuck.
             let t = Instant::now();
-            let leads = self.lead_counts(started_at, deadline).await;
-            checks.insert(LEAD_COUNTS.to_owned(), timed(leads, t));
+            let missed = timed(self.missed_webhooks(started_at, deadline).await, t);
+            let t = Instant::now();
+            let stuck = timed(self.stuck_events(started_at, deadline).await, t);
+            (missed, stuck)
+        };
+        let parity = async {
+            // Lead counts before the sweep: they report what the CRM lacked, which the sweep's
+            // CRM parity then delivers again.
+            let leads = if self.crm.is_empty() {
+                None
+            } else {
+                let t = Instant::now();
+                Some(timed(self.lead_counts(started_at, deadline).await, t))
+            };
+            let t = Instant::now();
+            let (parity, crm) = self.sweep(started_at, deadline).await;
+            (leads, timed(parity, t), timed(crm, t))
+        };
+        let queues = async {
+            let t = Instant::now();
+            let (backlog, dlq) = self.backlog().await;
+            (timed(backlog, t), timed(dlq, t))
+        };
+        let replays = async {
+            let t = Instant::now();
+            timed(self.replays(started_at).await, t)
+        };
+        let ((missed, stuck), (leads, parity, crm), (backlog, dlq), replays) =
+            // Boxed: side by side, the chains' states would make one large future on the stack.
+            tokio::join!(Box::pin(intake), Box::pin(parity), Box::pin(queues), Box::pin(replays));
+        checks.insert(MISSED_WEBHOOKS.to_owned(), missed);
+        checks.insert(STUCK_EVENTS.to_owned(), stuck);
+        if let Some(leads) = leads {
+            checks.insert(LEAD_COUNTS.to_owned(), leads);
         }
-        let t = Instant::now();
-        let (parity, crm) = self.sweep(started_at, deadline).await;
-        checks.insert(PAYMENT_ORDER_PARITY.to_owned(), timed(parity, t));
+        checks.insert(PAYMENT_ORDER_PARITY.to_owned(), parity);
         if !self.crm.is_empty() {
-            checks.insert(CRM_PARITY.to_owned(), timed(crm, t));
+            checks.insert(CRM_PARITY.to_owned(), crm);
         }
-        let t = Instant::now();
-        let (backlog, dlq) = self.backlog().await;
-        checks.insert(DELIVERY_BACKLOG.to_owned(), timed(backlog, t));
-        checks.insert(DLQ_MESSAGES.to_owned(), timed(dlq, t));
-        let t = Instant::now();
-        let replays = self.replays(started_at).await;
-        checks.insert(REPLAYS.to_owned(), timed(replays, t));
+        checks.insert(DELIVERY_BACKLOG.to_owned(), backlog);
+        checks.insert(DLQ_MESSAGES.to_owned(), dlq);
+        checks.insert(REPLAYS.to_owned(), replays);
         let breached = checks
             .iter()
             .filter(|(name, result)| {
@@ -579,9 +599,10 @@ where
                 },
             }
         };
+        let (queue, dead_letters) = tokio::join!(self.queue.depth(), self.dead_letters.depth());
         (
-            read(self.queue.depth().await, "delivery queue"),
-            read(self.dead_letters.depth().await, "dead-letter queue"),
+            read(queue, "delivery queue"),
+            read(dead_letters, "dead-letter queue"),
         )
     }
 }

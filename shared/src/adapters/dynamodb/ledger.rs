@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
-use super::{DynamoStore, classify, condition_failed, key, n, s};
+use super::{DynamoStore, classify, condition_failed, key, n, query_shards, s};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{
@@ -206,10 +206,8 @@ impl EntityScan for DynamoStore {
     ) -> Result<EntityPage, StoreError> {
         let low = cursor.map_or_else(|| change_key(from, ""), str::to_owned);
         let high = change_key(to, "");
-        let mut keys = Vec::new();
-        for shard in 0..CHANGED_SHARDS {
-            let out = self
-                .client
+        let items = query_shards(CHANGED_SHARDS, |shard| {
+            self.client
                 .query()
                 .table_name(&self.table)
                 .index_name(CHANGED_INDEX)
@@ -218,30 +216,39 @@ impl EntityScan for DynamoStore {
                 .expression_attribute_values(":low", s(low.clone()))
                 .expression_attribute_values(":high", s(high.clone()))
                 .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items.unwrap_or_default() {
-                let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-                if let (Some(at), Some(pk)) = (field("chg_at"), field("pk"))
-                    && at != low
-                    && at < high
-                {
-                    keys.push((at, pk));
-                }
+        })
+        .await?;
+        let mut keys = Vec::new();
+        for item in items {
+            let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+            if let (Some(at), Some(pk)) = (field("chg_at"), field("pk"))
+                && at != low
+                && at < high
+            {
+                keys.push((at, pk));
             }
         }
         keys.sort();
         let more = keys.len() > limit;
         keys.truncate(limit);
-        let mut entities = Vec::with_capacity(keys.len());
-        for (_, pk) in &keys {
-            let id = pk
-                .strip_prefix(&format!("ENT#{}#", kind.as_str()))
-                .ok_or_else(|| StoreError::Corrupt(format!("entity key {pk}")))?;
-            // The index is eventually consistent: an entity written since is read as it is now.
-            if let Some(entity) = self.load_entity(kind, id).await? {
-                entities.push(entity);
+        let prefix = format!("ENT#{}#", kind.as_str());
+        let ids = keys
+            .iter()
+            .map(|(_, pk)| {
+                pk.strip_prefix(&prefix)
+                    .map(|id| (kind, id.to_owned()))
+                    .ok_or_else(|| StoreError::Corrupt(format!("entity key {pk}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // The index is eventually consistent: each entity is read as it is now.
+        let mut known = self.load_entities(&ids).await?;
+        let mut entities = Vec::with_capacity(ids.len());
+        for key in &ids {
+            match known.remove(key) {
+                Some(Some(entity)) => entities.push(entity),
+                Some(None) => {}
+                // Left unprocessed by the batch read: read it on its own.
+                None => entities.extend(self.load_entity(kind, &key.1).await?),
             }
         }
         Ok(EntityPage {

@@ -58,6 +58,29 @@ impl DynamoStore {
     }
 }
 
+/// Sends one query per shard at the same time and hands back their items in shard order:
+/// a sharded index costs one round trip of latency, not one per shard.
+async fn query_shards(
+    shards: u64,
+    query: impl Fn(u64) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    let mut running = tokio::task::JoinSet::new();
+    for shard in 0..shards {
+        let request = query(shard);
+        running.spawn(async move { (shard, request.send().await) });
+    }
+    let mut answers = Vec::with_capacity(running.len());
+    while let Some(joined) = running.join_next().await {
+        let (shard, answer) = joined.map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        answers.push((shard, answer.map_err(classify)?));
+    }
+    answers.sort_by_key(|(shard, _)| *shard);
+    Ok(answers
+        .into_iter()
+        .flat_map(|(_, out)| out.items.unwrap_or_default())
+        .collect())
+}
+
 fn key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("pk".to_owned(), AttributeValue::S(pk.to_owned())),

@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::events::{PENDING_INDEX, PENDING_SHARDS};
-use super::{DynamoStore, classify, key, s};
+use super::{DynamoStore, classify, key, query_shards, s};
 use crate::contract::Timestamp;
 use crate::ports::{EventKey, EventRecord, EventStore, ReconcileStore, StoreError};
 use crate::reconcile::Report;
@@ -17,10 +17,8 @@ impl ReconcileStore for DynamoStore {
         cutoff: Timestamp,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let mut keys = Vec::new();
-        for shard in 0..PENDING_SHARDS {
-            let out = self
-                .client
+        let items = query_shards(PENDING_SHARDS, |shard| {
+            self.client
                 .query()
                 .table_name(&self.table)
                 .index_name(PENDING_INDEX)
@@ -28,22 +26,21 @@ impl ReconcileStore for DynamoStore {
                 .expression_attribute_values(":shard", s(format!("PENDING#{shard}")))
                 .expression_attribute_values(":cutoff", s(cutoff.to_string()))
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(classify)?;
-            for item in out.items.unwrap_or_default() {
-                let since = item
-                    .get("pending_since")
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default();
-                if let Some(pk) = item
-                    .get("pk")
-                    .and_then(|v| v.as_s().ok())
-                    .and_then(|pk| EventKey::parse(pk))
-                {
-                    keys.push((since, pk));
-                }
+        })
+        .await?;
+        let mut keys = Vec::new();
+        for item in items {
+            let since = item
+                .get("pending_since")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            if let Some(pk) = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| EventKey::parse(pk))
+            {
+                keys.push((since, pk));
             }
         }
         keys.sort_by(|a, b| a.0.cmp(&b.0));
