@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
-use super::{DynamoStore, classify, condition_failed, key};
+use super::{DynamoStore, classify, condition_failed, key, packed};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
 use crate::sources::PayloadHash;
@@ -133,7 +133,24 @@ fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
     key(event.as_str(), EVENT_SK)
 }
 
-pub(super) fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
+/// The item for a record, its envelope deflated.
+fn to_item(record: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let mut item: HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(EventItem::from_record(record))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(AttributeValue::S(json)) = item.remove("envelope") {
+        let (name, value) = packed::pack("envelope", &json);
+        item.insert(name, value);
+    }
+    Ok(item)
+}
+
+pub(super) fn from_item(
+    mut item: HashMap<String, AttributeValue>,
+) -> Result<EventRecord, StoreError> {
+    if let Some(json) = packed::unpack(&item, "envelope")? {
+        item.insert("envelope".to_owned(), AttributeValue::S(json));
+    }
     let item: EventItem =
         serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     item.into_record()
@@ -141,8 +158,7 @@ pub(super) fn from_item(item: HashMap<String, AttributeValue>) -> Result<EventRe
 
 impl EventStore for DynamoStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
-        let item = serde_dynamo::to_item(EventItem::from_record(record))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let item = to_item(record)?;
         let result = self
             .client
             .put_item()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
-use super::{DynamoStore, classify, condition_failed, key, n, query_shards, s};
+use super::{DynamoStore, classify, condition_failed, key, n, packed, query_shards, s};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{
@@ -40,11 +40,9 @@ fn entity_of(
     id: &str,
     item: &HashMap<String, AttributeValue>,
 ) -> Result<Entity, StoreError> {
-    let text = item
-        .get("entity")
-        .and_then(|v| v.as_s().ok())
+    let text = packed::unpack(item, "entity")?
         .ok_or_else(|| StoreError::Corrupt(format!("{} {id}: no entity", kind.as_str())))?;
-    serde_json::from_str(text)
+    serde_json::from_str(&text)
         .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
 }
 
@@ -122,6 +120,7 @@ impl LedgerStore for DynamoStore {
 
     async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
         let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (name, packed) = packed::pack("entity", &body);
         let mut request = self
             .client
             .put_item()
@@ -129,7 +128,7 @@ impl LedgerStore for DynamoStore {
             .item("pk", s(entity_pk(entity.kind, &entity.id)))
             .item("sk", s(STATE_SK))
             .item("version", n(entity.version))
-            .item("entity", s(body));
+            .item(name, packed);
         if let Some(at) = entity.updated_at {
             request = request
                 .item("chg_shard", s(changed_shard(entity.kind, &entity.id)))

@@ -11,6 +11,7 @@ mod deliveries;
 mod events;
 mod inspect;
 mod ledger;
+mod packed;
 mod runs;
 
 use std::collections::HashMap;
