@@ -4,19 +4,19 @@
 //! attribute and are read as they are.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use flate2::Compression;
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use miniz_oxide::deflate::compress_to_vec;
+use miniz_oxide::inflate::decompress_to_vec_with_limit;
 
 use crate::ports::StoreError;
 
 /// No JSON attribute of ours inflates past this (an item is at most 400 KB deflated); a larger
 /// result is corruption, not data.
-const MAX_INFLATED: u64 = 8 << 20;
+const MAX_INFLATED: usize = 8 << 20;
+/// zlib's default level: on ~1 KB of JSON the higher levels gain a few bytes at most.
+const LEVEL: u8 = 6;
 
 /// The packed form of `name`'s JSON text is stored under this attribute.
 fn packed_name(name: &str) -> String {
@@ -25,11 +25,7 @@ fn packed_name(name: &str) -> String {
 
 /// `json` deflated, as the binary attribute that stands for `name`.
 pub(super) fn pack(name: &str, json: &str) -> (String, AttributeValue) {
-    let mut encoder = DeflateEncoder::new(Vec::with_capacity(json.len()), Compression::default());
-    encoder
-        .write_all(json.as_bytes())
-        .expect("deflating into memory cannot fail");
-    let bytes = encoder.finish().expect("deflating into memory cannot fail");
+    let bytes = compress_to_vec(json.as_bytes(), LEVEL);
     (packed_name(name), AttributeValue::B(Blob::new(bytes)))
 }
 
@@ -42,11 +38,10 @@ pub(super) fn unpack(
         let bytes = value
             .as_b()
             .map_err(|_| StoreError::Corrupt(format!("{name}: not binary")))?;
-        let mut text = String::new();
-        DeflateDecoder::new(bytes.as_ref())
-            .take(MAX_INFLATED)
-            .read_to_string(&mut text)
+        let inflated = decompress_to_vec_with_limit(bytes.as_ref(), MAX_INFLATED)
             .map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
+        let text =
+            String::from_utf8(inflated).map_err(|e| StoreError::Corrupt(format!("{name}: {e}")))?;
         return Ok(Some(text));
     }
     Ok(item.get(name).and_then(|v| v.as_s().ok()).cloned())
