@@ -23,3 +23,4 @@ mod redaction;
 mod samples;
 mod secrets;
 mod template;
+mod tls;

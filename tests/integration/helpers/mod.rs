@@ -9,6 +9,7 @@ pub mod recorder;
 pub mod requests;
 pub mod runtime;
 pub mod stripe_api;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

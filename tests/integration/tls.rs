@@ -1,0 +1,97 @@
+//! The real binary's TLS, end to end: its AWS SDK client and its HTTP client both run rustls on
+//! ring, trust the system's authorities (here `SSL_CERT_FILE`), and refuse a server whose
+//! certificate no trusted authority signed. Everything else in the suite talks plain HTTP on
+//! loopback, so this is where a broken TLS stack would show before a deployment does.
+
+use std::process::{Command, Output};
+
+use crate::helpers::dev::binary;
+use crate::helpers::recorder::Recorder;
+use crate::helpers::tls::TlsProxy;
+use crate::helpers::{aws, create_table};
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary());
+    command.args(args).env_remove("PLUMBLINE_CONFIG");
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.output().expect("run plumbline")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn aws_requests_go_over_tls_and_an_untrusted_certificate_is_refused() {
+    let ddb = aws_sdk_dynamodb::Client::new(&aws().await);
+    let table = create_table(&ddb).await;
+    let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's address");
+    let proxy = TlsProxy::start(&moto).await;
+    let stranger = TlsProxy::start(&moto).await;
+    let list = |ca: &str| {
+        let (url, table) = (proxy.url.clone(), table.clone());
+        let ca = ca.to_owned();
+        tokio::task::spawn_blocking(move || {
+            run(
+                &["events", "list", "--aws", "--json"],
+                &[
+                    ("AWS_ENDPOINT_URL", &url),
+                    ("SSL_CERT_FILE", &ca),
+                    ("PLUMBLINE_TABLE", &table),
+                ],
+            )
+        })
+    };
+
+    let trusted = list(proxy.ca_file.to_str().expect("path"))
+        .await
+        .expect("run");
+    assert!(trusted.status.success(), "{}", stderr(&trusted));
+    assert_eq!(String::from_utf8_lossy(&trusted.stdout).trim(), "[]");
+
+    let untrusted = list(stranger.ca_file.to_str().expect("path"))
+        .await
+        .expect("run");
+    assert!(
+        !untrusted.status.success(),
+        "a certificate from an authority it does not trust was accepted"
+    );
+    assert!(
+        stderr(&untrusted).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&untrusted)
+    );
+}
+
+#[tokio::test]
+async fn webhooks_sent_by_the_cli_go_over_tls_and_an_untrusted_certificate_is_refused() {
+    let target = Recorder::start().await;
+    let proxy = TlsProxy::start(&target.url).await;
+    let stranger = TlsProxy::start(&target.url).await;
+    let send = |ca: &str| {
+        let (url, ca) = (proxy.url.clone(), ca.to_owned());
+        tokio::task::spawn_blocking(move || {
+            run(
+                &["send", "stripe", "payment_intent.succeeded", "--url", &url],
+                &[("SSL_CERT_FILE", &ca)],
+            )
+        })
+    };
+
+    let trusted = send(proxy.ca_file.to_str().expect("path"))
+        .await
+        .expect("run");
+    assert!(trusted.status.success(), "{}", stderr(&trusted));
+    let received = target.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, "/webhooks/stripe");
+    assert!(received[0].header("stripe-signature").is_some());
+
+    let untrusted = send(stranger.ca_file.to_str().expect("path"))
+        .await
+        .expect("run");
+    assert!(!untrusted.status.success());
+    assert_eq!(target.count(), 1, "nothing reached the target");
+}
