@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{DynamoStore, classify, condition_failed, key, packed};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
-use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
+use crate::ports::{
+    Claim, DeliveryLog, EventKey, EventRecord, EventStatus, EventStore, StoreError,
+};
 use crate::sources::PayloadHash;
 
 /// The sort key of an event's own item (its delivery records are attributes of it).
@@ -272,28 +274,8 @@ impl EventStore for DynamoStore {
         detail: Option<&str>,
         at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(event)))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", AttributeValue::S(status.as_str().to_owned()))
-            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
-            .condition_expression("attribute_exists(pk)");
-        if let Some(detail) = detail {
-            request = request
-                .expression_attribute_values(":detail", AttributeValue::S(detail.to_owned()));
-        }
-        let (set, remove) = final_status(detail.is_some());
-        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-        match request.update_expression(update).send().await {
-            Ok(_) => Ok(()),
-            Err(err) if condition_failed(&err) => {
-                Err(StoreError::Corrupt(format!("{event}: no such event")))
-            }
-            Err(err) => Err(classify(err)),
-        }
+        // The same write as the end of a delivery, with no target to mark.
+        DeliveryLog::settle(self, event, &[], status, detail, at).await
     }
 
     async fn get(&self, key: &EventKey) -> Result<Option<EventRecord>, StoreError> {
