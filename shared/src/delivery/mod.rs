@@ -115,10 +115,16 @@ where
     /// Processes a batch; returns the ids of the messages to leave on the queue. One record's
     /// failure never affects another's.
     pub async fn process_batch(&self, messages: &[InboundMessage]) -> Vec<String> {
-        let mut known = self.read_ahead(messages).await;
+        let decoded: Vec<_> = messages
+            .iter()
+            .map(|m| QueueMessage::decode(&m.body))
+            .collect();
+        let mut known = self.read_ahead(&decoded).await;
         let mut failed = Vec::new();
-        for message in messages {
-            if let Outcome::Retry(_) = self.process_known(message, &mut known).await {
+        for (message, decoded) in messages.iter().zip(decoded) {
+            // Boxed: one record's state (its envelope and document) stays off the batch's future.
+            let outcome = Box::pin(self.process_decoded(message, decoded, &mut known)).await;
+            if let Outcome::Retry(_) = outcome {
                 failed.push(message.message_id.clone());
             }
         }
@@ -140,11 +146,11 @@ where
 
     /// Reads the entities a batch's events are about in one request. Only worth it for more
     /// than one; a failure here costs nothing but the single reads it was meant to save.
-    async fn read_ahead(&self, messages: &[InboundMessage]) -> Known {
-        let mut keys: Vec<(EntityKind, String)> = messages
+    async fn read_ahead(&self, decoded: &[Result<QueueMessage, String>]) -> Known {
+        let mut keys: Vec<(EntityKind, String)> = decoded
             .iter()
-            .filter_map(|m| QueueMessage::decode(&m.body).ok()?.event)
-            .map(|e| (e.entity.kind, e.entity.id))
+            .filter_map(|m| m.as_ref().ok()?.event.as_ref())
+            .map(|e| (e.entity.kind, e.entity.id.clone()))
             .collect();
         keys.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         keys.dedup();
@@ -169,13 +175,20 @@ where
 
     /// Processes one message.
     pub async fn process(&self, message: &InboundMessage) -> Outcome {
-        self.process_known(message, &mut Known::new()).await
+        let decoded = QueueMessage::decode(&message.body);
+        self.process_decoded(message, decoded, &mut Known::new())
+            .await
     }
 
-    /// Processes one message, with the entities read ahead of its batch.
+    /// Processes one message, decoded, with the entities read ahead of its batch.
     #[instrument(skip_all, fields(message_id = %message.message_id, event_id = field::Empty, event_type = field::Empty))]
-    async fn process_known(&self, message: &InboundMessage, known: &mut Known) -> Outcome {
-        let decoded = match QueueMessage::decode(&message.body) {
+    async fn process_decoded(
+        &self,
+        message: &InboundMessage,
+        decoded: Result<QueueMessage, String>,
+        known: &mut Known,
+    ) -> Outcome {
+        let decoded = match decoded {
             Ok(m) => m,
             Err(reason) => {
                 return self
@@ -227,7 +240,7 @@ where
                 applied.entity.id
             );
             return self
-                .finish(message, &key, EventStatus::Suppressed, Some(&detail))
+                .settle(message, &key, &[], EventStatus::Suppressed, Some(&detail))
                 .await;
         }
         let document = Document::new(envelope, &applied.entity, applied.effect);
@@ -237,7 +250,7 @@ where
             routes::targets_for(&self.routes, document.event.event_type.as_str(), &envelope);
         if targets.is_empty() {
             return self
-                .finish(message, &key, EventStatus::DeliveredToNone, None)
+                .settle(message, &key, &[], EventStatus::DeliveredToNone, None)
                 .await;
         }
         let mut retry: Option<Duration> = None;
@@ -472,16 +485,6 @@ where
         let delay = retry::backoff(&self.settings, message.receive_count, fastrand::f64());
         let _ = self.queue.retry_after(&message.receipt_handle, delay).await;
         Outcome::Retry(delay)
-    }
-
-    async fn finish(
-        &self,
-        message: &InboundMessage,
-        key: &EventKey,
-        status: EventStatus,
-        detail: Option<&str>,
-    ) -> Outcome {
-        self.settle(message, key, &[], status, detail).await
     }
 
     /// Records the delivered targets and the event's final status in one write.

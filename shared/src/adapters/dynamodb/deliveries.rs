@@ -89,6 +89,60 @@ fn event_key(event: &EventKey) -> HashMap<String, AttributeValue> {
     key(event.as_str(), EVENT_SK)
 }
 
+impl DynamoStore {
+    /// Marks `targets` delivered (their leases end) and, given one, sets the event's final
+    /// status: one conditional update of the event item.
+    async fn mark_delivered(
+        &self,
+        event: &EventKey,
+        targets: &[&str],
+        status: Option<(EventStatus, Option<&str>)>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (mut set, mut remove) = (Vec::new(), Vec::new());
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(event)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", s(now.to_string()));
+        if let Some((status, detail)) = status {
+            (set, remove) = final_status(detail.is_some());
+            request = request
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()));
+            if let Some(detail) = detail {
+                request = request.expression_attribute_values(":detail", s(detail));
+            }
+        }
+        if !targets.is_empty() {
+            request = request
+                .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)));
+        }
+        for (i, target) in targets.iter().enumerate() {
+            set.push(format!("#s{i} = :delivered, #d{i} = :at, #u{i} = :at"));
+            remove.push(format!("#l{i}"));
+            request = request
+                .expression_attribute_names(format!("#s{i}"), attr(target, "state"))
+                .expression_attribute_names(format!("#d{i}"), attr(target, "delivered"))
+                .expression_attribute_names(format!("#u{i}"), attr(target, "updated"))
+                .expression_attribute_names(format!("#l{i}"), attr(target, "lease"));
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        match request.update_expression(update).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err) => {
+                Err(StoreError::Corrupt(format!("{event}: no such event")))
+            }
+            Err(err) => Err(classify(err)),
+        }
+    }
+}
+
 impl DeliveryLog for DynamoStore {
     async fn begin(
         &self,
@@ -175,30 +229,7 @@ impl DeliveryLog for DynamoStore {
         target: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(event_key(event)))
-            .update_expression(
-                "SET #state = :delivered, #delivered = :at, #updated = :at REMOVE #lease",
-            )
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#state", attr(target, "state"))
-            .expression_attribute_names("#delivered", attr(target, "delivered"))
-            .expression_attribute_names("#updated", attr(target, "updated"))
-            .expression_attribute_names("#lease", attr(target, "lease"))
-            .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)))
-            .expression_attribute_values(":at", s(now.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if condition_failed(&err) => {
-                Err(StoreError::Corrupt(format!("{event}: no such event")))
-            }
-            Err(err) => Err(classify(err)),
-        }
+        self.mark_delivered(event, &[target], None, now).await
     }
 
     async fn settle(
@@ -209,40 +240,8 @@ impl DeliveryLog for DynamoStore {
         detail: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let (mut set, mut remove) = final_status(detail.is_some());
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(event_key(event)))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":at", s(now.to_string()));
-        if let Some(detail) = detail {
-            request = request.expression_attribute_values(":detail", s(detail));
-        }
-        if !delivered.is_empty() {
-            request = request
-                .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)));
-        }
-        for (i, target) in delivered.iter().enumerate() {
-            set.push(format!("#s{i} = :delivered, #d{i} = :at, #u{i} = :at"));
-            remove.push(format!("#l{i}"));
-            request = request
-                .expression_attribute_names(format!("#s{i}"), attr(target, "state"))
-                .expression_attribute_names(format!("#d{i}"), attr(target, "delivered"))
-                .expression_attribute_names(format!("#u{i}"), attr(target, "updated"))
-                .expression_attribute_names(format!("#l{i}"), attr(target, "lease"));
-        }
-        let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-        match request.update_expression(update).send().await {
-            Ok(_) => Ok(()),
-            Err(err) if condition_failed(&err) => {
-                Err(StoreError::Corrupt(format!("{event}: no such event")))
-            }
-            Err(err) => Err(classify(err)),
-        }
+        self.mark_delivered(event, delivered, Some((status, detail)), now)
+            .await
     }
 
     async fn failed(

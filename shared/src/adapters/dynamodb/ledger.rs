@@ -51,6 +51,41 @@ const BATCH_GET_MAX: usize = 100;
 /// Rounds of asking again for the keys DynamoDB left unprocessed (throttling, or 16 MB).
 const UNPROCESSED_ROUNDS: usize = 3;
 
+impl DynamoStore {
+    /// One consistent BatchGetItem of entity items: the items found, and the keys DynamoDB left
+    /// unprocessed (to ask again).
+    async fn batch_get(
+        &self,
+        pks: &[String],
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Vec<String>), StoreError> {
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(pks.iter().map(|pk| key(pk, STATE_SK)).collect()))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, request)
+            .send()
+            .await
+            .map_err(classify)?;
+        let items = out
+            .responses
+            .and_then(|mut r| r.remove(&self.table))
+            .unwrap_or_default();
+        let unprocessed = out
+            .unprocessed_keys
+            .and_then(|mut u| u.remove(&self.table))
+            .map(|k| k.keys)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        Ok((items, unprocessed))
+    }
+}
+
 impl LedgerStore for DynamoStore {
     async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
         let item = self.read(key(&entity_pk(kind, id), STATE_SK)).await?;
@@ -60,59 +95,27 @@ impl LedgerStore for DynamoStore {
     async fn load_entities(&self, keys: &[(EntityKind, String)]) -> Result<Known, StoreError> {
         let by_pk: HashMap<String, &(EntityKind, String)> =
             keys.iter().map(|k| (entity_pk(k.0, &k.1), k)).collect();
+        let pks: Vec<String> = by_pk.keys().cloned().collect();
         let mut known = Known::new();
-        let pks: Vec<&String> = by_pk.keys().collect();
         for chunk in pks.chunks(BATCH_GET_MAX) {
-            let mut pending: Vec<HashMap<String, AttributeValue>> =
-                chunk.iter().map(|pk| key(pk, STATE_SK)).collect();
+            let mut pending = chunk.to_vec();
             for _ in 0..UNPROCESSED_ROUNDS {
                 if pending.is_empty() {
                     break;
                 }
-                let asked: Vec<String> = pending
-                    .iter()
-                    .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).cloned())
-                    .collect();
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                for item in out
-                    .responses
-                    .and_then(|mut r| r.remove(&self.table))
-                    .unwrap_or_default()
-                {
+                let (items, unprocessed) = self.batch_get(&pending).await?;
+                for item in items {
                     let pk = item.get("pk").and_then(|v| v.as_s().ok());
                     if let Some((kind, id)) = pk.and_then(|pk| by_pk.get(pk)).copied() {
                         known.insert((*kind, id.clone()), Some(entity_of(*kind, id, &item)?));
                     }
                 }
-                pending = out
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .map(|k| k.keys)
-                    .unwrap_or_default();
-                let unprocessed: Vec<&str> = pending
-                    .iter()
-                    .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).map(String::as_str))
-                    .collect();
                 // Asked, answered, and not in the responses: the store has no such entity.
-                for pk in asked
-                    .iter()
-                    .filter(|pk| !unprocessed.contains(&pk.as_str()))
-                {
-                    if let Some((kind, id)) = by_pk.get(pk).copied() {
-                        known.entry((*kind, id.clone())).or_insert(None);
-                    }
+                for pk in pending.iter().filter(|pk| !unprocessed.contains(pk)) {
+                    let (kind, id) = by_pk[pk];
+                    known.entry((*kind, id.clone())).or_insert(None);
                 }
+                pending = unprocessed;
             }
         }
         Ok(known)
