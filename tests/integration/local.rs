@@ -370,11 +370,19 @@ async fn ten_sigkills_during_ten_thousand_events_lose_nothing_and_repeat_no_effe
     })
     .await;
     let per_key = effects(&erp, "/erp");
-    assert!(
-        all_delivered,
-        "seed {seed}: {} of {EVENTS} delivered",
-        per_key.len()
-    );
+    if !all_delivered {
+        let missing: Vec<String> = (0..EVENTS)
+            .map(|i| format!("stripe:evt_kill_{i:05}"))
+            .filter(|key| !per_key.contains_key(key))
+            .collect();
+        panic!(
+            "seed {seed}: {} of {EVENTS} delivered; missing {missing:?}; data in {}, logs in {}; status {}",
+            per_key.len(),
+            data.display(),
+            data.with_extension("stderr.log").display(),
+            dev.status().await
+        );
+    }
     let sent: BTreeSet<String> = (0..EVENTS)
         .map(|i| format!("stripe:evt_kill_{i:05}"))
         .collect();

@@ -13,6 +13,7 @@ mod delivery;
 mod delivery_failures;
 mod faults;
 mod helpers;
+mod hot_entity;
 mod ingress;
 mod local;
 mod metrics;

@@ -1,6 +1,7 @@
 //! Finds the entity an event is about (identifier matching for customers and leads), then
 //! applies the event with optimistic concurrency.
 
+use super::retry;
 use crate::config::LedgerSettings;
 use crate::contract::{EntityKind, Envelope, Timestamp};
 use crate::ledger::{self, Applied, Entity, Ownership, identity};
@@ -30,7 +31,14 @@ pub(super) async fn apply(
     let kind = envelope.entity.kind;
     let resolved = resolve(store, envelope, settings).await?;
     let mut ahead = known.remove(&(kind, resolved.id.clone()));
-    for _ in 0..MAX_ATTEMPTS {
+    for lost in 0..MAX_ATTEMPTS {
+        if lost > 0 {
+            tokio::time::sleep(retry::conflict_pause(
+                u32::try_from(lost - 1).unwrap_or(u32::MAX),
+                fastrand::f64(),
+            ))
+            .await;
+        }
         let current = match ahead.take() {
             Some(entity) => entity,
             None => store.load_entity(kind, &resolved.id).await?,

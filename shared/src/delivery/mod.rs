@@ -9,6 +9,7 @@ pub mod mapping;
 pub mod replay;
 pub mod retry;
 pub mod routes;
+mod turns;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,9 @@ use crate::ports::{
     LedgerStore, QueueControl, ReplayTally, StoreError, Target, TargetError,
 };
 use crate::telemetry::{Metric, Metrics, Unit};
+
+/// Entity locks a process keeps (`turns`): enough that unrelated entities rarely share one.
+const ENTITY_STRIPES: usize = 1024;
 
 /// One message off the delivery queue, as the worker got it.
 #[derive(Debug, Clone)]
@@ -73,6 +77,7 @@ pub struct Delivery<S, Q, D, T, C, M> {
     settings: DeliverySettings,
     ledger: LedgerSettings,
     breakers: Mutex<HashMap<String, breaker::Breaker>>,
+    turns: turns::Turns,
 }
 
 impl<S, Q, D, T, C, M> Delivery<S, Q, D, T, C, M>
@@ -105,6 +110,7 @@ where
             settings: config.delivery,
             ledger: config.ledger,
             breakers: Mutex::new(HashMap::new()),
+            turns: turns::Turns::new(ENTITY_STRIPES),
         }
     }
 
@@ -132,6 +138,10 @@ where
     }
 
     async fn apply(&self, envelope: &Envelope, known: &mut Known) -> Result<Applied, StoreError> {
+        let _turn = self
+            .turns
+            .take(envelope.entity.kind, &envelope.entity.id)
+            .await;
         let now = self.clock.now();
         identify::apply(
             &self.store,

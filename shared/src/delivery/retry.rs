@@ -27,9 +27,35 @@ pub fn honour_retry_after(settings: &DeliverySettings, asked: Duration) -> Durat
     Duration::from_secs(asked.as_secs().clamp(1, settings.retry_after_cap_secs))
 }
 
+/// The pause after losing a versioned write to another process, before reading the entity
+/// again: full jitter under `min(100 ms, 2 ms · 2^lost)`, so writers that collided spread out
+/// instead of colliding again. `unit` is a uniform draw in `[0, 1)`.
+pub fn conflict_pause(lost: u32, unit: f64) -> Duration {
+    let ceiling_ms = (2_u64 << lost.min(10)).min(100);
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let ms = ((ceiling_ms as f64) * unit.clamp(0.0, 1.0)) as u64;
+    Duration::from_millis(ms.min(ceiling_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_write_pauses_under_a_doubling_ceiling_of_at_most_100_ms() {
+        let ceiling = |lost| conflict_pause(lost, 0.999_999).as_millis();
+        assert_eq!(
+            (0..8).map(ceiling).collect::<Vec<_>>(),
+            [1, 3, 7, 15, 31, 63, 99, 99]
+        );
+        assert_eq!(conflict_pause(3, 0.0), Duration::ZERO);
+        assert_eq!(conflict_pause(3, 0.5).as_millis(), 8);
+        assert_eq!(conflict_pause(u32::MAX, 1.0).as_millis(), 100);
+    }
 
     #[test]
     fn the_ceiling_doubles_up_to_the_cap() {
