@@ -9,14 +9,17 @@ use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
+use plumbline::contract::EntityKind;
 use plumbline::contract::{Origin, SourceName, Timestamp, Trace};
 use plumbline::ingress::build_record;
+use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
-    Claim, DeadLetters, EventQueue, EventStore, ManualClock, QueueConsumer, QueueStats,
-    ReconcileStore, ReplayTally,
+    Claim, DeadLetters, EventQueue, EventStore, LedgerStore, ManualClock, QueueConsumer,
+    QueueStats, ReconcileStore, ReplayTally,
 };
 use plumbline::reconcile::{
-    DLQ_MESSAGES, MISSED_WEBHOOKS, REPLAYS, Reconciler, STUCK_EVENTS, Settings,
+    DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
+    Settings,
 };
 use plumbline::sources::{Inbound, SourceKind, Verifier};
 use plumbline::telemetry::RecordingMetrics;
@@ -24,6 +27,7 @@ use secrecy::SecretSlice;
 
 use crate::helpers::dev::binary;
 use crate::helpers::pipeline::Pipeline;
+use crate::helpers::requests::Requests;
 use crate::helpers::stripe_api::StripeApi;
 use crate::helpers::{
     STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, stripe, stripe_headers, unique,
@@ -450,4 +454,56 @@ async fn a_provider_429_is_backed_off_and_retried() {
         .await;
     assert_eq!(report.checks[MISSED_WEBHOOKS].repaired, 1);
     assert_eq!(api.queries().len(), 3, "two 429s, then the page");
+}
+
+/// The payment ↔ order sweep reads the other side of a page's pairs in one request, not one
+/// per pair (on DynamoDB, counted on the wire).
+#[tokio::test]
+async fn the_parity_sweep_reads_a_pages_counterparts_in_one_request() {
+    const PAIRS: usize = 20;
+    let aws = aws().await;
+    let requests = Requests::default();
+    let table = create_table(&aws_sdk_dynamodb::Client::new(&aws)).await;
+    let store = DynamoStore::new(requests.client(&aws), table);
+    let at = Timestamp::from_unix(T0).expect("in range");
+    let field = |value: String| FieldValue {
+        value: serde_json::Value::String(value),
+        source: "stripe".into(),
+        event_id: "evt_seed".into(),
+        at,
+    };
+    for i in 0..PAIRS {
+        let (payment_id, order_id) = (format!("pi_{i:02}"), format!("ord_{i:02}"));
+        let mut payment = Entity::new(EntityKind::Payment, &payment_id);
+        payment
+            .fields
+            .insert("order_id".into(), field(order_id.clone()));
+        let mut order = Entity::new(EntityKind::Order, &order_id);
+        order.fields.insert("payment_id".into(), field(payment_id));
+        for mut entity in [payment, order] {
+            entity.version = 1;
+            entity.touch(at);
+            store.save_entity(&entity).await.expect("save");
+        }
+    }
+    requests.reset();
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let reconciler = Reconciler::new(
+        store,
+        SqsQueue::new(sqs.clone(), create_queue(&sqs).await),
+        SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+        no_providers(),
+        ManualClock::at(Timestamp::from_unix(T0 + 3600).expect("in range")),
+        RecordingMetrics::default(),
+        settings(10),
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(report.checks[PAYMENT_ORDER_PARITY].found, 0, "{report:?}");
+    let counts = requests.counts();
+    // The two walks' cursors are the only single reads; each walk's page costs one read of
+    // its entities and one of their counterparts.
+    assert_eq!(counts.get("GetItem"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("BatchGetItem"), Some(&4), "{counts:?}");
 }

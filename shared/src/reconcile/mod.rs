@@ -188,6 +188,19 @@ impl CheckResult {
             self.ids.push(id);
         }
     }
+
+    /// Adds what another part of the same check found; the first note stays.
+    fn absorb(&mut self, other: Self) {
+        self.found += other.found;
+        self.repaired += other.repaired;
+        self.unrepairable += other.unrepairable;
+        for id in other.ids {
+            self.note_id(id);
+        }
+        if self.note.is_none() {
+            self.note = other.note;
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -13,6 +13,7 @@
 //! next run continues it. A finished walk starts over, so the window is checked again and again.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -23,11 +24,19 @@ use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
 use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
-    Clock, CrmReadBack, EventKey, EventQueue, ProviderEvents, QueueStats, Target, Watermark,
+    Clock, CrmReadBack, EventKey, EventQueue, Known, ProviderEvents, QueueStats, Target, Watermark,
 };
 use crate::telemetry::Metrics;
 
 const DAY_SECS: i64 = 86_400;
+
+/// What every walk of one sweep shares.
+struct Window {
+    from: Timestamp,
+    to: Timestamp,
+    now: Timestamp,
+    deadline: Instant,
+}
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
@@ -39,88 +48,134 @@ where
     M: Metrics,
     K: CrmReadBack + Target,
 {
-    /// Returns (payment ↔ order parity, CRM parity).
+    /// Returns (payment ↔ order parity, CRM parity). The kinds are walked side by side: each
+    /// walk is a chain of requests (cursor, pages, cursor), and none needs another's answers.
     pub(super) async fn sweep(
         &self,
         now: Timestamp,
         deadline: Instant,
     ) -> (CheckResult, CheckResult) {
+        let window = Window {
+            from: now.plus_secs(-self.settings.window_days * DAY_SECS),
+            to: now.plus_secs(-self.settings.settle_secs),
+            now,
+            deadline,
+        };
+        let pairs = Mutex::new(BTreeSet::new());
+        // Boxed: side by side, the walks' states would make one large future on the stack.
+        let walk = |kind| Box::pin(self.walk(kind, &window, &pairs));
+        let walks = tokio::join!(
+            walk(EntityKind::Payment),
+            walk(EntityKind::Order),
+            walk(EntityKind::Customer),
+            walk(EntityKind::Lead),
+        );
         let mut parity = CheckResult::default();
         let mut crm = CheckResult::default();
-        let mut pairs = BTreeSet::new();
-        let from = now.plus_secs(-self.settings.window_days * DAY_SECS);
-        let to = now.plus_secs(-self.settings.settle_secs);
-        for kind in [
-            EntityKind::Payment,
-            EntityKind::Order,
-            EntityKind::Customer,
-            EntityKind::Lead,
-        ] {
-            let for_parity = matches!(kind, EntityKind::Payment | EntityKind::Order);
-            if !for_parity && self.crm.is_empty() {
-                continue;
-            }
-            let name = format!("sweep:{}", kind.as_str());
-            let (mut cursor, until) = match self.store.load_watermark(&name).await {
-                Ok(Some(Watermark {
-                    cursor: Some(c),
-                    until: Some(u),
-                    ..
-                })) => (Some(c), u),
-                Ok(_) => (None, to),
-                Err(err) => {
-                    parity.note = Some(format!("{name}: could not read the cursor: {err}"));
-                    continue;
-                }
-            };
-            let mut complete = false;
-            for _ in 0..self.settings.max_pages {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                let page = match self
-                    .store
-                    .changed_entities(
-                        kind,
-                        from,
-                        until,
-                        cursor.as_deref(),
-                        self.settings.page_limit,
-                    )
-                    .await
-                {
-                    Ok(page) => page,
-                    Err(err) => {
-                        parity.note = Some(format!("{name}: {err}; the next run continues"));
-                        break;
-                    }
-                };
-                if for_parity {
-                    for entity in &page.entities {
-                        self.pair(entity, now, &mut pairs, &mut parity).await;
-                    }
-                }
-                self.crm_parity(&page.entities, &mut crm).await;
-                if let Some(next) = page.next {
-                    cursor = Some(next);
-                } else {
-                    complete = true;
-                    break;
-                }
-            }
-            let next = if complete {
-                Watermark::finished(until)
-            } else {
-                let note = format!("{name}: budget or page limit reached; the next run continues");
-                parity.note.get_or_insert_with(|| note.clone());
-                crm.note.get_or_insert(note);
-                Watermark::resume(from, cursor, until)
-            };
-            if let Err(err) = self.store.save_watermark(&name, &next).await {
-                warn!(error = %err, "could not save the sweep cursor");
-            }
+        for (p, c) in [walks.0, walks.1, walks.2, walks.3] {
+            parity.absorb(p);
+            crm.absorb(c);
         }
         (parity, crm)
+    }
+
+    /// One kind's walk, from its saved cursor; saves where it stopped.
+    async fn walk(
+        &self,
+        kind: EntityKind,
+        window: &Window,
+        pairs: &Mutex<BTreeSet<(String, String)>>,
+    ) -> (CheckResult, CheckResult) {
+        let mut parity = CheckResult::default();
+        let mut crm = CheckResult::default();
+        let for_parity = matches!(kind, EntityKind::Payment | EntityKind::Order);
+        if !for_parity && self.crm.is_empty() {
+            return (parity, crm);
+        }
+        let name = format!("sweep:{}", kind.as_str());
+        let (mut cursor, until) = match self.store.load_watermark(&name).await {
+            Ok(Some(Watermark {
+                cursor: Some(c),
+                until: Some(u),
+                ..
+            })) => (Some(c), u),
+            Ok(_) => (None, window.to),
+            Err(err) => {
+                parity.note = Some(format!("{name}: could not read the cursor: {err}"));
+                return (parity, crm);
+            }
+        };
+        let mut complete = false;
+        for _ in 0..self.settings.max_pages {
+            if Instant::now() >= window.deadline {
+                break;
+            }
+            let page = match self
+                .store
+                .changed_entities(
+                    kind,
+                    window.from,
+                    until,
+                    cursor.as_deref(),
+                    self.settings.page_limit,
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    parity.note = Some(format!("{name}: {err}; the next run continues"));
+                    break;
+                }
+            };
+            if for_parity {
+                let mut counterparts = self.counterparts(&page.entities, &mut parity).await;
+                for entity in &page.entities {
+                    self.pair(entity, window.now, &mut counterparts, pairs, &mut parity)
+                        .await;
+                }
+            }
+            self.crm_parity(&page.entities, &mut crm).await;
+            if let Some(next) = page.next {
+                cursor = Some(next);
+            } else {
+                complete = true;
+                break;
+            }
+        }
+        let next = if complete {
+            Watermark::finished(until)
+        } else {
+            let note = format!("{name}: budget or page limit reached; the next run continues");
+            parity.note.get_or_insert_with(|| note.clone());
+            crm.note.get_or_insert(note);
+            Watermark::resume(window.from, cursor, until)
+        };
+        if let Err(err) = self.store.save_watermark(&name, &next).await {
+            warn!(error = %err, "could not save the sweep cursor");
+        }
+        (parity, crm)
+    }
+
+    /// The other side of each payment ↔ order pair on a page, read in one request. A failure
+    /// costs only that: each pair then reads its other side on its own.
+    async fn counterparts(&self, entities: &[Entity], result: &mut CheckResult) -> Known {
+        let mut keys: Vec<(EntityKind, String)> = entities
+            .iter()
+            .filter_map(|e| match e.kind {
+                EntityKind::Payment => Some((EntityKind::Order, e.text("order_id")?.to_owned())),
+                EntityKind::Order => Some((EntityKind::Payment, e.text("payment_id")?.to_owned())),
+                _ => None,
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        keys.dedup();
+        if keys.is_empty() {
+            return Known::new();
+        }
+        self.store.load_entities(&keys).await.unwrap_or_else(|err| {
+            result.note = Some(format!("could not read a page's counterparts: {err}"));
+            Known::new()
+        })
     }
 
     /// Checks the payment ↔ order pair `entity` belongs to, once per run.
@@ -128,10 +183,19 @@ where
         &self,
         entity: &Entity,
         now: Timestamp,
-        seen: &mut BTreeSet<(String, String)>,
+        known: &mut Known,
+        seen: &Mutex<BTreeSet<(String, String)>>,
         result: &mut CheckResult,
     ) {
-        let load = |kind, id: String| async move { self.store.load_entity(kind, &id).await };
+        let mut load = |kind, id: String| {
+            let ahead = known.remove(&(kind, id.clone()));
+            async move {
+                match ahead {
+                    Some(entity) => Ok(entity),
+                    None => self.store.load_entity(kind, &id).await,
+                }
+            }
+        };
         let (payment, order_id, order) = match entity.kind {
             EntityKind::Payment => {
                 let Some(order_id) = entity.text("order_id") else {
@@ -161,7 +225,11 @@ where
             }
             _ => return,
         };
-        if !seen.insert((payment.id.clone(), order_id.clone())) {
+        let first = seen
+            .lock()
+            .expect("the pairs set is never poisoned")
+            .insert((payment.id.clone(), order_id.clone()));
+        if !first {
             return;
         }
         match parity::payment_vs_order(&payment, order.as_ref(), &self.settings.ownership) {
