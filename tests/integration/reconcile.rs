@@ -94,7 +94,7 @@ where
     S: ReconcileStore
         + EventStore
         + plumbline::ports::Watermarks
-        + plumbline::ports::LedgerStore
+        + LedgerStore
         + plumbline::ports::EntityScan
         + ReplayTally
         + Clone,
