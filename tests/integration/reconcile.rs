@@ -472,6 +472,12 @@ async fn the_parity_sweep_reads_a_pages_counterparts_in_one_request() {
         event_id: "evt_seed".into(),
         at,
     };
+    let save = |mut entity: Entity| {
+        entity.version = 1;
+        entity.touch(at);
+        let store = &store;
+        async move { store.save_entity(&entity).await.expect("save") }
+    };
     for i in 0..PAIRS {
         let (payment_id, order_id) = (format!("pi_{i:02}"), format!("ord_{i:02}"));
         let mut payment = Entity::new(EntityKind::Payment, &payment_id);
@@ -480,11 +486,16 @@ async fn the_parity_sweep_reads_a_pages_counterparts_in_one_request() {
             .insert("order_id".into(), field(order_id.clone()));
         let mut order = Entity::new(EntityKind::Order, &order_id);
         order.fields.insert("payment_id".into(), field(payment_id));
-        for mut entity in [payment, order] {
-            entity.version = 1;
-            entity.touch(at);
-            store.save_entity(&entity).await.expect("save");
-        }
+        save(payment).await;
+        save(order).await;
+    }
+    // Attempts that paid the same order: they share its one read.
+    for i in 0..5 {
+        let mut retry = Entity::new(EntityKind::Payment, format!("pi_retry_{i}"));
+        retry
+            .fields
+            .insert("order_id".into(), field("ord_00".into()));
+        save(retry).await;
     }
     requests.reset();
     let sqs = aws_sdk_sqs::Client::new(&aws);

@@ -128,9 +128,9 @@ where
                 }
             };
             if for_parity {
-                let mut counterparts = self.counterparts(&page.entities, &mut parity).await;
+                let counterparts = self.counterparts(&page.entities, &mut parity).await;
                 for entity in &page.entities {
-                    self.pair(entity, window.now, &mut counterparts, pairs, &mut parity)
+                    self.pair(entity, window.now, &counterparts, pairs, &mut parity)
                         .await;
                 }
             }
@@ -183,12 +183,13 @@ where
         &self,
         entity: &Entity,
         now: Timestamp,
-        known: &mut Known,
+        known: &Known,
         seen: &Mutex<BTreeSet<(String, String)>>,
         result: &mut CheckResult,
     ) {
-        let mut load = |kind, id: String| {
-            let ahead = known.remove(&(kind, id.clone()));
+        // Cloned, not taken: payments of one order share its copy.
+        let load = |kind, id: String| {
+            let ahead = known.get(&(kind, id.clone())).cloned();
             async move {
                 match ahead {
                     Some(entity) => Ok(entity),
