@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::http::{HeaderMap, Method};
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::targets;
 use plumbline::config::{Config, MapSecrets};
@@ -65,13 +65,10 @@ async fn sixteen_workers_on_one_entity_apply_every_event_on_its_first_receive() 
         doc["id"] = Value::from(format!("evt_hot_{i:03}"));
         doc["created"] = Value::from(now);
         let body = serde_json::to_vec(&doc).expect("json");
-        let mut headers = HeaderMap::new();
-        for (name, value) in stripe_headers(STRIPE_SECRET, now, &body) {
-            headers.insert(
-                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
-                HeaderValue::from_str(&value).expect("header"),
-            );
-        }
+        let headers: HeaderMap = stripe_headers(STRIPE_SECRET, now, &body)
+            .into_iter()
+            .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
+            .collect();
         let result = ingress
             .handle(WebhookRequest {
                 method: &Method::POST,
