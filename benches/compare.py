@@ -181,7 +181,7 @@ def signed_webhooks(count: int, prefix: str) -> list[str]:
     return lines
 
 
-def sqs_batches(sqs, queue_url: str, expected: int) -> list[str]:
+def sqs_batches(sqs, queue_url: str, expected: int, size: int = BATCH) -> list[str]:
     """The queue's messages as Lambda SQS events of BATCH records, as the event source mapping
     would hand them over (its receive and delete calls are added to the cost separately)."""
     template = json.loads((ROOT / "tests/fixtures/lambda/sqs-record.json").read_text())
@@ -203,7 +203,7 @@ def sqs_batches(sqs, queue_url: str, expected: int) -> list[str]:
             records.append(r)
     if len(records) != expected:
         raise SystemExit(f"{queue_url}: {len(records)} messages, expected {expected}")
-    return [json.dumps({"Records": records[i : i + BATCH]}) for i in range(0, len(records), BATCH)]
+    return [json.dumps({"Records": records[i : i + size]}) for i in range(0, len(records), size)]
 
 
 def harness(coldstart: Path, bootstrap: list[str], events: Path, envs: dict, cwd: Path | None, warm: bool, runs: int = 10, warmup: int = 20) -> dict:
@@ -390,6 +390,27 @@ def cold_starts(args, cmd, events_file, envs, cwd):
     return harness(args.coldstart, cmd, events_file, envs, cwd, warm=False, runs=args.cold_runs)
 
 
+def fresh_cold_starts(args, name, ingress_cmd, delivery_cmd, env, cwd, sqs, queues, work: Path) -> dict:
+    """Cold starts on a table and queue of the side's own that hold only what these runs put
+    there: each ingress run takes a new webhook; each delivery run gets a one-record batch of
+    a message those runs enqueued, so it delivers for the first time (ingress -> delivery, as
+    on a fresh deployment), rather than finding it delivered."""
+    if name == "plumbline":
+        env = dict(env, PLUMBLINE_TABLE="plumbline-cold", PLUMBLINE_QUEUE_URL=queues["plumbline-cold-delivery"],
+                   PLUMBLINE_DLQ_URL=queues["plumbline-cold-dlq"])
+        queue = queues["plumbline-cold-delivery"]
+    else:
+        env = dict(env, IDEMPOTENCY_TABLE="peer-cold-idempotency", QUEUE_URL=queues["peer-cold-delivery"])
+        queue = queues["peer-cold-delivery"]
+    webhooks = work / f"{name}-fresh-webhooks.jsonl"
+    webhooks.write_text("\n".join(signed_webhooks(args.cold_runs, f"{name}fresh")) + "\n")
+    ingress = cold_starts(args, ingress_cmd, webhooks, env, cwd)
+    batches = work / f"{name}-fresh-batches.jsonl"
+    batches.write_text("\n".join(sqs_batches(sqs, queue, args.cold_runs, size=1)) + "\n")
+    delivery = cold_starts(args, delivery_cmd, batches, env, cwd)
+    return {"ingress": ingress, "delivery_one_record": delivery}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--venv", type=Path, required=True)
@@ -422,12 +443,19 @@ def main():
         # Reconcile's cold start is measured on a deployment's first scheduled run: a table and
         # queues of its own, empty but for what the earlier runs of the ten leave behind.
         ddb.create_table(TableName="plumbline-reconcile", BillingMode="PAY_PER_REQUEST", **schema)
-        ddb.create_table(
-            TableName="peer-idempotency", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        )
-        queues = {n: sqs.create_queue(QueueName=n)["QueueUrl"] for n in ("plumbline-delivery", "plumbline-dlq", "peer-delivery", "reconcile-delivery", "reconcile-dlq")}
+        # Ingress and delivery cold starts are also measured on tables and queues of their own:
+        # moto's answers slow down as a table fills (DynamoDB's do not), and a deployment's
+        # cold starts do not wait for its table to be large.
+        ddb.create_table(TableName="plumbline-cold", BillingMode="PAY_PER_REQUEST", **schema)
+        for table in ("peer-idempotency", "peer-cold-idempotency"):
+            ddb.create_table(
+                TableName=table, BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            )
+        queues = {n: sqs.create_queue(QueueName=n)["QueueUrl"] for n in (
+            "plumbline-delivery", "plumbline-dlq", "peer-delivery", "reconcile-delivery", "reconcile-dlq",
+            "plumbline-cold-delivery", "plumbline-cold-dlq", "peer-cold-delivery")}
         indexes = {
             "plumbline-events": [
                 {a["AttributeName"] for a in g["KeySchema"]} for g in schema["GlobalSecondaryIndexes"]
@@ -468,6 +496,7 @@ def main():
             side["ingress"]["cold"] = cold_starts(args, ingress_cmd, cold_events, env, cwd)
             # Batches already delivered: each side's cold start ends in its own "done before" path.
             side["delivery"]["cold"] = cold_starts(args, delivery_cmd, work / f"{name}-batches.jsonl", env, cwd)
+            side["cold_fresh"] = fresh_cold_starts(args, name, ingress_cmd, delivery_cmd, env, cwd, sqs, queues, work)
             side["cost_per_million"] = cost_per_million(side)
             result[name] = side
         scheduled = work / "scheduled.json"
@@ -514,6 +543,8 @@ def print_table(r: dict) -> None:
         ("delivery cold start, median (ms)", pl["delivery"]["cold"]["ms"]["median"], pt["delivery"]["cold"]["ms"]["median"]),
         ("ingress init (spawn to first poll), median (ms)", pl["ingress"]["cold"]["init_ms"]["median"], pt["ingress"]["cold"]["init_ms"]["median"]),
         ("delivery init (spawn to first poll), median (ms)", pl["delivery"]["cold"]["init_ms"]["median"], pt["delivery"]["cold"]["init_ms"]["median"]),
+        ("ingress cold start, fresh table, median (ms)", pl["cold_fresh"]["ingress"]["ms"]["median"], pt["cold_fresh"]["ingress"]["ms"]["median"]),
+        ("delivery cold start, fresh, 1 record, median (ms)", pl["cold_fresh"]["delivery_one_record"]["ms"]["median"], pt["cold_fresh"]["delivery_one_record"]["ms"]["median"]),
         ("peak RSS, ingress (MB)", pl["ingress"]["warm"]["peak_rss_kb"] / 1024, pt["ingress"]["warm"]["peak_rss_kb"] / 1024),
         ("peak RSS, delivery (MB)", pl["delivery"]["warm"]["peak_rss_kb"] / 1024, pt["delivery"]["warm"]["peak_rss_kb"] / 1024),
         ("AWS requests per event (functions)", pl["requests"]["function_requests_per_event"], pt["requests"]["function_requests_per_event"]),
@@ -551,6 +582,8 @@ WATCHED = [
     ("ingress cold start", ("plumbline", "ingress", "cold", "ms", "median")),
     ("delivery cold start", ("plumbline", "delivery", "cold", "ms", "median")),
     ("ingress init", ("plumbline", "ingress", "cold", "init_ms", "median")),
+    ("ingress cold, fresh table", ("plumbline", "cold_fresh", "ingress", "ms", "median")),
+    ("delivery cold, fresh, 1 rec", ("plumbline", "cold_fresh", "delivery_one_record", "ms", "median")),
     ("reconcile cold start", ("plumbline", "reconcile", "cold", "ms", "median")),
     ("requests per event", ("plumbline", "requests", "function_requests_per_event")),
     ("cost per million", ("plumbline", "cost_per_million", "total")),
