@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{SqliteStore, sql_error};
+use super::{Cached, SqliteStore, sql_error};
 use crate::contract::Timestamp;
 use crate::ports::{
     Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, EventStatus, StoreError,
@@ -23,7 +23,7 @@ fn name(state: DeliveryState) -> String {
 
 pub(super) fn list(conn: &Connection, key: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
     let mut stmt = conn
-        .prepare("SELECT target, state, attempts, last_error, lease_until_ms, updated_at, delivered_at FROM deliveries WHERE key = ?1 ORDER BY target")
+        .prepare_cached("SELECT target, state, attempts, last_error, lease_until_ms, updated_at, delivered_at FROM deliveries WHERE key = ?1 ORDER BY target")
         .map_err(|e| sql_error(&e))?;
     let rows = stmt
         .query_map([key], |r| {
@@ -62,7 +62,7 @@ fn mark_delivered(
     target: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE deliveries SET state = ?3, delivered_at = ?4, updated_at = ?4, updated_ms = ?5, lease_until_ms = NULL WHERE key = ?1 AND target = ?2",
         params![key, target, name(DeliveryState::Delivered), now.to_string(), now.unix_millis()],
     )
@@ -83,14 +83,14 @@ impl DeliveryLog for SqliteStore {
         let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.run(move |conn| {
             let claimed = conn
-                .query_row("SELECT 1 FROM events WHERE key = ?1", [&key], |_| Ok(()))
+                .row("SELECT 1 FROM events WHERE key = ?1", [&key], |_| Ok(()))
                 .optional()
                 .map_err(|e| sql_error(&e))?;
             if claimed.is_none() {
                 return Err(StoreError::Corrupt(format!("{key}: no such event")));
             }
             let current: Option<(String, Option<i64>, i64)> = conn
-                .query_row("SELECT state, lease_until_ms, attempts FROM deliveries WHERE key = ?1 AND target = ?2", params![key, target], |r| {
+                .row("SELECT state, lease_until_ms, attempts FROM deliveries WHERE key = ?1 AND target = ?2", params![key, target], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()
@@ -108,7 +108,7 @@ impl DeliveryLog for SqliteStore {
                 }
             }
             let attempts = current.map_or(0, |(_, _, a)| a) + 1;
-            conn.execute(
+            conn.exec(
                 "INSERT INTO deliveries (key, target, state, attempts, lease_until_ms, updated_at, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (key, target) DO UPDATE SET state = ?3, attempts = ?4, lease_until_ms = ?5, updated_at = ?6, updated_ms = ?7",
                 params![key, target, name(DeliveryState::InFlight), attempts, until, now.to_string(), now.unix_millis()],
@@ -165,7 +165,7 @@ impl DeliveryLog for SqliteStore {
             DeliveryState::Retrying
         };
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "UPDATE deliveries SET state = ?3, last_error = ?4, updated_at = ?5, updated_ms = ?6, lease_until_ms = NULL \
                  WHERE key = ?1 AND target = ?2 AND state <> 'delivered'",
                 params![key, target, name(state), reason, now.to_string(), now.unix_millis()],

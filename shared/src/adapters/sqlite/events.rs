@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{SqliteStore, sql_error};
+use super::{Cached, SqliteStore, sql_error};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
 use crate::sources::PayloadHash;
@@ -61,7 +61,7 @@ pub(super) fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, S
 }
 
 pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<EventRecord>, StoreError> {
-    conn.query_row(
+    conn.row(
         &format!("SELECT {COLUMNS} FROM events WHERE key = ?1"),
         [key],
         record_of,
@@ -77,7 +77,7 @@ impl EventStore for SqliteStore {
         self.run(move |conn| {
             let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
             let inserted = conn
-                .execute(
+                .exec(
                     "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
                      claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
@@ -113,7 +113,7 @@ impl EventStore for SqliteStore {
     async fn release(&self, key: &EventKey, event_id: &EventId) -> Result<(), StoreError> {
         let (key, id) = (key.to_string(), event_id.to_string());
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "DELETE FROM events WHERE key = ?1 AND event_id = ?2 AND status = 'received'",
                 params![key, id],
             )
@@ -131,7 +131,7 @@ impl EventStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let key = key.to_string();
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "UPDATE events SET claimed_at = ?3, pending_since = ?3 WHERE key = ?1 AND status = 'received' AND claimed_at = ?2",
                 params![key, seen.to_string(), now.to_string()],
             )
@@ -149,7 +149,7 @@ impl EventStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (key, hash) = (key.to_string(), hash.as_str().to_owned());
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "UPDATE events SET conflicts = conflicts + 1, last_conflict_hash = ?2, last_conflict_at = ?3 WHERE key = ?1",
                 params![key, hash, at.to_string()],
             )
@@ -186,7 +186,7 @@ pub(super) fn set_status(
     at: Timestamp,
 ) -> Result<(), StoreError> {
     let n = conn
-        .execute(
+        .exec(
             "UPDATE events SET status = ?2, status_detail = ?3, status_at = ?4, pending_since = NULL WHERE key = ?1",
             params![key, status.as_str(), detail, at.to_string()],
         )

@@ -4,7 +4,7 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{SqliteStore, now_ms, sql_error};
+use super::{Cached, SqliteStore, now_ms, sql_error};
 use crate::delivery::Document;
 use crate::ports::{StoreError, Target, TargetError};
 
@@ -41,7 +41,7 @@ impl Target for InboxTarget {
         );
         self.store
             .run(move |conn| {
-                conn.execute(
+                conn.exec(
                     "INSERT INTO inbox (target, idempotency_key, event_id, body, received_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                     params![target, key, event_id, body, now_ms()],
                 )
@@ -59,7 +59,7 @@ impl SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT target, idempotency_key, event_id, received_ms FROM inbox ORDER BY id DESC LIMIT ?1")
+                .prepare_cached("SELECT target, idempotency_key, event_id, received_ms FROM inbox ORDER BY id DESC LIMIT ?1")
                 .map_err(|e| sql_error(&e))?;
             let rows = stmt
                 .query_map([limit], |r| Ok(InboxEntry { target: r.get(0)?, idempotency_key: r.get(1)?, event_id: r.get(2)?, received_ms: r.get(3)? }))

@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, sql_error};
+use super::{Cached, SqliteStore, sql_error};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_key};
@@ -12,7 +12,7 @@ impl LedgerStore for SqliteStore {
         let id = id.to_owned();
         self.run(move |conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT entity FROM entities WHERE kind = ?1 AND id = ?2",
                     params![kind.as_str(), id],
                     |r| r.get(0),
@@ -42,12 +42,12 @@ impl LedgerStore for SqliteStore {
             i64::try_from(version).map_err(|_| StoreError::Corrupt("version overflow".into()))?;
         self.run(move |conn| {
             let changed = if version <= 1 {
-                conn.execute(
+                conn.exec(
                     "INSERT INTO entities (kind, id, version, entity, changed_key, conflict_entries) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                     params![kind, id, version, body, changed, conflict_entries],
                 )
             } else {
-                conn.execute(
+                conn.exec(
                     "UPDATE entities SET version = ?3, entity = ?4, changed_key = ?5, conflict_entries = ?6 WHERE kind = ?1 AND id = ?2 AND version = ?3 - 1",
                     params![kind, id, version, body, changed, conflict_entries],
                 )
@@ -62,7 +62,7 @@ impl LedgerStore for SqliteStore {
         let alias = alias.to_owned();
         self.run(move |conn| {
             let row: Option<(String, String)> = conn
-                .query_row(
+                .row(
                     "SELECT entity_id, at FROM aliases WHERE kind = ?1 AND alias = ?2",
                     params![kind.as_str(), alias],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -89,11 +89,11 @@ impl LedgerStore for SqliteStore {
         let (alias, value, previous) = (alias.to_owned(), value.clone(), previous.cloned());
         self.run(move |conn| {
             let changed = match previous {
-                None => conn.execute(
+                None => conn.exec(
                     "INSERT INTO aliases (kind, alias, entity_id, at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     params![kind.as_str(), alias, value.entity_id, value.at.to_string()],
                 ),
-                Some(p) => conn.execute(
+                Some(p) => conn.exec(
                     "UPDATE aliases SET entity_id = ?3, at = ?4 WHERE kind = ?1 AND alias = ?2 AND entity_id = ?5 AND at = ?6",
                     params![kind.as_str(), alias, value.entity_id, value.at.to_string(), p.entity_id, p.at.to_string()],
                 ),

@@ -19,7 +19,7 @@ mod schema;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Params, Row, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use crate::inspect::{EventRow, LedgerEffect, Timeline};
@@ -32,6 +32,9 @@ use crate::ports::StoreError;
 
 /// The most operations one transaction groups.
 const GROUP_LIMIT: usize = 512;
+
+/// Enough for every statement the store runs, so none is ever parsed twice.
+const STATEMENT_CACHE: usize = 96;
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// An operation: run on the group's connection, or (`None`) told that no transaction could be had.
@@ -67,6 +70,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let mut conn = Connection::open(dir.join("plumbline.db")).map_err(|e| sql_error(&e))?;
         schema::prepare(&conn).map_err(|e| sql_error(&e))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, mut rx) = mpsc::unbounded_channel::<Op>();
         std::thread::Builder::new()
             .name("plumbline-sqlite".into())
@@ -126,7 +130,7 @@ impl SqliteStore {
 /// One transaction for a group of operations; each in a savepoint, so one failing operation
 /// rolls back alone.
 fn run_group(conn: &mut Connection, ops: Vec<Op>) {
-    let mut txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(txn) => txn,
         Err(e) => {
             let why = e.to_string();
@@ -140,13 +144,13 @@ fn run_group(conn: &mut Connection, ops: Vec<Op>) {
     };
     let mut completions = Vec::with_capacity(ops.len());
     for op in ops {
-        match txn.savepoint() {
-            Ok(mut sp) => {
-                let (ok, completion) = op(Some(&sp));
+        match txn.exec("SAVEPOINT op", []) {
+            Ok(_) => {
+                let (ok, completion) = op(Some(&txn));
                 if !ok {
-                    let _ = sp.rollback();
+                    let _ = txn.exec("ROLLBACK TO op", []);
                 }
-                let _ = sp.commit();
+                let _ = txn.exec("RELEASE op", []);
                 completions.push(completion);
             }
             Err(e) => {
@@ -159,6 +163,33 @@ fn run_group(conn: &mut Connection, ops: Vec<Op>) {
     let commit = txn.commit().map_err(|e| e.to_string());
     for completion in completions {
         completion(commit.clone());
+    }
+}
+
+/// Statements through the connection's cache: the writer runs the same few thousands of times a
+/// second, and parsing one (with the triggers it fires) costs more than running it.
+pub(super) trait Cached {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
     }
 }
 

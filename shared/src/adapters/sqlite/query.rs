@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{SqliteStore, deliveries, events, now_ms, sql_error};
+use super::{Cached, SqliteStore, deliveries, events, now_ms, sql_error};
 use crate::inspect::{EventRow, LedgerEffect, Timeline};
 use crate::ports::StoreError;
 
@@ -54,7 +54,7 @@ impl SqliteStore {
         self.run(move |conn| {
             let type_pattern = filter.event_type.map(|t| t.strip_suffix('*').map_or(t.clone(), |p| format!("{p}%")));
             let mut stmt = conn
-                .prepare(
+                .prepare_cached(
                     "SELECT event_id, key, source, source_type, event_type, status, received_at, COALESCE(reason, status_detail), conflicts \
                      FROM events WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR event_type LIKE ?2) AND (?3 IS NULL OR received_ms >= ?3) \
                      ORDER BY received_ms DESC, event_id DESC LIMIT ?4",
@@ -75,18 +75,18 @@ impl SqliteStore {
         self.run(move |conn| {
             let from_idempotency = id.split_once(':').map(|(s, rest)| format!("EVT#{s}#{rest}")).unwrap_or_default();
             let key: Option<String> = conn
-                .query_row("SELECT key FROM events WHERE event_id = ?1 OR key = ?1 OR key = ?2", params![id, from_idempotency], |r| r.get(0))
+                .row("SELECT key FROM events WHERE event_id = ?1 OR key = ?1 OR key = ?2", params![id, from_idempotency], |r| r.get(0))
                 .optional()
                 .map_err(|e| sql_error(&e))?;
             let Some(key) = key else { return Ok(None) };
             let Some(record) = events::get(conn, &key)? else { return Ok(None) };
             let (status_detail, status_at, conflicts): (Option<String>, Option<String>, i64) = conn
-                .query_row("SELECT status_detail, status_at, conflicts FROM events WHERE key = ?1", [&key], |r| {
+                .row("SELECT status_detail, status_at, conflicts FROM events WHERE key = ?1", [&key], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .map_err(|e| sql_error(&e))?;
             let ledger = conn
-                .query_row(
+                .row(
                     "SELECT e.kind, e.id, json_extract(h.value, '$.effect'), COALESCE(json_extract(h.value, '$.ownership_conflicts'), '[]') \
                      FROM entities e, json_each(e.entity, '$.history') h WHERE json_extract(h.value, '$.event_id') = ?1",
                     [record.event_id.as_str()],

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
-use super::{SqliteStore, now_ms, sql_error};
+use super::{Cached, SqliteStore, now_ms, sql_error};
 use crate::ingress::QueueMessage;
 use crate::ports::{
     DeadLetterSource, DeadLetters, EventQueue, QueueConsumer, QueueControl, QueueError, Received,
@@ -43,7 +43,7 @@ fn send(
     attributes: &BTreeMap<String, String>,
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    conn.execute(
+    conn.exec(
         "INSERT INTO messages (queue, body, attributes, sent_ms, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![queue, body, serde_json::to_string(attributes).expect("attributes serialize"), now],
     )
@@ -70,7 +70,7 @@ fn receive(
     let now = now_ms();
     let hide_ms = i64::try_from(hide.as_millis()).unwrap_or(i64::MAX / 2);
     if let Some(limit) = max_receives {
-        conn.execute(
+        conn.exec(
             "UPDATE messages SET queue = ?1, visible_at_ms = ?2, receipt = NULL, receive_count = 0, \
              attributes = json_set(attributes, '$.reason', COALESCE(json_extract(attributes, '$.reason'), ?4)) \
              WHERE id IN (SELECT id FROM messages INDEXED BY messages_redrive \
@@ -80,7 +80,7 @@ fn receive(
         .map_err(|e| sql_error(&e))?;
     }
     let mut stmt = conn
-        .prepare("SELECT id, body, attributes, receive_count FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, id LIMIT ?3")
+        .prepare_cached("SELECT id, body, attributes, receive_count FROM messages WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, id LIMIT ?3")
         .map_err(|e| sql_error(&e))?;
     let rows: Vec<(i64, String, String, i64)> = stmt
         .query_map(params![queue, now, max.clamp(1, 10)], |r| {
@@ -92,7 +92,7 @@ fn receive(
     let mut out = Vec::with_capacity(rows.len());
     for (id, body, attributes, count) in rows {
         let receipt = ulid::Ulid::new().to_string();
-        conn.execute(
+        conn.exec(
             "UPDATE messages SET visible_at_ms = ?2, receive_count = receive_count + 1, receipt = ?3 WHERE id = ?1",
             params![id, now + hide_ms, receipt],
         )
@@ -109,14 +109,14 @@ fn receive(
 }
 
 fn delete(conn: &Connection, receipt: &str) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM messages WHERE receipt = ?1", [receipt])
+    conn.exec("DELETE FROM messages WHERE receipt = ?1", [receipt])
         .map(|_| ())
         .map_err(|e| sql_error(&e))
 }
 
 fn set_visible_in(conn: &Connection, receipt: &str, delay: Duration) -> Result<(), StoreError> {
     let at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-    conn.execute(
+    conn.exec(
         "UPDATE messages SET visible_at_ms = ?2 WHERE receipt = ?1",
         params![receipt, at],
     )
@@ -135,7 +135,7 @@ impl SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT id, body, attributes, sent_ms, receive_count FROM messages WHERE queue = ?1 ORDER BY id LIMIT ?2")
+                .prepare_cached("SELECT id, body, attributes, sent_ms, receive_count FROM messages WHERE queue = ?1 ORDER BY id LIMIT ?2")
                 .map_err(|e| sql_error(&e))?;
             let rows = stmt
                 .query_map(params![queue, limit], |r| {
@@ -157,7 +157,7 @@ impl SqliteStore {
     pub async fn queue_stats(&self, dead_letters: bool) -> Result<(u64, Option<i64>), StoreError> {
         let queue = if dead_letters { DLQ } else { DELIVERY };
         self.run(move |conn| {
-            conn.query_row(
+            conn.row(
                 "SELECT COUNT(*), MIN(sent_ms) FROM messages WHERE queue = ?1",
                 [queue],
                 |r| {
@@ -180,10 +180,10 @@ impl SqliteStore {
     pub async fn recover_in_flight(&self) -> Result<(u64, u64), StoreError> {
         self.run(|conn| {
             let messages = conn
-                .execute("UPDATE messages SET visible_at_ms = ?1, receipt = NULL WHERE receipt IS NOT NULL AND visible_at_ms > ?1", [now_ms()])
+                .exec("UPDATE messages SET visible_at_ms = ?1, receipt = NULL WHERE receipt IS NOT NULL AND visible_at_ms > ?1", [now_ms()])
                 .map_err(|e| sql_error(&e))?;
             let leases = conn
-                .execute("UPDATE deliveries SET state = 'retrying', lease_until_ms = NULL WHERE state = 'in_flight'", [])
+                .exec("UPDATE deliveries SET state = 'retrying', lease_until_ms = NULL WHERE state = 'in_flight'", [])
                 .map_err(|e| sql_error(&e))?;
             Ok((messages as u64, leases as u64))
         })
@@ -197,7 +197,7 @@ impl SqliteStore {
         let requeued = self
             .run(|conn| {
                 let mut stmt = conn
-                    .prepare(
+                    .prepare_cached(
                         "SELECT e.key, e.envelope FROM events e WHERE e.pending_since IS NOT NULL AND e.envelope IS NOT NULL \
                          AND NOT EXISTS (SELECT 1 FROM messages m WHERE json_extract(m.body, '$.key') = e.key)",
                     )

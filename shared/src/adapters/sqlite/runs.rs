@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, events, sql_error};
+use super::{Cached, SqliteStore, events, sql_error};
 use crate::contract::Timestamp;
 use crate::ports::{
     DeadLetters, Depth, EventRecord, QueueError, QueueStats, ReconcileStore, StoreError,
@@ -19,7 +19,7 @@ impl ReconcileStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT key FROM events WHERE pending_since IS NOT NULL AND pending_since < ?1 ORDER BY pending_since LIMIT ?2")
+                .prepare_cached("SELECT key FROM events WHERE pending_since IS NOT NULL AND pending_since < ?1 ORDER BY pending_since LIMIT ?2")
                 .map_err(|e| sql_error(&e))?;
             let keys: Vec<String> = stmt
                 .query_map(params![cutoff.to_string(), limit], |r| r.get(0))
@@ -41,7 +41,7 @@ impl ReconcileStore for SqliteStore {
         let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (id, started_at) = (report.id.clone(), report.started_at.to_string());
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "INSERT OR REPLACE INTO runs (id, started_at, report) VALUES (?1, ?2, ?3)",
                 params![id, started_at, body],
             )
@@ -54,7 +54,7 @@ impl ReconcileStore for SqliteStore {
     async fn last_run(&self) -> Result<Option<Report>, StoreError> {
         self.run(|conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT report FROM runs ORDER BY started_at DESC, id DESC LIMIT 1",
                     [],
                     |r| r.get(0),
@@ -113,7 +113,7 @@ impl crate::ports::Watermarks for SqliteStore {
         let source = source.to_owned();
         self.run(move |conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT watermark FROM watermarks WHERE source = ?1",
                     [&source],
                     |r| r.get(0),
@@ -136,7 +136,7 @@ impl crate::ports::Watermarks for SqliteStore {
             serde_json::to_string(watermark).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         );
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "INSERT OR REPLACE INTO watermarks (source, watermark) VALUES (?1, ?2)",
                 params![source, body],
             )
@@ -152,7 +152,7 @@ impl crate::ports::ReplayTally for SqliteStore {
         let minute = crate::ports::replay_minute(at);
         let (d, f) = if delivered { (1, 0) } else { (0, 1) };
         self.run(move |conn| {
-            conn.execute(
+            conn.exec(
                 "INSERT INTO replays (minute, delivered, failed) VALUES (?1, ?2, ?3)
                  ON CONFLICT (minute) DO UPDATE SET delivered = delivered + ?2, failed = failed + ?3",
                 rusqlite::params![minute, d, f],
@@ -174,7 +174,7 @@ impl crate::ports::ReplayTally for SqliteStore {
         );
         self.run(move |conn| {
             let (d, f): (i64, i64) = conn
-                .query_row(
+                .row(
                     "SELECT COALESCE(SUM(delivered), 0), COALESCE(SUM(failed), 0) FROM replays WHERE minute BETWEEN ?1 AND ?2",
                     [&from, &to],
                     |r| Ok((r.get(0)?, r.get(1)?)),
