@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -519,9 +520,14 @@ def main():
             result["hmac_floor_us"] = args.hmac_floor_ns / 1000
         print("plumbline dev: local throughput", file=sys.stderr)
         result["plumbline"]["local"] = local_throughput(args, work)
+    except BaseException:
+        print(f"benches/compare: this run's files (moto's recording, data directories) are kept in {work}", file=sys.stderr)
+        raise
     finally:
         moto_proc.terminate()
+        moto_proc.wait()
         target.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
 
     print_table(result)
     if args.out:
