@@ -183,7 +183,7 @@ def signed_webhooks(count: int, prefix: str) -> list[str]:
 
 
 def sqs_batches(sqs, queue_url: str, expected: int, size: int = BATCH) -> list[str]:
-    """The queue's messages as Lambda SQS events of BATCH records, as the event source mapping
+    """The queue's messages as Lambda SQS events of `size` records, as the event source mapping
     would hand them over (its receive and delete calls are added to the cost separately)."""
     template = json.loads((ROOT / "tests/fixtures/lambda/sqs-record.json").read_text())
     records = []

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::targets;
 use plumbline::config::{Config, MapSecrets};
@@ -19,7 +19,7 @@ use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 
 use crate::helpers::recorder::Recorder;
-use crate::helpers::{STRIPE_SECRET, fixture, secrets, stripe_headers, unique};
+use crate::helpers::{STRIPE_SECRET, fixture, secrets, stripe_header_map, unique};
 
 const EVENTS: usize = 64;
 const WORKERS: usize = 16;
@@ -65,10 +65,7 @@ async fn sixteen_workers_on_one_entity_apply_every_event_on_its_first_receive() 
         doc["id"] = Value::from(format!("evt_hot_{i:03}"));
         doc["created"] = Value::from(now);
         let body = serde_json::to_vec(&doc).expect("json");
-        let headers: HeaderMap = stripe_headers(STRIPE_SECRET, now, &body)
-            .into_iter()
-            .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
-            .collect();
+        let headers = stripe_header_map(STRIPE_SECRET, now, &body);
         let result = ingress
             .handle(WebhookRequest {
                 method: &Method::POST,

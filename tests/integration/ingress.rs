@@ -8,7 +8,7 @@ use plumbline::ports::{Claim, Clock, EventKey, EventStore};
 
 use crate::helpers::{
     STRIPE_SECRET, Stack, T0, adyen, apigw, fixture, json, paddle, s, shopify, site, stripe,
-    stripe_at, stripe_headers,
+    stripe_at, stripe_header_map, stripe_headers,
 };
 
 #[tokio::test]
@@ -156,10 +156,7 @@ async fn a_failed_enqueue_releases_the_claim_and_answers_503() {
 async fn crashed_claim(stack: &Stack) {
     let body = fixture("stripe/payment_intent.succeeded.json");
     let source = SourceName::try_from("stripe").expect("valid");
-    let headers: http::HeaderMap = stripe_headers(STRIPE_SECRET, T0, &body)
-        .into_iter()
-        .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
-        .collect();
+    let headers = stripe_header_map(STRIPE_SECRET, T0, &body);
     let event = stack
         .ingress
         .verify(&source, &headers, &body)

@@ -9,8 +9,7 @@ use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
-use plumbline::contract::EntityKind;
-use plumbline::contract::{Origin, SourceName, Timestamp, Trace};
+use plumbline::contract::{EntityKind, Origin, SourceName, Timestamp, Trace};
 use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
@@ -30,7 +29,7 @@ use crate::helpers::pipeline::Pipeline;
 use crate::helpers::requests::Requests;
 use crate::helpers::stripe_api::StripeApi;
 use crate::helpers::{
-    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, stripe, stripe_headers, unique,
+    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, stripe, stripe_header_map, unique,
 };
 
 fn settings(stuck_threshold: u64) -> Settings {
@@ -60,10 +59,7 @@ async fn crashed_claim(store: &impl EventStore) {
         tolerance_secs: 300,
     };
     let body = fixture("stripe/payment_intent.succeeded.json");
-    let headers: http::HeaderMap = stripe_headers(STRIPE_SECRET, T0, &body)
-        .into_iter()
-        .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
-        .collect();
+    let headers = stripe_header_map(STRIPE_SECRET, T0, &body);
     let now = Timestamp::from_unix(T0).expect("in range");
     let event = verifier
         .accept(

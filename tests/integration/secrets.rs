@@ -6,7 +6,7 @@ use plumbline::config::{ChainSecrets, Config, EnvSecrets};
 use plumbline::contract::{SourceName, Timestamp};
 use plumbline::sources::Inbound;
 
-use crate::helpers::{T0, aws, fixture, stripe_headers, unique};
+use crate::helpers::{T0, aws, fixture, stripe_header_map, unique};
 
 #[tokio::test]
 async fn ssm_and_secrets_manager_references_resolve_at_start_up() {
@@ -40,10 +40,7 @@ async fn ssm_and_secrets_manager_references_resolve_at_start_up() {
         .verifiers(&ChainSecrets(EnvSecrets, remote))
         .expect("resolved");
     let body = fixture("stripe/payment_intent.succeeded.json");
-    let headers: http::HeaderMap = stripe_headers("whsec_from_parameter_store", T0, &body)
-        .into_iter()
-        .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
-        .collect();
+    let headers = stripe_header_map("whsec_from_parameter_store", T0, &body);
     let stripe = &verifiers[&SourceName::try_from("stripe").expect("name")];
     assert!(
         stripe

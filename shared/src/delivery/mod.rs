@@ -21,12 +21,12 @@ use tracing::{Span, field, info, instrument, warn};
 pub use document::{Document, EntityView};
 
 use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
-use crate::contract::{EntityKind, Envelope};
+use crate::contract::Envelope;
 use crate::ingress::QueueMessage;
 use crate::ledger::{Applied, Effect, Ownership};
 use crate::ports::{
     Attempt, Clock, DeadLetters, DeliveryLog, EventKey, EventStatus, EventStore, Known,
-    LedgerStore, QueueControl, ReplayTally, StoreError, Target, TargetError,
+    LedgerStore, QueueControl, ReplayTally, StoreError, Target, TargetError, distinct_keys,
 };
 use crate::telemetry::{Metric, Metrics, Unit};
 
@@ -157,13 +157,12 @@ where
     /// Reads the entities a batch's events are about in one request. Only worth it for more
     /// than one; a failure here costs nothing but the single reads it was meant to save.
     async fn read_ahead(&self, decoded: &[Result<QueueMessage, String>]) -> Known {
-        let mut keys: Vec<(EntityKind, String)> = decoded
-            .iter()
-            .filter_map(|m| m.as_ref().ok()?.event.as_ref())
-            .map(|e| (e.entity.kind, e.entity.id.clone()))
-            .collect();
-        keys.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
-        keys.dedup();
+        let keys = distinct_keys(
+            decoded
+                .iter()
+                .filter_map(|m| m.as_ref().ok()?.event.as_ref())
+                .map(|e| (e.entity.kind, e.entity.id.clone())),
+        );
         if keys.len() < 2 {
             return Known::new();
         }

@@ -31,14 +31,8 @@ pub fn honour_retry_after(settings: &DeliverySettings, asked: Duration) -> Durat
 /// again: full jitter under `min(100 ms, 2 ms · 2^lost)`, so writers that collided spread out
 /// instead of colliding again. `unit` is a uniform draw in `[0, 1)`.
 pub fn conflict_pause(lost: u32, unit: f64) -> Duration {
-    let ceiling_ms = (2_u64 << lost.min(10)).min(100);
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let ms = ((ceiling_ms as f64) * unit.clamp(0.0, 1.0)) as u64;
-    Duration::from_millis(ms.min(ceiling_ms))
+    let ceiling = Duration::from_millis((2_u64 << lost.min(10)).min(100));
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]

@@ -26,6 +26,16 @@ pub struct Alias {
 /// Entities read ahead of a batch, by kind and id; `None` where the store has none.
 pub type Known = HashMap<(EntityKind, String), Option<Entity>>;
 
+/// Each (kind, id) once, in a stable order: the keys to ask `load_entities` for.
+pub fn distinct_keys(
+    keys: impl IntoIterator<Item = (EntityKind, String)>,
+) -> Vec<(EntityKind, String)> {
+    let mut keys: Vec<_> = keys.into_iter().collect();
+    keys.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    keys.dedup();
+    keys
+}
+
 /// Entities with optimistic concurrency, and the aliases identifier matching uses.
 pub trait LedgerStore: Send + Sync {
     fn load_entity(

@@ -9,7 +9,7 @@ pub use delivery::{
     Attempt, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState,
     QueueConsumer, QueueControl, Received, Requeue, Target, TargetError,
 };
-pub use ledger::{Alias, Known, LedgerStore, Saved};
+pub use ledger::{Alias, Known, LedgerStore, Saved, distinct_keys};
 pub use reconcile::{
     CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, ProviderError, ProviderEvents,
     ProviderPage, QueueStats, ReconcileStore, ReplayTally, Watermark, Watermarks, change_key,

@@ -25,6 +25,7 @@ use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
     Clock, CrmReadBack, EventKey, EventQueue, Known, ProviderEvents, QueueStats, Target, Watermark,
+    distinct_keys,
 };
 use crate::telemetry::Metrics;
 
@@ -159,16 +160,11 @@ where
     /// The other side of each payment ↔ order pair on a page, read in one request. A failure
     /// costs only that: each pair then reads its other side on its own.
     async fn counterparts(&self, entities: &[Entity], result: &mut CheckResult) -> Known {
-        let mut keys: Vec<(EntityKind, String)> = entities
-            .iter()
-            .filter_map(|e| match e.kind {
-                EntityKind::Payment => Some((EntityKind::Order, e.text("order_id")?.to_owned())),
-                EntityKind::Order => Some((EntityKind::Payment, e.text("payment_id")?.to_owned())),
-                _ => None,
-            })
-            .collect();
-        keys.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
-        keys.dedup();
+        let keys = distinct_keys(entities.iter().filter_map(|e| match e.kind {
+            EntityKind::Payment => Some((EntityKind::Order, e.text("order_id")?.to_owned())),
+            EntityKind::Order => Some((EntityKind::Payment, e.text("payment_id")?.to_owned())),
+            _ => None,
+        }));
         if keys.is_empty() {
             return Known::new();
         }

@@ -354,6 +354,14 @@ pub fn stripe_headers(secret: &str, t: i64, body: &[u8]) -> Vec<(&'static str, S
     vec![("Stripe-Signature", format!("t={t},v1={}", hex::encode(mac)))]
 }
 
+/// `stripe_headers` as the headers the use cases take.
+pub fn stripe_header_map(secret: &str, t: i64, body: &[u8]) -> http::HeaderMap {
+    stripe_headers(secret, t, body)
+        .into_iter()
+        .map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value")))
+        .collect()
+}
+
 /// A signed Stripe request at the stack's start time.
 pub fn stripe(body: &[u8]) -> lambda_http::Request {
     apigw(
