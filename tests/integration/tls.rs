@@ -1,6 +1,6 @@
 //! The real binary's TLS, end to end: its AWS SDK client and its HTTP client both run rustls on
-//! ring, trust the system's authorities (here `SSL_CERT_FILE`), and refuse a server whose
-//! certificate no trusted authority signed. Everything else in the suite talks plain HTTP on
+//! ring, trust the authorities `SSL_CERT_FILE` names, and refuse a server whose certificate no
+//! trusted authority signed; without it, the HTTP client trusts Mozilla's root program only. Everything else in the suite talks plain HTTP on
 //! loopback, so this is where a broken TLS stack would show before a deployment does.
 
 use std::process::{Command, Output};
@@ -94,4 +94,27 @@ async fn webhooks_sent_by_the_cli_go_over_tls_and_an_untrusted_certificate_is_re
         .expect("run");
     assert!(!untrusted.status.success());
     assert_eq!(target.count(), 1, "nothing reached the target");
+}
+
+#[tokio::test]
+async fn without_ssl_cert_file_a_private_authority_is_not_trusted() {
+    let target = Recorder::start().await;
+    let proxy = TlsProxy::start(&target.url).await;
+    let url = proxy.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(binary());
+        command
+            .args(["send", "stripe", "payment_intent.succeeded", "--url", &url])
+            .env_remove("PLUMBLINE_CONFIG")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR");
+        command.output().expect("run plumbline")
+    })
+    .await
+    .expect("run");
+    assert!(
+        !out.status.success(),
+        "a certificate from an authority outside the built-in roots was accepted"
+    );
+    assert_eq!(target.count(), 0, "nothing reached the target");
 }

@@ -273,6 +273,18 @@ async fn serve(
     let api = listener.local_addr()?;
     let runtime_api = tokio::spawn(async move { axum::serve(listener, app).await });
     let mut command = tokio::process::Command::new(&args.bin);
+    // Lambda's environment, not this shell's: the function gets the AWS variables (credentials,
+    // region, endpoint, which Lambda sets too), the few a runtime sets, and its own `--env`s.
+    // A shell's SSL_CERT_FILE or AWS_CA_BUNDLE, proxies or language settings would change what
+    // it does at start.
+    command
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| {
+            name.to_str().is_some_and(|n| {
+                (n.starts_with("AWS_") && n != "AWS_CA_BUNDLE")
+                    || matches!(n, "PATH" | "LANG" | "TZ" | "LD_LIBRARY_PATH")
+            })
+        }));
     command
         .args(&args.extra)
         .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
