@@ -120,9 +120,17 @@ async fn ledger_conforms(store: &impl LedgerStore) {
         store.save_entity(&entity).await.expect("save"),
         Saved::Saved
     );
+    // A refused write brings back the entity as stored.
+    let refused = |saved: Saved| match saved {
+        Saved::VersionConflict {
+            stored: Some(stored),
+        } => (stored.version, stored.state),
+        other => panic!("expected a refusal with the stored entity, got {other:?}"),
+    };
+    entity.state = Some("pending".into());
     assert_eq!(
-        store.save_entity(&entity).await.expect("save"),
-        Saved::VersionConflict,
+        refused(store.save_entity(&entity).await.expect("save")),
+        (1, None),
         "version 1 exists"
     );
     entity.version = 2;
@@ -132,9 +140,10 @@ async fn ledger_conforms(store: &impl LedgerStore) {
         Saved::Saved
     );
     entity.version = 2;
+    entity.state = Some("refunded".into());
     assert_eq!(
-        store.save_entity(&entity).await.expect("save"),
-        Saved::VersionConflict,
+        refused(store.save_entity(&entity).await.expect("save")),
+        (2, Some("succeeded".to_owned())),
         "stale version"
     );
     assert_eq!(

@@ -1,5 +1,7 @@
 //! The delivery handler against moto's server and recording targets: effects, ledger, HubSpot.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use plumbline::contract::{EntityKind, SourceEventId, SourceName};
@@ -108,6 +110,54 @@ async fn the_same_message_delivered_twice_has_one_effect() {
     let second = p.deliver(event).await;
     assert!(first.batch_item_failures.is_empty() && second.batch_item_failures.is_empty());
     assert_eq!(p.erp.count(), 1, "the target was called once");
+}
+
+/// A message on its own (a quiet queue's batch of one) reads no entity first: a new payment is
+/// one write; for an existing one, the write that took it for new is refused and brings the
+/// stored entity back, and the event is applied to that.
+#[tokio::test]
+async fn a_lone_message_writes_its_entity_without_reading_it_first() {
+    let p = Pipeline::new().await;
+    let mut requests = Vec::new();
+    for (fixture_name, id, at) in [
+        ("payment_intent.processing.json", "evt_lone_1", T0 - 100),
+        ("payment_intent.succeeded.json", "evt_lone_2", T0 - 50),
+    ] {
+        p.ingest(stripe(&stripe_event(fixture_name, id, at))).await;
+        let event = p.receive().await;
+        assert_eq!(event.records.len(), 1);
+        p.delivery_requests.reset();
+        assert!(p.deliver(event).await.batch_item_failures.is_empty());
+        requests.push(p.delivery_requests.counts());
+    }
+    let owned = |pairs: &[(&str, usize)]| -> BTreeMap<String, usize> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    assert_eq!(
+        requests,
+        [
+            // The entity's write; the erp lease; the settle.
+            owned(&[("PutItem", 1), ("UpdateItem", 1 + 1)]),
+            // The refused write and the versioned one; crm and erp leases; the settle.
+            owned(&[("PutItem", 2), ("UpdateItem", 2 + 1)]),
+        ],
+        "no GetItem: no entity was read first"
+    );
+    let entity = p
+        .delivery
+        .store()
+        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
+        .expect("load")
+        .expect("entity");
+    assert_eq!(
+        (
+            entity.version,
+            entity.state.as_deref(),
+            entity.history.len()
+        ),
+        (2, Some("succeeded"), 2)
+    );
 }
 
 /// What one batch costs in DynamoDB requests: one read for all its entities, then per event the

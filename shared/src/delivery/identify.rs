@@ -20,6 +20,10 @@ struct Resolved {
 /// in the entity's history is not applied again. The entity is taken from `known` when it was
 /// read ahead (a stale copy fails its versioned write and is read again), and the result is put
 /// back there for the next event of the batch.
+///
+/// An entity nobody read ahead is not read first: the event is written as if the entity were
+/// new, and a refused write brings back the stored entity to apply it to. A new entity then
+/// takes one request instead of a read and a write; an existing one takes two, as before.
 pub(super) async fn apply(
     store: &impl LedgerStore,
     envelope: &Envelope,
@@ -30,15 +34,14 @@ pub(super) async fn apply(
 ) -> Result<Applied, StoreError> {
     let kind = envelope.entity.kind;
     let resolved = resolve(store, envelope, settings).await?;
-    let mut ahead = known.remove(&(kind, resolved.id.clone()));
-    for lost in 0..MAX_ATTEMPTS {
-        if lost > 0 {
-            tokio::time::sleep(retry::conflict_pause(
-                u32::try_from(lost - 1).unwrap_or(u32::MAX),
-                fastrand::f64(),
-            ))
-            .await;
-        }
+    let key = (kind, resolved.id.clone());
+    // `Some(None)`: known absent (or taken for new); `None`: read it from the store.
+    let (mut ahead, mut taken_for_new) = match known.remove(&key) {
+        Some(entity) => (Some(entity), false),
+        None => (Some(None), true),
+    };
+    let mut lost = 0;
+    loop {
         let current = match ahead.take() {
             Some(entity) => entity,
             None => store.load_entity(kind, &resolved.id).await?,
@@ -50,7 +53,7 @@ pub(super) async fn apply(
             .find(|h| h.event_id == envelope.id.as_str())
         {
             let (effect, ownership_conflicts) = (seen.effect, seen.ownership_conflicts.clone());
-            known.insert((kind, resolved.id.clone()), Some(current.clone()));
+            known.insert(key, Some(current.clone()));
             return Ok(Applied {
                 entity: current,
                 effect,
@@ -64,16 +67,29 @@ pub(super) async fn apply(
         };
         applied.entity.version += 1;
         applied.entity.touch(now);
-        if store.save_entity(&applied.entity).await? == Saved::Saved {
-            known.insert((kind, resolved.id.clone()), Some(applied.entity.clone()));
+        let Saved::VersionConflict { stored } = store.save_entity(&applied.entity).await? else {
+            known.insert(key, Some(applied.entity.clone()));
             return Ok(applied);
+        };
+        ahead = stored.map(|entity| Some(*entity));
+        // The entity existed: nobody raced this write, so no pause and no attempt counted.
+        if std::mem::take(&mut taken_for_new) {
+            continue;
         }
+        lost += 1;
+        if lost == MAX_ATTEMPTS {
+            return Err(StoreError::Contended(format!(
+                "{} {}",
+                kind.as_str(),
+                resolved.id
+            )));
+        }
+        tokio::time::sleep(retry::conflict_pause(
+            u32::try_from(lost - 1).unwrap_or(u32::MAX),
+            fastrand::f64(),
+        ))
+        .await;
     }
-    Err(StoreError::Contended(format!(
-        "{} {}",
-        kind.as_str(),
-        resolved.id
-    )))
 }
 
 async fn resolve(
@@ -204,7 +220,7 @@ async fn resolve_lead(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
     use crate::adapters::sqlite::SqliteStore;
@@ -240,6 +256,42 @@ mod tests {
             if self.hidden.swap(false, Ordering::SeqCst) {
                 return Ok(None);
             }
+            self.inner.load_alias(kind, key).await
+        }
+        async fn save_alias(
+            &self,
+            kind: EntityKind,
+            key: &str,
+            alias: &Alias,
+            previous: Option<&Alias>,
+        ) -> Result<bool, StoreError> {
+            self.inner.save_alias(kind, key, alias, previous).await
+        }
+    }
+
+    /// Counts the entity reads that reach the store.
+    struct CountingReads {
+        inner: SqliteStore,
+        reads: AtomicUsize,
+    }
+
+    impl LedgerStore for CountingReads {
+        async fn load_entity(
+            &self,
+            kind: EntityKind,
+            id: &str,
+        ) -> Result<Option<Entity>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.load_entity(kind, id).await
+        }
+        async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
+            self.inner.save_entity(entity).await
+        }
+        async fn load_alias(
+            &self,
+            kind: EntityKind,
+            key: &str,
+        ) -> Result<Option<Alias>, StoreError> {
             self.inner.load_alias(kind, key).await
         }
         async fn save_alias(
@@ -379,5 +431,57 @@ mod tests {
             Some(&Some(stored)),
             "the written entity is kept for the batch's next event"
         );
+    }
+
+    /// Nothing read ahead: the event is written as if its entity were new. A new one is written
+    /// at once; for an existing one the refused write brings the stored entity back. Neither
+    /// reads it first, and a repeat of an event already applied changes nothing.
+    #[tokio::test]
+    async fn an_entity_nobody_read_ahead_is_written_without_reading_it_first() {
+        let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
+        let store = CountingReads {
+            inner: SqliteStore::open(&dir, 8).expect("open"),
+            reads: AtomicUsize::new(0),
+        };
+        let settings = LedgerSettings::default();
+        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
+        let mut first = lead("lead_a", 0);
+        let mut second = lead("lead_a", 10);
+        first.data.customer = None;
+        second.data.customer = None;
+        let mut effects = Vec::new();
+        for (envelope, version) in [(&first, 1), (&second, 2), (&second, 2)] {
+            let applied = apply(
+                &store,
+                envelope,
+                &Ownership::default(),
+                &settings,
+                now,
+                &mut Known::new(),
+            )
+            .await
+            .expect("apply");
+            assert_eq!(applied.entity.version, version);
+            effects.push(applied.effect);
+        }
+        assert_eq!(effects[0], Effect::Applied);
+        assert_eq!(
+            effects[2], effects[1],
+            "the repeat reports what the event did"
+        );
+        assert_eq!(
+            store.reads.load(Ordering::SeqCst),
+            0,
+            "no entity was read first"
+        );
+        let stored = store
+            .inner
+            .load_entity(EntityKind::Lead, "lead_a")
+            .await
+            .expect("load")
+            .expect("entity");
+        let events: Vec<&str> = stored.history.iter().map(|h| h.event_id.as_str()).collect();
+        assert_eq!(events, [first.id.as_str(), second.id.as_str()]);
+        assert_eq!(stored.version, 2);
     }
 }

@@ -8,11 +8,15 @@ use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 
 /// Whether a versioned write landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Saved {
     Saved,
-    /// Someone else wrote the entity since it was read: read again and retry.
-    VersionConflict,
+    /// The stored version was not the one the write expected (someone else wrote the entity
+    /// since it was read, or a "new" entity exists). `stored` is the entity as it stood when
+    /// the write was refused, where the store returns it with the refusal; `None`: read again.
+    VersionConflict {
+        stored: Option<Box<Entity>>,
+    },
 }
 
 /// Points an identity key (`email:…`, `phone:…`, `ext:…`, or a lead's form key) at an entity.
@@ -61,7 +65,8 @@ pub trait LedgerStore: Send + Sync {
     }
 
     /// Writes `entity` (whose `version` is the new version) only if the stored version is
-    /// `version - 1` (absent for version 1).
+    /// `version - 1` (absent for version 1). A refused write brings back the stored entity
+    /// where the store can do so in the same request.
     fn save_entity(
         &self,
         entity: &Entity,

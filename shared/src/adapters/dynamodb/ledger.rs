@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
+};
 
 use super::{DynamoStore, classify, condition_failed, key, n, packed, query_shards, s};
 use crate::contract::{EntityKind, Timestamp};
@@ -144,9 +147,23 @@ impl LedgerStore for DynamoStore {
                 .condition_expression("version = :previous")
                 .expression_attribute_values(":previous", n(entity.version - 1))
         };
+        // A refused write answers with the stored item: the retry, or a write that took the
+        // entity for new, needs no read of its own.
+        request = request
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         match request.send().await {
             Ok(_) => Ok(Saved::Saved),
-            Err(err) if condition_failed(&err) => Ok(Saved::VersionConflict),
+            Err(err) if condition_failed(&err) => {
+                let stored = match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(refused)) => refused
+                        .item()
+                        .map(|item| entity_of(entity.kind, &entity.id, item))
+                        .transpose()?
+                        .map(Box::new),
+                    _ => None,
+                };
+                Ok(Saved::VersionConflict { stored })
+            }
             Err(err) => Err(classify(err)),
         }
     }

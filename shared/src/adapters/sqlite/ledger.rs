@@ -53,7 +53,26 @@ impl LedgerStore for SqliteStore {
                 )
             }
             .map_err(|e| sql_error(&e))?;
-            Ok(if changed == 1 { Saved::Saved } else { Saved::VersionConflict })
+            if changed == 1 {
+                return Ok(Saved::Saved);
+            }
+            // As DynamoDB's refusal does: the stored entity comes back with it.
+            let stored: Option<String> = conn
+                .row(
+                    "SELECT entity FROM entities WHERE kind = ?1 AND id = ?2",
+                    params![kind, id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| sql_error(&e))?;
+            let stored = stored
+                .map(|t| {
+                    serde_json::from_str::<Entity>(&t)
+                        .map_err(|e| StoreError::Corrupt(format!("{kind} {id}: {e}")))
+                })
+                .transpose()?
+                .map(Box::new);
+            Ok(Saved::VersionConflict { stored })
         })
         .await
     }
