@@ -18,8 +18,8 @@ struct Resolved {
 
 /// Applies `envelope` to its entity, retrying on version conflicts. Idempotent: an event already
 /// in the entity's history is not applied again. The entity is taken from `known` when it was
-/// read ahead (a stale copy fails its versioned write and is read again), and the result is put
-/// back there for the next event of the batch.
+/// read ahead (a stale copy's versioned write is refused, and the refusal brings back the stored
+/// one), and the result is put back there for the next event of the batch.
 ///
 /// An entity nobody read ahead is not read first: the event is written as if the entity were
 /// new, and a refused write brings back the stored entity to apply it to. A new entity then
@@ -380,9 +380,9 @@ mod tests {
     }
 
     /// A copy read ahead of the batch can be stale (another worker wrote since): its versioned
-    /// write fails, the entity is read again, and nothing of the other write is lost.
+    /// write is refused with the stored entity, and nothing of the other write is lost.
     #[tokio::test]
-    async fn a_stale_read_ahead_copy_is_read_again() {
+    async fn a_stale_read_ahead_copy_gives_way_to_the_stored_one() {
         let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
         let store = SqliteStore::open(&dir, 8).expect("open");
         let settings = LedgerSettings::default();
