@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use plumbline::contract::{EntityKind, SourceEventId, SourceName};
-use plumbline::ledger::Effect;
+use plumbline::ledger::{Effect, Entity};
 use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, EventStore, LedgerStore};
 use plumbline::sources::hmac_sha256;
 use serde_json::{Value, json};
@@ -143,13 +143,7 @@ async fn a_lone_message_writes_its_entity_without_reading_it_first() {
         ],
         "no GetItem: no entity was read first"
     );
-    let entity = p
-        .delivery
-        .store()
-        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
-        .await
-        .expect("load")
-        .expect("entity");
+    let entity = fixture_payment(&p).await;
     assert_eq!(
         (
             entity.version,
@@ -197,11 +191,7 @@ async fn a_batch_reads_its_entities_in_one_request_and_settles_each_event_in_one
     );
 
     let store = p.delivery.store();
-    let entity = store
-        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
-        .await
-        .expect("load")
-        .expect("entity");
+    let entity = fixture_payment(&p).await;
     assert_eq!(
         (
             entity.version,
@@ -253,13 +243,7 @@ async fn out_of_order_payment_events_end_in_the_right_state_and_the_late_one_is_
     .await;
     p.deliver_visible().await;
 
-    let entity = p
-        .delivery
-        .store()
-        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
-        .await
-        .expect("load")
-        .expect("entity");
+    let entity = fixture_payment(&p).await;
     assert_eq!(entity.state.as_deref(), Some("succeeded"));
     assert_eq!(entity.version, 2);
     let effects: Vec<Effect> = entity.history.iter().map(|h| h.effect).collect();
@@ -291,13 +275,7 @@ async fn a_write_by_a_system_that_does_not_own_the_field_is_recorded_not_applied
     assert_eq!(response.status(), 200);
     p.deliver_visible().await;
 
-    let entity = p
-        .delivery
-        .store()
-        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
-        .await
-        .expect("load")
-        .expect("entity");
+    let entity = fixture_payment(&p).await;
     assert_eq!(entity.state, None, "adyen does not own payment.status");
     assert!(
         entity.field("amount").is_some(),
@@ -316,14 +294,18 @@ async fn a_write_by_a_system_that_does_not_own_the_field_is_recorded_not_applied
     p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
         .await;
     p.deliver_visible().await;
-    let entity = p
-        .delivery
+    let entity = fixture_payment(&p).await;
+    assert_eq!(entity.state.as_deref(), Some("succeeded"));
+}
+
+/// The payment the Stripe fixtures are about, as the ledger holds it.
+async fn fixture_payment(p: &Pipeline) -> Entity {
+    p.delivery
         .store()
         .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
         .await
         .expect("load")
-        .expect("entity");
-    assert_eq!(entity.state.as_deref(), Some("succeeded"));
+        .expect("entity")
 }
 
 fn lead(id: &str, timestamp: &str) -> Vec<u8> {

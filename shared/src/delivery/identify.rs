@@ -230,52 +230,28 @@ mod tests {
     };
     use crate::ledger::Effect;
 
-    /// Hides every alias from the first lookup only: the interleaving where another submission
+    /// SQLite, watched: counts the entity reads that reach it, and (when `hide_alias` is set)
+    /// hides every alias from the next lookup only, the interleaving where another submission
     /// takes the key between this one's first look and its write.
-    struct LateAlias {
+    struct Watched {
         inner: SqliteStore,
-        hidden: AtomicBool,
-    }
-
-    impl LedgerStore for LateAlias {
-        async fn load_entity(
-            &self,
-            kind: EntityKind,
-            id: &str,
-        ) -> Result<Option<Entity>, StoreError> {
-            self.inner.load_entity(kind, id).await
-        }
-        async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
-            self.inner.save_entity(entity).await
-        }
-        async fn load_alias(
-            &self,
-            kind: EntityKind,
-            key: &str,
-        ) -> Result<Option<Alias>, StoreError> {
-            if self.hidden.swap(false, Ordering::SeqCst) {
-                return Ok(None);
-            }
-            self.inner.load_alias(kind, key).await
-        }
-        async fn save_alias(
-            &self,
-            kind: EntityKind,
-            key: &str,
-            alias: &Alias,
-            previous: Option<&Alias>,
-        ) -> Result<bool, StoreError> {
-            self.inner.save_alias(kind, key, alias, previous).await
-        }
-    }
-
-    /// Counts the entity reads that reach the store.
-    struct CountingReads {
-        inner: SqliteStore,
+        hide_alias: AtomicBool,
         reads: AtomicUsize,
     }
 
-    impl LedgerStore for CountingReads {
+    impl Watched {
+        fn open() -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
+            Self {
+                inner: SqliteStore::open(&dir, 8).expect("open"),
+                hide_alias: AtomicBool::new(false),
+                reads: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl LedgerStore for Watched {
         async fn load_entity(
             &self,
             kind: EntityKind,
@@ -292,6 +268,9 @@ mod tests {
             kind: EntityKind,
             key: &str,
         ) -> Result<Option<Alias>, StoreError> {
+            if self.hide_alias.swap(false, Ordering::SeqCst) {
+                return Ok(None);
+            }
             self.inner.load_alias(kind, key).await
         }
         async fn save_alias(
@@ -346,11 +325,7 @@ mod tests {
     /// lookup missed the first one's alias overwrote it and became a second lead.
     #[tokio::test]
     async fn a_repeat_that_misses_the_first_alias_is_still_a_repeat() {
-        let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
-        let store = LateAlias {
-            inner: SqliteStore::open(&dir, 8).expect("open"),
-            hidden: AtomicBool::new(false),
-        };
+        let store = Watched::open();
         let settings = LedgerSettings::default();
         let now = Timestamp::from_unix(1_763_900_100).expect("in range");
         let first = apply(
@@ -364,7 +339,7 @@ mod tests {
         .await
         .expect("first");
         assert_eq!(first.effect, Effect::Applied);
-        store.hidden.store(true, Ordering::SeqCst);
+        store.hide_alias.store(true, Ordering::SeqCst);
         let again = apply(
             &store,
             &lead("lead_b", 5),
@@ -383,8 +358,7 @@ mod tests {
     /// write is refused with the stored entity, and nothing of the other write is lost.
     #[tokio::test]
     async fn a_stale_read_ahead_copy_gives_way_to_the_stored_one() {
-        let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
-        let store = SqliteStore::open(&dir, 8).expect("open");
+        let store = Watched::open();
         let settings = LedgerSettings::default();
         let now = Timestamp::from_unix(1_763_900_100).expect("in range");
         let mut first = lead("lead_a", 0);
@@ -438,11 +412,7 @@ mod tests {
     /// reads it first, and a repeat of an event already applied changes nothing.
     #[tokio::test]
     async fn an_entity_nobody_read_ahead_is_written_without_reading_it_first() {
-        let dir = std::env::temp_dir().join(format!("plumbline-identify-{}", ulid::Ulid::new()));
-        let store = CountingReads {
-            inner: SqliteStore::open(&dir, 8).expect("open"),
-            reads: AtomicUsize::new(0),
-        };
+        let store = Watched::open();
         let settings = LedgerSettings::default();
         let now = Timestamp::from_unix(1_763_900_100).expect("in range");
         let mut first = lead("lead_a", 0);

@@ -1,31 +1,33 @@
 //! Entities (versioned) and aliases.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Cached, SqliteStore, sql_error};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_key};
 
+/// The entity as stored, if any.
+fn stored_entity(conn: &Connection, kind: &str, id: &str) -> Result<Option<Entity>, StoreError> {
+    let text: Option<String> = conn
+        .row(
+            "SELECT entity FROM entities WHERE kind = ?1 AND id = ?2",
+            params![kind, id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql_error(&e))?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{kind} {id}: {e}")))
+    })
+    .transpose()
+}
+
 impl LedgerStore for SqliteStore {
     async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
         let id = id.to_owned();
-        self.run(move |conn| {
-            let text: Option<String> = conn
-                .row(
-                    "SELECT entity FROM entities WHERE kind = ?1 AND id = ?2",
-                    params![kind.as_str(), id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| sql_error(&e))?;
-            text.map(|t| {
-                serde_json::from_str(&t)
-                    .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
-            })
-            .transpose()
-        })
-        .await
+        self.run(move |conn| stored_entity(conn, kind.as_str(), &id))
+            .await
     }
 
     async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
@@ -57,21 +59,7 @@ impl LedgerStore for SqliteStore {
                 return Ok(Saved::Saved);
             }
             // As DynamoDB's refusal does: the stored entity comes back with it.
-            let stored: Option<String> = conn
-                .row(
-                    "SELECT entity FROM entities WHERE kind = ?1 AND id = ?2",
-                    params![kind, id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| sql_error(&e))?;
-            let stored = stored
-                .map(|t| {
-                    serde_json::from_str::<Entity>(&t)
-                        .map_err(|e| StoreError::Corrupt(format!("{kind} {id}: {e}")))
-                })
-                .transpose()?
-                .map(Box::new);
+            let stored = stored_entity(conn, kind, &id)?.map(Box::new);
             Ok(Saved::VersionConflict { stored })
         })
         .await
