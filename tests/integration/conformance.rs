@@ -11,8 +11,8 @@ use plumbline::ingress::QueueMessage;
 use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryState, EventKey,
-    EventQueue, EventRecord, EventStatus, EventStore, LedgerStore, QueueConsumer, QueueControl,
-    Saved,
+    EventQueue, EventRecord, EventStatus, EventStore, Intake, LedgerStore, QueueConsumer,
+    QueueControl, Saved,
 };
 use plumbline::sources::PayloadHash;
 
@@ -364,6 +364,52 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
     assert!(store.get(unknown).await.expect("get").is_none());
 }
 
+/// The ingress's write: a new claim awaiting delivery is on the queue once it is answered; a
+/// second arrival and an event not to be delivered put nothing there.
+async fn intake_conforms<Q: EventQueue + QueueConsumer>(store: &impl Intake<Q>, queue: &Q) {
+    let fresh = record("evt_intake", "aa");
+    assert_eq!(
+        store
+            .claim_and_enqueue(queue, &fresh)
+            .await
+            .expect("claim and enqueue"),
+        Claim::Claimed
+    );
+    let stored = store.get(&fresh.key).await.expect("get").expect("claimed");
+    assert_eq!(stored.status, EventStatus::Received);
+    let got = queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1, "the claim's message is on the queue");
+    assert_eq!(
+        QueueMessage::decode(&got[0].body).expect("decodes"),
+        QueueMessage::new(&fresh.key, fresh.envelope.as_ref().expect("envelope"))
+    );
+    queue.ack(&got[0].receipt_handle).await.expect("ack");
+
+    let again = store
+        .claim_and_enqueue(queue, &fresh)
+        .await
+        .expect("second arrival");
+    assert!(matches!(again, Claim::Exists(existing) if existing.event_id == fresh.event_id));
+    let mut held = record("evt_intake_held", "bb");
+    held.status = EventStatus::Quarantined;
+    held.reason = Some("no route".into());
+    assert_eq!(
+        store.claim_and_enqueue(queue, &held).await.expect("held"),
+        Claim::Claimed
+    );
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(0))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "neither a duplicate nor a held event is enqueued"
+    );
+}
+
 async fn queue_conforms(
     queue: &(impl EventQueue + QueueConsumer + QueueControl),
     dlq: &(impl DeadLetters + DeadLetterSource),
@@ -460,8 +506,89 @@ async fn sqlite_conforms() {
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;
+    intake_conforms(&store, &store).await;
     queue_conforms(&store, &store).await;
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Locally the claim and its message are one transaction: a send that fails takes the claim
+/// with it, so no claim waits for a sweep to find it unqueued.
+#[tokio::test]
+async fn a_local_claim_whose_enqueue_fails_is_not_kept() {
+    let dir = std::env::temp_dir().join(unique("plumbline-intake"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let refusing = rusqlite::Connection::open(dir.join("plumbline.db")).expect("second connection");
+    refusing
+        .execute_batch(
+            "CREATE TRIGGER refuse_sends BEFORE INSERT ON messages \
+             BEGIN SELECT RAISE(ABORT, 'the queue refuses'); END;",
+        )
+        .expect("trigger");
+    let fresh = record("evt_refused", "aa");
+    let err = store
+        .claim_and_enqueue(&store, &fresh)
+        .await
+        .expect_err("the send fails");
+    assert!(err.is_retryable(), "the sender is told to retry: {err}");
+    assert!(
+        store.get(&fresh.key).await.expect("get").is_none(),
+        "the claim was rolled back with its message"
+    );
+
+    refusing
+        .execute_batch("DROP TRIGGER refuse_sends;")
+        .expect("drop trigger");
+    assert_eq!(
+        store
+            .claim_and_enqueue(&store, &fresh)
+            .await
+            .expect("the retry"),
+        Claim::Claimed,
+        "the sender's retry claims afresh"
+    );
+    assert_eq!(
+        QueueConsumer::receive(&store, 10, Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .len(),
+        1
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A queue in another database cannot share the claim's transaction: the message still lands
+/// on that queue, and nothing is enqueued in the store's own.
+#[tokio::test]
+async fn a_local_claim_enqueues_on_the_queue_it_is_given() {
+    let (a, b) = (
+        std::env::temp_dir().join(unique("plumbline-intake-a")),
+        std::env::temp_dir().join(unique("plumbline-intake-b")),
+    );
+    let (store, other) = (
+        SqliteStore::open(&a, 8).expect("open"),
+        SqliteStore::open(&b, 8).expect("open"),
+    );
+    let fresh = record("evt_elsewhere", "aa");
+    assert_eq!(
+        store
+            .claim_and_enqueue(&other, &fresh)
+            .await
+            .expect("claim"),
+        Claim::Claimed
+    );
+    let receive = |q: &SqliteStore| {
+        let q = q.clone();
+        async move {
+            QueueConsumer::receive(&q, 10, Duration::from_secs(30))
+                .await
+                .expect("receive")
+                .len()
+        }
+    };
+    assert_eq!(receive(&other).await, 1);
+    assert_eq!(receive(&store).await, 0);
+    std::fs::remove_dir_all(&a).ok();
+    std::fs::remove_dir_all(&b).ok();
 }
 
 #[tokio::test]
@@ -489,11 +616,9 @@ async fn dynamodb_and_sqs_conform() {
         .expect("dlq")
         .queue_url
         .expect("url");
-    queue_conforms(
-        &SqsQueue::new(sqs.clone(), queue_url),
-        &SqsDeadLetters::new(sqs, dlq_url),
-    )
-    .await;
+    let queue = SqsQueue::new(sqs.clone(), queue_url);
+    intake_conforms(&store, &queue).await;
+    queue_conforms(&queue, &SqsDeadLetters::new(sqs, dlq_url)).await;
 }
 
 /// A message handed out `max` times without being acknowledged moves to the dead-letter queue.

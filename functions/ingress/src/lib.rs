@@ -3,13 +3,13 @@
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use plumbline::ingress::{Ingress, Reply, WebhookRequest, reply};
-use plumbline::ports::{Clock, EventQueue, EventStore};
+use plumbline::ports::{Clock, EventQueue, Intake};
 use plumbline::telemetry::Metrics;
 
 /// Handles one invocation. Never returns an error to the runtime: every outcome is an answer.
 pub async fn handle<S, Q, C, M>(ingress: &Ingress<S, Q, C, M>, request: Request) -> Response<Body>
 where
-    S: EventStore,
+    S: Intake<Q>,
     Q: EventQueue,
     C: Clock,
     M: Metrics,

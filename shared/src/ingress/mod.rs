@@ -17,7 +17,7 @@ pub use reply::{Reply, reply};
 
 use crate::config::IngressSettings;
 use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
-use crate::ports::{Claim, Clock, EventQueue, EventRecord, EventStatus, EventStore};
+use crate::ports::{Claim, Clock, EventQueue, EventRecord, EventStatus, EventStore, Intake};
 use crate::sources::{Inbound, SourceEvent, SourceKind, Verifier};
 use crate::telemetry::{Metric, Metrics};
 
@@ -73,7 +73,7 @@ pub struct Ingress<S, Q, C, M> {
     settings: IngressSettings,
 }
 
-impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
+impl<S: Intake<Q>, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
     pub fn new(
         store: S,
         queue: Q,
@@ -213,9 +213,8 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
     ) -> Result<(EventId, EventOutcome), IngressError> {
         let record = self.record(source, event, now, request_id);
         tracing::Span::current().record("event_key", tracing::field::display(&record.key));
-        let (id, outcome) = match self.store.claim(&record).await? {
+        let (id, outcome) = match self.store.claim_and_enqueue(&self.queue, &record).await? {
             Claim::Claimed => {
-                enqueue_or_release(&self.store, &self.queue, &record).await?;
                 let outcome = match (&record.status, &record.reason) {
                     (EventStatus::Quarantined, Some(reason)) => {
                         EventOutcome::Quarantined(reason.clone())
@@ -309,11 +308,24 @@ impl<S: EventStore, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
     }
 }
 
+/// Claims `record`, then enqueues it through [`enqueue_or_release`]: [`Intake`] as two steps.
+pub async fn claim_then_enqueue(
+    store: &(impl EventStore + ?Sized),
+    queue: &impl EventQueue,
+    record: &EventRecord,
+) -> Result<Claim, IngressError> {
+    let claim = store.claim(record).await?;
+    if claim == Claim::Claimed {
+        enqueue_or_release(store, queue, record).await?;
+    }
+    Ok(claim)
+}
+
 /// Enqueues a fresh claim awaiting delivery; if that fails, releases the claim so the sender's
 /// retry (or the next reconciliation) starts clean, and answers with the queue's error. The
 /// ingress and reconciliation both take events through this.
 pub async fn enqueue_or_release(
-    store: &impl EventStore,
+    store: &(impl EventStore + ?Sized),
     queue: &impl EventQueue,
     record: &EventRecord,
 ) -> Result<(), IngressError> {

@@ -246,6 +246,21 @@ pub trait EventQueue: Send + Sync {
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
+/// Claiming an event and putting it on the delivery queue `Q`: the ingress's one write. On AWS
+/// it is two requests (the conditional write, then the send, and a release of the claim if the
+/// send fails); a store that is also the queue does both in one transaction, one commit.
+pub trait Intake<Q: EventQueue>: EventStore {
+    /// Claims `record` and, when the claim is new and the event awaits delivery, enqueues it.
+    /// `Claimed` only once both are durable.
+    fn claim_and_enqueue(
+        &self,
+        queue: &Q,
+        record: &EventRecord,
+    ) -> impl Future<Output = Result<Claim, crate::ingress::IngressError>> + Send {
+        crate::ingress::claim_then_enqueue(self, queue, record)
+    }
+}
+
 impl<T: EventStore> EventStore for Arc<T> {
     fn claim(
         &self,

@@ -13,8 +13,8 @@ use plumbline::ingress::QueueMessage;
 use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeliveryLog, DeliveryRecord, EventKey, EventQueue, EventRecord,
-    EventStatus, EventStore, LedgerStore, QueueControl, QueueError, ReplayTally, Saved, StoreError,
-    Target, TargetError,
+    EventStatus, EventStore, Intake, LedgerStore, QueueControl, QueueError, ReplayTally, Saved,
+    StoreError, Target, TargetError,
 };
 use plumbline::sources::PayloadHash;
 
@@ -129,6 +129,9 @@ pub struct FaultyStore<S> {
     pub inner: S,
     pub plan: Arc<Plan>,
 }
+
+/// Two steps, so a crash can fall between the claim and the enqueue.
+impl<S: EventStore, Q: EventQueue> Intake<Q> for FaultyStore<S> {}
 
 impl<S: EventStore> EventStore for FaultyStore<S> {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::{DynamoStore, classify, condition_failed, key, packed};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{
-    Claim, DeliveryLog, EventKey, EventRecord, EventStatus, EventStore, StoreError,
+    Claim, DeliveryLog, EventKey, EventQueue, EventRecord, EventStatus, EventStore, Intake,
+    StoreError,
 };
 use crate::sources::PayloadHash;
 
@@ -157,6 +158,9 @@ pub(super) fn from_item(
         serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     item.into_record()
 }
+
+/// The table is not the queue: a conditional write, then the send (the default).
+impl<Q: EventQueue> Intake<Q> for DynamoStore {}
 
 impl EventStore for DynamoStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {

@@ -2,9 +2,10 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Cached, SqliteStore, sql_error};
+use super::{Cached, SqliteStore, queue, sql_error};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
-use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, StoreError};
+use crate::ingress::{IngressError, QueueMessage, claim_then_enqueue};
+use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, Intake, StoreError};
 use crate::sources::PayloadHash;
 
 const COLUMNS: &str = "key, event_id, source, source_event_id, source_type, status, payload_hash, claimed_at, \
@@ -71,43 +72,84 @@ pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<EventRecord>, S
     .transpose()
 }
 
+/// Inserts the claim unless the key is taken; then answers with the stored record.
+fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
+    let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
+    let inserted = conn
+            .exec(
+                "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
+                 claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
+                params![
+                    r.key.as_str(),
+                    r.event_id.as_str(),
+                    r.source.as_str(),
+                    r.source_event_id.as_str(),
+                    r.source_type,
+                    r.status.as_str(),
+                    r.payload_hash.as_str(),
+                    r.claimed_at.to_string(),
+                    r.received_at.to_string(),
+                    r.received_at.unix_millis(),
+                    r.expires_at.unix(),
+                    r.envelope.as_ref().map(|e| e.event_type.to_string()),
+                    r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+                    r.raw.as_ref().map(ToString::to_string),
+                    r.reason,
+                    pending,
+                ],
+            )
+            .map_err(|e| sql_error(&e))?;
+    if inserted == 1 {
+        return Ok(Claim::Claimed);
+    }
+    let existing = get(conn, r.key.as_str())?
+        .ok_or_else(|| StoreError::Corrupt("claimed row vanished".into()))?;
+    Ok(Claim::Exists(Box::new(existing)))
+}
+
+/// Claim and enqueue in one operation of the writer: one savepoint, one commit. A send that
+/// fails rolls the claim back with it, so no claim is ever left without its message.
+impl Intake<SqliteStore> for SqliteStore {
+    async fn claim_and_enqueue(
+        &self,
+        queue: &SqliteStore,
+        record: &EventRecord,
+    ) -> Result<Claim, IngressError> {
+        if !self.shares_database_with(queue) {
+            return claim_then_enqueue(self, queue, record).await;
+        }
+        let message = match (record.status, &record.envelope) {
+            (EventStatus::Received, Some(envelope)) => {
+                Some(queue::row_of(&QueueMessage::new(&record.key, envelope)))
+            }
+            _ => None,
+        };
+        let r = record.clone();
+        let (claim, sent) = self
+            .run(move |conn| {
+                let claim = claim(conn, &r)?;
+                let sent = match (&claim, &message) {
+                    (Claim::Claimed, Some((body, attributes))) => {
+                        queue::send(conn, queue::DELIVERY, body, attributes)?;
+                        true
+                    }
+                    _ => false,
+                };
+                Ok((claim, sent))
+            })
+            .await?;
+        if sent {
+            self.enqueued.notify_one();
+        }
+        Ok(claim)
+    }
+}
+
 impl EventStore for SqliteStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
         let r = record.clone();
-        self.run(move |conn| {
-            let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
-            let inserted = conn
-                .exec(
-                    "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
-                     claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
-                    params![
-                        r.key.as_str(),
-                        r.event_id.as_str(),
-                        r.source.as_str(),
-                        r.source_event_id.as_str(),
-                        r.source_type,
-                        r.status.as_str(),
-                        r.payload_hash.as_str(),
-                        r.claimed_at.to_string(),
-                        r.received_at.to_string(),
-                        r.received_at.unix_millis(),
-                        r.expires_at.unix(),
-                        r.envelope.as_ref().map(|e| e.event_type.to_string()),
-                        r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
-                        r.raw.as_ref().map(ToString::to_string),
-                        r.reason,
-                        pending,
-                    ],
-                )
-                .map_err(|e| sql_error(&e))?;
-            if inserted == 1 {
-                return Ok(Claim::Claimed);
-            }
-            let existing = get(conn, r.key.as_str())?.ok_or_else(|| StoreError::Corrupt("claimed row vanished".into()))?;
-            Ok(Claim::Exists(Box::new(existing)))
-        })
-        .await
+        self.run(move |conn| claim(conn, &r)).await
     }
 
     async fn release(&self, key: &EventKey, event_id: &EventId) -> Result<(), StoreError> {

@@ -94,6 +94,11 @@ impl SqliteStore {
         })
     }
 
+    /// Whether `other` is a handle on the same database (so one transaction can span both).
+    pub(crate) fn shares_database_with(&self, other: &Self) -> bool {
+        self.ops.same_channel(&other.ops)
+    }
+
     /// Runs `f` in the next group transaction; answers once that transaction is committed.
     async fn run<R: Send + 'static>(
         &self,

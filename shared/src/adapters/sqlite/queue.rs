@@ -16,7 +16,7 @@ use crate::ports::{
 /// SQS's `maxReceiveCount` default in the template.
 pub const MAX_RECEIVES_DEFAULT: u32 = 8;
 
-const DELIVERY: &str = "delivery";
+pub(super) const DELIVERY: &str = "delivery";
 const DLQ: &str = "dlq";
 
 /// A message on one of the local queues, for operators' listings.
@@ -36,7 +36,7 @@ fn queue_error(e: StoreError) -> QueueError {
     }
 }
 
-fn send(
+pub(super) fn send(
     conn: &Connection,
     queue: &str,
     body: &str,
@@ -230,14 +230,19 @@ impl SqliteStore {
     }
 }
 
+/// A message's row: its body and its attributes.
+pub(super) fn row_of(message: &QueueMessage) -> (String, BTreeMap<String, String>) {
+    let attributes = message
+        .attributes()
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    (message.body(), attributes)
+}
+
 impl EventQueue for SqliteStore {
     async fn enqueue(&self, message: &QueueMessage) -> Result<(), QueueError> {
-        let body = message.body();
-        let attributes = message
-            .attributes()
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let (body, attributes) = row_of(message);
         self.run(move |conn| send(conn, DELIVERY, &body, &attributes))
             .await
             .map_err(queue_error)?;
