@@ -38,12 +38,68 @@ impl Timestamp {
     }
 }
 
+/// RFC 3339 in UTC, exactly as `time`'s `Rfc3339` writes it (`Z`, a fraction only when there is
+/// one, without trailing zeros), but into a buffer on the stack: every event writes several, and
+/// the general formatter allocates a `String` for each.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.format(&Rfc3339) {
-            Ok(s) => f.write_str(&s),
-            Err(_) => write!(f, "{}", self.0.unix_timestamp()),
+        let t = self.0;
+        let Ok(year) = u32::try_from(t.year()) else {
+            return write!(f, "{}", t.unix_timestamp());
+        };
+        if year > 9999 {
+            return write!(f, "{}", t.unix_timestamp());
         }
+        let mut out = Ascii::default();
+        out.digits(year, 4);
+        out.byte(b'-');
+        out.digits(u32::from(u8::from(t.month())), 2);
+        out.byte(b'-');
+        out.digits(u32::from(t.day()), 2);
+        out.byte(b'T');
+        out.digits(u32::from(t.hour()), 2);
+        out.byte(b':');
+        out.digits(u32::from(t.minute()), 2);
+        out.byte(b':');
+        out.digits(u32::from(t.second()), 2);
+        let (mut nanos, mut width) = (t.nanosecond(), 9);
+        if nanos != 0 {
+            while nanos % 10 == 0 {
+                nanos /= 10;
+                width -= 1;
+            }
+            out.byte(b'.');
+            out.digits(nanos, width);
+        }
+        out.byte(b'Z');
+        f.write_str(out.as_str())
+    }
+}
+
+/// Room for the longest RFC 3339 instant written above (30 bytes).
+#[derive(Default)]
+struct Ascii {
+    bytes: [u8; 30],
+    len: usize,
+}
+
+impl Ascii {
+    fn byte(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    /// `value` in exactly `width` decimal digits, zero-padded.
+    fn digits(&mut self, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            // A digit is below 10, so the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            self.byte(b'0' + (value / 10u32.pow(place) % 10) as u8);
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
 }
 
@@ -79,6 +135,28 @@ mod tests {
         let t = Timestamp::parse("2026-11-23T10:00:00+02:00").expect("valid");
         assert_eq!(t.to_string(), "2026-11-23T08:00:00Z");
         assert_eq!(Timestamp::parse(&t.to_string()), Some(t));
+    }
+
+    #[test]
+    fn writes_what_the_rfc3339_formatter_writes() {
+        for text in [
+            "2026-11-23T08:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "0001-02-03T04:05:06.7Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "2026-11-23T08:00:00.120Z",
+            "2026-11-23T08:00:00.000001Z",
+            "2026-11-23T08:00:00.5+05:30",
+        ] {
+            let t = Timestamp::parse(text).expect("valid");
+            assert_eq!(
+                t.to_string(),
+                t.0.format(&Rfc3339).expect("in range"),
+                "{text}"
+            );
+        }
+        let t = Timestamp::from_unix(1_763_900_000).expect("in range");
+        assert_eq!(t.to_string(), "2025-11-23T12:13:20Z");
     }
 
     #[test]

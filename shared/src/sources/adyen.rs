@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use super::json::{minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::signature::any_matches;
 use super::{Inbound, Normalized, NormalizedEvent, PayloadHash, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, SourceEventId};
@@ -22,14 +22,14 @@ pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
 pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>, Rejection> {
     let payload = super::parse_body(req.body)?;
     let items = payload
-        .pointer("/notificationItems")
+        .at("/notificationItems")
         .and_then(Value::as_array)
         .filter(|items| !items.is_empty())
         .ok_or_else(|| Rejection::MalformedBody("notificationItems is missing or empty".into()))?;
     let mut events = Vec::with_capacity(items.len());
     // Every item must verify before any is accepted: a request is taken whole or not at all.
     for item in items {
-        let item = item.pointer("/NotificationRequestItem").ok_or_else(|| {
+        let item = item.at("/NotificationRequestItem").ok_or_else(|| {
             Rejection::MalformedBody("an item has no NotificationRequestItem".into())
         })?;
         verify_item(v, item)?;
@@ -40,7 +40,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
 
 /// A field of a verified item as text (empty when absent).
 fn field(item: &Value, pointer: &str) -> String {
-    match item.pointer(pointer) {
+    match item.at(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::Bool(b)) => b.to_string(),
@@ -52,7 +52,7 @@ fn field(item: &Value, pointer: &str) -> String {
 /// float goes through f64, whose digits need not be the ones Adyen signed, so such a body is
 /// refused as malformed rather than checked against a string Adyen never made.
 fn signed_field(item: &Value, pointer: &'static str) -> Result<String, Rejection> {
-    Ok(match item.pointer(pointer) {
+    Ok(match item.at(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         Some(Value::Number(_)) => {
@@ -116,7 +116,7 @@ pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn verify_item(v: &Verifier, item: &Value) -> Result<(), Rejection> {
-    let signature = match item.pointer("/additionalData/hmacSignature") {
+    let signature = match item.at("/additionalData/hmacSignature") {
         Some(Value::String(s)) => s,
         Some(_) => return Err(Rejection::MalformedHeader("additionalData.hmacSignature")),
         None => return Err(Rejection::MissingHeader("additionalData.hmacSignature")),

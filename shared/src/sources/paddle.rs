@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::json::{minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::timestamped::Scheme;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
@@ -36,7 +36,7 @@ pub(super) fn accept(
 
 fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = rfc3339_at(p, "/occurred_at")?;
-    let d = p.pointer("/data").ok_or("data is missing")?;
+    let d = p.at("/data").ok_or("data is missing")?;
     let (event_type, entity, data) = match source_type {
         "transaction.completed" => transaction(d, "payment.succeeded", "succeeded")?,
         "transaction.payment_failed" => transaction(d, "payment.failed", "failed")?,

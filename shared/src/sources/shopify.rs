@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use super::json::{decimal_money, id_at, opt_str, rfc3339_at};
+use super::json::{Walk, decimal_money, id_at, opt_str, rfc3339_at};
 use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{
@@ -88,7 +88,7 @@ fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
     let id = id_at(p, "/id")?;
     let currency = super::json::str_at(p, "/currency")?;
     let items = p
-        .pointer("/line_items")
+        .at("/line_items")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     let line_items = items
@@ -148,7 +148,7 @@ fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
 fn refund(p: &Value) -> Result<(EntityRef, EventData), String> {
     let order_id = id_at(p, "/order_id")?;
     let transactions = p
-        .pointer("/transactions")
+        .at("/transactions")
         .and_then(Value::as_array)
         .ok_or("transactions is missing")?;
     let mut total: Option<Money> = None;

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
-use super::json::{decimal_money, i64_at, minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{Walk, decimal_money, i64_at, minor_money, opt_str, rfc3339_at, str_at};
 use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
 use crate::contract::{
@@ -89,11 +89,11 @@ fn normalize(
     source_type: &str,
     header_time: Option<Timestamp>,
 ) -> Result<Option<NormalizedEvent>, String> {
-    let occurred_at = match p.pointer("/timestamp") {
+    let occurred_at = match p.at("/timestamp") {
         Some(_) => rfc3339_at(p, "/timestamp")?,
         None => header_time.ok_or("timestamp is missing")?,
     };
-    let d = p.pointer("/data").ok_or("data is missing")?;
+    let d = p.at("/data").ok_or("data is missing")?;
     let (event_type, entity, data) = match source_type {
         "lead.submitted" => lead(d)?,
         "order.created" => order_created(d)?,
@@ -166,7 +166,7 @@ fn order_created(d: &Value) -> Result<Parts, String> {
     let currency = str_at(d, "/currency")?;
     let customer = customer_of(d, "/customer");
     let items = d
-        .pointer("/lineItems")
+        .at("/lineItems")
         .and_then(Value::as_array)
         .ok_or("lineItems is missing")?;
     let line_items = items
@@ -179,7 +179,7 @@ fn order_created(d: &Value) -> Result<Parts, String> {
                     .map_err(|e| format!("lineItems[{i}].{e}"))?
                     .to_owned(),
                 quantity: i64_at(item, "/quantity").map_err(|e| format!("lineItems[{i}].{e}"))?,
-                unit_price: match item.pointer("/unitPrice") {
+                unit_price: match item.at("/unitPrice") {
                     Some(Value::String(s)) => Some(
                         Money::from_decimal(s, currency)
                             .map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?,
@@ -193,7 +193,7 @@ fn order_created(d: &Value) -> Result<Parts, String> {
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let amount = match d.pointer("/total") {
+    let amount = match d.at("/total") {
         Some(Value::String(_)) => decimal_money(d, "/total", "/currency")?,
         _ => minor_money(d, "/total", "/currency")?,
     };

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::json::{id_at, minor_money, opt_str, str_at, unix_at};
+use super::json::{Walk, id_at, minor_money, opt_str, str_at, unix_at};
 use super::timestamped::Scheme;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{Customer, EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
@@ -41,7 +41,7 @@ pub(super) fn from_api(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
 
 fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = unix_at(p, "/created")?;
-    let obj = p.pointer("/data/object").ok_or("data.object is missing")?;
+    let obj = p.at("/data/object").ok_or("data.object is missing")?;
     let (event_type, entity, data) = match source_type {
         "payment_intent.succeeded"
         | "payment_intent.payment_failed"
@@ -110,7 +110,7 @@ fn charge_refunded(obj: &Value) -> Result<Parts, String> {
     let amount = minor_money(obj, "/amount", "/currency")?;
     let refunded = minor_money(obj, "/amount_refunded", "/currency")?;
     let full = obj
-        .pointer("/refunded")
+        .at("/refunded")
         .and_then(Value::as_bool)
         .unwrap_or(false)
         || refunded.amount_minor >= amount.amount_minor;
