@@ -190,9 +190,10 @@ impl SqliteStore {
         .await
     }
 
-    /// Re-enqueues every claim that awaits delivery but has no message on the queue: a process
-    /// that died between a claim's commit and its enqueue's leaves one. Run at start-up, before
-    /// any request is taken.
+    /// Re-enqueues every claim that awaits delivery but has no message on the queue. The ingress
+    /// commits a claim with its message, but a database written before it did, and
+    /// reconciliation's claim-then-send, can leave one when the process dies between the two.
+    /// Run at start-up, before any request is taken.
     pub async fn requeue_orphaned_claims(&self) -> Result<u64, StoreError> {
         let requeued = self
             .run(|conn| {
