@@ -28,7 +28,7 @@ use plumbline::delivery::{Delivery, InboundMessage, Outcome, routes};
 use plumbline::ingress::{Ingress, WebhookRequest, build_record};
 use plumbline::ledger::{Entity, Ownership, apply};
 use plumbline::ports::{
-    DeadLetterSource, DeadLetters, DeliveryLog, Depth, EntityScan, EventQueue, EventStore,
+    DeadLetterSource, DeadLetters, DeliveryLog, Depth, EntityScan, EventQueue, EventStore, Intake,
     LedgerStore, ManualClock, QueueConsumer, QueueControl, QueueError, QueueStats, Received,
     ReconcileStore, ReplayTally, Requeue, SystemClock, Watermarks,
 };
@@ -438,6 +438,7 @@ async fn start_flaky(seed: u64) -> (String, Flaky) {
 /// A store, a delivery queue and a dead-letter queue to run the scenario on.
 trait Backend: Send + Sync + 'static {
     type S: EventStore
+        + Intake<Self::Q>
         + DeliveryLog
         + LedgerStore
         + ReplayTally

@@ -13,7 +13,7 @@ use plumbline::contract::{EntityKind, Origin, SourceName, Timestamp, Trace};
 use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
-    Claim, DeadLetters, EventQueue, EventStore, LedgerStore, ManualClock, QueueConsumer,
+    Claim, DeadLetters, EventQueue, EventStore, Intake, LedgerStore, ManualClock, QueueConsumer,
     QueueStats, ReconcileStore, ReplayTally,
 };
 use plumbline::reconcile::{
@@ -89,6 +89,7 @@ async fn reconciliation_conforms<S, Q, D>(store: S, queue: Q, dlq: D)
 where
     S: ReconcileStore
         + EventStore
+        + Intake<Q>
         + plumbline::ports::Watermarks
         + LedgerStore
         + plumbline::ports::EntityScan

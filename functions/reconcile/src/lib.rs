@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use plumbline::ports::{Clock, CrmReadBack, EventQueue, ProviderEvents, QueueStats, Target};
+use plumbline::ports::{
+    Clock, CrmReadBack, EventQueue, Intake, ProviderEvents, QueueStats, Target,
+};
 use plumbline::reconcile::{Reconciler, Report, Storage};
 use plumbline::telemetry::Metrics;
 
@@ -18,7 +20,7 @@ pub async fn handle<S, Q, D, P, C, M, K>(
     remaining: Duration,
 ) -> Report
 where
-    S: Storage,
+    S: Storage + Intake<Q>,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

@@ -26,12 +26,12 @@ use tracing::{info, warn};
 use crate::config::Route;
 use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
 use crate::delivery::Document;
-use crate::ingress::{QueueMessage, build_record, enqueue_or_release};
+use crate::ingress::{QueueMessage, build_record};
 use crate::ledger::Ownership;
 use crate::ports::{
     Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore,
-    LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally, Target, TargetError,
-    Watermark, Watermarks,
+    Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally, Target,
+    TargetError, Watermark, Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -258,7 +258,7 @@ impl<S, Q, D, P, C, M> Reconciler<S, Q, D, P, C, M> {
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: Storage,
+    S: Storage + Intake<Q>,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,
@@ -532,8 +532,8 @@ where
         }
     }
 
-    /// Takes an event in exactly as the ingress does (claim, then enqueue, releasing the claim
-    /// if the enqueue fails), with origin `reconcile`. `None` when it could not be taken in.
+    /// Takes an event in exactly as the ingress does (through [`Intake`]: no claim is left
+    /// without its message), with origin `reconcile`. `None` when it could not be taken in.
     async fn take_in(
         &self,
         source: &SourceName,
@@ -545,14 +545,11 @@ where
             origin: Origin::Reconcile,
         };
         let record = build_record(source, event, now, trace, self.settings.retention_days);
-        match self.store.claim(&record).await {
-            Ok(Claim::Claimed) => enqueue_or_release(&self.store, &self.queue, &record)
-                .await
-                .ok()
-                .map(|()| Taken::Now),
+        match self.store.claim_and_enqueue(&self.queue, &record).await {
+            Ok(Claim::Claimed) => Some(Taken::Now),
             Ok(Claim::Exists(_)) => Some(Taken::Before),
             Err(err) => {
-                warn!(error = %err, "could not claim the event");
+                warn!(error = %crate::telemetry::Chain(&err), "could not take the event in");
                 None
             }
         }

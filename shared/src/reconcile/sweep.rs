@@ -24,8 +24,8 @@ use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
 use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
-    Clock, CrmReadBack, EventKey, EventQueue, Known, ProviderEvents, QueueStats, Target, Watermark,
-    distinct_keys,
+    Clock, CrmReadBack, EventKey, EventQueue, Intake, Known, ProviderEvents, QueueStats, Target,
+    Watermark, distinct_keys,
 };
 use crate::telemetry::Metrics;
 
@@ -41,7 +41,7 @@ struct Window {
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: Storage,
+    S: Storage + Intake<Q>,
     Q: EventQueue + QueueStats,
     D: QueueStats,
     P: ProviderEvents,

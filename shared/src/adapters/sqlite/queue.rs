@@ -191,9 +191,9 @@ impl SqliteStore {
     }
 
     /// Re-enqueues every claim that awaits delivery but has no message on the queue. The ingress
-    /// commits a claim with its message, but a database written before it did, and
-    /// reconciliation's claim-then-send, can leave one when the process dies between the two.
-    /// Run at start-up, before any request is taken.
+    /// and reconciliation commit a claim with its message, but a database written before they
+    /// did can hold one a dead process left between the two. Run at start-up, before any
+    /// request is taken.
     pub async fn requeue_orphaned_claims(&self) -> Result<u64, StoreError> {
         let requeued = self
             .run(|conn| {
