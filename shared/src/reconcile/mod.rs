@@ -532,8 +532,9 @@ where
         }
     }
 
-    /// Takes an event in exactly as the ingress does (through [`Intake`]: no claim is left
-    /// without its message), with origin `reconcile`. `None` when it could not be taken in.
+    /// Takes an event in exactly as the ingress does, through [`Intake`] (claim and message in
+    /// one commit where the store is the queue; else the claim, the send, and a release if the
+    /// send fails), with origin `reconcile`. `None` when it could not be taken in.
     async fn take_in(
         &self,
         source: &SourceName,

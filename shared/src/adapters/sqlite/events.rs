@@ -76,30 +76,30 @@ pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<EventRecord>, S
 fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
     let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
     let inserted = conn
-            .exec(
-                "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
-                 claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
-                params![
-                    r.key.as_str(),
-                    r.event_id.as_str(),
-                    r.source.as_str(),
-                    r.source_event_id.as_str(),
-                    r.source_type,
-                    r.status.as_str(),
-                    r.payload_hash.as_str(),
-                    r.claimed_at.to_string(),
-                    r.received_at.to_string(),
-                    r.received_at.unix_millis(),
-                    r.expires_at.unix(),
-                    r.envelope.as_ref().map(|e| e.event_type.to_string()),
-                    r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
-                    r.raw.as_ref().map(ToString::to_string),
-                    r.reason,
-                    pending,
-                ],
-            )
-            .map_err(|e| sql_error(&e))?;
+        .exec(
+            "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
+             claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
+            params![
+                r.key.as_str(),
+                r.event_id.as_str(),
+                r.source.as_str(),
+                r.source_event_id.as_str(),
+                r.source_type,
+                r.status.as_str(),
+                r.payload_hash.as_str(),
+                r.claimed_at.to_string(),
+                r.received_at.to_string(),
+                r.received_at.unix_millis(),
+                r.expires_at.unix(),
+                r.envelope.as_ref().map(|e| e.event_type.to_string()),
+                r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+                r.raw.as_ref().map(ToString::to_string),
+                r.reason,
+                pending,
+            ],
+        )
+        .map_err(|e| sql_error(&e))?;
     if inserted == 1 {
         return Ok(Claim::Claimed);
     }
