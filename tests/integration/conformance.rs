@@ -364,6 +364,11 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
     assert!(store.get(unknown).await.expect("get").is_none());
 }
 
+/// Whether a receive finds no visible message (one it finds stays hidden for `hide`).
+async fn nothing_visible(queue: &impl QueueConsumer, hide: Duration) -> bool {
+    queue.receive(10, hide).await.expect("receive").is_empty()
+}
+
 /// The ingress's write: a new claim awaiting delivery is on the queue once it is answered; a
 /// second arrival and an event not to be delivered put nothing there.
 async fn intake_conforms<Q: EventQueue + QueueConsumer>(store: &impl Intake<Q>, queue: &Q) {
@@ -401,11 +406,7 @@ async fn intake_conforms<Q: EventQueue + QueueConsumer>(store: &impl Intake<Q>, 
         Claim::Claimed
     );
     assert!(
-        queue
-            .receive(10, Duration::from_secs(0))
-            .await
-            .expect("receive")
-            .is_empty(),
+        nothing_visible(queue, Duration::from_secs(0)).await,
         "neither a duplicate nor a held event is enqueued"
     );
 }
@@ -434,11 +435,7 @@ async fn queue_conforms(
         message
     );
     assert!(
-        queue
-            .receive(10, Duration::from_secs(30))
-            .await
-            .expect("receive")
-            .is_empty(),
+        nothing_visible(queue, Duration::from_secs(30)).await,
         "hidden while in flight"
     );
     queue
@@ -457,11 +454,7 @@ async fn queue_conforms(
         .await
         .ok();
     assert!(
-        queue
-            .receive(10, Duration::from_secs(0))
-            .await
-            .expect("receive")
-            .is_empty(),
+        nothing_visible(queue, Duration::from_secs(0)).await,
         "acknowledged for good"
     );
 
@@ -640,11 +633,7 @@ async fn redrive_conforms(
     let mut letters = Vec::new();
     for _ in 0..50 {
         assert!(
-            queue
-                .receive(10, Duration::ZERO)
-                .await
-                .expect("receive")
-                .is_empty(),
+            nothing_visible(queue, Duration::ZERO).await,
             "moved, not handed out again"
         );
         letters = dlq

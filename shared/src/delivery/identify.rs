@@ -284,6 +284,24 @@ mod tests {
         }
     }
 
+    /// `apply` with default ownership and settings, at the tests' one instant.
+    async fn apply_to(
+        store: &Watched,
+        envelope: &Envelope,
+        known: &mut Known,
+    ) -> Result<Applied, StoreError> {
+        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
+        apply(
+            store,
+            envelope,
+            &Ownership::default(),
+            &LedgerSettings::default(),
+            now,
+            known,
+        )
+        .await
+    }
+
     fn lead(id: &str, at: i64) -> Envelope {
         let t = Timestamp::from_unix(1_763_900_000 + at).expect("in range");
         let source = SourceName::try_from("site").expect("name");
@@ -326,30 +344,14 @@ mod tests {
     #[tokio::test]
     async fn a_repeat_that_misses_the_first_alias_is_still_a_repeat() {
         let store = Watched::open();
-        let settings = LedgerSettings::default();
-        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
-        let first = apply(
-            &store,
-            &lead("lead_a", 0),
-            &Ownership::default(),
-            &settings,
-            now,
-            &mut Known::new(),
-        )
-        .await
-        .expect("first");
+        let first = apply_to(&store, &lead("lead_a", 0), &mut Known::new())
+            .await
+            .expect("first");
         assert_eq!(first.effect, Effect::Applied);
         store.hide_alias.store(true, Ordering::SeqCst);
-        let again = apply(
-            &store,
-            &lead("lead_b", 5),
-            &Ownership::default(),
-            &settings,
-            now,
-            &mut Known::new(),
-        )
-        .await
-        .expect("again");
+        let again = apply_to(&store, &lead("lead_b", 5), &mut Known::new())
+            .await
+            .expect("again");
         assert_eq!(again.effect, Effect::DuplicateSubmission);
         assert_eq!(again.entity.id, "lead_a");
     }
@@ -359,35 +361,17 @@ mod tests {
     #[tokio::test]
     async fn a_stale_read_ahead_copy_gives_way_to_the_stored_one() {
         let store = Watched::open();
-        let settings = LedgerSettings::default();
-        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
         let mut first = lead("lead_a", 0);
         first.data.customer = None;
-        apply(
-            &store,
-            &first,
-            &Ownership::default(),
-            &settings,
-            now,
-            &mut Known::new(),
-        )
-        .await
-        .expect("first");
+        apply_to(&store, &first, &mut Known::new())
+            .await
+            .expect("first");
 
         // Read ahead before the first write: "no such entity".
         let mut known = Known::from([((EntityKind::Lead, "lead_a".to_owned()), None)]);
         let mut second = lead("lead_a", 10);
         second.data.customer = None;
-        let applied = apply(
-            &store,
-            &second,
-            &Ownership::default(),
-            &settings,
-            now,
-            &mut known,
-        )
-        .await
-        .expect("second");
+        let applied = apply_to(&store, &second, &mut known).await.expect("second");
         assert_eq!(
             applied.entity.version, 2,
             "written over the stored version 1"
@@ -413,24 +397,15 @@ mod tests {
     #[tokio::test]
     async fn an_entity_nobody_read_ahead_is_written_without_reading_it_first() {
         let store = Watched::open();
-        let settings = LedgerSettings::default();
-        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
         let mut first = lead("lead_a", 0);
         let mut second = lead("lead_a", 10);
         first.data.customer = None;
         second.data.customer = None;
         let mut effects = Vec::new();
         for (envelope, version) in [(&first, 1), (&second, 2), (&second, 2)] {
-            let applied = apply(
-                &store,
-                envelope,
-                &Ownership::default(),
-                &settings,
-                now,
-                &mut Known::new(),
-            )
-            .await
-            .expect("apply");
+            let applied = apply_to(&store, envelope, &mut Known::new())
+                .await
+                .expect("apply");
             assert_eq!(applied.entity.version, version);
             effects.push(applied.effect);
         }
