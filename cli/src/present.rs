@@ -27,6 +27,7 @@ pub fn timeline_json(t: &Timeline) -> Value {
             "entity": format!("{} {}", l.entity_kind, l.entity_id),
             "effect": l.effect,
             "ownership_conflicts": l.ownership_conflicts,
+            "delivery_held_until": l.delivery_held_until,
         })),
         "deliveries": t.deliveries.iter().map(|d| json!({
             "target": d.target,
@@ -85,6 +86,15 @@ pub fn timeline_lines(t: &Timeline) -> Vec<String> {
             );
         }
         lines.push(line);
+        if let Some(until) = l
+            .delivery_held_until
+            .as_ref()
+            .filter(|_| t.deliveries.is_empty())
+        {
+            lines.push(format!(
+                "  first delivery attempt held until {until}; no target has reported yet"
+            ));
+        }
     }
     for d in &t.deliveries {
         let mut line = format!(

@@ -26,6 +26,9 @@ pub struct LedgerEffect {
     pub entity_id: String,
     pub effect: String,
     pub ownership_conflicts: Vec<String>,
+    /// Until when the write that applied the event held its first delivery attempt: while no
+    /// target has a record, that attempt is in flight (or, past this time, was lost).
+    pub delivery_held_until: Option<String>,
 }
 
 /// Everything known about one event, for `plumbline events show`.

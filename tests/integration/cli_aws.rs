@@ -5,7 +5,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::dev::binary;
+use std::time::Duration;
+
+use crate::helpers::dev::{binary, eventually};
 use crate::helpers::fixture;
 use crate::helpers::pipeline::Pipeline;
 use crate::helpers::recorder::Reply;
@@ -30,6 +32,45 @@ fn plumbline(p: &Pipeline, args: &[&str]) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// While an event's first attempt is in flight, the event has no delivery record yet: the
+/// entity's write holds the attempt, and `events show` says until when.
+#[tokio::test]
+async fn events_show_says_a_first_attempt_is_in_flight() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let event = p.receive().await;
+    let gate = p.erp.hold();
+    let show = || {
+        plumbline(
+            &p,
+            &[
+                "events",
+                "show",
+                "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
+                "--aws",
+                "--json",
+            ],
+        )
+    };
+    let (delivered, during) = tokio::join!(p.deliver(event), async {
+        assert!(eventually(Duration::from_secs(10), || p.erp.count() == 1).await);
+        let during = show();
+        gate.open();
+        during
+    });
+    assert!(delivered.batch_item_failures.is_empty());
+    assert!(
+        during["ledger"]["delivery_held_until"].is_string(),
+        "{during}"
+    );
+    assert_eq!(during["deliveries"], serde_json::json!([]));
+    let after = show();
+    assert_eq!(after["status"], "delivered");
+    assert_eq!(after["deliveries"][0]["state"], "delivered");
+    assert_eq!(after["deliveries"][0]["attempts"], 1);
 }
 
 #[tokio::test]

@@ -230,21 +230,21 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
     let lease = Duration::from_secs(60);
     assert_eq!(
         store
-            .begin(key, "erp", t(0), lease, false)
+            .begin(key, "erp", t(0), lease, false, None)
             .await
             .expect("begin"),
         Attempt::Go { attempt: 1 }
     );
     assert!(matches!(
         store
-            .begin(key, "erp", t(10), lease, false)
+            .begin(key, "erp", t(10), lease, false, None)
             .await
             .expect("begin"),
         Attempt::Leased { .. }
     ));
     assert_eq!(
         store
-            .begin(key, "erp", t(61), lease, false)
+            .begin(key, "erp", t(61), lease, false, None)
             .await
             .expect("begin"),
         Attempt::Go { attempt: 2 },
@@ -256,7 +256,7 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
         .expect("failed");
     assert_eq!(
         store
-            .begin(key, "erp", t(63), lease, false)
+            .begin(key, "erp", t(63), lease, false, None)
             .await
             .expect("begin"),
         Attempt::Go { attempt: 3 },
@@ -269,7 +269,7 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
         .expect("failed");
     assert_eq!(
         store
-            .begin(key, "erp", t(66), lease, true)
+            .begin(key, "erp", t(66), lease, true, None)
             .await
             .expect("begin"),
         Attempt::AlreadyDelivered,
@@ -277,7 +277,7 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
     );
     assert_eq!(
         store
-            .begin(key, "crm", t(0), lease, false)
+            .begin(key, "crm", t(0), lease, false, None)
             .await
             .expect("begin"),
         Attempt::Go { attempt: 1 }
@@ -288,14 +288,14 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
         .expect("failed");
     assert_eq!(
         store
-            .begin(key, "crm", t(2), lease, false)
+            .begin(key, "crm", t(2), lease, false, None)
             .await
             .expect("begin"),
         Attempt::FailedBefore
     );
     assert_eq!(
         store
-            .begin(key, "crm", t(3), lease, true)
+            .begin(key, "crm", t(3), lease, true, None)
             .await
             .expect("begin"),
         Attempt::Go { attempt: 2 },
@@ -341,7 +341,7 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
     );
     assert_eq!(
         store
-            .begin(key, "crm", t(5), lease, true)
+            .begin(key, "crm", t(5), lease, true, None)
             .await
             .expect("begin"),
         Attempt::AlreadyDelivered
@@ -357,11 +357,97 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
     );
     assert!(
         store
-            .begin(unknown, "crm", t(6), lease, false)
+            .begin(unknown, "crm", t(6), lease, false, None)
             .await
             .is_err()
     );
     assert!(store.get(unknown).await.expect("get").is_none());
+}
+
+/// The first attempt's lease, held by the entity's write (`held`): while it runs, a target
+/// without a record of its own is leased; the outcome of the held attempt is recorded without
+/// a lease before it, and from then on the target's record speaks for it.
+async fn held_deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
+    let event = record("evt_d_held", "aa");
+    assert_eq!(store.claim(&event).await.expect("claim"), Claim::Claimed);
+    let key = &event.key;
+    let lease = Duration::from_secs(60);
+    let held = Some(t(60));
+    let begin = |target: &'static str, at: i64, replay: bool| async move {
+        store
+            .begin(key, target, t(at), lease, replay, held)
+            .await
+            .expect("begin")
+    };
+    assert_eq!(
+        begin("erp", 10, false).await,
+        Attempt::Leased { until: t(60) },
+        "held by the first attempt"
+    );
+    assert_eq!(
+        begin("erp", 10, true).await,
+        Attempt::Leased { until: t(60) }
+    );
+    assert_eq!(
+        begin("erp", 61, false).await,
+        Attempt::Go { attempt: 1 },
+        "a hold that ran out is taken over"
+    );
+
+    store
+        .failed(key, "crm", "HTTP 503", false, t(1))
+        .await
+        .expect("failed");
+    store
+        .failed(key, "hubspot", "HTTP 400", true, t(1))
+        .await
+        .expect("failed");
+    store.delivered(key, "site", t(1)).await.expect("delivered");
+    store
+        .settle(key, &["ledger"], EventStatus::Delivered, None, t(2))
+        .await
+        .expect("settle");
+    assert_eq!(
+        begin("crm", 3, false).await,
+        Attempt::Go { attempt: 2 },
+        "a recorded retryable failure frees the target within the hold"
+    );
+    assert_eq!(begin("hubspot", 3, false).await, Attempt::FailedBefore);
+    assert_eq!(begin("site", 3, true).await, Attempt::AlreadyDelivered);
+    assert_eq!(begin("ledger", 3, true).await, Attempt::AlreadyDelivered);
+    let records: Vec<(String, DeliveryState, u32)> = store
+        .deliveries(key)
+        .await
+        .expect("deliveries")
+        .into_iter()
+        .map(|d| (d.target, d.state, d.attempts))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("crm".to_owned(), DeliveryState::InFlight, 2),
+            ("erp".to_owned(), DeliveryState::InFlight, 1),
+            ("hubspot".to_owned(), DeliveryState::Failed, 1),
+            ("ledger".to_owned(), DeliveryState::Delivered, 1),
+            ("site".to_owned(), DeliveryState::Delivered, 1),
+        ],
+        "each held attempt's outcome counts as one attempt"
+    );
+
+    // Outcomes are never recorded against an event that was never claimed.
+    let unknown = &record("evt_d_held_unknown", "aa").key;
+    store
+        .failed(unknown, "crm", "HTTP 503", false, t(4))
+        .await
+        .ok();
+    store.delivered(unknown, "crm", t(4)).await.ok();
+    assert!(
+        store
+            .deliveries(unknown)
+            .await
+            .expect("deliveries")
+            .is_empty()
+    );
 }
 
 /// Whether a receive finds no visible message (one it finds stays hidden for `hide`).
@@ -499,8 +585,46 @@ async fn sqlite_conforms() {
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;
+    held_deliveries_conform(&store).await;
     intake_conforms(&store, &store).await;
     queue_conforms(&store, &store).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `plumbline dev` starts by freeing what a dead process held, first attempts held by entity
+/// writes included: a hold taken before the restart no longer keeps a target waiting, one
+/// taken after it does.
+#[tokio::test]
+async fn a_local_restart_frees_the_first_attempts_a_dead_process_held() {
+    let dir = std::env::temp_dir().join(unique("plumbline-holds"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let event = record("evt_hold_restart", "aa");
+    store.claim(&event).await.expect("claim");
+    let lease = Duration::from_secs(60);
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
+    let before = Some(now.plus_secs(30));
+    let begin = |held| store.begin(&event.key, "erp", now, lease, false, held);
+    assert!(matches!(
+        begin(before).await.expect("begin"),
+        Attempt::Leased { .. }
+    ));
+
+    store.recover_in_flight(lease).await.expect("recover");
+    assert_eq!(
+        begin(before).await.expect("begin"),
+        Attempt::Go { attempt: 1 },
+        "held by the process before the restart"
+    );
+    let after = Some(Timestamp::new(time::OffsetDateTime::now_utc()).plus_secs(61));
+    let other = record("evt_hold_restart_2", "aa");
+    store.claim(&other).await.expect("claim");
+    assert!(matches!(
+        store
+            .begin(&other.key, "erp", now, lease, false, after)
+            .await
+            .expect("begin"),
+        Attempt::Leased { .. }
+    ));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -593,6 +717,7 @@ async fn dynamodb_and_sqs_conform() {
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;
+    held_deliveries_conform(&store).await;
     let queue_url = sqs
         .create_queue()
         .queue_name(unique("conformance"))

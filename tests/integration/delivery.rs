@@ -1,6 +1,7 @@
 //! The delivery handler against moto's server and recording targets: effects, ledger, HubSpot.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -10,7 +11,8 @@ use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, EventStore, LedgerS
 use plumbline::sources::hmac_sha256;
 use serde_json::{Value, json};
 
-use crate::helpers::pipeline::{ERP_SIGNING_SECRET, HUBSPOT_TOKEN, Pipeline};
+use crate::helpers::dev::eventually;
+use crate::helpers::pipeline::{ERP_SIGNING_SECRET, HUBSPOT_TOKEN, Pipeline, failed};
 use crate::helpers::recorder::Recorded;
 use crate::helpers::{T0, adyen, fixture, site, stripe};
 
@@ -112,9 +114,43 @@ async fn the_same_message_delivered_twice_has_one_effect() {
     assert_eq!(p.erp.count(), 1, "the target was called once");
 }
 
+/// The first attempt's lease rides on the entity's write: a second copy of the message that
+/// arrives while the first is still calling the target finds the event applied and held, asks
+/// for a retry, and does not call the target; once the first copy has settled, a copy finds the
+/// target delivered and is done.
+#[tokio::test]
+async fn a_copy_arriving_while_the_first_attempt_is_in_flight_waits_for_it() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let event = p.receive().await;
+    let gate = p.erp.hold();
+    let (first, second) = tokio::join!(p.deliver(event.clone()), async {
+        assert!(
+            eventually(Duration::from_secs(10), || p.erp.count() == 1).await,
+            "the first copy reached the target"
+        );
+        let second = p.deliver(event.clone()).await;
+        gate.open();
+        second
+    });
+    assert!(first.batch_item_failures.is_empty(), "the first delivered");
+    assert_eq!(
+        failed(&second),
+        [event.records[0].message_id.clone().expect("id")],
+        "the copy is left on the queue for later"
+    );
+    assert_eq!(p.erp.count(), 1, "the copy did not call the target");
+
+    let third = p.deliver(event).await;
+    assert!(third.batch_item_failures.is_empty(), "a late copy is done");
+    assert_eq!(p.erp.count(), 1, "and calls nobody");
+}
+
 /// A message on its own (a quiet queue's batch of one) reads no entity first: a new payment is
 /// one write; for an existing one, the write that took it for new is refused and brings the
-/// stored entity back, and the event is applied to that.
+/// stored entity back, and the event is applied to that. The write that applies the event also
+/// holds its first delivery attempt, so no target takes a lease of its own.
 #[tokio::test]
 async fn a_lone_message_writes_its_entity_without_reading_it_first() {
     let p = Pipeline::new().await;
@@ -136,10 +172,10 @@ async fn a_lone_message_writes_its_entity_without_reading_it_first() {
     assert_eq!(
         requests,
         [
-            // The entity's write; the erp lease; the settle.
-            owned(&[("PutItem", 1), ("UpdateItem", 1 + 1)]),
-            // The refused write and the versioned one; crm and erp leases; the settle.
-            owned(&[("PutItem", 2), ("UpdateItem", 2 + 1)]),
+            // The entity's write, holding erp's attempt; the settle.
+            owned(&[("PutItem", 1), ("UpdateItem", 1)]),
+            // The refused write and the versioned one, holding crm's and erp's; the settle.
+            owned(&[("PutItem", 2), ("UpdateItem", 1)]),
         ],
         "no GetItem: no entity was read first"
     );
@@ -150,7 +186,8 @@ async fn a_lone_message_writes_its_entity_without_reading_it_first() {
 }
 
 /// What one batch costs in DynamoDB requests: one read for all its entities, then per event the
-/// entity's write, the lease, and one write for "delivered" together with the final status.
+/// entity's write (which holds the first attempt for every target, so no lease of its own) and
+/// one write for "delivered" together with the final status.
 #[tokio::test]
 async fn a_batch_reads_its_entities_in_one_request_and_settles_each_event_in_one_write() {
     let p = Pipeline::new().await;
@@ -178,10 +215,10 @@ async fn a_batch_reads_its_entities_in_one_request_and_settles_each_event_in_one
     assert_eq!((ids.len(), failed.len()), (3, 0), "one batch of three");
     let counts = p.delivery_requests.counts();
     let counts: Vec<(&str, usize)> = counts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    // Leases: erp for all three, crm for the two `payment.succeeded`; then three settles.
+    // Three entity writes, then three settles.
     assert_eq!(
         counts,
-        [("BatchGetItem", 1), ("PutItem", 3), ("UpdateItem", 5 + 3)],
+        [("BatchGetItem", 1), ("PutItem", 3), ("UpdateItem", 3)],
         "no single reads; the second event of a payment used the first one's write"
     );
 
@@ -201,15 +238,15 @@ async fn a_batch_reads_its_entities_in_one_request_and_settles_each_event_in_one
         let deliveries = store.deliveries(&k).await.expect("deliveries");
         let expected: Vec<_> = targets
             .iter()
-            .map(|t| (*t, DeliveryState::Delivered, None))
+            .map(|t| (*t, DeliveryState::Delivered, None, 1))
             .collect();
         assert_eq!(
             deliveries
                 .iter()
-                .map(|d| (d.target.as_str(), d.state, d.lease_until))
+                .map(|d| (d.target.as_str(), d.state, d.lease_until, d.attempts))
                 .collect::<Vec<_>>(),
             expected,
-            "{id}"
+            "{id}: one attempt each, and no lease left"
         );
     }
     assert_eq!(p.erp.count(), 3);
@@ -493,7 +530,7 @@ async fn hubspot_429_without_retry_after_waits_out_the_burst_window_and_409_is_a
     };
     assert_eq!(
         p.delivery.process(&message).await,
-        Outcome::Retry(std::time::Duration::from_secs(10))
+        Outcome::Retry(Duration::from_secs(10))
     );
     let second = p.delivery.process(&message).await;
     assert!(

@@ -96,7 +96,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     let _lock = lock(&args.data_dir)?;
     let store = SqliteStore::open(&args.data_dir, args.max_receives)
         .with_context(|| format!("opening the database in {}", args.data_dir.display()))?;
-    let (messages, leases) = store.recover_in_flight().await?;
+    let lease = Duration::from_secs(config.delivery.lease_secs);
+    let (messages, leases) = store.recover_in_flight(lease).await?;
     let orphans = store.requeue_orphaned_claims().await?;
     if messages + leases + orphans > 0 {
         eprintln!(

@@ -10,6 +10,27 @@ use crate::ports::{Alias, Known, LedgerStore, Saved, StoreError};
 /// Attempts at a versioned write before the store is reported as contended.
 const MAX_ATTEMPTS: usize = 8;
 
+/// Who holds an event's delivery to its targets, by the entity's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// This application's write took it, until then: the first attempt goes ahead.
+    Taken(Timestamp),
+    /// An earlier application of the event took it, until then.
+    Earlier(Timestamp),
+    /// Nobody: each target's record on the event speaks for it.
+    Nobody,
+}
+
+impl Hold {
+    /// The lease an earlier application took, for `DeliveryLog::begin`.
+    pub(super) fn earlier(self) -> Option<Timestamp> {
+        match self {
+            Self::Earlier(until) => Some(until),
+            Self::Taken(_) | Self::Nobody => None,
+        }
+    }
+}
+
 /// Which entity an event lands on, and whether it is a repeat submission of that entity.
 struct Resolved {
     id: String,
@@ -24,14 +45,20 @@ struct Resolved {
 /// An entity nobody read ahead is not read first: the event is written as if the entity were
 /// new, and a refused write brings back the stored entity to apply it to. A new entity then
 /// takes one request instead of a read and a write; an existing one takes two, as before.
+///
+/// `hold_until`, when the event has targets, is the first delivery attempt's lease: it goes
+/// into the event's history entry with the same write, so that attempt needs no lease of its
+/// own. Versioned writes make it exclusive: of two workers applying the same event, one
+/// writes it and the other finds it in the history, held.
 pub(super) async fn apply(
     store: &impl LedgerStore,
     envelope: &Envelope,
     ownership: &Ownership,
     settings: &LedgerSettings,
     now: Timestamp,
+    hold_until: Option<Timestamp>,
     known: &mut Known,
-) -> Result<Applied, StoreError> {
+) -> Result<(Applied, Hold), StoreError> {
     let kind = envelope.entity.kind;
     let resolved = resolve(store, envelope, settings).await?;
     let key = (kind, resolved.id.clone());
@@ -53,23 +80,35 @@ pub(super) async fn apply(
             .find(|h| h.event_id == envelope.id.as_str())
         {
             let (effect, ownership_conflicts) = (seen.effect, seen.ownership_conflicts.clone());
+            let hold = seen.held_until.map_or(Hold::Nobody, Hold::Earlier);
             known.insert(key, Some(current.clone()));
-            return Ok(Applied {
+            let applied = Applied {
                 entity: current,
                 effect,
                 ownership_conflicts,
-            });
+            };
+            return Ok((applied, hold));
         }
-        let mut applied = if resolved.duplicate_submission {
-            ledger::merge_duplicate_submission(current, envelope)
+        let (mut applied, hold) = if resolved.duplicate_submission {
+            let merged = ledger::merge_duplicate_submission(current, envelope);
+            (merged, Hold::Nobody)
         } else {
-            ledger::apply(current, envelope, ownership)
+            let mut applied = ledger::apply(current, envelope, ownership);
+            let entry = applied.entity.history.last_mut();
+            let hold = match (hold_until, entry) {
+                (Some(until), Some(entry)) => {
+                    entry.held_until = Some(until);
+                    Hold::Taken(until)
+                }
+                _ => Hold::Nobody,
+            };
+            (applied, hold)
         };
         applied.entity.version += 1;
         applied.entity.touch(now);
         let Saved::VersionConflict { stored } = store.save_entity(&applied.entity).await? else {
             known.insert(key, Some(applied.entity.clone()));
-            return Ok(applied);
+            return Ok((applied, hold));
         };
         ahead = stored.map(|entity| Some(*entity));
         // The entity existed: nobody raced this write, so no pause and no attempt counted.
@@ -284,19 +323,35 @@ mod tests {
         }
     }
 
-    /// `apply` with default ownership and settings, at the tests' one instant.
+    /// The tests' one instant.
+    fn now() -> Timestamp {
+        Timestamp::from_unix(1_763_900_100).expect("in range")
+    }
+
+    /// `apply` with default ownership and settings, holding nothing.
     async fn apply_to(
         store: &Watched,
         envelope: &Envelope,
         known: &mut Known,
     ) -> Result<Applied, StoreError> {
-        let now = Timestamp::from_unix(1_763_900_100).expect("in range");
+        apply_holding(store, envelope, None, known)
+            .await
+            .map(|(applied, _)| applied)
+    }
+
+    async fn apply_holding(
+        store: &Watched,
+        envelope: &Envelope,
+        hold_until: Option<Timestamp>,
+        known: &mut Known,
+    ) -> Result<(Applied, Hold), StoreError> {
         apply(
             store,
             envelope,
             &Ownership::default(),
             &LedgerSettings::default(),
-            now,
+            now(),
+            hold_until,
             known,
         )
         .await
@@ -428,5 +483,49 @@ mod tests {
         let events: Vec<&str> = stored.history.iter().map(|h| h.event_id.as_str()).collect();
         assert_eq!(events, [first.id.as_str(), second.id.as_str()]);
         assert_eq!(stored.version, 2);
+    }
+
+    /// The first delivery attempt's lease rides on the write that applies the event: the
+    /// application that writes it has taken it, a repeat finds it held by the earlier one (the
+    /// version check lets only one of two concurrent applications write), and a repeated
+    /// submission, which is never delivered, holds nothing.
+    #[tokio::test]
+    async fn the_write_that_applies_an_event_holds_its_delivery() {
+        let store = Watched::open();
+        let until = now().plus_secs(60);
+        let first = lead("lead_a", 0);
+        let (_, hold) = apply_holding(&store, &first, Some(until), &mut Known::new())
+            .await
+            .expect("first");
+        assert_eq!(hold, Hold::Taken(until));
+        let stored = store
+            .inner
+            .load_entity(EntityKind::Lead, "lead_a")
+            .await
+            .expect("load")
+            .expect("entity");
+        assert_eq!(stored.history[0].held_until, Some(until), "written with it");
+
+        let later = until.plus_secs(5);
+        let (applied, hold) = apply_holding(&store, &first, Some(later), &mut Known::new())
+            .await
+            .expect("repeat");
+        assert_eq!(hold, Hold::Earlier(until), "the first write's hold stands");
+        assert_eq!(applied.entity.version, 1, "nothing written again");
+
+        let repeat = lead("lead_b", 5);
+        let (applied, hold) = apply_holding(&store, &repeat, Some(later), &mut Known::new())
+            .await
+            .expect("repeated submission");
+        assert_eq!(applied.effect, Effect::DuplicateSubmission);
+        assert_eq!(hold, Hold::Nobody);
+
+        let mut other = lead("lead_c", 10);
+        other.data.customer = None;
+        let (applied, hold) = apply_holding(&store, &other, None, &mut Known::new())
+            .await
+            .expect("no targets");
+        assert_eq!(applied.effect, Effect::Applied);
+        assert_eq!(hold, Hold::Nobody, "nothing asked, nothing held");
     }
 }

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use tracing::{Span, field, info, instrument, warn};
 
 pub use document::{Document, EntityView};
+use identify::Hold;
 
 use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
-use crate::contract::Envelope;
+use crate::contract::{Envelope, Timestamp};
 use crate::ingress::QueueMessage;
 use crate::ledger::{Applied, Effect, Ownership};
 use crate::ports::{
@@ -137,18 +138,27 @@ where
         failed
     }
 
-    async fn apply(&self, envelope: &Envelope, known: &mut Known) -> Result<Applied, StoreError> {
+    /// Applies the event to its entity; `hold` asks the same write to hold the event's first
+    /// delivery attempt for a lease's length.
+    async fn apply(
+        &self,
+        envelope: &Envelope,
+        hold: bool,
+        known: &mut Known,
+    ) -> Result<(Applied, Hold), StoreError> {
         let _turn = self
             .turns
             .take(envelope.entity.kind, &envelope.entity.id)
             .await;
         let now = self.clock.now();
+        let lease = i64::try_from(self.settings.lease_secs).unwrap_or(i64::MAX / 2);
         identify::apply(
             &self.store,
             envelope,
             &self.ownership,
             &self.ledger,
             now,
+            hold.then(|| now.plus_secs(lease)),
             known,
         )
         .await
@@ -237,7 +247,11 @@ where
         };
         Span::current().record("event_id", field::display(&envelope.id));
         Span::current().record("event_type", field::display(&envelope.event_type));
-        let applied = match self.apply(&envelope, known).await {
+        // Route filters are paths into the envelope (docs/delivery.md), not the document. Known
+        // before the entity's write, so that write can hold the first attempt for the targets.
+        let routed = serde_json::to_value(&envelope).expect("an envelope serializes");
+        let targets = routes::targets_for(&self.routes, envelope.event_type.as_str(), &routed);
+        let (applied, hold) = match self.apply(&envelope, !targets.is_empty(), known).await {
             Ok(applied) => applied,
             Err(err) => return self.retry_store(message, &err).await,
         };
@@ -253,10 +267,6 @@ where
                 .await;
         }
         let document = Document::new(envelope, &applied.entity, applied.effect);
-        // Route filters are paths into the envelope (docs/delivery.md), not the document.
-        let envelope = serde_json::to_value(&document.event).expect("an envelope serializes");
-        let targets =
-            routes::targets_for(&self.routes, document.event.event_type.as_str(), &envelope);
         if targets.is_empty() {
             return self
                 .settle(message, &key, &[], EventStatus::DeliveredToNone, None)
@@ -268,7 +278,7 @@ where
         // another target must be retried.
         let mut delivered: Vec<&str> = Vec::new();
         for name in &targets {
-            let outcome = match self.deliver(&key, name, &document, message).await {
+            let outcome = match self.deliver(&key, name, &document, message, hold).await {
                 TargetOutcome::Permanent(reason) => {
                     self.dead_letter_target(message, &key, name, &document, &reason)
                         .await
@@ -309,7 +319,8 @@ where
         }
     }
 
-    /// One target, one event: lease, call, record.
+    /// One target, one event: lease (unless the entity's write holds this first attempt),
+    /// call, record.
     #[instrument(skip_all, fields(target = %name))]
     async fn deliver(
         &self,
@@ -317,6 +328,7 @@ where
         name: &str,
         document: &Document,
         message: &InboundMessage,
+        hold: Hold,
     ) -> TargetOutcome {
         let Some(target) = self.targets.get(name) else {
             return TargetOutcome::Permanent(format!("no target named {name}"));
@@ -324,14 +336,24 @@ where
         let now = self.clock.now();
         if let Err(wait) = self.breaker(name, |b| b.check(now)) {
             self.count_delivery(name, "circuit_open");
+            if let Hold::Taken(_) = hold {
+                // The held attempt is not made: a record lets the retry go ahead after `wait`
+                // rather than after the hold.
+                self.record_failure(key, name, "circuit open", now).await;
+            }
             return TargetOutcome::Retry(wait);
         }
         let lease = Duration::from_secs(self.settings.lease_secs);
-        match self
-            .store
-            .begin(key, name, now, lease, message.replay)
-            .await
-        {
+        let begun = match hold {
+            Hold::Taken(_) => Ok(Attempt::Go { attempt: 1 }),
+            Hold::Earlier(_) | Hold::Nobody => {
+                let (replay, earlier) = (message.replay, hold.earlier());
+                self.store
+                    .begin(key, name, now, lease, replay, earlier)
+                    .await
+            }
+        };
+        match begun {
             Ok(Attempt::Go { .. }) => {}
             Ok(Attempt::AlreadyDelivered) => return TargetOutcome::Skipped,
             Ok(Attempt::FailedBefore) => return TargetOutcome::FailedBefore,
@@ -383,9 +405,7 @@ where
                     self.count_delivery(name, "circuit_opened");
                     self.breaker_state(name, true);
                 }
-                if let Err(err) = self.store.failed(key, name, &reason, false, now).await {
-                    warn!(error = %err, "could not record the failure");
-                }
+                self.record_failure(key, name, &reason, now).await;
                 self.count_delivery(name, "retry");
                 self.metrics.emit(Metric::count(
                     "DeliveryRetries",
@@ -399,6 +419,13 @@ where
                 TargetOutcome::Retry(delay)
             }
             Err(TargetError::Permanent { reason }) => TargetOutcome::Permanent(reason),
+        }
+    }
+
+    /// Records a retryable failure; one that cannot be written leaves the lease to run out.
+    async fn record_failure(&self, key: &EventKey, target: &str, reason: &str, now: Timestamp) {
+        if let Err(err) = self.store.failed(key, target, reason, false, now).await {
+            warn!(error = %err, "could not record the failure");
         }
     }
 

@@ -52,6 +52,11 @@ pub struct HistoryEntry {
     /// Fields this event tried to write but does not own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ownership_conflicts: Vec<String>,
+    /// Until when the write that applied this event holds its delivery to every routed target
+    /// (the first attempt's lease, taken with the entity's write instead of on its own; a
+    /// target's record on the event, once written, speaks for it instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<Timestamp>,
 }
 
 /// An entity as the ledger stores it; `version` guards every update.
@@ -282,6 +287,7 @@ fn record(
         occurred_at: envelope.occurred_at,
         effect,
         ownership_conflicts,
+        held_until: None,
     });
     if entity.history.len() > HISTORY_LIMIT {
         let excess = entity.history.len() - HISTORY_LIMIT;

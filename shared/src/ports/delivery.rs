@@ -49,7 +49,9 @@ pub enum Attempt {
 /// Per-event, per-target delivery records with a lease.
 pub trait DeliveryLog: Send + Sync {
     /// Takes the lease unless the target already has the event or another lease is live.
-    /// `replay` lets a delivery that failed for good be tried again.
+    /// `replay` lets a delivery that failed for good be tried again. `held` is the lease the
+    /// write that applied the event took for the first attempt (`HistoryEntry::held_until`):
+    /// while it runs, a target with no record of its own is leased until then.
     fn begin(
         &self,
         key: &EventKey,
@@ -57,8 +59,11 @@ pub trait DeliveryLog: Send + Sync {
         now: Timestamp,
         lease: Duration,
         replay: bool,
+        held: Option<Timestamp>,
     ) -> impl Future<Output = Result<Attempt, StoreError>> + Send;
 
+    /// Marks `target` delivered; a target with no record yet (its first attempt held by the
+    /// entity's write) gets one, with one attempt.
     fn delivered(
         &self,
         key: &EventKey,
@@ -67,7 +72,8 @@ pub trait DeliveryLog: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The end of an event's processing, in one write: marks `delivered` targets delivered
-    /// (their leases end) and sets the event's final `status`.
+    /// (their leases end; a target without a record gets one, as `delivered` does) and sets
+    /// the event's final `status`.
     fn settle(
         &self,
         key: &EventKey,
@@ -77,7 +83,8 @@ pub trait DeliveryLog: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Records a failure and releases the lease; `permanent` marks it failed for good.
+    /// Records a failure and releases the lease; `permanent` marks it failed for good. A
+    /// target with no record yet gets one, with one attempt.
     fn failed(
         &self,
         key: &EventKey,

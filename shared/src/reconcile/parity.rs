@@ -143,6 +143,7 @@ mod tests {
             occurred_at: Timestamp::from_unix(1_700_000_000).expect("in range"),
             effect: Effect::Applied,
             ownership_conflicts: Vec::new(),
+            held_until: None,
         });
         e
     }

@@ -184,9 +184,12 @@ impl<S: DeliveryLog> DeliveryLog for FaultyStore<S> {
         now: Timestamp,
         lease: Duration,
         replay: bool,
+        held: Option<Timestamp>,
     ) -> Result<Attempt, StoreError> {
         self.plan.throttled(key.as_str())?;
-        self.inner.begin(key, target, now, lease, replay).await
+        self.inner
+            .begin(key, target, now, lease, replay, held)
+            .await
     }
     async fn delivered(
         &self,

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -54,6 +55,17 @@ struct State {
     script: VecDeque<Reply>,
     default: Option<Reply>,
     by_path: BTreeMap<String, Reply>,
+    /// While set and not yet opened, answers wait (after the request is recorded).
+    gate: Option<watch::Receiver<bool>>,
+}
+
+/// Holds the recorder's answers until `open`: a call the test can see arrive but not finish.
+pub struct Gate(watch::Sender<bool>);
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 #[derive(Clone)]
@@ -70,7 +82,15 @@ impl Recorder {
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                 let state = Arc::clone(&shared);
-                async move { answer(&state, &method, &uri, &headers, &body) }
+                async move {
+                    let (response, gate) = answer(&state, &method, &uri, &headers, &body);
+                    if let Some(mut gate) = gate {
+                        gate.wait_for(|open| *open)
+                            .await
+                            .expect("the gate outlives the call");
+                    }
+                    response
+                }
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -99,6 +119,13 @@ impl Recorder {
             .insert(path.to_owned(), reply);
     }
 
+    /// Makes every answer from now on wait until the gate opens.
+    pub fn hold(&self) -> Gate {
+        let (open, gate) = watch::channel(false);
+        self.state.lock().expect("lock").gate = Some(gate);
+        Gate(open)
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().expect("lock").requests.clone()
     }
@@ -114,7 +141,7 @@ fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Response {
+) -> (Response, Option<watch::Receiver<bool>>) {
     let mut state = state.lock().expect("lock");
     state.requests.push(Recorded {
         method: method.to_string(),
@@ -145,5 +172,5 @@ fn answer(
             .headers_mut()
             .insert(name, value.parse().expect("header value"));
     }
-    response
+    (response, state.gate.clone())
 }

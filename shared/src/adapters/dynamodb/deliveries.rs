@@ -118,12 +118,17 @@ impl DynamoStore {
         }
         if !targets.is_empty() {
             request = request
-                .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)));
+                .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)))
+                .expression_attribute_values(":one", n(1));
         }
         for (i, target) in targets.iter().enumerate() {
-            set.push(format!("#s{i} = :delivered, #d{i} = :at, #u{i} = :at"));
+            // No attempts yet: the entity's write held this first one.
+            set.push(format!(
+                "#s{i} = :delivered, #d{i} = :at, #u{i} = :at, #a{i} = if_not_exists(#a{i}, :one)"
+            ));
             remove.push(format!("#l{i}"));
             request = request
+                .expression_attribute_names(format!("#a{i}"), attr(target, "attempts"))
                 .expression_attribute_names(format!("#s{i}"), attr(target, "state"))
                 .expression_attribute_names(format!("#d{i}"), attr(target, "delivered"))
                 .expression_attribute_names(format!("#u{i}"), attr(target, "updated"))
@@ -151,14 +156,21 @@ impl DeliveryLog for DynamoStore {
         now: Timestamp,
         lease: Duration,
         replay: bool,
+        held: Option<Timestamp>,
     ) -> Result<Attempt, StoreError> {
         let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        // The event item must exist: an update would otherwise create a half item.
-        let condition = if replay {
-            "attribute_exists(pk) AND (attribute_not_exists(#state) OR (#state <> :delivered AND (attribute_not_exists(#lease) OR #lease < :now)))"
+        let held = held.filter(|h| h.unix_millis() >= now.unix_millis());
+        // The event item must exist: an update would otherwise create a half item. While the
+        // entity's write holds the first attempt, a target without a record is not free.
+        let free = if held.is_some() {
+            "attribute_exists(#state) AND"
         } else {
-            "attribute_exists(pk) AND (attribute_not_exists(#state) OR (#state <> :delivered AND #state <> :failed AND (attribute_not_exists(#lease) OR #lease < :now)))"
+            "attribute_not_exists(#state) OR"
         };
+        let failed = if replay { "" } else { " AND #state <> :failed" };
+        let condition = format!(
+            "attribute_exists(pk) AND ({free} (#state <> :delivered{failed} AND (attribute_not_exists(#lease) OR #lease < :now)))"
+        );
         let mut request = self
             .client
             .update_item()
@@ -207,10 +219,12 @@ impl DeliveryLog for DynamoStore {
                         .await?
                         .ok_or_else(|| StoreError::Corrupt(format!("{event}: no such event")))?,
                 };
-                let record = records_of(&item)?
-                    .into_iter()
-                    .find(|r| r.target == target)
-                    .ok_or_else(|| StoreError::Corrupt("lease lost".into()))?;
+                let record = records_of(&item)?.into_iter().find(|r| r.target == target);
+                let record = match (record, held) {
+                    (Some(record), _) => record,
+                    (None, Some(until)) => return Ok(Attempt::Leased { until }),
+                    (None, None) => return Err(StoreError::Corrupt("lease lost".into())),
+                };
                 Ok(match record.state {
                     DeliveryState::Delivered => Attempt::AlreadyDelivered,
                     DeliveryState::Failed if !replay => Attempt::FailedBefore,
@@ -262,7 +276,7 @@ impl DeliveryLog for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(event_key(event)))
             .update_expression(
-                "SET #state = :state, #error = :reason, #updated = :at REMOVE #lease",
+                "SET #state = :state, #error = :reason, #updated = :at, #attempts = if_not_exists(#attempts, :one) REMOVE #lease",
             )
             // A late failure report never overwrites a delivery.
             .condition_expression(
@@ -272,6 +286,8 @@ impl DeliveryLog for DynamoStore {
             .expression_attribute_names("#error", attr(target, "error"))
             .expression_attribute_names("#updated", attr(target, "updated"))
             .expression_attribute_names("#lease", attr(target, "lease"))
+            .expression_attribute_names("#attempts", attr(target, "attempts"))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":state", s(state_name(state)))
             .expression_attribute_values(":delivered", s(state_name(DeliveryState::Delivered)))
             .expression_attribute_values(":reason", s(reason))

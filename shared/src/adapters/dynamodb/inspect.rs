@@ -57,6 +57,7 @@ impl DynamoStore {
                                 .and_then(|v| v.as_str().map(str::to_owned))
                                 .unwrap_or_default(),
                             ownership_conflicts: h.ownership_conflicts.clone(),
+                            delivery_held_until: h.held_until.map(|t| t.to_string()),
                         })
                 }),
             None => None,

@@ -1,5 +1,6 @@
 //! Delivery records with a lease, as on DynamoDB.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -62,8 +63,11 @@ fn mark_delivered(
     target: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    // No record yet: the entity's write held this first attempt.
     conn.exec(
-        "UPDATE deliveries SET state = ?3, delivered_at = ?4, updated_at = ?4, updated_ms = ?5, lease_until_ms = NULL WHERE key = ?1 AND target = ?2",
+        "INSERT INTO deliveries (key, target, state, attempts, delivered_at, updated_at, updated_ms) \
+         SELECT ?1, ?2, ?3, 1, ?4, ?4, ?5 WHERE EXISTS (SELECT 1 FROM events WHERE key = ?1) \
+         ON CONFLICT (key, target) DO UPDATE SET state = ?3, delivered_at = ?4, updated_at = ?4, updated_ms = ?5, lease_until_ms = NULL",
         params![key, target, name(DeliveryState::Delivered), now.to_string(), now.unix_millis()],
     )
     .map(|_| ())
@@ -78,8 +82,11 @@ impl DeliveryLog for SqliteStore {
         now: Timestamp,
         lease: Duration,
         replay: bool,
+        held: Option<Timestamp>,
     ) -> Result<Attempt, StoreError> {
         let (key, target) = (key.to_string(), target.to_owned());
+        let void_before = self.void_holds_before_ms.load(Ordering::SeqCst);
+        let held = held.filter(|h| h.unix_millis() >= now.unix_millis().max(void_before));
         let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         self.run(move |conn| {
             let claimed = conn
@@ -106,6 +113,9 @@ impl DeliveryLog for SqliteStore {
                 {
                     return Ok(Attempt::Leased { until: Timestamp::from_unix(ms / 1000).unwrap_or(now) });
                 }
+            } else if let Some(until) = held {
+                // The entity's write holds the first attempt, and it has not reported yet.
+                return Ok(Attempt::Leased { until });
             }
             let attempts = current.map_or(0, |(_, _, a)| a) + 1;
             conn.exec(
@@ -165,9 +175,12 @@ impl DeliveryLog for SqliteStore {
             DeliveryState::Retrying
         };
         self.run(move |conn| {
+            // No record yet: the entity's write held this first attempt.
             conn.exec(
-                "UPDATE deliveries SET state = ?3, last_error = ?4, updated_at = ?5, updated_ms = ?6, lease_until_ms = NULL \
-                 WHERE key = ?1 AND target = ?2 AND state <> 'delivered'",
+                "INSERT INTO deliveries (key, target, state, attempts, last_error, updated_at, updated_ms) \
+                 SELECT ?1, ?2, ?3, 1, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM events WHERE key = ?1) \
+                 ON CONFLICT (key, target) DO UPDATE SET state = ?3, last_error = ?4, updated_at = ?5, updated_ms = ?6, lease_until_ms = NULL \
+                 WHERE state <> 'delivered'",
                 params![key, target, name(state), reason, now.to_string(), now.unix_millis()],
             )
             .map(|_| ())

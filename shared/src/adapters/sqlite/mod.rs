@@ -18,6 +18,7 @@ mod schema;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use rusqlite::{Connection, Params, Row, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -47,6 +48,9 @@ pub struct SqliteStore {
     /// Woken when a message is enqueued, so the worker need not poll.
     pub(crate) enqueued: Arc<Notify>,
     max_receives: u32,
+    /// Holds on first attempts (`HistoryEntry::held_until`) that end before this (Unix ms)
+    /// were taken by a process that died: `recover_in_flight` sets it.
+    pub(crate) void_holds_before_ms: Arc<AtomicI64>,
 }
 
 fn sql_error(e: &rusqlite::Error) -> StoreError {
@@ -91,6 +95,7 @@ impl SqliteStore {
             ops: tx,
             enqueued: Arc::new(Notify::new()),
             max_receives,
+            void_holds_before_ms: Arc::new(AtomicI64::new(0)),
         })
     }
 

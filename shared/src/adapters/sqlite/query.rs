@@ -87,7 +87,7 @@ impl SqliteStore {
                 .map_err(|e| sql_error(&e))?;
             let ledger = conn
                 .row(
-                    "SELECT e.kind, e.id, json_extract(h.value, '$.effect'), COALESCE(json_extract(h.value, '$.ownership_conflicts'), '[]') \
+                    "SELECT e.kind, e.id, json_extract(h.value, '$.effect'), COALESCE(json_extract(h.value, '$.ownership_conflicts'), '[]'), json_extract(h.value, '$.held_until') \
                      FROM entities e, json_each(e.entity, '$.history') h WHERE json_extract(h.value, '$.event_id') = ?1",
                     [record.event_id.as_str()],
                     |r| {
@@ -97,6 +97,7 @@ impl SqliteStore {
                             entity_id: r.get(1)?,
                             effect: r.get(2)?,
                             ownership_conflicts: serde_json::from_str(&conflicts).unwrap_or_default(),
+                            delivery_held_until: r.get(4)?,
                         })
                     },
                 )

@@ -2,6 +2,7 @@
 //! and the move to the dead-letter queue after the maximum receive count, as SQS does.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
@@ -174,10 +175,15 @@ impl SqliteStore {
         .await
     }
 
-    /// Makes every in-flight message visible and frees every delivery lease. Only for the one
-    /// process that consumes this database, at its start: whatever is in flight then belonged
-    /// to a process that died, and waiting out its timeouts would only delay delivery.
-    pub async fn recover_in_flight(&self) -> Result<(u64, u64), StoreError> {
+    /// Makes every in-flight message visible and frees every delivery lease, including the
+    /// first attempts the entities' writes held: any hold taken before now, with the `lease`
+    /// delivery takes, ends before now + `lease`. Only for the one process that consumes this
+    /// database, at its start: whatever is in flight then belonged to a process that died, and
+    /// waiting out its timeouts would only delay delivery.
+    pub async fn recover_in_flight(&self, lease: Duration) -> Result<(u64, u64), StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.void_holds_before_ms
+            .store(now_ms().saturating_add(lease_ms), Ordering::SeqCst);
         self.run(|conn| {
             let messages = conn
                 .exec("UPDATE messages SET visible_at_ms = ?1, receipt = NULL WHERE receipt IS NOT NULL AND visible_at_ms > ?1", [now_ms()])

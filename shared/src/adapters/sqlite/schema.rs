@@ -113,8 +113,24 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS entities_changed ON entities (kind, changed_key) WHERE changed_key IS NOT NULL",
     )?;
-    tallies(conn)
+    tallies(conn)?;
+    conn.execute_batch(FIRST_OUTCOME_TALLIES)
 }
+
+/// A first attempt held by the entity's write has no in-flight row: its outcome is inserted,
+/// not updated, and counts in its minute all the same.
+const FIRST_OUTCOME_TALLIES: &str = r"
+CREATE TRIGGER IF NOT EXISTS tally_delivered_first AFTER INSERT ON deliveries
+    WHEN NEW.state = 'delivered' BEGIN
+    INSERT INTO minute_tallies VALUES ('delivered', NEW.updated_ms / 60000, 1)
+        ON CONFLICT (name, minute) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS tally_failed_first AFTER INSERT ON deliveries
+    WHEN NEW.state IN ('failed', 'retrying') BEGIN
+    INSERT INTO minute_tallies VALUES ('failed', NEW.updated_ms / 60000, 1)
+        ON CONFLICT (name, minute) DO UPDATE SET n = n + 1;
+END;
+";
 
 /// Running counts behind the status page, kept by triggers in the same transaction as the rows
 /// they count: reading them costs the same at ten events as at ten million. Counting the rows on
