@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use plumbline::contract::{EntityKind, SourceEventId, SourceName};
 use plumbline::ledger::{Effect, Entity};
-use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, EventStore, LedgerStore};
+use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, EventStore, LedgerStore, Saved};
 use plumbline::sources::hmac_sha256;
 use serde_json::{Value, json};
 
@@ -145,6 +145,43 @@ async fn a_copy_arriving_while_the_first_attempt_is_in_flight_waits_for_it() {
     let third = p.deliver(event).await;
     assert!(third.batch_item_failures.is_empty(), "a late copy is done");
     assert_eq!(p.erp.count(), 1, "and calls nobody");
+}
+
+/// Only a message's first receive holds its targets through the entity's write. A later
+/// receive asks each target's record, so a target that has the event is not called again even
+/// when the entity's history (bounded) no longer lists the event and it is applied anew.
+#[tokio::test]
+async fn a_later_receive_asks_the_targets_records_even_when_the_history_let_go() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let mut event = p.receive().await;
+    assert!(
+        p.deliver(event.clone())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(p.erp.count(), 1);
+
+    let mut forgotten = fixture_payment(&p).await;
+    forgotten.history.clear();
+    forgotten.version += 1;
+    let store = p.delivery.store();
+    assert_eq!(
+        store.save_entity(&forgotten).await.expect("save"),
+        Saved::Saved
+    );
+    event.records[0]
+        .attributes
+        .insert("ApproximateReceiveCount".into(), "2".into());
+    assert!(p.deliver(event).await.batch_item_failures.is_empty());
+    assert_eq!(
+        fixture_payment(&p).await.history.len(),
+        1,
+        "applied anew, without a hold"
+    );
+    assert_eq!(p.erp.count(), 1, "erp's record says delivered: not called");
 }
 
 /// A message on its own (a quiet queue's batch of one) reads no entity first: a new payment is

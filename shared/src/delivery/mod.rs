@@ -251,7 +251,12 @@ where
         // before the entity's write, so that write can hold the first attempt for the targets.
         let routed = serde_json::to_value(&envelope).expect("an envelope serializes");
         let targets = routes::targets_for(&self.routes, envelope.event_type.as_str(), &routed);
-        let (applied, hold) = match self.apply(&envelope, !targets.is_empty(), known).await {
+        // Only a message's first receive holds. A later one (a retry, a replay) asks each
+        // target's record, which also answers for an event its entity's history, bounded, has
+        // since let go of and would apply again.
+        let first = message.receive_count <= 1 && !message.replay;
+        let hold = first && !targets.is_empty();
+        let (applied, hold) = match self.apply(&envelope, hold, known).await {
             Ok(applied) => applied,
             Err(err) => return self.retry_store(message, &err).await,
         };
