@@ -5,9 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use std::time::Duration;
-
-use crate::helpers::dev::{binary, eventually};
+use crate::helpers::dev::binary;
 use crate::helpers::fixture;
 use crate::helpers::pipeline::Pipeline;
 use crate::helpers::recorder::Reply;
@@ -34,6 +32,20 @@ fn plumbline(p: &Pipeline, args: &[&str]) -> Value {
     })
 }
 
+/// `plumbline events show --aws --json` of the Stripe fixture's event.
+fn show_fixture_event(p: &Pipeline) -> Value {
+    plumbline(
+        p,
+        &[
+            "events",
+            "show",
+            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
+            "--aws",
+            "--json",
+        ],
+    )
+}
+
 /// While an event's first attempt is in flight, the event has no delivery record yet: the
 /// entity's write holds the attempt, and `events show` says until when.
 #[tokio::test]
@@ -42,32 +54,16 @@ async fn events_show_says_a_first_attempt_is_in_flight() {
     p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
         .await;
     let event = p.receive().await;
-    let gate = p.erp.hold();
-    let show = || {
-        plumbline(
-            &p,
-            &[
-                "events",
-                "show",
-                "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
-                "--aws",
-                "--json",
-            ],
-        )
-    };
-    let (delivered, during) = tokio::join!(p.deliver(event), async {
-        assert!(eventually(Duration::from_secs(10), || p.erp.count() == 1).await);
-        let during = show();
-        gate.open();
-        during
-    });
+    let (delivered, during) = p
+        .deliver_while_erp_holds(event, async { show_fixture_event(&p) })
+        .await;
     assert!(delivered.batch_item_failures.is_empty());
     assert!(
         during["ledger"]["delivery_held_until"].is_string(),
         "{during}"
     );
     assert_eq!(during["deliveries"], serde_json::json!([]));
-    let after = show();
+    let after = show_fixture_event(&p);
     assert_eq!(after["status"], "delivered");
     assert_eq!(after["deliveries"][0]["state"], "delivered");
     assert_eq!(after["deliveries"][0]["attempts"], 1);
@@ -86,16 +82,7 @@ async fn events_dlq_and_replay_work_against_aws() {
     assert_eq!(list[0]["status"], "dead_lettered");
     assert_eq!(list[0]["event_type"], "payment.processing");
 
-    let show = plumbline(
-        &p,
-        &[
-            "events",
-            "show",
-            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
-            "--aws",
-            "--json",
-        ],
-    );
+    let show = show_fixture_event(&p);
     assert_eq!(show["ledger"]["effect"], "applied");
     assert_eq!(show["deliveries"][0]["target"], "erp");
     assert_eq!(show["deliveries"][0]["state"], "failed");

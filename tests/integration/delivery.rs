@@ -11,7 +11,6 @@ use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, EventStore, LedgerS
 use plumbline::sources::hmac_sha256;
 use serde_json::{Value, json};
 
-use crate::helpers::dev::eventually;
 use crate::helpers::pipeline::{ERP_SIGNING_SECRET, HUBSPOT_TOKEN, Pipeline, failed};
 use crate::helpers::recorder::Recorded;
 use crate::helpers::{T0, adyen, fixture, site, stripe};
@@ -124,16 +123,9 @@ async fn a_copy_arriving_while_the_first_attempt_is_in_flight_waits_for_it() {
     p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
         .await;
     let event = p.receive().await;
-    let gate = p.erp.hold();
-    let (first, second) = tokio::join!(p.deliver(event.clone()), async {
-        assert!(
-            eventually(Duration::from_secs(10), || p.erp.count() == 1).await,
-            "the first copy reached the target"
-        );
-        let second = p.deliver(event.clone()).await;
-        gate.open();
-        second
-    });
+    let (first, second) = p
+        .deliver_while_erp_holds(event.clone(), p.deliver(event.clone()))
+        .await;
     assert!(first.batch_item_failures.is_empty(), "the first delivered");
     assert_eq!(
         failed(&second),

@@ -104,6 +104,11 @@ pub(super) async fn apply(
             };
             (applied, hold)
         };
+        // A hold that has run out says nothing any more (`begin` treats it as none); kept, it
+        // would only grow the entity with every event it has had.
+        for entry in &mut applied.entity.history {
+            entry.held_until.take_if(|until| *until < now);
+        }
         applied.entity.version += 1;
         applied.entity.touch(now);
         let Saved::VersionConflict { stored } = store.save_entity(&applied.entity).await? else {
@@ -357,6 +362,16 @@ mod tests {
         .await
     }
 
+    /// `lead_a` as stored, read past the watch (no read counted).
+    async fn stored_lead(store: &Watched) -> Entity {
+        store
+            .inner
+            .load_entity(EntityKind::Lead, "lead_a")
+            .await
+            .expect("load")
+            .expect("entity")
+    }
+
     fn lead(id: &str, at: i64) -> Envelope {
         let t = Timestamp::from_unix(1_763_900_000 + at).expect("in range");
         let source = SourceName::try_from("site").expect("name");
@@ -394,6 +409,13 @@ mod tests {
         }
     }
 
+    /// A lead with no contact details: no identity key ties it to another, so it is its own.
+    fn lone_lead(id: &str, at: i64) -> Envelope {
+        let mut envelope = lead(id, at);
+        envelope.data.customer = None;
+        envelope
+    }
+
     /// Found by the fault-injection scenario (seed 64023): a second submission whose first
     /// lookup missed the first one's alias overwrote it and became a second lead.
     #[tokio::test]
@@ -416,26 +438,20 @@ mod tests {
     #[tokio::test]
     async fn a_stale_read_ahead_copy_gives_way_to_the_stored_one() {
         let store = Watched::open();
-        let mut first = lead("lead_a", 0);
-        first.data.customer = None;
+        let first = lone_lead("lead_a", 0);
         apply_to(&store, &first, &mut Known::new())
             .await
             .expect("first");
 
         // Read ahead before the first write: "no such entity".
         let mut known = Known::from([((EntityKind::Lead, "lead_a".to_owned()), None)]);
-        let mut second = lead("lead_a", 10);
-        second.data.customer = None;
+        let second = lone_lead("lead_a", 10);
         let applied = apply_to(&store, &second, &mut known).await.expect("second");
         assert_eq!(
             applied.entity.version, 2,
             "written over the stored version 1"
         );
-        let stored = store
-            .load_entity(EntityKind::Lead, "lead_a")
-            .await
-            .expect("load")
-            .expect("entity");
+        let stored = stored_lead(&store).await;
         let events: Vec<&str> = stored.history.iter().map(|h| h.event_id.as_str()).collect();
         assert_eq!(events, [first.id.as_str(), second.id.as_str()]);
         assert_eq!(stored.version, 2);
@@ -452,10 +468,8 @@ mod tests {
     #[tokio::test]
     async fn an_entity_nobody_read_ahead_is_written_without_reading_it_first() {
         let store = Watched::open();
-        let mut first = lead("lead_a", 0);
-        let mut second = lead("lead_a", 10);
-        first.data.customer = None;
-        second.data.customer = None;
+        let first = lone_lead("lead_a", 0);
+        let second = lone_lead("lead_a", 10);
         let mut effects = Vec::new();
         for (envelope, version) in [(&first, 1), (&second, 2), (&second, 2)] {
             let applied = apply_to(&store, envelope, &mut Known::new())
@@ -474,12 +488,7 @@ mod tests {
             0,
             "no entity was read first"
         );
-        let stored = store
-            .inner
-            .load_entity(EntityKind::Lead, "lead_a")
-            .await
-            .expect("load")
-            .expect("entity");
+        let stored = stored_lead(&store).await;
         let events: Vec<&str> = stored.history.iter().map(|h| h.event_id.as_str()).collect();
         assert_eq!(events, [first.id.as_str(), second.id.as_str()]);
         assert_eq!(stored.version, 2);
@@ -498,12 +507,7 @@ mod tests {
             .await
             .expect("first");
         assert_eq!(hold, Hold::Taken(until));
-        let stored = store
-            .inner
-            .load_entity(EntityKind::Lead, "lead_a")
-            .await
-            .expect("load")
-            .expect("entity");
+        let stored = stored_lead(&store).await;
         assert_eq!(stored.history[0].held_until, Some(until), "written with it");
 
         let later = until.plus_secs(5);
@@ -520,12 +524,34 @@ mod tests {
         assert_eq!(applied.effect, Effect::DuplicateSubmission);
         assert_eq!(hold, Hold::Nobody);
 
-        let mut other = lead("lead_c", 10);
-        other.data.customer = None;
+        let other = lone_lead("lead_c", 10);
         let (applied, hold) = apply_holding(&store, &other, None, &mut Known::new())
             .await
             .expect("no targets");
         assert_eq!(applied.effect, Effect::Applied);
         assert_eq!(hold, Hold::Nobody, "nothing asked, nothing held");
+    }
+
+    /// Only running holds are kept: the next write of the entity drops the ones that ran out.
+    #[tokio::test]
+    async fn a_write_drops_the_holds_that_ran_out() {
+        let store = Watched::open();
+        let first = lone_lead("lead_a", 0);
+        let second = lone_lead("lead_a", 10);
+        let ran_out = now().plus_secs(-1);
+        apply_holding(&store, &first, Some(ran_out), &mut Known::new())
+            .await
+            .expect("first");
+        let running = now().plus_secs(60);
+        apply_holding(&store, &second, Some(running), &mut Known::new())
+            .await
+            .expect("second");
+        let holds: Vec<_> = stored_lead(&store)
+            .await
+            .history
+            .iter()
+            .map(|h| h.held_until)
+            .collect();
+        assert_eq!(holds, [None, Some(running)]);
     }
 }

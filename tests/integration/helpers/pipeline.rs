@@ -16,6 +16,7 @@ use plumbline::ports::ManualClock;
 use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 
+use super::dev::eventually;
 use super::recorder::Recorder;
 use super::requests::Requests;
 use super::{AwsIngress, T0, aws, create_table, fixture, secrets, unique};
@@ -221,6 +222,27 @@ impl Pipeline {
             }
         }
         response
+    }
+
+    /// Delivers `event` while the erp target holds its answer: once the call has reached erp,
+    /// runs `during`, then lets erp answer. Returns the delivery's response and `during`'s.
+    pub async fn deliver_while_erp_holds<T>(
+        &self,
+        event: SqsEvent,
+        during: impl Future<Output = T>,
+    ) -> (SqsBatchResponse, T) {
+        let before = self.erp.count();
+        let gate = self.erp.hold();
+        // Boxed: both deliveries' states would otherwise sit in one future on the stack.
+        tokio::join!(Box::pin(self.deliver(event)), async {
+            assert!(
+                eventually(Duration::from_secs(10), || self.erp.count() > before).await,
+                "the call reached the target"
+            );
+            let out = Box::pin(during).await;
+            gate.open();
+            out
+        })
     }
 
     /// Receives and delivers once; returns the ids handed over and the ones reported failed.
