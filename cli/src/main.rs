@@ -17,6 +17,11 @@ mod reconcile;
 mod replay;
 mod send;
 
+// `plumbline dev` allocates per request across many threads; glibc's allocator spent about a
+// sixth of the process's time under load (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "plumbline",
