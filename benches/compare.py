@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -163,16 +164,23 @@ def item_size(value) -> int:
     return sum(len(k.encode()) + item_size(v) for k, v in value.items())
 
 
-def signed_webhooks(count: int, prefix: str) -> list[str]:
-    """API Gateway (HTTP API v2) events carrying Stripe webhooks signed now, each a new payment."""
+def signed_webhooks(count: int, prefix: str, per_payment: int = 1) -> list[str]:
+    """API Gateway (HTTP API v2) events carrying Stripe webhooks signed now. With `per_payment`
+    1, each is a new payment that succeeded; with more, the payments take that many events each
+    (`processing`, …, then `succeeded`), in rounds, so a payment's events are far apart in the
+    stream as in live traffic, never in one batch."""
     fixture = json.loads((ROOT / "tests/fixtures/stripe/payment_intent.succeeded.json").read_text())
     apigw = json.loads((ROOT / "tests/fixtures/apigw/post-webhook.json").read_text())
     now = int(time.time())
+    payments = math.ceil(count / per_payment)
     lines = []
     for i in range(count):
+        last = i // payments == per_payment - 1 or i + payments >= count
         fixture["id"] = f"evt_{prefix}_{i:06}"
+        fixture["type"] = "payment_intent.succeeded" if last else "payment_intent.processing"
         fixture["created"] = now
-        fixture["data"]["object"]["id"] = f"pi_{prefix}_{i:06}"
+        fixture["data"]["object"]["id"] = f"pi_{prefix}_{i % payments:06}"
+        fixture["data"]["object"]["status"] = "succeeded" if last else "processing"
         body = json.dumps(fixture, separators=(",", ":"))
         mac = hmac.new(SECRET.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
         apigw["headers"]["stripe-signature"] = f"t={now},v1={mac}"
@@ -255,10 +263,34 @@ def cost_per_million(side: dict) -> dict:
     return parts
 
 
+def index_entry_after(kind: str, doc: dict, attrs: set) -> bool | None:
+    """Whether the item has an entry in the index whose key attributes are `attrs` after this
+    write, or None when the write leaves the index alone. An update that sets a key attribute
+    is taken to change its value (the index keys plumbline writes are times)."""
+    if kind == "Put":
+        return all(a in doc.get("Item", {}) for a in attrs)
+    if kind == "Delete":
+        return False
+    if kind != "Update":
+        return None
+    names = doc.get("ExpressionAttributeNames", {})
+    expr = re.sub(r"#\w+", lambda m: names.get(m.group(0), m.group(0)), doc.get("UpdateExpression", ""))
+    clauses = dict.fromkeys(("SET", "REMOVE"), "")
+    for verb, body in re.findall(r"\b(SET|REMOVE|ADD|DELETE)\b(.*?)(?=\b(?:SET|REMOVE|ADD|DELETE)\b|$)", expr, re.I | re.S):
+        clauses[verb.upper()] = clauses.get(verb.upper(), "") + body
+    named = lambda clause: any(re.search(rf"\b{re.escape(a)}\b", clause) for a in attrs)
+    if named(clauses["REMOVE"]):
+        return False
+    if named(clauses["SET"]):
+        return True
+    return None
+
+
 def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[str, set]) -> tuple[float, float]:
     """DynamoDB write and read units of the recorded calls. Writes: ceil(KB) of the item's
-    stored size (twice inside a transaction), plus one per secondary index whose key attributes
-    the call touches. Reads: ceil(size / 4 KB) per item asked for (BatchGetItem: per key),
+    stored size (twice inside a transaction), plus, per secondary index, one to put an item's
+    entry, one to delete it, and two to move it (a delete and a put) when the write changes its
+    key attributes. Reads: ceil(size / 4 KB) per item asked for (BatchGetItem: per key),
     halved when eventually consistent."""
     wru = rru = 0.0
 
@@ -266,27 +298,40 @@ def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[st
         item = doc.get("Key") or doc.get("Item") or {}
         return (table, json.dumps({k: item[k] for k in sorted(item) if k in ("pk", "sk", "id")}))
 
-    def write(table, doc, factor):
+    # Which items have an entry in which index, as the recorded writes leave them.
+    entries = set()
+
+    def write(table, doc, factor, kind):
         nonlocal wru
-        size = sizes.get(key_of(table, doc)) or item_size(doc.get("Item") or doc.get("Key") or {})
+        key = key_of(table, doc)
+        size = sizes.get(key) or item_size(doc.get("Item") or doc.get("Key") or {})
         wru += factor * max(1, math.ceil(size / 1024))
-        text = json.dumps(doc)
-        wru += sum(1 for attrs in indexes.get(table, []) if any(a in text for a in attrs))
+        for i, attrs in enumerate(indexes.get(table, [])):
+            after = index_entry_after(kind, doc, attrs)
+            if after is None:
+                continue
+            entry = (key, i)
+            before = entry in entries
+            # A new entry is a put, a dropped one a delete, a moved one (its key attributes
+            # written again, with a new value) both.
+            wru += (before + after) if before != after else 2 * after
+            (entries.add if after else entries.discard)(entry)
 
     for op, doc in ops:
         name = op.split(".", 1)[1]
         table = doc.get("TableName", "")
         if name in ("PutItem", "UpdateItem", "DeleteItem"):
-            write(table, doc, 1)
+            write(table, doc, 1, name.removesuffix("Item"))
         elif name == "TransactWriteItems":
             for item in doc.get("TransactItems", []):
                 for kind in ("Put", "Update", "Delete", "ConditionCheck"):
                     if kind in item:
-                        write(item[kind].get("TableName", ""), item[kind], 2)
+                        write(item[kind].get("TableName", ""), item[kind], 2, kind)
         elif name == "BatchWriteItem":
             for table, requests in doc.get("RequestItems", {}).items():
                 for r in requests:
-                    write(table, r.get("PutRequest") or r.get("DeleteRequest") or {}, 1)
+                    kind = "Put" if "PutRequest" in r else "Delete"
+                    write(table, r.get("PutRequest") or r.get("DeleteRequest") or {}, 1, kind)
         elif name in ("GetItem", "Query", "Scan"):
             size = sizes.get(key_of(table, doc), 1)
             rru += max(1, math.ceil(size / 4096)) * (1 if doc.get("ConsistentRead") else 0.5)
@@ -423,6 +468,8 @@ def main():
     p.add_argument("--compare", type=Path, default=None, help="a saved result to compare against")
     p.add_argument("--hmac-floor-ns", type=float, default=None)
     p.add_argument("--local-seconds", type=int, default=10)
+    p.add_argument("--events-per-payment", type=int, default=1,
+                   help="events about each payment (the first ones `processing`, the last `succeeded`); 1: every event a new payment")
     p.add_argument("--only", choices=["plumbline", "powertools"], default=None, help="measure one side (no table)")
     args = p.parse_args()
     args.coldstart = args.release_dir / "plumbline-coldstart"
@@ -480,7 +527,7 @@ def main():
         }
         python = str(args.venv / "bin" / "python")
         total = args.events + args.warmup
-        result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}, "events": args.events}
+        result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}, "events": args.events, "events_per_payment": args.events_per_payment}
         for name, ingress_cmd, delivery_cmd, env, cwd, tables, queue, path in (
             ("plumbline", [str(args.release_dir / "plumbline-ingress")], [str(args.release_dir / "plumbline-delivery")],
              plumbline_env, None, ["plumbline-events"], queues["plumbline-delivery"], "/plumbline"),
@@ -490,7 +537,7 @@ def main():
             if args.only and name != args.only:
                 continue
             events = work / f"{name}-webhooks.jsonl"
-            events.write_text("\n".join(signed_webhooks(total, name)) + "\n")
+            events.write_text("\n".join(signed_webhooks(total, name, args.events_per_payment)) + "\n")
             side = run_side(name, args, moto, ddb, sqs, events, total, ingress_cmd, delivery_cmd, env, cwd, tables, indexes, queue, path)
             cold_events = work / f"{name}-cold.jsonl"
             cold_events.write_text("\n".join(signed_webhooks(args.cold_runs, f"{name}cold")) + "\n")
@@ -610,6 +657,10 @@ def compare(now: dict, saved: dict, path: Path) -> int:
             doc = doc[k]
         return doc
 
+    mix = (now.get("events_per_payment", 1), saved.get("events_per_payment", 1))
+    if mix[0] != mix[1]:
+        print(f"\nagainst {path}: not comparable (events per payment {mix[0]} here, {mix[1]} there)")
+        return 2
     print(f"\nagainst {path} (a regression is > {TOLERANCE:.0%} worse; relative to the peer where it has the measure):")
     worse = 0
     for label, keys, higher_is_better in [(l, k, False) for l, k in WATCHED] + [(l, k, True) for l, k in WATCHED_UP]:
