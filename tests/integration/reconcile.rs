@@ -14,7 +14,7 @@ use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetters, EventQueue, EventStore, Intake, LedgerStore, ManualClock, QueueConsumer,
-    QueueStats, ReconcileStore, ReplayTally,
+    QueueStats, ReconcileStore, ReplayTally, Watermarks, change_key,
 };
 use plumbline::reconcile::{
     DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
@@ -90,7 +90,7 @@ where
     S: ReconcileStore
         + EventStore
         + Intake<Q>
-        + plumbline::ports::Watermarks
+        + Watermarks
         + LedgerStore
         + plumbline::ports::EntityScan
         + ReplayTally
@@ -514,4 +514,72 @@ async fn the_parity_sweep_reads_a_pages_counterparts_in_one_request() {
     // its entities and one of their counterparts.
     assert_eq!(counts.get("GetItem"), Some(&2), "{counts:?}");
     assert_eq!(counts.get("BatchGetItem"), Some(&4), "{counts:?}");
+    // Both walks began and ended in this run: the report is the run's one write.
+    assert_eq!(counts.get("PutItem"), Some(&1), "{counts:?}");
+}
+
+/// A sweep cut short by the page limit saves where it stopped, the next runs continue from
+/// there, the run that finishes clears the cursor, and a walk that begins and ends in one run
+/// leaves the saved state as it was.
+#[tokio::test]
+async fn a_sweep_cut_short_continues_where_it_stopped_and_clears_its_cursor_when_done() {
+    let dir = std::env::temp_dir().join(unique("plumbline-sweep"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let at = Timestamp::from_unix(T0).expect("in range");
+    for i in 0..5 {
+        let mut payment = Entity::new(EntityKind::Payment, format!("pi_{i}"));
+        payment.version = 1;
+        payment.touch(at);
+        store.save_entity(&payment).await.expect("save");
+    }
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 3600).expect("in range"));
+    let reconciler = |pages| {
+        let mut small = settings(10);
+        small.page_limit = 2;
+        small.max_pages = pages;
+        Reconciler::new(
+            store.clone(),
+            store.clone(),
+            LocalDeadLetters(store.clone()),
+            no_providers(),
+            clock.clone(),
+            RecordingMetrics::default(),
+            small,
+        )
+    };
+    let saved = || async { store.load_watermark("sweep:payment").await.expect("read") };
+
+    let one_page = reconciler(1);
+    let mut cursors = Vec::new();
+    for _ in 0..3 {
+        let report = one_page.run(Instant::now() + Duration::from_secs(30)).await;
+        let note = report.checks[PAYMENT_ORDER_PARITY].note.clone();
+        cursors.push((saved().await.and_then(|w| w.cursor), note.is_some()));
+    }
+    assert_eq!(
+        cursors,
+        [
+            (Some(change_key(at, "pi_1")), true),
+            (Some(change_key(at, "pi_3")), true),
+            (None, false),
+        ],
+        "two pages of two, then the last entity and a cleared cursor"
+    );
+    let finished = saved().await.expect("the finishing run's state");
+
+    clock.advance_secs(600);
+    let report = reconciler(10)
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    assert_eq!(report.checks[PAYMENT_ORDER_PARITY].note, None);
+    assert_eq!(
+        saved().await,
+        Some(finished),
+        "a whole walk in one run writes nothing"
+    );
+    assert_eq!(
+        store.load_watermark("sweep:order").await.expect("read"),
+        None,
+        "no orders: the order walk never saved a cursor"
+    );
 }

@@ -10,7 +10,9 @@
 //!   delivering that state again (an upsert by a unique property, so idempotent).
 //!
 //! A walk cut short by the budget or the page limit saves its cursor (`WM#sweep:{kind}`); the
-//! next run continues it. A finished walk starts over, so the window is checked again and again.
+//! next run continues it, and the run that finishes it clears it. A finished walk starts over,
+//! so the window is checked again and again; one that begins and ends in the same run writes
+//! nothing.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -106,6 +108,8 @@ where
                 return (parity, crm);
             }
         };
+        // Whether this run continues a walk an earlier run saved.
+        let resumed = cursor.is_some();
         let mut complete = false;
         for _ in 0..self.settings.max_pages {
             if Instant::now() >= window.deadline {
@@ -144,6 +148,10 @@ where
             }
         }
         let next = if complete {
+            if !resumed {
+                // Nothing saved to clear: the walk began and ended in this run, as most do.
+                return (parity, crm);
+            }
             Watermark::finished(until)
         } else {
             let note = format!("{name}: budget or page limit reached; the next run continues");
