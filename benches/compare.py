@@ -175,7 +175,7 @@ def signed_webhooks(count: int, prefix: str, per_payment: int = 1) -> list[str]:
     payments = math.ceil(count / per_payment)
     lines = []
     for i in range(count):
-        last = i // payments == per_payment - 1 or i + payments >= count
+        last = i + payments >= count  # no later event about this payment
         fixture["id"] = f"evt_{prefix}_{i:06}"
         fixture["type"] = "payment_intent.succeeded" if last else "payment_intent.processing"
         fixture["created"] = now
@@ -278,10 +278,12 @@ def index_entry_after(kind: str, doc: dict, attrs: set) -> bool | None:
     clauses = dict.fromkeys(("SET", "REMOVE"), "")
     for verb, body in re.findall(r"\b(SET|REMOVE|ADD|DELETE)\b(.*?)(?=\b(?:SET|REMOVE|ADD|DELETE)\b|$)", expr, re.I | re.S):
         clauses[verb.upper()] = clauses.get(verb.upper(), "") + body
-    named = lambda clause: any(re.search(rf"\b{re.escape(a)}\b", clause) for a in attrs)
-    if named(clauses["REMOVE"]):
+    def names_a_key(clause: str) -> bool:
+        return any(re.search(rf"\b{re.escape(a)}\b", clause) for a in attrs)
+
+    if names_a_key(clauses["REMOVE"]):
         return False
-    if named(clauses["SET"]):
+    if names_a_key(clauses["SET"]):
         return True
     return None
 
@@ -312,10 +314,14 @@ def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[st
                 continue
             entry = (key, i)
             before = entry in entries
-            # A new entry is a put, a dropped one a delete, a moved one (its key attributes
-            # written again, with a new value) both.
-            wru += (before + after) if before != after else 2 * after
-            (entries.add if after else entries.discard)(entry)
+            if before and after:
+                wru += 2  # moved (its key attributes written again, with a new value): a delete and a put
+            elif before or after:
+                wru += 1  # a new entry's put, or a dropped one's delete
+            if after:
+                entries.add(entry)
+            else:
+                entries.discard(entry)
 
     for op, doc in ops:
         name = op.split(".", 1)[1]

@@ -51,6 +51,39 @@ fn no_providers() -> BTreeMap<SourceName, (SourceKind, StripeEvents)> {
     BTreeMap::new()
 }
 
+/// `settings(10)` walking pages of two, at most `max_pages` of them per run.
+fn pages_of_two(max_pages: usize) -> Settings {
+    let mut small = settings(10);
+    small.page_limit = 2;
+    small.max_pages = max_pages;
+    small
+}
+
+/// A reconciler of the local stack: the SQLite store is also its queue and dead letters.
+fn local_reconciler(
+    store: &SqliteStore,
+    providers: BTreeMap<SourceName, (SourceKind, StripeEvents)>,
+    clock: &ManualClock,
+    settings: Settings,
+) -> Reconciler<
+    SqliteStore,
+    SqliteStore,
+    LocalDeadLetters,
+    StripeEvents,
+    ManualClock,
+    RecordingMetrics,
+> {
+    Reconciler::new(
+        store.clone(),
+        store.clone(),
+        LocalDeadLetters(store.clone()),
+        providers,
+        clock.clone(),
+        RecordingMetrics::default(),
+        settings,
+    )
+}
+
 /// A claim whose enqueue a crash cut off, made at `T0`.
 async fn crashed_claim(store: &impl EventStore) {
     let verifier = Verifier {
@@ -369,18 +402,7 @@ async fn a_run_cut_short_resumes_from_the_watermark_and_skips_nothing() {
     let dir = std::env::temp_dir().join(unique("plumbline-missed"));
     let store = SqliteStore::open(&dir, 8).expect("open");
     let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
-    let mut small = settings(10);
-    small.page_limit = 2;
-    small.max_pages = 1;
-    let reconciler = Reconciler::new(
-        store.clone(),
-        store.clone(),
-        LocalDeadLetters(store.clone()),
-        stripe_provider(&api),
-        clock.clone(),
-        RecordingMetrics::default(),
-        small,
-    );
+    let reconciler = local_reconciler(&store, stripe_provider(&api), &clock, pages_of_two(1));
 
     let mut seen = Vec::new();
     for run in 0..3 {
@@ -437,15 +459,7 @@ async fn a_provider_429_is_backed_off_and_retried() {
     let dir = std::env::temp_dir().join(unique("plumbline-429"));
     let store = SqliteStore::open(&dir, 8).expect("open");
     let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
-    let reconciler = Reconciler::new(
-        store.clone(),
-        store.clone(),
-        LocalDeadLetters(store.clone()),
-        stripe_provider(&api),
-        clock,
-        RecordingMetrics::default(),
-        settings(10),
-    );
+    let reconciler = local_reconciler(&store, stripe_provider(&api), &clock, settings(10));
     let report = reconciler
         .run(Instant::now() + Duration::from_secs(30))
         .await;
@@ -533,20 +547,7 @@ async fn a_sweep_cut_short_continues_where_it_stopped_and_clears_its_cursor_when
         store.save_entity(&payment).await.expect("save");
     }
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 3600).expect("in range"));
-    let reconciler = |pages| {
-        let mut small = settings(10);
-        small.page_limit = 2;
-        small.max_pages = pages;
-        Reconciler::new(
-            store.clone(),
-            store.clone(),
-            LocalDeadLetters(store.clone()),
-            no_providers(),
-            clock.clone(),
-            RecordingMetrics::default(),
-            small,
-        )
-    };
+    let reconciler = |pages| local_reconciler(&store, no_providers(), &clock, pages_of_two(pages));
     let saved = || async { store.load_watermark("sweep:payment").await.expect("read") };
 
     let one_page = reconciler(1);

@@ -148,18 +148,17 @@ where
             }
         }
         let next = if complete {
-            if !resumed {
-                // Nothing saved to clear: the walk began and ended in this run, as most do.
-                return (parity, crm);
-            }
-            Watermark::finished(until)
+            // A walk that began and ended in this run, as most do, has nothing saved to clear.
+            resumed.then(|| Watermark::finished(until))
         } else {
             let note = format!("{name}: budget or page limit reached; the next run continues");
             parity.note.get_or_insert_with(|| note.clone());
             crm.note.get_or_insert(note);
-            Watermark::resume(window.from, cursor, until)
+            Some(Watermark::resume(window.from, cursor, until))
         };
-        if let Err(err) = self.store.save_watermark(&name, &next).await {
+        if let Some(next) = next
+            && let Err(err) = self.store.save_watermark(&name, &next).await
+        {
             warn!(error = %err, "could not save the sweep cursor");
         }
         (parity, crm)
