@@ -32,6 +32,18 @@ pub struct Envelope {
     pub trace: Trace,
 }
 
+/// Room for a typical envelope (about 600 bytes), so it is written without regrowing.
+const TYPICAL_JSON_BYTES: usize = 1024;
+
+impl Envelope {
+    /// The envelope as JSON: what the store keeps and the queue carries.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(TYPICAL_JSON_BYTES);
+        serde_json::to_writer(&mut out, self).expect("an envelope always serializes");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
 /// Which entity an event is about, and what else it refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EntityRef {

@@ -18,9 +18,16 @@ pub struct IdError {
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal, $check:path, $schema:tt) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
+
+        // Written as the string it holds, without the copy `into = "String"` would make.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             pub fn as_str(&self) -> &str {
@@ -175,7 +182,11 @@ fn rand_bits() -> u128 {
 
 impl IdempotencyKey {
     pub fn for_event(source: &SourceName, id: &SourceEventId) -> Self {
-        Self(format!("{source}:{id}"))
+        let mut key = String::with_capacity(source.0.len() + 1 + id.0.len());
+        key.push_str(&source.0);
+        key.push(':');
+        key.push_str(&id.0);
+        Self(key)
     }
 }
 

@@ -14,9 +14,16 @@ pub enum MoneyError {
 }
 
 /// An ISO 4217 alphabetic code, stored upper-case.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Currency(String);
+
+// Written as the code it holds, without the copy `into = "String"` would make.
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl Currency {
     pub fn as_str(&self) -> &str {

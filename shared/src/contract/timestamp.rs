@@ -43,13 +43,18 @@ impl Timestamp {
 /// the general formatter allocates a `String` for each.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0;
-        let Ok(year) = u32::try_from(t.year()) else {
-            return write!(f, "{}", t.unix_timestamp());
-        };
-        if year > 9999 {
-            return write!(f, "{}", t.unix_timestamp());
+        match self.rfc3339() {
+            Some(text) => f.write_str(text.as_str()),
+            None => write!(f, "{}", self.0.unix_timestamp()),
         }
+    }
+}
+
+impl Timestamp {
+    /// The RFC 3339 text, for years 0 to 9999 (the others are written as Unix seconds).
+    fn rfc3339(self) -> Option<Ascii> {
+        let t = self.0;
+        let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
         let mut out = Ascii::default();
         out.digits(year, 4);
         out.byte(b'-');
@@ -72,7 +77,7 @@ impl fmt::Display for Timestamp {
             out.digits(nanos, width);
         }
         out.byte(b'Z');
-        f.write_str(out.as_str())
+        Some(out)
     }
 }
 
@@ -105,7 +110,11 @@ impl Ascii {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // Straight from the stack buffer: `collect_str` would go through `fmt` for each one.
+        match self.rfc3339() {
+            Some(text) => s.serialize_str(text.as_str()),
+            None => s.collect_str(self),
+        }
     }
 }
 

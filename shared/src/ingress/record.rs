@@ -32,13 +32,10 @@ pub fn build_record(
             };
             (EventStatus::Received, Some(envelope), None, None)
         }
-        Normalized::Unrouted => (EventStatus::Unrouted, None, Some(event.payload), None),
-        Normalized::Quarantined(reason) => (
-            EventStatus::Quarantined,
-            None,
-            Some(event.payload),
-            Some(reason),
-        ),
+        Normalized::Unrouted => (EventStatus::Unrouted, None, event.payload, None),
+        Normalized::Quarantined(reason) => {
+            (EventStatus::Quarantined, None, event.payload, Some(reason))
+        }
     };
     EventRecord {
         key,

@@ -115,7 +115,7 @@ pub fn corrective_event(
             source_event_id,
             source_type: "plumbline.parity".to_owned(),
             payload_hash,
-            payload,
+            payload: None,
             outcome: Normalized::Event(Box::new(NormalizedEvent {
                 event_type,
                 occurred_at,

@@ -3,14 +3,12 @@
 //! `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`,
 //! base64 in `additionalData.hmacSignature`. The scheme signs no timestamp.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::Value;
-
-use super::json::{Walk, minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{Value, Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::signature::any_matches;
 use super::{Inbound, Normalized, NormalizedEvent, PayloadHash, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, SourceEventId};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
     match hex::decode(secret) {
@@ -39,9 +37,9 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
 }
 
 /// A field of a verified item as text (empty when absent).
-fn field(item: &Value, pointer: &str) -> String {
+fn field(item: &Value<'_>, pointer: &str) -> String {
     match item.at(pointer) {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::Str(s)) => s.to_string(),
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::Bool(b)) => b.to_string(),
         _ => String::new(),
@@ -51,9 +49,9 @@ fn field(item: &Value, pointer: &str) -> String {
 /// A signed field as Adyen writes it into the signing string. Numbers must be integers: a
 /// float goes through f64, whose digits need not be the ones Adyen signed, so such a body is
 /// refused as malformed rather than checked against a string Adyen never made.
-fn signed_field(item: &Value, pointer: &'static str) -> Result<String, Rejection> {
+fn signed_field(item: &Value<'_>, pointer: &'static str) -> Result<String, Rejection> {
     Ok(match item.at(pointer) {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::Str(s)) => s.to_string(),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         Some(Value::Number(_)) => {
             return Err(Rejection::MalformedBody(format!(
@@ -65,7 +63,7 @@ fn signed_field(item: &Value, pointer: &'static str) -> Result<String, Rejection
     })
 }
 
-fn signing_string(item: &Value) -> Result<String, Rejection> {
+fn signing_string(item: &Value<'_>) -> Result<String, Rejection> {
     Ok([
         "/pspReference",
         "/originalReference",
@@ -84,10 +82,11 @@ fn signing_string(item: &Value) -> Result<String, Rejection> {
 
 /// Signs every item of a notification body, as Adyen does before sending it.
 pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut doc: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let items = doc
         .pointer_mut("/notificationItems")
-        .and_then(Value::as_array_mut)
+        .and_then(serde_json::Value::as_array_mut)
         .ok_or("notificationItems is missing")?;
     for item in items {
         let item = item
@@ -95,13 +94,15 @@ pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
             .ok_or("an item has no NotificationRequestItem")?;
         let signature = STANDARD.encode(super::hmac_sha256(
             key,
-            &[signing_string(item).map_err(|e| e.to_string())?.as_bytes()],
+            &[signing_string(&Value::from(&*item))
+                .map_err(|e| e.to_string())?
+                .as_bytes()],
         ));
         if let Some(data) = item
             .pointer_mut("/additionalData")
-            .and_then(Value::as_object_mut)
+            .and_then(serde_json::Value::as_object_mut)
         {
-            data.insert("hmacSignature".into(), Value::String(signature));
+            data.insert("hmacSignature".into(), serde_json::Value::String(signature));
         } else {
             let item = item
                 .as_object_mut()
@@ -115,14 +116,14 @@ pub(super) fn sign_body(key: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&doc).map_err(|e| e.to_string())
 }
 
-fn verify_item(v: &Verifier, item: &Value) -> Result<(), Rejection> {
+fn verify_item(v: &Verifier, item: &Value<'_>) -> Result<(), Rejection> {
     let signature = match item.at("/additionalData/hmacSignature") {
-        Some(Value::String(s)) => s,
+        Some(Value::Str(s)) => s,
         Some(_) => return Err(Rejection::MalformedHeader("additionalData.hmacSignature")),
         None => return Err(Rejection::MissingHeader("additionalData.hmacSignature")),
     };
     let signature = STANDARD
-        .decode(signature)
+        .decode(signature.as_bytes())
         .map_err(|_| Rejection::MalformedHeader("additionalData.hmacSignature"))?;
     if any_matches(&v.keys, &[signing_string(item)?.as_bytes()], &[signature]) {
         Ok(())
@@ -133,8 +134,11 @@ fn verify_item(v: &Verifier, item: &Value) -> Result<(), Rejection> {
 
 /// Adyen has no event id: `{pspReference}:{eventCode}:{success}` is unique per notification
 /// and the same on every retry of it.
-fn event_of(item: &Value) -> SourceEvent {
-    let item_json = serde_json::to_vec(item).unwrap_or_default();
+fn event_of(item: &Value<'_>) -> SourceEvent {
+    // The item as serde_json writes it (keys sorted), so its hash does not depend on the order
+    // Adyen wrote the fields in; it is also what an operator sees of an unrouted item.
+    let owned = super::json::to_owned_json(item);
+    let item_json = serde_json::to_vec(&owned).unwrap_or_default();
     let payload_hash = PayloadHash::of(&item_json);
     let source_type = field(item, "/eventCode");
     let id = str_at(item, "/pspReference").and_then(|psp| {
@@ -159,12 +163,13 @@ fn event_of(item: &Value) -> SourceEvent {
         source_event_id,
         source_type,
         payload_hash,
-        payload: item.clone(),
+        payload: matches!(outcome, Normalized::Unrouted | Normalized::Quarantined(_))
+            .then_some(owned),
         outcome,
     }
 }
 
-fn normalize(item: &Value, code: &str) -> Result<Option<NormalizedEvent>, String> {
+fn normalize(item: &Value<'_>, code: &str) -> Result<Option<NormalizedEvent>, String> {
     let success = field(item, "/success") == "true";
     let (event_type, status) = match (code, success) {
         ("AUTHORISATION", true) => ("payment.authorized", Some("authorized")),
@@ -228,12 +233,12 @@ mod tests {
         let body = fixture("fuzz/adyen-huge-amount.json");
         let key = hex::decode(KEY).expect("hex");
         assert!(sign_body(&key, &body).is_err(), "the signer refuses it too");
-        let mut doc: Value = serde_json::from_slice(&body).expect("json");
+        let mut doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
         // The item with the huge amount alone, so no other item's signature is checked first.
         let item = doc["notificationItems"][1].clone();
         doc["notificationItems"] = serde_json::json!([item]);
         doc["notificationItems"][0]["NotificationRequestItem"]["additionalData"]["hmacSignature"] =
-            Value::String(STANDARD.encode([0u8; 32]));
+            serde_json::Value::String(STANDARD.encode([0u8; 32]));
         let result = run(&serde_json::to_vec(&doc).expect("json"));
         assert!(
             matches!(&result, Err(Rejection::MalformedBody(m)) if m.contains("/amount/value")),
@@ -312,9 +317,10 @@ mod tests {
 
     #[test]
     fn one_bad_item_refuses_the_whole_request() {
-        let mut doc: Value =
+        let mut doc: serde_json::Value =
             serde_json::from_slice(&signed(&fixture("adyen/batch.json"), KEY)).expect("json");
-        doc["notificationItems"][1]["NotificationRequestItem"]["amount"]["value"] = Value::from(1);
+        doc["notificationItems"][1]["NotificationRequestItem"]["amount"]["value"] =
+            serde_json::Value::from(1);
         let body = serde_json::to_vec(&doc).expect("json");
         assert_eq!(run(&body).err(), Some(Rejection::BadSignature));
     }
@@ -323,7 +329,7 @@ mod tests {
     fn negative_cases() {
         let body = signed(&fixture("adyen/batch.json"), "00112233");
         assert_eq!(run(&body).err(), Some(Rejection::BadSignature));
-        let mut doc: Value =
+        let mut doc: serde_json::Value =
             serde_json::from_slice(&fixture("adyen/documented-example.json")).expect("json");
         doc["notificationItems"][0]["NotificationRequestItem"]["additionalData"] =
             serde_json::json!({});

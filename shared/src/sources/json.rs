@@ -1,32 +1,50 @@
 //! Reading provider JSON with precise reasons for what is missing or wrong.
+//!
+//! Bodies are parsed into a tree that borrows its strings from the body: the ingress reads a
+//! dozen fields of each event and keeps none of the rest, so copying every key and string into
+//! a `serde_json::Value` cost more than verifying the signature.
 
-use serde_json::Value;
+use crate::contract::{Money, MoneyError, SourceEventId, Timestamp};
 
-use crate::contract::{Money, SourceEventId, Timestamp};
+/// A provider's JSON, borrowing from the request body.
+pub type Value<'a> = serde_json_borrow::Value<'a>;
 
-/// [`Value::pointer`] without its new `String` per path segment (it unescapes every one): the
-/// ingress walks a dozen pointers per event, and each is a literal here.
-pub trait Walk {
-    fn at(&self, pointer: &str) -> Option<&Value>;
+/// Parses a body that must be JSON.
+pub fn parse(text: &str) -> Result<Value<'_>, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
-impl Walk for Value {
-    fn at(&self, pointer: &str) -> Option<&Value> {
-        if pointer.contains('~') {
-            return self.pointer(pointer);
-        }
+/// JSON Pointer lookup (RFC 6901), without a new `String` per segment unless one is escaped.
+pub trait Walk<'a> {
+    fn at(&self, pointer: &str) -> Option<&Value<'a>>;
+}
+
+impl<'a> Walk<'a> for Value<'a> {
+    fn at(&self, pointer: &str) -> Option<&Value<'a>> {
         if pointer.is_empty() {
             return Some(self);
         }
-        pointer
-            .strip_prefix('/')?
-            .split('/')
-            .try_fold(self, |node, segment| match node {
-                Value::Object(map) => map.get(segment),
-                Value::Array(items) => index(segment).and_then(|i| items.get(i)),
-                _ => None,
-            })
+        let path = pointer.strip_prefix('/')?;
+        if pointer.contains('~') {
+            return path.split('/').try_fold(self, |node, segment| {
+                step(node, &segment.replace("~1", "/").replace("~0", "~"))
+            });
+        }
+        path.split('/').try_fold(self, step)
     }
+}
+
+fn step<'v, 'a>(node: &'v Value<'a>, segment: &str) -> Option<&'v Value<'a>> {
+    match node {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => index(segment).and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+/// The provider's JSON as plumbline keeps it for operators (quarantined and unrouted events).
+pub fn to_owned_json(v: &Value<'_>) -> serde_json::Value {
+    serde_json::Value::from(v)
 }
 
 /// An array index as JSON Pointer writes it: digits, no sign, no leading zero.
@@ -42,32 +60,32 @@ fn dotted(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
 }
 
-pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Result<&'a str, String> {
+pub fn str_at<'v>(v: &'v Value<'_>, pointer: &str) -> Result<&'v str, String> {
     match v.at(pointer) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(format!("{} is empty", dotted(pointer))),
+        Some(Value::Str(s)) if !s.is_empty() => Ok(s),
+        Some(Value::Str(_)) => Err(format!("{} is empty", dotted(pointer))),
         Some(_) => Err(format!("{} is not a string", dotted(pointer))),
         None => Err(format!("{} is missing", dotted(pointer))),
     }
 }
 
 /// A string, or a number written as its decimal text (Shopify ids are numbers).
-pub fn id_at(v: &Value, pointer: &str) -> Result<String, String> {
+pub fn id_at(v: &Value<'_>, pointer: &str) -> Result<String, String> {
     match v.at(pointer) {
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
         _ => str_at(v, pointer).map(str::to_owned),
     }
 }
 
-pub fn opt_str(v: &Value, pointer: &str) -> Option<String> {
+pub fn opt_str(v: &Value<'_>, pointer: &str) -> Option<String> {
     match v.at(pointer) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Some(Value::Str(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     }
 }
 
-pub fn i64_at(v: &Value, pointer: &str) -> Result<i64, String> {
+pub fn i64_at(v: &Value<'_>, pointer: &str) -> Result<i64, String> {
     match v.at(pointer) {
         Some(Value::Number(n)) => n
             .as_i64()
@@ -77,32 +95,37 @@ pub fn i64_at(v: &Value, pointer: &str) -> Result<i64, String> {
     }
 }
 
-pub fn unix_at(v: &Value, pointer: &str) -> Result<Timestamp, String> {
+pub fn unix_at(v: &Value<'_>, pointer: &str) -> Result<Timestamp, String> {
     let secs = i64_at(v, pointer)?;
     Timestamp::from_unix(secs).ok_or_else(|| format!("{} is out of range", dotted(pointer)))
 }
 
-pub fn rfc3339_at(v: &Value, pointer: &str) -> Result<Timestamp, String> {
+pub fn rfc3339_at(v: &Value<'_>, pointer: &str) -> Result<Timestamp, String> {
     let text = str_at(v, pointer)?;
     Timestamp::parse(text)
         .ok_or_else(|| format!("{} is not an RFC 3339 date-time", dotted(pointer)))
 }
 
-pub fn minor_money(v: &Value, amount: &str, currency: &str) -> Result<Money, String> {
+pub fn minor_money(v: &Value<'_>, amount: &str, currency: &str) -> Result<Money, String> {
     let value = v
         .at(amount)
         .ok_or_else(|| format!("{} is missing", dotted(amount)))?;
     let code = str_at(v, currency)?;
-    Money::from_minor_json(value, code).map_err(|e| format!("{}: {e}", dotted(amount)))
+    minor_of(value, code).map_err(|e| format!("{}: {e}", dotted(amount)))
 }
 
-pub fn decimal_money(v: &Value, amount: &str, currency: &str) -> Result<Money, String> {
+/// An amount in minor units, a number or its text: [`Money::from_minor_json`]'s rules.
+pub fn minor_of(value: &Value<'_>, currency: &str) -> Result<Money, MoneyError> {
+    Money::from_minor_json(&serde_json::Value::from(value), currency)
+}
+
+pub fn decimal_money(v: &Value<'_>, amount: &str, currency: &str) -> Result<Money, String> {
     let text = str_at(v, amount)?;
     let code = str_at(v, currency)?;
     Money::from_decimal(text, code).map_err(|e| format!("{}: {e}", dotted(amount)))
 }
 
-pub fn event_id(v: &Value, pointer: &str) -> Result<SourceEventId, String> {
+pub fn event_id(v: &Value<'_>, pointer: &str) -> Result<SourceEventId, String> {
     let raw = id_at(v, pointer)?;
     SourceEventId::try_from(raw).map_err(|e| format!("{}: {e}", dotted(pointer)))
 }
@@ -113,12 +136,14 @@ mod tests {
 
     #[test]
     fn walking_agrees_with_json_pointer() {
-        let v = serde_json::json!({
+        let owned = serde_json::json!({
             "data": {"object": {"id": "pi_1", "items": [{"sku": "a"}, {"sku": "b"}]}},
             "a/b": 1,
             "m~n": 2,
             "": {"": 3}
         });
+        let text = owned.to_string();
+        let v = parse(&text).expect("json");
         for pointer in [
             "",
             "/data",
@@ -136,7 +161,11 @@ mod tests {
             "/",
             "//",
         ] {
-            assert_eq!(v.at(pointer), v.pointer(pointer), "{pointer:?}");
+            assert_eq!(
+                v.at(pointer).map(serde_json::Value::from),
+                owned.pointer(pointer).cloned(),
+                "{pointer:?}"
+            );
         }
     }
 }

@@ -136,8 +136,9 @@ pub struct SourceEvent {
     pub source_event_id: SourceEventId,
     pub source_type: String,
     pub payload_hash: PayloadHash,
-    /// The provider's own JSON for this event, kept for quarantined and unrouted events.
-    pub payload: serde_json::Value,
+    /// The provider's own JSON for this event, kept for quarantined and unrouted events (a
+    /// normalized event's envelope carries what plumbline uses; its body is not copied).
+    pub payload: Option<serde_json::Value>,
     pub outcome: Normalized,
 }
 
@@ -197,19 +198,19 @@ fn check_timestamp(signed_at: i64, now: Timestamp, tolerance_secs: i64) -> Resul
 }
 
 /// Parses the whole body as one JSON value; the only body check that can answer 400.
-fn parse_body(body: &[u8]) -> Result<serde_json::Value, Rejection> {
+fn parse_body(body: &[u8]) -> Result<json::Value<'_>, Rejection> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Rejection::MalformedBody("the body is not UTF-8".into()))?;
-    serde_json::from_str(text).map_err(|e| Rejection::MalformedBody(format!("invalid JSON: {e}")))
+    json::parse(text).map_err(|e| Rejection::MalformedBody(format!("invalid JSON: {e}")))
 }
 
 /// A single-event body's outcome, with a derived id when the provider's id cannot be read.
 fn single_event(
-    payload: serde_json::Value,
+    payload: &json::Value<'_>,
     body: &[u8],
     id: Result<SourceEventId, String>,
     source_type: Option<String>,
-    normalize: impl FnOnce(&serde_json::Value, &str) -> Result<Option<NormalizedEvent>, String>,
+    normalize: impl FnOnce(&json::Value<'_>, &str) -> Result<Option<NormalizedEvent>, String>,
 ) -> SourceEvent {
     let payload_hash = PayloadHash::of(body);
     let (source_event_id, id_problem) = match id {
@@ -220,11 +221,15 @@ fn single_event(
     let outcome = match (id_problem, source_type.is_empty()) {
         (Some(reason), _) => Normalized::Quarantined(reason),
         (None, true) => Normalized::Quarantined("the event type is missing".into()),
-        (None, false) => match normalize(&payload, &source_type) {
+        (None, false) => match normalize(payload, &source_type) {
             Ok(Some(event)) => Normalized::Event(Box::new(event)),
             Ok(None) => Normalized::Unrouted,
             Err(reason) => Normalized::Quarantined(reason),
         },
+    };
+    let payload = match outcome {
+        Normalized::Event(_) => None,
+        Normalized::Unrouted | Normalized::Quarantined(_) => Some(json::to_owned_json(payload)),
     };
     SourceEvent {
         source_event_id,

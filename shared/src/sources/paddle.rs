@@ -1,8 +1,6 @@
 //! Paddle Billing: `Paddle-Signature: ts=…;h1=…[;h1=…]`, HMAC-SHA256 of `{ts}:{body}`, hex.
 
-use serde_json::Value;
-
-use super::json::{Walk, minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{Value, Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::timestamped::Scheme;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
@@ -26,7 +24,7 @@ pub(super) fn accept(
     let id = super::json::event_id(&payload, "/event_id");
     let source_type = opt_str(&payload, "/event_type");
     Ok(vec![super::single_event(
-        payload,
+        &payload,
         req.body,
         id,
         source_type,
@@ -34,7 +32,7 @@ pub(super) fn accept(
     )])
 }
 
-fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
+fn normalize(p: &Value<'_>, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = rfc3339_at(p, "/occurred_at")?;
     let d = p.at("/data").ok_or("data is missing")?;
     let (event_type, entity, data) = match source_type {
@@ -53,7 +51,7 @@ fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, St
 }
 
 fn transaction(
-    d: &Value,
+    d: &Value<'_>,
     event_type: &str,
     status: &str,
 ) -> Result<(String, EntityRef, EventData), String> {
@@ -79,7 +77,7 @@ fn transaction(
     Ok((event_type.to_owned(), entity, data))
 }
 
-fn refund(d: &Value) -> Result<(String, EntityRef, EventData), String> {
+fn refund(d: &Value<'_>) -> Result<(String, EntityRef, EventData), String> {
     let refs = Refs {
         customer_external_id: opt_str(d, "/customer_id"),
         ..Refs::default()
@@ -97,7 +95,10 @@ fn refund(d: &Value) -> Result<(String, EntityRef, EventData), String> {
     Ok(("payment.refund_created".to_owned(), entity, data))
 }
 
-fn subscription(d: &Value, source_type: &str) -> Result<(String, EntityRef, EventData), String> {
+fn subscription(
+    d: &Value<'_>,
+    source_type: &str,
+) -> Result<(String, EntityRef, EventData), String> {
     let suffix = source_type.trim_start_matches("subscription.");
     let refs = Refs {
         customer_external_id: opt_str(d, "/customer_id"),

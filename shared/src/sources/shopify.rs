@@ -2,17 +2,15 @@
 //! timestamp; the event id comes from `X-Shopify-Event-Id` (or `X-Shopify-Webhook-Id`), the
 //! type from `X-Shopify-Topic`.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::Value;
-
-use super::json::{Walk, decimal_money, id_at, opt_str, rfc3339_at};
+use super::json::{Value, Walk, decimal_money, id_at, opt_str, rfc3339_at};
 use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{
     Customer, EntityKind, EntityRef, EventData, EventType, LineItem, Money, Refs, SourceEventId,
     Timestamp,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>, Rejection> {
     let header = req
@@ -40,7 +38,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     let triggered_at = text("x-shopify-triggered-at").and_then(|t| Timestamp::parse(&t));
     let payload = super::parse_body(req.body)?;
     Ok(vec![super::single_event(
-        payload,
+        &payload,
         req.body,
         id,
         text("x-shopify-topic"),
@@ -49,7 +47,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
 }
 
 fn normalize(
-    p: &Value,
+    p: &Value<'_>,
     topic: &str,
     triggered_at: Option<Timestamp>,
 ) -> Result<Option<NormalizedEvent>, String> {
@@ -84,13 +82,13 @@ fn normalize(
     }))
 }
 
-fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
+fn order(p: &Value<'_>, status: &str) -> Result<(EntityRef, EventData), String> {
     let id = id_at(p, "/id")?;
     let currency = super::json::str_at(p, "/currency")?;
     let items = p
         .at("/line_items")
         .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+        .unwrap_or_default();
     let line_items = items
         .iter()
         .enumerate()
@@ -145,7 +143,7 @@ fn order(p: &Value, status: &str) -> Result<(EntityRef, EventData), String> {
 }
 
 /// The refund total is the sum of its `refund` transactions, exactly, in minor units.
-fn refund(p: &Value) -> Result<(EntityRef, EventData), String> {
+fn refund(p: &Value<'_>) -> Result<(EntityRef, EventData), String> {
     let order_id = id_at(p, "/order_id")?;
     let transactions = p
         .at("/transactions")

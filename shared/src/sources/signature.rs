@@ -36,7 +36,9 @@ pub struct PayloadHash(String);
 
 impl PayloadHash {
     pub fn of(bytes: &[u8]) -> Self {
-        Self(hex::encode(Sha256::digest(bytes)))
+        let mut text = [0; 64];
+        hex::encode_to_slice(Sha256::digest(bytes), &mut text).expect("64 hex digits for 32 bytes");
+        Self(std::str::from_utf8(&text).expect("hex is ASCII").to_owned())
     }
 
     pub fn from_hex(hex: String) -> Self {

@@ -2,17 +2,17 @@
 //! `webhook-timestamp`, `webhook-signature: v1,<base64> [v1,<base64>…]`, HMAC-SHA256 of
 //! `{id}.{timestamp}.{body}` with the key decoded from `whsec_<base64>`.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use serde_json::Value;
-
-use super::json::{Walk, decimal_money, i64_at, minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{
+    Value, Walk, decimal_money, i64_at, minor_money, minor_of, opt_str, rfc3339_at, str_at,
+};
 use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
 use crate::contract::{
     Customer, EntityKind, EntityRef, EventData, EventType, LeadDetails, LineItem, Money, Refs,
     SourceEventId, Timestamp, Utm,
 };
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
@@ -58,7 +58,7 @@ pub(super) fn accept(
     let source_type = opt_str(&payload, "/type");
     let header_time = Timestamp::from_unix(signed_at);
     Ok(vec![super::single_event(
-        payload,
+        &payload,
         req.body,
         Ok(id),
         source_type,
@@ -85,7 +85,7 @@ fn parse_signatures(header: &str) -> Result<Vec<Vec<u8>>, Rejection> {
 }
 
 fn normalize(
-    p: &Value,
+    p: &Value<'_>,
     source_type: &str,
     header_time: Option<Timestamp>,
 ) -> Result<Option<NormalizedEvent>, String> {
@@ -111,7 +111,7 @@ fn normalize(
 
 type Parts = (&'static str, EntityRef, EventData);
 
-fn customer_of(d: &Value, prefix: &str) -> Customer {
+fn customer_of(d: &Value<'_>, prefix: &str) -> Customer {
     Customer {
         external_id: opt_str(d, &format!("{prefix}/id")),
         name: opt_str(d, &format!("{prefix}/name")),
@@ -120,7 +120,7 @@ fn customer_of(d: &Value, prefix: &str) -> Customer {
     }
 }
 
-fn lead(d: &Value) -> Result<Parts, String> {
+fn lead(d: &Value<'_>) -> Result<Parts, String> {
     let id = str_at(d, "/id")?.to_owned();
     let person = customer_of(d, "");
     if person.email.is_none() && person.phone.is_none() {
@@ -161,7 +161,7 @@ fn lead(d: &Value) -> Result<Parts, String> {
     ))
 }
 
-fn order_created(d: &Value) -> Result<Parts, String> {
+fn order_created(d: &Value<'_>) -> Result<Parts, String> {
     let id = str_at(d, "/id")?.to_owned();
     let currency = str_at(d, "/currency")?;
     let customer = customer_of(d, "/customer");
@@ -180,12 +180,12 @@ fn order_created(d: &Value) -> Result<Parts, String> {
                     .to_owned(),
                 quantity: i64_at(item, "/quantity").map_err(|e| format!("lineItems[{i}].{e}"))?,
                 unit_price: match item.at("/unitPrice") {
-                    Some(Value::String(s)) => Some(
+                    Some(Value::Str(s)) => Some(
                         Money::from_decimal(s, currency)
                             .map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?,
                     ),
                     Some(value) => Some(
-                        Money::from_minor_json(value, currency)
+                        minor_of(value, currency)
                             .map_err(|e| format!("lineItems[{i}].unitPrice: {e}"))?,
                     ),
                     None => None,
@@ -194,7 +194,7 @@ fn order_created(d: &Value) -> Result<Parts, String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let amount = match d.at("/total") {
-        Some(Value::String(_)) => decimal_money(d, "/total", "/currency")?,
+        Some(Value::Str(_)) => decimal_money(d, "/total", "/currency")?,
         _ => minor_money(d, "/total", "/currency")?,
     };
     let refs = Refs {
@@ -222,7 +222,7 @@ fn order_created(d: &Value) -> Result<Parts, String> {
     ))
 }
 
-fn order_cancelled(d: &Value) -> Result<Parts, String> {
+fn order_cancelled(d: &Value<'_>) -> Result<Parts, String> {
     let id = str_at(d, "/id")?.to_owned();
     let data = EventData {
         status: Some("cancelled".into()),

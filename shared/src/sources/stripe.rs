@@ -1,8 +1,6 @@
 //! Stripe: `Stripe-Signature: t=…,v1=…[,v1=…]`, HMAC-SHA256 of `{t}.{body}`, hex-encoded.
 
-use serde_json::Value;
-
-use super::json::{Walk, id_at, minor_money, opt_str, str_at, unix_at};
+use super::json::{Value, Walk, id_at, minor_money, opt_str, str_at, unix_at};
 use super::timestamped::Scheme;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{Customer, EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
@@ -31,7 +29,7 @@ pub(super) fn from_api(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
     let id = super::json::event_id(&payload, "/id");
     let source_type = opt_str(&payload, "/type");
     Ok(vec![super::single_event(
-        payload,
+        &payload,
         body,
         id,
         source_type,
@@ -39,7 +37,7 @@ pub(super) fn from_api(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
     )])
 }
 
-fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
+fn normalize(p: &Value<'_>, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = unix_at(p, "/created")?;
     let obj = p.at("/data/object").ok_or("data.object is missing")?;
     let (event_type, entity, data) = match source_type {
@@ -66,7 +64,7 @@ fn normalize(p: &Value, source_type: &str) -> Result<Option<NormalizedEvent>, St
 
 type Parts = (&'static str, EntityRef, EventData);
 
-fn payment_refs(obj: &Value) -> Refs {
+fn payment_refs(obj: &Value<'_>) -> Refs {
     Refs {
         order_id: opt_str(obj, "/metadata/order_id"),
         customer_external_id: opt_str(obj, "/customer"),
@@ -84,7 +82,7 @@ fn payment(id: String, refs: Refs) -> EntityRef {
     }
 }
 
-fn payment_intent(obj: &Value, source_type: &str) -> Result<Parts, String> {
+fn payment_intent(obj: &Value<'_>, source_type: &str) -> Result<Parts, String> {
     let (event_type, status) = match source_type {
         "payment_intent.succeeded" => ("payment.succeeded", "succeeded"),
         "payment_intent.payment_failed" => ("payment.failed", "failed"),
@@ -106,7 +104,7 @@ fn payment_intent(obj: &Value, source_type: &str) -> Result<Parts, String> {
     ))
 }
 
-fn charge_refunded(obj: &Value) -> Result<Parts, String> {
+fn charge_refunded(obj: &Value<'_>) -> Result<Parts, String> {
     let amount = minor_money(obj, "/amount", "/currency")?;
     let refunded = minor_money(obj, "/amount_refunded", "/currency")?;
     let full = obj
@@ -133,7 +131,7 @@ fn charge_refunded(obj: &Value) -> Result<Parts, String> {
 
 /// A refund object on its own does not tell a partial refund from a full one; the ledger
 /// decides from the payment's amount.
-fn refund(obj: &Value, source_type: &str) -> Result<Parts, String> {
+fn refund(obj: &Value<'_>, source_type: &str) -> Result<Parts, String> {
     let event_type = if source_type == "refund.created" {
         "payment.refund_created"
     } else {
@@ -149,7 +147,7 @@ fn refund(obj: &Value, source_type: &str) -> Result<Parts, String> {
     Ok((event_type, payment(id, payment_refs(obj)), data))
 }
 
-fn dispute(obj: &Value, source_type: &str) -> Result<Parts, String> {
+fn dispute(obj: &Value<'_>, source_type: &str) -> Result<Parts, String> {
     let (event_type, status) = if source_type == "charge.dispute.created" {
         ("payment.disputed", Some("disputed"))
     } else {
@@ -170,7 +168,7 @@ fn dispute(obj: &Value, source_type: &str) -> Result<Parts, String> {
     Ok((event_type, payment(id, payment_refs(obj)), data))
 }
 
-fn checkout(obj: &Value) -> Result<Parts, String> {
+fn checkout(obj: &Value<'_>) -> Result<Parts, String> {
     let session = str_at(obj, "/id")?;
     let order_id = opt_str(obj, "/client_reference_id")
         .or_else(|| opt_str(obj, "/metadata/order_id"))
@@ -204,7 +202,7 @@ fn checkout(obj: &Value) -> Result<Parts, String> {
     ))
 }
 
-fn customer(obj: &Value, source_type: &str) -> Result<Parts, String> {
+fn customer(obj: &Value<'_>, source_type: &str) -> Result<Parts, String> {
     let id = id_at(obj, "/id")?;
     let event_type = if source_type == "customer.created" {
         "customer.created"

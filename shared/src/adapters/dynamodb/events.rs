@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use serde::{Deserialize, Serialize};
 
 use super::{DynamoStore, classify, condition_failed, key, packed};
-use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
+use crate::contract::{Envelope, EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{
     Claim, DeliveryLog, EventKey, EventQueue, EventRecord, EventStatus, EventStore, Intake,
     StoreError,
@@ -73,10 +73,7 @@ impl EventItem {
             received_at: r.received_at.to_string(),
             expires_at: r.expires_at.unix(),
             event_type: r.envelope.as_ref().map(|e| e.event_type.to_string()),
-            envelope: r
-                .envelope
-                .as_ref()
-                .map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+            envelope: r.envelope.as_ref().map(Envelope::to_json),
             raw: r.raw.as_ref().map(ToString::to_string),
             reason: r.reason.clone(),
             pending_shard: pending.then(|| shard_of(&r.key)),

@@ -93,7 +93,7 @@ fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
                 r.received_at.unix_millis(),
                 r.expires_at.unix(),
                 r.envelope.as_ref().map(|e| e.event_type.to_string()),
-                r.envelope.as_ref().map(|e| serde_json::to_string(e).expect("an envelope serializes")),
+                r.envelope.as_ref().map(crate::contract::Envelope::to_json),
                 r.raw.as_ref().map(ToString::to_string),
                 r.reason,
                 pending,
