@@ -385,6 +385,21 @@ async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_deli
     let body = p.erp.requests()[1].json();
     assert_eq!(body["event"]["trace"]["origin"], "reconcile");
 
+    // Stripe's own retry of a recovered event lands late, indented as webhooks are and counting
+    // a different number of endpoints still waiting than the list did: the same event, so a
+    // duplicate (2xx, nothing new), not a conflict.
+    let mut late = listed("evt_lost_1", T0 - 200);
+    late["pending_webhooks"] = serde_json::json!(3);
+    let answer = p
+        .ingest(stripe(&serde_json::to_vec_pretty(&late).expect("json")))
+        .await;
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+    assert_eq!(
+        p.queue_depth().await,
+        0,
+        "nothing enqueued for the late copy"
+    );
+
     // The next run starts from the watermark and repairs nothing twice.
     let again = reconciler
         .run(Instant::now() + Duration::from_secs(30))

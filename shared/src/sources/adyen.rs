@@ -5,7 +5,7 @@
 
 use super::json::{Value, Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::signature::any_matches;
-use super::{Inbound, Normalized, NormalizedEvent, PayloadHash, Rejection, SourceEvent, Verifier};
+use super::{Inbound, Normalized, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, SourceEventId};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -135,11 +135,7 @@ fn verify_item(v: &Verifier, item: &Value<'_>) -> Result<(), Rejection> {
 /// Adyen has no event id: `{pspReference}:{eventCode}:{success}` is unique per notification
 /// and the same on every retry of it.
 fn event_of(item: &Value<'_>) -> SourceEvent {
-    // The item as serde_json writes it (keys sorted), so its hash does not depend on the order
-    // Adyen wrote the fields in; it is also what an operator sees of an unrouted item.
-    let owned = super::json::to_owned_json(item);
-    let item_json = serde_json::to_vec(&owned).unwrap_or_default();
-    let payload_hash = PayloadHash::of(&item_json);
+    let payload_hash = super::json::content_hash(item, &[]);
     let source_type = field(item, "/eventCode");
     let id = str_at(item, "/pspReference").and_then(|psp| {
         SourceEventId::try_from(format!("{psp}:{source_type}:{}", field(item, "/success")))
@@ -164,7 +160,7 @@ fn event_of(item: &Value<'_>) -> SourceEvent {
         source_type,
         payload_hash,
         payload: matches!(outcome, Normalized::Unrouted | Normalized::Quarantined(_))
-            .then_some(owned),
+            .then(|| super::json::to_owned_json(item)),
         outcome,
     }
 }

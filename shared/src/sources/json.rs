@@ -4,6 +4,7 @@
 //! dozen fields of each event and keeps none of the rest, so copying every key and string into
 //! a `serde_json::Value` cost more than verifying the signature.
 
+use super::PayloadHash;
 use crate::contract::{Money, MoneyError, SourceEventId, Timestamp};
 
 /// A provider's JSON, borrowing from the request body.
@@ -45,6 +46,75 @@ fn step<'v, 'a>(node: &'v Value<'a>, segment: &str) -> Option<&'v Value<'a>> {
 /// The provider's JSON as plumbline keeps it for operators (quarantined and unrouted events).
 pub fn to_owned_json(v: &Value<'_>) -> serde_json::Value {
     serde_json::Value::from(v)
+}
+
+/// SHA-256 of the JSON's content rather than its bytes: object keys in sorted order, strings
+/// unescaped, no whitespace, and the top-level fields in `volatile` left out. Two copies of one
+/// event that differ only in formatting, key order, escaping or delivery bookkeeping (Stripe's
+/// events list and its webhook write the same event differently) hash alike, so the later one
+/// is a duplicate and not a conflict.
+pub fn content_hash(v: &Value<'_>, volatile: &[&str]) -> PayloadHash {
+    let mut canonical = Vec::with_capacity(1024);
+    let mut entries = Vec::with_capacity(64);
+    write_canonical(&mut canonical, v, volatile, &mut entries);
+    PayloadHash::of(&canonical)
+}
+
+/// A tag per kind, and a length before every string, so that no two values write the same
+/// bytes. Nothing goes through `fmt`, and one `entries` buffer serves every object's sorting
+/// (each sorts its own tail of it): this runs on every webhook.
+fn write_canonical<'v, 'a>(
+    out: &mut Vec<u8>,
+    v: &'v Value<'a>,
+    skip: &[&str],
+    entries: &mut Vec<(&'v str, &'v Value<'a>)>,
+) {
+    match v {
+        Value::Null => out.push(b'n'),
+        Value::Bool(true) => out.push(b't'),
+        Value::Bool(false) => out.push(b'f'),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.push(b'u');
+                out.extend_from_slice(&u.to_le_bytes());
+            } else if let Some(i) = n.as_i64() {
+                out.push(b'i');
+                out.extend_from_slice(&i.to_le_bytes());
+            } else {
+                out.push(b'd');
+                out.extend_from_slice(&n.as_f64().unwrap_or_default().to_bits().to_le_bytes());
+            }
+        }
+        Value::Str(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for item in items {
+                write_canonical(out, item, &[], entries);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let start = entries.len();
+            entries.extend(map.iter().filter(|(k, _)| !skip.contains(k)));
+            entries[start..].sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for i in start..entries.len() {
+                let (key, value) = entries[i];
+                write_str(out, key);
+                write_canonical(out, value, &[], entries);
+            }
+            entries.truncate(start);
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // A body is at most a few MB (`ingress.max_body_bytes`), so a string's length fits in 32 bits.
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.push(b's');
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// An array index as JSON Pointer writes it: digits, no sign, no leading zero.

@@ -205,14 +205,15 @@ fn parse_body(body: &[u8]) -> Result<json::Value<'_>, Rejection> {
 }
 
 /// A single-event body's outcome, with a derived id when the provider's id cannot be read.
+/// `volatile`: top-level fields the provider changes between copies of one event.
 fn single_event(
     payload: &json::Value<'_>,
-    body: &[u8],
+    volatile: &[&str],
     id: Result<SourceEventId, String>,
     source_type: Option<String>,
     normalize: impl FnOnce(&json::Value<'_>, &str) -> Result<Option<NormalizedEvent>, String>,
 ) -> SourceEvent {
-    let payload_hash = PayloadHash::of(body);
+    let payload_hash = json::content_hash(payload, volatile);
     let (source_event_id, id_problem) = match id {
         Ok(id) => (id, None),
         Err(reason) => (payload_hash.derived_event_id(), Some(reason)),
