@@ -227,8 +227,11 @@ async fn a_reused_id_with_another_payload_is_kept_as_a_conflict() {
     let stack = Stack::new().await;
     let body = fixture("stripe/payment_intent.succeeded.json");
     let _ = stack.send(stripe(&body)).await;
+    // Another payment under the same event id. (A Stripe event's other copies, whatever their
+    // bodies, are duplicates: its payload hash covers the event's identity.)
     let altered = String::from_utf8(body)
         .expect("utf8")
+        .replace("pi_3PqLr2F7kS1mZk0a1Qw2Ey3R", "pi_someone_else")
         .replace("\"amount\": 2000", "\"amount\": 9999");
     let (status, answer) = stack.send(stripe(altered.as_bytes())).await;
     assert_eq!(

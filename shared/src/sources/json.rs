@@ -48,11 +48,39 @@ pub fn to_owned_json(v: &Value<'_>) -> serde_json::Value {
     serde_json::Value::from(v)
 }
 
+/// What of an event its payload hash covers: what must differ for a second arrival of the same
+/// id to be a conflict rather than a duplicate.
+#[derive(Debug, Clone, Copy)]
+pub enum Fingerprint {
+    /// The whole JSON's content, less these top-level fields (a provider's delivery bookkeeping).
+    Content { volatile: &'static [&'static str] },
+    /// Only the fields at these pointers: for a provider whose events never change once made,
+    /// where every other difference between two copies is how they were rendered.
+    Identity(&'static [&'static str]),
+}
+
+/// The payload hash of an event under its source's [`Fingerprint`].
+pub fn payload_hash(v: &Value<'_>, fingerprint: Fingerprint) -> PayloadHash {
+    match fingerprint {
+        Fingerprint::Content { volatile } => content_hash(v, volatile),
+        Fingerprint::Identity(pointers) => {
+            let mut canonical = Vec::with_capacity(256);
+            let mut entries = Vec::new();
+            for pointer in pointers {
+                write_str(&mut canonical, pointer);
+                match v.at(pointer) {
+                    Some(field) => write_canonical(&mut canonical, field, &[], &mut entries),
+                    None => canonical.push(b'-'),
+                }
+            }
+            PayloadHash::of(&canonical)
+        }
+    }
+}
+
 /// SHA-256 of the JSON's content rather than its bytes: object keys in sorted order, strings
 /// unescaped, no whitespace, and the top-level fields in `volatile` left out. Two copies of one
-/// event that differ only in formatting, key order, escaping or delivery bookkeeping (Stripe's
-/// events list and its webhook write the same event differently) hash alike, so the later one
-/// is a duplicate and not a conflict.
+/// event that differ only in formatting, key order or escaping hash alike.
 pub fn content_hash(v: &Value<'_>, volatile: &[&str]) -> PayloadHash {
     let mut canonical = Vec::with_capacity(1024);
     let mut entries = Vec::with_capacity(64);
@@ -203,6 +231,58 @@ pub fn event_id(v: &Value<'_>, pointer: &str) -> Result<SourceEventId, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_hash_ignores_formatting_and_key_order_but_not_content() {
+        let hash =
+            |text: &str, volatile: &[&str]| content_hash(&parse(text).expect("json"), volatile);
+        let base = hash(r#"{"a": 1, "b": ["x", {"c": null, "d": true}]}"#, &[]);
+        assert_eq!(hash(r#"{"b":["x",{"d":true,"c":null}],"a":1}"#, &[]), base);
+        assert_eq!(
+            hash(r#"{"a": 1, "b": ["\u0078", {"c": null, "d": true}]}"#, &[]),
+            base
+        );
+        for changed in [
+            r#"{"a": 2, "b": ["x", {"c": null, "d": true}]}"#,
+            r#"{"a": 1, "b": [{"c": null, "d": true}, "x"]}"#,
+            r#"{"a": "1", "b": ["x", {"c": null, "d": true}]}"#,
+            r#"{"a": 1, "b": ["x", {"c": null, "d": false}]}"#,
+            r#"{"a": 1, "b": ["x", {"c": null}]}"#,
+            r#"{"a": 1, "b": ["x", {"cd": null, "": true}]}"#,
+        ] {
+            assert_ne!(hash(changed, &[]), base, "{changed}");
+        }
+        let with_count = hash(
+            r#"{"a": 1, "n": 1, "b": ["x", {"c": null, "d": true}]}"#,
+            &["n"],
+        );
+        assert_eq!(with_count, base, "a volatile top-level field is left out");
+        assert_ne!(
+            hash(
+                r#"{"a": 1, "b": ["x", {"c": null, "d": true, "n": 1}]}"#,
+                &["n"]
+            ),
+            base,
+            "only at the top level"
+        );
+    }
+
+    #[test]
+    fn an_identity_fingerprint_covers_only_its_fields() {
+        let identity = Fingerprint::Identity(&["/id", "/data/id"]);
+        let hash = |text: &str| payload_hash(&parse(text).expect("json"), identity);
+        let base = hash(r#"{"id": "e1", "data": {"id": "o1", "amount": 1}, "v": "2024"}"#);
+        assert_eq!(
+            hash(r#"{"id": "e1", "data": {"id": "o1", "amount": 2}, "v": "2025"}"#),
+            base
+        );
+        assert_ne!(hash(r#"{"id": "e1", "data": {"id": "o2"}}"#), base);
+        assert_ne!(
+            hash(r#"{"id": "e1"}"#),
+            base,
+            "a missing field is not an empty one"
+        );
+    }
 
     #[test]
     fn walking_agrees_with_json_pointer() {

@@ -205,18 +205,20 @@ fn parse_body(body: &[u8]) -> Result<json::Value<'_>, Rejection> {
 }
 
 /// A single-event body's outcome, with a derived id when the provider's id cannot be read.
-/// `volatile`: top-level fields the provider changes between copies of one event.
 fn single_event(
     payload: &json::Value<'_>,
-    volatile: &[&str],
+    fingerprint: json::Fingerprint,
     id: Result<SourceEventId, String>,
     source_type: Option<String>,
     normalize: impl FnOnce(&json::Value<'_>, &str) -> Result<Option<NormalizedEvent>, String>,
 ) -> SourceEvent {
-    let payload_hash = json::content_hash(payload, volatile);
-    let (source_event_id, id_problem) = match id {
-        Ok(id) => (id, None),
-        Err(reason) => (payload_hash.derived_event_id(), Some(reason)),
+    let (source_event_id, id_problem, payload_hash) = match id {
+        Ok(id) => (id, None, json::payload_hash(payload, fingerprint)),
+        // Without an id the whole content identifies the event, whatever the fingerprint.
+        Err(reason) => {
+            let hash = json::content_hash(payload, &[]);
+            (hash.derived_event_id(), Some(reason), hash)
+        }
     };
     let source_type = source_type.unwrap_or_default();
     let outcome = match (id_problem, source_type.is_empty()) {
