@@ -135,7 +135,7 @@ fn verify_item(v: &Verifier, item: &Value<'_>) -> Result<(), Rejection> {
 /// Adyen has no event id: `{pspReference}:{eventCode}:{success}` is unique per notification
 /// and the same on every retry of it.
 fn event_of(item: &Value<'_>) -> SourceEvent {
-    let payload_hash = super::json::content_hash(item, &[]);
+    let payload_hash = super::json::content_hash(item);
     let source_type = field(item, "/eventCode");
     let id = str_at(item, "/pspReference").and_then(|psp| {
         SourceEventId::try_from(format!("{psp}:{source_type}:{}", field(item, "/success")))

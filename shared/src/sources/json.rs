@@ -52,8 +52,8 @@ pub fn to_owned_json(v: &Value<'_>) -> serde_json::Value {
 /// id to be a conflict rather than a duplicate.
 #[derive(Debug, Clone, Copy)]
 pub enum Fingerprint {
-    /// The whole JSON's content, less these top-level fields (a provider's delivery bookkeeping).
-    Content { volatile: &'static [&'static str] },
+    /// The whole JSON's content.
+    Content,
     /// Only the fields at these pointers: for a provider whose events never change once made,
     /// where every other difference between two copies is how they were rendered.
     Identity(&'static [&'static str]),
@@ -62,14 +62,14 @@ pub enum Fingerprint {
 /// The payload hash of an event under its source's [`Fingerprint`].
 pub fn payload_hash(v: &Value<'_>, fingerprint: Fingerprint) -> PayloadHash {
     match fingerprint {
-        Fingerprint::Content { volatile } => content_hash(v, volatile),
+        Fingerprint::Content => content_hash(v),
         Fingerprint::Identity(pointers) => {
             let mut canonical = Vec::with_capacity(256);
             let mut entries = Vec::new();
             for pointer in pointers {
                 write_str(&mut canonical, pointer);
                 match v.at(pointer) {
-                    Some(field) => write_canonical(&mut canonical, field, &[], &mut entries),
+                    Some(field) => write_canonical(&mut canonical, field, &mut entries),
                     None => canonical.push(b'-'),
                 }
             }
@@ -79,12 +79,12 @@ pub fn payload_hash(v: &Value<'_>, fingerprint: Fingerprint) -> PayloadHash {
 }
 
 /// SHA-256 of the JSON's content rather than its bytes: object keys in sorted order, strings
-/// unescaped, no whitespace, and the top-level fields in `volatile` left out. Two copies of one
-/// event that differ only in formatting, key order or escaping hash alike.
-pub fn content_hash(v: &Value<'_>, volatile: &[&str]) -> PayloadHash {
+/// unescaped, no whitespace. Two copies of one event that differ only in formatting, key order
+/// or escaping hash alike.
+pub fn content_hash(v: &Value<'_>) -> PayloadHash {
     let mut canonical = Vec::with_capacity(1024);
     let mut entries = Vec::with_capacity(64);
-    write_canonical(&mut canonical, v, volatile, &mut entries);
+    write_canonical(&mut canonical, v, &mut entries);
     PayloadHash::of(&canonical)
 }
 
@@ -94,7 +94,6 @@ pub fn content_hash(v: &Value<'_>, volatile: &[&str]) -> PayloadHash {
 fn write_canonical<'v, 'a>(
     out: &mut Vec<u8>,
     v: &'v Value<'a>,
-    skip: &[&str],
     entries: &mut Vec<(&'v str, &'v Value<'a>)>,
 ) {
     match v {
@@ -117,19 +116,19 @@ fn write_canonical<'v, 'a>(
         Value::Array(items) => {
             out.push(b'[');
             for item in items {
-                write_canonical(out, item, &[], entries);
+                write_canonical(out, item, entries);
             }
             out.push(b']');
         }
         Value::Object(map) => {
             let start = entries.len();
-            entries.extend(map.iter().filter(|(k, _)| !skip.contains(k)));
+            entries.extend(map.iter());
             entries[start..].sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
             for i in start..entries.len() {
                 let (key, value) = entries[i];
                 write_str(out, key);
-                write_canonical(out, value, &[], entries);
+                write_canonical(out, value, entries);
             }
             entries.truncate(start);
             out.push(b'}');
@@ -234,12 +233,11 @@ mod tests {
 
     #[test]
     fn content_hash_ignores_formatting_and_key_order_but_not_content() {
-        let hash =
-            |text: &str, volatile: &[&str]| content_hash(&parse(text).expect("json"), volatile);
-        let base = hash(r#"{"a": 1, "b": ["x", {"c": null, "d": true}]}"#, &[]);
-        assert_eq!(hash(r#"{"b":["x",{"d":true,"c":null}],"a":1}"#, &[]), base);
+        let hash = |text: &str| content_hash(&parse(text).expect("json"));
+        let base = hash(r#"{"a": 1, "b": ["x", {"c": null, "d": true}]}"#);
+        assert_eq!(hash(r#"{"b":["x",{"d":true,"c":null}],"a":1}"#), base);
         assert_eq!(
-            hash(r#"{"a": 1, "b": ["\u0078", {"c": null, "d": true}]}"#, &[]),
+            hash(r#"{"a": 1, "b": ["\u0078", {"c": null, "d": true}]}"#),
             base
         );
         for changed in [
@@ -250,21 +248,8 @@ mod tests {
             r#"{"a": 1, "b": ["x", {"c": null}]}"#,
             r#"{"a": 1, "b": ["x", {"cd": null, "": true}]}"#,
         ] {
-            assert_ne!(hash(changed, &[]), base, "{changed}");
+            assert_ne!(hash(changed), base, "{changed}");
         }
-        let with_count = hash(
-            r#"{"a": 1, "n": 1, "b": ["x", {"c": null, "d": true}]}"#,
-            &["n"],
-        );
-        assert_eq!(with_count, base, "a volatile top-level field is left out");
-        assert_ne!(
-            hash(
-                r#"{"a": 1, "b": ["x", {"c": null, "d": true, "n": 1}]}"#,
-                &["n"]
-            ),
-            base,
-            "only at the top level"
-        );
     }
 
     #[test]

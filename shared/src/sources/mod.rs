@@ -216,7 +216,7 @@ fn single_event(
         Ok(id) => (id, None, json::payload_hash(payload, fingerprint)),
         // Without an id the whole content identifies the event, whatever the fingerprint.
         Err(reason) => {
-            let hash = json::content_hash(payload, &[]);
+            let hash = json::content_hash(payload);
             (hash.derived_event_id(), Some(reason), hash)
         }
     };

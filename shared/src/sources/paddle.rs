@@ -25,7 +25,7 @@ pub(super) fn accept(
     let source_type = opt_str(&payload, "/event_type");
     Ok(vec![super::single_event(
         &payload,
-        super::json::Fingerprint::Content { volatile: &[] },
+        super::json::Fingerprint::Content,
         id,
         source_type,
         normalize,

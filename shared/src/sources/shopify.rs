@@ -39,7 +39,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     let payload = super::parse_body(req.body)?;
     Ok(vec![super::single_event(
         &payload,
-        super::json::Fingerprint::Content { volatile: &[] },
+        super::json::Fingerprint::Content,
         id,
         text("x-shopify-topic"),
         |p, topic| normalize(p, topic, triggered_at),

@@ -59,7 +59,7 @@ pub(super) fn accept(
     let header_time = Timestamp::from_unix(signed_at);
     Ok(vec![super::single_event(
         &payload,
-        super::json::Fingerprint::Content { volatile: &[] },
+        super::json::Fingerprint::Content,
         Ok(id),
         source_type,
         |p, t| normalize(p, t, header_time),
