@@ -1,6 +1,6 @@
 //! Paddle Billing: `Paddle-Signature: ts=…;h1=…[;h1=…]`, HMAC-SHA256 of `{ts}:{body}`, hex.
 
-use super::json::{Value, Walk, minor_money, opt_str, rfc3339_at, str_at};
+use super::json::{Fingerprint, Value, Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::timestamped::Scheme;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, Timestamp};
@@ -14,6 +14,12 @@ pub(super) const SCHEME: Scheme = Scheme {
     joiner: b":",
 };
 
+/// A Paddle event is a snapshot that never changes, but each notification of it has its own
+/// `notification_id`: a replay from Paddle's dashboard or API (and every other destination) gets
+/// a new one. So only the event's identity is hashed, and a replay is a duplicate.
+const FINGERPRINT: Fingerprint =
+    Fingerprint::Identity(&["/event_id", "/event_type", "/occurred_at", "/data/id"]);
+
 pub(super) fn accept(
     v: &Verifier,
     req: Inbound<'_>,
@@ -25,7 +31,7 @@ pub(super) fn accept(
     let source_type = opt_str(&payload, "/event_type");
     Ok(vec![super::single_event(
         &payload,
-        super::json::Fingerprint::Content,
+        FINGERPRINT,
         id,
         source_type,
         normalize,
@@ -144,6 +150,31 @@ mod tests {
             },
             Timestamp::from_unix(NOW).expect("ok"),
         )
+    }
+
+    /// A replay is a new notification of the same event: another `notification_id`, the same
+    /// event. Another transaction under the same event id is not.
+    #[test]
+    fn a_replayed_notification_hashes_as_its_event_and_another_event_does_not() {
+        let hash = |body: &[u8]| {
+            run(&sign(SECRET, NOW, body), body).expect("accepted")[0]
+                .payload_hash
+                .clone()
+        };
+        let body = fixture("paddle/transaction.completed.json");
+        let text = String::from_utf8(body.clone()).expect("utf-8");
+        let replay = text.replace(
+            "ntf_01hv8x2af4ah8r9bjh7s8xz9sn",
+            "ntf_01hv9replay0000000000000",
+        );
+        assert_ne!(replay, text, "the notification id is in the fixture");
+        assert_eq!(hash(replay.as_bytes()), hash(&body));
+        let other = text.replace(
+            "txn_01hv8wptq8987qeep44cyrewp9",
+            "txn_01hv9other00000000000000",
+        );
+        assert_ne!(other, text, "the transaction id is in the fixture");
+        assert_ne!(hash(other.as_bytes()), hash(&body));
     }
 
     #[test]
