@@ -36,22 +36,11 @@ impl Timestamp {
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0 + time::Duration::seconds(secs))
     }
-}
 
-/// RFC 3339 in UTC, exactly as `time`'s `Rfc3339` writes it (`Z`, a fraction only when there is
-/// one, without trailing zeros), but into a buffer on the stack: every event writes several, and
-/// the general formatter allocates a `String` for each.
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.rfc3339() {
-            Some(text) => f.write_str(text.as_str()),
-            None => write!(f, "{}", self.0.unix_timestamp()),
-        }
-    }
-}
-
-impl Timestamp {
-    /// The RFC 3339 text, for years 0 to 9999 (the others are written as Unix seconds).
+    /// RFC 3339 in UTC, exactly as `time`'s `Rfc3339` writes it (`Z`, a fraction only when
+    /// there is one, without trailing zeros), but into a buffer on the stack: every event writes
+    /// several, and the general formatter allocates a `String` for each. Years 0 to 9999 only
+    /// (the others are written as Unix seconds).
     fn rfc3339(self) -> Option<Ascii> {
         let t = self.0;
         let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
@@ -78,6 +67,16 @@ impl Timestamp {
         }
         out.byte(b'Z');
         Some(out)
+    }
+}
+
+/// RFC 3339 as `rfc3339` writes it, or Unix seconds outside years 0 to 9999.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rfc3339() {
+            Some(text) => f.write_str(text.as_str()),
+            None => write!(f, "{}", self.0.unix_timestamp()),
+        }
     }
 }
 

@@ -3,12 +3,13 @@
 //! `pspReference:originalReference:merchantAccountCode:merchantReference:value:currency:eventCode:success`,
 //! base64 in `additionalData.hmacSignature`. The scheme signs no timestamp.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::json::{Value, Walk, minor_money, opt_str, rfc3339_at, str_at};
 use super::signature::any_matches;
 use super::{Inbound, Normalized, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{EntityKind, EntityRef, EventData, EventType, Refs, SourceEventId};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
     match hex::decode(secret) {
@@ -159,8 +160,7 @@ fn event_of(item: &Value<'_>) -> SourceEvent {
         source_event_id,
         source_type,
         payload_hash,
-        payload: matches!(outcome, Normalized::Unrouted | Normalized::Quarantined(_))
-            .then(|| super::json::to_owned_json(item)),
+        payload: super::kept_payload(&outcome, item),
         outcome,
     }
 }

@@ -230,16 +230,22 @@ fn single_event(
             Err(reason) => Normalized::Quarantined(reason),
         },
     };
-    let payload = match outcome {
-        Normalized::Event(_) => None,
-        Normalized::Unrouted | Normalized::Quarantined(_) => Some(json::to_owned_json(payload)),
-    };
+    let payload = kept_payload(&outcome, payload);
     SourceEvent {
         source_event_id,
         source_type,
         payload_hash,
         payload,
         outcome,
+    }
+}
+
+/// The provider's JSON as an unrouted or quarantined event keeps it for operators; a normalized
+/// event keeps none (its envelope carries what plumbline uses).
+fn kept_payload(outcome: &Normalized, payload: &json::Value<'_>) -> Option<serde_json::Value> {
+    match outcome {
+        Normalized::Event(_) => None,
+        Normalized::Unrouted | Normalized::Quarantined(_) => Some(json::to_owned_json(payload)),
     }
 }
 

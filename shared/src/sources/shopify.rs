@@ -2,15 +2,16 @@
 //! timestamp; the event id comes from `X-Shopify-Event-Id` (or `X-Shopify-Webhook-Id`), the
 //! type from `X-Shopify-Topic`.
 
-use super::json::{Value, Walk, decimal_money, id_at, opt_str, rfc3339_at};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::json::{Fingerprint, Value, Walk, decimal_money, id_at, opt_str, rfc3339_at};
 use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier};
 use crate::contract::{
     Customer, EntityKind, EntityRef, EventData, EventType, LineItem, Money, Refs, SourceEventId,
     Timestamp,
 };
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>, Rejection> {
     let header = req
@@ -39,7 +40,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     let payload = super::parse_body(req.body)?;
     Ok(vec![super::single_event(
         &payload,
-        super::json::Fingerprint::Content,
+        Fingerprint::Content,
         id,
         text("x-shopify-topic"),
         |p, topic| normalize(p, topic, triggered_at),

@@ -2,8 +2,12 @@
 //! `webhook-timestamp`, `webhook-signature: v1,<base64> [v1,<base64>…]`, HMAC-SHA256 of
 //! `{id}.{timestamp}.{body}` with the key decoded from `whsec_<base64>`.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
 use super::json::{
-    Value, Walk, decimal_money, i64_at, minor_money, minor_of, opt_str, rfc3339_at, str_at,
+    Fingerprint, Value, Walk, decimal_money, i64_at, minor_money, minor_of, opt_str, rfc3339_at,
+    str_at,
 };
 use super::signature::any_matches;
 use super::{Inbound, NormalizedEvent, Rejection, SourceEvent, Verifier, check_timestamp};
@@ -11,8 +15,6 @@ use crate::contract::{
     Customer, EntityKind, EntityRef, EventData, EventType, LeadDetails, LineItem, Money, Refs,
     SourceEventId, Timestamp, Utm,
 };
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, &'static str> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
@@ -59,7 +61,7 @@ pub(super) fn accept(
     let header_time = Timestamp::from_unix(signed_at);
     Ok(vec![super::single_event(
         &payload,
-        super::json::Fingerprint::Content,
+        Fingerprint::Content,
         Ok(id),
         source_type,
         |p, t| normalize(p, t, header_time),
