@@ -12,7 +12,7 @@ use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryState, EventKey,
     EventQueue, EventRecord, EventStatus, EventStore, Intake, LedgerStore, QueueConsumer,
-    QueueControl, Saved,
+    QueueControl, ReconcileStore, Saved,
 };
 use plumbline::sources::PayloadHash;
 
@@ -109,6 +109,43 @@ async fn events_conform(store: &impl EventStore) {
             .await
             .expect("refresh"),
         "delivered: never re-enqueued"
+    );
+}
+
+/// Claims still awaiting delivery, oldest first, up to the limit, as whole records: what the
+/// stuck sweep re-enqueues. Delivered claims and claims newer than the cutoff are not stuck.
+async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore)) {
+    let claimed = [
+        ("evt_s1", 10),
+        ("evt_s2", 5),
+        ("evt_s3", 30),
+        ("evt_s4", 1),
+        ("evt_s5", 20),
+    ];
+    for (id, at) in claimed {
+        let mut event = record(id, "aa");
+        event.claimed_at = t(at);
+        store.claim(&event).await.expect("claim");
+    }
+    let delivered = EventKey::parse("EVT#stripe#evt_s2").expect("key");
+    store
+        .set_status(&delivered, EventStatus::Delivered, None, t(40))
+        .await
+        .expect("status");
+    let stuck = |limit| async move {
+        store
+            .pending_before(t(25), limit)
+            .await
+            .expect("pending")
+            .into_iter()
+            .map(|r| (r.source_event_id.to_string(), r.envelope.is_some()))
+            .collect::<Vec<_>>()
+    };
+    let whole = |id: &str| (id.to_owned(), true);
+    assert_eq!(stuck(2).await, [whole("evt_s4"), whole("evt_s1")]);
+    assert_eq!(
+        stuck(100).await,
+        [whole("evt_s4"), whole("evt_s1"), whole("evt_s5")]
     );
 }
 
@@ -582,6 +619,7 @@ async fn queue_conforms(
 async fn sqlite_conforms() {
     let dir = std::env::temp_dir().join(unique("plumbline-conformance"));
     let store = SqliteStore::open(&dir, 8).expect("open");
+    stuck_claims_conform(&store).await;
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;
@@ -714,6 +752,7 @@ async fn dynamodb_and_sqs_conform() {
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
+    stuck_claims_conform(&store).await;
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;

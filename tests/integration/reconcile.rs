@@ -86,19 +86,24 @@ fn local_reconciler(
 
 /// A claim whose enqueue a crash cut off, made at `T0`.
 async fn crashed_claim(store: &impl EventStore) {
+    let body = fixture("stripe/payment_intent.succeeded.json");
+    crashed_claim_of(store, &body, T0).await;
+}
+
+/// A claim of the Stripe webhook `body`, made at `at`, that was never enqueued.
+async fn crashed_claim_of(store: &impl EventStore, body: &[u8], at: i64) {
     let verifier = Verifier {
         kind: SourceKind::Stripe,
         keys: vec![SecretSlice::from(STRIPE_SECRET.as_bytes().to_vec())],
         tolerance_secs: 300,
     };
-    let body = fixture("stripe/payment_intent.succeeded.json");
-    let headers = stripe_header_map(STRIPE_SECRET, T0, &body);
-    let now = Timestamp::from_unix(T0).expect("in range");
+    let headers = stripe_header_map(STRIPE_SECRET, at, body);
+    let now = Timestamp::from_unix(at).expect("in range");
     let event = verifier
         .accept(
             Inbound {
                 headers: &headers,
-                body: &body,
+                body,
             },
             now,
         )
@@ -233,6 +238,75 @@ async fn reconciliation_on_dynamodb_and_sqs() {
     let queue = SqsQueue::new(sqs.clone(), create_queue(&sqs).await);
     let dlq = SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await);
     reconciliation_conforms(store, queue, dlq).await;
+}
+
+/// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run:
+/// every claim re-enqueued once, oldest first in the report, none twice by the next run.
+#[tokio::test]
+async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
+    let aws = aws().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
+    let queue = SqsQueue::new(sqs.clone(), create_queue(&sqs).await);
+    let template: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    // Claimed newest first, so the report's order is the store's doing, not the claims'.
+    let backlog = 40_i64;
+    for i in (0..backlog).rev() {
+        let mut event = template.clone();
+        event["id"] = format!("evt_backlog_{i:02}").into();
+        event["data"]["object"]["id"] = format!("pi_backlog_{i:02}").into();
+        let body = serde_json::to_vec(&event).expect("body");
+        crashed_claim_of(&store, &body, T0 + i).await;
+    }
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
+    let reconciler = Reconciler::new(
+        store,
+        queue.clone(),
+        SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+        no_providers(),
+        clock,
+        RecordingMetrics::default(),
+        settings(100),
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    let stuck = &report.checks[STUCK_EVENTS];
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (40, 40, 0)
+    );
+    let oldest_first: Vec<String> = (0..backlog)
+        .map(|i| format!("EVT#stripe#evt_backlog_{i:02}"))
+        .collect();
+    assert_eq!(stuck.ids, oldest_first);
+
+    let mut enqueued = Vec::new();
+    loop {
+        let batch = queue
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        for message in batch {
+            let decoded = plumbline::ingress::QueueMessage::decode(&message.body).expect("body");
+            enqueued.push(decoded.key);
+        }
+    }
+    enqueued.sort();
+    assert_eq!(enqueued, oldest_first, "each stuck event enqueued once");
+
+    let again = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        again.checks[STUCK_EVENTS].found, 0,
+        "refreshed claims are not stuck"
+    );
 }
 
 #[tokio::test]

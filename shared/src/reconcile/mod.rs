@@ -20,6 +20,7 @@ mod sweep;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -29,9 +30,9 @@ use crate::delivery::Document;
 use crate::ingress::{QueueMessage, build_record};
 use crate::ledger::Ownership;
 use crate::ports::{
-    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventStore,
-    Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally, Target,
-    TargetError, Watermark, Watermarks,
+    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventRecord,
+    EventStore, Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally,
+    Target, TargetError, Watermark, Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -174,6 +175,19 @@ impl CrmReadBack for NoCrm {
 }
 
 const MAX_IDS: usize = 100;
+
+/// Stuck events repaired at the same time: enough to hide round trips, few enough to stay
+/// far from the table's and the queue's request limits.
+const STUCK_REPAIRS_AT_ONCE: usize = 16;
+
+/// What re-enqueueing one stuck event came to.
+enum Repair {
+    Done,
+    /// Another caller moved the claim first (delivery finished it, or a duplicate re-enqueued
+    /// it): nothing to repair.
+    Moved,
+    Failed,
+}
 
 /// Whether `take_in` claimed the event now, or found it claimed before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,44 +395,68 @@ where
         if stuck.len() == self.settings.page_limit {
             result.note = Some("page limit reached; the next run continues".into());
         }
-        for record in stuck {
-            if Instant::now() >= deadline {
+        // Each repair is two requests (the refresh, the send); a backlog of stuck events is
+        // repaired a few at a time rather than one after another, in order, within the budget.
+        // Made first (they are lazy), so the stream holds futures, not a closure that makes them.
+        let repairs: Vec<_> = stuck
+            .iter()
+            .map(|record| self.repair_stuck(record, now, deadline))
+            .collect();
+        let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
+        while let Some(repair) = repairs.next().await {
+            let Some((key, repaired)) = repair else {
                 result.note = Some("time budget spent; the next run continues".into());
                 break;
-            }
-            result.found += 1;
-            if result.ids.len() < MAX_IDS {
-                result.ids.push(record.key.to_string());
-            }
-            let Some(envelope) = &record.envelope else {
-                result.unrepairable += 1;
-                continue;
             };
-            match self
-                .store
-                .refresh_claim(&record.key, record.claimed_at, now)
-                .await
-            {
-                Ok(true) => match self
-                    .queue
-                    .enqueue(&QueueMessage::new(&record.key, envelope))
-                    .await
-                {
-                    Ok(()) => result.repaired += 1,
-                    Err(err) => {
-                        warn!(error = %err, "could not re-enqueue a stuck event");
-                        result.unrepairable += 1;
-                    }
-                },
-                // Someone else moved it first: delivery finished it, or a duplicate re-enqueued it.
-                Ok(false) => {}
-                Err(err) => {
-                    warn!(error = %err, "could not refresh a stuck claim");
-                    result.unrepairable += 1;
-                }
+            result.found += 1;
+            result.note_id(key);
+            match repaired {
+                Repair::Done => result.repaired += 1,
+                Repair::Failed => result.unrepairable += 1,
+                Repair::Moved => {}
             }
         }
         result
+    }
+
+    /// Re-enqueues one stuck claim, unless the budget is spent (`None`).
+    async fn repair_stuck(
+        &self,
+        record: &EventRecord,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> Option<(String, Repair)> {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        let key = record.key.to_string();
+        let Some(envelope) = &record.envelope else {
+            return Some((key, Repair::Failed));
+        };
+        let outcome = match self
+            .store
+            .refresh_claim(&record.key, record.claimed_at, now)
+            .await
+        {
+            Ok(true) => match self
+                .queue
+                .enqueue(&QueueMessage::new(&record.key, envelope))
+                .await
+            {
+                Ok(()) => Repair::Done,
+                Err(err) => {
+                    warn!(error = %err, "could not re-enqueue a stuck event");
+                    Repair::Failed
+                }
+            },
+            // Someone else moved it first: delivery finished it, or a duplicate re-enqueued it.
+            Ok(false) => Repair::Moved,
+            Err(err) => {
+                warn!(error = %err, "could not refresh a stuck claim");
+                Repair::Failed
+            }
+        };
+        Some((key, outcome))
     }
 
     /// Walks each provider's event list from the watermark (newest first), takes in what the

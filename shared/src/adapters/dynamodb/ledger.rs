@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{DynamoStore, classify, condition_failed, key, n, packed, query_shards, s};
 use crate::contract::{EntityKind, Timestamp};
@@ -49,46 +47,6 @@ fn entity_of(
         .map_err(|e| StoreError::Corrupt(format!("{} {id}: {e}", kind.as_str())))
 }
 
-/// Keys one BatchGetItem may carry.
-const BATCH_GET_MAX: usize = 100;
-/// Rounds of asking again for the keys DynamoDB left unprocessed (throttling, or 16 MB).
-const UNPROCESSED_ROUNDS: usize = 3;
-
-impl DynamoStore {
-    /// One consistent BatchGetItem of entity items: the items found, and the keys DynamoDB left
-    /// unprocessed (to ask again).
-    async fn batch_get(
-        &self,
-        pks: &[String],
-    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Vec<String>), StoreError> {
-        let request = KeysAndAttributes::builder()
-            .set_keys(Some(pks.iter().map(|pk| key(pk, STATE_SK)).collect()))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let out = self
-            .client
-            .batch_get_item()
-            .request_items(&self.table, request)
-            .send()
-            .await
-            .map_err(classify)?;
-        let items = out
-            .responses
-            .and_then(|mut r| r.remove(&self.table))
-            .unwrap_or_default();
-        let unprocessed = out
-            .unprocessed_keys
-            .and_then(|mut u| u.remove(&self.table))
-            .map(|k| k.keys)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).cloned())
-            .collect();
-        Ok((items, unprocessed))
-    }
-}
-
 impl LedgerStore for DynamoStore {
     async fn load_entity(&self, kind: EntityKind, id: &str) -> Result<Option<Entity>, StoreError> {
         let item = self.read(key(&entity_pk(kind, id), STATE_SK)).await?;
@@ -99,27 +57,17 @@ impl LedgerStore for DynamoStore {
         let by_pk: HashMap<String, &(EntityKind, String)> =
             keys.iter().map(|k| (entity_pk(k.0, &k.1), k)).collect();
         let pks: Vec<String> = by_pk.keys().cloned().collect();
+        let (items, unprocessed) = self.read_many(&pks, STATE_SK).await?;
         let mut known = Known::new();
-        for chunk in pks.chunks(BATCH_GET_MAX) {
-            let mut pending = chunk.to_vec();
-            for _ in 0..UNPROCESSED_ROUNDS {
-                if pending.is_empty() {
-                    break;
-                }
-                let (items, unprocessed) = self.batch_get(&pending).await?;
-                for item in items {
-                    let pk = item.get("pk").and_then(|v| v.as_s().ok());
-                    if let Some((kind, id)) = pk.and_then(|pk| by_pk.get(pk)).copied() {
-                        known.insert((*kind, id.clone()), Some(entity_of(*kind, id, &item)?));
-                    }
-                }
-                // Asked, answered, and not in the responses: the store has no such entity.
-                for pk in pending.iter().filter(|pk| !unprocessed.contains(pk)) {
-                    let (kind, id) = by_pk[pk];
-                    known.entry((*kind, id.clone())).or_insert(None);
-                }
-                pending = unprocessed;
-            }
+        for (pk, (kind, id)) in &by_pk {
+            // Asked, answered, and not in the responses: the store has no such entity. A key
+            // DynamoDB never processed stays unknown.
+            let entity = match items.get(pk) {
+                Some(item) => Some(entity_of(*kind, id, item)?),
+                None if unprocessed.contains(pk) => continue,
+                None => None,
+            };
+            known.insert((*kind, id.clone()), entity);
         }
         Ok(known)
     }

@@ -14,11 +14,11 @@ mod ledger;
 mod packed;
 mod runs;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
 pub use events::{EVENT_SK, PENDING_INDEX};
 pub use inspect::key_for;
@@ -57,7 +57,65 @@ impl DynamoStore {
             .map_err(classify)?;
         Ok(out.item)
     }
+
+    /// Items by key (`pk`s under one `sk`), by consistent BatchGetItems of at most 100 keys:
+    /// the items found by `pk`, and the keys DynamoDB still left unprocessed (throttling, or
+    /// its 16 MB answer limit) after asking again a few times. A key in neither has no item.
+    async fn read_many(
+        &self,
+        pks: &[String],
+        sk: &str,
+    ) -> Result<(HashMap<String, Item>, BTreeSet<String>), StoreError> {
+        let mut found = HashMap::with_capacity(pks.len());
+        let mut left = BTreeSet::new();
+        for chunk in pks.chunks(BATCH_GET_MAX) {
+            let mut asking = chunk.to_vec();
+            for _ in 0..UNPROCESSED_ROUNDS {
+                if asking.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(asking.iter().map(|pk| key(pk, sk)).collect()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
+                        found.insert(pk.clone(), item);
+                    }
+                }
+                asking = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|k| k.get("pk").and_then(|v| v.as_s().ok()).cloned())
+                    .collect();
+            }
+            left.extend(asking);
+        }
+        Ok((found, left))
+    }
 }
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Keys one BatchGetItem may carry.
+const BATCH_GET_MAX: usize = 100;
+/// Rounds of asking again for the keys DynamoDB left unprocessed.
+const UNPROCESSED_ROUNDS: usize = 3;
 
 /// Sends one query per shard at the same time and hands back their items in shard order:
 /// a sharded index costs one round trip of latency, not one per shard.

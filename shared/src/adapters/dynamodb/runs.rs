@@ -3,10 +3,10 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::events::{PENDING_INDEX, PENDING_SHARDS};
+use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item};
 use super::{DynamoStore, classify, key, query_shards, s};
 use crate::contract::Timestamp;
-use crate::ports::{EventKey, EventRecord, EventStore, ReconcileStore, StoreError};
+use crate::ports::{EventKey, EventRecord, ReconcileStore, StoreError};
 use crate::reconcile::Report;
 
 const RUN_PK: &str = "RUN";
@@ -45,13 +45,14 @@ impl ReconcileStore for DynamoStore {
         }
         keys.sort_by(|a, b| a.0.cmp(&b.0));
         keys.truncate(limit);
-        let mut records = Vec::with_capacity(keys.len());
-        for (_, event) in keys {
-            if let Some(record) = self.get(&event).await? {
-                records.push(record);
-            }
-        }
-        Ok(records)
+        // One batch read, not a read per event: a backlog of stuck events is when this runs
+        // long. An event DynamoDB left unprocessed is the next run's.
+        let pks: Vec<String> = keys.iter().map(|(_, k)| k.as_str().to_owned()).collect();
+        let (mut items, _) = self.read_many(&pks, EVENT_SK).await?;
+        keys.into_iter()
+            .filter_map(|(_, event)| items.remove(event.as_str()))
+            .map(from_item)
+            .collect()
     }
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
