@@ -110,6 +110,19 @@ async fn events_conform(store: &impl EventStore) {
             .expect("refresh"),
         "delivered: never re-enqueued"
     );
+
+    // Held or not, in the order asked: released, delivered, never claimed, delivered again.
+    let never = EventKey::parse("EVT#stripe#evt_never").expect("key");
+    let asked = [
+        first.key.clone(),
+        second.key.clone(),
+        never,
+        second.key.clone(),
+    ];
+    assert_eq!(
+        store.contains(&asked).await.expect("contains"),
+        [false, true, false, true]
+    );
 }
 
 /// Claims still awaiting delivery, oldest first, up to the limit, as whole records: what the

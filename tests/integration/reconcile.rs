@@ -482,6 +482,48 @@ async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_deli
     assert_eq!(p.queue_depth().await, 0);
 }
 
+/// The missed-webhook check looks a page of the provider's list up in one request, not one per
+/// listed event: in steady state every listed event arrived as a webhook (on DynamoDB, counted
+/// on the wire).
+#[tokio::test]
+async fn the_missed_webhook_check_looks_a_page_up_in_one_request() {
+    const LISTED: i64 = 30;
+    let events: Vec<_> = (0..LISTED)
+        .map(|i| listed(&format!("evt_listed_{i:02}"), T0 - 600 + i))
+        .collect();
+    let api = StripeApi::start(events.clone()).await;
+    let aws = aws().await;
+    let requests = Requests::default();
+    let table = create_table(&aws_sdk_dynamodb::Client::new(&aws)).await;
+    let store = DynamoStore::new(requests.client(&aws), table);
+    // Every one arrived as a webhook but the newest.
+    for event in &events[..events.len() - 1] {
+        crashed_claim_of(&store, &serde_json::to_vec(event).expect("json"), T0 - 60).await;
+    }
+    requests.reset();
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let reconciler = Reconciler::new(
+        store,
+        SqsQueue::new(sqs.clone(), create_queue(&sqs).await),
+        SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+        stripe_provider(&api),
+        ManualClock::at(Timestamp::from_unix(T0).expect("in range")),
+        RecordingMetrics::default(),
+        settings(10),
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    let missed = &report.checks[MISSED_WEBHOOKS];
+    assert_eq!((missed.found, missed.repaired), (1, 1), "{missed:?}");
+    assert_eq!(missed.ids, ["EVT#stripe#evt_listed_29"]);
+    let counts = requests.counts();
+    // The page's one look-up; the single reads are the source's watermark and the two sweep
+    // cursors, and the one missed event's claim is the run's other write beside the report.
+    assert_eq!(counts.get("BatchGetItem"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("GetItem"), Some(&3), "{counts:?}");
+}
+
 #[tokio::test]
 async fn a_run_cut_short_resumes_from_the_watermark_and_skips_nothing() {
     let events: Vec<_> = (0..5)

@@ -492,10 +492,8 @@ where
                     .await
                 {
                     Ok(page) => {
-                        for body in &page.events {
-                            self.take_missed(source, *kind, body, now, &mut result)
-                                .await;
-                        }
+                        self.take_missed(source, *kind, &page.events, now, &mut result)
+                            .await;
                         if page.last_id.is_some() {
                             cursor = page.last_id;
                         }
@@ -527,39 +525,44 @@ where
         result
     }
 
-    /// One event from a provider's list: nothing if the store has it, else claimed and enqueued
-    /// exactly as the ingress does.
+    /// Takes in the events of one page of a provider's list that the store lacks. The page is
+    /// looked up in one batch: in steady state every listed event arrived as a webhook.
     async fn take_missed(
         &self,
         source: &SourceName,
         kind: SourceKind,
-        body: &[u8],
+        bodies: &[Vec<u8>],
         now: Timestamp,
         result: &mut CheckResult,
     ) {
-        let events = match accept_from_api(kind, body) {
-            Ok(events) => events,
+        let mut events = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            match accept_from_api(kind, body) {
+                Ok(accepted) => events.extend(accepted),
+                Err(err) => {
+                    result.unrepairable += 1;
+                    warn!(error = %err, "could not read an event from the provider's list");
+                }
+            }
+        }
+        let keys: Vec<EventKey> = events
+            .iter()
+            .map(|e| EventKey::new(source, &e.source_event_id))
+            .collect();
+        let held = match self.store.contains(&keys).await {
+            Ok(held) => held,
             Err(err) => {
-                result.unrepairable += 1;
-                warn!(error = %err, "could not read an event from the provider's list");
+                result.unrepairable += u64::try_from(keys.len()).unwrap_or(u64::MAX);
+                warn!(error = %err, "could not look the listed events up");
                 return;
             }
         };
-        for event in events {
-            let key = EventKey::new(source, &event.source_event_id);
-            match self.store.get(&key).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(err) => {
-                    result.unrepairable += 1;
-                    warn!(error = %err, "could not look the event up");
-                    continue;
-                }
+        for ((event, key), held) in events.into_iter().zip(keys).zip(held) {
+            if held {
+                continue;
             }
             result.found += 1;
-            if result.ids.len() < MAX_IDS {
-                result.ids.push(key.to_string());
-            }
+            result.note_id(key.to_string());
             // `Exists`: the webhook arrived meanwhile, nothing left to repair.
             if self.take_in(source, event, now).await.is_some() {
                 result.repaired += 1;

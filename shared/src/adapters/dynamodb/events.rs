@@ -283,4 +283,19 @@ impl EventStore for DynamoStore {
         let item = self.read(key_of(key)).await?;
         item.map(from_item).transpose()
     }
+
+    async fn contains(&self, keys: &[EventKey]) -> Result<Vec<bool>, StoreError> {
+        let pks: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let (found, unprocessed) = self.read_many(&pks, EVENT_SK).await?;
+        let mut held = Vec::with_capacity(keys.len());
+        for key in keys {
+            // What DynamoDB would not process in a batch is asked for alone.
+            held.push(if unprocessed.contains(key.as_str()) {
+                self.read(key_of(key)).await?.is_some()
+            } else {
+                found.contains_key(key.as_str())
+            });
+        }
+        Ok(held)
+    }
 }

@@ -66,10 +66,12 @@ impl DynamoStore {
         pks: &[String],
         sk: &str,
     ) -> Result<(HashMap<String, Item>, BTreeSet<String>), StoreError> {
-        let mut found = HashMap::with_capacity(pks.len());
+        // DynamoDB refuses a batch that names a key twice.
+        let distinct: Vec<&String> = pks.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut found = HashMap::with_capacity(distinct.len());
         let mut left = BTreeSet::new();
-        for chunk in pks.chunks(BATCH_GET_MAX) {
-            let mut asking = chunk.to_vec();
+        for chunk in distinct.chunks(BATCH_GET_MAX) {
+            let mut asking: Vec<String> = chunk.iter().map(|pk| (*pk).clone()).collect();
             for _ in 0..UNPROCESSED_ROUNDS {
                 if asking.is_empty() {
                     break;
