@@ -123,6 +123,24 @@ async fn events_conform(store: &impl EventStore) {
         store.contains(&asked).await.expect("contains"),
         [false, true, false, true]
     );
+    let records = store.get_many(&asked).await.expect("get many");
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.as_ref().map(|r| (r.event_id.clone(), r.status)))
+            .collect::<Vec<_>>(),
+        [
+            None,
+            Some((second.event_id.clone(), EventStatus::Delivered)),
+            None,
+            Some((second.event_id.clone(), EventStatus::Delivered)),
+        ]
+    );
+    assert_eq!(
+        records[1].as_ref().and_then(|r| r.envelope.as_ref()),
+        second.envelope.as_ref(),
+        "whole records"
+    );
 }
 
 /// Claims still awaiting delivery, oldest first, up to the limit, as whole records: what the

@@ -20,6 +20,7 @@ use plumbline::telemetry::RecordingMetrics;
 
 use crate::helpers::hubspot::Hubspot;
 use crate::helpers::pipeline::{HUBSPOT_TOKEN, Pipeline};
+use crate::helpers::requests::Requests;
 use crate::helpers::{T0, aws, fixture, secrets, site, stripe, unique};
 
 const CONFIG: &str = r#"
@@ -233,6 +234,55 @@ async fn parity_repairs_an_unpaid_order_and_crm_drift_and_reports_a_missing_lead
         erp_types(&p).iter().filter(|t| *t == "order.paid").count(),
         1
     );
+}
+
+/// CRM parity reads the events a page of entities' documents are built on in one request, not
+/// one per entity (on DynamoDB, counted on the wire).
+#[tokio::test]
+async fn crm_parity_reads_a_pages_events_in_one_request() {
+    const PAYMENTS: usize = 8;
+    let hub = Hubspot::start(T0 * 1000).await;
+    let text = CONFIG.replace("{HUB}", &hub.url);
+    let p = Pipeline::with_config(&text).await;
+    let template: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    for i in 0..PAYMENTS {
+        let mut event = template.clone();
+        event["id"] = format!("evt_crm_{i}").into();
+        event["data"]["object"]["id"] = format!("pi_crm_{i}").into();
+        // No order to pair with: this run is about the CRM alone.
+        event["data"]["object"]["metadata"] = serde_json::json!({});
+        p.ingest(stripe(&serde_json::to_vec(&event).expect("json")))
+            .await;
+    }
+    deliver_all(&p).await;
+    assert_eq!(hub.records("deals").len(), PAYMENTS);
+    p.clock.advance_secs(700);
+
+    let config = Config::parse(&text.replace("{ERP}", &p.erp.url)).expect("config");
+    let mut all = secrets().0;
+    all.insert("env:HUBSPOT_TOKEN".into(), HUBSPOT_TOKEN.into());
+    let aws = aws().await;
+    let requests = Requests::default();
+    let reconciler = Reconciler::new(
+        DynamoStore::new(requests.client(&aws), p.table.clone()),
+        SqsQueue::new(p.sqs.clone(), p.queue_url.clone()),
+        SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone()),
+        BTreeMap::<SourceName, (SourceKind, StripeEvents)>::new(),
+        p.clock.clone(),
+        RecordingMetrics::default(),
+        config.reconcile.clone(),
+    )
+    .with_crm(crm_targets(&config, &MapSecrets(all)).expect("crm"));
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(report.checks[CRM_PARITY].found, 0, "{report:?}");
+    let counts = requests.counts();
+    // The four walks' cursors are the only single reads; the one page of entities (the eight
+    // payments) is read in one batch, and the events their documents are built on in another.
+    assert_eq!(counts.get("GetItem"), Some(&4), "{counts:?}");
+    assert_eq!(counts.get("BatchGetItem"), Some(&2), "{counts:?}");
 }
 
 /// The change index on SQLite answers as DynamoDB's does: `[from, to)`, in change order, paged.

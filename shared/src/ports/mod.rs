@@ -211,6 +211,21 @@ pub trait EventStore: Send + Sync {
         key: &EventKey,
     ) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send;
 
+    /// Reads several records (consistent reads), in the order of `keys`. A store that can
+    /// batch reads answers a page of them in one request, not one per event.
+    fn get_many(
+        &self,
+        keys: &[EventKey],
+    ) -> impl Future<Output = Result<Vec<Option<EventRecord>>, StoreError>> + Send {
+        async move {
+            let mut records = Vec::with_capacity(keys.len());
+            for key in keys {
+                records.push(self.get(key).await?);
+            }
+            Ok(records)
+        }
+    }
+
     /// Which of `keys` the store holds, in their order (consistent reads). A store that can
     /// batch reads answers a page of a provider's event list in one request, not one per event.
     fn contains(
@@ -311,6 +326,12 @@ impl<T: EventStore> EventStore for Arc<T> {
         key: &EventKey,
     ) -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send {
         (**self).get(key)
+    }
+    fn get_many(
+        &self,
+        keys: &[EventKey],
+    ) -> impl Future<Output = Result<Vec<Option<EventRecord>>, StoreError>> + Send {
+        (**self).get_many(keys)
     }
     fn contains(
         &self,

@@ -14,7 +14,7 @@
 //! so the window is checked again and again; one that begins and ends in the same run writes
 //! nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -26,8 +26,8 @@ use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
 use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
-    Clock, CrmReadBack, EventKey, EventQueue, Intake, Known, ProviderEvents, QueueStats, Target,
-    Watermark, distinct_keys,
+    Clock, CrmReadBack, EventKey, EventQueue, EventRecord, Intake, Known, ProviderEvents,
+    QueueStats, Target, Watermark, distinct_keys,
 };
 use crate::telemetry::Metrics;
 
@@ -268,9 +268,10 @@ where
     /// Reads back what each CRM target holds of `entities` and delivers again what drifted.
     async fn crm_parity(&self, entities: &[Entity], result: &mut CheckResult) {
         for (name, crm) in &self.crm {
+            let ahead = self.newest_events_for(name, entities).await;
             let mut documents = Vec::new();
             for entity in entities {
-                if let Some(document) = self.document_for(name, entity).await {
+                if let Some(document) = self.document_for(name, entity, &ahead).await {
                     documents.push(document);
                 }
             }
@@ -308,14 +309,16 @@ where
         }
     }
 
-    /// The document that delivers `entity`'s current state to `target`: built on the newest
-    /// delivered event of the entity that the routes send there. `None` when no such event is
-    /// (still) stored: the target was never meant to have the entity.
-    async fn document_for(&self, target: &str, entity: &Entity) -> Option<Document> {
+    /// The events of `entity`'s history that the routes may send to `target`, newest first.
+    fn events_for<'e>(
+        &'e self,
+        target: &'e str,
+        entity: &'e Entity,
+    ) -> impl Iterator<Item = EventKey> + 'e {
         let routes = &self.settings.routes;
-        for h in entity.history.iter().rev() {
+        entity.history.iter().rev().filter_map(move |h| {
             if h.effect == Effect::DuplicateSubmission {
-                continue;
+                return None;
             }
             let maybe = routes.iter().any(|r| {
                 r.targets.iter().any(|t| t == target)
@@ -324,16 +327,53 @@ where
                         .any(|p| routes::type_matches(p, &h.event_type))
             });
             if !maybe {
-                continue;
+                return None;
             }
             let source = SourceName::try_from(h.source.as_str()).ok()?;
             let id = SourceEventId::try_from(h.source_event_id.clone()?).ok()?;
-            let envelope = self
-                .store
-                .get(&EventKey::new(&source, &id))
-                .await
-                .ok()??
-                .envelope?;
+            Some(EventKey::new(&source, &id))
+        })
+    }
+
+    /// The newest such event of each entity on a page, read in one request: almost always the
+    /// one its document is built on. A failure costs only that: each is then read on its own.
+    async fn newest_events_for(
+        &self,
+        target: &str,
+        entities: &[Entity],
+    ) -> HashMap<EventKey, Option<EventRecord>> {
+        let keys: Vec<EventKey> = entities
+            .iter()
+            .filter_map(|e| self.events_for(target, e).next())
+            .collect();
+        if keys.is_empty() {
+            return HashMap::new();
+        }
+        match self.store.get_many(&keys).await {
+            Ok(records) => keys.into_iter().zip(records).collect(),
+            Err(err) => {
+                warn!(error = %err, "could not read a page's events ahead");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// The document that delivers `entity`'s current state to `target`: built on the newest
+    /// delivered event of the entity that the routes send there (from `ahead` when it was read
+    /// ahead). `None` when no such event is (still) stored: the target was never meant to have
+    /// the entity.
+    async fn document_for(
+        &self,
+        target: &str,
+        entity: &Entity,
+        ahead: &HashMap<EventKey, Option<EventRecord>>,
+    ) -> Option<Document> {
+        let routes = &self.settings.routes;
+        for key in self.events_for(target, entity) {
+            let envelope = match ahead.get(&key) {
+                Some(record) => record.as_ref()?.envelope.clone(),
+                None => self.store.get(&key).await.ok()??.envelope,
+            }?;
             let json = serde_json::to_value(&envelope).ok()?;
             if routes::targets_for(routes, envelope.event_type.as_str(), &json).contains(target) {
                 return Some(Document::new(envelope, entity, Effect::Applied));

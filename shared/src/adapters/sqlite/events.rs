@@ -206,6 +206,12 @@ impl EventStore for SqliteStore {
         self.run(move |conn| get(conn, &key)).await
     }
 
+    async fn get_many(&self, keys: &[EventKey]) -> Result<Vec<Option<EventRecord>>, StoreError> {
+        let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        self.run(move |conn| keys.iter().map(|key| get(conn, key)).collect())
+            .await
+    }
+
     async fn contains(&self, keys: &[EventKey]) -> Result<Vec<bool>, StoreError> {
         let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
         self.run(move |conn| {
