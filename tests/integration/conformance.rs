@@ -12,7 +12,7 @@ use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryState, EventKey,
     EventQueue, EventRecord, EventStatus, EventStore, Intake, LedgerStore, QueueConsumer,
-    QueueControl, ReconcileStore, Saved,
+    QueueControl, ReconcileStore, Saved, Watermark, Watermarks,
 };
 use plumbline::sources::PayloadHash;
 
@@ -177,6 +177,27 @@ async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore)) {
     assert_eq!(
         stuck(100).await,
         [whole("evt_s4"), whole("evt_s1"), whole("evt_s5")]
+    );
+}
+
+/// Watermarks read together come back as saved, in the order asked, absent ones as `None`.
+async fn watermarks_conform(store: &impl Watermarks) {
+    let finished = Watermark::finished(t(100));
+    let resumed = Watermark::resume(t(10), Some("cursor#1".into()), t(90));
+    store
+        .save_watermark("sweep:payment", &finished)
+        .await
+        .expect("save");
+    store
+        .save_watermark("sweep:order", &resumed)
+        .await
+        .expect("save");
+    assert_eq!(
+        store
+            .load_watermarks(&["sweep:order", "sweep:lead", "sweep:payment"])
+            .await
+            .expect("load"),
+        [Some(resumed), None, Some(finished)]
     );
 }
 
@@ -651,6 +672,7 @@ async fn sqlite_conforms() {
     let dir = std::env::temp_dir().join(unique("plumbline-conformance"));
     let store = SqliteStore::open(&dir, 8).expect("open");
     stuck_claims_conform(&store).await;
+    watermarks_conform(&store).await;
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;
@@ -784,6 +806,7 @@ async fn dynamodb_and_sqs_conform() {
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
     stuck_claims_conform(&store).await;
+    watermarks_conform(&store).await;
     events_conform(&store).await;
     ledger_conforms(&store).await;
     deliveries_conform(&store).await;

@@ -518,10 +518,10 @@ async fn the_missed_webhook_check_looks_a_page_up_in_one_request() {
     assert_eq!((missed.found, missed.repaired), (1, 1), "{missed:?}");
     assert_eq!(missed.ids, ["EVT#stripe#evt_listed_29"]);
     let counts = requests.counts();
-    // The page's one look-up; the single reads are the source's watermark and the two sweep
-    // cursors, and the one missed event's claim is the run's other write beside the report.
-    assert_eq!(counts.get("BatchGetItem"), Some(&1), "{counts:?}");
-    assert_eq!(counts.get("GetItem"), Some(&3), "{counts:?}");
+    // The page's one look-up, beside the sweep's cursors (one batch); the source's watermark
+    // is the one single read.
+    assert_eq!(counts.get("BatchGetItem"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("GetItem"), Some(&1), "{counts:?}");
 }
 
 #[tokio::test]
@@ -655,10 +655,10 @@ async fn the_parity_sweep_reads_a_pages_counterparts_in_one_request() {
         .await;
     assert_eq!(report.checks[PAYMENT_ORDER_PARITY].found, 0, "{report:?}");
     let counts = requests.counts();
-    // The two walks' cursors are the only single reads; each walk's page costs one read of
-    // its entities and one of their counterparts.
-    assert_eq!(counts.get("GetItem"), Some(&2), "{counts:?}");
-    assert_eq!(counts.get("BatchGetItem"), Some(&4), "{counts:?}");
+    // No single reads: the two walks' cursors are read in one batch, and each walk's page
+    // costs one read of its entities and one of their counterparts.
+    assert_eq!(counts.get("GetItem"), None, "{counts:?}");
+    assert_eq!(counts.get("BatchGetItem"), Some(&5), "{counts:?}");
     // Both walks began and ended in this run: the report is the run's one write.
     assert_eq!(counts.get("PutItem"), Some(&1), "{counts:?}");
 }

@@ -74,6 +74,20 @@ pub trait Watermarks: Send + Sync {
         source: &str,
         watermark: &Watermark,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Several watermarks, in the order of `names`: one request where the store batches reads.
+    fn load_watermarks(
+        &self,
+        names: &[&str],
+    ) -> impl Future<Output = Result<Vec<Option<Watermark>>, StoreError>> + Send {
+        async move {
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                found.push(self.load_watermark(name).await?);
+            }
+            Ok(found)
+        }
+    }
 }
 
 /// One page of a provider's event list, newest first.

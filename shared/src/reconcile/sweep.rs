@@ -33,6 +33,11 @@ use crate::telemetry::Metrics;
 
 const DAY_SECS: i64 = 86_400;
 
+/// The watermark a kind's walk keeps its cursor under.
+fn cursor_name(kind: EntityKind) -> String {
+    format!("sweep:{}", kind.as_str())
+}
+
 /// What every walk of one sweep shares.
 struct Window {
     from: Timestamp,
@@ -65,8 +70,12 @@ where
             deadline,
         };
         let pairs = Mutex::new(BTreeSet::new());
+        let mut cursors = self.cursors().await;
         // Boxed: side by side, the walks' states would make one large future on the stack.
-        let walk = |kind| Box::pin(self.walk(kind, &window, &pairs));
+        let mut walk = |kind| {
+            let cursor = cursors.remove(&kind);
+            Box::pin(self.walk(kind, cursor, &window, &pairs))
+        };
         let walks = tokio::join!(
             walk(EntityKind::Payment),
             walk(EntityKind::Order),
@@ -82,21 +91,41 @@ where
         (parity, crm)
     }
 
-    /// One kind's walk, from its saved cursor; saves where it stopped.
+    /// The saved cursor of each kind this run walks, read together: payments and orders for
+    /// parity, customers and leads too when a CRM is read back.
+    async fn cursors(&self) -> HashMap<EntityKind, Result<Option<Watermark>, String>> {
+        let mut kinds = vec![EntityKind::Payment, EntityKind::Order];
+        if !self.crm.is_empty() {
+            kinds.extend([EntityKind::Customer, EntityKind::Lead]);
+        }
+        let names: Vec<String> = kinds.iter().map(|k| cursor_name(*k)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match self.store.load_watermarks(&names).await {
+            Ok(found) => kinds.into_iter().zip(found.into_iter().map(Ok)).collect(),
+            Err(err) => kinds
+                .into_iter()
+                .map(|kind| (kind, Err(err.to_string())))
+                .collect(),
+        }
+    }
+
+    /// One kind's walk, from its saved cursor (`None`: the kind is not walked this run);
+    /// saves where it stopped.
     async fn walk(
         &self,
         kind: EntityKind,
+        stored: Option<Result<Option<Watermark>, String>>,
         window: &Window,
         pairs: &Mutex<BTreeSet<(String, String)>>,
     ) -> (CheckResult, CheckResult) {
         let mut parity = CheckResult::default();
         let mut crm = CheckResult::default();
         let for_parity = matches!(kind, EntityKind::Payment | EntityKind::Order);
-        if !for_parity && self.crm.is_empty() {
+        let Some(stored) = stored else {
             return (parity, crm);
-        }
-        let name = format!("sweep:{}", kind.as_str());
-        let (mut cursor, until) = match self.store.load_watermark(&name).await {
+        };
+        let name = cursor_name(kind);
+        let (mut cursor, until) = match stored {
             Ok(Some(Watermark {
                 cursor: Some(c),
                 until: Some(u),

@@ -1,6 +1,8 @@
 //! Reconciliation on the table: stuck claims through the sparse `pending` index (one query per
 //! shard, never a scan), and run reports under `RUN`.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item};
@@ -10,6 +12,25 @@ use crate::ports::{EventKey, EventRecord, ReconcileStore, StoreError};
 use crate::reconcile::Report;
 
 const RUN_PK: &str = "RUN";
+const WATERMARK_SK: &str = "WM";
+
+fn watermark_pk(name: &str) -> String {
+    format!("WM#{name}")
+}
+
+fn watermark_of(
+    item: Option<&HashMap<String, AttributeValue>>,
+) -> Result<Option<crate::ports::Watermark>, StoreError> {
+    let Some(text) = item
+        .and_then(|i| i.get("watermark"))
+        .and_then(|v| v.as_s().ok())
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 
 impl ReconcileStore for DynamoStore {
     async fn pending_before(
@@ -103,17 +124,26 @@ impl crate::ports::Watermarks for DynamoStore {
         &self,
         source: &str,
     ) -> Result<Option<crate::ports::Watermark>, StoreError> {
-        let item = self.read(key(&format!("WM#{source}"), "WM")).await?;
-        let Some(text) = item
-            .as_ref()
-            .and_then(|i| i.get("watermark"))
-            .and_then(|v| v.as_s().ok())
-        else {
-            return Ok(None);
-        };
-        serde_json::from_str(text)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        let item = self.read(key(&watermark_pk(source), WATERMARK_SK)).await?;
+        watermark_of(item.as_ref())
+    }
+
+    async fn load_watermarks(
+        &self,
+        names: &[&str],
+    ) -> Result<Vec<Option<crate::ports::Watermark>>, StoreError> {
+        let pks: Vec<String> = names.iter().map(|name| watermark_pk(name)).collect();
+        let (found, unprocessed) = self.read_many(&pks, WATERMARK_SK).await?;
+        let mut watermarks = Vec::with_capacity(names.len());
+        for (name, pk) in names.iter().zip(&pks) {
+            // What DynamoDB would not process in a batch is asked for alone.
+            watermarks.push(if unprocessed.contains(pk) {
+                self.load_watermark(name).await?
+            } else {
+                watermark_of(found.get(pk))?
+            });
+        }
+        Ok(watermarks)
     }
 
     async fn save_watermark(
@@ -123,7 +153,7 @@ impl crate::ports::Watermarks for DynamoStore {
     ) -> Result<(), StoreError> {
         let body =
             serde_json::to_string(watermark).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut item = key(&format!("WM#{source}"), "WM");
+        let mut item = key(&watermark_pk(source), WATERMARK_SK);
         item.insert("watermark".into(), AttributeValue::S(body));
         self.client
             .put_item()
