@@ -226,21 +226,6 @@ pub trait EventStore: Send + Sync {
         }
     }
 
-    /// Which of `keys` the store holds, in their order (consistent reads). A store that can
-    /// batch reads answers a page of a provider's event list in one request, not one per event.
-    fn contains(
-        &self,
-        keys: &[EventKey],
-    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send {
-        async move {
-            let mut held = Vec::with_capacity(keys.len());
-            for key in keys {
-                held.push(self.get(key).await?.is_some());
-            }
-            Ok(held)
-        }
-    }
-
     /// Records where delivery left the event; a final status takes it out of the pending index.
     fn set_status(
         &self,
@@ -332,12 +317,6 @@ impl<T: EventStore> EventStore for Arc<T> {
         keys: &[EventKey],
     ) -> impl Future<Output = Result<Vec<Option<EventRecord>>, StoreError>> + Send {
         (**self).get_many(keys)
-    }
-    fn contains(
-        &self,
-        keys: &[EventKey],
-    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send {
-        (**self).contains(keys)
     }
     fn set_status(
         &self,

@@ -549,8 +549,8 @@ where
             .iter()
             .map(|e| EventKey::new(source, &e.source_event_id))
             .collect();
-        let held = match self.store.contains(&keys).await {
-            Ok(held) => held,
+        let held = match self.store.get_many(&keys).await {
+            Ok(records) => records.iter().map(Option::is_some).collect::<Vec<_>>(),
             Err(err) => {
                 result.unrepairable += u64::try_from(keys.len()).unwrap_or(u64::MAX);
                 warn!(error = %err, "could not look the listed events up");

@@ -14,7 +14,7 @@
 //! so the window is checked again and again; one that begins and ends in the same run writes
 //! nothing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -73,7 +73,10 @@ where
         let mut cursors = self.cursors().await;
         // Boxed: side by side, the walks' states would make one large future on the stack.
         let mut walk = |kind| {
-            let cursor = cursors.remove(&kind);
+            let cursor = cursors
+                .iter_mut()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, c)| c.take());
             Box::pin(self.walk(kind, cursor, &window, &pairs))
         };
         let walks = tokio::join!(
@@ -93,7 +96,7 @@ where
 
     /// The saved cursor of each kind this run walks, read together: payments and orders for
     /// parity, customers and leads too when a CRM is read back.
-    async fn cursors(&self) -> HashMap<EntityKind, Result<Option<Watermark>, String>> {
+    async fn cursors(&self) -> Vec<(EntityKind, Option<Result<Option<Watermark>, String>>)> {
         let mut kinds = vec![EntityKind::Payment, EntityKind::Order];
         if !self.crm.is_empty() {
             kinds.extend([EntityKind::Customer, EntityKind::Lead]);
@@ -101,10 +104,14 @@ where
         let names: Vec<String> = kinds.iter().map(|k| cursor_name(*k)).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         match self.store.load_watermarks(&names).await {
-            Ok(found) => kinds.into_iter().zip(found.into_iter().map(Ok)).collect(),
+            Ok(found) => kinds
+                .into_iter()
+                .zip(found)
+                .map(|(kind, cursor)| (kind, Some(Ok(cursor))))
+                .collect(),
             Err(err) => kinds
                 .into_iter()
-                .map(|kind| (kind, Err(err.to_string())))
+                .map(|kind| (kind, Some(Err(err.to_string()))))
                 .collect(),
         }
     }
@@ -299,8 +306,8 @@ where
         for (name, crm) in &self.crm {
             let ahead = self.newest_events_for(name, entities).await;
             let mut documents = Vec::new();
-            for entity in entities {
-                if let Some(document) = self.document_for(name, entity, &ahead).await {
+            for (entity, ahead) in entities.iter().zip(ahead) {
+                if let Some(document) = self.document_for(name, entity, ahead).await {
                     documents.push(document);
                 }
             }
@@ -364,27 +371,35 @@ where
         })
     }
 
-    /// The newest such event of each entity on a page, read in one request: almost always the
-    /// one its document is built on. A failure costs only that: each is then read on its own.
+    /// The newest such event of each entity on a page (in the page's order), read in one
+    /// request: almost always the one its document is built on. A failure costs only that:
+    /// each is then read on its own.
     async fn newest_events_for(
         &self,
         target: &str,
         entities: &[Entity],
-    ) -> HashMap<EventKey, Option<EventRecord>> {
-        let keys: Vec<EventKey> = entities
+    ) -> Vec<Option<(EventKey, Option<EventRecord>)>> {
+        let newest: Vec<Option<EventKey>> = entities
             .iter()
-            .filter_map(|e| self.events_for(target, e).next())
+            .map(|e| self.events_for(target, e).next())
             .collect();
-        if keys.is_empty() {
-            return HashMap::new();
-        }
-        match self.store.get_many(&keys).await {
-            Ok(records) => keys.into_iter().zip(records).collect(),
-            Err(err) => {
-                warn!(error = %err, "could not read a page's events ahead");
-                HashMap::new()
+        let keys: Vec<EventKey> = newest.iter().flatten().cloned().collect();
+        let records = if keys.is_empty() {
+            Vec::new()
+        } else {
+            match self.store.get_many(&keys).await {
+                Ok(records) => records,
+                Err(err) => {
+                    warn!(error = %err, "could not read a page's events ahead");
+                    return newest.iter().map(|_| None).collect();
+                }
             }
-        }
+        };
+        let mut records = records.into_iter();
+        newest
+            .into_iter()
+            .map(|key| Some((key?, records.next()?)))
+            .collect()
     }
 
     /// The document that delivers `entity`'s current state to `target`: built on the newest
@@ -395,14 +410,21 @@ where
         &self,
         target: &str,
         entity: &Entity,
-        ahead: &HashMap<EventKey, Option<EventRecord>>,
+        mut ahead: Option<(EventKey, Option<EventRecord>)>,
     ) -> Option<Document> {
         let routes = &self.settings.routes;
         for key in self.events_for(target, entity) {
-            let envelope = match ahead.get(&key) {
-                Some(record) => record.as_ref()?.envelope.clone(),
-                None => self.store.get(&key).await.ok()??.envelope,
-            }?;
+            let record = match ahead.take() {
+                Some((read, record)) if read == key => record,
+                _ => self
+                    .store
+                    .get_many(std::slice::from_ref(&key))
+                    .await
+                    .ok()?
+                    .pop()
+                    .flatten(),
+            };
+            let envelope = record?.envelope?;
             let json = serde_json::to_value(&envelope).ok()?;
             if routes::targets_for(routes, envelope.event_type.as_str(), &json).contains(target) {
                 return Some(Document::new(envelope, entity, Effect::Applied));

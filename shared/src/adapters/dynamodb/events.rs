@@ -286,32 +286,9 @@ impl EventStore for DynamoStore {
 
     async fn get_many(&self, keys: &[EventKey]) -> Result<Vec<Option<EventRecord>>, StoreError> {
         let pks: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
-        let (found, unprocessed) = self.read_many(&pks, EVENT_SK).await?;
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            // What DynamoDB would not process in a batch is asked for alone.
-            let item = if unprocessed.contains(key.as_str()) {
-                self.read(key_of(key)).await?
-            } else {
-                found.get(key.as_str()).cloned()
-            };
-            records.push(item.map(from_item).transpose()?);
-        }
-        Ok(records)
-    }
-
-    async fn contains(&self, keys: &[EventKey]) -> Result<Vec<bool>, StoreError> {
-        let pks: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
-        let (found, unprocessed) = self.read_many(&pks, EVENT_SK).await?;
-        let mut held = Vec::with_capacity(keys.len());
-        for key in keys {
-            // What DynamoDB would not process in a batch is asked for alone.
-            held.push(if unprocessed.contains(key.as_str()) {
-                self.read(key_of(key)).await?.is_some()
-            } else {
-                found.contains_key(key.as_str())
-            });
-        }
-        Ok(held)
+        let found = self.read_all(&pks, EVENT_SK).await?;
+        keys.iter()
+            .map(|key| found.get(key.as_str()).cloned().map(from_item).transpose())
+            .collect()
     }
 }

@@ -14,7 +14,7 @@ mod ledger;
 mod packed;
 mod runs;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -65,11 +65,17 @@ impl DynamoStore {
         &self,
         pks: &[String],
         sk: &str,
-    ) -> Result<(HashMap<String, Item>, BTreeSet<String>), StoreError> {
+    ) -> Result<(HashMap<String, Item>, Vec<String>), StoreError> {
         // DynamoDB refuses a batch that names a key twice.
-        let distinct: Vec<&String> = pks.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        // (A page is at most a few hundred keys: a linear check costs less code than a set.)
+        let mut distinct: Vec<&String> = Vec::with_capacity(pks.len());
+        for pk in pks {
+            if !distinct.contains(&pk) {
+                distinct.push(pk);
+            }
+        }
         let mut found = HashMap::with_capacity(distinct.len());
-        let mut left = BTreeSet::new();
+        let mut left = Vec::new();
         for chunk in distinct.chunks(BATCH_GET_MAX) {
             let mut asking: Vec<String> = chunk.iter().map(|pk| (*pk).clone()).collect();
             for _ in 0..UNPROCESSED_ROUNDS {
@@ -109,6 +115,23 @@ impl DynamoStore {
             left.extend(asking);
         }
         Ok((found, left))
+    }
+}
+
+impl DynamoStore {
+    /// [`Self::read_many`] for callers that need every answer: a key DynamoDB still left
+    /// unprocessed is an error (it was throttling the reads).
+    async fn read_all(
+        &self,
+        pks: &[String],
+        sk: &str,
+    ) -> Result<HashMap<String, Item>, StoreError> {
+        let (found, left) = self.read_many(pks, sk).await?;
+        if left.is_empty() {
+            return Ok(found);
+        }
+        let why = format!("{} of {} keys left unprocessed", left.len(), pks.len());
+        Err(StoreError::Throttled(why.into()))
     }
 }
 

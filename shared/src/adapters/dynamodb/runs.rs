@@ -133,17 +133,8 @@ impl crate::ports::Watermarks for DynamoStore {
         names: &[&str],
     ) -> Result<Vec<Option<crate::ports::Watermark>>, StoreError> {
         let pks: Vec<String> = names.iter().map(|name| watermark_pk(name)).collect();
-        let (found, unprocessed) = self.read_many(&pks, WATERMARK_SK).await?;
-        let mut watermarks = Vec::with_capacity(names.len());
-        for (name, pk) in names.iter().zip(&pks) {
-            // What DynamoDB would not process in a batch is asked for alone.
-            watermarks.push(if unprocessed.contains(pk) {
-                self.load_watermark(name).await?
-            } else {
-                watermark_of(found.get(pk))?
-            });
-        }
-        Ok(watermarks)
+        let found = self.read_all(&pks, WATERMARK_SK).await?;
+        pks.iter().map(|pk| watermark_of(found.get(pk))).collect()
     }
 
     async fn save_watermark(

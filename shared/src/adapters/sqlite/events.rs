@@ -212,19 +212,6 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn contains(&self, keys: &[EventKey]) -> Result<Vec<bool>, StoreError> {
-        let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
-        self.run(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT 1 FROM events WHERE key = ?1")
-                .map_err(|e| sql_error(&e))?;
-            keys.iter()
-                .map(|key| stmt.exists([key]).map_err(|e| sql_error(&e)))
-                .collect()
-        })
-        .await
-    }
-
     async fn set_status(
         &self,
         key: &EventKey,
