@@ -9,11 +9,11 @@ use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
-use plumbline::adapters::targets::crm_targets;
+use plumbline::adapters::targets::{HubspotTarget, crm_targets};
 use plumbline::config::{Config, MapSecrets};
 use plumbline::contract::{EntityKind, SourceName, Timestamp};
 use plumbline::ledger::Entity;
-use plumbline::ports::{EntityScan, LedgerStore};
+use plumbline::ports::{EntityScan, LedgerStore, ManualClock};
 use plumbline::reconcile::{CRM_PARITY, LEAD_COUNTS, PAYMENT_ORDER_PARITY, Reconciler};
 use plumbline::sources::SourceKind;
 use plumbline::telemetry::RecordingMetrics;
@@ -93,6 +93,36 @@ fn erp_types(p: &Pipeline) -> Vec<String> {
         .collect()
 }
 
+/// The reconciler a deployment of `text` runs on the pipeline's table and queues, with its
+/// HubSpot target read back, reading the store through `ddb`.
+fn reconciler_of(
+    p: &Pipeline,
+    text: &str,
+    ddb: aws_sdk_dynamodb::Client,
+) -> Reconciler<
+    DynamoStore,
+    SqsQueue,
+    SqsDeadLetters,
+    StripeEvents,
+    ManualClock,
+    RecordingMetrics,
+    HubspotTarget,
+> {
+    let config = Config::parse(&text.replace("{ERP}", &p.erp.url)).expect("config");
+    let mut all = secrets().0;
+    all.insert("env:HUBSPOT_TOKEN".into(), HUBSPOT_TOKEN.into());
+    Reconciler::new(
+        DynamoStore::new(ddb, p.table.clone()),
+        SqsQueue::new(p.sqs.clone(), p.queue_url.clone()),
+        SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone()),
+        BTreeMap::<SourceName, (SourceKind, StripeEvents)>::new(),
+        p.clock.clone(),
+        RecordingMetrics::default(),
+        config.reconcile.clone(),
+    )
+    .with_crm(crm_targets(&config, &MapSecrets(all)).expect("crm"))
+}
+
 #[tokio::test]
 async fn parity_repairs_an_unpaid_order_and_crm_drift_and_reports_a_missing_lead() {
     let hub = Hubspot::start(T0 * 1000).await;
@@ -123,21 +153,8 @@ async fn parity_repairs_an_unpaid_order_and_crm_drift_and_reports_a_missing_lead
     hub.delete("contacts", ("email", EMAIL));
     p.clock.advance_secs(700);
 
-    let config = Config::parse(&text.replace("{ERP}", &p.erp.url)).expect("config");
-    let mut all = secrets().0;
-    all.insert("env:HUBSPOT_TOKEN".into(), HUBSPOT_TOKEN.into());
-    let crm = crm_targets(&config, &MapSecrets(all)).expect("crm");
     let aws = aws().await;
-    let reconciler = Reconciler::new(
-        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone()),
-        SqsQueue::new(p.sqs.clone(), p.queue_url.clone()),
-        SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone()),
-        BTreeMap::<SourceName, (SourceKind, StripeEvents)>::new(),
-        p.clock.clone(),
-        RecordingMetrics::default(),
-        config.reconcile.clone(),
-    )
-    .with_crm(crm);
+    let reconciler = reconciler_of(&p, &text, aws_sdk_dynamodb::Client::new(&aws));
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone());
     let lead: Entity = store
         .changed_entities(
@@ -259,21 +276,9 @@ async fn crm_parity_reads_a_pages_events_in_one_request() {
     assert_eq!(hub.records("deals").len(), PAYMENTS);
     p.clock.advance_secs(700);
 
-    let config = Config::parse(&text.replace("{ERP}", &p.erp.url)).expect("config");
-    let mut all = secrets().0;
-    all.insert("env:HUBSPOT_TOKEN".into(), HUBSPOT_TOKEN.into());
     let aws = aws().await;
     let requests = Requests::default();
-    let reconciler = Reconciler::new(
-        DynamoStore::new(requests.client(&aws), p.table.clone()),
-        SqsQueue::new(p.sqs.clone(), p.queue_url.clone()),
-        SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone()),
-        BTreeMap::<SourceName, (SourceKind, StripeEvents)>::new(),
-        p.clock.clone(),
-        RecordingMetrics::default(),
-        config.reconcile.clone(),
-    )
-    .with_crm(crm_targets(&config, &MapSecrets(all)).expect("crm"));
+    let reconciler = reconciler_of(&p, &text, requests.client(&aws));
     let report = reconciler
         .run(Instant::now() + Duration::from_secs(60))
         .await;
