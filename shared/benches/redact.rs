@@ -1,0 +1,32 @@
+//! The redaction every log line passes through (`telemetry::redact`): a typical clean JSON line,
+//! and one that quotes personal data and a secret by mistake.
+//!
+//! Run: `cargo bench -p plumbline --bench redact`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use plumbline::telemetry::redact;
+
+/// What the delivery function writes for one delivered event.
+const CLEAN: &str = r#"{"timestamp":"2026-12-02T09:16:36.177723Z","level":"INFO","fields":{"message":"delivered","outcome":"delivered","attempt":1,"latency_ms":42},"target":"plumbline::delivery","span":{"event_id":"01M8V0N8EHNV5AMNKSDC7X4G6X","source":"stripe","target":"erp","name":"record"},"requestId":"8f6c2a4e-1b3d-4c5e-9f70-2a1b3c4d5e6f"}"#;
+
+/// An error line that quotes a payload: an email, a card-like number and a signing secret.
+const DIRTY: &str = r#"{"timestamp":"2026-12-02T09:16:36.177723Z","level":"WARN","fields":{"message":"target refused","error":"HTTP 400: {\"email\":\"jane.doe@example.com\",\"card\":\"4242 4242 4242 4242\",\"secret\":\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"}"},"target":"plumbline::delivery","span":{"event_id":"01M8V0N8EHNV5AMNKSDC7X4G6X","source":"stripe","target":"erp","name":"record"}}"#;
+
+fn lines(c: &mut Criterion) {
+    assert_eq!(redact(CLEAN), CLEAN, "nothing to redact in the clean line");
+    assert!(
+        !redact(DIRTY).contains("jane.doe"),
+        "the dirty line is redacted"
+    );
+    let mut group = c.benchmark_group("redact");
+    for (name, line) in [("clean_line", CLEAN), ("line_with_personal_data", DIRTY)] {
+        group.throughput(Throughput::Bytes(line.len() as u64));
+        group.bench_function(name, |b| b.iter(|| redact(black_box(line))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lines);
+criterion_main!(benches);
