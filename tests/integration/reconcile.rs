@@ -229,14 +229,20 @@ async fn reconciliation_on_sqlite() {
     reconciliation_conforms(store.clone(), store.clone(), LocalDeadLetters(store)).await;
 }
 
-#[tokio::test]
-async fn reconciliation_on_dynamodb_and_sqs() {
+/// A table, a delivery queue and a dead-letter queue of the test's own, on moto's server.
+async fn fresh_deployment() -> (DynamoStore, SqsQueue, SqsDeadLetters) {
     let aws = aws().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
     let queue = SqsQueue::new(sqs.clone(), create_queue(&sqs).await);
     let dlq = SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await);
+    (store, queue, dlq)
+}
+
+#[tokio::test]
+async fn reconciliation_on_dynamodb_and_sqs() {
+    let (store, queue, dlq) = fresh_deployment().await;
     reconciliation_conforms(store, queue, dlq).await;
 }
 
@@ -244,11 +250,7 @@ async fn reconciliation_on_dynamodb_and_sqs() {
 /// every claim re-enqueued once, oldest first in the report, none twice by the next run.
 #[tokio::test]
 async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
-    let aws = aws().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&aws);
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
-    let queue = SqsQueue::new(sqs.clone(), create_queue(&sqs).await);
+    let (store, queue, dlq) = fresh_deployment().await;
     let template: serde_json::Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
     // Claimed newest first, so the report's order is the store's doing, not the claims'.
@@ -264,7 +266,7 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
     let reconciler = Reconciler::new(
         store,
         queue.clone(),
-        SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+        dlq,
         no_providers(),
         clock,
         RecordingMetrics::default(),
@@ -311,17 +313,13 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
 
 #[tokio::test]
 async fn the_lambda_handler_runs_within_the_invocation_time() {
-    let aws = aws().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&aws);
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
+    let (store, queue, dlq) = fresh_deployment().await;
     crashed_claim(&store).await;
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 3600).expect("in range"));
-    let queue_url = create_queue(&sqs).await;
     let reconciler = Reconciler::new(
         store,
-        SqsQueue::new(sqs.clone(), queue_url.clone()),
-        SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+        queue,
+        dlq,
         no_providers(),
         clock,
         RecordingMetrics::default(),
