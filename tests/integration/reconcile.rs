@@ -246,8 +246,9 @@ async fn reconciliation_on_dynamodb_and_sqs() {
     reconciliation_conforms(store, queue, dlq).await;
 }
 
-/// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run:
-/// every claim re-enqueued once, oldest first in the report, none twice by the next run.
+/// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run,
+/// page after page: every claim re-enqueued once, oldest first in the report, none twice by the
+/// next run.
 #[tokio::test]
 async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
     let (store, queue, dlq) = fresh_deployment().await;
@@ -263,6 +264,9 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
         crashed_claim_of(&store, &body, T0 + i).await;
     }
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
+    // Pages of ten: the backlog takes four of them and a fifth that finds the index drained.
+    let mut paged = settings(100);
+    paged.page_limit = 10;
     let reconciler = Reconciler::new(
         store,
         queue.clone(),
@@ -270,7 +274,7 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
         no_providers(),
         clock,
         RecordingMetrics::default(),
-        settings(100),
+        paged,
     );
     let report = reconciler
         .run(Instant::now() + Duration::from_secs(60))
@@ -280,6 +284,7 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
         (stuck.found, stuck.repaired, stuck.unrepairable),
         (40, 40, 0)
     );
+    assert_eq!(stuck.note, None, "the run reached the end of the backlog");
     let oldest_first: Vec<String> = (0..backlog)
         .map(|i| format!("EVT#stripe#evt_backlog_{i:02}"))
         .collect();

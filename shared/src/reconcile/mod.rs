@@ -80,13 +80,14 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub stuck_after_secs: i64,
-    /// Pages of a provider's event list one run reads per source, at most.
+    /// Pages one run reads at most: of stuck events, of a provider's event list per source, of
+    /// the entity sweep per kind.
     pub max_pages: usize,
     /// Ask providers only for the events they failed to deliver.
     pub failed_only: bool,
     /// Event records' retention, as the ingress sets it.
     pub retention_days: i64,
-    /// The most items one check handles per run.
+    /// Items per page (stuck events, listed events, entities).
     pub page_limit: usize,
     /// Check name → the most `found` that is not a breach.
     pub thresholds: BTreeMap<String, u64>,
@@ -381,41 +382,62 @@ where
     async fn stuck_events(&self, now: Timestamp, deadline: Instant) -> CheckResult {
         let mut result = CheckResult::default();
         let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
-        let stuck = match self
-            .store
-            .pending_before(cutoff, self.settings.page_limit)
-            .await
-        {
-            Ok(stuck) => stuck,
-            Err(err) => {
-                result.note = Some(format!("could not read the pending index: {err}"));
+        // A repaired claim leaves the index's range (its refresh moves it to now); one that could
+        // not be repaired stays at the front, so later pages skip what this run already tried.
+        let mut tried: Vec<EventKey> = Vec::new();
+        for _ in 0..self.settings.max_pages {
+            if Instant::now() >= deadline {
+                result.note = Some("time budget spent; the next run continues".into());
                 return result;
             }
-        };
-        if stuck.len() == self.settings.page_limit {
-            result.note = Some("page limit reached; the next run continues".into());
-        }
-        // Each repair is two requests (the refresh, the send); a backlog of stuck events is
-        // repaired a few at a time rather than one after another, in order, within the budget.
-        // Made first (they are lazy), so the stream holds futures, not a closure that makes them.
-        let repairs: Vec<_> = stuck
-            .iter()
-            .map(|record| self.repair_stuck(record, now, deadline))
-            .collect();
-        let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
-        while let Some(repair) = repairs.next().await {
-            let Some((key, repaired)) = repair else {
-                result.note = Some("time budget spent; the next run continues".into());
-                break;
+            let page = match self
+                .store
+                .pending_before(cutoff, self.settings.page_limit)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    result.note = Some(format!("could not read the pending index: {err}"));
+                    return result;
+                }
             };
-            result.found += 1;
-            result.note_id(key);
-            match repaired {
-                Repair::Done => result.repaired += 1,
-                Repair::Failed => result.unrepairable += 1,
-                Repair::Moved => {}
+            let full = page.len() == self.settings.page_limit;
+            let fresh: Vec<&EventRecord> =
+                page.iter().filter(|r| !tried.contains(&r.key)).collect();
+            if fresh.is_empty() {
+                // Drained, or a whole page of claims this run could not repair.
+                if full {
+                    result.note = Some("page limit reached; the next run continues".into());
+                }
+                return result;
+            }
+            // Each repair is two requests (the refresh, the send): a few at a time rather than
+            // one after another, reported in order. Made first (they are lazy), so the stream
+            // holds futures, not a closure that makes them.
+            let repairs: Vec<_> = fresh
+                .iter()
+                .map(|record| self.repair_stuck(record, now, deadline))
+                .collect();
+            let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
+            while let Some(repair) = repairs.next().await {
+                let Some((key, repaired)) = repair else {
+                    result.note = Some("time budget spent; the next run continues".into());
+                    return result;
+                };
+                result.found += 1;
+                result.note_id(key.to_string());
+                match repaired {
+                    Repair::Done => result.repaired += 1,
+                    Repair::Failed => result.unrepairable += 1,
+                    Repair::Moved => {}
+                }
+                tried.push(key);
+            }
+            if !full {
+                return result;
             }
         }
+        result.note = Some("page limit reached; the next run continues".into());
         result
     }
 
@@ -425,11 +447,11 @@ where
         record: &EventRecord,
         now: Timestamp,
         deadline: Instant,
-    ) -> Option<(String, Repair)> {
+    ) -> Option<(EventKey, Repair)> {
         if Instant::now() >= deadline {
             return None;
         }
-        let key = record.key.to_string();
+        let key = record.key.clone();
         let Some(envelope) = &record.envelope else {
             return Some((key, Repair::Failed));
         };
