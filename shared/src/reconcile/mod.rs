@@ -571,16 +571,16 @@ where
             .iter()
             .map(|e| EventKey::new(source, &e.source_event_id))
             .collect();
-        let held = match self.store.get_many(&keys).await {
-            Ok(records) => records.iter().map(Option::is_some).collect::<Vec<_>>(),
+        let stored = match self.store.get_many(&keys).await {
+            Ok(records) => records,
             Err(err) => {
                 result.unrepairable += u64::try_from(keys.len()).unwrap_or(u64::MAX);
                 warn!(error = %err, "could not look the listed events up");
                 return;
             }
         };
-        for ((event, key), held) in events.into_iter().zip(keys).zip(held) {
-            if held {
+        for ((event, key), stored) in events.into_iter().zip(keys).zip(stored) {
+            if stored.is_some() {
                 continue;
             }
             result.found += 1;

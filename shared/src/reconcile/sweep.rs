@@ -70,24 +70,17 @@ where
             deadline,
         };
         let pairs = Mutex::new(BTreeSet::new());
-        let mut cursors = self.cursors().await;
-        // Boxed: side by side, the walks' states would make one large future on the stack.
-        let mut walk = |kind| {
-            let cursor = cursors
-                .iter_mut()
-                .find(|(k, _)| *k == kind)
-                .and_then(|(_, c)| c.take());
-            Box::pin(self.walk(kind, cursor, &window, &pairs))
-        };
-        let walks = tokio::join!(
-            walk(EntityKind::Payment),
-            walk(EntityKind::Order),
-            walk(EntityKind::Customer),
-            walk(EntityKind::Lead),
-        );
+        // The walks hold their states on the heap, side by side.
+        let walks = futures_util::future::join_all(
+            self.cursors()
+                .await
+                .into_iter()
+                .map(|(kind, stored)| self.walk(kind, stored, &window, &pairs)),
+        )
+        .await;
         let mut parity = CheckResult::default();
         let mut crm = CheckResult::default();
-        for (p, c) in [walks.0, walks.1, walks.2, walks.3] {
+        for (p, c) in walks {
             parity.absorb(p);
             crm.absorb(c);
         }
@@ -96,7 +89,7 @@ where
 
     /// The saved cursor of each kind this run walks, read together: payments and orders for
     /// parity, customers and leads too when a CRM is read back.
-    async fn cursors(&self) -> Vec<(EntityKind, Option<Result<Option<Watermark>, String>>)> {
+    async fn cursors(&self) -> Vec<(EntityKind, Result<Option<Watermark>, String>)> {
         let mut kinds = vec![EntityKind::Payment, EntityKind::Order];
         if !self.crm.is_empty() {
             kinds.extend([EntityKind::Customer, EntityKind::Lead]);
@@ -107,30 +100,26 @@ where
             Ok(found) => kinds
                 .into_iter()
                 .zip(found)
-                .map(|(kind, cursor)| (kind, Some(Ok(cursor))))
+                .map(|(kind, cursor)| (kind, Ok(cursor)))
                 .collect(),
             Err(err) => kinds
                 .into_iter()
-                .map(|kind| (kind, Some(Err(err.to_string()))))
+                .map(|kind| (kind, Err(err.to_string())))
                 .collect(),
         }
     }
 
-    /// One kind's walk, from its saved cursor (`None`: the kind is not walked this run);
-    /// saves where it stopped.
+    /// One kind's walk, from its saved cursor; saves where it stopped.
     async fn walk(
         &self,
         kind: EntityKind,
-        stored: Option<Result<Option<Watermark>, String>>,
+        stored: Result<Option<Watermark>, String>,
         window: &Window,
         pairs: &Mutex<BTreeSet<(String, String)>>,
     ) -> (CheckResult, CheckResult) {
         let mut parity = CheckResult::default();
         let mut crm = CheckResult::default();
         let for_parity = matches!(kind, EntityKind::Payment | EntityKind::Order);
-        let Some(stored) = stored else {
-            return (parity, crm);
-        };
         let name = cursor_name(kind);
         let (mut cursor, until) = match stored {
             Ok(Some(Watermark {
@@ -416,13 +405,7 @@ where
         for key in self.events_for(target, entity) {
             let record = match ahead.take() {
                 Some((read, record)) if read == key => record,
-                _ => self
-                    .store
-                    .get_many(std::slice::from_ref(&key))
-                    .await
-                    .ok()?
-                    .pop()
-                    .flatten(),
+                _ => self.store.get(&key).await.ok()?,
             };
             let envelope = record?.envelope?;
             let json = serde_json::to_value(&envelope).ok()?;

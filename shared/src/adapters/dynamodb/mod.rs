@@ -27,6 +27,14 @@ pub use ledger::CHANGED_INDEX;
 use super::aws_error::{code, is_throttling};
 use crate::ports::StoreError;
 
+/// An item as the SDK hands it over.
+type Item = HashMap<String, AttributeValue>;
+
+/// Keys one BatchGetItem may carry.
+const BATCH_GET_MAX: usize = 100;
+/// Rounds of asking again for the keys DynamoDB left unprocessed.
+const UNPROCESSED_ROUNDS: usize = 3;
+
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -42,10 +50,7 @@ impl DynamoStore {
     }
 
     /// One item, by a consistent read.
-    async fn read(
-        &self,
-        key: HashMap<String, AttributeValue>,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    async fn read(&self, key: Item) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -116,9 +121,7 @@ impl DynamoStore {
         }
         Ok((found, left))
     }
-}
 
-impl DynamoStore {
     /// [`Self::read_many`] for callers that need every answer: a key DynamoDB still left
     /// unprocessed is an error (it was throttling the reads).
     async fn read_all(
@@ -134,13 +137,6 @@ impl DynamoStore {
         Err(StoreError::Throttled(why.into()))
     }
 }
-
-type Item = HashMap<String, AttributeValue>;
-
-/// Keys one BatchGetItem may carry.
-const BATCH_GET_MAX: usize = 100;
-/// Rounds of asking again for the keys DynamoDB left unprocessed.
-const UNPROCESSED_ROUNDS: usize = 3;
 
 /// Sends one query per shard at the same time and hands back their items in shard order:
 /// a sharded index costs one round trip of latency, not one per shard.

@@ -1,12 +1,10 @@
 //! Reconciliation on the table: stuck claims through the sparse `pending` index (one query per
 //! shard, never a scan), and run reports under `RUN`.
 
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item};
-use super::{DynamoStore, classify, key, query_shards, s};
+use super::{DynamoStore, Item, classify, key, query_shards, s};
 use crate::contract::Timestamp;
 use crate::ports::{EventKey, EventRecord, ReconcileStore, StoreError};
 use crate::reconcile::Report;
@@ -18,9 +16,7 @@ fn watermark_pk(name: &str) -> String {
     format!("WM#{name}")
 }
 
-fn watermark_of(
-    item: Option<&HashMap<String, AttributeValue>>,
-) -> Result<Option<crate::ports::Watermark>, StoreError> {
+fn watermark_of(item: Option<&Item>) -> Result<Option<crate::ports::Watermark>, StoreError> {
     let Some(text) = item
         .and_then(|i| i.get("watermark"))
         .and_then(|v| v.as_s().ok())
