@@ -11,8 +11,8 @@ use plumbline::ingress::QueueMessage;
 use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryState, EventKey,
-    EventQueue, EventRecord, EventStatus, EventStore, Intake, LedgerStore, QueueConsumer,
-    QueueControl, ReconcileStore, Saved, Watermark, Watermarks,
+    EventQueue, EventRecord, EventStatus, EventStore, Intake, LedgerStore, PendingPage,
+    QueueConsumer, QueueControl, ReconcileStore, Saved, Watermark, Watermarks,
 };
 use plumbline::sources::PayloadHash;
 
@@ -140,15 +140,20 @@ async fn events_conform(store: &impl EventStore) {
 }
 
 /// Claims still awaiting delivery, oldest first, up to the limit, as whole records: what the
-/// stuck sweep re-enqueues. Delivered claims and claims newer than the cutoff are not stuck.
+/// stuck sweep re-enqueues. Delivered claims and claims newer than the cutoff are not stuck. A
+/// walk page after page takes each claim once, claims of the same instant included, and its
+/// last page says no more follow.
 async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore)) {
+    let tied = ["evt_t1", "evt_t2", "evt_t3", "evt_t4", "evt_t5", "evt_t6"];
     let claimed = [
         ("evt_s1", 10),
         ("evt_s2", 5),
         ("evt_s3", 30),
         ("evt_s4", 1),
         ("evt_s5", 20),
-    ];
+    ]
+    .into_iter()
+    .chain(tied.iter().map(|id| (*id, 15)));
     for (id, at) in claimed {
         let mut event = record(id, "aa");
         event.claimed_at = t(at);
@@ -159,21 +164,47 @@ async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore)) {
         .set_status(&delivered, EventStatus::Delivered, None, t(40))
         .await
         .expect("status");
-    let stuck = |limit| async move {
-        store
-            .pending_before(t(25), limit)
-            .await
-            .expect("pending")
-            .into_iter()
-            .map(|r| (r.source_event_id.to_string(), r.envelope.is_some()))
+    let ids = |page: &PendingPage| {
+        page.claims
+            .iter()
+            .map(|claim| {
+                let record = claim.as_ref().expect("readable");
+                assert!(record.envelope.is_some(), "whole records");
+                record.source_event_id.to_string()
+            })
             .collect::<Vec<_>>()
     };
-    let whole = |id: &str| (id.to_owned(), true);
-    assert_eq!(stuck(2).await, [whole("evt_s4"), whole("evt_s1")]);
-    assert_eq!(
-        stuck(100).await,
-        [whole("evt_s4"), whole("evt_s1"), whole("evt_s5")]
-    );
+    let first = store.pending_before(t(25), None, 2).await.expect("pending");
+    assert_eq!(ids(&first), ["evt_s4", "evt_s1"]);
+    assert!(first.next.is_some(), "more follow");
+    let all = store
+        .pending_before(t(25), None, 100)
+        .await
+        .expect("pending");
+    assert_eq!(all.claims.len(), 9);
+    assert_eq!(all.next, None, "nothing after the last page");
+
+    // Pages of two: each claim once, in claim order (the tied ones in either order).
+    let mut walked = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = store
+            .pending_before(t(25), after.as_ref(), 2)
+            .await
+            .expect("pending");
+        assert!(page.claims.len() <= 2);
+        walked.extend(ids(&page));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(after, None, "the walk ends");
+    assert_eq!(walked[..2], ["evt_s4", "evt_s1"]);
+    let mut middle = walked[2..walked.len() - 1].to_vec();
+    middle.sort();
+    assert_eq!(middle, tied);
+    assert_eq!(walked.last().map(String::as_str), Some("evt_s5"));
 }
 
 /// Watermarks read together come back as saved, in the order asked, absent ones as `None`.

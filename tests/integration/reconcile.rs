@@ -316,6 +316,148 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
     );
 }
 
+/// Claims the sweep cannot read (written by another version, or damaged) stay in the pending
+/// index. A run reports each with its key and still reaches the claims behind them, though they
+/// fill more than a page; the next run reports them again and re-enqueues nothing twice. The
+/// caller has put three damaged claims, `evt_damaged_{0,1,2}`, ahead of everything.
+async fn unreadable_claims_hold_up_nothing<S, Q, D>(store: S, queue: Q, dlq: D)
+where
+    S: ReconcileStore
+        + EventStore
+        + Intake<Q>
+        + Watermarks
+        + LedgerStore
+        + plumbline::ports::EntityScan
+        + ReplayTally
+        + Clone,
+    Q: EventQueue + QueueStats + QueueConsumer + Clone,
+    D: QueueStats + DeadLetters + Clone,
+{
+    let template: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    for i in 0..2 {
+        let mut event = template.clone();
+        event["id"] = format!("evt_behind_{i}").into();
+        event["data"]["object"]["id"] = format!("pi_behind_{i}").into();
+        let body = serde_json::to_vec(&event).expect("body");
+        crashed_claim_of(&store, &body, T0 + i).await;
+    }
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
+    let reconciler = Reconciler::new(
+        store,
+        queue.clone(),
+        dlq,
+        no_providers(),
+        clock,
+        RecordingMetrics::default(),
+        pages_of_two(10),
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    let stuck = &report.checks[STUCK_EVENTS];
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (5, 2, 3),
+        "{stuck:?}"
+    );
+    assert_eq!(
+        stuck.ids,
+        [
+            "EVT#stripe#evt_damaged_0",
+            "EVT#stripe#evt_damaged_1",
+            "EVT#stripe#evt_damaged_2",
+            "EVT#stripe#evt_behind_0",
+            "EVT#stripe#evt_behind_1",
+        ]
+    );
+    assert_eq!(stuck.note, None, "the run reached the end of the index");
+    let batch = queue
+        .receive(10, Duration::from_secs(60))
+        .await
+        .expect("receive");
+    let mut enqueued: Vec<String> = batch
+        .iter()
+        .map(|m| {
+            plumbline::ingress::QueueMessage::decode(&m.body)
+                .expect("body")
+                .key
+        })
+        .collect();
+    enqueued.sort();
+    assert_eq!(
+        enqueued,
+        ["EVT#stripe#evt_behind_0", "EVT#stripe#evt_behind_1"]
+    );
+
+    let again = reconciler
+        .run(Instant::now() + Duration::from_secs(60))
+        .await;
+    let stuck = &again.checks[STUCK_EVENTS];
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (3, 0, 3),
+        "still reported for an operator: {stuck:?}"
+    );
+}
+
+fn damaged_since(i: i64) -> String {
+    Timestamp::from_unix(T0 - 100 + i)
+        .expect("in range")
+        .to_string()
+}
+
+#[tokio::test]
+async fn unreadable_stuck_claims_hold_up_nothing_on_dynamodb() {
+    let aws = aws().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let table = create_table(&ddb).await;
+    let text = aws_sdk_dynamodb::types::AttributeValue::S;
+    for i in 0..3 {
+        ddb.put_item()
+            .table_name(&table)
+            .item("pk", text(format!("EVT#stripe#evt_damaged_{i}")))
+            .item("sk", text("EVENT".into()))
+            .item("status", text("received".into()))
+            .item("pending_shard", text(format!("PENDING#{i}")))
+            .item("pending_since", text(damaged_since(i)))
+            .send()
+            .await
+            .expect("put");
+    }
+    unreadable_claims_hold_up_nothing(
+        DynamoStore::new(ddb.clone(), table),
+        SqsQueue::new(sqs.clone(), create_queue(&sqs).await),
+        SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unreadable_stuck_claims_hold_up_nothing_on_sqlite() {
+    let dir = std::env::temp_dir().join(unique("plumbline-unreadable"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let db = rusqlite::Connection::open(dir.join("plumbline.db")).expect("open the database");
+    for i in 0..3 {
+        db.execute(
+            "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, \
+             payload_hash, claimed_at, received_at, received_ms, expires_at, envelope, pending_since) \
+             VALUES (?1, ?2, 'stripe', ?3, 'payment_intent.succeeded', 'received', 'aa', ?4, ?4, 0, \
+             0, 'not an envelope', ?4)",
+            rusqlite::params![
+                format!("EVT#stripe#evt_damaged_{i}"),
+                format!("damaged-{i}"),
+                format!("evt_damaged_{i}"),
+                damaged_since(i),
+            ],
+        )
+        .expect("insert");
+    }
+    drop(db);
+    unreadable_claims_hold_up_nothing(store.clone(), store.clone(), LocalDeadLetters(store)).await;
+}
+
 #[tokio::test]
 async fn the_lambda_handler_runs_within_the_invocation_time() {
     let (store, queue, dlq) = fresh_deployment().await;

@@ -10,10 +10,11 @@ pub use delivery::{
     QueueConsumer, QueueControl, Received, Requeue, Target, TargetError,
 };
 pub use ledger::{Alias, Known, LedgerStore, Saved, distinct_keys};
+pub(crate) use reconcile::PendingPosition;
 pub use reconcile::{
-    CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, ProviderError, ProviderEvents,
-    ProviderPage, QueueStats, ReconcileStore, ReplayTally, Watermark, Watermarks, change_key,
-    replay_minute,
+    CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, PendingCursor, PendingPage,
+    ProviderError, ProviderEvents, ProviderPage, QueueStats, ReconcileStore, ReplayTally,
+    Unreadable, Watermark, Watermarks, change_key, replay_minute,
 };
 
 use std::future::Future;

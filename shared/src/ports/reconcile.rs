@@ -1,19 +1,55 @@
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 
-use super::{EventRecord, QueueError, StoreError};
+use super::{EventKey, EventRecord, QueueError, StoreError};
 use crate::contract::Timestamp;
 use crate::reconcile::Report;
 
+/// Where a walk of the pending index stopped: the next page starts after it. A claim the walk
+/// could not repair stays in the index, so without this each page would start with it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingCursor {
+    /// The last claim read from each part of the index the store keeps. A store with one
+    /// ordered index keeps one.
+    pub(crate) positions: Vec<PendingPosition>,
+}
+
+/// A claim's place in the pending index, its fields exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingPosition {
+    /// The index partition (a shard), where the store has several.
+    pub part: String,
+    pub since: String,
+    pub key: String,
+}
+
+/// A stuck claim whose record the store holds but cannot read (written by another version, or
+/// damaged): still reported, with its key, so an operator can look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub key: EventKey,
+    pub reason: String,
+}
+
+/// One page of the pending index, oldest claim first.
+#[derive(Debug, Default)]
+pub struct PendingPage {
+    pub claims: Vec<Result<EventRecord, Unreadable>>,
+    /// Where the next page starts; `None` when no older claim is left after this page.
+    pub next: Option<PendingCursor>,
+}
+
 /// What reconciliation reads and writes in the store.
 pub trait ReconcileStore: Send + Sync {
-    /// Events still awaiting delivery whose claim is older than `cutoff`, oldest first, found
-    /// through the sparse pending index (never a scan).
+    /// Events still awaiting delivery whose claim is older than `cutoff`, oldest first, after
+    /// `after` (a previous page's `next`), found through the sparse pending index (never a
+    /// scan).
     fn pending_before(
         &self,
         cutoff: Timestamp,
+        after: Option<&PendingCursor>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<PendingPage, StoreError>> + Send;
 
     fn save_run(&self, report: &Report) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -31,8 +31,8 @@ use crate::ingress::{QueueMessage, build_record};
 use crate::ledger::Ownership;
 use crate::ports::{
     Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventRecord,
-    EventStore, Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally,
-    Target, TargetError, Watermark, Watermarks,
+    EventStore, Intake, LedgerStore, PendingCursor, ProviderEvents, QueueStats, ReconcileStore,
+    ReplayTally, Target, TargetError, Unreadable, Watermark, Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -383,8 +383,8 @@ where
         let mut result = CheckResult::default();
         let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
         // A repaired claim leaves the index's range (its refresh moves it to now); one that could
-        // not be repaired stays at the front, so later pages skip what this run already tried.
-        let mut tried: Vec<EventKey> = Vec::new();
+        // not be repaired stays at the front, so each page starts where the last one stopped.
+        let mut after: Option<PendingCursor> = None;
         for _ in 0..self.settings.max_pages {
             if Instant::now() >= deadline {
                 result.note = Some("time budget spent; the next run continues".into());
@@ -392,7 +392,7 @@ where
             }
             let page = match self
                 .store
-                .pending_before(cutoff, self.settings.page_limit)
+                .pending_before(cutoff, after.as_ref(), self.settings.page_limit)
                 .await
             {
                 Ok(page) => page,
@@ -401,22 +401,13 @@ where
                     return result;
                 }
             };
-            let full = page.len() == self.settings.page_limit;
-            let fresh: Vec<&EventRecord> =
-                page.iter().filter(|r| !tried.contains(&r.key)).collect();
-            if fresh.is_empty() {
-                // Drained, or a whole page of claims this run could not repair.
-                if full {
-                    result.note = Some("page limit reached; the next run continues".into());
-                }
-                return result;
-            }
             // Each repair is two requests (the refresh, the send): a few at a time rather than
             // one after another, reported in order. Made first (they are lazy), so the stream
             // holds futures, not a closure that makes them.
-            let repairs: Vec<_> = fresh
+            let repairs: Vec<_> = page
+                .claims
                 .iter()
-                .map(|record| self.repair_stuck(record, now, deadline))
+                .map(|claim| self.repair_stuck(claim, now, deadline))
                 .collect();
             let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
             while let Some(repair) = repairs.next().await {
@@ -431,10 +422,10 @@ where
                     Repair::Failed => result.unrepairable += 1,
                     Repair::Moved => {}
                 }
-                tried.push(key);
             }
-            if !full {
-                return result;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return result,
             }
         }
         result.note = Some("page limit reached; the next run continues".into());
@@ -444,13 +435,20 @@ where
     /// Re-enqueues one stuck claim, unless the budget is spent (`None`).
     async fn repair_stuck(
         &self,
-        record: &EventRecord,
+        claim: &Result<EventRecord, Unreadable>,
         now: Timestamp,
         deadline: Instant,
     ) -> Option<(EventKey, Repair)> {
         if Instant::now() >= deadline {
             return None;
         }
+        let record = match claim {
+            Ok(record) => record,
+            Err(unreadable) => {
+                warn!(event_key = %unreadable.key, reason = %unreadable.reason, "a stuck claim could not be read");
+                return Some((unreadable.key.clone(), Repair::Failed));
+            }
+        };
         let key = record.key.clone();
         let Some(envelope) = &record.envelope else {
             return Some((key, Repair::Failed));

@@ -143,7 +143,20 @@ impl DynamoStore {
 async fn query_shards(
     shards: u64,
     query: impl Fn(u64) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
-) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+) -> Result<Vec<Item>, StoreError> {
+    Ok(query_each_shard(shards, query)
+        .await?
+        .into_iter()
+        .flat_map(|(items, _)| items)
+        .collect())
+}
+
+/// [`query_shards`], keeping each shard's items apart, in shard order, with whether that
+/// shard has more after them.
+async fn query_each_shard(
+    shards: u64,
+    query: impl Fn(u64) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<(Vec<Item>, bool)>, StoreError> {
     let mut running = tokio::task::JoinSet::new();
     for shard in 0..shards {
         let request = query(shard);
@@ -157,7 +170,10 @@ async fn query_shards(
     answers.sort_by_key(|(shard, _)| *shard);
     Ok(answers
         .into_iter()
-        .flat_map(|(_, out)| out.items.unwrap_or_default())
+        .map(|(_, out)| {
+            let more = out.last_evaluated_key.is_some_and(|k| !k.is_empty());
+            (out.items.unwrap_or_default(), more)
+        })
         .collect())
 }
 

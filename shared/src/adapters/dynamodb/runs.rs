@@ -4,9 +4,11 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item};
-use super::{DynamoStore, Item, classify, key, query_shards, s};
+use super::{DynamoStore, Item, classify, key, query_each_shard, s};
 use crate::contract::Timestamp;
-use crate::ports::{EventKey, EventRecord, ReconcileStore, StoreError};
+use crate::ports::{
+    EventKey, PendingCursor, PendingPage, PendingPosition, ReconcileStore, StoreError, Unreadable,
+};
 use crate::reconcile::Report;
 
 const RUN_PK: &str = "RUN";
@@ -32,44 +34,72 @@ impl ReconcileStore for DynamoStore {
     async fn pending_before(
         &self,
         cutoff: Timestamp,
+        after: Option<&PendingCursor>,
         limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        let items = query_shards(PENDING_SHARDS, |shard| {
+    ) -> Result<PendingPage, StoreError> {
+        let mut positions = after.map(|c| c.positions.clone()).unwrap_or_default();
+        let answers = query_each_shard(PENDING_SHARDS, |shard| {
+            let shard = format!("PENDING#{shard}");
+            // Each shard resumes after the last claim this walk took from it.
+            let start = positions.iter().find(|p| p.part == shard).map(|p| {
+                let mut start = key(&p.key, EVENT_SK);
+                start.insert("pending_shard".into(), s(p.part.clone()));
+                start.insert("pending_since".into(), s(p.since.clone()));
+                start
+            });
             self.client
                 .query()
                 .table_name(&self.table)
                 .index_name(PENDING_INDEX)
                 .key_condition_expression("pending_shard = :shard AND pending_since < :cutoff")
-                .expression_attribute_values(":shard", s(format!("PENDING#{shard}")))
+                .expression_attribute_values(":shard", s(shard))
                 .expression_attribute_values(":cutoff", s(cutoff.to_string()))
+                .set_exclusive_start_key(start)
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX))
         })
         .await?;
-        let mut keys = Vec::new();
-        for item in items {
-            let since = item
-                .get("pending_since")
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default();
-            if let Some(pk) = item
-                .get("pk")
-                .and_then(|v| v.as_s().ok())
-                .and_then(|pk| EventKey::parse(pk))
-            {
-                keys.push((since, pk));
+        let mut more = false;
+        let mut found: Vec<PendingPosition> = Vec::new();
+        for (items, shard_has_more) in answers {
+            more |= shard_has_more;
+            for item in items {
+                let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(part), Some(since), Some(key)) =
+                    (text("pending_shard"), text("pending_since"), text("pk"))
+                {
+                    found.push(PendingPosition { part, since, key });
+                }
             }
         }
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        keys.truncate(limit);
+        // Stable: claims of the same instant keep their shard's order, so what is kept of each
+        // shard is a prefix of its answer, and its position below is exact.
+        found.sort_by(|a, b| a.since.cmp(&b.since));
+        if found.len() > limit {
+            more = true;
+            found.truncate(limit);
+        }
+        for taken in &found {
+            positions.retain(|p| p.part != taken.part);
+            positions.push(taken.clone());
+        }
         // One batch read, not a read per event: a backlog of stuck events is when this runs
         // long. An event DynamoDB left unprocessed is the next run's.
-        let pks: Vec<String> = keys.iter().map(|(_, k)| k.as_str().to_owned()).collect();
+        let pks: Vec<String> = found.into_iter().map(|p| p.key).collect();
         let (mut items, _) = self.read_many(&pks, EVENT_SK).await?;
-        keys.into_iter()
-            .filter_map(|(_, event)| items.remove(event.as_str()))
-            .map(from_item)
-            .collect()
+        let claims = pks
+            .iter()
+            .filter_map(|pk| Some((EventKey::parse(pk)?, items.remove(pk)?)))
+            .map(|(key, item)| {
+                from_item(item).map_err(|err| Unreadable {
+                    key,
+                    reason: err.to_string(),
+                })
+            })
+            .collect();
+        Ok(PendingPage {
+            claims,
+            next: more.then_some(PendingCursor { positions }),
+        })
     }
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {

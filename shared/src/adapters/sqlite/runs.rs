@@ -6,7 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{Cached, SqliteStore, events, sql_error};
 use crate::contract::Timestamp;
 use crate::ports::{
-    DeadLetters, Depth, EventRecord, QueueError, QueueStats, ReconcileStore, StoreError,
+    DeadLetters, Depth, EventKey, PendingCursor, PendingPage, PendingPosition, QueueError,
+    QueueStats, ReconcileStore, StoreError, Unreadable,
 };
 use crate::reconcile::Report;
 
@@ -14,25 +15,58 @@ impl ReconcileStore for SqliteStore {
     async fn pending_before(
         &self,
         cutoff: Timestamp,
+        after: Option<&PendingCursor>,
         limit: usize,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    ) -> Result<PendingPage, StoreError> {
+        // One ordered index: the cursor is the last claim read, ties broken by key.
+        let (since, key) = after
+            .and_then(|c| c.positions.last())
+            .map(|p| (Some(p.since.clone()), Some(p.key.clone())))
+            .unwrap_or_default();
+        // One more than asked tells whether another page follows.
+        let asked = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
         self.run(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT key FROM events WHERE pending_since IS NOT NULL AND pending_since < ?1 ORDER BY pending_since LIMIT ?2")
+                .prepare_cached(
+                    "SELECT key, pending_since FROM events \
+                     WHERE pending_since IS NOT NULL AND pending_since < ?1 \
+                       AND (?2 IS NULL OR (pending_since, key) > (?2, ?3)) \
+                     ORDER BY pending_since, key LIMIT ?4",
+                )
                 .map_err(|e| sql_error(&e))?;
-            let keys: Vec<String> = stmt
-                .query_map(params![cutoff.to_string(), limit], |r| r.get(0))
+            let mut found: Vec<(String, String)> = stmt
+                .query_map(params![cutoff.to_string(), since, key, asked], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(|e| sql_error(&e))?
                 .collect::<Result<_, _>>()
                 .map_err(|e| sql_error(&e))?;
-            let mut out = Vec::with_capacity(keys.len());
-            for key in keys {
-                if let Some(record) = events::get(conn, &key)? {
-                    out.push(record);
+            let more = found.len() > limit;
+            found.truncate(limit);
+            let mut page = PendingPage::default();
+            let mut last = None;
+            for (key, since) in found {
+                let record = events::get(conn, &key);
+                let parsed = EventKey::parse(&key);
+                last = Some(PendingPosition {
+                    part: String::new(),
+                    since,
+                    key,
+                });
+                match (record, parsed) {
+                    (Ok(Some(record)), _) => page.claims.push(Ok(record)),
+                    (Err(StoreError::Corrupt(reason)), Some(key)) => {
+                        page.claims.push(Err(Unreadable { key, reason }));
+                    }
+                    // Settled and gone between the two reads, or not a key this version writes.
+                    (Ok(None) | Err(StoreError::Corrupt(_)), _) => {}
+                    (Err(err), _) => return Err(err),
                 }
             }
-            Ok(out)
+            page.next = more.then(|| PendingCursor {
+                positions: last.into_iter().collect(),
+            });
+            Ok(page)
         })
         .await
     }
