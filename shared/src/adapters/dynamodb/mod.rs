@@ -83,9 +83,14 @@ impl DynamoStore {
         let mut left = Vec::new();
         for chunk in distinct.chunks(BATCH_GET_MAX) {
             let mut asking: Vec<String> = chunk.iter().map(|pk| (*pk).clone()).collect();
-            for _ in 0..UNPROCESSED_ROUNDS {
+            for round in 0..UNPROCESSED_ROUNDS {
                 if asking.is_empty() {
                     break;
+                }
+                if round > 0 {
+                    // DynamoDB leaves keys unprocessed when it throttles: asking again at once
+                    // mostly meets the same throttle.
+                    tokio::time::sleep(unprocessed_pause(round, fastrand::f64())).await;
                 }
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(asking.iter().map(|pk| key(pk, sk)).collect()))
@@ -136,6 +141,14 @@ impl DynamoStore {
         let why = format!("{} of {} keys left unprocessed", left.len(), pks.len());
         Err(StoreError::Throttled(why.into()))
     }
+}
+
+/// The pause before asking again for keys a batch left unprocessed (`round` ≥ 1): full jitter
+/// under `min(1 s, 50 ms · 2^(round-1))`, so readers throttled together do not come back
+/// together. `unit` is a uniform draw in `[0, 1)`.
+fn unprocessed_pause(round: usize, unit: f64) -> std::time::Duration {
+    let ceiling_ms = (50_u64 << round.saturating_sub(1).min(5)).min(1_000);
+    std::time::Duration::from_millis(ceiling_ms).mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// Sends one query per shard at the same time and hands back their items in shard order:
@@ -209,4 +222,21 @@ fn condition_failed<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> bool {
     code(err) == Some("ConditionalCheckFailedException")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unprocessed_pause;
+
+    #[test]
+    fn unprocessed_keys_are_asked_for_again_under_a_doubling_ceiling_of_at_most_a_second() {
+        let ceiling = |round| unprocessed_pause(round, 0.999_999).as_millis();
+        assert_eq!(
+            (1..=7).map(ceiling).collect::<Vec<_>>(),
+            [49, 99, 199, 399, 799, 999, 999]
+        );
+        assert_eq!(unprocessed_pause(2, 0.0).as_millis(), 0);
+        assert_eq!(unprocessed_pause(2, 0.5).as_millis(), 50);
+        assert_eq!(unprocessed_pause(usize::MAX, 1.0).as_millis(), 1_000);
+    }
 }
