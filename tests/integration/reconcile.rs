@@ -14,11 +14,11 @@ use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetters, EventQueue, EventStore, Intake, LedgerStore, ManualClock, QueueConsumer,
-    QueueStats, ReconcileStore, ReplayTally, Watermarks, change_key,
+    QueueStats, Watermarks, change_key,
 };
 use plumbline::reconcile::{
     DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
-    Settings,
+    Settings, Storage,
 };
 use plumbline::sources::{Inbound, SourceKind, Verifier};
 use plumbline::telemetry::RecordingMetrics;
@@ -125,14 +125,7 @@ async fn crashed_claim_of(store: &impl EventStore, body: &[u8], at: i64) {
 
 async fn reconciliation_conforms<S, Q, D>(store: S, queue: Q, dlq: D)
 where
-    S: ReconcileStore
-        + EventStore
-        + Intake<Q>
-        + Watermarks
-        + LedgerStore
-        + plumbline::ports::EntityScan
-        + ReplayTally
-        + Clone,
+    S: Storage + Intake<Q> + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
@@ -322,14 +315,7 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
 /// caller has put three damaged claims, `evt_damaged_{0,1,2}`, ahead of everything.
 async fn unreadable_claims_hold_up_nothing<S, Q, D>(store: S, queue: Q, dlq: D)
 where
-    S: ReconcileStore
-        + EventStore
-        + Intake<Q>
-        + Watermarks
-        + LedgerStore
-        + plumbline::ports::EntityScan
-        + ReplayTally
-        + Clone,
+    S: Storage + Intake<Q> + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
