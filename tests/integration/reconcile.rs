@@ -123,6 +123,16 @@ async fn crashed_claim_of(store: &impl EventStore, body: &[u8], at: i64) {
     assert_eq!(store.claim(&record).await.expect("claim"), Claim::Claimed);
 }
 
+/// A Stripe `payment_intent.succeeded` webhook about `pi_{name}` (event `evt_{name}`), claimed
+/// at `at` by an ingress that crashed before it enqueued.
+async fn crashed_payment(store: &impl EventStore, name: &str, at: i64) {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    event["id"] = format!("evt_{name}").into();
+    event["data"]["object"]["id"] = format!("pi_{name}").into();
+    crashed_claim_of(store, &serde_json::to_vec(&event).expect("body"), at).await;
+}
+
 async fn reconciliation_conforms<S, Q, D>(store: S, queue: Q, dlq: D)
 where
     S: Storage + Intake<Q> + Clone,
@@ -245,19 +255,13 @@ async fn reconciliation_on_dynamodb_and_sqs() {
 #[tokio::test]
 async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
     let (store, queue, dlq) = fresh_deployment().await;
-    let template: serde_json::Value =
-        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
     // Claimed newest first, so the report's order is the store's doing, not the claims'.
     let backlog = 40_i64;
     for i in (0..backlog).rev() {
-        let mut event = template.clone();
-        event["id"] = format!("evt_backlog_{i:02}").into();
-        event["data"]["object"]["id"] = format!("pi_backlog_{i:02}").into();
-        let body = serde_json::to_vec(&event).expect("body");
-        crashed_claim_of(&store, &body, T0 + i).await;
+        crashed_payment(&store, &format!("backlog_{i:02}"), T0 + i).await;
     }
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
-    // Pages of ten: the backlog takes four of them and a fifth that finds the index drained.
+    // Pages of ten: the backlog takes four of them.
     let mut paged = settings(100);
     paged.page_limit = 10;
     let reconciler = Reconciler::new(
@@ -319,14 +323,8 @@ where
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
-    let template: serde_json::Value =
-        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
     for i in 0..2 {
-        let mut event = template.clone();
-        event["id"] = format!("evt_behind_{i}").into();
-        event["data"]["object"]["id"] = format!("pi_behind_{i}").into();
-        let body = serde_json::to_vec(&event).expect("body");
-        crashed_claim_of(&store, &body, T0 + i).await;
+        crashed_payment(&store, &format!("behind_{i}"), T0 + i).await;
     }
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
     let reconciler = Reconciler::new(
@@ -338,15 +336,15 @@ where
         RecordingMetrics::default(),
         pages_of_two(10),
     );
-    let report = reconciler
-        .run(Instant::now() + Duration::from_secs(60))
-        .await;
-    let stuck = &report.checks[STUCK_EVENTS];
-    assert_eq!(
-        (stuck.found, stuck.repaired, stuck.unrepairable),
-        (5, 2, 3),
-        "{stuck:?}"
-    );
+    let stuck_events = || async {
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(60))
+            .await;
+        report.checks[STUCK_EVENTS].clone()
+    };
+    let tally = |c: &plumbline::reconcile::CheckResult| (c.found, c.repaired, c.unrepairable);
+    let stuck = stuck_events().await;
+    assert_eq!(tally(&stuck), (5, 2, 3), "{stuck:?}");
     assert_eq!(
         stuck.ids,
         [
@@ -376,15 +374,8 @@ where
         ["EVT#stripe#evt_behind_0", "EVT#stripe#evt_behind_1"]
     );
 
-    let again = reconciler
-        .run(Instant::now() + Duration::from_secs(60))
-        .await;
-    let stuck = &again.checks[STUCK_EVENTS];
-    assert_eq!(
-        (stuck.found, stuck.repaired, stuck.unrepairable),
-        (3, 0, 3),
-        "still reported for an operator: {stuck:?}"
-    );
+    let again = stuck_events().await;
+    assert_eq!(tally(&again), (3, 0, 3), "still reported: {again:?}");
 }
 
 fn damaged_since(i: i64) -> String {
