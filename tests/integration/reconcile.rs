@@ -51,6 +51,24 @@ fn no_providers() -> BTreeMap<SourceName, (SourceKind, StripeEvents)> {
     BTreeMap::new()
 }
 
+/// A reconciler without providers, an hour after `T0`: claims made around `T0` are stuck.
+fn an_hour_later<S, Q, D>(
+    store: S,
+    queue: Q,
+    dlq: D,
+    settings: Settings,
+) -> Reconciler<S, Q, D, StripeEvents, ManualClock, RecordingMetrics> {
+    Reconciler::new(
+        store,
+        queue,
+        dlq,
+        no_providers(),
+        ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range")),
+        RecordingMetrics::default(),
+        settings,
+    )
+}
+
 /// `settings(10)` walking pages of two, at most `max_pages` of them per run.
 fn pages_of_two(max_pages: usize) -> Settings {
     let mut small = settings(10);
@@ -260,19 +278,10 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
     for i in (0..backlog).rev() {
         crashed_payment(&store, &format!("backlog_{i:02}"), T0 + i).await;
     }
-    let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
     // Pages of ten: the backlog takes four of them.
     let mut paged = settings(100);
     paged.page_limit = 10;
-    let reconciler = Reconciler::new(
-        store,
-        queue.clone(),
-        dlq,
-        no_providers(),
-        clock,
-        RecordingMetrics::default(),
-        paged,
-    );
+    let reconciler = an_hour_later(store, queue.clone(), dlq, paged);
     let report = reconciler
         .run(Instant::now() + Duration::from_secs(60))
         .await;
@@ -326,16 +335,7 @@ where
     for i in 0..2 {
         crashed_payment(&store, &format!("behind_{i}"), T0 + i).await;
     }
-    let clock = ManualClock::at(Timestamp::from_unix(T0 + 3_600).expect("in range"));
-    let reconciler = Reconciler::new(
-        store,
-        queue.clone(),
-        dlq,
-        no_providers(),
-        clock,
-        RecordingMetrics::default(),
-        pages_of_two(10),
-    );
+    let reconciler = an_hour_later(store, queue.clone(), dlq, pages_of_two(10));
     let stuck_events = || async {
         let report = reconciler
             .run(Instant::now() + Duration::from_secs(60))
@@ -439,16 +439,7 @@ async fn unreadable_stuck_claims_hold_up_nothing_on_sqlite() {
 async fn the_lambda_handler_runs_within_the_invocation_time() {
     let (store, queue, dlq) = fresh_deployment().await;
     crashed_claim(&store).await;
-    let clock = ManualClock::at(Timestamp::from_unix(T0 + 3600).expect("in range"));
-    let reconciler = Reconciler::new(
-        store,
-        queue,
-        dlq,
-        no_providers(),
-        clock,
-        RecordingMetrics::default(),
-        settings(10),
-    );
+    let reconciler = an_hour_later(store, queue, dlq, settings(10));
     // No time left: nothing is attempted, and the report says why; the next run does it.
     let starved = plumbline_reconcile::handle(&reconciler, Duration::from_secs(1)).await;
     assert_eq!(starved.checks[STUCK_EVENTS].repaired, 0);
@@ -763,13 +754,10 @@ async fn the_parity_sweep_reads_a_pages_counterparts_in_one_request() {
     }
     requests.reset();
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let reconciler = Reconciler::new(
+    let reconciler = an_hour_later(
         store,
         SqsQueue::new(sqs.clone(), create_queue(&sqs).await),
         SqsDeadLetters::new(sqs.clone(), create_queue(&sqs).await),
-        no_providers(),
-        ManualClock::at(Timestamp::from_unix(T0 + 3600).expect("in range")),
-        RecordingMetrics::default(),
         settings(10),
     );
     let report = reconciler

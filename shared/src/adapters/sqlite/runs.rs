@@ -46,22 +46,23 @@ impl ReconcileStore for SqliteStore {
             let mut page = PendingPage::default();
             let mut last = None;
             for (key, since) in found {
-                let record = events::get(conn, &key);
-                let parsed = EventKey::parse(&key);
+                match events::get(conn, &key) {
+                    Ok(Some(record)) => page.claims.push(Ok(record)),
+                    // Settled and gone between the two reads.
+                    Ok(None) => {}
+                    Err(StoreError::Corrupt(reason)) => {
+                        // A key this version does not write is not one it can report.
+                        if let Some(key) = EventKey::parse(&key) {
+                            page.claims.push(Err(Unreadable { key, reason }));
+                        }
+                    }
+                    Err(err) => return Err(err),
+                }
                 last = Some(PendingPosition {
                     part: String::new(),
                     since,
                     key,
                 });
-                match (record, parsed) {
-                    (Ok(Some(record)), _) => page.claims.push(Ok(record)),
-                    (Err(StoreError::Corrupt(reason)), Some(key)) => {
-                        page.claims.push(Err(Unreadable { key, reason }));
-                    }
-                    // Settled and gone between the two reads, or not a key this version writes.
-                    (Ok(None) | Err(StoreError::Corrupt(_)), _) => {}
-                    (Err(err), _) => return Err(err),
-                }
             }
             page.next = more.then(|| PendingCursor {
                 positions: last.into_iter().collect(),
