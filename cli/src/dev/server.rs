@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get};
+use futures_util::StreamExt;
 use plumbline::ingress::{Reply, WebhookRequest, reply};
 
 use super::{App, ops};
@@ -17,21 +18,12 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Bodies up to twice the ingress limit reach the ingress, which answers the precise 413 and
-    // counts it; anything larger is cut off by the server first.
-    let limit = app
-        .config
-        .ingress
-        .max_body_bytes
-        .saturating_mul(2)
-        .max(64 * 1024);
     let router = Router::new()
         .route("/webhooks/{source}", any(webhook))
         .route("/ops", get(ops_page))
         .route("/ops/status", get(ops_status))
         .route("/ops/events/{id}", get(event_page))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(app);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
@@ -43,8 +35,18 @@ async fn webhook(
     method: Method,
     Path(source): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // One byte past the limit is enough for the ingress to answer its 413 and count it; the
+    // rest of an oversized body is never read into memory.
+    let cap = app.config.ingress.max_body_bytes.saturating_add(1);
+    let Ok(body) = read_capped(body, cap).await else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )
+            .into_response();
+    };
     let request_id = ulid::Ulid::new().to_string();
     let request = WebhookRequest {
         method: &method,
@@ -54,6 +56,25 @@ async fn webhook(
         request_id: Some(&request_id),
     };
     into_response(reply(&app.ingress.handle(request).await))
+}
+
+/// The body's first `cap` bytes or more (whole chunks), or all of it when shorter.
+async fn read_capped(body: Body, cap: usize) -> Result<Bytes, axum::Error> {
+    let mut stream = body.into_data_stream();
+    let Some(first) = stream.next().await.transpose()? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() >= cap {
+        return Ok(first);
+    }
+    let mut buf = Vec::from(first);
+    while buf.len() < cap {
+        match stream.next().await.transpose()? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn into_response(reply: Reply) -> Response {
