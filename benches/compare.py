@@ -263,12 +263,16 @@ def cost_per_million(side: dict) -> dict:
     return parts
 
 
-def index_entry_after(kind: str, doc: dict, attrs: set) -> bool | None:
-    """Whether the item has an entry in the index whose key attributes are `attrs` after this
-    write, or None when the write leaves the index alone. An update that sets a key attribute
-    is taken to change its value (the index keys plumbline writes are times)."""
+def index_entry_after(kind: str, doc: dict, attrs: set):
+    """The key of the item's entry in the index whose key attributes are `attrs` after this
+    write: a tuple of their values, False when the item has none, or None when the write leaves
+    the index alone. An update that sets a key attribute is taken to change it (the index keys
+    plumbline's updates write are times), so its key is a value no other write has."""
     if kind == "Put":
-        return all(a in doc.get("Item", {}) for a in attrs)
+        item = doc.get("Item", {})
+        if not all(a in item for a in attrs):
+            return False
+        return tuple(json.dumps(item[a], sort_keys=True) for a in sorted(attrs))
     if kind == "Delete":
         return False
     if kind != "Update":
@@ -284,24 +288,25 @@ def index_entry_after(kind: str, doc: dict, attrs: set) -> bool | None:
     if names_a_key(clauses["REMOVE"]):
         return False
     if names_a_key(clauses["SET"]):
-        return True
+        return (object(),)
     return None
 
 
 def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[str, set]) -> tuple[float, float]:
     """DynamoDB write and read units of the recorded calls. Writes: ceil(KB) of the item's
     stored size (twice inside a transaction), plus, per secondary index, one to put an item's
-    entry, one to delete it, and two to move it (a delete and a put) when the write changes its
-    key attributes. Reads: ceil(size / 4 KB) per item asked for (BatchGetItem: per key),
-    halved when eventually consistent."""
+    entry, one to delete it, two to move it (a delete and a put) when the write changes its key
+    attributes' values, and none when it writes them again unchanged. Reads: ceil(size / 4 KB)
+    per item asked for (BatchGetItem: per key), halved when eventually consistent."""
     wru = rru = 0.0
 
     def key_of(table, doc):
         item = doc.get("Key") or doc.get("Item") or {}
         return (table, json.dumps({k: item[k] for k in sorted(item) if k in ("pk", "sk", "id")}))
 
-    # Which items have an entry in which index, as the recorded writes leave them.
-    entries = set()
+    # Each item's entry in each index (its key attribute values), as the recorded writes leave
+    # them.
+    entries = {}
 
     def write(table, doc, factor, kind):
         nonlocal wru
@@ -313,15 +318,17 @@ def units(ops: list[tuple[str, dict]], sizes: dict[tuple, int], indexes: dict[st
             if after is None:
                 continue
             entry = (key, i)
-            before = entry in entries
+            before = entries.get(entry)
             if before and after:
-                wru += 2  # moved (its key attributes written again, with a new value): a delete and a put
+                if before != after:
+                    wru += 2  # moved (its key attributes written with new values): a delete and a put
+                # written again with the same key attribute values: no index write at all
             elif before or after:
                 wru += 1  # a new entry's put, or a dropped one's delete
             if after:
-                entries.add(entry)
+                entries[entry] = after
             else:
-                entries.discard(entry)
+                entries.pop(entry, None)
 
     for op, doc in ops:
         name = op.split(".", 1)[1]

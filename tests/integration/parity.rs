@@ -303,9 +303,10 @@ async fn the_change_index_pages_entities_in_change_order() {
 }
 
 async fn pages_in_change_order(store: &(impl LedgerStore + EntityScan)) {
-    let at = |s: i64| Timestamp::from_unix(T0 + s).expect("in range");
+    // Minutes apart: the index dates each write by the minute after it (`change_entry`).
+    let at = |minutes: i64| Timestamp::from_unix(T0 + 60 * minutes).expect("in range");
     // Written out of order; one outside the window on each side; one payment (another kind).
-    for (id, s) in [
+    for (id, minutes) in [
         ("o3", 30),
         ("o1", 10),
         ("o0", -5),
@@ -315,26 +316,36 @@ async fn pages_in_change_order(store: &(impl LedgerStore + EntityScan)) {
     ] {
         let mut e = Entity::new(EntityKind::Order, id);
         e.version = 1;
-        e.touch(at(s));
+        e.touch(at(minutes));
         store.save_entity(&e).await.expect("save");
     }
     let mut p = Entity::new(EntityKind::Payment, "p1");
     p.version = 1;
     p.touch(at(15));
     store.save_entity(&p).await.expect("save");
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = store
-            .changed_entities(EntityKind::Order, at(0), at(50), cursor.as_deref(), 2)
-            .await
-            .expect("page");
-        assert!(page.entities.len() <= 2);
-        seen.extend(page.entities.into_iter().map(|e| e.id));
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+    // Written a second before the window ends (T0 is 20 s past a minute): dated the minute
+    // after, so the next window holds it, not this one.
+    let mut late = Entity::new(EntityKind::Order, "o6");
+    late.version = 1;
+    late.touch(at(50).plus_secs(-1));
+    store.save_entity(&late).await.expect("save");
+    let walk = |from: i64, to: i64| async move {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .changed_entities(EntityKind::Order, at(from), at(to), cursor.as_deref(), 2)
+                .await
+                .expect("page");
+            assert!(page.entities.len() <= 2);
+            seen.extend(page.entities.into_iter().map(|e| e.id));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
-    }
-    assert_eq!(seen, ["o1", "o2", "o3", "o4"]);
+        seen
+    };
+    assert_eq!(walk(0, 50).await, ["o1", "o2", "o3", "o4"]);
+    assert_eq!(walk(50, 51).await, ["o5", "o6"], "the same minute: by id");
 }

@@ -14,7 +14,7 @@ use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetters, EventQueue, EventStore, Intake, LedgerStore, ManualClock, QueueConsumer,
-    QueueStats, Watermarks, change_key,
+    QueueStats, Watermarks, change_entry,
 };
 use plumbline::reconcile::{
     DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
@@ -801,8 +801,8 @@ async fn a_sweep_cut_short_continues_where_it_stopped_and_clears_its_cursor_when
     assert_eq!(
         cursors,
         [
-            (Some(change_key(at, "pi_1")), true),
-            (Some(change_key(at, "pi_3")), true),
+            (Some(change_entry(at, "pi_1")), true),
+            (Some(change_entry(at, "pi_3")), true),
             (None, false),
         ],
         "two pages of two, then the last entity and a cleared cursor"

@@ -14,7 +14,7 @@ pub(crate) use reconcile::PendingPosition;
 pub use reconcile::{
     CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, PendingCursor, PendingPage,
     ProviderError, ProviderEvents, ProviderPage, QueueStats, ReconcileStore, ReplayTally,
-    Unreadable, Watermark, Watermarks, change_key, replay_minute,
+    Unreadable, Watermark, Watermarks, change_entry, change_key, replay_minute,
 };
 
 use std::future::Future;

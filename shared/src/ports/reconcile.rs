@@ -169,7 +169,8 @@ pub struct EntityPage {
 
 /// The ledger's entities in the order they last changed, through an index (never a scan).
 pub trait EntityScan: Send + Sync {
-    /// Entities of `kind` last written in `[from, to)`, ordered by that time then id, after
+    /// Entities of `kind` whose change entry ([`change_entry`]: the time they were last
+    /// written, rounded up to the minute) is in `[from, to)`, ordered by it then id, after
     /// `cursor` (a previous page's `next`).
     fn changed_entities(
         &self,
@@ -182,8 +183,25 @@ pub trait EntityScan: Send + Sync {
 }
 
 /// The change index's sort key: fixed-width milliseconds, so it sorts as text, then the id.
+/// The bounds and cursors of a walk are written with it.
 pub fn change_key(at: Timestamp, id: &str) -> String {
     format!("{:015}#{id}", at.unix_millis().max(0))
+}
+
+/// How far an entity's change-index time is rounded up. An entity written again within the
+/// same minute keeps its index entry where it was (a payment's events mostly come seconds
+/// apart), which DynamoDB bills as no index write at all instead of a delete and a put. The
+/// sweep sees a change at most this much later than it happened, well inside
+/// `reconcile.settle_secs` (10 minutes unless configured), and never misses one: an entry is
+/// never dated earlier than the write that put it there.
+pub const CHANGE_BUCKET_MILLIS: u64 = 60_000;
+
+/// The change index's entry for an entity written at `at`: its time rounded up to
+/// [`CHANGE_BUCKET_MILLIS`].
+pub fn change_entry(at: Timestamp, id: &str) -> String {
+    let millis = u64::try_from(at.unix_millis()).unwrap_or(0);
+    let bucketed = millis.div_ceil(CHANGE_BUCKET_MILLIS) * CHANGE_BUCKET_MILLIS;
+    format!("{bucketed:015}#{id}")
 }
 
 /// One field where a CRM record differs from what plumbline would write.
@@ -254,4 +272,41 @@ pub fn replay_minute(at: Timestamp) -> String {
     Timestamp::from_unix(secs - secs.rem_euclid(60))
         .unwrap_or(at)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse(text).expect("timestamp")
+    }
+
+    #[test]
+    fn a_change_entry_is_its_write_rounded_up_to_the_minute() {
+        let minute = change_key(at("2026-12-02T10:01:00Z"), "pi_1");
+        assert_eq!(change_entry(at("2026-12-02T10:01:00Z"), "pi_1"), minute);
+        assert_eq!(change_entry(at("2026-12-02T10:00:00.001Z"), "pi_1"), minute);
+        assert_eq!(change_entry(at("2026-12-02T10:00:59.999Z"), "pi_1"), minute);
+        assert_eq!(
+            change_entry(at("2026-12-02T10:01:00.001Z"), "pi_1"),
+            change_key(at("2026-12-02T10:02:00Z"), "pi_1")
+        );
+    }
+
+    #[test]
+    fn a_change_entry_is_never_dated_before_its_write() {
+        let start = at("2026-12-02T10:00:00Z");
+        for offset in [0, 1, 29, 59, 60, 61, 3_599] {
+            let written = start.plus_secs(offset);
+            assert!(
+                change_entry(written, "pi_1") >= change_key(written, "pi_1"),
+                "{offset}"
+            );
+            assert!(
+                change_entry(written, "pi_1") < change_key(written.plus_secs(60), "pi_1"),
+                "{offset}"
+            );
+        }
+    }
 }

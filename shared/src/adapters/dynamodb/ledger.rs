@@ -10,7 +10,7 @@ use super::{DynamoStore, classify, condition_failed, key, n, packed, query_shard
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{
-    Alias, EntityPage, EntityScan, Known, LedgerStore, Saved, StoreError, change_key,
+    Alias, EntityPage, EntityScan, Known, LedgerStore, Saved, StoreError, change_entry, change_key,
 };
 
 /// The index of entities by the time they last changed, sharded so that no one partition takes
@@ -86,7 +86,7 @@ impl LedgerStore for DynamoStore {
         if let Some(at) = entity.updated_at {
             request = request
                 .item("chg_shard", s(changed_shard(entity.kind, &entity.id)))
-                .item("chg_at", s(change_key(at, &entity.id)));
+                .item("chg_at", s(change_entry(at, &entity.id)));
         }
         request = if entity.version <= 1 {
             request.condition_expression("attribute_not_exists(pk)")

@@ -5,7 +5,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Cached, SqliteStore, sql_error};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
-use crate::ports::{Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_key};
+use crate::ports::{
+    Alias, EntityPage, EntityScan, LedgerStore, Saved, StoreError, change_entry, change_key,
+};
 
 /// The entity as stored, if any.
 fn stored_entity(conn: &Connection, kind: &str, id: &str) -> Result<Option<Entity>, StoreError> {
@@ -33,7 +35,7 @@ impl LedgerStore for SqliteStore {
     async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
         let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (kind, id, version) = (entity.kind.as_str(), entity.id.clone(), entity.version);
-        let changed = entity.updated_at.map(|at| change_key(at, &entity.id));
+        let changed = entity.updated_at.map(|at| change_entry(at, &entity.id));
         // The status page's ownership-conflict count is kept from this column by a trigger.
         let conflict_entries = entity
             .history
