@@ -185,7 +185,7 @@ pub trait EntityScan: Send + Sync {
 /// The change index's sort key: fixed-width milliseconds, so it sorts as text, then the id.
 /// The bounds and cursors of a walk are written with it.
 pub fn change_key(at: Timestamp, id: &str) -> String {
-    format!("{:015}#{id}", at.unix_millis().max(0))
+    change_key_at(unix_millis(at), id)
 }
 
 /// How far an entity's change-index time is rounded up. An entity written again within the
@@ -199,9 +199,18 @@ pub const CHANGE_BUCKET_MILLIS: u64 = 60_000;
 /// The change index's entry for an entity written at `at`: its time rounded up to
 /// [`CHANGE_BUCKET_MILLIS`].
 pub fn change_entry(at: Timestamp, id: &str) -> String {
-    let millis = u64::try_from(at.unix_millis()).unwrap_or(0);
-    let bucketed = millis.div_ceil(CHANGE_BUCKET_MILLIS) * CHANGE_BUCKET_MILLIS;
-    format!("{bucketed:015}#{id}")
+    let bucketed = unix_millis(at).div_ceil(CHANGE_BUCKET_MILLIS) * CHANGE_BUCKET_MILLIS;
+    change_key_at(bucketed, id)
+}
+
+/// One format for the entries and the bounds a walk compares them with.
+fn change_key_at(millis: u64, id: &str) -> String {
+    format!("{millis:015}#{id}")
+}
+
+/// Milliseconds since the epoch; an earlier time counts as the epoch.
+fn unix_millis(at: Timestamp) -> u64 {
+    u64::try_from(at.unix_millis()).unwrap_or(0)
 }
 
 /// One field where a CRM record differs from what plumbline would write.
