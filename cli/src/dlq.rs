@@ -1,5 +1,6 @@
 //! `plumbline dlq list`: what is on the dead-letter queue, and why.
 
+use crate::out::outln;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -107,23 +108,26 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
             .iter()
             .map(|l| json!({ "id": l.id, "event_key": l.event_key(), "attributes": l.attributes, "body": serde_json::from_str::<serde_json::Value>(&l.body).unwrap_or_default() }))
             .collect();
-        println!("{}", serde_json::to_string(&list)?);
+        outln!("{}", serde_json::to_string(&list)?)?;
     } else {
-        println!(
+        outln!(
             "{:<10}  {:<34}  {:<10}  {:<24}  reason",
-            "id", "event", "target", "type"
-        );
+            "id",
+            "event",
+            "target",
+            "type"
+        )?;
         for l in &letters {
-            println!(
+            outln!(
                 "{:<10}  {:<34}  {:<10}  {:<24}  {}",
                 l.id.get(..10).unwrap_or(&l.id),
                 l.event_key(),
                 attr(&l.attributes, "target"),
                 attr(&l.attributes, "event_type"),
                 attr(&l.attributes, "reason")
-            );
+            )?;
         }
-        println!("{} dead letter(s)", letters.len());
+        outln!("{} dead letter(s)", letters.len())?;
     }
     Ok(true)
 }

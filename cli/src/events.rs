@@ -1,5 +1,6 @@
 //! `plumbline events`: what happened to each event.
 
+use crate::out::outln;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -127,15 +128,19 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
                 open(&args.local)?.list_events(filter).await?
             };
             if args.local.json {
-                println!("{}", serde_json::to_string(&rows)?);
+                outln!("{}", serde_json::to_string(&rows)?)?;
             } else {
-                println!(
+                outln!(
                     "{:<26}  {:<20}  {:<8}  {:<26}  {:<18}  detail",
-                    "event id", "received", "source", "type", "status"
-                );
+                    "event id",
+                    "received",
+                    "source",
+                    "type",
+                    "status"
+                )?;
                 for r in rows {
                     let kind = r.event_type.unwrap_or(r.source_type);
-                    println!(
+                    outln!(
                         "{:<26}  {:<20}  {:<8}  {:<26}  {:<18}  {}",
                         r.event_id,
                         r.received_at.get(..19).unwrap_or(&r.received_at),
@@ -143,7 +148,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
                         kind,
                         r.status,
                         r.detail.unwrap_or_default()
-                    );
+                    )?;
                 }
             }
             Ok(true)
@@ -159,10 +164,10 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
                 return Ok(false);
             };
             if args.local.json {
-                println!("{}", timeline_json(&timeline));
+                outln!("{}", timeline_json(&timeline))?;
             } else {
                 for line in timeline_lines(&timeline) {
-                    println!("{line}");
+                    outln!("{line}")?;
                 }
             }
             Ok(true)

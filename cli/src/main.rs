@@ -11,6 +11,7 @@ mod dev;
 mod dlq;
 mod events;
 mod local;
+mod out;
 mod present;
 mod receive;
 mod reconcile;
@@ -92,14 +93,13 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_async(replay::run(args), false),
         Command::Receive(args) => run_async(receive::run(args), false),
         Command::Reconcile(args) => run_async(reconcile::run(args), false),
-        Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
+        Command::Config(ConfigCommand::Check { file, json }) => {
+            exit_code(config_check(&file, json))
+        }
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).expect("a schema serializes")
-            );
-            ExitCode::SUCCESS
+            let pretty = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+            exit_code(out::outln!("{pretty}").map(|()| true))
         }
     }
 }
@@ -127,9 +127,16 @@ fn run_async(command: impl Future<Output = anyhow::Result<bool>>, multi_thread: 
             .build()
     }
     .expect("a runtime");
-    match runtime.block_on(command) {
+    exit_code(runtime.block_on(command))
+}
+
+/// A command's result as the process's exit status: 1 for a negative answer (a breached
+/// threshold, an invalid file), 2 for an error. A closed standard output is not an error.
+fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(err) if out::is_closed(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
@@ -137,7 +144,7 @@ fn run_async(command: impl Future<Output = anyhow::Result<bool>>, multi_thread: 
     }
 }
 
-fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
+fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<bool> {
     let result = Config::load(file);
     let problems = result
         .as_ref()
@@ -149,26 +156,22 @@ fn config_check(file: &std::path::Path, json: bool) -> ExitCode {
             .iter()
             .map(|p| serde_json::json!({ "key": p.key, "reason": p.reason, "line": p.line }))
             .collect();
-        println!(
+        out::outln!(
             "{}",
             serde_json::json!({ "file": file.display().to_string(), "valid": problems.is_empty(), "problems": list })
-        );
+        )?;
     } else if let Ok(config) = &result {
-        println!(
+        out::outln!(
             "{}: valid ({} sources, {} targets, {} routes)",
             file.display(),
             config.sources.len(),
             config.targets.len(),
             config.routes.len()
-        );
+        )?;
     } else {
         for p in &problems {
             eprintln!("{}: {p}", file.display());
         }
     }
-    if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(problems.is_empty())
 }

@@ -1,6 +1,7 @@
 //! `plumbline reconcile`: one reconciliation run, as a table; exits non-zero on a breach, so it
 //! can run from cron or CI.
 
+use crate::out::{out, outln};
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -75,9 +76,9 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
         .await
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
-        print!("{}", table(&report));
+        out!("{}", table(&report))?;
     }
     Ok(!report.is_breached())
 }

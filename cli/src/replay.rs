@@ -1,5 +1,6 @@
 //! `plumbline replay`: dead letters back onto the delivery queue.
 
+use crate::out::outln;
 use std::io::IsTerminal;
 
 use anyhow::Context;
@@ -92,12 +93,12 @@ async fn run_with(
         bar.finish_and_clear();
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "examined": report.examined, "matched": report.matched, "replayed": report.replayed, "dry_run": args.dry_run })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "examined {}, matched {}, {verb} {}",
             report.examined,
             report.matched,
@@ -106,7 +107,7 @@ async fn run_with(
             } else {
                 report.replayed
             }
-        );
+        )?;
     }
     Ok(true)
 }

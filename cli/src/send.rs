@@ -1,5 +1,6 @@
 //! `plumbline send`: correctly signed sample events to a running instance.
 
+use crate::out::outln;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -60,12 +61,12 @@ struct Outgoing {
 pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     if args.list {
         for (kind, name) in demo::samples().keys() {
-            println!("{kind:<18} {name}");
+            outln!("{kind:<18} {name}")?;
         }
-        println!(
+        outln!(
             "{:<18} lifecycle (requires_action → processing → succeeded → partial refund)",
             "stripe"
-        );
+        )?;
         return Ok(true);
     }
     let Some(source) = args.source.clone() else {
@@ -124,12 +125,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         let answer = response.text().await.unwrap_or_default();
         all_ok &= status < 300;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({ "sample": request.label, "status": status, "answer": serde_json::from_str::<Value>(&answer).unwrap_or(Value::String(answer)) })
-            );
+            )?;
         } else {
-            println!("{status} {:<32} {answer}", request.label);
+            outln!("{status} {:<32} {answer}", request.label)?;
         }
     }
     Ok(all_ok)

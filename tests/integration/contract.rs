@@ -52,3 +52,21 @@ fn the_bundled_deployment_config_is_valid() {
         .unwrap_or_else(|e| panic!("infra/config/plumbline.toml: {e}"));
     assert!(!config.sources.is_empty());
 }
+
+/// The configurations the README and docs/benchmarks.md run `plumbline dev` with.
+#[test]
+fn the_demo_and_example_configs_are_valid() {
+    let mut files = vec![repo_path("cli/demo.toml")];
+    for entry in std::fs::read_dir(repo_path("docs/examples")).expect("docs/examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 3, "expected the example configs: {files:?}");
+    for file in files {
+        let config = plumbline::config::Config::load(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(!config.routes.is_empty(), "{}: no routes", file.display());
+    }
+}

@@ -5,6 +5,7 @@
 // A scenario reads best as one function, even a long one.
 #![allow(clippy::too_many_lines)]
 
+mod cli;
 mod cli_aws;
 mod conformance;
 mod contract;
