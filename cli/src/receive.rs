@@ -7,10 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use clap::Args;
-use plumbline::sources::{SourceKind, hmac_sha256};
+use plumbline::contract::Timestamp;
+use plumbline::sources::{Inbound, SourceKind, Verifier};
+use secrecy::SecretSlice;
+use time::OffsetDateTime;
+
+/// The same window the ingress allows a sender's clock by default.
+const TOLERANCE_SECS: i64 = 300;
 
 #[derive(Args, Debug)]
 #[command(
@@ -28,21 +32,26 @@ pub struct ReceiveArgs {
 }
 
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<bool> {
-    let key = args
+    let verifier = args
         .secret
         .as_deref()
         .map(|s| {
-            SourceKind::StandardWebhooks
+            let key = SourceKind::StandardWebhooks
                 .decode_secret(s)
-                .map_err(|e| anyhow::anyhow!("--secret: {e}"))
+                .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+            anyhow::Ok(Verifier {
+                kind: SourceKind::StandardWebhooks,
+                keys: vec![SecretSlice::from(key)],
+                tolerance_secs: TOLERANCE_SECS,
+            })
         })
         .transpose()?;
     let status = StatusCode::from_u16(args.fail_with.unwrap_or(200)).context("--fail-with")?;
-    let key = Arc::new(key);
+    let verifier = Arc::new(verifier);
     let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let key = Arc::clone(&key);
+        let verifier = Arc::clone(&verifier);
         async move {
-            print_delivery(&headers, &body, key.as_deref());
+            print_delivery(&headers, &body, verifier.as_ref().as_ref());
             status
         }
     });
@@ -60,29 +69,18 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn print_delivery(headers: &HeaderMap, body: &[u8], key: Option<&[u8]>) {
+fn print_delivery(headers: &HeaderMap, body: &[u8], verifier: Option<&Verifier>) {
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
     };
-    let signature = key.map_or("not checked", |key| {
-        let signed = [
-            header("webhook-id").as_bytes(),
-            b".",
-            header("webhook-timestamp").as_bytes(),
-            b".",
-            body,
-        ];
-        let expected = format!("v1,{}", STANDARD.encode(hmac_sha256(key, &signed)));
-        if header("webhook-signature")
-            .split(' ')
-            .any(|s| s == expected)
-        {
-            "valid"
-        } else {
-            "INVALID"
+    let signature = verifier.map_or("not checked", |v| {
+        let request = Inbound { headers, body };
+        match v.verify_standard_webhook(request, Timestamp::new(OffsetDateTime::now_utc())) {
+            Ok(()) => "valid",
+            Err(rejection) => rejection.label(),
         }
     });
     let doc: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();

@@ -55,3 +55,72 @@ fn an_invalid_config_still_fails_with_its_problems() {
         "{out:?}"
     );
 }
+
+/// `plumbline receive`, the local target of the README's walkthrough: it answers with the
+/// status asked for and prints each delivery with the verdict on its signature.
+#[tokio::test]
+async fn receive_prints_each_delivery_with_its_signature_verdict() {
+    use plumbline::sources::SourceKind;
+    use plumbline::sources::sign::{Envelope, sign};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    const SECRET: &str = "whsec_cGx1bWJsaW5lLXJlY2VpdmUtdGVzdA==";
+    let mut child = tokio::process::Command::new(binary())
+        .args(["receive", "--listen", "127.0.0.1:0", "--fail-with", "503"])
+        .args(["--secret", SECRET])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn plumbline receive");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("read").expect("a line");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_owned();
+    assert!(first.ends_with("(answering 503)"), "{first}");
+
+    let body = br#"{"event":{"type":"payment.succeeded"},"entity":{"state":"succeeded"}}"#;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let request = |secret: &str, timestamp: i64, key: &str| {
+        let signed = sign(
+            SourceKind::StandardWebhooks,
+            secret,
+            Envelope {
+                event_id: key,
+                timestamp,
+                topic: None,
+            },
+            body,
+        )
+        .expect("signs");
+        let mut builder = crate::helpers::http()
+            .post(&url)
+            .header("idempotency-key", key)
+            .body(signed.body);
+        for (name, value) in signed.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+    };
+    let other = "whsec_b3RoZXItc2VjcmV0LW5vdC10aGUtdGFyZ2V0cw==";
+    for (secret, timestamp, key, verdict) in [
+        (SECRET, now, "stripe:evt_good", "signature valid"),
+        (other, now, "stripe:evt_forged", "signature bad_signature"),
+        (
+            SECRET,
+            now - 3_600,
+            "stripe:evt_stale",
+            "signature stale_timestamp",
+        ),
+    ] {
+        let answer = request(secret, timestamp, key).send().await.expect("send");
+        assert_eq!(answer.status().as_u16(), 503, "{key}");
+        let line = lines.next_line().await.expect("read").expect("a line");
+        assert!(line.starts_with(key), "{line}");
+        assert!(line.contains("payment.succeeded"), "{line}");
+        assert!(line.contains("entity state succeeded"), "{line}");
+        assert!(line.ends_with(verdict), "{key}: {line}");
+    }
+}

@@ -172,6 +172,16 @@ impl Verifier {
             SourceKind::Paddle => paddle::accept(self, req, now),
         }
     }
+
+    /// Checks a Standard Webhooks signature and timestamp only, whatever the body holds: what
+    /// a receiver of plumbline's own deliveries (HTTP targets sign that way) needs.
+    pub fn verify_standard_webhook(
+        &self,
+        req: Inbound<'_>,
+        now: Timestamp,
+    ) -> Result<(), Rejection> {
+        standard_webhooks::verify(self, req, now).map(|_| ())
+    }
 }
 
 /// Reads events fetched from a provider's own API (over TLS, with plumbline's API key), which

@@ -37,6 +37,26 @@ pub(super) fn accept(
     req: Inbound<'_>,
     now: Timestamp,
 ) -> Result<Vec<SourceEvent>, Rejection> {
+    let (id, signed_at) = verify(v, req, now)?;
+    let payload = super::parse_body(req.body)?;
+    let source_type = opt_str(&payload, "/type");
+    let header_time = Timestamp::from_unix(signed_at);
+    Ok(vec![super::single_event(
+        &payload,
+        Fingerprint::Content,
+        Ok(id),
+        source_type,
+        |p, t| normalize(p, t, header_time),
+    )])
+}
+
+/// Checks the headers' timestamp and signature against the raw body; returns the message id
+/// and the signed time.
+pub(super) fn verify(
+    v: &Verifier,
+    req: Inbound<'_>,
+    now: Timestamp,
+) -> Result<(SourceEventId, i64), Rejection> {
     let id = header(req, "webhook-id")?;
     let timestamp = header(req, "webhook-timestamp")?;
     let signature = header(req, "webhook-signature")?;
@@ -53,19 +73,11 @@ pub(super) fn accept(
         b".",
         req.body,
     ];
-    if !any_matches(&v.keys, &parts, &candidates) {
-        return Err(Rejection::BadSignature);
+    if any_matches(&v.keys, &parts, &candidates) {
+        Ok((id, signed_at))
+    } else {
+        Err(Rejection::BadSignature)
     }
-    let payload = super::parse_body(req.body)?;
-    let source_type = opt_str(&payload, "/type");
-    let header_time = Timestamp::from_unix(signed_at);
-    Ok(vec![super::single_event(
-        &payload,
-        Fingerprint::Content,
-        Ok(id),
-        source_type,
-        |p, t| normalize(p, t, header_time),
-    )])
 }
 
 /// Space-separated `version,base64` pairs; versions other than v1 are skipped (v1a is an
