@@ -270,18 +270,7 @@ async fn every_bad_request_is_refused_by_plumbline_dev_and_nothing_is_stored() {
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("plumbline.toml");
     std::fs::write(&config, CONFIG).expect("config");
-    let dev = Dev::start(
-        &config,
-        &dir.join("data"),
-        &[
-            ("STRIPE_SECRET", STRIPE_SECRET),
-            ("STRIPE_SECRET_OLD", "whsec_integration_previous"),
-            ("SITE_SECRET", SITE_SECRET),
-            ("SHOPIFY_SECRET", SHOPIFY_SECRET),
-            ("ADYEN_KEY", ADYEN_KEY),
-            ("PADDLE_SECRET", PADDLE_SECRET),
-        ],
-    );
+    let dev = Dev::start(&config, &dir.join("data"), &secret_env());
     let client = crate::helpers::http();
     let status = || async {
         let s = dev.status().await;
@@ -330,5 +319,81 @@ async fn every_bad_request_is_refused_by_plumbline_dev_and_nothing_is_stored() {
         assert_eq!(rejected, i as u64 + 1, "{name}: the rejection was counted");
         assert_eq!(stored, 0, "{name}: something was stored");
         assert_eq!(queue["depth"], 0, "{name}: something was enqueued: {queue}");
+    }
+}
+
+/// A sender that writes its whole body before it reads the answer (Python's `http.client`,
+/// many webhook senders) must still read the 413 of an oversized body from `plumbline dev`,
+/// not a reset connection. Nine megabytes is far past the limit and past what loopback's
+/// socket buffers absorb, and under API Gateway's own 10 MB cap.
+#[tokio::test]
+async fn an_oversized_body_sent_whole_before_the_answer_is_read_gets_its_413() {
+    use std::io::{BufReader, Read, Write};
+
+    let dir = std::env::temp_dir().join(unique("plumbline-oversized"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let dev = Dev::start(&config, &dir.join("data"), &secret_env());
+    let addr = dev.url.trim_start_matches("http://").to_owned();
+    let exchange = tokio::task::spawn_blocking(move || {
+        let body = vec![b' '; 9_000_000];
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Stripe-Signature: t=1,v1=00\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(&body)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let (status, content_length) = read_head(&mut reader)?;
+        let mut answer = vec![0; content_length];
+        reader.read_exact(&mut answer)?;
+        // The connection is still good for the next request.
+        write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        let (next, _) = read_head(&mut reader)?;
+        std::io::Result::Ok((status, String::from_utf8_lossy(&answer).into_owned(), next))
+    });
+
+    let (status, answer, next) = exchange
+        .await
+        .expect("join")
+        .expect("the whole request written and its answer read");
+    assert_eq!(status, "HTTP/1.1 413 Payload Too Large", "{answer}");
+    assert!(answer.contains(r#""error":"too_large""#), "{answer}");
+    assert_eq!(next, "HTTP/1.1 200 OK");
+    assert_eq!(dev.status().await["rejected_requests"].as_u64(), Some(1));
+}
+
+/// The secrets `CONFIG` names, for a `plumbline dev` process.
+fn secret_env() -> [(&'static str, &'static str); 6] {
+    [
+        ("STRIPE_SECRET", STRIPE_SECRET),
+        ("STRIPE_SECRET_OLD", "whsec_integration_previous"),
+        ("SITE_SECRET", SITE_SECRET),
+        ("SHOPIFY_SECRET", SHOPIFY_SECRET),
+        ("ADYEN_KEY", ADYEN_KEY),
+        ("PADDLE_SECRET", PADDLE_SECRET),
+    ]
+}
+
+/// An HTTP/1.1 response's status line and `Content-Length`, the head read off `reader`.
+fn read_head(reader: &mut impl std::io::BufRead) -> std::io::Result<(String, usize)> {
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            return Ok((status.trim().to_owned(), length));
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -40,7 +40,7 @@ async fn webhook(
     // One byte past the limit is enough for the ingress to answer its 413 and count it; the
     // rest of an oversized body is never read into memory.
     let cap = app.config.ingress.max_body_bytes.saturating_add(1);
-    let Ok(body) = read_capped(body, cap).await else {
+    let Ok((body, rest)) = read_capped(body, cap).await else {
         return (
             StatusCode::BAD_REQUEST,
             "the request body could not be read",
@@ -55,26 +55,51 @@ async fn webhook(
         body: &body,
         request_id: Some(&request_id),
     };
-    into_response(reply(&app.ingress.handle(request).await))
+    let response = into_response(reply(&app.ingress.handle(request).await));
+    if let Some(rest) = rest {
+        discard(rest, DISCARD_BYTES).await;
+    }
+    response
 }
 
-/// The body's first `cap` bytes or more (whole chunks), or all of it when shorter.
-async fn read_capped(body: Body, cap: usize) -> Result<Bytes, axum::Error> {
+/// How much of an oversized body is read and thrown away before the 413 goes out: as much as
+/// API Gateway itself accepts (10 MB). A client that sends its whole body before it reads the
+/// answer (Python's `http.client`, many webhook senders) then gets the 413; closing on unread
+/// bytes would have reset the connection under it instead. Past this, the connection closes.
+const DISCARD_BYTES: usize = 10 * 1024 * 1024;
+
+/// The body's first `cap` bytes or more (whole chunks), or all of it when shorter; with the
+/// unread rest of the stream when the body reached `cap`.
+async fn read_capped(
+    body: Body,
+    cap: usize,
+) -> Result<(Bytes, Option<BodyDataStream>), axum::Error> {
     let mut stream = body.into_data_stream();
     let Some(first) = stream.next().await.transpose()? else {
-        return Ok(Bytes::new());
+        return Ok((Bytes::new(), None));
     };
     if first.len() >= cap {
-        return Ok(first);
+        return Ok((first, Some(stream)));
     }
     let mut buf = Vec::from(first);
     while buf.len() < cap {
         match stream.next().await.transpose()? {
             Some(chunk) => buf.extend_from_slice(&chunk),
-            None => break,
+            None => return Ok((Bytes::from(buf), None)),
         }
     }
-    Ok(Bytes::from(buf))
+    Ok((Bytes::from(buf), Some(stream)))
+}
+
+/// Reads and drops up to `limit` more bytes of `stream`, one chunk at a time.
+async fn discard(mut stream: BodyDataStream, limit: usize) {
+    let mut read = 0_usize;
+    while read < limit {
+        match stream.next().await {
+            Some(Ok(chunk)) => read = read.saturating_add(chunk.len()),
+            Some(Err(_)) | None => return,
+        }
+    }
 }
 
 fn into_response(reply: Reply) -> Response {
