@@ -22,6 +22,9 @@ pub enum EventsCommand {
         after_help = "Examples:\n  plumbline events show 01KAQ5Z8Y2M3N4P5Q6R7S8T9V0\n  plumbline events show stripe:evt_3PqLr2F7kS1mZk0a1dS8kT4e --json"
     )]
     Show(ShowArgs),
+    /// Reads kept events (quarantined, unrouted) again with today's normalizers; the ones that
+    /// now read are stored as received and enqueued, once.
+    Reprocess(crate::reprocess::ReprocessArgs),
 }
 
 #[derive(Args, Debug)]
@@ -153,6 +156,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        EventsCommand::Reprocess(args) => crate::reprocess::run(args).await,
         EventsCommand::Show(args) => {
             let timeline = if args.local.aws {
                 dynamo().await?.timeline(&args.id).await?

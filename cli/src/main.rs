@@ -16,6 +16,7 @@ mod present;
 mod receive;
 mod reconcile;
 mod replay;
+mod reprocess;
 mod send;
 
 // `plumbline dev` allocates per request across many threads; glibc's allocator spent about a

@@ -613,6 +613,125 @@ async fn intake_conforms<Q: EventQueue + QueueConsumer>(store: &impl Intake<Q>, 
     );
 }
 
+/// `plumbline events reprocess` over each backend: a kept event that today's normalizers read
+/// is stored as received under its own id and enqueued once; the rest stay as they were.
+async fn reprocess_conforms<Q: EventQueue + QueueConsumer>(
+    store: &(impl EventStore + ReconcileStore),
+    queue: &Q,
+) {
+    use plumbline::contract::{EventType, Origin};
+    use plumbline::ingress::{Reprocessed, reprocess};
+    use plumbline::sources::SourceKind;
+
+    let webhook: serde_json::Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("JSON");
+    let kept = |id: &str, status: EventStatus, raw: serde_json::Value| {
+        let mut r = record(id, "aa");
+        r.status = status;
+        raw["type"]
+            .as_str()
+            .unwrap_or_default()
+            .clone_into(&mut r.source_type);
+        r.envelope = None;
+        r.reason = (status == EventStatus::Quarantined).then(|| "an older reading".to_owned());
+        r.raw = Some(raw);
+        r
+    };
+    // As an older normalizer would have kept it: quarantined, though today it reads.
+    let readable = kept("evt_kept_ok", EventStatus::Quarantined, webhook.clone());
+    let mut broken = webhook.clone();
+    broken["data"]["object"]
+        .as_object_mut()
+        .expect("object")
+        .remove("amount");
+    let broken = kept("evt_kept_broken", EventStatus::Quarantined, broken);
+    let mut unknown = webhook.clone();
+    unknown["type"] = "plumbline.unknown_type".into();
+    let unknown = kept("evt_kept_unknown", EventStatus::Unrouted, unknown);
+    for r in [&readable, &broken, &unknown] {
+        assert_eq!(store.claim(r).await.expect("claim"), Claim::Claimed);
+    }
+    let go = |r: &EventRecord, dry_run: bool| {
+        let r = r.clone();
+        async move {
+            reprocess(store, queue, SourceKind::Stripe, &r, t(100), dry_run)
+                .await
+                .expect("reprocess")
+        }
+    };
+
+    assert_eq!(go(&readable, true).await, Reprocessed::Enqueued);
+    let untouched = store.get(&readable.key).await.expect("get").expect("kept");
+    assert_eq!(
+        untouched.status,
+        EventStatus::Quarantined,
+        "a dry run writes nothing"
+    );
+    assert!(
+        nothing_visible(queue, Duration::from_secs(0)).await,
+        "nor sends"
+    );
+
+    assert_eq!(go(&readable, false).await, Reprocessed::Enqueued);
+    let now = store.get(&readable.key).await.expect("get").expect("kept");
+    assert_eq!(
+        (
+            now.status,
+            now.event_id.clone(),
+            now.raw.clone(),
+            now.reason.clone()
+        ),
+        (EventStatus::Received, readable.event_id.clone(), None, None)
+    );
+    let envelope = now.envelope.as_ref().expect("an envelope");
+    assert_eq!(envelope.id, readable.event_id, "the same event");
+    assert_eq!(
+        envelope.event_type,
+        EventType::try_from("payment.succeeded").expect("type")
+    );
+    assert_eq!(envelope.trace.origin, Origin::Replay);
+    assert_eq!(envelope.received_at, readable.received_at);
+    let got = queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1, "enqueued once");
+    assert_eq!(
+        QueueMessage::decode(&got[0].body).expect("decodes"),
+        QueueMessage::new(&readable.key, envelope)
+    );
+    queue.ack(&got[0].receipt_handle).await.expect("ack");
+    let pending = store
+        .pending_before(t(101), None, 100)
+        .await
+        .expect("pending");
+    assert!(
+        pending
+            .claims
+            .iter()
+            .any(|c| c.as_ref().is_ok_and(|r| r.key == readable.key)),
+        "in the pending index, so a lost send is re-enqueued"
+    );
+
+    // A second run that read the record before the first one wrote finds it changed.
+    assert_eq!(go(&readable, false).await, Reprocessed::Changed);
+    let Reprocessed::StillQuarantined(reason) = go(&broken, false).await else {
+        panic!("still quarantined")
+    };
+    assert!(reason.contains("amount"), "{reason}");
+    assert_eq!(go(&unknown, false).await, Reprocessed::StillUnrouted);
+    for r in [&broken, &unknown] {
+        let still = store.get(&r.key).await.expect("get").expect("kept");
+        assert_eq!((still.status, still.raw.is_some()), (r.status, true));
+    }
+    assert_eq!(
+        go(&now, false).await,
+        Reprocessed::NotKept,
+        "a received event is not read again"
+    );
+    assert!(nothing_visible(queue, Duration::from_secs(0)).await);
+}
+
 async fn queue_conforms(
     queue: &(impl EventQueue + QueueConsumer + QueueControl),
     dlq: &(impl DeadLetters + DeadLetterSource),
@@ -705,6 +824,7 @@ async fn sqlite_conforms() {
     deliveries_conform(&store).await;
     held_deliveries_conform(&store).await;
     intake_conforms(&store, &store).await;
+    reprocess_conforms(&store, &store).await;
     queue_conforms(&store, &store).await;
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -880,6 +1000,7 @@ async fn dynamodb_and_sqs_conform() {
         .expect("url");
     let queue = SqsQueue::new(sqs.clone(), queue_url);
     intake_conforms(&store, &queue).await;
+    reprocess_conforms(&store, &queue).await;
     queue_conforms(&queue, &SqsDeadLetters::new(sqs, dlq_url)).await;
 }
 

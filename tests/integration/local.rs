@@ -533,3 +533,78 @@ async fn a_full_disk_answers_503_keeps_nothing_half_written_and_recovers() {
     assert_eq!(status["queue"]["depth"], 0, "nothing stuck: {status}");
     dev.stop();
 }
+
+/// An event an older normalizer quarantined keeps its payload; once the normalizer reads it,
+/// `plumbline events reprocess` sends it down the pipeline: the target gets it once, a second
+/// run finds nothing left to do.
+#[tokio::test]
+async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
+    use plumbline::adapters::sqlite::SqliteStore;
+    use plumbline::contract::{EventId, SourceEventId, SourceName, Timestamp};
+    use plumbline::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore};
+
+    let erp = Recorder::start().await;
+    let config = config(&erp.url, "");
+    let dev = Dev::start(&config, &config.with_file_name("data"), &ENVS);
+    let now = time::OffsetDateTime::now_utc();
+    let id = unique("evt_kept");
+    let raw: Value = serde_json::from_slice(&stripe_event(
+        "payment_intent.succeeded.json",
+        &id,
+        now.unix_timestamp() - 60,
+    ))
+    .expect("json");
+    // What an older build wrote: verified, claimed, kept with its payload and a reason.
+    let source = SourceName::try_from("stripe").expect("source");
+    let source_event_id = SourceEventId::try_from(id.as_str()).expect("id");
+    let at = Timestamp::new(now);
+    let kept = EventRecord {
+        key: EventKey::new(&source, &source_event_id),
+        event_id: EventId::generate(at),
+        source,
+        source_event_id,
+        source_type: "payment_intent.succeeded".into(),
+        status: EventStatus::Quarantined,
+        payload_hash: plumbline::sources::PayloadHash::of(b"older"),
+        claimed_at: at,
+        received_at: at,
+        expires_at: at.plus_secs(86_400),
+        envelope: None,
+        raw: Some(raw),
+        reason: Some("an older normalizer's reason".into()),
+    };
+    let store = SqliteStore::open(&dev.data_dir, 8).expect("open the dev database");
+    assert_eq!(store.claim(&kept).await.expect("claim"), Claim::Claimed);
+    drop(store);
+
+    let config_arg = config.to_str().expect("utf8 path");
+    let dry = dev.cli(&["events", "reprocess", "--dry-run", "--config", config_arg]);
+    assert!(dry.contains("examined 1, would enqueue 1"), "{dry}");
+    let first = dev.cli(&["events", "reprocess", "--config", config_arg]);
+    assert!(first.contains(kept.event_id.as_str()), "{first}");
+    assert!(first.contains("examined 1, enqueued 1"), "{first}");
+    let key = format!("stripe:{id}");
+    let delivered = eventually(Duration::from_secs(30), || {
+        effects(&erp, "/erp").contains_key(&key)
+    })
+    .await;
+    assert!(
+        delivered,
+        "erp got the reprocessed event: {:?}",
+        effects(&erp, "/erp")
+    );
+    let shown: Value =
+        serde_json::from_str(&dev.cli(&["events", "show", &key, "--json"])).expect("json");
+    assert_eq!(shown["event_id"], kept.event_id.as_str(), "{shown}");
+    let settled = eventually(Duration::from_secs(30), || {
+        let shown: Value = serde_json::from_str(&dev.cli(&["events", "show", &key, "--json"]))
+            .unwrap_or(Value::Null);
+        shown["status"] == "delivered"
+    })
+    .await;
+    assert!(settled, "the event settles as delivered");
+
+    let second = dev.cli(&["events", "reprocess", "--config", config_arg]);
+    assert!(second.contains("examined 0, enqueued 0"), "{second}");
+    assert_eq!(effects(&erp, "/erp").get(&key), Some(&1), "delivered once");
+}

@@ -5,6 +5,7 @@ mod error;
 mod message;
 mod record;
 mod reply;
+mod reprocess;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ pub use error::IngressError;
 pub use message::{MAX_MESSAGE_BYTES, QueueMessage};
 pub use record::build_record;
 pub use reply::{Reply, reply};
+pub use reprocess::{ReprocessError, Reprocessed, reprocess};
 
 use crate::config::IngressSettings;
 use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};

@@ -1,6 +1,8 @@
-use crate::contract::{Envelope, EventId, IdempotencyKey, SCHEMA_V1, SourceName, Timestamp, Trace};
+use crate::contract::{
+    Envelope, EventId, IdempotencyKey, SCHEMA_V1, SourceEventId, SourceName, Timestamp, Trace,
+};
 use crate::ports::{EventKey, EventRecord, EventStatus};
-use crate::sources::{Normalized, SourceEvent};
+use crate::sources::{Normalized, NormalizedEvent, SourceEvent};
 
 /// The record a verified event is claimed as: an envelope for events that normalized, the
 /// provider's payload (and the reason) for the rest. Pure: `now` and the trace come in.
@@ -15,21 +17,15 @@ pub fn build_record(
     let key = EventKey::new(source, &event.source_event_id);
     let (status, envelope, raw, reason) = match event.outcome {
         Normalized::Event(n) => {
-            let n = *n;
-            let envelope = Envelope {
-                schema: SCHEMA_V1.to_owned(),
-                id: event_id.clone(),
-                idempotency_key: IdempotencyKey::for_event(source, &event.source_event_id),
-                source: source.clone(),
-                source_event_id: event.source_event_id.clone(),
-                event_type: n.event_type,
-                source_type: event.source_type.clone(),
-                occurred_at: n.occurred_at,
-                received_at: now,
-                entity: n.entity,
-                data: n.data,
+            let envelope = envelope_of(
+                source,
+                &event.source_event_id,
+                &event.source_type,
+                *n,
+                event_id.clone(),
+                now,
                 trace,
-            };
+            );
             (EventStatus::Received, Some(envelope), None, None)
         }
         Normalized::Unrouted => (EventStatus::Unrouted, None, event.payload, None),
@@ -51,5 +47,32 @@ pub fn build_record(
         envelope,
         raw,
         reason,
+    }
+}
+
+/// The envelope of a normalized event, as plumbline's event `event_id` received at
+/// `received_at`.
+pub fn envelope_of(
+    source: &SourceName,
+    source_event_id: &SourceEventId,
+    source_type: &str,
+    n: NormalizedEvent,
+    event_id: EventId,
+    received_at: Timestamp,
+    trace: Trace,
+) -> Envelope {
+    Envelope {
+        schema: SCHEMA_V1.to_owned(),
+        id: event_id,
+        idempotency_key: IdempotencyKey::for_event(source, source_event_id),
+        source: source.clone(),
+        source_event_id: source_event_id.clone(),
+        event_type: n.event_type,
+        source_type: source_type.to_owned(),
+        occurred_at: n.occurred_at,
+        received_at,
+        entity: n.entity,
+        data: n.data,
+        trace,
     }
 }

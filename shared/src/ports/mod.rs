@@ -227,6 +227,17 @@ pub trait EventStore: Send + Sync {
         }
     }
 
+    /// Replaces a kept record (`was`: quarantined or unrouted) with `record`, the same event
+    /// read again (`plumbline events reprocess`), while it is still kept as `was` under
+    /// `record.event_id`; false when something changed it first. A `Received` record enters
+    /// the pending index as a claim does, so reconciliation re-enqueues it if the send after
+    /// this write never happens.
+    fn promote(
+        &self,
+        was: EventStatus,
+        record: &EventRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Records where delivery left the event; a final status takes it out of the pending index.
     fn set_status(
         &self,
@@ -318,6 +329,13 @@ impl<T: EventStore> EventStore for Arc<T> {
         keys: &[EventKey],
     ) -> impl Future<Output = Result<Vec<Option<EventRecord>>, StoreError>> + Send {
         (**self).get_many(keys)
+    }
+    fn promote(
+        &self,
+        was: EventStatus,
+        record: &EventRecord,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).promote(was, record)
     }
     fn set_status(
         &self,

@@ -165,7 +165,7 @@ fn event_of(item: &Value<'_>) -> SourceEvent {
     }
 }
 
-fn normalize(item: &Value<'_>, code: &str) -> Result<Option<NormalizedEvent>, String> {
+pub(super) fn normalize(item: &Value<'_>, code: &str) -> Result<Option<NormalizedEvent>, String> {
     let success = field(item, "/success") == "true";
     let (event_type, status) = match (code, success) {
         ("AUTHORISATION", true) => ("payment.authorized", Some("authorized")),

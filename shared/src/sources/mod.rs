@@ -214,6 +214,41 @@ fn parse_body(body: &[u8]) -> Result<json::Value<'_>, Rejection> {
     json::parse(text).map_err(|e| Rejection::MalformedBody(format!("invalid JSON: {e}")))
 }
 
+/// Reads a kept event's payload (the JSON an unrouted or quarantined event was stored with)
+/// with today's normalizers: what `plumbline events reprocess` does once a normalizer has
+/// learned a type or a field. The payload was verified when it arrived, so no signature is
+/// checked. Where a provider puts a time in a header (Standard Webhooks' signed timestamp,
+/// Shopify's `X-Shopify-Triggered-At`), which is not kept, `received_at` stands in for it.
+pub fn reread(
+    kind: SourceKind,
+    source_type: &str,
+    payload: &serde_json::Value,
+    received_at: Timestamp,
+) -> Normalized {
+    if source_type.is_empty() {
+        return Normalized::Quarantined("the event type is missing".into());
+    }
+    let text = payload.to_string();
+    let payload = match json::parse(&text) {
+        Ok(payload) => payload,
+        Err(e) => return Normalized::Quarantined(format!("invalid JSON: {e}")),
+    };
+    let read = match kind {
+        SourceKind::Stripe => stripe::normalize(&payload, source_type),
+        SourceKind::StandardWebhooks => {
+            standard_webhooks::normalize(&payload, source_type, Some(received_at))
+        }
+        SourceKind::Shopify => shopify::normalize(&payload, source_type, Some(received_at)),
+        SourceKind::Adyen => adyen::normalize(&payload, source_type),
+        SourceKind::Paddle => paddle::normalize(&payload, source_type),
+    };
+    match read {
+        Ok(Some(event)) => Normalized::Event(Box::new(event)),
+        Ok(None) => Normalized::Unrouted,
+        Err(reason) => Normalized::Quarantined(reason),
+    }
+}
+
 /// A single-event body's outcome, with a derived id when the provider's id cannot be read.
 fn single_event(
     payload: &json::Value<'_>,
@@ -296,5 +331,123 @@ pub(crate) mod test_support {
     pub fn fixture(path: &str) -> Vec<u8> {
         let full = format!("{}/../tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod reread_tests {
+    use super::test_support::fixture;
+    use super::*;
+
+    fn json(path: &str) -> serde_json::Value {
+        serde_json::from_slice(&fixture(path)).expect("JSON fixture")
+    }
+
+    fn event_type(n: &Normalized) -> Option<String> {
+        match n {
+            Normalized::Event(e) => Some(e.event_type.to_string()),
+            _ => None,
+        }
+    }
+
+    fn at() -> Timestamp {
+        Timestamp::parse("2026-12-02T12:00:00Z").expect("time")
+    }
+
+    #[test]
+    fn a_kept_payload_reads_as_the_webhook_did() {
+        let stripe = json("stripe/payment_intent.succeeded.json");
+        let via_api = from_api_outcome(&stripe);
+        assert_eq!(
+            reread(
+                SourceKind::Stripe,
+                "payment_intent.succeeded",
+                &stripe,
+                at()
+            ),
+            via_api,
+            "the same normalizer, the same event"
+        );
+        let adyen = json("adyen/documented-example.json")["notificationItems"][0]
+            ["NotificationRequestItem"]
+            .clone();
+        for (kind, source_type, payload, expected) in [
+            (
+                SourceKind::StandardWebhooks,
+                "lead.submitted",
+                json("site/lead.submitted.json"),
+                "lead.submitted",
+            ),
+            (
+                SourceKind::Shopify,
+                "orders/paid",
+                json("shopify/orders.paid.json"),
+                "order.paid",
+            ),
+            (
+                SourceKind::Adyen,
+                "AUTHORISATION",
+                adyen,
+                "payment.authorized",
+            ),
+            (
+                SourceKind::Paddle,
+                "transaction.completed",
+                json("paddle/transaction.completed.json"),
+                "payment.succeeded",
+            ),
+        ] {
+            let read = reread(kind, source_type, &payload, at());
+            assert_eq!(
+                event_type(&read).as_deref(),
+                Some(expected),
+                "{kind}: {read:?}"
+            );
+        }
+    }
+
+    fn from_api_outcome(payload: &serde_json::Value) -> Normalized {
+        let body = payload.to_string();
+        let mut events = accept_from_api(SourceKind::Stripe, body.as_bytes()).expect("reads");
+        events.remove(0).outcome
+    }
+
+    #[test]
+    fn a_header_time_the_store_does_not_keep_is_the_receipt_time() {
+        let mut lead = json("site/lead.submitted.json");
+        lead.as_object_mut().expect("object").remove("timestamp");
+        let Normalized::Event(e) =
+            reread(SourceKind::StandardWebhooks, "lead.submitted", &lead, at())
+        else {
+            panic!("reads")
+        };
+        assert_eq!(e.occurred_at, at());
+    }
+
+    #[test]
+    fn what_still_does_not_read_says_why() {
+        let mut stripe = json("stripe/payment_intent.succeeded.json");
+        stripe["data"]["object"]
+            .as_object_mut()
+            .expect("object")
+            .remove("amount");
+        let read = reread(
+            SourceKind::Stripe,
+            "payment_intent.succeeded",
+            &stripe,
+            at(),
+        );
+        assert!(
+            matches!(&read, Normalized::Quarantined(reason) if reason.contains("amount")),
+            "{read:?}"
+        );
+        assert_eq!(
+            reread(SourceKind::Stripe, "plumbline.unknown", &stripe, at()),
+            Normalized::Unrouted
+        );
+        assert!(matches!(
+            reread(SourceKind::Paddle, "", &stripe, at()),
+            Normalized::Quarantined(_)
+        ));
     }
 }

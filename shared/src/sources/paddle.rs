@@ -38,7 +38,10 @@ pub(super) fn accept(
     )])
 }
 
-fn normalize(p: &Value<'_>, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
+pub(super) fn normalize(
+    p: &Value<'_>,
+    source_type: &str,
+) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = rfc3339_at(p, "/occurred_at")?;
     let d = p.at("/data").ok_or("data is missing")?;
     let (event_type, entity, data) = match source_type {

@@ -47,7 +47,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
     )])
 }
 
-fn normalize(
+pub(super) fn normalize(
     p: &Value<'_>,
     topic: &str,
     triggered_at: Option<Timestamp>,

@@ -98,7 +98,7 @@ fn parse_signatures(header: &str) -> Result<Vec<Vec<u8>>, Rejection> {
     }
 }
 
-fn normalize(
+pub(super) fn normalize(
     p: &Value<'_>,
     source_type: &str,
     header_time: Option<Timestamp>,

@@ -45,7 +45,10 @@ pub(super) fn from_api(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
     )])
 }
 
-fn normalize(p: &Value<'_>, source_type: &str) -> Result<Option<NormalizedEvent>, String> {
+pub(super) fn normalize(
+    p: &Value<'_>,
+    source_type: &str,
+) -> Result<Option<NormalizedEvent>, String> {
     let occurred_at = unix_at(p, "/created")?;
     let obj = p.at("/data/object").ok_or("data.object is missing")?;
     let (event_type, entity, data) = match source_type {

@@ -159,6 +159,9 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     ) -> Result<(), StoreError> {
         self.inner.record_conflict(key, hash, at).await
     }
+    async fn promote(&self, was: EventStatus, record: &EventRecord) -> Result<bool, StoreError> {
+        self.inner.promote(was, record).await
+    }
     async fn get(&self, key: &EventKey) -> Result<Option<EventRecord>, StoreError> {
         self.plan.throttled(key.as_str())?;
         self.inner.get(key).await

@@ -268,6 +268,59 @@ impl EventStore for DynamoStore {
             .map_err(classify)
     }
 
+    async fn promote(&self, was: EventStatus, record: &EventRecord) -> Result<bool, StoreError> {
+        // An update rather than a put, so what the item holds besides the record (conflicts
+        // counted while it was kept) stays.
+        let mut item = to_item(record)?;
+        item.remove("pk");
+        item.remove("sk");
+        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        let mut values = HashMap::from([
+            (
+                ":was".to_owned(),
+                AttributeValue::S(was.as_str().to_owned()),
+            ),
+            (
+                ":id".to_owned(),
+                AttributeValue::S(record.event_id.to_string()),
+            ),
+        ]);
+        let mut set = Vec::with_capacity(item.len());
+        for (i, (name, value)) in item.into_iter().enumerate() {
+            names.insert(format!("#a{i}"), name);
+            values.insert(format!(":a{i}"), value);
+            set.push(format!("#a{i} = :a{i}"));
+        }
+        let mut remove = Vec::new();
+        for gone in ["raw", "reason"] {
+            if !names.values().any(|n| n == gone) {
+                names.insert(format!("#{gone}"), gone.to_owned());
+                remove.push(format!("#{gone}"));
+            }
+        }
+        let expression = if remove.is_empty() {
+            format!("SET {}", set.join(", "))
+        } else {
+            format!("SET {} REMOVE {}", set.join(", "), remove.join(", "))
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(&record.key)))
+            .update_expression(expression)
+            .condition_expression("#status = :was AND event_id = :id")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if condition_failed(&err) => Ok(false),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
     async fn set_status(
         &self,
         event: &EventKey,

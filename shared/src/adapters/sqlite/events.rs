@@ -165,6 +165,32 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn promote(&self, was: EventStatus, record: &EventRecord) -> Result<bool, StoreError> {
+        let r = record.clone();
+        self.run(move |conn| {
+            let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
+            conn.exec(
+                "UPDATE events SET status = ?4, claimed_at = ?5, event_type = ?6, envelope = ?7, raw = ?8, \
+                 reason = ?9, pending_since = ?10 WHERE key = ?1 AND event_id = ?2 AND status = ?3",
+                params![
+                    r.key.as_str(),
+                    r.event_id.as_str(),
+                    was.as_str(),
+                    r.status.as_str(),
+                    r.claimed_at.to_string(),
+                    r.envelope.as_ref().map(|e| e.event_type.to_string()),
+                    r.envelope.as_ref().map(crate::contract::Envelope::to_json),
+                    r.raw.as_ref().map(ToString::to_string),
+                    r.reason,
+                    pending,
+                ],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
     async fn refresh_claim(
         &self,
         key: &EventKey,

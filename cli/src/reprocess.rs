@@ -1,0 +1,152 @@
+//! `plumbline events reprocess`: kept events (quarantined, unrouted) read again with today's
+//! normalizers, and the ones that now read sent down the pipeline.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use plumbline::adapters::sqs::SqsQueue;
+use plumbline::contract::{SourceName, Timestamp};
+use plumbline::ingress::{Reprocessed, reprocess};
+use plumbline::ports::{EventKey, EventQueue, EventStore};
+use plumbline::sources::SourceKind;
+use serde_json::json;
+
+use crate::dev::load_config;
+use crate::out::outln;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  plumbline events reprocess --dry-run\n  \
+                  plumbline events reprocess --status quarantined --aws --config infra/config/plumbline.toml")]
+pub struct ReprocessArgs {
+    /// Only events kept with this status: quarantined or unrouted (default: both).
+    #[arg(long, value_parser = ["quarantined", "unrouted"])]
+    status: Option<String>,
+    /// At most this many events of each status.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// Say what each event would come to; write and send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The configuration whose sources say how each event is read (the demo one without it).
+    #[arg(long, env = "PLUMBLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Use DynamoDB (PLUMBLINE_TABLE) and SQS (PLUMBLINE_QUEUE_URL) instead of the local stack.
+    #[arg(long)]
+    aws: bool,
+    /// The local stack's data directory (without --aws).
+    #[arg(long, default_value = ".plumbline")]
+    data_dir: PathBuf,
+    /// Print one JSON object per event and a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
+    let (config, _, _) = load_config(args.config.as_ref())?;
+    let kinds: BTreeMap<SourceName, SourceKind> = config
+        .sources
+        .iter()
+        .map(|(name, source)| (name.clone(), source.kind))
+        .collect();
+    let statuses: Vec<&str> = match args.status.as_deref() {
+        Some(status) => vec![status],
+        None => vec!["quarantined", "unrouted"],
+    };
+    if args.aws {
+        let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let store = plumbline::adapters::dynamodb::DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            env("PLUMBLINE_TABLE")?,
+        );
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), env("PLUMBLINE_QUEUE_URL")?);
+        let mut keys = Vec::new();
+        for status in &statuses {
+            let rows = store
+                .list_events(Some(status), None, None, args.limit)
+                .await?;
+            keys.extend(rows.into_iter().map(|r| r.key));
+        }
+        run_with(&args, &kinds, keys, &store, &queue).await
+    } else {
+        let store = crate::local::open(&args.data_dir)?;
+        let mut keys = Vec::new();
+        for status in &statuses {
+            let filter = plumbline::adapters::sqlite::EventFilter {
+                status: Some((*status).to_owned()),
+                event_type: None,
+                since_ms: None,
+                limit: args.limit,
+            };
+            keys.extend(store.list_events(filter).await?.into_iter().map(|r| r.key));
+        }
+        run_with(&args, &kinds, keys, &store, &store).await
+    }
+}
+
+async fn run_with(
+    args: &ReprocessArgs,
+    kinds: &BTreeMap<SourceName, SourceKind>,
+    keys: Vec<String>,
+    store: &impl EventStore,
+    queue: &impl EventQueue,
+) -> anyhow::Result<bool> {
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut failed = false;
+    for key in keys {
+        let key = EventKey::parse(&key).with_context(|| format!("a stored key {key:?}"))?;
+        let Some(record) = store.get(&key).await? else {
+            continue;
+        };
+        let Some(&kind) = kinds.get(&record.source) else {
+            anyhow::bail!(
+                "{}: source {} is not in the configuration",
+                record.key,
+                record.source
+            );
+        };
+        let now = Timestamp::new(time::OffsetDateTime::now_utc());
+        let outcome = match reprocess(store, queue, kind, &record, now, args.dry_run).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                failed = true;
+                eprintln!("{}: {}", record.key, anyhow::Error::new(err));
+                continue;
+            }
+        };
+        *counts.entry(outcome.label()).or_default() += 1;
+        let reason = match &outcome {
+            Reprocessed::StillQuarantined(reason) => Some(reason.as_str()),
+            _ => None,
+        };
+        if args.json {
+            outln!(
+                "{}",
+                json!({ "event_id": record.event_id.as_str(), "key": record.key.as_str(), "was": record.status.as_str(), "outcome": outcome.label(), "reason": reason })
+            )?;
+        } else {
+            outln!(
+                "{:<26}  {:<12}  {:<18}  {}",
+                record.event_id.as_str(),
+                record.status.as_str(),
+                outcome.label(),
+                reason.unwrap_or("")
+            )?;
+        }
+    }
+    let enqueued = counts.get("enqueued").copied().unwrap_or(0);
+    if args.json {
+        outln!("{}", json!({ "dry_run": args.dry_run, "outcomes": counts }))?;
+    } else {
+        let verb = if args.dry_run {
+            "would enqueue"
+        } else {
+            "enqueued"
+        };
+        let examined: usize = counts.values().sum();
+        outln!("examined {examined}, {verb} {enqueued}")?;
+    }
+    Ok(!failed)
+}
