@@ -120,3 +120,110 @@ async fn events_dlq_and_replay_work_against_aws() {
     assert_eq!(show["deliveries"][0]["state"], "delivered");
     assert_eq!(show["status"], "delivered");
 }
+
+/// `plumbline events reprocess --aws`: a kept event that today's normalizer reads goes to the
+/// delivery queue and on to its target; one the ingress quarantined today stays, with why.
+#[tokio::test]
+async fn events_reprocess_works_against_aws() {
+    use plumbline::adapters::dynamodb::DynamoStore;
+    use plumbline::contract::{EventId, SourceEventId, SourceName, Timestamp};
+    use plumbline::ports::{EventKey, EventRecord, EventStatus, EventStore};
+
+    let p = Pipeline::new().await;
+    // Quarantined by today's ingress: a payment without its amount.
+    let mut broken: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.processing.json")).expect("json");
+    broken["data"]["object"]
+        .as_object_mut()
+        .expect("object")
+        .remove("amount");
+    let answer = p
+        .ingest(stripe(&serde_json::to_vec(&broken).expect("json")))
+        .await;
+    assert_eq!(answer["status"], "quarantined", "{answer}");
+    // Kept by an older build, readable today.
+    let raw: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    let source = SourceName::try_from("stripe").expect("source");
+    let source_event_id = SourceEventId::try_from("evt_kept_by_an_older_build").expect("id");
+    let at = Timestamp::from_unix(crate::helpers::T0).expect("time");
+    let kept = EventRecord {
+        key: EventKey::new(&source, &source_event_id),
+        event_id: EventId::generate(at),
+        source,
+        source_event_id,
+        source_type: "payment_intent.succeeded".into(),
+        status: EventStatus::Unrouted,
+        payload_hash: plumbline::sources::PayloadHash::of(b"older"),
+        claimed_at: at,
+        received_at: at,
+        expires_at: at.plus_secs(86_400),
+        envelope: None,
+        raw: Some(raw),
+        reason: None,
+    };
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::helpers::aws().await);
+    DynamoStore::new(ddb, p.table.clone())
+        .claim(&kept)
+        .await
+        .expect("claim");
+
+    let run = || {
+        let out = Command::new(binary())
+            .args(["events", "reprocess", "--aws", "--json"])
+            .env("PLUMBLINE_TABLE", &p.table)
+            .env("PLUMBLINE_QUEUE_URL", &p.queue_url)
+            .output()
+            .expect("run plumbline");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    let outcome_of = |lines: &[Value], event: &str| {
+        lines
+            .iter()
+            .find(|l| l["key"] == event)
+            .map(|l| (l["outcome"].clone(), l["reason"].clone()))
+    };
+    assert_eq!(
+        outcome_of(&first, kept.key.as_str()),
+        Some((Value::from("enqueued"), Value::Null)),
+        "{first:?}"
+    );
+    let (outcome, reason) =
+        outcome_of(&first, "EVT#stripe#evt_3PqLr2F7kS1mZk0a0pRoC4s5").expect("the quarantined one");
+    assert_eq!(outcome, "still_quarantined");
+    assert!(
+        reason.as_str().is_some_and(|r| r.contains("amount")),
+        "{reason}"
+    );
+
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(
+        (ids.len(), failed.len()),
+        (1, 0),
+        "the reprocessed event alone"
+    );
+    let to_erp: Vec<_> = p
+        .erp
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
+        .collect();
+    assert_eq!(to_erp, ["stripe:evt_kept_by_an_older_build"]);
+
+    let second = run();
+    assert_eq!(outcome_of(&second, kept.key.as_str()), None, "{second:?}");
+    assert_eq!(
+        second.last().map(|s| s["outcomes"].clone()),
+        Some(serde_json::json!({ "still_quarantined": 1 }))
+    );
+}
