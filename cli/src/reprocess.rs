@@ -136,7 +136,10 @@ async fn run_with(
             )?;
         }
     }
-    let enqueued = counts.get("enqueued").copied().unwrap_or(0);
+    let enqueued = ["enqueued", "would_enqueue"]
+        .iter()
+        .filter_map(|label| counts.get(label))
+        .sum::<usize>();
     if args.json {
         outln!("{}", json!({ "dry_run": args.dry_run, "outcomes": counts }))?;
     } else {

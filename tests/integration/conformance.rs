@@ -660,7 +660,7 @@ async fn reprocess_conforms<Q: EventQueue + QueueConsumer>(
         }
     };
 
-    assert_eq!(go(&readable, true).await, Reprocessed::Enqueued);
+    assert_eq!(go(&readable, true).await, Reprocessed::WouldEnqueue);
     let untouched = store.get(&readable.key).await.expect("get").expect("kept");
     assert_eq!(
         untouched.status,

@@ -12,9 +12,10 @@ use crate::sources::{Normalized, SourceKind, reread};
 /// What reading one kept event again came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reprocessed {
-    /// It now reads into the contract: stored as `received` and enqueued (or, in a dry run,
-    /// would be).
+    /// It now reads into the contract: stored as `received` and enqueued.
     Enqueued,
+    /// A dry run: it now reads, and would be stored and enqueued.
+    WouldEnqueue,
     /// It still does not read; the reason today's normalizers give.
     StillQuarantined(String),
     /// Its type is still one no normalizer maps.
@@ -29,6 +30,7 @@ impl Reprocessed {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Enqueued => "enqueued",
+            Self::WouldEnqueue => "would_enqueue",
             Self::StillQuarantined(_) => "still_quarantined",
             Self::StillUnrouted => "still_unrouted",
             Self::Changed => "changed",
@@ -81,7 +83,7 @@ pub async fn reprocess<S: EventStore, Q: EventQueue>(
         Normalized::Quarantined(reason) => return Ok(Reprocessed::StillQuarantined(reason)),
     };
     if dry_run {
-        return Ok(Reprocessed::Enqueued);
+        return Ok(Reprocessed::WouldEnqueue);
     }
     let envelope = envelope_of(
         &record.source,
