@@ -113,3 +113,36 @@ fn every_sqs_event_source_reports_batch_item_failures() {
     }
     assert_eq!(sources, 1);
 }
+
+/// Whoever is paged finds what to do: every alarm pages the topic and names a runbook that
+/// exists, and every runbook page names the alarm it is for.
+#[test]
+fn every_alarm_pages_and_names_a_runbook_that_exists() {
+    let mut alarms = 0;
+    for (name, resource) in resources() {
+        if resource["Type"].as_str() != Some("AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        alarms += 1;
+        let name = name.as_str().expect("a resource name");
+        let props = &resource["Properties"];
+        assert!(
+            props["AlarmActions"]
+                .as_sequence()
+                .is_some_and(|actions| !actions.is_empty()),
+            "{name} pages no one"
+        );
+        let description = props["AlarmDescription"].as_str().unwrap_or_default();
+        let Some((_, runbook)) = description.split_once("Runbook ") else {
+            panic!("{name} names no runbook: {description:?}")
+        };
+        let runbook = runbook.trim();
+        let page = std::fs::read_to_string(crate::helpers::repo_path(runbook))
+            .unwrap_or_else(|e| panic!("{name}: {runbook}: {e}"));
+        assert!(page.contains(name), "{runbook} does not name {name}");
+    }
+    assert!(
+        alarms >= 10,
+        "expected the template's alarms, found {alarms}"
+    );
+}
