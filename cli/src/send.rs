@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use plumbline::config::SecretResolver;
+use plumbline::contract::SourceName;
 use plumbline::sources::SourceKind;
 use plumbline::sources::sign::{self, Envelope};
 use secrecy::ExposeSecret;
@@ -60,25 +61,23 @@ struct Outgoing {
 
 pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
     if args.list {
-        for (kind, name) in demo::samples().keys() {
-            outln!("{kind:<18} {name}")?;
-        }
-        outln!(
-            "{:<18} lifecycle (requires_action → processing → succeeded → partial refund)",
-            "stripe"
-        )?;
-        return Ok(true);
+        return list(&args);
     }
     let Some(source) = args.source.clone() else {
         bail!("name a source, e.g. `plumbline send stripe payment_intent.succeeded` (or --list)")
     };
     let (config, secrets, _) = load_config(args.config.as_ref())?;
-    let name = plumbline::contract::SourceName::try_from(source.as_str())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = SourceName::try_from(source.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source_config = config
         .sources
         .get(&name)
-        .with_context(|| format!("no source named {source} in the configuration"))?;
+        .with_context(|| {
+            let names: Vec<&str> = config.sources.keys().map(SourceName::as_str).collect();
+            format!(
+                "no source named {source} in the configuration (sources: {}); see `plumbline send --list`",
+                names.join(", ")
+            )
+        })?;
     let kind = source_config.kind;
     let reference = source_config
         .secrets
@@ -134,6 +133,34 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+/// The bundled samples for each configured source (or the one named), by the name `send`
+/// takes: `site lead.submitted`, not the source's kind.
+fn list(args: &SendArgs) -> anyhow::Result<bool> {
+    let (config, _, _) = load_config(args.config.as_ref())?;
+    let samples = demo::samples();
+    outln!("{:<12} {:<18} sample", "source", "kind")?;
+    for (name, source) in &config.sources {
+        if args
+            .source
+            .as_deref()
+            .is_some_and(|wanted| wanted != name.as_str())
+        {
+            continue;
+        }
+        let kind = source.kind.as_str();
+        for (_, sample) in samples.keys().filter(|(k, _)| *k == kind) {
+            outln!("{:<12} {kind:<18} {sample}", name.as_str())?;
+        }
+        if source.kind == SourceKind::Stripe {
+            outln!(
+                "{:<12} {kind:<18} lifecycle (requires_action → processing → succeeded → partial refund)",
+                name.as_str()
+            )?;
+        }
+    }
+    Ok(true)
 }
 
 /// The payloads to send, each made unique (fresh ids, current times) so a second `send` is a new

@@ -124,3 +124,48 @@ async fn receive_prints_each_delivery_with_its_signature_verdict() {
         assert!(line.ends_with(verdict), "{key}: {line}");
     }
 }
+
+/// `send --list` names each sample by the source name `send` takes, not only its kind, and
+/// `send <source> --list` keeps to that source.
+#[test]
+fn send_lists_samples_by_the_source_name_it_takes() {
+    let run = |args: &[&str]| {
+        let out = Command::new(binary()).args(args).output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, all, _) = run(&["send", "--list"]);
+    assert_eq!(code, Some(0));
+    let rows: Vec<Vec<&str>> = all
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r[..3] == ["site", "standard-webhooks", "lead.submitted"]),
+        "{all}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[..3] == ["stripe", "stripe", "lifecycle"]),
+        "{all}"
+    );
+    let (_, site, _) = run(&["send", "site", "--list"]);
+    let sources: std::collections::BTreeSet<&str> = site
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(sources.into_iter().collect::<Vec<_>>(), ["site"], "{site}");
+
+    let (code, _, err) = run(&["send", "standard-webhooks", "lead.submitted"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("(sources: adyen, paddle, shopify, site, stripe)"),
+        "{err}"
+    );
+}
