@@ -126,8 +126,8 @@ async fn events_dlq_and_replay_work_against_aws() {
 #[tokio::test]
 async fn events_reprocess_works_against_aws() {
     use plumbline::adapters::dynamodb::DynamoStore;
-    use plumbline::contract::{EventId, SourceEventId, SourceName, Timestamp};
-    use plumbline::ports::{EventKey, EventRecord, EventStatus, EventStore};
+    use plumbline::contract::Timestamp;
+    use plumbline::ports::{EventStatus, EventStore};
 
     let p = Pipeline::new().await;
     // Quarantined by today's ingress: a payment without its amount.
@@ -144,24 +144,13 @@ async fn events_reprocess_works_against_aws() {
     // Kept by an older build, readable today.
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
-    let source = SourceName::try_from("stripe").expect("source");
-    let source_event_id = SourceEventId::try_from("evt_kept_by_an_older_build").expect("id");
     let at = Timestamp::from_unix(crate::helpers::T0).expect("time");
-    let kept = EventRecord {
-        key: EventKey::new(&source, &source_event_id),
-        event_id: EventId::generate(at),
-        source,
-        source_event_id,
-        source_type: "payment_intent.succeeded".into(),
-        status: EventStatus::Unrouted,
-        payload_hash: plumbline::sources::PayloadHash::of(b"older"),
-        claimed_at: at,
-        received_at: at,
-        expires_at: at.plus_secs(86_400),
-        envelope: None,
-        raw: Some(raw),
-        reason: None,
-    };
+    let kept = crate::helpers::kept_stripe_event(
+        "evt_kept_by_an_older_build",
+        EventStatus::Unrouted,
+        raw,
+        at,
+    );
     let ddb = aws_sdk_dynamodb::Client::new(&crate::helpers::aws().await);
     DynamoStore::new(ddb, p.table.clone())
         .claim(&kept)

@@ -540,8 +540,8 @@ async fn a_full_disk_answers_503_keeps_nothing_half_written_and_recovers() {
 #[tokio::test]
 async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
     use plumbline::adapters::sqlite::SqliteStore;
-    use plumbline::contract::{EventId, SourceEventId, SourceName, Timestamp};
-    use plumbline::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore};
+    use plumbline::contract::Timestamp;
+    use plumbline::ports::{Claim, EventStatus, EventStore};
 
     let erp = Recorder::start().await;
     let config = config(&erp.url, "");
@@ -555,24 +555,8 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
     ))
     .expect("json");
     // What an older build wrote: verified, claimed, kept with its payload and a reason.
-    let source = SourceName::try_from("stripe").expect("source");
-    let source_event_id = SourceEventId::try_from(id.as_str()).expect("id");
-    let at = Timestamp::new(now);
-    let kept = EventRecord {
-        key: EventKey::new(&source, &source_event_id),
-        event_id: EventId::generate(at),
-        source,
-        source_event_id,
-        source_type: "payment_intent.succeeded".into(),
-        status: EventStatus::Quarantined,
-        payload_hash: plumbline::sources::PayloadHash::of(b"older"),
-        claimed_at: at,
-        received_at: at,
-        expires_at: at.plus_secs(86_400),
-        envelope: None,
-        raw: Some(raw),
-        reason: Some("an older normalizer's reason".into()),
-    };
+    let kept =
+        crate::helpers::kept_stripe_event(&id, EventStatus::Quarantined, raw, Timestamp::new(now));
     let store = SqliteStore::open(&dev.data_dir, 8).expect("open the dev database");
     assert_eq!(store.claim(&kept).await.expect("claim"), Claim::Claimed);
     drop(store);

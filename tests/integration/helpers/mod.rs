@@ -435,3 +435,31 @@ pub fn stripe_at(t: i64, body: &[u8]) -> lambda_http::Request {
         body,
     )
 }
+
+/// A Stripe event as an older build kept it (`status` quarantined or unrouted), with its
+/// payload: what `plumbline events reprocess` reads again.
+pub fn kept_stripe_event(
+    id: &str,
+    status: plumbline::ports::EventStatus,
+    raw: Value,
+    at: Timestamp,
+) -> plumbline::ports::EventRecord {
+    use plumbline::contract::{EventId, SourceEventId, SourceName};
+    let source = SourceName::try_from("stripe").expect("source");
+    let source_event_id = SourceEventId::try_from(id).expect("id");
+    plumbline::ports::EventRecord {
+        key: plumbline::ports::EventKey::new(&source, &source_event_id),
+        event_id: EventId::generate(at),
+        source,
+        source_event_id,
+        source_type: raw["type"].as_str().unwrap_or_default().to_owned(),
+        status,
+        payload_hash: plumbline::sources::PayloadHash::of(b"older"),
+        claimed_at: at,
+        received_at: at,
+        expires_at: at.plus_secs(86_400),
+        envelope: None,
+        raw: Some(raw),
+        reason: Some("an older build's reason".into()),
+    }
+}
