@@ -102,7 +102,8 @@ async fn run_with(
         };
         let Some(&kind) = kinds.get(&record.source) else {
             anyhow::bail!(
-                "{}: source {} is not in the configuration",
+                "{}: source {} is not in the configuration; pass the one the events came \
+                 through (--config or PLUMBLINE_CONFIG)",
                 record.key,
                 record.source
             );
