@@ -152,10 +152,18 @@ async fn events_reprocess_works_against_aws() {
         at,
     );
     let ddb = aws_sdk_dynamodb::Client::new(&crate::helpers::aws().await);
-    DynamoStore::new(ddb, p.table.clone())
-        .claim(&kept)
+    let store = DynamoStore::new(ddb, p.table.clone());
+    store.claim(&kept).await.expect("claim");
+    // The provider reused the id with another payload while the event was kept: still counted
+    // after the reprocess.
+    store
+        .record_conflict(
+            &kept.key,
+            &plumbline::sources::PayloadHash::of(b"other"),
+            at,
+        )
         .await
-        .expect("claim");
+        .expect("conflict");
 
     let run = || {
         let out = Command::new(binary())
@@ -208,6 +216,19 @@ async fn events_reprocess_works_against_aws() {
         .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
         .collect();
     assert_eq!(to_erp, ["stripe:evt_kept_by_an_older_build"]);
+
+    let shown = plumbline(
+        &p,
+        &[
+            "events",
+            "show",
+            "stripe:evt_kept_by_an_older_build",
+            "--aws",
+            "--json",
+        ],
+    );
+    assert_eq!(shown["status"], "delivered", "{shown}");
+    assert_eq!(shown["payload_conflicts"], 1, "{shown}");
 
     let second = run();
     assert_eq!(outcome_of(&second, kept.key.as_str()), None, "{second:?}");

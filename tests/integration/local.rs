@@ -559,6 +559,14 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
         crate::helpers::kept_stripe_event(&id, EventStatus::Quarantined, raw, Timestamp::new(now));
     let store = SqliteStore::open(&dev.data_dir, 8).expect("open the dev database");
     assert_eq!(store.claim(&kept).await.expect("claim"), Claim::Claimed);
+    store
+        .record_conflict(
+            &kept.key,
+            &plumbline::sources::PayloadHash::of(b"other"),
+            kept.received_at,
+        )
+        .await
+        .expect("conflict");
     drop(store);
 
     let config_arg = config.to_str().expect("utf8 path");
@@ -587,6 +595,10 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
     })
     .await;
     assert!(settled, "the event settles as delivered");
+    assert_eq!(
+        shown["payload_conflicts"], 1,
+        "the conflict counted while kept stays: {shown}"
+    );
 
     let second = dev.cli(&["events", "reprocess", "--config", config_arg]);
     assert!(second.contains("examined 0, enqueued 0"), "{second}");
