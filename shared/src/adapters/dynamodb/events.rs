@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
-use super::{DynamoStore, classify, condition_failed, key, packed};
+use super::{DynamoStore, applied, classify, condition_failed, key, packed};
 use crate::contract::{Envelope, EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{
     Claim, DeliveryLog, EventKey, EventQueue, EventRecord, EventStatus, EventStore, Intake,
@@ -239,11 +239,7 @@ impl EventStore for DynamoStore {
             )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if condition_failed(&err) => Ok(false),
-            Err(err) => Err(classify(err)),
-        }
+        applied(result)
     }
 
     async fn record_conflict(
@@ -314,11 +310,7 @@ impl EventStore for DynamoStore {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if condition_failed(&err) => Ok(false),
-            Err(err) => Err(classify(err)),
-        }
+        applied(result)
     }
 
     async fn set_status(

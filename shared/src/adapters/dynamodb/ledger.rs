@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{DynamoStore, classify, condition_failed, key, n, packed, query_shards, s};
+use super::{DynamoStore, applied, classify, condition_failed, key, n, packed, query_shards, s};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{
@@ -153,11 +153,7 @@ impl LedgerStore for DynamoStore {
                 .expression_attribute_values(":id", AttributeValue::S(p.entity_id.clone()))
                 .expression_attribute_values(":at", AttributeValue::S(p.at.to_string())),
         };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(err) if condition_failed(&err) => Ok(false),
-            Err(err) => Err(classify(err)),
-        }
+        applied(request.send().await)
     }
 }
 

@@ -217,6 +217,20 @@ where
     }
 }
 
+/// Whether a conditional write was applied: a failed condition is `false`, not an error.
+fn applied<T, E>(
+    result: Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if condition_failed(&err) => Ok(false),
+        Err(err) => Err(classify(err)),
+    }
+}
+
 /// True when the error is a failed condition expression (an expected outcome, not a fault).
 fn condition_failed<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
