@@ -29,16 +29,17 @@ pub enum EventsCommand {
 
 #[derive(Args, Debug)]
 pub struct Local {
-    /// Read DynamoDB (table from PLUMBLINE_TABLE) instead of the local stack. On AWS, `show`
-    /// takes the idempotency key or event key, and `list` scans the table.
+    /// Use DynamoDB (table from PLUMBLINE_TABLE; `reprocess` also sends to
+    /// PLUMBLINE_QUEUE_URL) instead of the local stack. On AWS, `show` takes the idempotency key
+    /// or event key, and `list` and `reprocess` scan the table.
     #[arg(long)]
-    aws: bool,
+    pub aws: bool,
     /// The local stack's data directory.
     #[arg(long, default_value = ".plumbline")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

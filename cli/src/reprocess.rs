@@ -14,6 +14,7 @@ use plumbline::sources::SourceKind;
 use serde_json::json;
 
 use crate::dev::load_config;
+use crate::events::Local;
 use crate::out::outln;
 
 #[derive(Args, Debug)]
@@ -32,15 +33,8 @@ pub struct ReprocessArgs {
     /// The configuration whose sources say how each event is read (the demo one without it).
     #[arg(long, env = "PLUMBLINE_CONFIG")]
     config: Option<PathBuf>,
-    /// Use DynamoDB (PLUMBLINE_TABLE) and SQS (PLUMBLINE_QUEUE_URL) instead of the local stack.
-    #[arg(long)]
-    aws: bool,
-    /// The local stack's data directory (without --aws).
-    #[arg(long, default_value = ".plumbline")]
-    data_dir: PathBuf,
-    /// Print one JSON object per event and a summary.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    local: Local,
 }
 
 pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
@@ -54,7 +48,7 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
         Some(status) => vec![status],
         None => vec!["quarantined", "unrouted"],
     };
-    if args.aws {
+    if args.local.aws {
         let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
         let aws = plumbline::adapters::aws_sdk::load_config().await;
         let store = plumbline::adapters::dynamodb::DynamoStore::new(
@@ -71,7 +65,7 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
         }
         run_with(&args, &kinds, keys, &store, &queue).await
     } else {
-        let store = crate::local::open(&args.data_dir)?;
+        let store = crate::local::open(&args.local.data_dir)?;
         let mut keys = Vec::new();
         for status in &statuses {
             let filter = plumbline::adapters::sqlite::EventFilter {
@@ -86,6 +80,9 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
     }
 }
 
+/// How many kept events are read back at once.
+const READ_PAGE: usize = 100;
+
 async fn run_with(
     args: &ReprocessArgs,
     kinds: &BTreeMap<SourceName, SourceKind>,
@@ -93,13 +90,18 @@ async fn run_with(
     store: &impl EventStore,
     queue: &impl EventQueue,
 ) -> anyhow::Result<bool> {
+    let keys = keys
+        .iter()
+        .map(|key| EventKey::parse(key).with_context(|| format!("a stored key {key:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut records = Vec::with_capacity(keys.len());
+    // A page of records per read (one batch request on DynamoDB), not one read per event.
+    for page in keys.chunks(READ_PAGE) {
+        records.extend(store.get_many(page).await?.into_iter().flatten());
+    }
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut failed = false;
-    for key in keys {
-        let key = EventKey::parse(&key).with_context(|| format!("a stored key {key:?}"))?;
-        let Some(record) = store.get(&key).await? else {
-            continue;
-        };
+    for record in records {
         let Some(&kind) = kinds.get(&record.source) else {
             anyhow::bail!(
                 "{}: source {} is not in the configuration; pass the one the events came \
@@ -122,7 +124,7 @@ async fn run_with(
             Reprocessed::StillQuarantined(reason) => Some(reason.as_str()),
             _ => None,
         };
-        if args.json {
+        if args.local.json {
             outln!(
                 "{}",
                 json!({ "event_id": record.event_id.as_str(), "key": record.key.as_str(), "was": record.status.as_str(), "outcome": outcome.label(), "reason": reason })
@@ -141,7 +143,7 @@ async fn run_with(
         .iter()
         .filter_map(|label| counts.get(label))
         .sum::<usize>();
-    if args.json {
+    if args.local.json {
         outln!("{}", json!({ "dry_run": args.dry_run, "outcomes": counts }))?;
     } else {
         let verb = if args.dry_run {

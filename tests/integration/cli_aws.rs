@@ -11,7 +11,8 @@ use crate::helpers::pipeline::Pipeline;
 use crate::helpers::recorder::Reply;
 use crate::helpers::stripe;
 
-fn plumbline(p: &Pipeline, args: &[&str]) -> Value {
+/// Runs `plumbline args` against the pipeline's table and queues; returns its stdout.
+fn plumbline_output(p: &Pipeline, args: &[&str]) -> String {
     let out = Command::new(binary())
         .args(args)
         .env("PLUMBLINE_TABLE", &p.table)
@@ -24,12 +25,12 @@ fn plumbline(p: &Pipeline, args: &[&str]) -> Value {
         "plumbline {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "plumbline {args:?}: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+fn plumbline(p: &Pipeline, args: &[&str]) -> Value {
+    let out = plumbline_output(p, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("plumbline {args:?}: {e}: {out}"))
 }
 
 /// `plumbline events show --aws --json` of the Stripe fixture's event.
@@ -166,19 +167,7 @@ async fn events_reprocess_works_against_aws() {
         .expect("conflict");
 
     let run = || {
-        let out = Command::new(binary())
-            .args(["events", "reprocess", "--aws", "--json"])
-            .env("PLUMBLINE_TABLE", &p.table)
-            .env("PLUMBLINE_QUEUE_URL", &p.queue_url)
-            .output()
-            .expect("run plumbline");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
+        plumbline_output(&p, &["events", "reprocess", "--aws", "--json"])
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
             .collect::<Vec<_>>()

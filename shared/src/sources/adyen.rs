@@ -143,14 +143,7 @@ fn event_of(item: &Value<'_>) -> SourceEvent {
             .map_err(|e| e.to_string())
     });
     let (source_event_id, outcome) = match id {
-        Ok(id) => (
-            id,
-            match normalize(item, &source_type) {
-                Ok(Some(event)) => Normalized::Event(Box::new(event)),
-                Ok(None) => Normalized::Unrouted,
-                Err(reason) => Normalized::Quarantined(reason),
-            },
-        ),
+        Ok(id) => (id, Normalized::of(normalize(item, &source_type))),
         Err(reason) => (
             payload_hash.derived_event_id(),
             Normalized::Quarantined(reason),

@@ -152,6 +152,31 @@ pub enum Normalized {
     Quarantined(String),
 }
 
+impl Normalized {
+    /// A normalizer's answer as the outcome kept with the event: `None` is a type it does not
+    /// map, an error the reason the event is quarantined.
+    fn of(read: Result<Option<NormalizedEvent>, String>) -> Self {
+        match read {
+            Ok(Some(event)) => Self::Event(Box::new(event)),
+            Ok(None) => Self::Unrouted,
+            Err(reason) => Self::Quarantined(reason),
+        }
+    }
+
+    /// [`Normalized::of`] the normalizer's reading of an event of `source_type`; an event
+    /// without a type is quarantined unread.
+    fn read(
+        source_type: &str,
+        normalize: impl FnOnce(&str) -> Result<Option<NormalizedEvent>, String>,
+    ) -> Self {
+        if source_type.is_empty() {
+            Self::Quarantined("the event type is missing".into())
+        } else {
+            Self::of(normalize(source_type))
+        }
+    }
+}
+
 /// The provider-independent part of an envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NormalizedEvent {
@@ -225,28 +250,19 @@ pub fn reread(
     payload: &serde_json::Value,
     received_at: Timestamp,
 ) -> Normalized {
-    if source_type.is_empty() {
-        return Normalized::Quarantined("the event type is missing".into());
-    }
     let text = payload.to_string();
     let payload = match json::parse(&text) {
         Ok(payload) => payload,
         Err(e) => return Normalized::Quarantined(format!("invalid JSON: {e}")),
     };
-    let read = match kind {
-        SourceKind::Stripe => stripe::normalize(&payload, source_type),
-        SourceKind::StandardWebhooks => {
-            standard_webhooks::normalize(&payload, source_type, Some(received_at))
-        }
-        SourceKind::Shopify => shopify::normalize(&payload, source_type, Some(received_at)),
-        SourceKind::Adyen => adyen::normalize(&payload, source_type),
-        SourceKind::Paddle => paddle::normalize(&payload, source_type),
-    };
-    match read {
-        Ok(Some(event)) => Normalized::Event(Box::new(event)),
-        Ok(None) => Normalized::Unrouted,
-        Err(reason) => Normalized::Quarantined(reason),
-    }
+    let header_time = Some(received_at);
+    Normalized::read(source_type, |t| match kind {
+        SourceKind::Stripe => stripe::normalize(&payload, t),
+        SourceKind::StandardWebhooks => standard_webhooks::normalize(&payload, t, header_time),
+        SourceKind::Shopify => shopify::normalize(&payload, t, header_time),
+        SourceKind::Adyen => adyen::normalize(&payload, t),
+        SourceKind::Paddle => paddle::normalize(&payload, t),
+    })
 }
 
 /// A single-event body's outcome, with a derived id when the provider's id cannot be read.
@@ -266,14 +282,9 @@ fn single_event(
         }
     };
     let source_type = source_type.unwrap_or_default();
-    let outcome = match (id_problem, source_type.is_empty()) {
-        (Some(reason), _) => Normalized::Quarantined(reason),
-        (None, true) => Normalized::Quarantined("the event type is missing".into()),
-        (None, false) => match normalize(payload, &source_type) {
-            Ok(Some(event)) => Normalized::Event(Box::new(event)),
-            Ok(None) => Normalized::Unrouted,
-            Err(reason) => Normalized::Quarantined(reason),
-        },
+    let outcome = match id_problem {
+        Some(reason) => Normalized::Quarantined(reason),
+        None => Normalized::read(&source_type, |t| normalize(payload, t)),
     };
     let payload = kept_payload(&outcome, payload);
     SourceEvent {
