@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::dynamodb::{DynamoStore, Listing};
 use plumbline::adapters::sqlite::{EventFilter, SqliteStore};
 
 use crate::present::{timeline_json, timeline_lines};
@@ -31,7 +31,8 @@ pub enum EventsCommand {
 pub struct Local {
     /// Use DynamoDB (table from PLUMBLINE_TABLE; `reprocess` also sends to
     /// PLUMBLINE_QUEUE_URL) instead of the local stack. On AWS, `show` takes the idempotency key
-    /// or event key, and `list` and `reprocess` scan the table.
+    /// or event key; `list --status received|quarantined|unrouted` and `reprocess` read a sparse
+    /// index, other listings scan the table.
     #[arg(long)]
     pub aws: bool,
     /// The local stack's data directory.
@@ -55,6 +56,10 @@ pub struct ListArgs {
     since: Option<String>,
     #[arg(long, default_value_t = 50)]
     limit: usize,
+    /// With --aws: scan the table even where an index would answer (events kept before the
+    /// `kept` index existed are found only so).
+    #[arg(long, requires = "aws")]
+    scan: bool,
     #[command(flatten)]
     local: Local,
 }
@@ -108,19 +113,16 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
                 .map(|w| now - w);
             let rows = if args.local.aws {
                 let since = since_ms
-                    .and_then(|ms| time::OffsetDateTime::from_unix_timestamp(ms / 1000).ok())
-                    .and_then(|t| {
-                        t.format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    });
+                    .and_then(|ms| plumbline::contract::Timestamp::from_unix(ms.div_euclid(1000)));
                 dynamo()
                     .await?
-                    .list_events(
-                        args.status.as_deref(),
-                        args.event_type.as_deref(),
-                        since.as_deref(),
-                        args.limit,
-                    )
+                    .list_events(&Listing {
+                        status: args.status.as_deref(),
+                        event_type: args.event_type.as_deref(),
+                        since,
+                        limit: args.limit,
+                        scan: args.scan,
+                    })
                     .await?
             } else {
                 let filter = EventFilter {

@@ -30,6 +30,10 @@ pub struct ReprocessArgs {
     /// Say what each event would come to; write and send nothing.
     #[arg(long)]
     dry_run: bool,
+    /// With --aws: find kept events by scanning the table rather than the `kept` index (events
+    /// kept before that index existed are found only so).
+    #[arg(long, requires = "aws")]
+    scan: bool,
     /// The configuration whose sources say how each event is read (the demo one without it).
     #[arg(long, env = "PLUMBLINE_CONFIG")]
     config: Option<PathBuf>,
@@ -58,9 +62,13 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), env("PLUMBLINE_QUEUE_URL")?);
         let mut keys = Vec::new();
         for status in &statuses {
-            let rows = store
-                .list_events(Some(status), None, None, args.limit)
-                .await?;
+            let listing = plumbline::adapters::dynamodb::Listing {
+                status: Some(status),
+                limit: args.limit,
+                scan: args.scan,
+                ..Default::default()
+            };
+            let rows = store.list_events(&listing).await?;
             keys.extend(rows.into_iter().map(|r| r.key));
         }
         run_with(&args, &kinds, keys, &store, &queue).await

@@ -226,3 +226,151 @@ async fn events_reprocess_works_against_aws() {
         Some(serde_json::json!({ "still_quarantined": 1 }))
     );
 }
+
+/// `plumbline events list --aws --status …` for the statuses an incident asks about reads
+/// their sparse index, newest first, and never scans the table: kept events (`quarantined`,
+/// `unrouted`) the `kept` index, events awaiting delivery (`received`) the `pending` one. An
+/// event leaves the kept index when it is reprocessed.
+#[tokio::test]
+async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use plumbline::adapters::dynamodb::{DynamoStore, Listing};
+    use plumbline::contract::Timestamp;
+    use plumbline::ports::{EventStatus, EventStore};
+
+    let p = Pipeline::new().await;
+    // Awaiting delivery: taken by the ingress, not yet delivered.
+    let answer = p
+        .ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
+        .await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
+
+    let requests = crate::helpers::requests::Requests::default();
+    let store = DynamoStore::new(
+        requests.client(&crate::helpers::aws().await),
+        p.table.clone(),
+    );
+    let raw: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    let at = |secs: i64| Timestamp::from_unix(crate::helpers::T0 + secs).expect("time");
+    // Received within one second, with and without a fraction: the listing orders instants,
+    // not texts.
+    let whole = at(30);
+    let fraction = Timestamp::parse(&format!("{}", at(30)).replace('Z', ".5Z")).expect("time");
+    let kept = [
+        ("evt_q_oldest", EventStatus::Quarantined, at(0)),
+        ("evt_q_middle", EventStatus::Quarantined, whole),
+        ("evt_q_newest", EventStatus::Quarantined, fraction),
+        ("evt_unrouted", EventStatus::Unrouted, at(20)),
+    ]
+    .map(|(id, status, when)| crate::helpers::kept_stripe_event(id, status, raw.clone(), when));
+    for record in &kept {
+        store.claim(record).await.expect("claim");
+    }
+    let list = |status: &'static str, since: Option<Timestamp>, limit: usize| {
+        let store = store.clone();
+        async move {
+            let rows = store
+                .list_events(&Listing {
+                    status: Some(status),
+                    since,
+                    limit,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            rows.into_iter().map(|r| r.key).collect::<Vec<_>>()
+        }
+    };
+
+    requests.reset();
+    assert_eq!(
+        list("quarantined", None, 2).await,
+        ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_middle"]
+    );
+    assert_eq!(
+        list("quarantined", Some(at(1)), 10).await,
+        ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_middle"]
+    );
+    assert_eq!(
+        list("unrouted", None, 10).await,
+        ["EVT#stripe#evt_unrouted"]
+    );
+    let awaiting = format!("EVT#stripe#{}", raw["id"].as_str().expect("id"));
+    assert_eq!(list("received", None, 10).await, [awaiting]);
+    let counts = requests.counts();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert!(counts.get("Query").is_some_and(|&n| n > 0), "{counts:?}");
+
+    // Reprocessed: no longer kept, so no longer in the kept index.
+    let promoted = plumbline::ports::EventRecord {
+        status: EventStatus::Received,
+        raw: None,
+        reason: None,
+        ..kept[1].clone()
+    };
+    assert!(
+        store
+            .promote(EventStatus::Quarantined, &promoted)
+            .await
+            .expect("promote")
+    );
+    assert_eq!(
+        list("quarantined", None, 10).await,
+        ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_oldest"]
+    );
+
+    // Kept by a build before the index: found by a scan alone.
+    aws_sdk_dynamodb::Client::new(&crate::helpers::aws().await)
+        .update_item()
+        .table_name(&p.table)
+        .key("pk", AttributeValue::S("EVT#stripe#evt_q_oldest".into()))
+        .key(
+            "sk",
+            AttributeValue::S(plumbline::adapters::dynamodb::EVENT_SK.into()),
+        )
+        .update_expression("REMOVE kept_shard, kept_at")
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(
+        list("quarantined", None, 10).await,
+        ["EVT#stripe#evt_q_newest"]
+    );
+    let scanned = plumbline(
+        &p,
+        &[
+            "events",
+            "list",
+            "--aws",
+            "--status",
+            "quarantined",
+            "--scan",
+            "--json",
+        ],
+    );
+    let keys: Vec<&str> = scanned
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_oldest"]);
+
+    // The binary takes the same path: the newest quarantined event, by the index.
+    let rows = plumbline(
+        &p,
+        &[
+            "events",
+            "list",
+            "--aws",
+            "--status",
+            "quarantined",
+            "--limit",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(rows[0]["key"], "EVT#stripe#evt_q_newest", "{rows}");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+}

@@ -408,6 +408,10 @@ async fn quarantined_and_unrouted_events_are_kept_but_not_enqueued() {
         !quarantined.contains_key("pending_shard"),
         "not awaiting delivery"
     );
+    assert!(
+        s(quarantined, "kept_shard").is_some_and(|shard| shard.starts_with("KEPT#quarantined#")),
+        "in the kept index"
+    );
     assert!(stack.messages().await.is_empty());
     assert_eq!(
         stack

@@ -12,11 +12,16 @@ fn the_table_declares_the_keys_the_store_writes() {
         .filter_map(|k| k["AttributeName"].as_str())
         .collect();
     assert_eq!(keys, ["pk", "sk"]);
-    let index = &props["GlobalSecondaryIndexes"][0];
-    assert_eq!(
-        index["IndexName"].as_str(),
-        Some(plumbline::adapters::dynamodb::PENDING_INDEX)
-    );
+    let indexes: Vec<&str> = props["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("GlobalSecondaryIndexes")
+        .iter()
+        .filter_map(|g| g["IndexName"].as_str())
+        .collect();
+    {
+        use plumbline::adapters::dynamodb::{CHANGED_INDEX, KEPT_INDEX, PENDING_INDEX};
+        assert_eq!(indexes, [PENDING_INDEX, CHANGED_INDEX, KEPT_INDEX]);
+    }
     assert_eq!(
         props["TimeToLiveSpecification"]["AttributeName"].as_str(),
         Some("expires_at")

@@ -18,6 +18,12 @@ pub const EVENT_SK: &str = "EVENT";
 /// The sparse index of claims not yet delivered, for the stuck sweep.
 pub const PENDING_INDEX: &str = "pending";
 pub(super) const PENDING_SHARDS: u64 = 8;
+/// The sparse index of kept events (quarantined, unrouted), for operators' listings and
+/// `events reprocess`.
+pub const KEPT_INDEX: &str = "kept";
+/// Kept events are few, but a provider's format change can quarantine every event it sends:
+/// sharded like the pending index, so such a flood does not throttle the claims.
+pub(super) const KEPT_SHARDS: u64 = 8;
 
 /// The item as stored. Envelope and raw payload are JSON text: exact round trips, and one
 /// attribute to size.
@@ -48,18 +54,36 @@ struct EventItem {
     pending_shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pending_since: Option<String>,
+    /// Present only while the event is kept (quarantined, unrouted): the kept index's partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kept_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kept_at: Option<String>,
+}
+
+fn hash_of(key: &EventKey) -> u64 {
+    key.as_str().bytes().fold(0_u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    })
 }
 
 fn shard_of(key: &EventKey) -> String {
-    let sum = key.as_str().bytes().fold(0_u64, |acc, b| {
-        acc.wrapping_mul(31).wrapping_add(u64::from(b))
-    });
-    format!("PENDING#{}", sum % PENDING_SHARDS)
+    pending_shard(hash_of(key) % PENDING_SHARDS)
+}
+
+pub(super) fn pending_shard(n: u64) -> String {
+    format!("PENDING#{n}")
+}
+
+/// The kept index's partition `n` for events kept with `status`.
+pub(super) fn kept_shard(status: EventStatus, n: u64) -> String {
+    format!("KEPT#{}#{n}", status.as_str())
 }
 
 impl EventItem {
     fn from_record(r: &EventRecord) -> Self {
         let pending = r.status == EventStatus::Received;
+        let kept = matches!(r.status, EventStatus::Quarantined | EventStatus::Unrouted);
         Self {
             pk: r.key.as_str().to_owned(),
             sk: EVENT_SK.to_owned(),
@@ -78,6 +102,8 @@ impl EventItem {
             reason: r.reason.clone(),
             pending_shard: pending.then(|| shard_of(&r.key)),
             pending_since: pending.then(|| r.claimed_at.to_string()),
+            kept_shard: kept.then(|| kept_shard(r.status, hash_of(&r.key) % KEPT_SHARDS)),
+            kept_at: kept.then(|| r.received_at.to_string()),
         }
     }
 
@@ -288,7 +314,7 @@ impl EventStore for DynamoStore {
             set.push(format!("#a{i} = :a{i}"));
         }
         let mut remove = Vec::new();
-        for gone in ["raw", "reason"] {
+        for gone in ["raw", "reason", "kept_shard", "kept_at"] {
             if !names.values().any(|n| n == gone) {
                 names.insert(format!("#{gone}"), gone.to_owned());
                 remove.push(format!("#{gone}"));

@@ -1,13 +1,11 @@
-//! Operator reads on the table: an event's timeline, and a listing of events. The listing is a
-//! Scan (read capacity grows with the table): meant for an operator's occasional look, never for
-//! a hot path.
+//! Operator reads on the table: an event's timeline (listings are in `listing`).
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{DynamoStore, classify, s};
-use crate::inspect::{EventRow, LedgerEffect, Timeline};
+use super::DynamoStore;
+use crate::inspect::{LedgerEffect, Timeline};
 use crate::ports::{EventKey, LedgerStore, StoreError};
 
 fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
@@ -71,74 +69,5 @@ impl DynamoStore {
             ledger,
             deliveries,
         }))
-    }
-
-    /// Events, newest first, filtered; scans the table.
-    pub async fn list_events(
-        &self,
-        status: Option<&str>,
-        event_type: Option<&str>,
-        since: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<EventRow>, StoreError> {
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let mut request = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(if status.is_some() {
-                    "sk = :event AND #status = :status"
-                } else {
-                    "sk = :event"
-                })
-                .expression_attribute_values(":event", s(super::EVENT_SK))
-                .set_exclusive_start_key(start.take());
-            if let Some(status) = status {
-                request = request
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":status", s(status));
-            }
-            let out = request.send().await.map_err(classify)?;
-            for item in out.items.unwrap_or_default() {
-                let event_type_of = text(&item, "event_type");
-                let wanted_type = event_type.is_none_or(|t| {
-                    let t = t.strip_suffix('*').unwrap_or(t);
-                    event_type_of.as_deref().is_some_and(|have| {
-                        if t.ends_with('.') {
-                            have.starts_with(t)
-                        } else {
-                            have == t
-                        }
-                    })
-                });
-                let received_at = text(&item, "received_at").unwrap_or_default();
-                if wanted_type && since.is_none_or(|since| received_at.as_str() >= since) {
-                    rows.push(EventRow {
-                        event_id: text(&item, "event_id").unwrap_or_default(),
-                        key: text(&item, "pk").unwrap_or_default(),
-                        source: text(&item, "source").unwrap_or_default(),
-                        source_type: text(&item, "source_type").unwrap_or_default(),
-                        event_type: event_type_of,
-                        status: text(&item, "status").unwrap_or_default(),
-                        received_at,
-                        detail: text(&item, "reason").or_else(|| text(&item, "status_detail")),
-                        conflicts: number(&item, "conflicts"),
-                    });
-                }
-            }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
-        }
-        rows.sort_by(|a, b| {
-            b.received_at
-                .cmp(&a.received_at)
-                .then_with(|| b.event_id.cmp(&a.event_id))
-        });
-        rows.truncate(limit);
-        Ok(rows)
     }
 }

@@ -11,6 +11,7 @@ mod deliveries;
 mod events;
 mod inspect;
 mod ledger;
+mod listing;
 mod packed;
 mod runs;
 
@@ -20,9 +21,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
-pub use events::{EVENT_SK, PENDING_INDEX};
+pub use events::{EVENT_SK, KEPT_INDEX, PENDING_INDEX};
 pub use inspect::key_for;
 pub use ledger::CHANGED_INDEX;
+pub use listing::Listing;
 
 use super::aws_error::{code, is_throttling};
 use crate::ports::StoreError;

@@ -3,7 +3,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item};
+use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item, pending_shard};
 use super::{DynamoStore, Item, classify, key, query_each_shard, s};
 use crate::contract::Timestamp;
 use crate::ports::{
@@ -39,7 +39,7 @@ impl ReconcileStore for DynamoStore {
     ) -> Result<PendingPage, StoreError> {
         let mut positions = after.map(|c| c.positions.clone()).unwrap_or_default();
         let answers = query_each_shard(PENDING_SHARDS, |shard| {
-            let shard = format!("PENDING#{shard}");
+            let shard = pending_shard(shard);
             // Each shard resumes after the last claim this walk took from it.
             let start = positions.iter().find(|p| p.part == shard).map(|p| {
                 let mut start = key(&p.key, EVENT_SK);

@@ -1,0 +1,261 @@
+//! Operators' listings of events (`plumbline events list --aws`, `events reprocess --aws`).
+//! The statuses an incident asks about have a sparse index each: events awaiting delivery
+//! (`received`) are the `pending` index, kept events (`quarantined`, `unrouted`) the `kept`
+//! index, so those listings read what they list, newest first, however large the table. Any
+//! other listing is a Scan (read capacity grows with the table): meant for an operator's
+//! occasional look, never for a hot path.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use tokio::task::JoinSet;
+
+use super::events::{
+    EVENT_SK, KEPT_INDEX, KEPT_SHARDS, PENDING_INDEX, PENDING_SHARDS, kept_shard, pending_shard,
+};
+use super::{DynamoStore, Item, classify, s};
+use crate::contract::Timestamp;
+use crate::inspect::EventRow;
+use crate::ports::{EventStatus, StoreError};
+
+/// Which events to list.
+#[derive(Debug, Clone, Default)]
+pub struct Listing<'a> {
+    pub status: Option<&'a str>,
+    /// A canonical type, or a prefix glob such as `payment.*`.
+    pub event_type: Option<&'a str>,
+    /// Only events received at or after this instant.
+    pub since: Option<Timestamp>,
+    pub limit: usize,
+    /// Scan the table even where an index would answer: items written before an index
+    /// existed are not in it.
+    pub scan: bool,
+}
+
+impl Listing<'_> {
+    fn wants(&self, row: &EventRow) -> bool {
+        let status = self.status.is_none_or(|s| row.status == s);
+        let event_type = self.event_type.is_none_or(|t| {
+            let t = t.strip_suffix('*').unwrap_or(t);
+            row.event_type.as_deref().is_some_and(|have| {
+                if t.ends_with('.') {
+                    have.starts_with(t)
+                } else {
+                    have == t
+                }
+            })
+        });
+        // Parsed, not compared as text: RFC 3339 texts with and without a fraction of a
+        // second do not sort as the instants they name.
+        let since = self
+            .since
+            .is_none_or(|since| Timestamp::parse(&row.received_at).is_some_and(|at| at >= since));
+        status && event_type && since
+    }
+}
+
+/// A sparse index that holds exactly the events of one status.
+struct Index {
+    name: &'static str,
+    partition: &'static str,
+    sort: &'static str,
+    shards: Vec<String>,
+}
+
+impl Index {
+    fn for_status(status: &str) -> Option<Self> {
+        let kept = |status: EventStatus| Self {
+            name: KEPT_INDEX,
+            partition: "kept_shard",
+            sort: "kept_at",
+            shards: (0..KEPT_SHARDS).map(|n| kept_shard(status, n)).collect(),
+        };
+        match status {
+            "received" => Some(Self {
+                name: PENDING_INDEX,
+                partition: "pending_shard",
+                // The claim time: the receipt time, or later for a claim a duplicate refreshed.
+                sort: "pending_since",
+                shards: (0..PENDING_SHARDS).map(pending_shard).collect(),
+            }),
+            "quarantined" => Some(kept(EventStatus::Quarantined)),
+            "unrouted" => Some(kept(EventStatus::Unrouted)),
+            _ => None,
+        }
+    }
+}
+
+fn text(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn row_of(item: &Item) -> EventRow {
+    EventRow {
+        event_id: text(item, "event_id").unwrap_or_default(),
+        key: text(item, "pk").unwrap_or_default(),
+        source: text(item, "source").unwrap_or_default(),
+        source_type: text(item, "source_type").unwrap_or_default(),
+        event_type: text(item, "event_type"),
+        status: text(item, "status").unwrap_or_default(),
+        received_at: text(item, "received_at").unwrap_or_default(),
+        detail: text(item, "reason").or_else(|| text(item, "status_detail")),
+        conflicts: item
+            .get("conflicts")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    }
+}
+
+/// Newest first, then by event id, as every listing shows them.
+fn newest_first(rows: &mut [EventRow]) {
+    rows.sort_by_cached_key(|row| {
+        Reverse((Timestamp::parse(&row.received_at), row.event_id.clone()))
+    });
+}
+
+impl DynamoStore {
+    /// Events as `listing` selects them, newest first, at most `listing.limit`.
+    pub async fn list_events(&self, listing: &Listing<'_>) -> Result<Vec<EventRow>, StoreError> {
+        let index = listing.status.filter(|_| !listing.scan);
+        let mut rows = match index.and_then(Index::for_status) {
+            Some(index) => self.list_indexed(&index, listing).await?,
+            None => self.list_scanned(listing).await?,
+        };
+        newest_first(&mut rows);
+        rows.truncate(listing.limit);
+        Ok(rows)
+    }
+
+    /// Reads the index's keys newest first, then the events a page at a time until the
+    /// listing is full. Each event's own status is checked too: an index trails its table by
+    /// a moment.
+    async fn list_indexed(
+        &self,
+        index: &Index,
+        listing: &Listing<'_>,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        // Without a type to filter on, each shard's newest `limit` are enough.
+        let per_shard = listing.event_type.is_none().then_some(listing.limit);
+        let keys = self.index_keys(index, listing.since, per_shard).await?;
+        let mut rows = Vec::new();
+        for page in keys.chunks(super::BATCH_GET_MAX) {
+            let pks: Vec<String> = page.iter().map(|(_, pk)| pk.clone()).collect();
+            let items = self.read_all(&pks, EVENT_SK).await?;
+            rows.extend(
+                pks.iter()
+                    .filter_map(|pk| items.get(pk))
+                    .map(row_of)
+                    .filter(|row| listing.wants(row)),
+            );
+            if rows.len() >= listing.limit {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// `(sort key, pk)` of the index's entries at or after `since`, newest first across its
+    /// shards, each shard queried at the same time and read to its end or to `per_shard`.
+    async fn index_keys(
+        &self,
+        index: &Index,
+        since: Option<Timestamp>,
+        per_shard: Option<usize>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // A second early, written as the index writes instants: a text bound below every
+        // instant from `since` on, whatever fraction of a second each is written with. The
+        // rows are filtered on the parsed instant after.
+        let lower = since.map(|t| t.plus_secs(-1).to_string());
+        let condition = match lower {
+            Some(_) => format!("{} = :shard AND {} >= :since", index.partition, index.sort),
+            None => format!("{} = :shard", index.partition),
+        };
+        let mut running = JoinSet::new();
+        for shard in &index.shards {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index.name)
+                .key_condition_expression(&condition)
+                .expression_attribute_values(":shard", s(shard.clone()))
+                .scan_index_forward(false);
+            if let Some(lower) = &lower {
+                query = query.expression_attribute_values(":since", s(lower.clone()));
+            }
+            if let Some(n) = per_shard {
+                query = query.limit(i32::try_from(n).unwrap_or(i32::MAX));
+            }
+            let sort = index.sort;
+            running.spawn(async move {
+                let mut keys = Vec::new();
+                let mut start: Option<HashMap<String, AttributeValue>> = None;
+                loop {
+                    let out = query
+                        .clone()
+                        .set_exclusive_start_key(start.take())
+                        .send()
+                        .await
+                        .map_err(classify)?;
+                    keys.extend(
+                        out.items
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|item| Some((text(item, sort)?, text(item, "pk")?))),
+                    );
+                    match out.last_evaluated_key {
+                        Some(next)
+                            if !next.is_empty() && per_shard.is_none_or(|n| keys.len() < n) =>
+                        {
+                            start = Some(next);
+                        }
+                        _ => return Ok::<_, StoreError>(keys),
+                    }
+                }
+            });
+        }
+        let mut keys = Vec::new();
+        while let Some(joined) = running.join_next().await {
+            keys.extend(joined.map_err(|e| StoreError::Unavailable(Box::new(e)))??);
+        }
+        keys.sort_by_cached_key(|(at, pk)| Reverse((Timestamp::parse(at), pk.clone())));
+        Ok(keys)
+    }
+
+    async fn list_scanned(&self, listing: &Listing<'_>) -> Result<Vec<EventRow>, StoreError> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let mut request = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(if listing.status.is_some() {
+                    "sk = :event AND #status = :status"
+                } else {
+                    "sk = :event"
+                })
+                .expression_attribute_values(":event", s(EVENT_SK))
+                .set_exclusive_start_key(start.take());
+            if let Some(status) = listing.status {
+                request = request
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status));
+            }
+            let out = request.send().await.map_err(classify)?;
+            rows.extend(
+                out.items
+                    .unwrap_or_default()
+                    .iter()
+                    .map(row_of)
+                    .filter(|row| listing.wants(row)),
+            );
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(rows),
+            }
+        }
+    }
+}
