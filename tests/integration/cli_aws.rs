@@ -356,6 +356,20 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
         .filter_map(|r| r["key"].as_str())
         .collect();
     assert_eq!(keys, ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_oldest"]);
+    // A scan keeps the newest `limit` of every event it reads, whatever the status.
+    let newest = store
+        .list_events(&Listing {
+            limit: 2,
+            scan: true,
+            ..Default::default()
+        })
+        .await
+        .expect("scan");
+    let newest: Vec<&str> = newest.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(
+        newest,
+        ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_middle"]
+    );
 
     // The binary takes the same path: the newest quarantined event, by the index.
     let rows = plumbline(
