@@ -96,9 +96,14 @@ fn open(local: &Local) -> anyhow::Result<SqliteStore> {
 }
 
 async fn dynamo() -> anyhow::Result<DynamoStore> {
+    dynamo_on(&plumbline::adapters::aws_sdk::load_config().await)
+}
+
+/// The store on PLUMBLINE_TABLE, with the SDK configuration a command shares with its other
+/// clients.
+pub fn dynamo_on(aws: &plumbline::adapters::aws_sdk::SdkConfig) -> anyhow::Result<DynamoStore> {
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
-    let aws = plumbline::adapters::aws_sdk::load_config().await;
-    Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table))
+    Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table))
 }
 
 pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {

@@ -4,8 +4,10 @@
 
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 
+pub use aws_config::SdkConfig;
+
 /// Loads the SDK configuration from the environment, as `aws_config::load_from_env` does.
-pub async fn load_config() -> aws_config::SdkConfig {
+pub async fn load_config() -> SdkConfig {
     let https = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
