@@ -308,3 +308,70 @@ impl DynamoStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(event_type: &str, received_at: &str) -> EventRow {
+        EventRow {
+            event_id: "01KAQ5Z8Y2M3N4P5Q6R7S8T9V0".into(),
+            key: "EVT#stripe#evt_1".into(),
+            source: "stripe".into(),
+            source_type: "payment_intent.succeeded".into(),
+            event_type: Some(event_type.into()),
+            status: "received".into(),
+            received_at: received_at.into(),
+            detail: None,
+            conflicts: 0,
+        }
+    }
+
+    #[test]
+    fn a_type_glob_matches_its_family_and_a_type_itself_alone() {
+        let wants = |glob: &str, event_type: &str| {
+            Listing {
+                event_type: Some(glob),
+                limit: 10,
+                ..Default::default()
+            }
+            .wants(&row(event_type, "2026-12-02T19:00:00Z"))
+        };
+        assert!(wants("payment.*", "payment.succeeded"));
+        assert!(!wants("payment.*", "payments.succeeded"));
+        assert!(wants("payment.succeeded", "payment.succeeded"));
+        assert!(!wants("payment.succeeded", "payment.succeeded_late"));
+    }
+
+    #[test]
+    fn since_compares_instants_not_texts() {
+        let since = Timestamp::parse("2026-12-02T19:00:00Z");
+        let wants = |at: &str| {
+            Listing {
+                since,
+                limit: 10,
+                ..Default::default()
+            }
+            .wants(&row("payment.succeeded", at))
+        };
+        // As text, ".5Z" sorts before "Z": a comparison of texts would drop this one.
+        assert!(wants("2026-12-02T19:00:00.5Z"));
+        assert!(wants("2026-12-02T19:00:00Z"));
+        assert!(!wants("2026-12-02T18:59:59.999Z"));
+    }
+
+    #[test]
+    fn rows_are_newest_first_by_instant_then_event_id() {
+        let mut rows = vec![
+            row("a", "2026-12-02T19:00:00Z"),
+            row("b", "2026-12-02T19:00:00.5Z"),
+            row("c", "2026-12-02T18:00:00Z"),
+        ];
+        newest_first(&mut rows);
+        let order: Vec<_> = rows
+            .iter()
+            .filter_map(|r| r.event_type.as_deref())
+            .collect();
+        assert_eq!(order, ["b", "a", "c"]);
+    }
+}
