@@ -30,15 +30,16 @@ pub const SECRETS: [(&str, &str); 6] = [
     ),
 ];
 
-/// The environment first, then the demo values.
+/// The environment first, then values fetched from AWS, then the demo values.
 #[derive(Debug, Clone)]
 pub struct Secrets {
     demo: Option<MapSecrets>,
+    remote: MapSecrets,
 }
 
 impl Secrets {
     /// With `use_demo`, unset `PLUMBLINE_DEMO_*` variables fall back to the demo values; other
-    /// references always come from the environment.
+    /// references always come from the environment (or from AWS, after [`Self::fetching`]).
     pub fn new(use_demo: bool) -> Self {
         let demo = use_demo.then(|| {
             MapSecrets(
@@ -48,12 +49,34 @@ impl Secrets {
                     .collect(),
             )
         });
-        Self { demo }
+        Self {
+            demo,
+            remote: MapSecrets::default(),
+        }
+    }
+
+    /// Adds the values of `config`'s `ssm:` and `secretsmanager:` references, read from AWS
+    /// (the SDK's own environment) as the functions read them at cold start, so a command run
+    /// with the deployment's configuration uses the deployment's secrets. A configuration with
+    /// `env:` references alone reaches no AWS API.
+    pub async fn fetching(mut self, config: &plumbline::config::Config) -> anyhow::Result<Self> {
+        let refs = config.secret_refs();
+        if refs.iter().all(|(_, r)| matches!(r, SecretRef::Env(_))) {
+            return Ok(self);
+        }
+        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        self.remote = plumbline::adapters::aws_secrets::fetch(&refs, &aws)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the configuration's secrets from AWS: {e}"))?;
+        Ok(self)
     }
 }
 
 impl SecretResolver for Secrets {
     fn resolve(&self, reference: &SecretRef) -> Result<SecretString, String> {
+        if !matches!(reference, SecretRef::Env(_)) {
+            return self.remote.resolve(reference);
+        }
         EnvSecrets
             .resolve(reference)
             .or_else(|env_err| match &self.demo {

@@ -41,6 +41,7 @@ pub struct ReconcileArgs {
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     let (config, secrets, _) = load_config(args.config.as_ref())?;
+    let secrets = secrets.fetching(&config).await?;
     let providers = plumbline::adapters::stripe_api::from_config(&config, &secrets)?;
     let crm = plumbline::adapters::targets::crm_targets(&config, &secrets)?;
     let deadline = Instant::now() + Duration::from_secs(args.budget);

@@ -67,6 +67,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         bail!("name a source, e.g. `plumbline send stripe payment_intent.succeeded` (or --list)")
     };
     let (config, secrets, _) = load_config(args.config.as_ref())?;
+    let secrets = secrets.fetching(&config).await?;
     let name = SourceName::try_from(source.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source_config = config
         .sources

@@ -86,3 +86,63 @@ async fn a_missing_reference_fails_start_up_with_its_key_and_no_value() {
         "an empty field is refused"
     );
 }
+
+/// The CLI reads `ssm:` references as the functions do: `plumbline dev` with the deployment's
+/// configuration verifies with the parameter's value, and `plumbline send` signs with it.
+#[tokio::test]
+async fn plumbline_dev_and_send_read_the_configurations_ssm_secrets() {
+    use crate::helpers::dev::{Dev, binary, post, signed};
+    use plumbline::sources::SourceKind;
+
+    let aws = aws().await;
+    let parameter = format!("/plumbline/{}/stripe", unique("cli"));
+    let value = format!("whsec_{}", unique("from_ssm"));
+    aws_sdk_ssm::Client::new(&aws)
+        .put_parameter()
+        .name(&parameter)
+        .value(&value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("parameter");
+    let dir = std::env::temp_dir().join(unique("plumbline-ssm-cli"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(
+        &config,
+        format!("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{parameter}\"]\n"),
+    )
+    .expect("config");
+    let dev = Dev::start(&config, &dir.join("data"), &[]);
+    let url = format!("{}/webhooks/stripe", dev.url);
+    let client = crate::helpers::http();
+    let body = fixture("stripe/payment_intent.succeeded.json");
+    let with = |secret: &str| signed(SourceKind::Stripe, secret, "evt_ssm_cli", None, &body);
+    assert_eq!(
+        post(&client, &url, &with("whsec_not_the_parameter")).await,
+        Some(401)
+    );
+    assert_eq!(post(&client, &url, &with(&value)).await, Some(200));
+
+    let sent = std::process::Command::new(binary())
+        .args([
+            "send",
+            "stripe",
+            "payment_intent.processing",
+            "--json",
+            "--url",
+            &dev.url,
+        ])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("send");
+    let answers = String::from_utf8_lossy(&sent.stdout);
+    assert!(
+        sent.status.success(),
+        "{answers} {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(answers.contains("\"status\":200"), "{answers}");
+    std::fs::remove_dir_all(&dir).ok();
+}

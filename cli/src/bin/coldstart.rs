@@ -321,7 +321,16 @@ async fn serve(
         .spawn()
         .with_context(|| format!("spawning {}", args.bin.display()))?;
     session.lock().expect("lock").pid = child.id();
-    let finished = tokio::time::timeout(Duration::from_secs(1800), done.notified()).await;
+    // A function whose init fails exits (Lambda would report an init error): say so rather
+    // than wait for an answer that cannot come.
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(Duration::from_secs(1800), done.notified()) => finished,
+        status = child.wait() => {
+            runtime_api.abort();
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            anyhow::bail!("{} exited ({status}) before it finished; its stderr tells why", args.bin.display());
+        }
+    };
     let peak = child.id().and_then(peak_rss_kb);
     if let (true, Some(pid)) = (args.term, child.id()) {
         tokio::process::Command::new("kill")
