@@ -8,8 +8,9 @@ are zipped into S3 (`sam package`), the template is expanded by aws-sam-translat
 behind CloudFormation's `AWS::Serverless-2016-10-31` transform) and the stack is created.
 
 Then it checks what a deployment relies on: the functions' environment names the table and
-queues the stack made, the delivery queue redrives to the dead-letter queue, the event source
-mapping reports batch item failures, the table has the indexes the code queries. Last, the ingress and reconcile bootstraps `sam build` made run under
+queues the stack made, the delivery queue redrives to the dead-letter queue (which keeps 14
+days) and hides a message for at least six delivery timeouts, the event source mapping reports
+batch item failures, the table has the indexes the code queries. Last, the ingress and reconcile bootstraps `sam build` made run under
 `plumbline-coldstart` (a local Lambda Runtime API) with the environment the stack gave their
 functions and the configuration from the layer: a signed Stripe webhook is claimed in the
 stack's table and enqueued on its queue, delivery takes the message and records its attempt at
@@ -135,6 +136,9 @@ def main() -> None:
     layer_dir = package(build_dir, template, s3)
     parameters = {"Architecture": arch, "AlarmEmail": "ops@example.com"}
     expanded = transform(template, parameters, Policies())
+    # A moto server kept between runs may still hold the last run's stack.
+    if any(s["StackStatus"] != "DELETE_COMPLETE" for s in cf.list_stacks()["StackSummaries"] if s["StackName"] == STACK):
+        cf.delete_stack(StackName=STACK)
     cf.create_stack(
         StackName=STACK, TemplateBody=json.dumps(expanded),
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
@@ -163,6 +167,12 @@ def main() -> None:
         functions[logical] = env
     check((layer_dir / "plumbline.toml").is_file(), "the configuration layer has no plumbline.toml")
 
+    delivery_timeout = lam.get_function(FunctionName=physical["DeliveryFunction"])["Configuration"]["Timeout"]
+    queue_attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])["Attributes"]
+    check(int(queue_attributes["VisibilityTimeout"]) >= 6 * delivery_timeout,
+          f"the delivery queue's visibility timeout {queue_attributes['VisibilityTimeout']} s is under 6 × the delivery timeout ({delivery_timeout} s)")
+    retention = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["MessageRetentionPeriod"])["Attributes"]["MessageRetentionPeriod"]
+    check(int(retention) == 14 * 86400, f"the dead-letter queue keeps messages {retention} s, not 14 days")
     redrive = json.loads(sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"])
     check(redrive["deadLetterTargetArn"] == dlq_arn, f"the delivery queue redrives to {redrive['deadLetterTargetArn']}")
     mappings = lam.list_event_source_mappings(FunctionName=physical["DeliveryFunction"])["EventSourceMappings"]
@@ -181,7 +191,8 @@ def main() -> None:
 
     stripe_secret = next(value for name, value in secrets.items() if "stripe" in name)
     webhook = json.loads((ROOT / "tests/fixtures/stripe/payment_intent.succeeded.json").read_text())
-    webhook["id"] = "evt_deploy_check"
+    event_id = f"evt_deploy_check_{int(time.time() * 1000)}"
+    webhook["id"] = event_id
     body = json.dumps(webhook, separators=(",", ":"))
     now = int(time.time())
     mac = hmac.new(stripe_secret.encode(), f"{now}.{body}".encode(), hashlib.sha256).hexdigest()
@@ -191,21 +202,21 @@ def main() -> None:
     request["body"] = body
     answer = run_function(coldstart, build_dir / "IngressFunction" / "bootstrap", request, run_env("IngressFunction"), scratch)
     check(answer.get("errors") == 0, f"the ingress answered with an error: {answer}; log in {scratch}")
-    item = ddb.get_item(TableName=table, Key={"pk": {"S": "EVT#stripe#evt_deploy_check"}, "sk": {"S": "EVENT"}}, ConsistentRead=True).get("Item")
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True).get("Item")
     check(item is not None and item["status"]["S"] == "received", f"the webhook's claim in {table}: {item}")
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-    check(any("evt_deploy_check" in m["Body"] for m in messages), f"the delivery queue holds {len(messages)} messages, none the webhook's")
+    check(any(event_id in m["Body"] for m in messages), f"the delivery queue holds {len(messages)} messages, none the webhook's")
 
     # Delivery takes the message as the event source mapping hands it over. erp.example.com is
     # not reachable from here: the attempt is recorded as retrying and the item reported failed,
     # for SQS to hand back after its backoff.
-    message = next(m for m in messages if "evt_deploy_check" in m["Body"])
+    message = next(m for m in messages if event_id in m["Body"])
     record = json.loads((ROOT / "tests/fixtures/lambda/sqs-record.json").read_text())
     record.update(messageId=message["MessageId"], receiptHandle=message["ReceiptHandle"], body=message["Body"],
                   eventSourceARN=queue_arn)
     answer = run_function(coldstart, build_dir / "DeliveryFunction" / "bootstrap", {"Records": [record]}, run_env("DeliveryFunction"), scratch)
     check(answer.get("errors") == 1, f"delivery should report its one item failed: {answer}; log in {scratch}")
-    item = ddb.get_item(TableName=table, Key={"pk": {"S": "EVT#stripe#evt_deploy_check"}, "sk": {"S": "EVENT"}}, ConsistentRead=True)["Item"]
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True)["Item"]
     check(item.get("d:erp:state", {}).get("S") == "retrying", f"erp's delivery record: { {k: v for k, v in item.items() if k.startswith('d:')} }")
 
     scheduled = {"version": "0", "id": "deploy-check", "detail-type": "Scheduled Event", "source": "aws.scheduler",
