@@ -26,6 +26,19 @@ fn the_table_declares_the_keys_the_store_writes() {
         props["TimeToLiveSpecification"]["AttributeName"].as_str(),
         Some("expires_at")
     );
+    // What the deployed stack's check cannot see: moto's CloudFormation leaves these off.
+    assert_eq!(
+        props["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        props["SSESpecification"]["SSEEnabled"].as_bool(),
+        Some(true)
+    );
 }
 
 fn resources() -> serde_yaml_ng::Mapping {
