@@ -10,17 +10,20 @@ behind CloudFormation's `AWS::Serverless-2016-10-31` transform) and the stack is
 Then it checks what a deployment relies on: the functions' environment names the table and
 queues the stack made, the delivery queue redrives to the dead-letter queue (which keeps 14
 days) and hides a message for at least six delivery timeouts, the event source mapping reports
-batch item failures, the table has the indexes the code queries. Last, the ingress and reconcile bootstraps `sam build` made run under
-`plumbline-coldstart` (a local Lambda Runtime API) with the environment the stack gave their
-functions and the configuration from the layer: a signed Stripe webhook is claimed in the
-stack's table and enqueued on its queue, delivery takes the message and records its attempt at
-the configured target (unreachable from here, so a retry), and a scheduled reconciliation runs
-and saves its report. The bootstraps run only where they were built for this machine's
-architecture. Not covered: what moto's CloudFormation does not model (it names them: the HTTP API,
-the alarms, the schedule; tests/integration/template.rs checks those in the template), IAM
-enforcement, and Lambda running the bootstraps itself.
+batch item failures, the table has the indexes the code queries. Last, the ingress, delivery and
+reconcile bootstraps `sam build` made run under `plumbline-coldstart` (a local Lambda Runtime
+API) with the environment the stack gave their functions and the configuration from the layer: a
+signed Stripe webhook is claimed in the stack's table and enqueued on its queue, delivery takes
+the message and records its attempt at the configured target (unreachable from here, so a
+retry), and a scheduled reconciliation runs and saves its report; `plumbline events list` and
+`events show` with `--aws` find the event and its attempt in the stack's table. The bootstraps
+run only where they were built for this machine's architecture. Not covered: what moto's
+CloudFormation does not model (it names them: the HTTP API, the alarms, the schedule;
+tests/integration/template.rs checks those in the template), IAM enforcement, and Lambda running
+the bootstraps itself.
 
-Usage: deploy.py BUILD_DIR COLDSTART ARCH (the environment points the SDK at moto).
+Usage: deploy.py BUILD_DIR COLDSTART ARCH (the environment points the SDK at moto; the
+`plumbline` binary is taken from beside COLDSTART).
 """
 
 import hashlib
@@ -219,6 +222,20 @@ def main() -> None:
     item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True)["Item"]
     check(item.get("d:erp:state", {}).get("S") == "retrying", f"erp's delivery record: { {k: v for k, v in item.items() if k.startswith('d:')} }")
 
+    # What a runbook tells an operator to run, against the stack: the event awaits delivery
+    # (the `pending` index), and its timeline shows erp's attempt.
+    def plumbline(*args: str):
+        out = subprocess.run([str(coldstart.parent / "plumbline"), *args, "--aws", "--json"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "PLUMBLINE_TABLE": table, "PLUMBLINE_QUEUE_URL": queue_url,
+                                              "PLUMBLINE_DLQ_URL": dlq_url})
+        check(out.returncode == 0, f"plumbline {' '.join(args)}: {out.stderr}")
+        return json.loads(out.stdout)
+    listed = [row["key"] for row in plumbline("events", "list", "--status", "received")]
+    check(listed == [f"EVT#stripe#{event_id}"], f"plumbline events list --aws --status received: {listed}")
+    shown = plumbline("events", "show", f"stripe:{event_id}")
+    erp = [(d["target"], d["state"]) for d in shown.get("deliveries", [])]
+    check(erp == [("erp", "retrying")], f"plumbline events show: deliveries {erp}")
+
     scheduled = {"version": "0", "id": "deploy-check", "detail-type": "Scheduled Event", "source": "aws.scheduler",
                  "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "region": os.environ.get("AWS_REGION", "us-east-1"), "resources": [], "detail": {}}
@@ -229,7 +246,7 @@ def main() -> None:
 
     print(f"tests/deploy.py: stack {STACK} created in moto ({len(physical)} resources; moto does not "
           f"model {', '.join(skipped)}); the ingress claimed and enqueued a signed webhook, delivery "
-          f"recorded its attempt at erp, reconcile saved its report")
+          f"recorded its attempt at erp, the CLI listed and showed it, reconcile saved its report")
 
 
 if __name__ == "__main__":
