@@ -25,7 +25,7 @@ use crate::demo;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Example:\n  plumbline dev\n  plumbline dev --config infra/config/plumbline.toml --listen 127.0.0.1:9000 --data-dir /tmp/pl"
+    after_help = "Example:\n  plumbline dev\n  plumbline dev --config docs/examples/walkthrough.toml --listen 127.0.0.1:9000 --data-dir /tmp/pl"
 )]
 pub struct DevArgs {
     /// Address of the ingress and the status page.
