@@ -19,13 +19,18 @@ retry), and a scheduled reconciliation runs and saves its report; `plumbline eve
 `events show` with `--aws` find the event and its attempt in the stack's table. The bootstraps
 run only where they were built for this machine's architecture. Not covered: what moto's
 CloudFormation does not model (it names them: the HTTP API, the alarms, the schedule;
-tests/integration/template.rs checks those in the template), IAM enforcement, and Lambda running
-the bootstraps itself.
+tests/integration/template.rs checks those in the template), and Lambda running the bootstraps
+itself. moto does not enforce IAM, so moto's recorder lists each function's requests while it
+runs and every one (action and resource) is held against that function's role policy as the
+stack created it.
 
 Usage: deploy.py BUILD_DIR COLDSTART ARCH (the environment points the SDK at moto; the
 `plumbline` binary is taken from beside COLDSTART).
 """
 
+import ast
+import base64
+import fnmatch
 import hashlib
 import hmac
 import io
@@ -37,6 +42,8 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -107,6 +114,68 @@ def package(build_dir: Path, template: dict, s3) -> Path:
             props["ContentUri"] = f"s3://{BUCKET}/{key}"
     check(layer_dir is not None, "the template has no configuration layer")
     return layer_dir
+
+
+def recorder(action: str) -> str:
+    """moto's request recorder: what the functions asked of AWS while it ran."""
+    method = "GET" if action == "download-recording" else "POST"
+    url = f"{os.environ['AWS_ENDPOINT_URL']}/moto-api/recorder/{action}"
+    request = urllib.request.Request(url, method=method, data=None if method == "GET" else b"")
+    with urllib.request.urlopen(request) as answer:
+        return answer.read().decode()
+
+
+def requested(recording: str, arns: dict) -> list[tuple[str, str]]:
+    """(IAM action, resource ARN) of every recorded request. The SDK speaks JSON to DynamoDB,
+    SQS and SSM: the target header names the operation, the body its resource."""
+    out = []
+    for line in filter(str.strip, recording.splitlines()):
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        target = headers.get("x-amz-target")
+        check(target is not None, f"a request moto recorded without an operation: {entry.get('url')}")
+        prefix, operation = target.split(".", 1)
+        doc = json.loads(body) if body.startswith("{") else {}
+        if prefix.startswith("DynamoDB"):
+            tables = [doc["TableName"]] if "TableName" in doc else list(doc.get("RequestItems", {}))
+            for table in tables:
+                resource = arns["table"](table)
+                if "IndexName" in doc:
+                    resource += f"/index/{doc['IndexName']}"
+                out.append((f"dynamodb:{operation}", resource))
+        elif "SQS" in prefix:
+            out.append((f"sqs:{operation}", arns["queue"](doc["QueueUrl"])))
+        elif prefix == "AmazonSSM":
+            out.append((f"ssm:{operation}", arns["parameter"](doc["Name"])))
+        else:
+            out.append((f"{prefix.lower()}:{operation}", "*"))
+    return out
+
+
+def allowed(statements: list[dict], action: str, resource: str) -> bool:
+    listify = lambda v: v if isinstance(v, list) else [v]
+    return any(
+        s.get("Effect") == "Allow"
+        and any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in listify(s.get("Action", [])))
+        and any(fnmatch.fnmatchcase(resource, r) for r in listify(s.get("Resource", [])))
+        for s in statements
+    )
+
+
+def role_statements(iam, role: str) -> list[dict]:
+    """The statements of a role's inline policies: the ones the template writes."""
+    statements = []
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+        if isinstance(document, str):
+            text = urllib.parse.unquote(document)
+            # moto's CloudFormation keeps a template's inline policy as Python's repr of it.
+            document = json.loads(text) if text.lstrip().startswith('{"') else ast.literal_eval(text)
+        statements.extend(document["Statement"] if isinstance(document["Statement"], list) else [document["Statement"]])
+    return statements
 
 
 def run_function(coldstart: Path, bootstrap: Path, event: dict, env: dict, scratch: Path) -> dict:
@@ -191,6 +260,34 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="plumbline-deploy-"))
     aws_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     run_env = lambda logical: {**functions[logical], **aws_env, "PLUMBLINE_CONFIG": str(layer_dir / "plumbline.toml")}
+    # moto does not enforce IAM: each function's requests, as the recorder saw them, are held
+    # against its role's policy instead, action by action and resource by resource.
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    arns = {
+        "table": lambda name: f"arn:aws:dynamodb:{region}:{account}:table/{name}",
+        "queue": lambda url: f"arn:aws:sqs:{region}:{account}:{url.rstrip('/').rsplit('/', 1)[-1]}",
+        "parameter": lambda name: f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}",
+    }
+    iam = boto3.client("iam")
+    permitted = {}
+
+    def run(logical: str, event: dict) -> dict:
+        recorder("reset-recording")
+        recorder("start-recording")
+        try:
+            answer = run_function(coldstart, build_dir / logical / "bootstrap", event, run_env(logical), scratch)
+        finally:
+            recorder("stop-recording")
+        made = requested(recorder("download-recording"), arns)
+        check(made, f"{logical} made no AWS request")
+        role = lam.get_function(FunctionName=physical[logical])["Configuration"]["Role"].rsplit("/", 1)[-1]
+        statements = role_statements(iam, role)
+        for action, resource in made:
+            check(allowed(statements, action, resource),
+                  f"{logical} called {action} on {resource}, which its role's policy does not allow")
+        permitted[logical] = sorted({action for action, _ in made})
+        return answer
 
     stripe_secret = next(value for name, value in secrets.items() if "stripe" in name)
     webhook = json.loads((ROOT / "tests/fixtures/stripe/payment_intent.succeeded.json").read_text())
@@ -203,7 +300,7 @@ def main() -> None:
     request["headers"]["stripe-signature"] = f"t={now},v1={mac}"
     request["headers"]["content-type"] = "application/json"
     request["body"] = body
-    answer = run_function(coldstart, build_dir / "IngressFunction" / "bootstrap", request, run_env("IngressFunction"), scratch)
+    answer = run("IngressFunction", request)
     check(answer.get("errors") == 0, f"the ingress answered with an error: {answer}; log in {scratch}")
     item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True).get("Item")
     check(item is not None and item["status"]["S"] == "received", f"the webhook's claim in {table}: {item}")
@@ -217,7 +314,7 @@ def main() -> None:
     record = json.loads((ROOT / "tests/fixtures/lambda/sqs-record.json").read_text())
     record.update(messageId=message["MessageId"], receiptHandle=message["ReceiptHandle"], body=message["Body"],
                   eventSourceARN=queue_arn)
-    answer = run_function(coldstart, build_dir / "DeliveryFunction" / "bootstrap", {"Records": [record]}, run_env("DeliveryFunction"), scratch)
+    answer = run("DeliveryFunction", {"Records": [record]})
     check(answer.get("errors") == 1, f"delivery should report its one item failed: {answer}; log in {scratch}")
     item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True)["Item"]
     check(item.get("d:erp:state", {}).get("S") == "retrying", f"erp's delivery record: { {k: v for k, v in item.items() if k.startswith('d:')} }")
@@ -239,14 +336,15 @@ def main() -> None:
     scheduled = {"version": "0", "id": "deploy-check", "detail-type": "Scheduled Event", "source": "aws.scheduler",
                  "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "region": os.environ.get("AWS_REGION", "us-east-1"), "resources": [], "detail": {}}
-    answer = run_function(coldstart, build_dir / "ReconcileFunction" / "bootstrap", scheduled, run_env("ReconcileFunction"), scratch)
+    answer = run("ReconcileFunction", scheduled)
     check(answer.get("errors") == 0, f"reconcile answered with an error: {answer}; log in {scratch}")
     runs = ddb.query(TableName=table, KeyConditionExpression="pk = :run", ExpressionAttributeValues={":run": {"S": "RUN"}})["Items"]
     check(len(runs) == 1, f"{len(runs)} reconciliation reports in {table}")
 
     print(f"tests/deploy.py: stack {STACK} created in moto ({len(physical)} resources; moto does not "
           f"model {', '.join(skipped)}); the ingress claimed and enqueued a signed webhook, delivery "
-          f"recorded its attempt at erp, the CLI listed and showed it, reconcile saved its report")
+          f"recorded its attempt at erp, the CLI listed and showed it, reconcile saved its report; "
+          f"every request each made is allowed by its role: {permitted}")
 
 
 if __name__ == "__main__":
