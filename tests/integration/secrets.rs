@@ -146,3 +146,59 @@ async fn plumbline_dev_and_send_read_the_configurations_ssm_secrets() {
     assert!(answers.contains("\"status\":200"), "{answers}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A function that cannot start (here: its configuration file is missing, or names a secret
+/// that is not set) exits with failure after one structured log line that says why, never
+/// Rust's `Debug` dump of the error.
+#[test]
+fn a_function_that_cannot_start_says_why_in_one_log_line() {
+    use crate::helpers::runtime::function_binary;
+
+    let dir = std::env::temp_dir().join(unique("plumbline-start"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let unset_secret = dir.join("plumbline.toml");
+    std::fs::write(
+        &unset_secret,
+        "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:PLUMBLINE_TEST_UNSET_SECRET\"]\n",
+    )
+    .expect("config");
+    let missing = dir.join("missing.toml");
+    let cases = [
+        (
+            "plumbline-ingress",
+            &unset_secret,
+            "sources.stripe.secrets[0]",
+        ),
+        ("plumbline-ingress", &missing, "cannot read"),
+        ("plumbline-delivery", &missing, "cannot read"),
+        ("plumbline-reconcile", &missing, "cannot read"),
+    ];
+    for (function, config, reason) in cases {
+        let out = std::process::Command::new(function_binary(function))
+            .env("PLUMBLINE_CONFIG", config)
+            .env("PLUMBLINE_TABLE", "t")
+            .env("PLUMBLINE_QUEUE_URL", "http://127.0.0.1:9/q")
+            .env("PLUMBLINE_DLQ_URL", "http://127.0.0.1:9/d")
+            .env_remove("PLUMBLINE_TEST_UNSET_SECRET")
+            .env_remove("AWS_LAMBDA_LOG_FORMAT")
+            .output()
+            .expect("run the function");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{function}: {stdout}");
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{function}: {e}: {l}")))
+            .collect();
+        let stopped: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["message"] == "the function stopped")
+            .collect();
+        assert_eq!(stopped.len(), 1, "{function}: {stdout}");
+        assert_eq!(stopped[0]["level"], "ERROR", "{function}: {stdout}");
+        let error = stopped[0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(reason), "{function}: {error}");
+        assert!(!stderr.contains("ConfigError {"), "{function}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -6,13 +6,18 @@ use plumbline::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
 use plumbline::config::{ChainSecrets, Config, EnvSecrets};
 use plumbline::ingress::Ingress;
 use plumbline::ports::SystemClock;
-use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
+use plumbline::telemetry::{EmfMetrics, init_lambda_tracing, until_stopped};
 
 // One invocation at a time on a fraction of a vCPU: one thread, no work stealing or
 // cross-thread wake-ups (measured in docs/benchmarks.md).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> std::process::ExitCode {
     init_lambda_tracing();
+    // On the heap: the whole function's future, built once.
+    until_stopped(Box::pin(start())).await
+}
+
+async fn start() -> Result<(), lambda_http::Error> {
     let path = std::env::var("PLUMBLINE_CONFIG").context("PLUMBLINE_CONFIG is not set")?;
     let config = Config::load(path.as_ref())?;
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;

@@ -7,13 +7,18 @@ use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::config::Config;
 use plumbline::ports::SystemClock;
 use plumbline::reconcile::Reconciler;
-use plumbline::telemetry::{EmfMetrics, init_lambda_tracing};
+use plumbline::telemetry::{EmfMetrics, init_lambda_tracing, until_stopped};
 
 // One invocation at a time on a fraction of a vCPU: one thread, no work stealing or
 // cross-thread wake-ups (measured in docs/benchmarks.md).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> std::process::ExitCode {
     init_lambda_tracing();
+    // On the heap: the whole function's future, built once.
+    until_stopped(Box::pin(start())).await
+}
+
+async fn start() -> Result<(), lambda_runtime::Error> {
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
     let aws = plumbline::adapters::aws_sdk::load_config().await;

@@ -153,6 +153,22 @@ pub fn init_lambda_tracing() {
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
+/// Runs a function's start-up and its runtime loop. An error that ends them is logged once, as
+/// a structured line that goes through the same redaction as every other, with its causes
+/// (`{:#}`), and the process exits with failure; returned from `main` instead, Rust would
+/// print its `Debug` form to standard error.
+pub async fn until_stopped(
+    function: impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+) -> std::process::ExitCode {
+    match function.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "the function stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The functions' subscriber, writing to `writer` (tests capture it).
 pub fn lambda_subscriber<W>(
     level: &str,
