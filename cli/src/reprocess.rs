@@ -65,8 +65,8 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
                 scan: args.scan,
                 ..Default::default()
             };
-            let rows = store.list_events(&listing).await?;
-            keys.extend(rows.into_iter().map(|r| r.key));
+            // Keys alone: `run_with` reads the events, a page per request.
+            keys.extend(store.list_keys(&listing).await?);
         }
         run_with(&args, &kinds, keys, &store, &queue).await
     } else {

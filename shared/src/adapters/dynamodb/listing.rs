@@ -6,10 +6,6 @@
 //! occasional look, never for a hot path.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::types::AttributeValue;
-use tokio::task::JoinSet;
 
 use super::events::{
     EVENT_SK, KEPT_INDEX, KEPT_SHARDS, PENDING_INDEX, PENDING_SHARDS, kept_shard, pending_shard,
@@ -147,6 +143,26 @@ impl DynamoStore {
         Ok(rows)
     }
 
+    /// The keys of the events `listing` selects, newest first. Where an index answers the
+    /// whole listing (a status, no type, no time bound) the keys come from it alone, for a
+    /// caller that reads the events itself; otherwise as [`Self::list_events`] finds them.
+    pub async fn list_keys(&self, listing: &Listing<'_>) -> Result<Vec<String>, StoreError> {
+        let index = listing.status.filter(|_| !listing.scan);
+        match index.and_then(Index::for_status) {
+            Some(index) if listing.event_type.is_none() && listing.since.is_none() => {
+                let mut keys = self.index_keys(&index, None, Some(listing.limit)).await?;
+                keys.truncate(listing.limit);
+                Ok(keys.into_iter().map(|(_, pk)| pk).collect())
+            }
+            _ => Ok(self
+                .list_events(listing)
+                .await?
+                .into_iter()
+                .map(|row| row.key)
+                .collect()),
+        }
+    }
+
     /// Reads the index's keys newest first, then the events a page at a time until the
     /// listing is full. Each event's own status is checked too: an index trails its table by
     /// a moment.
@@ -187,60 +203,65 @@ impl DynamoStore {
         // instant from `since` on, whatever fraction of a second each is written with. The
         // rows are filtered on the parsed instant after.
         let lower = since.map(|t| t.plus_secs(-1).to_string());
+        let shards = index
+            .shards
+            .iter()
+            .map(|shard| self.shard_keys(index, shard, lower.as_deref(), per_shard));
+        let mut keys: Vec<(String, String)> = futures_util::future::try_join_all(shards)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        keys.sort_by_cached_key(|(at, pk)| Reverse((Timestamp::parse(at), pk.clone())));
+        Ok(keys)
+    }
+
+    /// One shard of [`Self::index_keys`], newest first, page after page.
+    async fn shard_keys(
+        &self,
+        index: &Index,
+        shard: &str,
+        lower: Option<&str>,
+        per_shard: Option<usize>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let condition = match lower {
             Some(_) => format!("{} = :shard AND {} >= :since", index.partition, index.sort),
             None => format!("{} = :shard", index.partition),
         };
-        let mut running = JoinSet::new();
-        for shard in &index.shards {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(index.name)
-                .key_condition_expression(&condition)
-                .expression_attribute_values(":shard", s(shard.clone()))
-                .scan_index_forward(false);
-            if let Some(lower) = &lower {
-                query = query.expression_attribute_values(":since", s(lower.clone()));
-            }
-            if let Some(n) = per_shard {
-                query = query.limit(i32::try_from(n).unwrap_or(i32::MAX));
-            }
-            let sort = index.sort;
-            running.spawn(async move {
-                let mut keys = Vec::new();
-                let mut start: Option<HashMap<String, AttributeValue>> = None;
-                loop {
-                    let out = query
-                        .clone()
-                        .set_exclusive_start_key(start.take())
-                        .send()
-                        .await
-                        .map_err(classify)?;
-                    keys.extend(
-                        out.items
-                            .unwrap_or_default()
-                            .iter()
-                            .filter_map(|item| Some((text(item, sort)?, text(item, "pk")?))),
-                    );
-                    match out.last_evaluated_key {
-                        Some(next)
-                            if !next.is_empty() && per_shard.is_none_or(|n| keys.len() < n) =>
-                        {
-                            start = Some(next);
-                        }
-                        _ => return Ok::<_, StoreError>(keys),
-                    }
-                }
-            });
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index.name)
+            .key_condition_expression(condition)
+            .expression_attribute_values(":shard", s(shard))
+            .scan_index_forward(false)
+            .set_limit(per_shard.map(|n| i32::try_from(n).unwrap_or(i32::MAX)));
+        if let Some(lower) = lower {
+            query = query.expression_attribute_values(":since", s(lower));
         }
         let mut keys = Vec::new();
-        while let Some(joined) = running.join_next().await {
-            keys.extend(joined.map_err(|e| StoreError::Unavailable(Box::new(e)))??);
+        let mut start = None;
+        loop {
+            let out = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            keys.extend(
+                out.items
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|item| Some((text(item, index.sort)?, text(item, "pk")?))),
+            );
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() && per_shard.is_none_or(|n| keys.len() < n) => {
+                    start = Some(next);
+                }
+                _ => return Ok(keys),
+            }
         }
-        keys.sort_by_cached_key(|(at, pk)| Reverse((Timestamp::parse(at), pk.clone())));
-        Ok(keys)
     }
 
     /// Scans the table in [`SCAN_SEGMENTS`] segments at once, reading only the attributes a
