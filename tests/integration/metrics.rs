@@ -11,7 +11,7 @@ use crate::helpers::recorder::{Recorder, Reply};
 use crate::helpers::runtime::{function_binary, invoke};
 use crate::helpers::{
     STRIPE_SECRET, apigw_event, aws, create_queue, create_table, drain, fixture, stripe_headers,
-    unique,
+    template_resources, unique,
 };
 
 const CONFIG: &str = r#"
@@ -52,6 +52,9 @@ struct Point {
     value: f64,
     unit: String,
     dimensions: BTreeMap<String, String>,
+    /// The dimension sets CloudWatch files it under, each sorted: an alarm or a search matches
+    /// a metric only under one of these exactly.
+    sets: BTreeSet<Vec<String>>,
 }
 
 /// Parses every EMF line, checking the structure CloudWatch requires of each.
@@ -73,16 +76,21 @@ fn emf(lines: &[String]) -> Vec<Point> {
         let directive = &directives[0];
         assert_eq!(directive["Namespace"], "Plumbline", "{line}");
         let mut dimensions = BTreeMap::new();
+        let mut sets = BTreeSet::new();
         for set in directive["Dimensions"].as_array().expect("dimension sets") {
             let set = set.as_array().expect("a dimension set");
             assert!(set.len() <= 30, "{line}");
+            let mut names = Vec::new();
             for name in set {
                 let name = name.as_str().expect("dimension name");
                 let value = doc[name]
                     .as_str()
                     .unwrap_or_else(|| panic!("{name} missing: {line}"));
                 dimensions.insert(name.to_owned(), value.to_owned());
+                names.push(name.to_owned());
             }
+            names.sort();
+            sets.insert(names);
         }
         for metric in directive["Metrics"].as_array().expect("metrics") {
             let name = metric["Name"].as_str().expect("name");
@@ -95,6 +103,7 @@ fn emf(lines: &[String]) -> Vec<Point> {
                     .unwrap_or_else(|| panic!("{name} has no value: {line}")),
                 unit: unit.to_owned(),
                 dimensions: dimensions.clone(),
+                sets: sets.clone(),
             });
         }
     }
@@ -161,10 +170,40 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         &stripe_headers("whsec_wrong", now, &body),
         &body,
     );
-    let (answers, lines) = invoke(&function_binary("plumbline-ingress"), &envs, &[good, bad]).await;
+    // A verified event that cannot be read into the contract (no amount): kept, quarantined.
+    let mut unreadable: Value = serde_json::from_slice(&body).expect("fixture JSON");
+    unreadable["id"] = json!(unique("evt_unreadable"));
+    unreadable["data"]["object"]
+        .as_object_mut()
+        .expect("data.object")
+        .remove("amount");
+    let unreadable = serde_json::to_vec(&unreadable).expect("JSON");
+    let unreadable = apigw_event(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, now, &unreadable),
+        &unreadable,
+    );
+    let (answers, lines) = invoke(
+        &function_binary("plumbline-ingress"),
+        &envs,
+        &[good.clone(), bad, unreadable],
+    )
+    .await;
     assert_eq!(answers[0].body["statusCode"], 200, "{answers:?}");
     assert_eq!(answers[1].body["statusCode"], 401, "{answers:?}");
+    assert_eq!(answers[2].body["statusCode"], 200, "{answers:?}");
     let points = emf(&lines);
+    let mut published = points.clone();
+    assert_eq!(
+        find(
+            &points,
+            "IngressEvents",
+            &[("Source", "stripe"), ("Outcome", "quarantined")]
+        )
+        .len(),
+        1
+    );
     assert_eq!(
         find(
             &points,
@@ -185,7 +224,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
     );
     assert_eq!(
         find(&points, "IngressLatency", &[("Source", "stripe")]).len(),
-        2
+        3
     );
     assert!(
         find(&points, "IngressLatency", &[])
@@ -211,6 +250,25 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         1
     );
 
+    // An ingress whose table is gone: the webhook is refused with a 5xx for the provider to retry.
+    let mut broken = envs.clone();
+    broken.retain(|(k, _)| *k != "PLUMBLINE_TABLE");
+    broken.push(("PLUMBLINE_TABLE", unique("no-such-table")));
+    let (answers, lines) = invoke(&function_binary("plumbline-ingress"), &broken, &[good]).await;
+    assert!(
+        answers[0].body["statusCode"]
+            .as_u64()
+            .is_some_and(|s| s >= 500),
+        "{answers:?}"
+    );
+    let points = emf(&lines);
+    assert_eq!(
+        find(&points, "IngressFailed", &[("Source", "stripe")]).len(),
+        1,
+        "{lines:?}"
+    );
+    published.extend(points);
+
     // Delivery: the message the ingress enqueued, to three targets (ok, 503, 422).
     let messages = drain(&sqs, &queue).await;
     assert_eq!(messages.len(), 1);
@@ -224,6 +282,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         "the flaky target's retry: {answers:?}"
     );
     let points = emf(&lines);
+    published.extend(points.clone());
     assert_eq!(
         find(
             &points,
@@ -276,6 +335,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         invoke(&function_binary("plumbline-reconcile"), &envs, &[scheduled]).await;
     assert!(!answers[0].error, "{answers:?}");
     let points = emf(&lines);
+    published.extend(points.clone());
     let found = find(&points, "ReconcileFound", &[("Check", "dlq_messages")]);
     assert_eq!(found.len(), 1);
     assert!((found[0].value - 1.0).abs() < f64::EPSILON);
@@ -291,5 +351,167 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         "ReconcileBreached",
     ] {
         assert!(all.contains(name), "{name} missing from {all:?}");
+    }
+
+    // Every alarm and dashboard graph on plumbline's metrics watches one these functions
+    // publish, under a dimension set CloudWatch files it under (a metric is matched only by its
+    // exact set), with a dimension value they write.
+    let watched = watched_in_template();
+    assert!(watched.len() >= 10, "{watched:?}");
+    for w in &watched {
+        let names: Vec<String> = w.dimensions.iter().map(|(k, _)| k.clone()).collect();
+        let matching: Vec<&Point> = published
+            .iter()
+            .filter(|p| p.name == w.name && p.sets.contains(&names))
+            .collect();
+        assert!(
+            !matching.is_empty(),
+            "{} watches {} by {names:?}, which no function publishes",
+            w.by,
+            w.name
+        );
+        for (k, v) in &w.dimensions {
+            if let Some(v) = v {
+                assert!(
+                    matching.iter().any(|p| p.dimensions.get(k) == Some(v)),
+                    "{} watches {} with {k}={v}, which no function wrote",
+                    w.by,
+                    w.name
+                );
+            }
+        }
+    }
+}
+
+/// A metric an alarm or a dashboard graph watches: its name, its dimensions' names (sorted),
+/// and the value the alarm asks of each.
+#[derive(Debug)]
+struct Watched {
+    by: String,
+    name: String,
+    dimensions: Vec<(String, Option<String>)>,
+}
+
+/// The template's alarms in the `Plumbline` namespace and its dashboard's searches of it.
+fn watched_in_template() -> Vec<Watched> {
+    let mut watched = Vec::new();
+    for (logical, resource) in template_resources() {
+        let by = logical.as_str().expect("a resource name").to_owned();
+        let props = &resource["Properties"];
+        match resource["Type"].as_str() {
+            Some("AWS::CloudWatch::Alarm") if props["Namespace"].as_str() == Some("Plumbline") => {
+                let mut dimensions: Vec<(String, Option<String>)> = props["Dimensions"]
+                    .as_sequence()
+                    .map(|ds| {
+                        ds.iter()
+                            .map(|d| {
+                                let name = d["Name"].as_str().expect("a dimension name");
+                                (name.to_owned(), d["Value"].as_str().map(str::to_owned))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                dimensions.sort();
+                let name = props["MetricName"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{by}: no MetricName"));
+                watched.push(Watched {
+                    by,
+                    name: name.to_owned(),
+                    dimensions,
+                });
+            }
+            Some("AWS::CloudWatch::Alarm") => {
+                for metric in props["Metrics"].as_sequence().into_iter().flatten() {
+                    if let Some(query) = metric["Expression"].as_str()
+                        && query.contains("SCHEMA(Plumbline")
+                    {
+                        watched.push(queried(&by, query));
+                    }
+                }
+            }
+            Some("AWS::CloudWatch::Dashboard") => {
+                let body = match &props["DashboardBody"] {
+                    serde_yaml_ng::Value::Tagged(sub) => sub.value.clone(),
+                    other => other.clone(),
+                };
+                let body: Value =
+                    serde_json::from_str(body.as_str().expect("a body")).expect("the body is JSON");
+                for widget in body["widgets"].as_array().expect("widgets") {
+                    for row in widget["properties"]["metrics"].as_array().expect("metrics") {
+                        if let Some(expression) = row[0]["expression"].as_str() {
+                            watched.push(searched(&by, expression));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    watched
+}
+
+/// `SEARCH('{Plumbline,Source,Outcome} MetricName="IngressEvents"', 'Sum', 60)`: the schema's
+/// dimensions, matched exactly, and the metric's name.
+fn searched(by: &str, expression: &str) -> Watched {
+    let (_, rest) = expression
+        .split_once("'{")
+        .unwrap_or_else(|| panic!("{by}: {expression}"));
+    let (schema, rest) = rest.split_once('}').expect("a schema's end");
+    let mut parts = schema.split(',');
+    assert_eq!(parts.next(), Some("Plumbline"), "{by}: {expression}");
+    let mut dimensions: Vec<(String, Option<String>)> =
+        parts.map(|d| (d.trim().to_owned(), None)).collect();
+    dimensions.sort();
+    let (_, rest) = rest
+        .split_once("MetricName=\"")
+        .unwrap_or_else(|| panic!("{by}: {expression}"));
+    let (name, _) = rest.split_once('"').expect("a name's end");
+    Watched {
+        by: format!("{by} ({expression})"),
+        name: name.to_owned(),
+        dimensions,
+    }
+}
+
+/// A Metrics Insights query, `SELECT SUM(Deliveries) FROM SCHEMA(Plumbline, Outcome, Target)
+/// WHERE Outcome = 'dead_lettered' GROUP BY Target`: the schema's dimensions, matched exactly,
+/// the metric's name, and the values the `WHERE` asks for.
+fn queried(by: &str, query: &str) -> Watched {
+    let (_, rest) = query
+        .split_once('(')
+        .unwrap_or_else(|| panic!("{by}: {query}"));
+    let (name, rest) = rest
+        .split_once(')')
+        .unwrap_or_else(|| panic!("{by}: {query}"));
+    let (_, rest) = rest
+        .split_once("SCHEMA(")
+        .unwrap_or_else(|| panic!("{by}: {query}"));
+    let (schema, rest) = rest
+        .split_once(')')
+        .unwrap_or_else(|| panic!("{by}: {query}"));
+    let mut parts = schema.split(',').map(str::trim);
+    assert_eq!(parts.next(), Some("Plumbline"), "{by}: {query}");
+    let mut dimensions: Vec<(String, Option<String>)> =
+        parts.map(|d| (d.to_owned(), None)).collect();
+    if let Some((_, condition)) = rest.split_once("WHERE ") {
+        let condition = condition.split(" GROUP BY").next().unwrap_or_default();
+        for clause in condition.split(" AND ") {
+            let (key, value) = clause
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{by}: {query}"));
+            let value = value.trim().trim_matches('\'');
+            let slot = dimensions
+                .iter_mut()
+                .find(|(k, _)| k == key.trim())
+                .unwrap_or_else(|| panic!("{by}: {query}"));
+            slot.1 = Some(value.to_owned());
+        }
+    }
+    dimensions.sort();
+    Watched {
+        by: format!("{by} ({query})"),
+        name: name.trim().to_owned(),
+        dimensions,
     }
 }

@@ -1,6 +1,6 @@
 //! The template and the code agree on the table's shape.
 
-use crate::helpers::template_table;
+use crate::helpers::{template_resources as resources, template_table};
 
 #[test]
 fn the_table_declares_the_keys_the_store_writes() {
@@ -39,13 +39,6 @@ fn the_table_declares_the_keys_the_store_writes() {
         props["SSESpecification"]["SSEEnabled"].as_bool(),
         Some(true)
     );
-}
-
-fn resources() -> serde_yaml_ng::Mapping {
-    let text = std::fs::read_to_string(crate::helpers::repo_path("infra/template.yaml"))
-        .expect("template");
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template is YAML");
-    doc["Resources"].as_mapping().expect("Resources").clone()
 }
 
 fn strings(value: &serde_yaml_ng::Value) -> Vec<String> {

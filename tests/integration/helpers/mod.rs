@@ -89,11 +89,16 @@ fn key_schema(list: &serde_yaml_ng::Value) -> Vec<KeySchemaElement> {
         .collect()
 }
 
-/// The EventsTable resource's properties, as the template declares them.
-pub fn template_table() -> serde_yaml_ng::Value {
+/// The template's resources, by logical name.
+pub fn template_resources() -> serde_yaml_ng::Mapping {
     let text = std::fs::read_to_string(repo_path("infra/template.yaml")).expect("template");
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template is YAML");
-    doc["Resources"]["EventsTable"]["Properties"].clone()
+    doc["Resources"].as_mapping().expect("Resources").clone()
+}
+
+/// The EventsTable resource's properties, as the template declares them.
+pub fn template_table() -> serde_yaml_ng::Value {
+    template_resources()["EventsTable"]["Properties"].clone()
 }
 
 /// Creates a table with the template's key schema and indexes, under a unique name.
