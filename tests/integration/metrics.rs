@@ -400,18 +400,7 @@ fn watched_in_template() -> Vec<Watched> {
         let props = &resource["Properties"];
         match resource["Type"].as_str() {
             Some("AWS::CloudWatch::Alarm") if props["Namespace"].as_str() == Some("Plumbline") => {
-                let mut dimensions: Vec<(String, Option<String>)> = props["Dimensions"]
-                    .as_sequence()
-                    .map(|ds| {
-                        ds.iter()
-                            .map(|d| {
-                                let name = d["Name"].as_str().expect("a dimension name");
-                                (name.to_owned(), d["Value"].as_str().map(str::to_owned))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                dimensions.sort();
+                let dimensions = dimensions_of(&props["Dimensions"]);
                 let name = props["MetricName"]
                     .as_str()
                     .unwrap_or_else(|| panic!("{by}: no MetricName"));
@@ -423,6 +412,14 @@ fn watched_in_template() -> Vec<Watched> {
             }
             Some("AWS::CloudWatch::Alarm") => {
                 for metric in props["Metrics"].as_sequence().into_iter().flatten() {
+                    let stat = &metric["MetricStat"]["Metric"];
+                    if stat["Namespace"].as_str() == Some("Plumbline") {
+                        watched.push(Watched {
+                            by: format!("{by} ({})", metric["Id"].as_str().unwrap_or("?")),
+                            name: stat["MetricName"].as_str().expect("MetricName").to_owned(),
+                            dimensions: dimensions_of(&stat["Dimensions"]),
+                        });
+                    }
                     if let Some(query) = metric["Expression"].as_str()
                         && query.contains("SCHEMA(Plumbline")
                     {
@@ -449,6 +446,21 @@ fn watched_in_template() -> Vec<Watched> {
         }
     }
     watched
+}
+
+/// An alarm's `Dimensions`, sorted by name.
+fn dimensions_of(list: &serde_yaml_ng::Value) -> Vec<(String, Option<String>)> {
+    let mut dimensions: Vec<(String, Option<String>)> = list
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let name = d["Name"].as_str().expect("a dimension name");
+            (name.to_owned(), d["Value"].as_str().map(str::to_owned))
+        })
+        .collect();
+    dimensions.sort();
+    dimensions
 }
 
 /// `SEARCH('{Plumbline,Source,Outcome} MetricName="IngressEvents"', 'Sum', 60)`: the schema's
