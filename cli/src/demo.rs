@@ -55,12 +55,12 @@ impl Secrets {
         }
     }
 
-    /// Adds the values of `config`'s `ssm:` and `secretsmanager:` references, read from AWS
-    /// (the SDK's own environment) as the functions read them at cold start, so a command run
-    /// with the deployment's configuration uses the deployment's secrets. A configuration with
-    /// `env:` references alone reaches no AWS API.
-    pub async fn fetching(mut self, config: &plumbline::config::Config) -> anyhow::Result<Self> {
-        let refs = config.secret_refs();
+    /// Adds the values of the `ssm:` and `secretsmanager:` references among `refs` (keyed as
+    /// the configuration names them), read from AWS (the SDK's own environment) as the
+    /// functions read them at cold start, so a command run with the deployment's configuration
+    /// uses the deployment's secrets. A command fetches only the references it uses, so it
+    /// needs no permission on the others; with `env:` references alone it reaches no AWS API.
+    pub async fn fetching(mut self, refs: Vec<(String, SecretRef)>) -> anyhow::Result<Self> {
         if refs.iter().all(|(_, r)| matches!(r, SecretRef::Env(_))) {
             return Ok(self);
         }

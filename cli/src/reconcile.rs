@@ -41,7 +41,9 @@ pub struct ReconcileArgs {
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     let (config, secrets, _) = load_config(args.config.as_ref())?;
-    let secrets = secrets.fetching(&config).await?;
+    let secrets = secrets
+        .fetching(config.secret_refs_for(plumbline::config::SecretPurpose::Reconcile))
+        .await?;
     let providers = plumbline::adapters::stripe_api::from_config(&config, &secrets)?;
     let crm = plumbline::adapters::targets::crm_targets(&config, &secrets)?;
     let deadline = Instant::now() + Duration::from_secs(args.budget);

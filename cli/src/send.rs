@@ -67,7 +67,6 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         bail!("name a source, e.g. `plumbline send stripe payment_intent.succeeded` (or --list)")
     };
     let (config, secrets, _) = load_config(args.config.as_ref())?;
-    let secrets = secrets.fetching(&config).await?;
     let name = SourceName::try_from(source.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let source_config = config
         .sources
@@ -84,6 +83,13 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
         .secrets
         .first()
         .context("the source has no secret")?;
+    // Only the secret it signs with: the sender needs no access to any other.
+    let secrets = secrets
+        .fetching(vec![(
+            format!("sources.{source}.secrets[0]"),
+            reference.clone(),
+        )])
+        .await?;
     let secret = secrets
         .resolve(reference)
         .map_err(|e| anyhow::anyhow!("{reference}: {e}"))?;

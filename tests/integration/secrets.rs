@@ -202,3 +202,87 @@ fn a_function_that_cannot_start_says_why_in_one_log_line() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Each function fetches at cold start only the references it resolves: with the delivery
+/// target's parameter missing, the ingress and reconcile start and answer, and delivery, the
+/// one that needs it, stops and names it.
+#[tokio::test]
+async fn each_function_fetches_only_its_own_secrets_at_start_up() {
+    use crate::helpers::runtime::{function_binary, invoke};
+    use crate::helpers::{STRIPE_SECRET, apigw_event, create_queue, create_table, stripe_headers};
+
+    let aws = aws().await;
+    let present = format!("/plumbline/{}/stripe", unique("own"));
+    let absent = format!("/plumbline/{}/erp", unique("own"));
+    aws_sdk_ssm::Client::new(&aws)
+        .put_parameter()
+        .name(&present)
+        .value(STRIPE_SECRET)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("parameter");
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let dir = std::env::temp_dir().join(unique("plumbline-own-secrets"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{present}\"]\n\n\
+             [targets.erp]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/erp\"\nsecret = \"ssm:{absent}\"\n\n\
+             [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n"
+        ),
+    )
+    .expect("config");
+    let envs = vec![
+        ("PLUMBLINE_CONFIG", config.display().to_string()),
+        ("PLUMBLINE_TABLE", create_table(&ddb).await),
+        ("PLUMBLINE_QUEUE_URL", create_queue(&sqs).await),
+        ("PLUMBLINE_DLQ_URL", create_queue(&sqs).await),
+    ];
+
+    let body = fixture("stripe/payment_intent.succeeded.json");
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("in range");
+    let webhook = apigw_event(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, now, &body),
+        &body,
+    );
+    let (answers, _) = invoke(&function_binary("plumbline-ingress"), &envs, &[webhook]).await;
+    assert_eq!(answers[0].body["statusCode"], 200, "{answers:?}");
+    let scheduled = serde_json::json!({
+        "version": "0", "id": "own", "detail-type": "Scheduled Event", "source": "aws.scheduler",
+        "account": "123456789012", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": {}
+    });
+    let (answers, _) = invoke(&function_binary("plumbline-reconcile"), &envs, &[scheduled]).await;
+    assert!(!answers[0].error, "{answers:?}");
+
+    let out = std::process::Command::new(function_binary("plumbline-delivery"))
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("AWS_LAMBDA_LOG_FORMAT")
+        .output()
+        .expect("run delivery");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let stopped = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "the function stopped")
+        .unwrap_or_else(|| panic!("no stop line: {stdout}"));
+    let error = stopped["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("targets.erp.secret") && error.contains(&absent),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -92,7 +92,7 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, demo::Secr
 
 pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     let (config, secrets, is_demo) = load_config(args.config.as_ref())?;
-    let secrets = secrets.fetching(&config).await?;
+    let secrets = secrets.fetching(config.secret_refs()).await?;
     let verifiers = config.verifiers(&secrets)?;
     let _lock = lock(&args.data_dir)?;
     let store = SqliteStore::open(&args.data_dir, args.max_receives)

@@ -29,7 +29,11 @@ async fn start() -> Result<(), lambda_runtime::Error> {
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
     let aws = plumbline::adapters::aws_sdk::load_config().await;
-    let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
+    let remote = plumbline::adapters::aws_secrets::fetch(
+        &config.secret_refs_for(plumbline::config::SecretPurpose::Deliver),
+        &aws,
+    )
+    .await?;
     let targets = targets::build_all(&config, &ChainSecrets(EnvSecrets, remote))?;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let delivery = Delivery::new(

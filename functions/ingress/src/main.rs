@@ -24,7 +24,11 @@ async fn start() -> Result<(), lambda_http::Error> {
     let queue_url =
         std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
     let aws = plumbline::adapters::aws_sdk::load_config().await;
-    let remote = plumbline::adapters::aws_secrets::fetch(&config.secret_refs(), &aws).await?;
+    let remote = plumbline::adapters::aws_secrets::fetch(
+        &config.secret_refs_for(plumbline::config::SecretPurpose::Verify),
+        &aws,
+    )
+    .await?;
     let verifiers = config.verifiers(&ChainSecrets(EnvSecrets, remote))?;
     let ingress = Ingress::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table),

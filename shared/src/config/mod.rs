@@ -15,6 +15,25 @@ use serde::Deserialize;
 
 pub use secrets::{ChainSecrets, EnvSecrets, MapSecrets, SecretRef, SecretResolver};
 
+/// Which of the configuration's secrets a process resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretPurpose {
+    /// The sources' signing secrets: the ingress.
+    Verify,
+    /// The targets' secrets, tokens and secret headers: delivery.
+    Deliver,
+    /// The sources' API keys and the CRM targets' credentials: reconciliation.
+    Reconcile,
+}
+
+/// Where a reference sits in the file.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Signing,
+    ApiKey,
+    Target(TargetKind),
+}
+
 use crate::contract::SourceName;
 use crate::sources::{SourceKind, Verifier};
 use raw::{
@@ -329,16 +348,41 @@ impl Config {
 
     /// Every secret reference in the file, with its key, for fetching remote ones at start-up.
     pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
+        self.refs_where(|_| true)
+    }
+
+    /// The secret references one function resolves, with their keys: each fetches only its own
+    /// at cold start, so none holds another's credentials, and a parameter one of them cannot
+    /// read stops only the function that needs it.
+    pub fn secret_refs_for(&self, purpose: SecretPurpose) -> Vec<(String, SecretRef)> {
+        self.refs_where(|slot| match purpose {
+            SecretPurpose::Verify => matches!(slot, Slot::Signing),
+            SecretPurpose::Deliver => matches!(slot, Slot::Target(_)),
+            // The providers' event lists, and the CRM it reads back and delivers repairs to.
+            SecretPurpose::Reconcile => {
+                matches!(slot, Slot::ApiKey | Slot::Target(TargetKind::Hubspot))
+            }
+        })
+    }
+
+    fn refs_where(&self, wanted: impl Fn(Slot) -> bool) -> Vec<(String, SecretRef)> {
         let mut out = Vec::new();
         for (name, source) in &self.sources {
-            for (i, r) in source.secrets.iter().enumerate() {
-                out.push((format!("sources.{name}.secrets[{i}]"), r.clone()));
+            if wanted(Slot::Signing) {
+                for (i, r) in source.secrets.iter().enumerate() {
+                    out.push((format!("sources.{name}.secrets[{i}]"), r.clone()));
+                }
             }
-            if let Some(r) = &source.api_key {
+            if let Some(r) = &source.api_key
+                && wanted(Slot::ApiKey)
+            {
                 out.push((format!("sources.{name}.api_key"), r.clone()));
             }
         }
         for (name, target) in &self.targets {
+            if !wanted(Slot::Target(target.kind)) {
+                continue;
+            }
             for (field, r) in [("secret", &target.secret), ("token", &target.token)] {
                 if let Some(r) = r {
                     out.push((format!("targets.{name}.{field}"), r.clone()));

@@ -145,3 +145,28 @@ fn verifiers_resolve_and_decode_secrets() {
     assert_eq!(missing.problems.len(), 2);
     assert!(missing.problems[0].reason.contains("is not set"));
 }
+
+#[test]
+fn each_function_resolves_only_its_own_secrets() {
+    let config = Config::parse(DESIGN_EXAMPLE).expect("parses");
+    let keys = |purpose| -> Vec<String> {
+        config
+            .secret_refs_for(purpose)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    };
+    assert_eq!(
+        keys(SecretPurpose::Verify),
+        ["sources.site.secrets[0]", "sources.stripe.secrets[0]"]
+    );
+    assert_eq!(
+        keys(SecretPurpose::Deliver),
+        ["targets.crm.token", "targets.erp.secret"]
+    );
+    assert_eq!(
+        keys(SecretPurpose::Reconcile),
+        ["sources.stripe.api_key", "targets.crm.token"]
+    );
+    assert_eq!(config.secret_refs().len(), 5, "every reference");
+}
