@@ -296,6 +296,7 @@ impl Config {
                 "must not be negative",
             );
         }
+        let thresholds = thresholds(&raw.reconcile.thresholds, &mut problems);
         let defaults = crate::reconcile::Settings::default();
         let reconcile = crate::reconcile::Settings {
             stuck_after_secs: raw
@@ -306,7 +307,7 @@ impl Config {
             max_pages: raw.reconcile.max_pages.unwrap_or(defaults.max_pages),
             failed_only: raw.reconcile.failed_only.unwrap_or(false),
             retention_days: ingress.retention_days,
-            thresholds: raw.reconcile.thresholds.clone(),
+            thresholds: thresholds.clone(),
             settle_secs: raw.reconcile.settle_secs.unwrap_or(defaults.settle_secs),
             window_days: raw.reconcile.window_days.unwrap_or(defaults.window_days),
             lead_days: raw.reconcile.lead_days.unwrap_or(defaults.lead_days),
@@ -338,7 +339,7 @@ impl Config {
             targets,
             routes,
             ownership: raw.ownership,
-            thresholds: raw.reconcile.thresholds,
+            thresholds,
             reconcile,
             ingress,
             delivery,
@@ -441,6 +442,55 @@ impl Config {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// The checks a threshold can name, as the reports and the `ReconcileBreached` metric name them.
+pub const THRESHOLD_CHECKS: [&str; 8] = {
+    use crate::reconcile::{
+        CRM_PARITY, DELIVERY_BACKLOG, DLQ_MESSAGES, LEAD_COUNTS, MISSED_WEBHOOKS,
+        PAYMENT_ORDER_PARITY, REPLAYS, STUCK_EVENTS,
+    };
+    [
+        MISSED_WEBHOOKS,
+        STUCK_EVENTS,
+        DELIVERY_BACKLOG,
+        DLQ_MESSAGES,
+        PAYMENT_ORDER_PARITY,
+        CRM_PARITY,
+        LEAD_COUNTS,
+        REPLAYS,
+    ]
+};
+
+/// `[reconcile.thresholds]` keyed by the checks' own names. A key that names no check is a
+/// problem: a threshold nobody compares with would leave its check's drift unalarmed. The two
+/// names of the design's example are read as the checks they describe.
+fn thresholds(raw: &BTreeMap<String, u64>, problems: &mut Problems<'_>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (key, limit) in raw {
+        let check = match key.as_str() {
+            "missed_events" => Some(crate::reconcile::MISSED_WEBHOOKS),
+            "status_mismatches" => Some(crate::reconcile::PAYMENT_ORDER_PARITY),
+            other => THRESHOLD_CHECKS.into_iter().find(|c| *c == other),
+        };
+        let Some(check) = check else {
+            problems.add(
+                format!("reconcile.thresholds.{key}"),
+                format!(
+                    "no such check; the checks are {}",
+                    THRESHOLD_CHECKS.join(", ")
+                ),
+            );
+            continue;
+        };
+        if out.insert(check.to_owned(), *limit).is_some() {
+            problems.add(
+                format!("reconcile.thresholds.{key}"),
+                format!("{check} has a threshold already"),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -51,7 +51,16 @@ fn the_documented_shape_parses() {
         vec![SecretRef::Env("STRIPE_WEBHOOK_SECRET".into())]
     );
     assert_eq!(config.routes.len(), 2);
-    assert_eq!(config.thresholds["status_mismatches"], 5);
+    // The design's names, read as the checks they describe.
+    assert_eq!(
+        config.thresholds,
+        BTreeMap::from([
+            ("dlq_messages".to_owned(), 0),
+            ("missed_webhooks".to_owned(), 0),
+            ("payment_order_parity".to_owned(), 5),
+        ])
+    );
+    assert_eq!(config.reconcile.thresholds, config.thresholds);
     assert_eq!(config.ingress, IngressSettings::default());
 }
 
@@ -169,4 +178,29 @@ fn each_function_resolves_only_its_own_secrets() {
         ["sources.stripe.api_key", "targets.crm.token"]
     );
     assert_eq!(config.secret_refs().len(), 5, "every reference");
+}
+
+#[test]
+fn a_threshold_must_name_a_check() {
+    let base =
+        "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[reconcile.thresholds]\n";
+    let err = Config::parse(&format!("{base}dlq_messages = 0\nmissed_webhook = 0\n"))
+        .expect_err("a misspelt check");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "reconcile.thresholds.missed_webhook");
+    assert_eq!(err.problems[0].line, Some(7));
+    assert!(
+        err.problems[0]
+            .reason
+            .contains("missed_webhooks, stuck_events"),
+        "{}",
+        err.problems[0].reason
+    );
+    let err = Config::parse(&format!("{base}missed_events = 0\nmissed_webhooks = 1\n"))
+        .expect_err("one check, two thresholds");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    for check in THRESHOLD_CHECKS {
+        let config = Config::parse(&format!("{base}{check} = 3\n")).expect("a check's own name");
+        assert_eq!(config.thresholds[check], 3);
+    }
 }
