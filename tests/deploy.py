@@ -149,7 +149,8 @@ def requested(recording: str, arns: dict) -> list[tuple[str, str]]:
         elif "SQS" in prefix:
             out.append((f"sqs:{operation}", arns["queue"](doc["QueueUrl"])))
         elif prefix == "AmazonSSM":
-            out.append((f"ssm:{operation}", arns["parameter"](doc["Name"])))
+            for name in doc.get("Names") or [doc["Name"]]:
+                out.append((f"ssm:{operation}", arns["parameter"](name)))
         else:
             out.append((f"{prefix.lower()}:{operation}", "*"))
     return out

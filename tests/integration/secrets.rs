@@ -286,3 +286,45 @@ async fn each_function_fetches_only_its_own_secrets_at_start_up() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// More parameters than one `GetParameters` answers (ten): each key still gets its own
+/// parameter's value, and a missing one is named by its key alone.
+#[tokio::test]
+async fn many_parameters_resolve_each_to_its_own_value() {
+    use plumbline::config::{SecretRef, SecretResolver};
+    use secrecy::ExposeSecret;
+
+    let aws = aws().await;
+    let ssm = aws_sdk_ssm::Client::new(&aws);
+    let prefix = format!("/plumbline/{}", unique("many"));
+    let mut refs = Vec::new();
+    for i in 0..12 {
+        let name = format!("{prefix}/p{i}");
+        ssm.put_parameter()
+            .name(&name)
+            .value(format!("value-{i}"))
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .expect("parameter");
+        refs.push((format!("key{i}"), SecretRef::Ssm(name)));
+    }
+    let remote = fetch(&refs, &aws).await.expect("fetched");
+    for (i, (_, reference)) in refs.iter().enumerate() {
+        let value = remote.resolve(reference).expect("resolved");
+        assert_eq!(value.expose_secret(), format!("value-{i}"));
+    }
+
+    refs.push((
+        "absent".to_owned(),
+        SecretRef::Ssm(format!("{prefix}/absent")),
+    ));
+    let err = fetch(&refs, &aws).await.expect_err("one is missing");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["absent"], "{err}");
+    assert!(
+        err.problems[0].reason.ends_with(": ParameterNotFound"),
+        "{}",
+        err.problems[0].reason
+    );
+}

@@ -8,9 +8,15 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
 use crate::config::{ConfigError, ConfigProblem, MapSecrets, SecretRef};
 
+/// SSM answers at most this many names in one `GetParameters`.
+const SSM_NAMES_PER_REQUEST: usize = 10;
+
 /// The values of the remote references among `refs`, keyed as `MapSecrets` expects. Each
 /// reference is fetched once, however many keys use it, and all of them at once: a cold start
-/// waits for one round trip, not one per parameter.
+/// waits for one round trip, not one per reference. SSM parameters go ten to a
+/// `GetParameters`: SSM's default throughput (40 requests a second per account and region) is
+/// shared by every sandbox starting at the same moment, so a burst of cold starts spends one
+/// request each, not one per parameter.
 pub async fn fetch(
     refs: &[(String, SecretRef)],
     aws: &aws_config::SdkConfig,
@@ -28,18 +34,53 @@ pub async fn fetch(
         // Nothing remote: no clients to build at cold start.
         return Ok(MapSecrets::default());
     }
+    let parameters: Vec<&str> = wanted
+        .values()
+        .filter_map(|(_, reference)| match reference {
+            SecretRef::Ssm(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let secrets: Vec<(&str, Option<&str>)> = wanted
+        .values()
+        .filter_map(|(_, reference)| match reference {
+            SecretRef::SecretsManager { id, field } => Some((id.as_str(), field.as_deref())),
+            _ => None,
+        })
+        .collect();
     let ssm = aws_sdk_ssm::Client::new(aws);
     let manager = aws_sdk_secretsmanager::Client::new(aws);
-    let fetched = futures_util::future::join_all(
-        wanted
-            .iter()
-            .map(|(_, (_, reference))| fetch_one(&ssm, &manager, reference)),
+    let (from_ssm, from_manager) = futures_util::future::join(
+        futures_util::future::join_all(
+            parameters
+                .chunks(SSM_NAMES_PER_REQUEST)
+                .map(|names| get_parameters(&ssm, names)),
+        ),
+        futures_util::future::join_all(
+            secrets
+                .iter()
+                .map(|(id, field)| get_secret(&manager, id, *field)),
+        ),
     )
     .await;
+    let mut found: BTreeMap<String, Result<String, String>> = BTreeMap::new();
+    for (name, value) in from_ssm.into_iter().flatten() {
+        found.insert(SecretRef::Ssm(name.clone()).to_string(), value);
+    }
+    for ((id, field), value) in secrets.iter().zip(from_manager) {
+        let reference = SecretRef::SecretsManager {
+            id: (*id).to_owned(),
+            field: field.map(str::to_owned),
+        };
+        found.insert(reference.to_string(), value);
+    }
     let mut values = BTreeMap::new();
     let mut problems = Vec::new();
-    for ((name, (key, _)), value) in wanted.into_iter().zip(fetched) {
-        match value {
+    for (name, (key, _)) in wanted {
+        match found
+            .remove(&name)
+            .unwrap_or_else(|| Err("not fetched".to_owned()))
+        {
             Ok(value) => {
                 values.insert(name, value);
             }
@@ -58,42 +99,76 @@ pub async fn fetch(
     }
 }
 
-/// One remote reference's value, or the service's error code.
-async fn fetch_one(
+/// Up to ten parameters in one request: each requested name with its value, or the reason it
+/// has none (`ParameterNotFound` for a name SSM does not know, the service's error code when
+/// the request failed as a whole).
+async fn get_parameters(
     ssm: &aws_sdk_ssm::Client,
+    names: &[&str],
+) -> Vec<(String, Result<String, String>)> {
+    let answer = ssm
+        .get_parameters()
+        .set_names(Some(names.iter().map(|n| (*n).to_owned()).collect()))
+        .with_decryption(true)
+        .send()
+        .await;
+    let out = match answer {
+        Ok(out) => out,
+        Err(e) => {
+            let code = e.code().unwrap_or("unreachable").to_owned();
+            return names
+                .iter()
+                .map(|n| ((*n).to_owned(), Err(code.clone())))
+                .collect();
+        }
+    };
+    let parameters = out.parameters.unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            // A name may be asked for as the parameter's name, its ARN, or with a version or
+            // label selector (`name:3`); the answer carries each of those forms.
+            let value = parameters
+                .iter()
+                .find(|p| {
+                    let selected = match (&p.name, &p.selector) {
+                        (Some(n), Some(s)) => format!("{n}{s}"),
+                        _ => String::new(),
+                    };
+                    p.name.as_deref() == Some(*name)
+                        || p.arn.as_deref() == Some(*name)
+                        || selected == *name
+                })
+                .map(|p| {
+                    p.value
+                        .clone()
+                        .ok_or_else(|| "the parameter has no value".to_owned())
+                })
+                .unwrap_or_else(|| Err("ParameterNotFound".to_owned()));
+            ((*name).to_owned(), value)
+        })
+        .collect()
+}
+
+/// One Secrets Manager secret's string, or one text field of it.
+async fn get_secret(
     manager: &aws_sdk_secretsmanager::Client,
-    reference: &SecretRef,
+    id: &str,
+    field: Option<&str>,
 ) -> Result<String, String> {
-    match reference {
-        SecretRef::Ssm(parameter) => ssm
-            .get_parameter()
-            .name(parameter)
-            .with_decryption(true)
-            .send()
-            .await
-            .map_err(|e| e.code().unwrap_or("unreachable").to_owned())
-            .and_then(|out| {
-                out.parameter
-                    .and_then(|p| p.value)
-                    .ok_or_else(|| "the parameter has no value".to_owned())
-            }),
-        SecretRef::SecretsManager { id, field } => manager
-            .get_secret_value()
-            .secret_id(id)
-            .send()
-            .await
-            .map_err(|e| e.code().unwrap_or("unreachable").to_owned())
-            .and_then(|out| {
-                out.secret_string
-                    .ok_or_else(|| "the secret has no string value".to_owned())
-            })
-            .and_then(|text| match field {
-                None => Ok(text),
-                Some(field) => serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|json| json.get(field).and_then(|v| v.as_str().map(str::to_owned)))
-                    .ok_or_else(|| format!("the secret has no text field {field:?}")),
-            }),
-        SecretRef::Env(_) => Err("an environment reference is not fetched".to_owned()),
+    let text = manager
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| e.code().unwrap_or("unreachable").to_owned())?
+        .secret_string
+        .ok_or_else(|| "the secret has no string value".to_owned())?;
+    match field {
+        None => Ok(text),
+        Some(field) => serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|json| json.get(field).and_then(|v| v.as_str().map(str::to_owned)))
+            .ok_or_else(|| format!("the secret has no text field {field:?}")),
     }
 }
