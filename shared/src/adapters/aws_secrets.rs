@@ -139,12 +139,14 @@ async fn get_parameters(
                         || p.arn.as_deref() == Some(*name)
                         || selected == *name
                 })
-                .map(|p| {
-                    p.value
-                        .clone()
-                        .ok_or_else(|| "the parameter has no value".to_owned())
-                })
-                .unwrap_or_else(|| Err("ParameterNotFound".to_owned()));
+                .map_or_else(
+                    || Err("ParameterNotFound".to_owned()),
+                    |p| {
+                        p.value
+                            .clone()
+                            .ok_or_else(|| "the parameter has no value".to_owned())
+                    },
+                );
             ((*name).to_owned(), value)
         })
         .collect()
