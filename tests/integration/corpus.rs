@@ -283,13 +283,7 @@ async fn every_bad_request_is_refused_by_plumbline_dev_and_nothing_is_stored() {
             s["queue"].clone(),
         )
     };
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("in range");
+    let now = crate::helpers::unix_now();
     for (i, (name, case)) in corpus().into_iter().enumerate() {
         let request = build(&case, now);
         let mut url = reqwest::Url::parse(&format!("{}/webhooks/", dev.url)).expect("url");

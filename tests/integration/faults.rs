@@ -681,13 +681,7 @@ async fn scenario<B: Backend>(backend: B, seed: u64, total: usize) {
     all.insert("env:ERP_SIGNING_SECRET".into(), ERP_SIGNING_SECRET.into());
     let resolver = MapSecrets(all);
     let verifiers = config.verifiers(&resolver).expect("verifiers");
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("in range");
+    let now = crate::helpers::unix_now();
     let scenario = generate(&mut rng, total, now, &verifiers);
     let distinct = scenario.requests.iter().filter(|r| r.valid).count();
     eprintln!(

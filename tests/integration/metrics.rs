@@ -153,11 +153,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
 
     // Ingress: one signed webhook, one with a bad signature.
     let body = fixture("stripe/payment_intent.succeeded.json");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let now = i64::try_from(now).expect("in range");
+    let now = crate::helpers::unix_now();
     let good = apigw_event(
         "POST",
         "stripe",
@@ -326,11 +322,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
     );
 
     // Reconcile: a scheduled event; the dead letter breaches `dlq_messages = 0`.
-    let scheduled = json!({
-        "version": "0", "id": "c1", "detail-type": "Scheduled Event", "source": "aws.scheduler",
-        "account": "123456789012", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
-        "resources": [], "detail": {}
-    });
+    let scheduled = crate::helpers::scheduled_event();
     let (answers, lines) =
         invoke(&function_binary("plumbline-reconcile"), &envs, &[scheduled]).await;
     assert!(!answers[0].error, "{answers:?}");

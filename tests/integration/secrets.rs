@@ -244,13 +244,7 @@ async fn each_function_fetches_only_its_own_secrets_at_start_up() {
     ];
 
     let body = fixture("stripe/payment_intent.succeeded.json");
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs(),
-    )
-    .expect("in range");
+    let now = crate::helpers::unix_now();
     let webhook = apigw_event(
         "POST",
         "stripe",
@@ -259,11 +253,7 @@ async fn each_function_fetches_only_its_own_secrets_at_start_up() {
     );
     let (answers, _) = invoke(&function_binary("plumbline-ingress"), &envs, &[webhook]).await;
     assert_eq!(answers[0].body["statusCode"], 200, "{answers:?}");
-    let scheduled = serde_json::json!({
-        "version": "0", "id": "own", "detail-type": "Scheduled Event", "source": "aws.scheduler",
-        "account": "123456789012", "time": "2026-11-23T12:00:00Z", "region": "us-east-1",
-        "resources": [], "detail": {}
-    });
+    let scheduled = crate::helpers::scheduled_event();
     let (answers, _) = invoke(&function_binary("plumbline-reconcile"), &envs, &[scheduled]).await;
     assert!(!answers[0].error, "{answers:?}");
 

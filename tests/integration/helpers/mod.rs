@@ -50,6 +50,22 @@ pub fn fixture(relative: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The wall clock in Unix seconds: for signatures a running function must find fresh.
+pub fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("in range")
+}
+
+/// What EventBridge Scheduler hands the reconcile function on each run.
+pub fn scheduled_event() -> Value {
+    serde_json::from_slice(&fixture("lambda/scheduled-event.json")).expect("fixture")
+}
+
 pub async fn aws() -> aws_config::SdkConfig {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
