@@ -8,6 +8,18 @@ use plumbline::sources::Inbound;
 
 use crate::helpers::{T0, aws, fixture, stripe_header_map, unique};
 
+/// Puts a SecureString parameter in moto's SSM.
+async fn put_parameter(aws: &aws_config::SdkConfig, name: &str, value: &str) {
+    aws_sdk_ssm::Client::new(aws)
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("parameter");
+}
+
 #[tokio::test]
 async fn ssm_and_secrets_manager_references_resolve_at_start_up() {
     let aws = aws().await;
@@ -15,14 +27,7 @@ async fn ssm_and_secrets_manager_references_resolve_at_start_up() {
         format!("/plumbline/{}/stripe", unique("test")),
         unique("plumbline-site"),
     );
-    aws_sdk_ssm::Client::new(&aws)
-        .put_parameter()
-        .name(&parameter)
-        .value("whsec_from_parameter_store")
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .expect("parameter");
+    put_parameter(&aws, &parameter, "whsec_from_parameter_store").await;
     aws_sdk_secretsmanager::Client::new(&aws)
         .create_secret()
         .name(&secret)
@@ -97,14 +102,7 @@ async fn plumbline_dev_and_send_read_the_configurations_ssm_secrets() {
     let aws = aws().await;
     let parameter = format!("/plumbline/{}/stripe", unique("cli"));
     let value = format!("whsec_{}", unique("from_ssm"));
-    aws_sdk_ssm::Client::new(&aws)
-        .put_parameter()
-        .name(&parameter)
-        .value(&value)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .expect("parameter");
+    put_parameter(&aws, &parameter, &value).await;
     let dir = std::env::temp_dir().join(unique("plumbline-ssm-cli"));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("plumbline.toml");
@@ -214,14 +212,7 @@ async fn each_function_fetches_only_its_own_secrets_at_start_up() {
     let aws = aws().await;
     let present = format!("/plumbline/{}/stripe", unique("own"));
     let absent = format!("/plumbline/{}/erp", unique("own"));
-    aws_sdk_ssm::Client::new(&aws)
-        .put_parameter()
-        .name(&present)
-        .value(STRIPE_SECRET)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .send()
-        .await
-        .expect("parameter");
+    put_parameter(&aws, &present, STRIPE_SECRET).await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let dir = std::env::temp_dir().join(unique("plumbline-own-secrets"));
@@ -285,18 +276,11 @@ async fn many_parameters_resolve_each_to_its_own_value() {
     use secrecy::ExposeSecret;
 
     let aws = aws().await;
-    let ssm = aws_sdk_ssm::Client::new(&aws);
     let prefix = format!("/plumbline/{}", unique("many"));
     let mut refs = Vec::new();
     for i in 0..12 {
         let name = format!("{prefix}/p{i}");
-        ssm.put_parameter()
-            .name(&name)
-            .value(format!("value-{i}"))
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .send()
-            .await
-            .expect("parameter");
+        put_parameter(&aws, &name, &format!("value-{i}")).await;
         refs.push((format!("key{i}"), SecretRef::Ssm(name)));
     }
     let remote = fetch(&refs, &aws).await.expect("fetched");
