@@ -152,16 +152,29 @@ fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<bool> {
         .err()
         .map(|e| e.problems.clone())
         .unwrap_or_default();
+    let warnings = result
+        .as_ref()
+        .map(|c| c.warnings.clone())
+        .unwrap_or_default();
     if json {
-        let list: Vec<_> = problems
-            .iter()
-            .map(|p| serde_json::json!({ "key": p.key, "reason": p.reason, "line": p.line }))
-            .collect();
+        let as_json = |list: &[plumbline::config::ConfigProblem]| -> Vec<serde_json::Value> {
+            list.iter()
+                .map(|p| serde_json::json!({ "key": p.key, "reason": p.reason, "line": p.line }))
+                .collect()
+        };
         out::outln!(
             "{}",
-            serde_json::json!({ "file": file.display().to_string(), "valid": problems.is_empty(), "problems": list })
+            serde_json::json!({
+                "file": file.display().to_string(),
+                "valid": problems.is_empty(),
+                "problems": as_json(&problems),
+                "warnings": as_json(&warnings),
+            })
         )?;
     } else if let Ok(config) = &result {
+        for w in &warnings {
+            eprintln!("{}: warning: {w}", file.display());
+        }
         out::outln!(
             "{}: valid ({} sources, {} targets, {} routes)",
             file.display(),

@@ -249,6 +249,9 @@ pub struct Config {
     pub ingress: IngressSettings,
     pub delivery: DeliverySettings,
     pub ledger: LedgerSettings,
+    /// What is valid but almost certainly a mistake (a route that matches no event type):
+    /// `plumbline config check` prints these, and loading the file logs each.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 impl Config {
@@ -257,7 +260,11 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::one("(file)", format!("cannot read {}: {e}", path.display()))
         })?;
-        Self::parse(&text)
+        let config = Self::parse(&text)?;
+        for warning in &config.warnings {
+            tracing::warn!(key = %warning.key, reason = %warning.reason, "configuration warning");
+        }
+        Ok(config)
     }
 
     /// Parses and validates TOML text.
@@ -277,6 +284,7 @@ impl Config {
         let mut problems = Problems {
             text,
             list: Vec::new(),
+            warnings: Vec::new(),
         };
         let sources = parse_sources(raw.sources, &mut problems);
         let targets = parse_targets(raw.targets, &mut problems);
@@ -344,6 +352,7 @@ impl Config {
             ingress,
             delivery,
             ledger,
+            warnings: problems.warnings,
         })
     }
 

@@ -116,9 +116,20 @@ pub(super) const ENTITY_KINDS: [&str; 5] = ["payment", "order", "customer", "lea
 pub(super) struct Problems<'a> {
     pub(super) text: &'a str,
     pub(super) list: Vec<ConfigProblem>,
+    /// What is valid but almost certainly not meant.
+    pub(super) warnings: Vec<ConfigProblem>,
 }
 
 impl Problems<'_> {
+    pub(super) fn warn(&mut self, key: String, reason: impl Into<String>) {
+        let line = line_of(self.text, &key);
+        self.warnings.push(ConfigProblem {
+            key,
+            reason: reason.into(),
+            line,
+        });
+    }
+
     pub(super) fn add(&mut self, key: String, reason: impl Into<String>) {
         let line = line_of(self.text, &key);
         self.list.push(ConfigProblem {
@@ -313,6 +324,19 @@ pub(super) fn parse_routes(
                 problems.add(
                     format!("routes[{i}].events[{j}]"),
                     format!("{pattern:?} is not a type or glob such as payment.*"),
+                );
+            } else if !crate::contract::EVENT_TYPES
+                .iter()
+                .any(|t| crate::delivery::routes::type_matches(pattern, t))
+            {
+                // A warning, not a refusal: a type added to the contract later must not stop a
+                // deployment that already routes it.
+                problems.warn(
+                    format!("routes[{i}].events[{j}]"),
+                    format!(
+                        "{pattern:?} matches none of the event types plumbline produces \
+                         (docs/sources.md): this route would deliver nothing"
+                    ),
                 );
             }
         }

@@ -204,3 +204,24 @@ fn a_threshold_must_name_a_check() {
         assert_eq!(config.thresholds[check], 3);
     }
 }
+
+#[test]
+fn a_route_that_matches_no_event_type_is_a_warning() {
+    let text = "[sources.s]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\nsecret = \"env:E\"\n\n[[routes]]\nevents = [\"payment.succeeded\", \"payment.succeded\", \"payments.*\", \"order.*\", \"*\"]\ntargets = [\"erp\"]\n";
+    let config = Config::parse(text).expect("valid, with warnings");
+    let keys: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["routes[0].events[1]", "routes[0].events[2]"]);
+    assert!(
+        config.warnings[0]
+            .reason
+            .contains("\"payment.succeded\" matches none"),
+        "{}",
+        config.warnings[0].reason
+    );
+    assert!(
+        Config::parse(DESIGN_EXAMPLE)
+            .expect("valid")
+            .warnings
+            .is_empty()
+    );
+}

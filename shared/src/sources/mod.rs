@@ -462,3 +462,45 @@ mod reread_tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod catalog_tests {
+    use crate::contract::EVENT_TYPES;
+
+    /// Every canonical type a normalizer writes is in the contract's catalog, and every
+    /// catalogued type is written by a normalizer or by reconciliation's corrective events; so
+    /// `plumbline config check` warns about a route exactly when it can match nothing.
+    #[test]
+    fn the_catalog_is_what_the_normalizers_and_reconciliation_write() {
+        let sources = [
+            include_str!("stripe.rs"),
+            include_str!("standard_webhooks.rs"),
+            include_str!("shopify.rs"),
+            include_str!("adyen.rs"),
+            include_str!("paddle.rs"),
+        ];
+        let mut written = std::collections::BTreeSet::new();
+        for text in sources {
+            // Literals such as "payment.succeeded" in the mapping tables (skipping the tests).
+            let code = text.split("#[cfg(test)]").next().unwrap_or(text);
+            for literal in code.split('"').skip(1).step_by(2) {
+                let Some((kind, name)) = literal.split_once('.') else {
+                    continue;
+                };
+                let canonical = ["payment", "order", "customer", "lead"].contains(&kind)
+                    && !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                if canonical {
+                    written.insert(literal.to_owned());
+                }
+            }
+        }
+        // Reconciliation's corrective events move an order to the state its payment implies.
+        for state in ["paid", "partially_refunded", "refunded"] {
+            written.insert(format!("order.{state}"));
+        }
+        let catalog: std::collections::BTreeSet<String> =
+            EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect();
+        assert_eq!(written, catalog);
+    }
+}
