@@ -52,3 +52,100 @@ pub const EVENT_TYPES: [&str; 25] = [
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Envelope)).expect("a schema always serializes")
 }
+
+/// Whether `path` (dotted, as a route's `where` names it) can name a value in an envelope: a
+/// property of the envelope's JSON Schema at each step, or an index into an array.
+pub fn envelope_has_path(path: &str) -> bool {
+    let schema = json_schema();
+    let defs = &schema["$defs"];
+    let mut node = &schema;
+    for segment in path.split('.') {
+        node = resolve(node, defs);
+        if let Some(next) = node.get("properties").and_then(|p| p.get(segment)) {
+            node = next;
+        } else if node.get("items").is_some() && segment.parse::<usize>().is_ok() {
+            node = &node["items"];
+        } else if let Some(open) = node.get("additionalProperties").filter(|a| a.is_object()) {
+            node = open;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// The schema a node stands for: through `$ref`, and past the `null` of an optional value.
+fn resolve<'a>(
+    mut node: &'a serde_json::Value,
+    defs: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    loop {
+        let referenced = node
+            .get("$ref")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|r| r.strip_prefix("#/$defs/"));
+        let variant = node
+            .get("anyOf")
+            .or_else(|| node.get("allOf"))
+            .and_then(serde_json::Value::as_array)
+            .and_then(|vs| {
+                vs.iter()
+                    .find(|v| v.get("type").and_then(serde_json::Value::as_str) != Some("null"))
+            });
+        match (referenced, variant) {
+            (Some(name), _) => node = &defs[name],
+            (None, Some(v)) => node = v,
+            (None, None) => return node,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path to a value in the committed sample envelopes is one the schema walk accepts;
+    /// misspelt ones are not.
+    #[test]
+    fn every_path_of_the_sample_envelopes_is_a_path_of_the_schema() {
+        fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        leaves(&path, v, out);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        leaves(&format!("{prefix}.{i}"), v, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/contract/fixtures/v1");
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("fixtures") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("fixture");
+            let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            leaves("", &doc, &mut paths);
+        }
+        assert!(paths.len() > 40, "{paths:?}");
+        for path in &paths {
+            assert!(envelope_has_path(path), "{path}");
+        }
+        for wrong in [
+            "data.currency",
+            "entity.ref.order_id",
+            "amount",
+            "data.amount.currency.x",
+        ] {
+            assert!(!envelope_has_path(wrong), "{wrong}");
+        }
+    }
+}
