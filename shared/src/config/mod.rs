@@ -356,6 +356,28 @@ impl Config {
         })
     }
 
+    /// Route filters (`[[routes]] where`) whose path is no field of the envelope: such a route
+    /// would deliver nothing. For `plumbline config check`; the functions do not call it, so
+    /// they carry no copy of the envelope's schema.
+    pub fn filter_warnings(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            for path in route.filter.keys() {
+                if !crate::contract::envelope_has_path(path) {
+                    out.push(ConfigProblem {
+                        key: format!("routes[{i}].where.{path:?}"),
+                        reason: format!(
+                            "{path:?} is no field of the envelope (docs/contract/README.md): \
+                             this route would deliver nothing"
+                        ),
+                        line: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Every secret reference in the file, with its key, for fetching remote ones at start-up.
     pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
         self.refs_where(|_| true)

@@ -348,17 +348,6 @@ pub(super) fn parse_routes(
                 );
             }
         }
-        for path in raw.filter.keys() {
-            if !crate::contract::envelope_has_path(path) {
-                problems.warn(
-                    format!("routes[{i}].where.{path:?}"),
-                    format!(
-                        "{path:?} is no field of the envelope (docs/contract/README.md): \
-                         this route would deliver nothing"
-                    ),
-                );
-            }
-        }
         routes.push(Route {
             events: raw.events,
             targets: raw.targets,
