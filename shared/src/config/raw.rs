@@ -122,21 +122,18 @@ pub(super) struct Problems<'a> {
 
 impl Problems<'_> {
     pub(super) fn warn(&mut self, key: String, reason: impl Into<String>) {
-        let line = line_of(self.text, &key);
-        self.warnings.push(ConfigProblem {
-            key,
-            reason: reason.into(),
-            line,
-        });
+        let problem = self.located(key, reason.into());
+        self.warnings.push(problem);
     }
 
     pub(super) fn add(&mut self, key: String, reason: impl Into<String>) {
+        let problem = self.located(key, reason.into());
+        self.list.push(problem);
+    }
+
+    fn located(&self, key: String, reason: String) -> ConfigProblem {
         let line = line_of(self.text, &key);
-        self.list.push(ConfigProblem {
-            key,
-            reason: reason.into(),
-            line,
-        });
+        ConfigProblem { key, reason, line }
     }
 
     fn reference(&mut self, key: String, value: Option<&str>) -> Option<SecretRef> {
