@@ -455,22 +455,29 @@ fn dimensions_of(list: &serde_yaml_ng::Value) -> Vec<(String, Option<String>)> {
     dimensions
 }
 
+/// `text` split at the first `at`; the test fails naming `whole` (which `by` watches) if
+/// there is none.
+fn cut<'a>(text: &'a str, at: &str, by: &str, whole: &str) -> (&'a str, &'a str) {
+    text.split_once(at)
+        .unwrap_or_else(|| panic!("{by}: no {at:?} in {whole}"))
+}
+
+/// `Plumbline, Outcome, Target`: the namespace, then the dimensions' names, none asked a value.
+fn schema_dimensions(schema: &str, by: &str, whole: &str) -> Vec<(String, Option<String>)> {
+    let mut parts = schema.split(',').map(str::trim);
+    assert_eq!(parts.next(), Some("Plumbline"), "{by}: {whole}");
+    parts.map(|d| (d.to_owned(), None)).collect()
+}
+
 /// `SEARCH('{Plumbline,Source,Outcome} MetricName="IngressEvents"', 'Sum', 60)`: the schema's
 /// dimensions, matched exactly, and the metric's name.
 fn searched(by: &str, expression: &str) -> Watched {
-    let (_, rest) = expression
-        .split_once("'{")
-        .unwrap_or_else(|| panic!("{by}: {expression}"));
-    let (schema, rest) = rest.split_once('}').expect("a schema's end");
-    let mut parts = schema.split(',');
-    assert_eq!(parts.next(), Some("Plumbline"), "{by}: {expression}");
-    let mut dimensions: Vec<(String, Option<String>)> =
-        parts.map(|d| (d.trim().to_owned(), None)).collect();
+    let (_, rest) = cut(expression, "'{", by, expression);
+    let (schema, rest) = cut(rest, "}", by, expression);
+    let mut dimensions = schema_dimensions(schema, by, expression);
     dimensions.sort();
-    let (_, rest) = rest
-        .split_once("MetricName=\"")
-        .unwrap_or_else(|| panic!("{by}: {expression}"));
-    let (name, _) = rest.split_once('"').expect("a name's end");
+    let (_, rest) = cut(rest, "MetricName=\"", by, expression);
+    let (name, _) = cut(rest, "\"", by, expression);
     Watched {
         by: format!("{by} ({expression})"),
         name: name.to_owned(),
@@ -482,33 +489,20 @@ fn searched(by: &str, expression: &str) -> Watched {
 /// WHERE Outcome = 'dead_lettered' GROUP BY Target`: the schema's dimensions, matched exactly,
 /// the metric's name, and the values the `WHERE` asks for.
 fn queried(by: &str, query: &str) -> Watched {
-    let (_, rest) = query
-        .split_once('(')
-        .unwrap_or_else(|| panic!("{by}: {query}"));
-    let (name, rest) = rest
-        .split_once(')')
-        .unwrap_or_else(|| panic!("{by}: {query}"));
-    let (_, rest) = rest
-        .split_once("SCHEMA(")
-        .unwrap_or_else(|| panic!("{by}: {query}"));
-    let (schema, rest) = rest
-        .split_once(')')
-        .unwrap_or_else(|| panic!("{by}: {query}"));
-    let mut parts = schema.split(',').map(str::trim);
-    assert_eq!(parts.next(), Some("Plumbline"), "{by}: {query}");
-    let mut dimensions: Vec<(String, Option<String>)> =
-        parts.map(|d| (d.to_owned(), None)).collect();
+    let (_, rest) = cut(query, "(", by, query);
+    let (name, rest) = cut(rest, ")", by, query);
+    let (_, rest) = cut(rest, "SCHEMA(", by, query);
+    let (schema, rest) = cut(rest, ")", by, query);
+    let mut dimensions = schema_dimensions(schema, by, query);
     if let Some((_, condition)) = rest.split_once("WHERE ") {
         let condition = condition.split(" GROUP BY").next().unwrap_or_default();
         for clause in condition.split(" AND ") {
-            let (key, value) = clause
-                .split_once('=')
-                .unwrap_or_else(|| panic!("{by}: {query}"));
+            let (key, value) = cut(clause, "=", by, query);
             let value = value.trim().trim_matches('\'');
             let slot = dimensions
                 .iter_mut()
                 .find(|(k, _)| k == key.trim())
-                .unwrap_or_else(|| panic!("{by}: {query}"));
+                .unwrap_or_else(|| panic!("{by}: {key} is not in the schema of {query}"));
             slot.1 = Some(value.to_owned());
         }
     }

@@ -11,7 +11,7 @@ use lambda_runtime::{LambdaEvent, run, service_fn};
 use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::targets;
-use plumbline::config::{ChainSecrets, Config, EnvSecrets};
+use plumbline::config::Config;
 use plumbline::delivery::Delivery;
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing, until_stopped};
@@ -29,12 +29,13 @@ async fn start() -> Result<(), lambda_runtime::Error> {
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
     let aws = plumbline::adapters::aws_sdk::load_config().await;
-    let remote = plumbline::adapters::aws_secrets::fetch(
-        &config.secret_refs_for(plumbline::config::SecretPurpose::Deliver),
+    let secrets = plumbline::adapters::aws_secrets::resolver_for(
+        &config,
+        plumbline::config::SecretPurpose::Deliver,
         &aws,
     )
     .await?;
-    let targets = targets::build_all(&config, &ChainSecrets(EnvSecrets, remote))?;
+    let targets = targets::build_all(&config, &secrets)?;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let delivery = Delivery::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),

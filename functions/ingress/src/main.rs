@@ -3,7 +3,7 @@
 use anyhow::Context;
 use lambda_http::{run, service_fn};
 use plumbline::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
-use plumbline::config::{ChainSecrets, Config, EnvSecrets};
+use plumbline::config::Config;
 use plumbline::ingress::Ingress;
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing, until_stopped};
@@ -24,12 +24,13 @@ async fn start() -> Result<(), lambda_http::Error> {
     let queue_url =
         std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
     let aws = plumbline::adapters::aws_sdk::load_config().await;
-    let remote = plumbline::adapters::aws_secrets::fetch(
-        &config.secret_refs_for(plumbline::config::SecretPurpose::Verify),
+    let secrets = plumbline::adapters::aws_secrets::resolver_for(
+        &config,
+        plumbline::config::SecretPurpose::Verify,
         &aws,
     )
     .await?;
-    let verifiers = config.verifiers(&ChainSecrets(EnvSecrets, remote))?;
+    let verifiers = config.verifiers(&secrets)?;
     let ingress = Ingress::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
         SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url),

@@ -22,12 +22,12 @@ async fn start() -> Result<(), lambda_runtime::Error> {
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
     let aws = plumbline::adapters::aws_sdk::load_config().await;
-    let remote = plumbline::adapters::aws_secrets::fetch(
-        &config.secret_refs_for(plumbline::config::SecretPurpose::Reconcile),
+    let secrets = plumbline::adapters::aws_secrets::resolver_for(
+        &config,
+        plumbline::config::SecretPurpose::Reconcile,
         &aws,
     )
     .await?;
-    let secrets = plumbline::config::ChainSecrets(plumbline::config::EnvSecrets, remote);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let reconciler = Reconciler::new(
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),

@@ -6,10 +6,24 @@ use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 
-use crate::config::{ConfigError, ConfigProblem, MapSecrets, SecretRef};
+use crate::config::{
+    ChainSecrets, Config, ConfigError, ConfigProblem, EnvSecrets, MapSecrets, SecretPurpose,
+    SecretRef,
+};
 
 /// SSM answers at most this many names in one `GetParameters`.
 const SSM_NAMES_PER_REQUEST: usize = 10;
+
+/// What a function resolves its secrets with: the remote references it uses (`purpose`),
+/// fetched at cold start, and the environment for `env:` ones.
+pub async fn resolver_for(
+    config: &Config,
+    purpose: SecretPurpose,
+    aws: &aws_config::SdkConfig,
+) -> Result<ChainSecrets<EnvSecrets, MapSecrets>, ConfigError> {
+    let remote = fetch(&config.secret_refs_for(purpose), aws).await?;
+    Ok(ChainSecrets(EnvSecrets, remote))
+}
 
 /// The values of the remote references among `refs`, keyed as `MapSecrets` expects. Each
 /// reference is fetched once, however many keys use it, and all of them at once: a cold start
@@ -21,7 +35,8 @@ pub async fn fetch(
     refs: &[(String, SecretRef)],
     aws: &aws_config::SdkConfig,
 ) -> Result<MapSecrets, ConfigError> {
-    // Each remote reference once, with the first key that names it.
+    // Each remote reference once (by its text, as `MapSecrets` keys it), with the first key
+    // that names it.
     let mut wanted: BTreeMap<String, (&str, &SecretRef)> = BTreeMap::new();
     for (key, reference) in refs {
         if !matches!(reference, SecretRef::Env(_)) {
@@ -34,59 +49,50 @@ pub async fn fetch(
         // Nothing remote: no clients to build at cold start.
         return Ok(MapSecrets::default());
     }
-    let parameters: Vec<&str> = wanted
-        .values()
-        .filter_map(|(_, reference)| match reference {
-            SecretRef::Ssm(name) => Some(name.as_str()),
-            _ => None,
-        })
-        .collect();
-    let secrets: Vec<(&str, Option<&str>)> = wanted
-        .values()
-        .filter_map(|(_, reference)| match reference {
-            SecretRef::SecretsManager { id, field } => Some((id.as_str(), field.as_deref())),
-            _ => None,
-        })
-        .collect();
+    let mut parameters: Vec<(&str, &str)> = Vec::new();
+    let mut secrets: Vec<(&str, &str, Option<&str>)> = Vec::new();
+    for (name, (_, reference)) in &wanted {
+        match reference {
+            SecretRef::Ssm(parameter) => parameters.push((name, parameter)),
+            SecretRef::SecretsManager { id, field } => secrets.push((name, id, field.as_deref())),
+            SecretRef::Env(_) => {}
+        }
+    }
     let ssm = aws_sdk_ssm::Client::new(aws);
     let manager = aws_sdk_secretsmanager::Client::new(aws);
     let (from_ssm, from_manager) = futures_util::future::join(
         futures_util::future::join_all(
             parameters
                 .chunks(SSM_NAMES_PER_REQUEST)
-                .map(|names| get_parameters(&ssm, names)),
+                .map(|chunk| get_parameters(&ssm, chunk.iter().map(|(_, p)| *p).collect())),
         ),
         futures_util::future::join_all(
             secrets
                 .iter()
-                .map(|(id, field)| get_secret(&manager, id, *field)),
+                .map(|(_, id, field)| get_secret(&manager, id, *field)),
         ),
     )
     .await;
-    let mut found: BTreeMap<String, Result<String, String>> = BTreeMap::new();
-    for (name, value) in from_ssm.into_iter().flatten() {
-        found.insert(SecretRef::Ssm(name.clone()).to_string(), value);
-    }
-    for ((id, field), value) in secrets.iter().zip(from_manager) {
-        let reference = SecretRef::SecretsManager {
-            id: (*id).to_owned(),
-            field: field.map(str::to_owned),
-        };
-        found.insert(reference.to_string(), value);
-    }
+    // Answers come back in the order asked, so each lines up with its reference's text.
+    let mut found: BTreeMap<&str, Result<String, String>> = parameters
+        .iter()
+        .map(|(name, _)| *name)
+        .zip(from_ssm.into_iter().flatten())
+        .chain(secrets.iter().map(|(name, _, _)| *name).zip(from_manager))
+        .collect();
     let mut values = BTreeMap::new();
     let mut problems = Vec::new();
-    for (name, (key, _)) in wanted {
+    for (name, (key, _)) in &wanted {
         match found
-            .remove(&name)
+            .remove(name.as_str())
             .unwrap_or_else(|| Err("not fetched".to_owned()))
         {
             Ok(value) => {
-                values.insert(name, value);
+                values.insert(name.clone(), value);
             }
             // The reason names the reference and the service's error code, never a value.
             Err(reason) => problems.push(ConfigProblem {
-                key: key.to_owned(),
+                key: (*key).to_owned(),
                 reason: format!("{name}: {reason}"),
                 line: None,
             }),
@@ -99,36 +105,32 @@ pub async fn fetch(
     }
 }
 
-/// Up to ten parameters in one request: each requested name with its value, or the reason it
+/// Up to ten parameters in one request: each name's value in the order asked, or the reason it
 /// has none (`ParameterNotFound` for a name SSM does not know, the service's error code when
 /// the request failed as a whole).
 async fn get_parameters(
     ssm: &aws_sdk_ssm::Client,
-    names: &[&str],
-) -> Vec<(String, Result<String, String>)> {
+    names: Vec<&str>,
+) -> Vec<Result<String, String>> {
     let answer = ssm
         .get_parameters()
         .set_names(Some(names.iter().map(|n| (*n).to_owned()).collect()))
         .with_decryption(true)
         .send()
         .await;
-    let out = match answer {
-        Ok(out) => out,
+    let parameters = match answer {
+        Ok(out) => out.parameters.unwrap_or_default(),
         Err(e) => {
             let code = e.code().unwrap_or("unreachable").to_owned();
-            return names
-                .iter()
-                .map(|n| ((*n).to_owned(), Err(code.clone())))
-                .collect();
+            return names.iter().map(|_| Err(code.clone())).collect();
         }
     };
-    let parameters = out.parameters.unwrap_or_default();
     names
         .iter()
         .map(|name| {
             // A name may be asked for as the parameter's name, its ARN, or with a version or
             // label selector (`name:3`); the answer carries each of those forms.
-            let value = parameters
+            parameters
                 .iter()
                 .find(|p| {
                     let selected = match (&p.name, &p.selector) {
@@ -146,8 +148,7 @@ async fn get_parameters(
                             .clone()
                             .ok_or_else(|| "the parameter has no value".to_owned())
                     },
-                );
-            ((*name).to_owned(), value)
+                )
         })
         .collect()
 }

@@ -35,6 +35,7 @@ enum Slot {
 }
 
 use crate::contract::SourceName;
+use crate::reconcile::CHECKS;
 use crate::sources::{SourceKind, Verifier};
 use raw::{
     Problems, RawConfig, check_ownership, parse_delivery, parse_ingress, parse_routes,
@@ -361,9 +362,10 @@ impl Config {
     /// they carry no copy of the envelope's schema.
     pub fn filter_warnings(&self) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
+        let fields = crate::contract::EnvelopeFields::default();
         for (i, route) in self.routes.iter().enumerate() {
             for path in route.filter.keys() {
-                if !crate::contract::envelope_has_path(path) {
+                if !fields.has(path) {
                     out.push(ConfigProblem {
                         key: format!("routes[{i}].where.{path:?}"),
                         reason: format!(
@@ -475,24 +477,6 @@ impl Config {
     }
 }
 
-/// The checks a threshold can name, as the reports and the `ReconcileBreached` metric name them.
-pub const THRESHOLD_CHECKS: [&str; 8] = {
-    use crate::reconcile::{
-        CRM_PARITY, DELIVERY_BACKLOG, DLQ_MESSAGES, LEAD_COUNTS, MISSED_WEBHOOKS,
-        PAYMENT_ORDER_PARITY, REPLAYS, STUCK_EVENTS,
-    };
-    [
-        MISSED_WEBHOOKS,
-        STUCK_EVENTS,
-        DELIVERY_BACKLOG,
-        DLQ_MESSAGES,
-        PAYMENT_ORDER_PARITY,
-        CRM_PARITY,
-        LEAD_COUNTS,
-        REPLAYS,
-    ]
-};
-
 /// `[reconcile.thresholds]` keyed by the checks' own names. A key that names no check is a
 /// problem: a threshold nobody compares with would leave its check's drift unalarmed. The two
 /// names of the design's example are read as the checks they describe.
@@ -502,15 +486,12 @@ fn thresholds(raw: &BTreeMap<String, u64>, problems: &mut Problems<'_>) -> BTree
         let check = match key.as_str() {
             "missed_events" => Some(crate::reconcile::MISSED_WEBHOOKS),
             "status_mismatches" => Some(crate::reconcile::PAYMENT_ORDER_PARITY),
-            other => THRESHOLD_CHECKS.into_iter().find(|c| *c == other),
+            other => CHECKS.into_iter().find(|c| *c == other),
         };
         let Some(check) = check else {
             problems.add(
                 format!("reconcile.thresholds.{key}"),
-                format!(
-                    "no such check; the checks are {}",
-                    THRESHOLD_CHECKS.join(", ")
-                ),
+                format!("no such check; the checks are {}", CHECKS.join(", ")),
             );
             continue;
         };

@@ -199,7 +199,7 @@ fn a_threshold_must_name_a_check() {
     let err = Config::parse(&format!("{base}missed_events = 0\nmissed_webhooks = 1\n"))
         .expect_err("one check, two thresholds");
     assert_eq!(err.problems.len(), 1, "{err}");
-    for check in THRESHOLD_CHECKS {
+    for check in CHECKS {
         let config = Config::parse(&format!("{base}{check} = 3\n")).expect("a check's own name");
         assert_eq!(config.thresholds[check], 3);
     }

@@ -53,25 +53,37 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Envelope)).expect("a schema always serializes")
 }
 
-/// Whether `path` (dotted, as a route's `where` names it) can name a value in an envelope: a
-/// property of the envelope's JSON Schema at each step, or an index into an array.
-pub fn envelope_has_path(path: &str) -> bool {
-    let schema = json_schema();
-    let defs = &schema["$defs"];
-    let mut node = &schema;
-    for segment in path.split('.') {
-        node = resolve(node, defs);
-        if let Some(next) = node.get("properties").and_then(|p| p.get(segment)) {
-            node = next;
-        } else if node.get("items").is_some() && segment.parse::<usize>().is_ok() {
-            node = &node["items"];
-        } else if let Some(open) = node.get("additionalProperties").filter(|a| a.is_object()) {
-            node = open;
-        } else {
-            return false;
-        }
+/// The envelope's fields as its JSON Schema names them, generated once, for checking paths
+/// into an envelope.
+#[derive(Debug)]
+pub struct EnvelopeFields(serde_json::Value);
+
+impl Default for EnvelopeFields {
+    fn default() -> Self {
+        Self(json_schema())
     }
-    true
+}
+
+impl EnvelopeFields {
+    /// Whether `path` (dotted, as a route's `where` names it) can name a value in an envelope:
+    /// a property of the schema at each step, or an index into an array.
+    pub fn has(&self, path: &str) -> bool {
+        let defs = &self.0["$defs"];
+        let mut node = &self.0;
+        for segment in path.split('.') {
+            node = resolve(node, defs);
+            if let Some(next) = node.get("properties").and_then(|p| p.get(segment)) {
+                node = next;
+            } else if node.get("items").is_some() && segment.parse::<usize>().is_ok() {
+                node = &node["items"];
+            } else if let Some(open) = node.get("additionalProperties").filter(|a| a.is_object()) {
+                node = open;
+            } else {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// The schema a node stands for: through `$ref`, and past the `null` of an optional value.
@@ -136,8 +148,9 @@ mod tests {
             leaves("", &doc, &mut paths);
         }
         assert!(paths.len() > 40, "{paths:?}");
+        let fields = EnvelopeFields::default();
         for path in &paths {
-            assert!(envelope_has_path(path), "{path}");
+            assert!(fields.has(path), "{path}");
         }
         for wrong in [
             "data.currency",
@@ -145,7 +158,7 @@ mod tests {
             "amount",
             "data.amount.currency.x",
         ] {
-            assert!(!envelope_has_path(wrong), "{wrong}");
+            assert!(!fields.has(wrong), "{wrong}");
         }
     }
 }

@@ -132,6 +132,19 @@ pub const CRM_PARITY: &str = "crm_parity";
 pub const LEAD_COUNTS: &str = "lead_counts";
 pub const REPLAYS: &str = "replays";
 
+/// Every check a run can report, by the name its report, its `ReconcileFound` metric and
+/// `[reconcile.thresholds]` use.
+pub const CHECKS: [&str; 8] = [
+    MISSED_WEBHOOKS,
+    STUCK_EVENTS,
+    DELIVERY_BACKLOG,
+    DLQ_MESSAGES,
+    PAYMENT_ORDER_PARITY,
+    CRM_PARITY,
+    LEAD_COUNTS,
+    REPLAYS,
+];
+
 /// Everything reconciliation reads and writes in the store, as one bound.
 pub trait Storage:
     ReconcileStore + EventStore + Watermarks + LedgerStore + EntityScan + ReplayTally
