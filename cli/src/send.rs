@@ -79,19 +79,14 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
             )
         })?;
     let kind = source_config.kind;
-    let reference = source_config
-        .secrets
-        .first()
+    let signing = config
+        .signing_secret(&name)
         .context("the source has no secret")?;
+    let reference = signing.1.clone();
     // Only the secret it signs with: the sender needs no access to any other.
-    let secrets = secrets
-        .fetching(vec![(
-            format!("sources.{source}.secrets[0]"),
-            reference.clone(),
-        )])
-        .await?;
+    let secrets = secrets.fetching(vec![signing]).await?;
     let secret = secrets
-        .resolve(reference)
+        .resolve(&reference)
         .map_err(|e| anyhow::anyhow!("{reference}: {e}"))?;
     let payloads = payloads(&args, kind)?;
     let mut requests = Vec::new();

@@ -56,6 +56,44 @@ fn an_invalid_config_still_fails_with_its_problems() {
     );
 }
 
+#[test]
+fn config_check_warns_of_a_secret_its_function_could_not_read() {
+    // The bundled file with the ERP's signing secret moved out of the targets/ folder: valid,
+    // but deployed with the template, delivery would be refused the parameter at cold start.
+    let bundled = std::fs::read_to_string(crate::helpers::repo_path("infra/config/plumbline.toml"))
+        .expect("the bundled configuration");
+    let moved = bundled.replace(
+        "ssm:/plumbline/targets/erp-signing",
+        "ssm:/plumbline/erp-signing",
+    );
+    assert_ne!(moved, bundled, "the bundled file names the ERP's parameter");
+    let dir = std::env::temp_dir().join(crate::helpers::unique("plumbline-cli"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("moved.toml");
+    std::fs::write(&file, moved).expect("write");
+    let out = Command::new(binary())
+        .args(["config", "check", "--json"])
+        .arg(&file)
+        .output()
+        .expect("run plumbline");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning is no failure: {out:?}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["valid"], true);
+    let warnings = report["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{report}");
+    assert_eq!(warnings[0]["key"], "targets.erp.secret");
+    assert!(
+        warnings[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("{SecretsPrefix}/targets/")),
+        "{report}"
+    );
+}
+
 /// `plumbline receive`, the local target of the README's walkthrough: it answers with the
 /// status asked for and prints each delivery with the verdict on its signature.
 #[tokio::test]

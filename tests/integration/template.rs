@@ -157,3 +157,113 @@ fn every_alarm_pages_and_names_a_runbook_that_exists() {
         "expected the template's alarms, found {alarms}"
     );
 }
+
+/// The ARN patterns of one function's statements allowing `action`, with the template's
+/// substitutions made for a stack in us-east-1 with the default secrets prefix.
+fn allowed_resources(function: &str, action: &str) -> Vec<String> {
+    let resources = resources();
+    let mut out = Vec::new();
+    for policy in resources[function]["Properties"]["Policies"]
+        .as_sequence()
+        .expect("Policies")
+    {
+        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+            if !strings(&statement["Action"]).iter().any(|a| a == action) {
+                continue;
+            }
+            let items = match &statement["Resource"] {
+                serde_yaml_ng::Value::Sequence(items) => items.clone(),
+                one => vec![one.clone()],
+            };
+            for item in items {
+                let serde_yaml_ng::Value::Tagged(tagged) = item else {
+                    panic!("{function}: {action} on a resource that is not a !Sub: {item:?}");
+                };
+                let text = tagged.value.as_str().expect("a !Sub of one string");
+                out.push(
+                    text.replace("${AWS::Partition}", "aws")
+                        .replace("${AWS::Region}", "us-east-1")
+                        .replace("${AWS::AccountId}", "123456789012")
+                        .replace("${SecretsPrefix}", "plumbline"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// IAM's `*`: any run of characters, `/` included.
+fn iam_matches(pattern: &str, arn: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = arn.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+#[test]
+fn each_function_may_read_its_own_secrets_and_no_others() {
+    use plumbline::config::{Config, SecretPurpose, SecretRef};
+    let config = Config::load(&crate::helpers::repo_path(
+        "tests/fixtures/config/every-secret.toml",
+    ))
+    .expect("the fixture loads");
+    assert!(
+        config.secret_folder_warnings().is_empty(),
+        "{:?}",
+        config.secret_folder_warnings()
+    );
+    let every = config.secret_refs();
+    assert_eq!(every.len(), 7, "one reference in every slot");
+    for (function, purpose) in [
+        ("IngressFunction", SecretPurpose::Verify),
+        ("DeliveryFunction", SecretPurpose::Deliver),
+        ("ReconcileFunction", SecretPurpose::Reconcile),
+    ] {
+        let parameters = allowed_resources(function, "ssm:GetParameters");
+        let secrets = allowed_resources(function, "secretsmanager:GetSecretValue");
+        let own = config.secret_refs_for(purpose);
+        assert!(!own.is_empty(), "{function} reads some of the fixture's");
+        for (key, reference) in &every {
+            let (arn, patterns) = match reference {
+                SecretRef::Ssm(name) => (
+                    format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
+                    &parameters,
+                ),
+                // Secrets Manager appends six characters of its own to a secret's name.
+                SecretRef::SecretsManager { id, .. } => (
+                    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}-AbCdEf"),
+                    &secrets,
+                ),
+                SecretRef::Env(_) => unreachable!("the fixture's secrets are remote"),
+            };
+            let readable = patterns.iter().any(|p| iam_matches(p, &arn));
+            let needed = own.iter().any(|(k, _)| k == key);
+            assert_eq!(
+                readable, needed,
+                "{function} and {key} ({arn}): readable {readable}, needed {needed}; patterns {patterns:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn iam_patterns_match_as_iam_does() {
+    assert!(iam_matches("arn:p/a/*", "arn:p/a/b/c"));
+    assert!(!iam_matches("arn:p/a/*", "arn:p/ab"));
+    assert!(iam_matches("arn:*:x/*", "arn:aws:x/y"));
+    assert!(!iam_matches("arn:*:x/*", "arn:aws:y/x"));
+    assert!(iam_matches("exact", "exact"));
+    assert!(!iam_matches("exact", "exactly"));
+}

@@ -34,6 +34,21 @@ enum Slot {
     Target(TargetKind),
 }
 
+impl Slot {
+    /// The folder under the deployment's secrets prefix whose secrets the template's roles let
+    /// the functions that need this slot read (infra/template.yaml): one folder per reader, so
+    /// the ingress cannot read a target's credentials, nor delivery a webhook's signing secret.
+    fn folder(self) -> &'static str {
+        match self {
+            Self::Signing => "sources",
+            Self::ApiKey => "api-keys",
+            // Delivery writes to the CRM and reconciliation reads it back: both roles read it.
+            Self::Target(TargetKind::Hubspot) => "crm",
+            Self::Target(_) => "targets",
+        }
+    }
+}
+
 use crate::contract::SourceName;
 use crate::reconcile::CHECKS;
 use crate::sources::{SourceKind, Verifier};
@@ -380,9 +395,51 @@ impl Config {
         out
     }
 
+    /// Remote secrets (`ssm:`, `secretsmanager:`) outside the folder the template's roles read
+    /// them from (`{SecretsPrefix}/sources/`, `api-keys/`, `targets/` or `crm/`): deployed with
+    /// infra/template.yaml, the function that needs one would be refused it at cold start. For
+    /// `plumbline config check`; a deployment with roles of its own may name them as it likes.
+    pub fn secret_folder_warnings(&self) -> Vec<ConfigProblem> {
+        self.slotted_refs(|_| true)
+            .into_iter()
+            .filter_map(|(key, reference, slot)| {
+                let name = match &reference {
+                    SecretRef::Env(_) => return None,
+                    SecretRef::Ssm(name) => name.as_str(),
+                    // An ARN's name follows `:secret:`.
+                    SecretRef::SecretsManager { id, .. } => id
+                        .split_once(":secret:")
+                        .map_or(id.as_str(), |(_, name)| name),
+                };
+                let folder = slot.folder();
+                let mut segments: Vec<&str> = name.split('/').collect();
+                segments.pop();
+                if segments.contains(&folder) {
+                    return None;
+                }
+                Some(ConfigProblem {
+                    reason: format!(
+                        "{reference} is not in a {folder}/ folder: the template's roles let the \
+                         functions that use it read only {{SecretsPrefix}}/{folder}/… \
+                         (docs/configuration.md, \"Secrets\")"
+                    ),
+                    key,
+                    line: None,
+                })
+            })
+            .collect()
+    }
+
     /// Every secret reference in the file, with its key, for fetching remote ones at start-up.
     pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
         self.refs_where(|_| true)
+    }
+
+    /// The secret a sender signs a source's test webhooks with: its first (newest) one, keyed
+    /// as its function would key it.
+    pub fn signing_secret(&self, source: &SourceName) -> Option<(String, SecretRef)> {
+        let first = self.sources.get(source)?.secrets.first()?;
+        Some((signing_key(source, 0), first.clone()))
     }
 
     /// The secret references one function resolves, with their keys: each fetches only its own
@@ -400,31 +457,39 @@ impl Config {
     }
 
     fn refs_where(&self, wanted: impl Fn(Slot) -> bool) -> Vec<(String, SecretRef)> {
+        self.slotted_refs(wanted)
+            .into_iter()
+            .map(|(key, reference, _)| (key, reference))
+            .collect()
+    }
+
+    fn slotted_refs(&self, wanted: impl Fn(Slot) -> bool) -> Vec<(String, SecretRef, Slot)> {
         let mut out = Vec::new();
         for (name, source) in &self.sources {
             if wanted(Slot::Signing) {
                 for (i, r) in source.secrets.iter().enumerate() {
-                    out.push((format!("sources.{name}.secrets[{i}]"), r.clone()));
+                    out.push((signing_key(name, i), r.clone(), Slot::Signing));
                 }
             }
             if let Some(r) = &source.api_key
                 && wanted(Slot::ApiKey)
             {
-                out.push((format!("sources.{name}.api_key"), r.clone()));
+                out.push((format!("sources.{name}.api_key"), r.clone(), Slot::ApiKey));
             }
         }
         for (name, target) in &self.targets {
-            if !wanted(Slot::Target(target.kind)) {
+            let slot = Slot::Target(target.kind);
+            if !wanted(slot) {
                 continue;
             }
             for (field, r) in [("secret", &target.secret), ("token", &target.token)] {
                 if let Some(r) = r {
-                    out.push((format!("targets.{name}.{field}"), r.clone()));
+                    out.push((format!("targets.{name}.{field}"), r.clone(), slot));
                 }
             }
             for (header, value) in &target.headers {
                 if let HeaderValue::Secret(r) = value {
-                    out.push((format!("targets.{name}.headers.{header}"), r.clone()));
+                    out.push((format!("targets.{name}.headers.{header}"), r.clone(), slot));
                 }
             }
         }
@@ -443,7 +508,7 @@ impl Config {
         for (name, source) in &self.sources {
             let mut keys = Vec::new();
             for (i, reference) in source.secrets.iter().enumerate() {
-                let key = format!("sources.{name}.secrets[{i}]");
+                let key = signing_key(name, i);
                 match resolver.resolve(reference) {
                     Ok(value) => match source.kind.decode_secret(value.expose_secret()) {
                         Ok(bytes) => keys.push(SecretSlice::from(bytes)),
@@ -475,6 +540,10 @@ impl Config {
             Err(ConfigError { problems })
         }
     }
+}
+
+fn signing_key(source: &SourceName, i: usize) -> String {
+    format!("sources.{source}.secrets[{i}]")
 }
 
 /// `[reconcile.thresholds]` keyed by the checks' own names. A key that names no check is a

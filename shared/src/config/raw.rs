@@ -232,7 +232,7 @@ pub(super) fn parse_targets(
             if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 problems.add(format!("{key}.headers.{header}"), "not a valid header name");
             }
-            let value = if value.starts_with("env:") {
+            let value = if SecretRef::is_reference(&value) {
                 problems
                     .reference(format!("{key}.headers.{header}"), Some(&value))
                     .map(HeaderValue::Secret)

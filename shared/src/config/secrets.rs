@@ -17,6 +17,13 @@ pub enum SecretRef {
 }
 
 impl SecretRef {
+    /// Whether a value where either may stand (a target's header) is a reference: it names
+    /// one of the schemes `parse` reads.
+    pub(super) fn is_reference(text: &str) -> bool {
+        text.split_once(':')
+            .is_some_and(|(scheme, _)| matches!(scheme, "env" | "ssm" | "secretsmanager"))
+    }
+
     pub(super) fn parse(text: &str) -> Result<Self, String> {
         match text.split_once(':') {
             Some(("env", name)) if is_env_name(name) => Ok(Self::Env(name.to_owned())),

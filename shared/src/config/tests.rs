@@ -235,3 +235,103 @@ fn a_route_filter_on_no_field_of_the_envelope_is_a_warning() {
     assert_eq!(keys, ["routes[0].where.\"data.currency\""]);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
+
+#[test]
+fn a_remote_secret_outside_its_readers_folder_is_a_warning() {
+    let text = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["ssm:/plumbline/sources/stripe-webhook", "ssm:/plumbline/stripe-old"]
+api_key = "secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:plumbline/api-keys/stripe-AbCdEf"
+
+[targets.erp]
+kind = "http"
+url = "https://erp.example.com/"
+secret = "ssm:/plumbline/crm/erp-signing"
+
+[targets.crm]
+kind = "hubspot"
+token = "secretsmanager:plumbline/crm/hubspot#token"
+headers = { "X-Env" = "env:ERP_ENV" }
+
+[[routes]]
+events = ["payment.*"]
+targets = ["erp", "crm"]
+"#;
+    let config = Config::parse(text).expect("valid");
+    let warnings = config.secret_folder_warnings();
+    let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+    // The old signing secret is in no folder; the ERP's is in the CRM's, which delivery's role
+    // reads but so does reconciliation's, which has no business with the ERP's secret.
+    assert_eq!(keys, ["sources.stripe.secrets[1]", "targets.erp.secret"]);
+    assert!(
+        warnings[1].reason.contains("{SecretsPrefix}/targets/"),
+        "{}",
+        warnings[1].reason
+    );
+    // The folder must be a folder: a name ending in it is not in it.
+    let config =
+        Config::parse("[sources.s]\nkind = \"stripe\"\nsecrets = [\"ssm:/plumbline/sources\"]\n")
+            .expect("valid");
+    assert_eq!(config.secret_folder_warnings().len(), 1);
+    assert!(
+        Config::parse(DESIGN_EXAMPLE)
+            .expect("valid")
+            .secret_folder_warnings()
+            .is_empty(),
+        "env: references are the process's own"
+    );
+}
+
+#[test]
+fn a_sender_signs_with_the_sources_first_secret() {
+    let config = Config::parse(DESIGN_EXAMPLE).expect("valid");
+    let stripe = SourceName::try_from("stripe").expect("a name");
+    let (key, reference) = config.signing_secret(&stripe).expect("stripe has one");
+    assert_eq!(key, "sources.stripe.secrets[0]");
+    assert_eq!(reference, config.sources[&stripe].secrets[0]);
+    let verify = config.secret_refs_for(SecretPurpose::Verify);
+    assert!(
+        verify.contains(&(key, reference)),
+        "keyed as the ingress keys it"
+    );
+    let nobody = SourceName::try_from("nobody").expect("a name");
+    assert!(config.signing_secret(&nobody).is_none());
+}
+
+#[test]
+fn a_header_may_hold_a_secret_from_any_store() {
+    let text = "[targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\nheaders = { \"X-Api-Key\" = \"ssm:/plumbline/targets/erp-key\", \"X-Token\" = \"secretsmanager:plumbline/targets/erp#token\", \"X-Env\" = \"env:ERP_ENV\", \"X-Plain\" = \"production\", \"X-Colon\" = \"a:b\" }\n";
+    let config = Config::parse(text).expect("valid");
+    let headers = &config.targets["erp"].headers;
+    assert_eq!(
+        headers["X-Api-Key"],
+        HeaderValue::Secret(SecretRef::Ssm("/plumbline/targets/erp-key".into()))
+    );
+    assert!(matches!(
+        headers["X-Token"],
+        HeaderValue::Secret(SecretRef::SecretsManager { .. })
+    ));
+    assert!(matches!(
+        headers["X-Env"],
+        HeaderValue::Secret(SecretRef::Env(_))
+    ));
+    assert_eq!(
+        headers["X-Plain"],
+        HeaderValue::Literal("production".into())
+    );
+    assert_eq!(headers["X-Colon"], HeaderValue::Literal("a:b".into()));
+    let keys: Vec<String> = config
+        .secret_refs_for(SecretPurpose::Deliver)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "targets.erp.headers.X-Api-Key",
+            "targets.erp.headers.X-Env",
+            "targets.erp.headers.X-Token"
+        ]
+    );
+}
