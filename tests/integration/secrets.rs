@@ -302,3 +302,68 @@ async fn many_parameters_resolve_each_to_its_own_value() {
         err.problems[0].reason
     );
 }
+
+/// A target's header may hold a secret from Parameter Store: delivery fetches it at cold start
+/// and sends its value, never the reference's text.
+#[tokio::test]
+async fn a_targets_header_from_parameter_store_is_sent_with_its_value() {
+    use crate::helpers::pipeline::{ERP_SIGNING_SECRET, sqs_event};
+    use crate::helpers::recorder::Recorder;
+    use crate::helpers::runtime::{function_binary, invoke};
+    use crate::helpers::{STRIPE_SECRET, apigw_event, create_queue, create_table, drain};
+    use crate::helpers::{stripe_headers, unix_now};
+
+    let aws = aws().await;
+    let parameter = format!("/plumbline/targets/{}", unique("erp-key"));
+    let value = unique("erp-api-key");
+    put_parameter(&aws, &parameter, &value).await;
+    let (ddb, sqs) = (
+        aws_sdk_dynamodb::Client::new(&aws),
+        aws_sdk_sqs::Client::new(&aws),
+    );
+    let erp = Recorder::start().await;
+    let dir = std::env::temp_dir().join(unique("plumbline-header-secret"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:STRIPE_WEBHOOK_SECRET\"]\n\n\
+             [targets.erp]\nkind = \"http\"\nurl = \"{}/erp\"\nsecret = \"env:ERP_SIGNING_SECRET\"\n\
+             headers = {{ \"X-Api-Key\" = \"ssm:{parameter}\", \"X-Env\" = \"production\" }}\n\n\
+             [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n",
+            erp.url
+        ),
+    )
+    .expect("config");
+    let queue = create_queue(&sqs).await;
+    let envs = vec![
+        ("PLUMBLINE_CONFIG", config.display().to_string()),
+        ("PLUMBLINE_TABLE", create_table(&ddb).await),
+        ("PLUMBLINE_QUEUE_URL", queue.clone()),
+        ("PLUMBLINE_DLQ_URL", create_queue(&sqs).await),
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
+        ("ERP_SIGNING_SECRET", ERP_SIGNING_SECRET.to_owned()),
+    ];
+    let body = fixture("stripe/payment_intent.succeeded.json");
+    let webhook = apigw_event(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, unix_now(), &body),
+        &body,
+    );
+    let (answers, _) = invoke(&function_binary("plumbline-ingress"), &envs, &[webhook]).await;
+    assert_eq!(answers[0].body["statusCode"], 200, "{answers:?}");
+    let event = serde_json::to_value(sqs_event(drain(&sqs, &queue).await)).expect("event");
+    let (answers, _) = invoke(&function_binary("plumbline-delivery"), &envs, &[event]).await;
+    assert_eq!(
+        answers[0].body["batchItemFailures"],
+        serde_json::json!([]),
+        "{answers:?}"
+    );
+    let received = erp.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].header("x-api-key"), Some(value.as_str()));
+    assert_eq!(received[0].header("x-env"), Some("production"));
+    std::fs::remove_dir_all(&dir).ok();
+}
