@@ -267,3 +267,28 @@ fn iam_patterns_match_as_iam_does() {
     assert!(iam_matches("exact", "exact"));
     assert!(!iam_matches("exact", "exactly"));
 }
+
+#[test]
+fn every_bundled_source_has_its_endpoint_among_the_outputs() {
+    use plumbline::config::Config;
+    let text = std::fs::read_to_string(crate::helpers::repo_path("infra/template.yaml"))
+        .expect("template");
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let sub = |value: &serde_yaml_ng::Value| match value {
+        serde_yaml_ng::Value::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),
+        _ => None,
+    };
+    let outputs = doc["Outputs"].as_mapping().expect("Outputs");
+    let base = sub(&outputs["WebhookBaseUrl"]["Value"]).expect("a base URL");
+    let mut endpoints: Vec<String> = outputs
+        .iter()
+        .filter_map(|(_, output)| sub(&output["Value"]))
+        .filter_map(|url| url.strip_prefix(&format!("{base}/webhooks/")).map(str::to_owned))
+        .collect();
+    endpoints.sort();
+    let config = Config::load(&crate::helpers::repo_path("infra/config/plumbline.toml"))
+        .expect("the bundled configuration");
+    let sources: Vec<String> = config.sources.keys().map(|s| s.to_string()).collect();
+    assert!(!sources.is_empty());
+    assert_eq!(endpoints, sources, "one output per source, and none for another");
+}
