@@ -154,14 +154,7 @@ fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<bool> {
         .unwrap_or_default();
     let warnings = result
         .as_ref()
-        .map(|c| {
-            [
-                c.warnings.clone(),
-                c.filter_warnings(),
-                c.secret_folder_warnings(),
-            ]
-            .concat()
-        })
+        .map(|c| [c.warnings.clone(), c.check_warnings()].concat())
         .unwrap_or_default();
     if json {
         let as_json = |list: &[plumbline::config::ConfigProblem]| -> Vec<serde_json::Value> {

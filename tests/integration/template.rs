@@ -220,9 +220,9 @@ fn each_function_may_read_its_own_secrets_and_no_others() {
     ))
     .expect("the fixture loads");
     assert!(
-        config.secret_folder_warnings().is_empty(),
+        config.check_warnings().is_empty(),
         "{:?}",
-        config.secret_folder_warnings()
+        config.check_warnings()
     );
     let every = config.secret_refs();
     assert_eq!(every.len(), 7, "one reference in every slot");
@@ -283,12 +283,18 @@ fn every_bundled_source_has_its_endpoint_among_the_outputs() {
     let mut endpoints: Vec<String> = outputs
         .iter()
         .filter_map(|(_, output)| sub(&output["Value"]))
-        .filter_map(|url| url.strip_prefix(&format!("{base}/webhooks/")).map(str::to_owned))
+        .filter_map(|url| {
+            url.strip_prefix(&format!("{base}/webhooks/"))
+                .map(str::to_owned)
+        })
         .collect();
     endpoints.sort();
     let config = Config::load(&crate::helpers::repo_path("infra/config/plumbline.toml"))
         .expect("the bundled configuration");
-    let sources: Vec<String> = config.sources.keys().map(|s| s.to_string()).collect();
+    let sources: Vec<String> = config.sources.keys().map(ToString::to_string).collect();
     assert!(!sources.is_empty());
-    assert_eq!(endpoints, sources, "one output per source, and none for another");
+    assert_eq!(
+        endpoints, sources,
+        "one output per source, and none for another"
+    );
 }

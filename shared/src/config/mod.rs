@@ -49,7 +49,7 @@ impl Slot {
     }
 }
 
-use crate::contract::SourceName;
+use crate::contract::{SchemaPaths, SourceName};
 use crate::reconcile::CHECKS;
 use crate::sources::{SourceKind, Verifier};
 use raw::{
@@ -372,15 +372,24 @@ impl Config {
         })
     }
 
+    /// What `plumbline config check` warns of beyond the parser's own warnings: route filters
+    /// on no field of the envelope, target fields mapped from no field of the delivery
+    /// document, and remote secrets outside their readers' folder. The functions do not call
+    /// it, so they carry no copy of the schemas it walks.
+    pub fn check_warnings(&self) -> Vec<ConfigProblem> {
+        let mut out = self.filter_warnings(&SchemaPaths::envelope());
+        out.extend(self.mapping_warnings(&SchemaPaths::of::<crate::delivery::Document>()));
+        out.extend(self.secret_folder_warnings());
+        out
+    }
+
     /// Route filters (`[[routes]] where`) whose path is no field of the envelope: such a route
-    /// would deliver nothing. For `plumbline config check`; the functions do not call it, so
-    /// they carry no copy of the envelope's schema.
-    pub fn filter_warnings(&self) -> Vec<ConfigProblem> {
+    /// would deliver nothing.
+    fn filter_warnings(&self, envelope: &SchemaPaths) -> Vec<ConfigProblem> {
         let mut out = Vec::new();
-        let fields = crate::contract::EnvelopeFields::default();
         for (i, route) in self.routes.iter().enumerate() {
             for path in route.filter.keys() {
-                if !fields.has(path) {
+                if !envelope.has(path) {
                     out.push(ConfigProblem {
                         key: format!("routes[{i}].where.{path:?}"),
                         reason: format!(
@@ -395,11 +404,39 @@ impl Config {
         out
     }
 
+    /// Target fields (`[[targets.NAME.fields]] from`) that name no field of the delivery
+    /// document: a required one would fail every delivery, any other would never be sent.
+    fn mapping_warnings(&self, document: &SchemaPaths) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        for (name, target) in &self.targets {
+            for (i, field) in target.fields.iter().enumerate() {
+                if !document.has(&field.from) {
+                    out.push(ConfigProblem {
+                        key: format!("targets.{name}.fields[{i}].from"),
+                        reason: format!(
+                            "{:?} is no field of the delivery document (event.…, entity.kind, \
+                             entity.id, entity.version, entity.state, entity.fields.…, effect; \
+                             docs/delivery.md): {}",
+                            field.from,
+                            if field.required {
+                                "every delivery to this target would fail"
+                            } else {
+                                "this field would never be sent"
+                            }
+                        ),
+                        line: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Remote secrets (`ssm:`, `secretsmanager:`) outside the folder the template's roles read
     /// them from (`{SecretsPrefix}/sources/`, `api-keys/`, `targets/` or `crm/`): deployed with
     /// infra/template.yaml, the function that needs one would be refused it at cold start. For
     /// `plumbline config check`; a deployment with roles of its own may name them as it likes.
-    pub fn secret_folder_warnings(&self) -> Vec<ConfigProblem> {
+    fn secret_folder_warnings(&self) -> Vec<ConfigProblem> {
         self.slotted_refs(|_| true)
             .into_iter()
             .filter_map(|(key, reference, slot)| {

@@ -230,7 +230,7 @@ fn a_route_that_matches_no_event_type_is_a_warning() {
 fn a_route_filter_on_no_field_of_the_envelope_is_a_warning() {
     let text = "[sources.s]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\nsecret = \"env:E\"\n\n[[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\nwhere = { \"data.amount.currency\" = \"EUR\", \"data.currency\" = \"EUR\", \"source\" = \"s\" }\n";
     let config = Config::parse(text).expect("valid, with a warning");
-    let warnings = config.filter_warnings();
+    let warnings = config.check_warnings();
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(keys, ["routes[0].where.\"data.currency\""]);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
@@ -333,5 +333,80 @@ fn a_header_may_hold_a_secret_from_any_store() {
             "targets.erp.headers.X-Env",
             "targets.erp.headers.X-Token"
         ]
+    );
+}
+
+#[test]
+fn a_target_field_from_no_field_of_the_delivery_document_is_a_warning() {
+    let text = r#"
+[targets.erp]
+kind = "http"
+url = "https://erp.example.com/"
+
+[[targets.erp.fields]]
+to = "amount"
+from = "entity.fields.amount"
+format = "decimal"
+
+[[targets.erp.fields]]
+to = "paid_at"
+from = "event.occurred_at"
+
+[[targets.erp.fields]]
+to = "kind"
+from = "entity.kind"
+
+[[targets.erp.fields]]
+to = "effect"
+from = "effect"
+
+[[targets.erp.fields]]
+to = "customer"
+from = "event.data.customer.email"
+
+[[targets.erp.fields]]
+to = "amount_typo"
+from = "event.data.amout"
+required = true
+
+[[targets.erp.fields]]
+to = "state"
+from = "entity.status"
+
+[[targets.erp.fields]]
+to = "whole"
+from = "envelope.id"
+
+[[targets.erp.fields]]
+to = "empty"
+from = "entity.fields."
+
+[[targets.erp.fields]]
+to = "order"
+from = "event.entity.refs.order_id"
+"#;
+    let config = Config::parse(text).expect("valid, with warnings");
+    let warnings = config.check_warnings();
+    let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "targets.erp.fields[5].from",
+            "targets.erp.fields[6].from",
+            "targets.erp.fields[7].from",
+            "targets.erp.fields[8].from"
+        ]
+    );
+    assert!(
+        warnings[0]
+            .reason
+            .contains("every delivery to this target would fail"),
+        "{}",
+        warnings[0].reason
+    );
+    assert!(
+        warnings[1].reason.contains("never be sent"),
+        "{}",
+        warnings[1].reason
     );
 }

@@ -53,30 +53,42 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Envelope)).expect("a schema always serializes")
 }
 
-/// The envelope's fields as its JSON Schema names them, generated once, for checking paths
-/// into an envelope.
+/// A document's fields as its JSON Schema names them, generated once, for checking dotted
+/// paths into it (a route's `where`, a target field's `from`).
 #[derive(Debug)]
-pub struct EnvelopeFields(serde_json::Value);
+pub struct SchemaPaths(serde_json::Value);
 
-impl Default for EnvelopeFields {
-    fn default() -> Self {
+impl SchemaPaths {
+    /// The paths of an envelope.
+    pub fn envelope() -> Self {
         Self(json_schema())
     }
-}
 
-impl EnvelopeFields {
-    /// Whether `path` (dotted, as a route's `where` names it) can name a value in an envelope:
-    /// a property of the schema at each step, or an index into an array.
+    /// The paths of any document with a schema.
+    pub fn of<T: schemars::JsonSchema>() -> Self {
+        Self(serde_json::to_value(schemars::schema_for!(T)).expect("a schema always serializes"))
+    }
+
+    /// Whether `path` (dotted) can name a value in such a document: a property of the schema at
+    /// each step, an index into an array, or anything under a value of any shape.
     pub fn has(&self, path: &str) -> bool {
         let defs = &self.0["$defs"];
         let mut node = &self.0;
         for segment in path.split('.') {
             node = resolve(node, defs);
+            if node.as_bool() == Some(true) {
+                // `true` is the schema of any JSON value: what lies below is the sender's.
+                return !segment.is_empty();
+            }
             if let Some(next) = node.get("properties").and_then(|p| p.get(segment)) {
                 node = next;
             } else if node.get("items").is_some() && segment.parse::<usize>().is_ok() {
                 node = &node["items"];
-            } else if let Some(open) = node.get("additionalProperties").filter(|a| a.is_object()) {
+            } else if let Some(open) = node
+                .get("additionalProperties")
+                .filter(|a| a.is_object() || a.as_bool() == Some(true))
+                .filter(|_| !segment.is_empty())
+            {
                 node = open;
             } else {
                 return false;
@@ -148,7 +160,7 @@ mod tests {
             leaves("", &doc, &mut paths);
         }
         assert!(paths.len() > 40, "{paths:?}");
-        let fields = EnvelopeFields::default();
+        let fields = SchemaPaths::envelope();
         for path in &paths {
             assert!(fields.has(path), "{path}");
         }

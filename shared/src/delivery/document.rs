@@ -8,7 +8,7 @@ use crate::ledger::{Effect, Entity};
 
 /// What a target receives: the event, and the entity as the ledger sees it after the event, so
 /// a late or out-of-order event can never make a target regress.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Document {
     pub event: Envelope,
     pub entity: EntityView,
@@ -16,7 +16,7 @@ pub struct Document {
     pub effect: Effect,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct EntityView {
     pub kind: EntityKind,
     pub id: String,
