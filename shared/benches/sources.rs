@@ -1,5 +1,7 @@
-//! Verify + normalize + envelope encode, per source, on realistic payloads; and the floor it is
-//! measured against: one HMAC-SHA256 over the same body.
+//! Verify + normalize + envelope encode, per source, on realistic payloads; the ingress's whole
+//! own work per event (the same, then the claim's item, its envelope deflated, and the queue
+//! message's body: everything but the AWS SDK's requests); and the floor both are measured
+//! against: one HMAC-SHA256 over the same body.
 //!
 //! Run: `cargo bench -p plumbline --bench sources`
 
@@ -8,8 +10,9 @@ use std::hint::black_box;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use plumbline::adapters::dynamodb::claim_item;
 use plumbline::contract::{Envelope, Origin, SourceName, Timestamp, Trace};
-use plumbline::ingress::build_record;
+use plumbline::ingress::{QueueMessage, build_record};
 use plumbline::sources::{Inbound, SourceKind, Verifier, hmac_sha256};
 use secrecy::SecretSlice;
 
@@ -159,6 +162,39 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut own = c.benchmark_group("ingress_own_work");
+    for case in cases() {
+        let source =
+            SourceName::try_from(case.name.replace("standard-webhooks", "site")).expect("name");
+        own.throughput(Throughput::Elements(1));
+        own.bench_function(case.name, |b| {
+            b.iter(|| {
+                let events = case
+                    .verifier
+                    .accept(
+                        Inbound {
+                            headers: &case.headers,
+                            body: black_box(&case.body),
+                        },
+                        now,
+                    )
+                    .expect("verifies");
+                for event in events {
+                    let trace = Trace {
+                        request_id: None,
+                        origin: Origin::Webhook,
+                    };
+                    let record = build_record(&source, event, now, trace, 90);
+                    black_box(claim_item(&record).expect("an item"));
+                    if let Some(envelope) = &record.envelope {
+                        black_box(QueueMessage::new(&record.key, envelope).body());
+                    }
+                }
+            });
+        });
+    }
+    own.finish();
 
     let mut floor = c.benchmark_group("hmac_sha256_floor");
     for case in cases() {

@@ -159,6 +159,12 @@ fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
     key(event.as_str(), EVENT_SK)
 }
 
+/// The item a claim writes for `record`: everything the ingress builds for its first request
+/// but the request itself. Public for the benchmark of the ingress's own work per event.
+pub fn claim_item(record: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    to_item(record)
+}
+
 /// The item for a record, its envelope deflated.
 fn to_item(record: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
     let mut item: HashMap<String, AttributeValue> =

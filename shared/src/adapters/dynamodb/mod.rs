@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
-pub use events::{EVENT_SK, KEPT_INDEX, PENDING_INDEX};
+pub use events::{EVENT_SK, KEPT_INDEX, PENDING_INDEX, claim_item};
 pub use inspect::key_for;
 pub use ledger::CHANGED_INDEX;
 pub use listing::Listing;
