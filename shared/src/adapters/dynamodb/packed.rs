@@ -4,7 +4,7 @@
 //! keep their JSON text attribute and are read as they are.
 //!
 //! libdeflate, not a streaming compressor: on the ~1 KB each event packs, a stream's fixed costs
-//! (its tables' set-up, the block's Huffman codes) were most of the time, about 17 µs against 9
+//! (its tables' set-up, the block's Huffman codes) were most of the time, about 17 µs against 10
 //! for the same bytes (docs/benchmarks.md). Each thread keeps its compressor and decompressor.
 
 use std::cell::RefCell;
