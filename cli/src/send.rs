@@ -79,12 +79,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<bool> {
             )
         })?;
     let kind = source_config.kind;
-    let signing = config
+    let (key, reference) = config
         .signing_secret(&name)
         .context("the source has no secret")?;
-    let reference = signing.1.clone();
     // Only the secret it signs with: the sender needs no access to any other.
-    let secrets = secrets.fetching(vec![signing]).await?;
+    let secrets = secrets.fetching(vec![(key, reference.clone())]).await?;
     let secret = secrets
         .resolve(&reference)
         .map_err(|e| anyhow::anyhow!("{reference}: {e}"))?;

@@ -171,15 +171,14 @@ fn allowed_resources(function: &str, action: &str) -> Vec<String> {
             if !strings(&statement["Action"]).iter().any(|a| a == action) {
                 continue;
             }
-            let items = match &statement["Resource"] {
-                serde_yaml_ng::Value::Sequence(items) => items.clone(),
-                one => vec![one.clone()],
+            let items: Vec<&serde_yaml_ng::Value> = match &statement["Resource"] {
+                serde_yaml_ng::Value::Sequence(items) => items.iter().collect(),
+                one => vec![one],
             };
             for item in items {
-                let serde_yaml_ng::Value::Tagged(tagged) = item else {
-                    panic!("{function}: {action} on a resource that is not a !Sub: {item:?}");
-                };
-                let text = tagged.value.as_str().expect("a !Sub of one string");
+                let text = sub_text(item).unwrap_or_else(|| {
+                    panic!("{function}: {action} on a resource that is not a !Sub: {item:?}")
+                });
                 out.push(
                     text.replace("${AWS::Partition}", "aws")
                         .replace("${AWS::Region}", "us-east-1")
@@ -190,6 +189,14 @@ fn allowed_resources(function: &str, action: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The text of a `!Sub "…"` value.
+fn sub_text(value: &serde_yaml_ng::Value) -> Option<&str> {
+    match value {
+        serde_yaml_ng::Value::Tagged(tagged) => tagged.value.as_str(),
+        _ => None,
+    }
 }
 
 /// IAM's `*`: any run of characters, `/` included.
@@ -271,18 +278,12 @@ fn iam_patterns_match_as_iam_does() {
 #[test]
 fn every_bundled_source_has_its_endpoint_among_the_outputs() {
     use plumbline::config::Config;
-    let text = std::fs::read_to_string(crate::helpers::repo_path("infra/template.yaml"))
-        .expect("template");
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
-    let sub = |value: &serde_yaml_ng::Value| match value {
-        serde_yaml_ng::Value::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),
-        _ => None,
-    };
+    let doc = crate::helpers::template();
     let outputs = doc["Outputs"].as_mapping().expect("Outputs");
-    let base = sub(&outputs["WebhookBaseUrl"]["Value"]).expect("a base URL");
+    let base = sub_text(&outputs["WebhookBaseUrl"]["Value"]).expect("a base URL");
     let mut endpoints: Vec<String> = outputs
         .iter()
-        .filter_map(|(_, output)| sub(&output["Value"]))
+        .filter_map(|(_, output)| sub_text(&output["Value"]))
         .filter_map(|url| {
             url.strip_prefix(&format!("{base}/webhooks/"))
                 .map(str::to_owned)

@@ -449,9 +449,8 @@ impl Config {
                         .map_or(id.as_str(), |(_, name)| name),
                 };
                 let folder = slot.folder();
-                let mut segments: Vec<&str> = name.split('/').collect();
-                segments.pop();
-                if segments.contains(&folder) {
+                let (dirs, _) = name.rsplit_once('/').unwrap_or_default();
+                if dirs.split('/').any(|dir| dir == folder) {
                     return None;
                 }
                 Some(ConfigProblem {

@@ -50,7 +50,11 @@ pub const EVENT_TYPES: [&str; 25] = [
 
 /// The JSON Schema of the envelope, as committed under `docs/contract/`.
 pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(Envelope)).expect("a schema always serializes")
+    schema_of::<Envelope>()
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(T)).expect("a schema always serializes")
 }
 
 /// A document's fields as its JSON Schema names them, generated once, for checking dotted
@@ -61,12 +65,12 @@ pub struct SchemaPaths(serde_json::Value);
 impl SchemaPaths {
     /// The paths of an envelope.
     pub fn envelope() -> Self {
-        Self(json_schema())
+        Self::of::<Envelope>()
     }
 
     /// The paths of any document with a schema.
     pub fn of<T: schemars::JsonSchema>() -> Self {
-        Self(serde_json::to_value(schemars::schema_for!(T)).expect("a schema always serializes"))
+        Self(schema_of::<T>())
     }
 
     /// Whether `path` (dotted) can name a value in such a document: a property of the schema at

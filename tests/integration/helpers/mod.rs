@@ -105,11 +105,18 @@ fn key_schema(list: &serde_yaml_ng::Value) -> Vec<KeySchemaElement> {
         .collect()
 }
 
+/// infra/template.yaml, parsed.
+pub fn template() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(repo_path("infra/template.yaml")).expect("template");
+    serde_yaml_ng::from_str(&text).expect("template is YAML")
+}
+
 /// The template's resources, by logical name.
 pub fn template_resources() -> serde_yaml_ng::Mapping {
-    let text = std::fs::read_to_string(repo_path("infra/template.yaml")).expect("template");
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template is YAML");
-    doc["Resources"].as_mapping().expect("Resources").clone()
+    template()["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .clone()
 }
 
 /// The EventsTable resource's properties, as the template declares them.
