@@ -67,6 +67,10 @@ enum ConfigCommand {
     #[command(after_help = "Example:\n  plumbline config check infra/config/plumbline.toml")]
     Check {
         file: PathBuf,
+        /// The stack's SecretsPrefix parameter: remote secrets outside its folders, where the
+        /// template's roles would refuse them, are warned of.
+        #[arg(long, value_name = "PREFIX", default_value = "plumbline")]
+        secrets_prefix: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -94,9 +98,11 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_async(replay::run(args), false),
         Command::Receive(args) => run_async(receive::run(args), false),
         Command::Reconcile(args) => run_async(reconcile::run(args), false),
-        Command::Config(ConfigCommand::Check { file, json }) => {
-            exit_code(config_check(&file, json))
-        }
+        Command::Config(ConfigCommand::Check {
+            file,
+            secrets_prefix,
+            json,
+        }) => exit_code(config_check(&file, &secrets_prefix, json)),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
             let pretty = serde_json::to_string_pretty(&schema).expect("a schema serializes");
@@ -145,7 +151,7 @@ fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
     }
 }
 
-fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<bool> {
+fn config_check(file: &std::path::Path, secrets_prefix: &str, json: bool) -> anyhow::Result<bool> {
     let result = Config::load(file);
     let problems = result
         .as_ref()
@@ -154,7 +160,7 @@ fn config_check(file: &std::path::Path, json: bool) -> anyhow::Result<bool> {
         .unwrap_or_default();
     let warnings = result
         .as_ref()
-        .map(|c| [c.warnings.clone(), c.check_warnings()].concat())
+        .map(|c| [c.warnings.clone(), c.check_warnings(secrets_prefix)].concat())
         .unwrap_or_default();
     if json {
         let as_json = |list: &[plumbline::config::ConfigProblem]| -> Vec<serde_json::Value> {

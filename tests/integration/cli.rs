@@ -89,7 +89,31 @@ fn config_check_warns_of_a_secret_its_function_could_not_read() {
     assert!(
         warnings[0]["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("{SecretsPrefix}/targets/")),
+            .is_some_and(|r| r.contains("not under /plumbline/targets/")),
+        "{report}"
+    );
+
+    // Deployed with another SecretsPrefix, none of the bundled file's parameters is readable.
+    let out = Command::new(binary())
+        .args(["config", "check", "--json", "--secrets-prefix", "acme"])
+        .arg(crate::helpers::repo_path("infra/config/plumbline.toml"))
+        .output()
+        .expect("run plumbline");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let keys: Vec<&str> = report["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter_map(|w| w["key"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "sources.site.secrets[0]",
+            "sources.stripe.secrets[0]",
+            "targets.erp.secret"
+        ],
         "{report}"
     );
 }

@@ -183,7 +183,7 @@ fn allowed_resources(function: &str, action: &str) -> Vec<String> {
                     text.replace("${AWS::Partition}", "aws")
                         .replace("${AWS::Region}", "us-east-1")
                         .replace("${AWS::AccountId}", "123456789012")
-                        .replace("${SecretsPrefix}", "plumbline"),
+                        .replace("${SecretsPrefix}", &default_secrets_prefix()),
                 );
             }
         }
@@ -219,49 +219,159 @@ fn iam_matches(pattern: &str, arn: &str) -> bool {
     rest.is_empty()
 }
 
+/// The stack's `SecretsPrefix` when the deployer keeps the template's default.
+fn default_secrets_prefix() -> String {
+    crate::helpers::template()["Parameters"]["SecretsPrefix"]["Default"]
+        .as_str()
+        .expect("SecretsPrefix has a default")
+        .to_owned()
+}
+
+/// The three functions, each with the purpose its secrets are resolved for.
+const READERS: [(&str, plumbline::config::SecretPurpose); 3] = [
+    ("IngressFunction", plumbline::config::SecretPurpose::Verify),
+    (
+        "DeliveryFunction",
+        plumbline::config::SecretPurpose::Deliver,
+    ),
+    (
+        "ReconcileFunction",
+        plumbline::config::SecretPurpose::Reconcile,
+    ),
+];
+
+/// Whether `function`'s role lets it fetch `reference`, as IAM would decide: the ARN the
+/// request names against the role's `!Sub` resource patterns.
+fn role_may_read(function: &str, reference: &plumbline::config::SecretRef) -> bool {
+    use plumbline::config::SecretRef;
+    let (arn, action) = match reference {
+        SecretRef::Ssm(name) => (
+            format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
+            "ssm:GetParameters",
+        ),
+        // Secrets Manager appends six characters of its own to a secret's name.
+        SecretRef::SecretsManager { id, .. } => (
+            format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}-AbCdEf"),
+            "secretsmanager:GetSecretValue",
+        ),
+        SecretRef::Env(_) => return true,
+    };
+    allowed_resources(function, action)
+        .iter()
+        .any(|p| iam_matches(p, &arn))
+}
+
+/// The keys of `config`'s secrets that a function needs and its role would refuse it.
+fn refused(config: &plumbline::config::Config) -> Vec<String> {
+    let mut out: Vec<String> = READERS
+        .iter()
+        .flat_map(|(function, purpose)| {
+            config
+                .secret_refs_for(*purpose)
+                .into_iter()
+                .filter(|(_, reference)| !role_may_read(function, reference))
+                .map(|(key, _)| key)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[test]
 fn each_function_may_read_its_own_secrets_and_no_others() {
-    use plumbline::config::{Config, SecretPurpose, SecretRef};
+    use plumbline::config::{Config, SecretRef};
     let config = Config::load(&crate::helpers::repo_path(
         "tests/fixtures/config/every-secret.toml",
     ))
     .expect("the fixture loads");
-    assert!(
-        config.check_warnings().is_empty(),
-        "{:?}",
-        config.check_warnings()
-    );
+    let warnings = config.check_warnings(&default_secrets_prefix());
+    assert!(warnings.is_empty(), "{warnings:?}");
     let every = config.secret_refs();
     assert_eq!(every.len(), 7, "one reference in every slot");
-    for (function, purpose) in [
-        ("IngressFunction", SecretPurpose::Verify),
-        ("DeliveryFunction", SecretPurpose::Deliver),
-        ("ReconcileFunction", SecretPurpose::Reconcile),
-    ] {
-        let parameters = allowed_resources(function, "ssm:GetParameters");
-        let secrets = allowed_resources(function, "secretsmanager:GetSecretValue");
+    assert!(
+        every.iter().all(|(_, r)| !matches!(r, SecretRef::Env(_))),
+        "the fixture's secrets are remote"
+    );
+    for (function, purpose) in READERS {
         let own = config.secret_refs_for(purpose);
         assert!(!own.is_empty(), "{function} reads some of the fixture's");
         for (key, reference) in &every {
-            let (arn, patterns) = match reference {
-                SecretRef::Ssm(name) => (
-                    format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
-                    &parameters,
-                ),
-                // Secrets Manager appends six characters of its own to a secret's name.
-                SecretRef::SecretsManager { id, .. } => (
-                    format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}-AbCdEf"),
-                    &secrets,
-                ),
-                SecretRef::Env(_) => unreachable!("the fixture's secrets are remote"),
-            };
-            let readable = patterns.iter().any(|p| iam_matches(p, &arn));
+            let readable = role_may_read(function, reference);
             let needed = own.iter().any(|(k, _)| k == key);
             assert_eq!(
                 readable, needed,
-                "{function} and {key} ({arn}): readable {readable}, needed {needed}; patterns {patterns:?}"
+                "{function} and {key} ({reference}): readable {readable}, needed {needed}"
             );
         }
+    }
+}
+
+#[test]
+fn config_check_warns_of_exactly_the_secrets_a_role_would_refuse() {
+    use plumbline::config::Config;
+    let text = std::fs::read_to_string(crate::helpers::repo_path(
+        "tests/fixtures/config/every-secret.toml",
+    ))
+    .expect("the fixture");
+    let prefix = default_secrets_prefix();
+    // Each moves one secret where some function that needs it may not read it.
+    for (from, to) in [
+        (
+            "/plumbline/sources/stripe-webhook\"",
+            "/other/sources/stripe-webhook\"",
+        ),
+        (
+            "/plumbline/sources/stripe-webhook-old",
+            "/plumbline-old/sources/stripe-webhook",
+        ),
+        ("plumbline/sources/site#", "plumbline/targets/site#"),
+        ("plumbline/api-keys/stripe", "plumbline/sources/stripe"),
+        ("/plumbline/targets/erp-signing", "/plumbline/erp-signing"),
+        ("plumbline/targets/erp#", "plumbline/api-keys/erp#"),
+        (
+            "/plumbline/crm/hubspot-token",
+            "/plumbline/api-keys/hubspot-token",
+        ),
+        (
+            "/plumbline/crm/hubspot-token",
+            "/acme/plumbline/crm/hubspot-token",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let config = Config::parse(&text.replacen(from, to, 1)).expect("still valid");
+        let mut warned: Vec<String> = config
+            .check_warnings(&prefix)
+            .into_iter()
+            .map(|w| w.key)
+            .collect();
+        warned.sort();
+        let refused = refused(&config);
+        assert_eq!(refused.len(), 1, "{to}: one secret moved out of reach");
+        assert_eq!(warned, refused, "{from} -> {to}");
+    }
+    // Stricter than IAM where a folder has a second reader: a secret kept in crm/ is readable
+    // by both delivery and reconcile, though only one of them has any use for it.
+    for (from, to, key) in [
+        (
+            "plumbline/api-keys/",
+            "plumbline/crm/",
+            "sources.stripe.api_key",
+        ),
+        (
+            "plumbline/targets/erp#",
+            "plumbline/crm/erp#",
+            "targets.erp.headers.X-Api-Key",
+        ),
+    ] {
+        let config = Config::parse(&text.replacen(from, to, 1)).expect("still valid");
+        assert!(refused(&config).is_empty(), "{to}");
+        let warned: Vec<String> = config
+            .check_warnings(&prefix)
+            .into_iter()
+            .map(|w| w.key)
+            .collect();
+        assert_eq!(warned, [key]);
     }
 }
 

@@ -374,12 +374,13 @@ impl Config {
 
     /// What `plumbline config check` warns of beyond the parser's own warnings: route filters
     /// on no field of the envelope, target fields mapped from no field of the delivery
-    /// document, and remote secrets outside their readers' folder. The functions do not call
-    /// it, so they carry no copy of the schemas it walks.
-    pub fn check_warnings(&self) -> Vec<ConfigProblem> {
+    /// document, and remote secrets outside their readers' folder under `secrets_prefix` (the
+    /// stack's `SecretsPrefix` parameter). The functions do not call it, so they carry no copy
+    /// of the schemas it walks.
+    pub fn check_warnings(&self, secrets_prefix: &str) -> Vec<ConfigProblem> {
         let mut out = self.filter_warnings(&SchemaPaths::envelope());
         out.extend(self.mapping_warnings(&SchemaPaths::of::<crate::delivery::Document>()));
-        out.extend(self.secret_folder_warnings());
+        out.extend(self.secret_folder_warnings(secrets_prefix));
         out
     }
 
@@ -433,30 +434,27 @@ impl Config {
     }
 
     /// Remote secrets (`ssm:`, `secretsmanager:`) outside the folder the template's roles read
-    /// them from (`{SecretsPrefix}/sources/`, `api-keys/`, `targets/` or `crm/`): deployed with
-    /// infra/template.yaml, the function that needs one would be refused it at cold start. For
-    /// `plumbline config check`; a deployment with roles of its own may name them as it likes.
-    fn secret_folder_warnings(&self) -> Vec<ConfigProblem> {
+    /// them from (`{prefix}/sources/`, `api-keys/`, `targets/` or `crm/`, where `prefix` is the
+    /// stack's `SecretsPrefix`): deployed with infra/template.yaml, the function that needs one
+    /// would be refused it at cold start. For `plumbline config check`; a deployment with roles
+    /// of its own may name them as it likes.
+    fn secret_folder_warnings(&self, prefix: &str) -> Vec<ConfigProblem> {
+        let prefix = prefix.trim_matches('/');
         self.slotted_refs(|_| true)
             .into_iter()
             .filter_map(|(key, reference, slot)| {
-                let name = match &reference {
-                    SecretRef::Env(_) => return None,
-                    SecretRef::Ssm(name) => name.as_str(),
-                    // An ARN's name follows `:secret:`.
-                    SecretRef::SecretsManager { id, .. } => id
-                        .split_once(":secret:")
-                        .map_or(id.as_str(), |(_, name)| name),
-                };
                 let folder = slot.folder();
-                let (dirs, _) = name.rsplit_once('/').unwrap_or_default();
-                if dirs.split('/').any(|dir| dir == folder) {
+                if in_folder(&reference, prefix, folder)? {
                     return None;
                 }
+                let shown = match &reference {
+                    SecretRef::Ssm(_) => format!("/{prefix}/{folder}/…"),
+                    _ => format!("{prefix}/{folder}/…"),
+                };
                 Some(ConfigProblem {
                     reason: format!(
-                        "{reference} is not in a {folder}/ folder: the template's roles let the \
-                         functions that use it read only {{SecretsPrefix}}/{folder}/… \
+                        "{reference} is not under {shown}: the template's roles, with \
+                         SecretsPrefix={prefix}, let the functions that use it read only there \
                          (docs/configuration.md, \"Secrets\")"
                     ),
                     key,
@@ -608,6 +606,30 @@ fn thresholds(raw: &BTreeMap<String, u64>, problems: &mut Problems<'_>) -> BTree
         }
     }
     out
+}
+
+/// Whether a remote secret's name is under `{prefix}/{folder}/`, as the template's IAM
+/// resources name it (`parameter/{prefix}/{folder}/*`, `secret:{prefix}/{folder}/*`); `None`
+/// for an `env:` reference, which no role governs.
+fn in_folder(reference: &SecretRef, prefix: &str, folder: &str) -> Option<bool> {
+    let name = match reference {
+        SecretRef::Env(_) => return None,
+        // A parameter's ARN names it without the leading slash.
+        SecretRef::Ssm(name) => name
+            .split_once(":parameter/")
+            .map_or(name.as_str(), |(_, name)| name),
+        // A secret's ARN names it after `:secret:`.
+        SecretRef::SecretsManager { id, .. } => id
+            .split_once(":secret:")
+            .map_or(id.as_str(), |(_, name)| name),
+    };
+    let leaf = name
+        .trim_start_matches('/')
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_prefix(folder))
+        .and_then(|rest| rest.strip_prefix('/'));
+    Some(leaf.is_some_and(|leaf| !leaf.is_empty()))
 }
 
 #[cfg(test)]

@@ -230,7 +230,7 @@ fn a_route_that_matches_no_event_type_is_a_warning() {
 fn a_route_filter_on_no_field_of_the_envelope_is_a_warning() {
     let text = "[sources.s]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\nsecret = \"env:E\"\n\n[[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\nwhere = { \"data.amount.currency\" = \"EUR\", \"data.currency\" = \"EUR\", \"source\" = \"s\" }\n";
     let config = Config::parse(text).expect("valid, with a warning");
-    let warnings = config.check_warnings();
+    let warnings = config.check_warnings("plumbline");
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(keys, ["routes[0].where.\"data.currency\""]);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
@@ -259,28 +259,85 @@ events = ["payment.*"]
 targets = ["erp", "crm"]
 "#;
     let config = Config::parse(text).expect("valid");
-    let warnings = config.secret_folder_warnings();
+    let warnings = config.secret_folder_warnings("plumbline");
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
     // The old signing secret is in no folder; the ERP's is in the CRM's, which delivery's role
     // reads but so does reconciliation's, which has no business with the ERP's secret.
     assert_eq!(keys, ["sources.stripe.secrets[1]", "targets.erp.secret"]);
     assert!(
-        warnings[1].reason.contains("{SecretsPrefix}/targets/"),
+        warnings[1]
+            .reason
+            .contains("not under /plumbline/targets/…"),
         "{}",
         warnings[1].reason
     );
-    // The folder must be a folder: a name ending in it is not in it.
-    let config =
-        Config::parse("[sources.s]\nkind = \"stripe\"\nsecrets = [\"ssm:/plumbline/sources\"]\n")
-            .expect("valid");
-    assert_eq!(config.secret_folder_warnings().len(), 1);
     assert!(
         Config::parse(DESIGN_EXAMPLE)
             .expect("valid")
-            .secret_folder_warnings()
+            .secret_folder_warnings("plumbline")
             .is_empty(),
         "env: references are the process's own"
     );
+}
+
+#[test]
+fn a_remote_secret_must_be_under_the_stacks_prefix_as_its_role_names_it() {
+    let warned = |reference: &str, prefix: &str| {
+        let text = format!("[sources.s]\nkind = \"stripe\"\nsecrets = [\"{reference}\"]\n");
+        let config = Config::parse(&text).expect("valid");
+        !config.secret_folder_warnings(prefix).is_empty()
+    };
+    let arn = "arn:aws:ssm:eu-west-1:123456789012:parameter";
+    let secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret";
+    // (reference, the stack's prefix, warned)
+    let cases = [
+        ("ssm:/plumbline/sources/stripe", "plumbline", false),
+        ("ssm:/plumbline/sources/stripe/2026", "plumbline", false),
+        (
+            &format!("ssm:{arn}/plumbline/sources/stripe"),
+            "plumbline",
+            false,
+        ),
+        (
+            "secretsmanager:plumbline/sources/stripe#key",
+            "plumbline",
+            false,
+        ),
+        (
+            &format!("secretsmanager:{secret}:plumbline/sources/stripe-AbCdEf"),
+            "plumbline",
+            false,
+        ),
+        (
+            "ssm:/acme/plumbline/sources/stripe",
+            "acme/plumbline",
+            false,
+        ),
+        (
+            "ssm:/acme/plumbline/sources/stripe",
+            "/acme/plumbline/",
+            false,
+        ),
+        // Another stack's prefix: the role names this stack's alone.
+        ("ssm:/other/sources/stripe", "plumbline", true),
+        ("ssm:/other/sources/stripe", "other", false),
+        ("ssm:/plumbline-old/sources/stripe", "plumbline", true),
+        ("ssm:/acme/plumbline/sources/stripe", "plumbline", true),
+        // The folder must be a folder with something in it.
+        ("ssm:/plumbline/sources", "plumbline", true),
+        ("ssm:/plumbline/sources/", "plumbline", true),
+        ("ssm:/plumbline/sourcesx/stripe", "plumbline", true),
+        // Another reader's folder.
+        ("ssm:/plumbline/api-keys/stripe", "plumbline", true),
+        ("secretsmanager:plumbline/targets/stripe", "plumbline", true),
+    ];
+    for (reference, prefix, expected) in cases {
+        assert_eq!(
+            warned(reference, prefix),
+            expected,
+            "{reference} with SecretsPrefix={prefix}"
+        );
+    }
 }
 
 #[test]
@@ -361,7 +418,7 @@ fn a_target_field_from_no_field_of_the_delivery_document_is_a_warning() {
     }
     let text = text.as_str();
     let config = Config::parse(text).expect("valid, with warnings");
-    let warnings = config.check_warnings();
+    let warnings = config.check_warnings("plumbline");
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(
         keys,
