@@ -215,9 +215,13 @@ def sqs_batches(sqs, queue_url: str, expected: int, size: int = BATCH) -> list[s
     return [json.dumps({"Records": records[i : i + size]}) for i in range(0, len(records), size)]
 
 
-def harness(coldstart: Path, bootstrap: list[str], events: Path, envs: dict, cwd: Path | None, warm: bool, runs: int = 10, warmup: int = 20) -> dict:
+def harness(coldstart: Path, bootstrap: list[str], events: Path, envs: dict, cwd: Path | None, warm: bool, runs: int = 10, warmup: int = 20, front: bool = False) -> dict:
     cmd = [str(coldstart), "--bin", bootstrap[0], "--events", str(events), "--json", "--memory-mb", str(MEMORY_MB),
            "--stderr", str(events.with_suffix(".stderr.log"))]
+    if front:
+        # moto's server closes every connection after its answer; AWS keeps them open, and a
+        # warm function reuses its SDK's pooled connections. The front keeps the function's.
+        cmd += ["--front", "keep-alive"]
     for a in bootstrap[1:]:
         cmd += ["--arg", a]
     if cwd:
@@ -373,7 +377,8 @@ def run_side(name, args, moto, ddb, sqs, events_file, events_count, ingress_cmd,
     print(f"{name}: ingress, {events_count} webhooks", file=sys.stderr)
     recorder(moto, "reset-recording")
     recorder(moto, "start-recording")
-    ingress = harness(args.coldstart, ingress_cmd, events_file, envs, cwd, warm=True, warmup=args.warmup)
+    front = not args.reconnecting
+    ingress = harness(args.coldstart, ingress_cmd, events_file, envs, cwd, warm=True, warmup=args.warmup, front=front)
     recorder(moto, "stop-recording")
     recording = recorder(moto, "download-recording")
     events_file.with_name(f"{name}-ingress-requests.jsonl").write_text(recording)
@@ -384,7 +389,7 @@ def run_side(name, args, moto, ddb, sqs, events_file, events_count, ingress_cmd,
     print(f"{name}: delivery, {len(batches)} batches", file=sys.stderr)
     recorder(moto, "reset-recording")
     recorder(moto, "start-recording")
-    delivery = harness(args.coldstart, delivery_cmd, batch_file, envs, cwd, warm=True, warmup=max(2, args.warmup // BATCH))
+    delivery = harness(args.coldstart, delivery_cmd, batch_file, envs, cwd, warm=True, warmup=max(2, args.warmup // BATCH), front=front)
     recorder(moto, "stop-recording")
     recording = recorder(moto, "download-recording")
     events_file.with_name(f"{name}-delivery-requests.jsonl").write_text(recording)
@@ -484,7 +489,12 @@ def main():
     p.add_argument("--events-per-payment", type=int, default=1,
                    help="events about each payment (the first ones `processing`, the last `succeeded`); 1: every event a new payment")
     p.add_argument("--only", choices=["plumbline", "powertools"], default=None, help="measure one side (no table)")
+    p.add_argument("--reconnecting", action="store_true",
+                   help="warm runs without the keep-alive front and with a target that closes every "
+                        "connection: each AWS request and delivery opens a new one (the runs before 2026-12-03)")
     args = p.parse_args()
+    # Warm runs reuse connections as they would against AWS and a real target (both sides).
+    Target.protocol_version = "HTTP/1.0" if args.reconnecting else "HTTP/1.1"
     args.coldstart = args.release_dir / "plumbline-coldstart"
 
     work = Path(tempfile.mkdtemp(prefix="plumbline-compare-"))
@@ -540,7 +550,8 @@ def main():
         }
         python = str(args.venv / "bin" / "python")
         total = args.events + args.warmup
-        result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}, "events": args.events, "events_per_payment": args.events_per_payment}
+        result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}, "events": args.events, "events_per_payment": args.events_per_payment,
+                  "warm_connections": "new per request" if args.reconnecting else "kept (keep-alive front before moto; keep-alive target)"}
         for name, ingress_cmd, delivery_cmd, env, cwd, tables, queue, path in (
             ("plumbline", [str(args.release_dir / "plumbline-ingress")], [str(args.release_dir / "plumbline-delivery")],
              plumbline_env, None, ["plumbline-events"], queues["plumbline-delivery"], "/plumbline"),
@@ -618,7 +629,8 @@ def print_table(r: dict) -> None:
         ("DynamoDB RRU per event", pl["requests"]["rru_per_event"], pt["requests"]["rru_per_event"]),
         ("cost per million webhooks (USD)", pl["cost_per_million"]["total"], pt["cost_per_million"]["total"]),
     ]
-    print(f"\n{'measure':<50} {'plumbline':>12} {'powertools':>12} {'ratio':>8}")
+    print(f"\nwarm runs' connections: {r.get('warm_connections', 'new per request')}")
+    print(f"{'measure':<50} {'plumbline':>12} {'powertools':>12} {'ratio':>8}")
     for label, a, b in rows:
         ratio = f"{b / a:.1f}x" if a else "-"
         print(f"{label:<50} {a:>12.3f} {b:>12.3f} {ratio:>8}")
@@ -673,6 +685,11 @@ def compare(now: dict, saved: dict, path: Path) -> int:
     mix = (now.get("events_per_payment", 1), saved.get("events_per_payment", 1))
     if mix[0] != mix[1]:
         print(f"\nagainst {path}: not comparable (events per payment {mix[0]} here, {mix[1]} there)")
+        return 2
+    modes = (now.get("warm_connections", "new per request"), saved.get("warm_connections", "new per request"))
+    if modes[0] != modes[1]:
+        print(f"\nagainst {path}: not comparable (warm runs' connections: {modes[0]} here, {modes[1]} there; "
+              "--reconnecting measures as the earlier runs did)")
         return 2
     print(f"\nagainst {path} (a regression is > {TOLERANCE:.0%} worse; relative to the peer where it has the measure):")
     worse = 0

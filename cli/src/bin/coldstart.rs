@@ -69,9 +69,76 @@ struct Args {
     /// data), instead of SIGKILL.
     #[arg(long)]
     term: bool,
+    /// What stands between the function and its AWS endpoint (`AWS_ENDPOINT_URL`). moto's
+    /// server closes the connection after every answer, so with nothing each request opens a
+    /// new one, which a warm function talking to AWS does not (its connections are reused);
+    /// `keep-alive` puts a front there that keeps the function's connection open.
+    #[arg(long, value_enum, default_value_t = Front::None)]
+    front: Front,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Front {
+    None,
+    KeepAlive,
+}
+
+/// A keep-alive HTTP/1.1 front on a free loopback port that forwards every request, as it
+/// came, to `upstream`, and its answer back: the function keeps its connection to the front
+/// while the front pays for the upstream's closed ones. Returns the front's URL and its task.
+async fn keep_alive_front(
+    upstream: String,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let client = plumbline::adapters::tls::http_client().build()?;
+    let forward = move |request: axum::extract::Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("reading the request: {e}")))?;
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let mut headers = parts.headers;
+            for hop in ["host", "connection", "content-length", "transfer-encoding"] {
+                headers.remove(hop);
+            }
+            let answer = client
+                .request(
+                    parts.method,
+                    format!("{}{path}", upstream.trim_end_matches('/')),
+                )
+                .headers(headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("upstream: {e}")))?;
+            let status = answer.status();
+            let mut headers = answer.headers().clone();
+            for hop in [
+                "connection",
+                "keep-alive",
+                "content-length",
+                "transfer-encoding",
+            ] {
+                headers.remove(hop);
+            }
+            let body = answer
+                .bytes()
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")))?;
+            Ok::<_, (StatusCode, String)>((status, headers, body))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task =
+        tokio::spawn(
+            async move { axum::serve(listener, axum::Router::new().fallback(forward)).await },
+        );
+    Ok((url, task))
 }
 
 /// The headers the Runtime API sends with an event.
@@ -316,6 +383,20 @@ async fn serve(
             .with_context(|| format!("--env {pair}: expected KEY=VALUE"))?;
         command.env(k, v);
     }
+    let mut front = None;
+    if args.front == Front::KeepAlive {
+        let upstream = args
+            .envs
+            .iter()
+            .rev()
+            .find_map(|pair| pair.strip_prefix("AWS_ENDPOINT_URL="))
+            .map(str::to_owned)
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .context("--front keep-alive needs AWS_ENDPOINT_URL (in --env or the environment)")?;
+        let (url, task) = keep_alive_front(upstream).await?;
+        command.env("AWS_ENDPOINT_URL", url);
+        front = Some(task);
+    }
     let started = Instant::now();
     let mut child = command
         .spawn()
@@ -341,6 +422,9 @@ async fn serve(
     }
     let _ = child.kill().await;
     runtime_api.abort();
+    if let Some(front) = front {
+        front.abort();
+    }
     finished.context("the function did not finish in time")?;
     let mut s = std::mem::take(&mut *session.lock().expect("lock"));
     s.peak_rss_kb = peak;
