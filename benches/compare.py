@@ -5,6 +5,12 @@ the same signed Stripe webhooks through the ingress, then the messages that ingr
 in SQS batches of ten, through the delivery; both against one moto server and one loopback
 target. `plumbline-coldstart` is the Lambda Runtime API and the stopwatch; moto's request
 recorder counts the AWS calls. Prints a table, writes JSON, and compares against a saved result.
+
+The warm runs keep their connections, as a warm function does against AWS and a real target:
+moto's server closes every connection after its answer, so `plumbline-coldstart --front
+keep-alive` stands before it, and the target keeps its connections. `--reconnecting` measures
+as the runs before 2026-12-03 did, a new connection per request. Cold starts open their first
+connections either way.
 """
 
 import argparse
@@ -59,6 +65,9 @@ class Target(http.server.BaseHTTPRequestHandler):
 
     keys: collections.Counter = collections.Counter()
     lock = threading.Lock()
+    # Its answer goes out in two writes (head, then body): on a kept connection Nagle's
+    # algorithm would hold the second until the client's delayed ACK, about 40 ms each.
+    disable_nagle_algorithm = True
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers.get("content-length", "0")))
