@@ -560,7 +560,7 @@ def main():
         python = str(args.venv / "bin" / "python")
         total = args.events + args.warmup
         result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}, "events": args.events, "events_per_payment": args.events_per_payment,
-                  "warm_connections": "new per request" if args.reconnecting else "kept (keep-alive front before moto; keep-alive target)"}
+                  "warm_connections": RECONNECTING if args.reconnecting else "kept (keep-alive front before moto; keep-alive target)"}
         for name, ingress_cmd, delivery_cmd, env, cwd, tables, queue, path in (
             ("plumbline", [str(args.release_dir / "plumbline-ingress")], [str(args.release_dir / "plumbline-delivery")],
              plumbline_env, None, ["plumbline-events"], queues["plumbline-delivery"], "/plumbline"),
@@ -638,7 +638,7 @@ def print_table(r: dict) -> None:
         ("DynamoDB RRU per event", pl["requests"]["rru_per_event"], pt["requests"]["rru_per_event"]),
         ("cost per million webhooks (USD)", pl["cost_per_million"]["total"], pt["cost_per_million"]["total"]),
     ]
-    print(f"\nwarm runs' connections: {r.get('warm_connections', 'new per request')}")
+    print(f"\nwarm runs' connections: {r.get('warm_connections', RECONNECTING)}")
     print(f"{'measure':<50} {'plumbline':>12} {'powertools':>12} {'ratio':>8}")
     for label, a, b in rows:
         ratio = f"{b / a:.1f}x" if a else "-"
@@ -660,6 +660,10 @@ def print_table(r: dict) -> None:
         ops = ", ".join(f"{k} {v:.2f}" for k, v in r[side]["requests"]["by_operation_per_event"].items())
         print(f"{side} requests per event: {ops}")
 
+
+# `warm_connections` of a run whose requests each open a connection (and of results saved
+# before the field existed).
+RECONNECTING = "new per request"
 
 # A measure regresses when it grows by more than this share against the saved result.
 TOLERANCE = 0.25
@@ -695,7 +699,7 @@ def compare(now: dict, saved: dict, path: Path) -> int:
     if mix[0] != mix[1]:
         print(f"\nagainst {path}: not comparable (events per payment {mix[0]} here, {mix[1]} there)")
         return 2
-    modes = (now.get("warm_connections", "new per request"), saved.get("warm_connections", "new per request"))
+    modes = (now.get("warm_connections", RECONNECTING), saved.get("warm_connections", RECONNECTING))
     if modes[0] != modes[1]:
         print(f"\nagainst {path}: not comparable (warm runs' connections: {modes[0]} here, {modes[1]} there; "
               "--reconnecting measures as the earlier runs did)")

@@ -56,6 +56,23 @@ fn an_invalid_config_still_fails_with_its_problems() {
     );
 }
 
+/// `plumbline config check --json` on `file` with `extra` options: its report, once it has
+/// exited 0 (a warning is no failure).
+fn config_check_report(file: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(binary())
+        .args(["config", "check", "--json"])
+        .args(extra)
+        .arg(file)
+        .output()
+        .expect("run plumbline");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning is no failure: {out:?}"
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 #[test]
 fn config_check_warns_of_a_secret_its_function_could_not_read() {
     // The bundled file with the ERP's signing secret moved out of the targets/ folder: valid,
@@ -71,17 +88,7 @@ fn config_check_warns_of_a_secret_its_function_could_not_read() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("moved.toml");
     std::fs::write(&file, moved).expect("write");
-    let out = Command::new(binary())
-        .args(["config", "check", "--json"])
-        .arg(&file)
-        .output()
-        .expect("run plumbline");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "a warning is no failure: {out:?}"
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = config_check_report(&file, &[]);
     assert_eq!(report["valid"], true);
     let warnings = report["warnings"].as_array().expect("warnings");
     assert_eq!(warnings.len(), 1, "{report}");
@@ -94,13 +101,10 @@ fn config_check_warns_of_a_secret_its_function_could_not_read() {
     );
 
     // Deployed with another SecretsPrefix, none of the bundled file's parameters is readable.
-    let out = Command::new(binary())
-        .args(["config", "check", "--json", "--secrets-prefix", "acme"])
-        .arg(crate::helpers::repo_path("infra/config/plumbline.toml"))
-        .output()
-        .expect("run plumbline");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let report = config_check_report(
+        &crate::helpers::repo_path("infra/config/plumbline.toml"),
+        &["--secrets-prefix", "acme"],
+    );
     let keys: Vec<&str> = report["warnings"]
         .as_array()
         .expect("warnings")

@@ -158,39 +158,6 @@ fn every_alarm_pages_and_names_a_runbook_that_exists() {
     );
 }
 
-/// The ARN patterns of one function's statements allowing `action`, with the template's
-/// substitutions made for a stack in us-east-1 with the default secrets prefix.
-fn allowed_resources(function: &str, action: &str) -> Vec<String> {
-    let resources = resources();
-    let mut out = Vec::new();
-    for policy in resources[function]["Properties"]["Policies"]
-        .as_sequence()
-        .expect("Policies")
-    {
-        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
-            if !strings(&statement["Action"]).iter().any(|a| a == action) {
-                continue;
-            }
-            let items: Vec<&serde_yaml_ng::Value> = match &statement["Resource"] {
-                serde_yaml_ng::Value::Sequence(items) => items.iter().collect(),
-                one => vec![one],
-            };
-            for item in items {
-                let text = sub_text(item).unwrap_or_else(|| {
-                    panic!("{function}: {action} on a resource that is not a !Sub: {item:?}")
-                });
-                out.push(
-                    text.replace("${AWS::Partition}", "aws")
-                        .replace("${AWS::Region}", "us-east-1")
-                        .replace("${AWS::AccountId}", "123456789012")
-                        .replace("${SecretsPrefix}", &default_secrets_prefix()),
-                );
-            }
-        }
-    }
-    out
-}
-
 /// The text of a `!Sub "…"` value.
 fn sub_text(value: &serde_yaml_ng::Value) -> Option<&str> {
     match value {
@@ -220,56 +187,103 @@ fn iam_matches(pattern: &str, arn: &str) -> bool {
 }
 
 /// The stack's `SecretsPrefix` when the deployer keeps the template's default.
-fn default_secrets_prefix() -> String {
-    crate::helpers::template()["Parameters"]["SecretsPrefix"]["Default"]
+fn default_secrets_prefix(template: &serde_yaml_ng::Value) -> String {
+    template["Parameters"]["SecretsPrefix"]["Default"]
         .as_str()
         .expect("SecretsPrefix has a default")
         .to_owned()
 }
 
-/// The three functions, each with the purpose its secrets are resolved for.
-const READERS: [(&str, plumbline::config::SecretPurpose); 3] = [
-    ("IngressFunction", plumbline::config::SecretPurpose::Verify),
-    (
-        "DeliveryFunction",
-        plumbline::config::SecretPurpose::Deliver,
-    ),
-    (
-        "ReconcileFunction",
-        plumbline::config::SecretPurpose::Reconcile,
-    ),
-];
+/// One function's role as it bears on secrets: the ARN patterns it may fetch parameters and
+/// secrets from, with the template's substitutions made for a stack in us-east-1 with the
+/// default secrets prefix.
+struct SecretReader {
+    function: &'static str,
+    purpose: plumbline::config::SecretPurpose,
+    parameters: Vec<String>,
+    secrets: Vec<String>,
+}
 
-/// Whether `function`'s role lets it fetch `reference`, as IAM would decide: the ARN the
-/// request names against the role's `!Sub` resource patterns.
-fn role_may_read(function: &str, reference: &plumbline::config::SecretRef) -> bool {
-    use plumbline::config::SecretRef;
-    let (arn, action) = match reference {
-        SecretRef::Ssm(name) => (
-            format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
-            "ssm:GetParameters",
-        ),
-        // Secrets Manager appends six characters of its own to a secret's name.
-        SecretRef::SecretsManager { id, .. } => (
-            format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}-AbCdEf"),
-            "secretsmanager:GetSecretValue",
-        ),
-        SecretRef::Env(_) => return true,
-    };
-    allowed_resources(function, action)
-        .iter()
-        .any(|p| iam_matches(p, &arn))
+impl SecretReader {
+    /// The three functions' roles, read from the template once.
+    fn all(template: &serde_yaml_ng::Value) -> Vec<Self> {
+        use plumbline::config::SecretPurpose;
+        let prefix = default_secrets_prefix(template);
+        let allowed = |function: &str, action: &str| -> Vec<String> {
+            let mut out = Vec::new();
+            for policy in template["Resources"][function]["Properties"]["Policies"]
+                .as_sequence()
+                .expect("Policies")
+            {
+                for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+                    if !strings(&statement["Action"]).iter().any(|a| a == action) {
+                        continue;
+                    }
+                    let items: Vec<&serde_yaml_ng::Value> = match &statement["Resource"] {
+                        serde_yaml_ng::Value::Sequence(items) => items.iter().collect(),
+                        one => vec![one],
+                    };
+                    for item in items {
+                        let text = sub_text(item).unwrap_or_else(|| {
+                            panic!(
+                                "{function}: {action} on a resource that is not a !Sub: {item:?}"
+                            )
+                        });
+                        out.push(
+                            text.replace("${AWS::Partition}", "aws")
+                                .replace("${AWS::Region}", "us-east-1")
+                                .replace("${AWS::AccountId}", "123456789012")
+                                .replace("${SecretsPrefix}", &prefix),
+                        );
+                    }
+                }
+            }
+            out
+        };
+        [
+            ("IngressFunction", SecretPurpose::Verify),
+            ("DeliveryFunction", SecretPurpose::Deliver),
+            ("ReconcileFunction", SecretPurpose::Reconcile),
+        ]
+        .into_iter()
+        .map(|(function, purpose)| Self {
+            function,
+            purpose,
+            parameters: allowed(function, "ssm:GetParameters"),
+            secrets: allowed(function, "secretsmanager:GetSecretValue"),
+        })
+        .collect()
+    }
+
+    /// Whether the role lets its function fetch `reference`, as IAM would decide: the ARN the
+    /// request names against the role's `!Sub` resource patterns.
+    fn may_read(&self, reference: &plumbline::config::SecretRef) -> bool {
+        use plumbline::config::SecretRef;
+        let (arn, patterns) = match reference {
+            SecretRef::Ssm(name) => (
+                format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"),
+                &self.parameters,
+            ),
+            // Secrets Manager appends six characters of its own to a secret's name.
+            SecretRef::SecretsManager { id, .. } => (
+                format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{id}-AbCdEf"),
+                &self.secrets,
+            ),
+            SecretRef::Env(_) => return true,
+        };
+        patterns.iter().any(|p| iam_matches(p, &arn))
+    }
 }
 
 /// The keys of `config`'s secrets that a function needs and its role would refuse it.
-fn refused(config: &plumbline::config::Config) -> Vec<String> {
-    let mut out: Vec<String> = READERS
+fn refused(readers: &[SecretReader], config: &plumbline::config::Config) -> Vec<String> {
+    let mut out: Vec<String> = readers
         .iter()
-        .flat_map(|(function, purpose)| {
+        .flat_map(|reader| {
             config
-                .secret_refs_for(*purpose)
+                .secret_refs_for(reader.purpose)
                 .into_iter()
-                .filter(|(_, reference)| !role_may_read(function, reference))
+                .filter(|(_, reference)| !reader.may_read(reference))
                 .map(|(key, _)| key)
         })
         .collect();
@@ -285,7 +299,8 @@ fn each_function_may_read_its_own_secrets_and_no_others() {
         "tests/fixtures/config/every-secret.toml",
     ))
     .expect("the fixture loads");
-    let warnings = config.check_warnings(&default_secrets_prefix());
+    let template = crate::helpers::template();
+    let warnings = config.check_warnings(&default_secrets_prefix(&template));
     assert!(warnings.is_empty(), "{warnings:?}");
     let every = config.secret_refs();
     assert_eq!(every.len(), 7, "one reference in every slot");
@@ -293,11 +308,12 @@ fn each_function_may_read_its_own_secrets_and_no_others() {
         every.iter().all(|(_, r)| !matches!(r, SecretRef::Env(_))),
         "the fixture's secrets are remote"
     );
-    for (function, purpose) in READERS {
-        let own = config.secret_refs_for(purpose);
+    for reader in SecretReader::all(&template) {
+        let function = reader.function;
+        let own = config.secret_refs_for(reader.purpose);
         assert!(!own.is_empty(), "{function} reads some of the fixture's");
         for (key, reference) in &every {
-            let readable = role_may_read(function, reference);
+            let readable = reader.may_read(reference);
             let needed = own.iter().any(|(k, _)| k == key);
             assert_eq!(
                 readable, needed,
@@ -314,7 +330,9 @@ fn config_check_warns_of_exactly_the_secrets_a_role_would_refuse() {
         "tests/fixtures/config/every-secret.toml",
     ))
     .expect("the fixture");
-    let prefix = default_secrets_prefix();
+    let template = crate::helpers::template();
+    let prefix = default_secrets_prefix(&template);
+    let readers = SecretReader::all(&template);
     // Each moves one secret where some function that needs it may not read it.
     for (from, to) in [
         (
@@ -346,7 +364,7 @@ fn config_check_warns_of_exactly_the_secrets_a_role_would_refuse() {
             .map(|w| w.key)
             .collect();
         warned.sort();
-        let refused = refused(&config);
+        let refused = refused(&readers, &config);
         assert_eq!(refused.len(), 1, "{to}: one secret moved out of reach");
         assert_eq!(warned, refused, "{from} -> {to}");
     }
@@ -365,7 +383,7 @@ fn config_check_warns_of_exactly_the_secrets_a_role_would_refuse() {
         ),
     ] {
         let config = Config::parse(&text.replacen(from, to, 1)).expect("still valid");
-        assert!(refused(&config).is_empty(), "{to}");
+        assert!(refused(&readers, &config).is_empty(), "{to}");
         let warned: Vec<String> = config
             .check_warnings(&prefix)
             .into_iter()

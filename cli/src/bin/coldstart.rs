@@ -86,6 +86,15 @@ enum Front {
     KeepAlive,
 }
 
+/// Headers about one connection, not the request: the front's two connections have their own.
+const HOP_BY_HOP: [&str; 5] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "transfer-encoding",
+];
+
 /// A keep-alive HTTP/1.1 front on a free loopback port that forwards every request, as it
 /// came, to `upstream`, and its answer back: the function keeps its connection to the front
 /// while the front pays for the upstream's closed ones. Returns the front's URL and its task.
@@ -102,7 +111,7 @@ async fn keep_alive_front(
                 .map_err(|e| (StatusCode::BAD_GATEWAY, format!("reading the request: {e}")))?;
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let mut headers = parts.headers;
-            for hop in ["host", "connection", "content-length", "transfer-encoding"] {
+            for hop in HOP_BY_HOP {
                 headers.remove(hop);
             }
             let answer = client
@@ -117,12 +126,7 @@ async fn keep_alive_front(
                 .map_err(|e| (StatusCode::BAD_GATEWAY, format!("upstream: {e}")))?;
             let status = answer.status();
             let mut headers = answer.headers().clone();
-            for hop in [
-                "connection",
-                "keep-alive",
-                "content-length",
-                "transfer-encoding",
-            ] {
+            for hop in HOP_BY_HOP {
                 headers.remove(hop);
             }
             let body = answer
@@ -377,21 +381,20 @@ async fn serve(
     if let Some(dir) = &args.cwd {
         command.current_dir(dir);
     }
+    // Where the function's AWS requests go: this process's, unless an `--env` names another.
+    let mut endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
     for pair in &args.envs {
         let (k, v) = pair
             .split_once('=')
             .with_context(|| format!("--env {pair}: expected KEY=VALUE"))?;
         command.env(k, v);
+        if k == "AWS_ENDPOINT_URL" {
+            endpoint = Some(v.to_owned());
+        }
     }
     let mut front = None;
     if args.front == Front::KeepAlive {
-        let upstream = args
-            .envs
-            .iter()
-            .rev()
-            .find_map(|pair| pair.strip_prefix("AWS_ENDPOINT_URL="))
-            .map(str::to_owned)
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        let upstream = endpoint
             .context("--front keep-alive needs AWS_ENDPOINT_URL (in --env or the environment)")?;
         let (url, task) = keep_alive_front(upstream).await?;
         command.env("AWS_ENDPOINT_URL", url);

@@ -625,10 +625,7 @@ fn in_folder(reference: &SecretRef, prefix: &str, folder: &str) -> Option<bool> 
     };
     let leaf = name
         .trim_start_matches('/')
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|rest| rest.strip_prefix(folder))
-        .and_then(|rest| rest.strip_prefix('/'));
+        .strip_prefix(&format!("{prefix}/{folder}/"));
     Some(leaf.is_some_and(|leaf| !leaf.is_empty()))
 }
 
