@@ -17,6 +17,7 @@ mod receive;
 mod reconcile;
 mod replay;
 mod reprocess;
+mod samconfig;
 mod send;
 
 // `plumbline dev` allocates per request across many threads; glibc's allocator spent about a
@@ -61,16 +62,34 @@ enum Command {
     Contract(ContractCommand),
 }
 
+/// The template's default `SecretsPrefix`.
+const DEFAULT_SECRETS_PREFIX: &str = "plumbline";
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validates a configuration file and reports every problem with its key and line.
-    #[command(after_help = "Example:\n  plumbline config check infra/config/plumbline.toml")]
+    #[command(
+        after_help = "Examples:\n  plumbline config check infra/config/plumbline.toml\n  \
+                      plumbline config check infra/config/plumbline.toml --samconfig samconfig.toml --config-env prod"
+    )]
     Check {
         file: PathBuf,
         /// The stack's SecretsPrefix parameter: remote secrets outside its folders, where the
         /// template's roles would refuse them, are warned of.
-        #[arg(long, value_name = "PREFIX", default_value = "plumbline")]
+        #[arg(long, value_name = "PREFIX", default_value = DEFAULT_SECRETS_PREFIX)]
         secrets_prefix: String,
+        /// Read SecretsPrefix from the parameter_overrides this SAM configuration deploys with
+        /// (the template's default when it sets none), instead of --secrets-prefix.
+        #[arg(long, value_name = "FILE", conflicts_with = "secrets_prefix")]
+        samconfig: Option<PathBuf>,
+        /// The environment of --samconfig, as `sam deploy --config-env` names it.
+        #[arg(
+            long,
+            value_name = "ENV",
+            default_value = "default",
+            requires = "samconfig"
+        )]
+        config_env: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -101,8 +120,17 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check {
             file,
             secrets_prefix,
+            samconfig,
+            config_env,
             json,
-        }) => exit_code(config_check(&file, &secrets_prefix, json)),
+        }) => {
+            let prefix = match samconfig {
+                Some(samconfig) => samconfig::parameter(&samconfig, &config_env, "SecretsPrefix")
+                    .map(|p| p.unwrap_or_else(|| DEFAULT_SECRETS_PREFIX.to_owned())),
+                None => Ok(secrets_prefix),
+            };
+            exit_code(prefix.and_then(|prefix| config_check(&file, &prefix, json)))
+        }
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
             let pretty = serde_json::to_string_pretty(&schema).expect("a schema serializes");

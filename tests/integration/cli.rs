@@ -120,6 +120,61 @@ fn config_check_warns_of_a_secret_its_function_could_not_read() {
         ],
         "{report}"
     );
+
+    // The same prefix, read from the SAM configuration the stack deploys with.
+    let samconfig = dir.join("samconfig.toml");
+    std::fs::write(
+        &samconfig,
+        "version = 0.1\n[default.deploy.parameters]\nparameter_overrides = \"Architecture=arm64\"\n\
+         [acme.deploy.parameters]\nparameter_overrides = \"Environment=prod SecretsPrefix=acme\"\n",
+    )
+    .expect("write");
+    let bundled = crate::helpers::repo_path("infra/config/plumbline.toml");
+    let samconfig_arg = samconfig.to_str().expect("utf8 path");
+    let warned = |extra: &[&str]| -> Vec<String> {
+        let report = config_check_report(&bundled, extra);
+        report["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .filter_map(|w| w["key"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        warned(&["--samconfig", samconfig_arg, "--config-env", "acme"]),
+        keys
+    );
+    let none: [&str; 0] = [];
+    assert_eq!(warned(&["--samconfig", samconfig_arg]), none);
+    // The repository's own environments keep the template's default prefix.
+    let repo_samconfig = crate::helpers::repo_path("samconfig.toml");
+    for env in ["default", "prod"] {
+        let args = [
+            "--samconfig",
+            repo_samconfig.to_str().expect("utf8 path"),
+            "--config-env",
+            env,
+        ];
+        assert_eq!(warned(&args), none, "{env}");
+    }
+    // An environment the file does not have is an error, not a silent default.
+    let out = Command::new(binary())
+        .args([
+            "config",
+            "check",
+            "--samconfig",
+            samconfig_arg,
+            "--config-env",
+            "qa",
+        ])
+        .arg(&bundled)
+        .output()
+        .expect("run plumbline");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no environment [qa]"),
+        "{out:?}"
+    );
 }
 
 /// `plumbline receive`, the local target of the README's walkthrough: it answers with the

@@ -65,6 +65,42 @@ fn the_documented_shape_parses() {
 }
 
 #[test]
+fn an_owned_field_the_ledger_does_not_keep_is_a_warning() {
+    // The design's example owns an order field no event writes: it is said, not hidden.
+    let design = Config::parse(DESIGN_EXAMPLE).expect("valid");
+    let keys = |c: &Config| -> Vec<String> {
+        c.check_warnings("plumbline")
+            .into_iter()
+            .map(|w| w.key)
+            .collect()
+    };
+    assert_eq!(keys(&design), ["ownership.\"order.fulfillment_status\""]);
+
+    let text = DESIGN_EXAMPLE.replace(
+        "\"order.fulfillment_status\" = \"erp\"",
+        "\"order.status\" = \"erp\"\n\"lead.utm_source\" = \"site\"\n\
+         \"payment.amount_refundd\" = \"stripe\"\n\"customer.amount\" = \"crm\"\n\
+         \"subscription.failure_reason\" = \"stripe\"",
+    );
+    let config = Config::parse(&text).expect("valid");
+    let warnings = config.check_warnings("plumbline");
+    let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "ownership.\"customer.amount\"",
+            "ownership.\"payment.amount_refundd\""
+        ]
+    );
+    assert!(
+        warnings[1].reason.contains("\"amount_refundd\"")
+            && warnings[1].reason.contains("amount_refunded"),
+        "{}",
+        warnings[1].reason
+    );
+}
+
+#[test]
 fn every_problem_is_reported_with_its_key() {
     let text = r#"
 [sources.stripe]
@@ -406,6 +442,9 @@ fn a_target_field_from_no_field_of_the_delivery_document_is_a_warning() {
         ("envelope.id", false),
         ("entity.fields.", false),
         ("event.entity.refs.order_id", false),
+        ("entity.fields.amout", false),
+        ("entity.fields.amount.currency", false),
+        ("entity.fields.lead_source", true),
     ];
     let mut text =
         String::from("[targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\n");
@@ -426,7 +465,8 @@ fn a_target_field_from_no_field_of_the_delivery_document_is_a_warning() {
             "targets.erp.fields[5].from",
             "targets.erp.fields[6].from",
             "targets.erp.fields[7].from",
-            "targets.erp.fields[8].from"
+            "targets.erp.fields[8].from",
+            "targets.erp.fields[10].from"
         ]
     );
     assert!(

@@ -23,7 +23,21 @@ pub struct EntityView {
     pub version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    #[schemars(schema_with = "entity_fields")]
     pub fields: BTreeMap<String, Value>,
+}
+
+/// The fields as the ledger names them, so that a target's `from = "entity.fields.…"` with a
+/// misspelt name is caught by `plumbline config check` rather than never sent.
+fn entity_fields(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let properties: serde_json::Map<String, Value> = crate::ledger::all_field_names()
+        .map(|name| (name.to_owned(), Value::Bool(true)))
+        .collect();
+    schemars::json_schema!({
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false,
+    })
 }
 
 impl Document {

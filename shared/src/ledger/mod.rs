@@ -131,7 +131,46 @@ pub struct Applied {
     pub ownership_conflicts: Vec<String>,
 }
 
-/// The fields an event writes, by entity kind: canonical names, documented in docs/ledger.md.
+/// The fields [`fields_of`] writes for payments, orders and subscriptions.
+const TRANSACTION_FIELDS: &[&str] = &[
+    "amount",
+    "amount_refunded",
+    "order_id",
+    "payment_id",
+    "customer_email",
+    "customer_phone",
+    "customer_external_id",
+    "failure_reason",
+];
+/// The fields [`fields_of`] writes for customers and leads.
+const PARTY_FIELDS: &[&str] = &[
+    "name",
+    "email",
+    "phone",
+    "external_id",
+    "form_id",
+    "lead_source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+];
+
+/// Every field an entity of `kind` can hold, as [`fields_of`] names them (the state aside):
+/// what `[ownership]` and a target's `entity.fields.…` can usefully name.
+pub fn field_names(kind: EntityKind) -> &'static [&'static str] {
+    match kind {
+        EntityKind::Payment | EntityKind::Order | EntityKind::Subscription => TRANSACTION_FIELDS,
+        EntityKind::Customer | EntityKind::Lead => PARTY_FIELDS,
+    }
+}
+
+/// Every field an entity of any kind can hold.
+pub fn all_field_names() -> impl Iterator<Item = &'static str> {
+    TRANSACTION_FIELDS.iter().chain(PARTY_FIELDS).copied()
+}
+
+/// The fields an event writes, by entity kind: canonical names ([`field_names`]), documented
+/// in docs/ledger.md.
 pub fn fields_of(envelope: &Envelope) -> BTreeMap<&'static str, Value> {
     let d = &envelope.data;
     let r = &envelope.entity.refs;
@@ -376,6 +415,51 @@ mod tests {
         );
         assert_eq!(owner.entity.state.as_deref(), Some("refunded"));
         assert!(owner.ownership_conflicts.is_empty());
+    }
+
+    #[test]
+    fn an_event_with_every_field_set_writes_exactly_the_named_fields_of_its_kind() {
+        let text = |s: &str| Some(s.to_owned());
+        for kind in [
+            EntityKind::Payment,
+            EntityKind::Order,
+            EntityKind::Subscription,
+            EntityKind::Customer,
+            EntityKind::Lead,
+        ] {
+            let mut e = event("stripe", "payment.succeeded", Some("succeeded"), 0);
+            e.entity.kind = kind;
+            e.entity.refs = Refs {
+                order_id: text("o_1"),
+                payment_id: text("pi_1"),
+                customer_email: text("a@example.com"),
+                customer_phone: text("+14155550100"),
+                customer_external_id: text("c_1"),
+            };
+            e.data.amount_refunded = e.data.amount.clone();
+            e.data.failure_reason = text("card_declined");
+            e.data.customer = Some(crate::contract::Customer {
+                external_id: text("c_1"),
+                name: text("Ada"),
+                email: text("a@example.com"),
+                phone: text("+14155550100"),
+            });
+            e.data.lead = Some(crate::contract::LeadDetails {
+                form_id: text("f_1"),
+                lead_source: text("ads"),
+                utm: crate::contract::Utm {
+                    source: text("s"),
+                    medium: text("m"),
+                    campaign: text("c"),
+                    term: text("t"),
+                    content: text("x"),
+                },
+            });
+            let written: Vec<&str> = fields_of(&e).into_keys().collect();
+            let mut named = field_names(kind).to_vec();
+            named.sort_unstable();
+            assert_eq!(written, named, "{kind:?}");
+        }
     }
 
     #[test]
