@@ -15,7 +15,8 @@ reconcile bootstraps `sam build` made run under `plumbline-coldstart` (a local L
 API) with the environment the stack gave their functions and the configuration from the layer: a
 signed Stripe webhook is claimed in the stack's table and enqueued on its queue, delivery takes
 the message and records its attempt at the configured target (unreachable from here, so a
-retry), and a scheduled reconciliation runs and saves its report; `plumbline events list` and
+retry); aged past the stuck threshold, the claim is re-enqueued by a scheduled reconciliation, which
+saves its report; `plumbline events list` and
 `events show` with `--aws` find the event and its attempt in the stack's table. The bootstraps
 run only where they were built for this machine's architecture. Not covered: what moto's
 CloudFormation does not model (it names them: the HTTP API, the alarms, the schedule;
@@ -30,6 +31,7 @@ Usage: deploy.py BUILD_DIR COLDSTART ARCH (the environment points the SDK at mot
 
 import ast
 import base64
+import calendar
 import fnmatch
 import hashlib
 import hmac
@@ -334,6 +336,19 @@ def main() -> None:
     erp = [(d["target"], d["state"]) for d in shown.get("deliveries", [])]
     check(erp == [("erp", "retrying")], f"plumbline events show: deliveries {erp}")
 
+    # A claim the pipeline lost track of, as after a crash between the claim and the send: the
+    # webhook's claim aged past reconcile.stuck_after_secs (the seconds kept as written, so the
+    # sweep's conditional refresh matches them), and no message for it visible on the queue
+    # (the one delivery took is still hidden). Reconcile re-enqueues it, with its own role.
+    stamp = item["claimed_at"]["S"]
+    seconds = time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")
+    aged = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(calendar.timegm(seconds) - 3600)) + stamp[19:]
+    ddb.update_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}},
+                    UpdateExpression="SET claimed_at = :aged, pending_since = :aged",
+                    ExpressionAttributeValues={":aged": {"S": aged}})
+    visible = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+    check(not visible, f"the delivery queue shows {len(visible)} messages before reconcile")
+
     scheduled = {"version": "0", "id": "deploy-check", "detail-type": "Scheduled Event", "source": "aws.scheduler",
                  "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "region": os.environ.get("AWS_REGION", "us-east-1"), "resources": [], "detail": {}}
@@ -341,10 +356,15 @@ def main() -> None:
     check(answer.get("errors") == 0, f"reconcile answered with an error: {answer}; log in {scratch}")
     runs = ddb.query(TableName=table, KeyConditionExpression="pk = :run", ExpressionAttributeValues={":run": {"S": "RUN"}})["Items"]
     check(len(runs) == 1, f"{len(runs)} reconciliation reports in {table}")
+    requeued = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    check([event_id in m["Body"] for m in requeued] == [True],
+          f"after reconcile the delivery queue shows {len(requeued)} messages, not the stuck event once")
+    check("sqs:SendMessage" in permitted["ReconcileFunction"], f"reconcile's requests: {permitted['ReconcileFunction']}")
 
     print(f"tests/deploy.py: stack {STACK} created in moto ({len(physical)} resources; moto does not "
           f"model {', '.join(skipped)}); the ingress claimed and enqueued a signed webhook, delivery "
-          f"recorded its attempt at erp, the CLI listed and showed it, reconcile saved its report; "
+          f"recorded its attempt at erp, the CLI listed and showed it, reconcile re-enqueued it once aged "
+          f"past the stuck threshold and saved its report; "
           f"every request each made is allowed by its role: {permitted}")
 
 
