@@ -410,7 +410,7 @@ impl Config {
                 out.push(ConfigProblem {
                     key: format!("ownership.{field:?}"),
                     reason: format!(
-                        "the ledger keeps no field {name:?} for a {kind} (status, {}; \
+                        "the ledger keeps no field {name:?} on {kind} entities (status, {}; \
                          docs/ledger.md): this ownership protects nothing",
                         names.join(", "),
                         kind = kind.as_str(),
