@@ -1,6 +1,6 @@
 //! The real binary's TLS, end to end: its AWS SDK client and its HTTP client both run rustls on
 //! ring, trust the authorities `SSL_CERT_FILE` names, and refuse a server whose certificate no
-//! trusted authority signed; without it, the HTTP client trusts Mozilla's root program only. Everything else in the suite talks plain HTTP on
+//! trusted authority signed; without it, both trust Mozilla's root program only. Everything else in the suite talks plain HTTP on
 //! loopback, so this is where a broken TLS stack would show before a deployment does.
 
 use std::process::{Command, Output};
@@ -117,4 +117,37 @@ async fn without_ssl_cert_file_a_private_authority_is_not_trusted() {
         "a certificate from an authority outside the built-in roots was accepted"
     );
     assert_eq!(target.count(), 0, "nothing reached the target");
+}
+
+#[tokio::test]
+async fn without_ssl_cert_file_the_aws_client_does_not_trust_a_private_authority() {
+    // The SDK's client is given the built-in roots as its trust store: it still verifies.
+    let ddb = aws_sdk_dynamodb::Client::new(&aws().await);
+    let table = create_table(&ddb).await;
+    let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's address");
+    let proxy = TlsProxy::start(&moto).await;
+    let url = proxy.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(binary());
+        command
+            .args(["events", "list", "--aws", "--json"])
+            .env_remove("PLUMBLINE_CONFIG")
+            .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .env("AWS_ENDPOINT_URL", &url)
+            .env("PLUMBLINE_TABLE", &table);
+        command.output().expect("run plumbline")
+    })
+    .await
+    .expect("run");
+    assert!(
+        !out.status.success(),
+        "a certificate from an authority outside the built-in roots was accepted: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr(&out).contains("invalid peer certificate: UnknownIssuer"),
+        "{}",
+        stderr(&out)
+    );
 }
