@@ -374,51 +374,13 @@ impl Config {
 
     /// What `plumbline config check` warns of beyond the parser's own warnings: route filters
     /// on no field of the envelope, target fields mapped from no field of the delivery
-    /// document, remote secrets outside their readers' folder under `secrets_prefix` (the
-    /// stack's `SecretsPrefix` parameter), and owned fields the ledger does not keep. The functions do not call it, so they carry no copy
+    /// document, and remote secrets outside their readers' folder under `secrets_prefix` (the
+    /// stack's `SecretsPrefix` parameter). The functions do not call it, so they carry no copy
     /// of the schemas it walks.
     pub fn check_warnings(&self, secrets_prefix: &str) -> Vec<ConfigProblem> {
         let mut out = self.filter_warnings(&SchemaPaths::envelope());
         out.extend(self.mapping_warnings(&SchemaPaths::of::<crate::delivery::Document>()));
         out.extend(self.secret_folder_warnings(secrets_prefix));
-        out.extend(self.ownership_warnings());
-        out
-    }
-
-    /// Owned fields (`[ownership]`) the ledger never writes for their kind: the declaration
-    /// protects nothing, most often because of a misspelt name.
-    fn ownership_warnings(&self) -> Vec<ConfigProblem> {
-        use crate::contract::EntityKind;
-        const KINDS: [EntityKind; 5] = [
-            EntityKind::Payment,
-            EntityKind::Order,
-            EntityKind::Customer,
-            EntityKind::Lead,
-            EntityKind::Subscription,
-        ];
-        let mut out = Vec::new();
-        for field in self.ownership.keys() {
-            // The parser has refused any key that is not `kind.field` with a known kind.
-            let Some((kind, name)) = field.split_once('.') else {
-                continue;
-            };
-            let Some(kind) = KINDS.into_iter().find(|k| k.as_str() == kind) else {
-                continue;
-            };
-            let names = crate::ledger::field_names(kind);
-            if name != "status" && !names.contains(&name) {
-                out.push(ConfigProblem {
-                    key: format!("ownership.{field:?}"),
-                    reason: format!(
-                        "the ledger keeps no field {name:?} on {kind} entities (status, {}; \
-                         docs/ledger.md): this ownership protects nothing",
-                        names.join(", "),
-                        kind = kind.as_str(),
-                    ),
-                    line: None,
-                });
-            }
-        }
         out
     }
 

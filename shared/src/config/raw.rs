@@ -8,7 +8,7 @@ use super::{
     ConfigProblem, DeliverySettings, HeaderValue, HubspotSettings, IngressSettings, Route,
     SecretRef, SourceConfig, TargetConfig, TargetKind,
 };
-use crate::contract::SourceName;
+use crate::contract::{EntityKind, SourceName};
 use crate::sources::SourceKind;
 
 #[derive(Deserialize)]
@@ -362,10 +362,31 @@ pub(super) fn check_ownership(
 ) {
     for (field, owner) in ownership {
         let key = format!("ownership.{field:?}");
-        let entity_ok = field
+        let entity = field
             .split_once('.')
-            .is_some_and(|(kind, f)| ENTITY_KINDS.contains(&kind) && !f.is_empty());
-        if !entity_ok {
+            .and_then(|(kind, f)| Some((EntityKind::parse(kind)?, f)))
+            .filter(|(_, f)| !f.is_empty());
+        if let Some((kind, name)) = entity {
+            let names = crate::ledger::field_names(kind);
+            if name != "status" && !names.contains(&name) {
+                // No event writes it, so the declaration protects nothing: most often a typo.
+                let line = problems
+                    .text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with(&format!("{field:?}")))
+                    .map(|i| i + 1);
+                problems.warnings.push(ConfigProblem {
+                    key: key.clone(),
+                    reason: format!(
+                        "the ledger keeps no field {name:?} on {kind} entities (status, {}; \
+                         docs/ledger.md): this ownership protects nothing",
+                        names.join(", "),
+                        kind = kind.as_str(),
+                    ),
+                    line,
+                });
+            }
+        } else {
             problems.add(
                 key.clone(),
                 format!(

@@ -65,6 +65,19 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
+    pub const ALL: [Self; 5] = [
+        Self::Payment,
+        Self::Order,
+        Self::Customer,
+        Self::Lead,
+        Self::Subscription,
+    ];
+
+    /// The kind [`Self::as_str`] names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Payment => "payment",
