@@ -44,39 +44,12 @@ pub fn parameter(file: &Path, env: &str, name: &str) -> anyhow::Result<Option<St
         .next_back())
 }
 
-/// `Key=Value` pairs as SAM reads them: separated by spaces, a value in double or single quotes
-/// may hold spaces, and the CloudFormation form `ParameterKey=K,ParameterValue=V` is accepted.
+/// `Key=Value` pairs as SAM reads them: words split as a shell does (a value in double or single
+/// quotes may hold spaces), and the CloudFormation form `ParameterKey=K,ParameterValue=V` too.
 fn split(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut started = false;
-    for c in text.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                started = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if started {
-                    words.push(std::mem::take(&mut word));
-                    started = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                started = true;
-            }
-        }
-    }
-    if quote.is_some() {
+    let Some(words) = shlex::split(text) else {
         bail!("parameter_overrides has an unclosed quote: {text:?}");
-    }
-    if started {
-        words.push(word);
-    }
+    };
     words
         .into_iter()
         .map(|w| {

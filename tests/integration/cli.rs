@@ -44,11 +44,7 @@ fn an_invalid_config_still_fails_with_its_problems() {
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[sources.stripe]\nkind = \"nope\"\n").expect("write");
-    let out = Command::new(binary())
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .expect("run plumbline");
+    let out = config_check(&file, &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unknown variant `nope`"),
@@ -56,15 +52,20 @@ fn an_invalid_config_still_fails_with_its_problems() {
     );
 }
 
-/// `plumbline config check --json` on `file` with `extra` options: its report, once it has
-/// exited 0 (a warning is no failure).
-fn config_check_report(file: &std::path::Path, extra: &[&str]) -> serde_json::Value {
-    let out = Command::new(binary())
-        .args(["config", "check", "--json"])
+/// `plumbline config check` on `file` with `extra` options.
+fn config_check(file: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(["config", "check"])
         .args(extra)
         .arg(file)
         .output()
-        .expect("run plumbline");
+        .expect("run plumbline")
+}
+
+/// `plumbline config check --json` on `file` with `extra` options: its report, once it has
+/// exited 0 (a warning is no failure).
+fn config_check_report(file: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = config_check(file, &[&["--json"], extra].concat());
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -158,18 +159,10 @@ fn config_check_warns_of_a_secret_its_function_could_not_read() {
         assert_eq!(warned(&args), none, "{env}");
     }
     // An environment the file does not have is an error, not a silent default.
-    let out = Command::new(binary())
-        .args([
-            "config",
-            "check",
-            "--samconfig",
-            samconfig_arg,
-            "--config-env",
-            "qa",
-        ])
-        .arg(&bundled)
-        .output()
-        .expect("run plumbline");
+    let out = config_check(
+        &bundled,
+        &["--samconfig", samconfig_arg, "--config-env", "qa"],
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no environment [qa]"),

@@ -10,9 +10,14 @@ use crate::helpers::recorder::Recorder;
 use crate::helpers::tls::TlsProxy;
 use crate::helpers::{aws, create_table};
 
+/// The binary with `args`, trusting no store of the shell's own: only what `envs` names.
 fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(binary());
-    command.args(args).env_remove("PLUMBLINE_CONFIG");
+    command
+        .args(args)
+        .env_remove("PLUMBLINE_CONFIG")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
     for (name, value) in envs {
         command.env(name, value);
     }
@@ -102,13 +107,10 @@ async fn without_ssl_cert_file_a_private_authority_is_not_trusted() {
     let proxy = TlsProxy::start(&target.url).await;
     let url = proxy.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(binary());
-        command
-            .args(["send", "stripe", "payment_intent.succeeded", "--url", &url])
-            .env_remove("PLUMBLINE_CONFIG")
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR");
-        command.output().expect("run plumbline")
+        run(
+            &["send", "stripe", "payment_intent.succeeded", "--url", &url],
+            &[],
+        )
     })
     .await
     .expect("run");
@@ -128,15 +130,10 @@ async fn without_ssl_cert_file_the_aws_client_does_not_trust_a_private_authority
     let proxy = TlsProxy::start(&moto).await;
     let url = proxy.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        let mut command = Command::new(binary());
-        command
-            .args(["events", "list", "--aws", "--json"])
-            .env_remove("PLUMBLINE_CONFIG")
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR")
-            .env("AWS_ENDPOINT_URL", &url)
-            .env("PLUMBLINE_TABLE", &table);
-        command.output().expect("run plumbline")
+        run(
+            &["events", "list", "--aws", "--json"],
+            &[("AWS_ENDPOINT_URL", &url), ("PLUMBLINE_TABLE", &table)],
+        )
     })
     .await
     .expect("run");

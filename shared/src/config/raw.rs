@@ -110,8 +110,6 @@ pub(super) struct RawIngress {
     pub(super) retention_days: Option<i64>,
 }
 
-pub(super) const ENTITY_KINDS: [&str; 5] = ["payment", "order", "customer", "lead", "subscription"];
-
 /// Collects problems, each located in the text where possible.
 pub(super) struct Problems<'a> {
     pub(super) text: &'a str,
@@ -370,28 +368,22 @@ pub(super) fn check_ownership(
             let names = crate::ledger::field_names(kind);
             if name != "status" && !names.contains(&name) {
                 // No event writes it, so the declaration protects nothing: most often a typo.
-                let line = problems
-                    .text
-                    .lines()
-                    .position(|l| l.trim_start().starts_with(&format!("{field:?}")))
-                    .map(|i| i + 1);
-                problems.warnings.push(ConfigProblem {
-                    key: key.clone(),
-                    reason: format!(
+                problems.warn(
+                    key.clone(),
+                    format!(
                         "the ledger keeps no field {name:?} on {kind} entities (status, {}; \
                          docs/ledger.md): this ownership protects nothing",
                         names.join(", "),
                         kind = kind.as_str(),
                     ),
-                    line,
-                });
+                );
             }
         } else {
             problems.add(
                 key.clone(),
                 format!(
                     "expected entity.field with entity one of {}",
-                    ENTITY_KINDS.join(", ")
+                    EntityKind::ALL.map(EntityKind::as_str).join(", ")
                 ),
             );
         }
@@ -442,13 +434,21 @@ pub(super) fn is_event_pattern(pattern: &str) -> bool {
         }) && pattern.contains('.')
 }
 
-/// The first line that mentions the last segment of `key`, to point an operator at it.
+/// The first line that mentions the last segment of `key`, to point an operator at it. A quoted
+/// last segment (`ownership."order.status"`) is one segment, dots and all.
 pub(super) fn line_of(text: &str, key: &str) -> Option<usize> {
-    let table = key.split('.').take(2).collect::<Vec<_>>().join(".");
+    let (path, quoted) = match key.split_once(".\"") {
+        Some((path, leaf)) => (path, Some(format!("\"{leaf}"))),
+        None => (key, None),
+    };
+    let table = path.split('.').take(2).collect::<Vec<_>>().join(".");
     let table = table.split('[').next().unwrap_or(&table);
     let header = format!("[{table}]");
     let start = text.lines().position(|l| l.trim() == header)?;
-    let leaf = key.rsplit('.').next()?.split('[').next()?;
+    let leaf = match &quoted {
+        Some(leaf) => leaf.as_str(),
+        None => key.rsplit('.').next()?.split('[').next()?,
+    };
     text.lines()
         .enumerate()
         .skip(start)

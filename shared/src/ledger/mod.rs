@@ -420,13 +420,7 @@ mod tests {
     #[test]
     fn an_event_with_every_field_set_writes_exactly_the_named_fields_of_its_kind() {
         let text = |s: &str| Some(s.to_owned());
-        for kind in [
-            EntityKind::Payment,
-            EntityKind::Order,
-            EntityKind::Subscription,
-            EntityKind::Customer,
-            EntityKind::Lead,
-        ] {
+        for kind in EntityKind::ALL {
             let mut e = event("stripe", "payment.succeeded", Some("succeeded"), 0);
             e.entity.kind = kind;
             e.entity.refs = Refs {
