@@ -3,6 +3,11 @@
 //! trusting the same authorities as the targets' client (see `tls`).
 
 use aws_smithy_http_client::tls::{Provider, TlsContext, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
 pub use aws_config::SdkConfig;
 
@@ -17,7 +22,32 @@ pub async fn load_config() -> SdkConfig {
         .tls_context(tls)
         .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(https)
+        .http_client(SharedHttpClient::new(ConnectorOnDemand(https)))
         .load()
         .await
+}
+
+/// The SDK's HTTPS client without its check at every client's construction (the trait's
+/// default, which checks nothing, stands in for it). That check builds a whole TLS connector and
+/// throws it away, so that a system store is read before the first request; with the roots
+/// given as PEM it parses all of them again for each client built (the STS client the
+/// credential chain makes, then DynamoDB, SQS, SSM, Secrets Manager): most of a cold start's
+/// instructions (docs/benchmarks.md). Connectors are still built by the inner client, once per
+/// connector settings and kept, at the first request that needs one. The check's result was
+/// never used: a connector that fails to build fails that request.
+#[derive(Debug)]
+struct ConnectorOnDemand(SharedHttpClient);
+
+impl HttpClient for ConnectorOnDemand {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
