@@ -28,37 +28,44 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[tokio::test]
-async fn aws_requests_go_over_tls_and_an_untrusted_certificate_is_refused() {
+/// A new table on moto, and moto's address (for a TLS proxy to stand in front of).
+async fn table_on_moto() -> (String, String) {
     let ddb = aws_sdk_dynamodb::Client::new(&aws().await);
     let table = create_table(&ddb).await;
     let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's address");
+    (table, moto)
+}
+
+/// `plumbline events list --aws --json` on `table` through `proxy`, trusting the authority of
+/// `ca` when one is given (its file as `SSL_CERT_FILE`), else only the built-in roots.
+async fn list_events(proxy: &TlsProxy, table: &str, ca: Option<&TlsProxy>) -> Output {
+    let (url, table) = (proxy.url.clone(), table.to_owned());
+    let ca = ca.map(|p| p.ca_file.to_str().expect("path").to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut envs = vec![
+            ("AWS_ENDPOINT_URL", url.as_str()),
+            ("PLUMBLINE_TABLE", &table),
+        ];
+        if let Some(ca) = &ca {
+            envs.push(("SSL_CERT_FILE", ca));
+        }
+        run(&["events", "list", "--aws", "--json"], &envs)
+    })
+    .await
+    .expect("run")
+}
+
+#[tokio::test]
+async fn aws_requests_go_over_tls_and_an_untrusted_certificate_is_refused() {
+    let (table, moto) = table_on_moto().await;
     let proxy = TlsProxy::start(&moto).await;
     let stranger = TlsProxy::start(&moto).await;
-    let list = |ca: &str| {
-        let (url, table) = (proxy.url.clone(), table.clone());
-        let ca = ca.to_owned();
-        tokio::task::spawn_blocking(move || {
-            run(
-                &["events", "list", "--aws", "--json"],
-                &[
-                    ("AWS_ENDPOINT_URL", &url),
-                    ("SSL_CERT_FILE", &ca),
-                    ("PLUMBLINE_TABLE", &table),
-                ],
-            )
-        })
-    };
 
-    let trusted = list(proxy.ca_file.to_str().expect("path"))
-        .await
-        .expect("run");
+    let trusted = list_events(&proxy, &table, Some(&proxy)).await;
     assert!(trusted.status.success(), "{}", stderr(&trusted));
     assert_eq!(String::from_utf8_lossy(&trusted.stdout).trim(), "[]");
 
-    let untrusted = list(stranger.ca_file.to_str().expect("path"))
-        .await
-        .expect("run");
+    let untrusted = list_events(&proxy, &table, Some(&stranger)).await;
     assert!(
         !untrusted.status.success(),
         "a certificate from an authority it does not trust was accepted"
@@ -124,19 +131,9 @@ async fn without_ssl_cert_file_a_private_authority_is_not_trusted() {
 #[tokio::test]
 async fn without_ssl_cert_file_the_aws_client_does_not_trust_a_private_authority() {
     // The SDK's client is given the built-in roots as its trust store: it still verifies.
-    let ddb = aws_sdk_dynamodb::Client::new(&aws().await);
-    let table = create_table(&ddb).await;
-    let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's address");
+    let (table, moto) = table_on_moto().await;
     let proxy = TlsProxy::start(&moto).await;
-    let url = proxy.url.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        run(
-            &["events", "list", "--aws", "--json"],
-            &[("AWS_ENDPOINT_URL", &url), ("PLUMBLINE_TABLE", &table)],
-        )
-    })
-    .await
-    .expect("run");
+    let out = list_events(&proxy, &table, None).await;
     assert!(
         !out.status.success(),
         "a certificate from an authority outside the built-in roots was accepted: {}",
