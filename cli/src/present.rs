@@ -17,6 +17,8 @@ pub fn timeline_json(t: &Timeline) -> Value {
         "type": envelope.map(|e| e.event_type.to_string()),
         "entity": envelope.map(|e| json!({ "kind": e.entity.kind, "id": e.entity.id })),
         "occurred_at": envelope.map(|e| e.occurred_at.to_string()),
+        // A kept event's time from the provider's headers, which reprocessing reads again.
+        "header_time": r.header_time.map(|t| t.to_string()),
         "received_at": r.received_at.to_string(),
         "status": r.status.as_str(),
         "status_at": t.status_at,
@@ -62,6 +64,10 @@ pub fn timeline_lines(t: &Timeline) -> Vec<String> {
     lines.push(format!("  {what}"));
     if let Some(e) = &r.envelope {
         lines.push(format!("{}  occurred at the provider", e.occurred_at));
+    } else if let Some(at) = r.header_time {
+        lines.push(format!(
+            "{at}  the provider's header time (kept for reprocessing)"
+        ));
     }
     lines.push(format!("{}  received and claimed", r.received_at));
     if let Some(reason) = &r.reason {

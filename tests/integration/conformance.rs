@@ -43,6 +43,7 @@ fn record(id: &str, hash: &str) -> EventRecord {
         envelope: Some(envelope),
         raw: None,
         reason: None,
+        header_time: None,
     }
 }
 
@@ -637,8 +638,10 @@ async fn reprocess_conforms<Q: EventQueue + QueueConsumer>(
         r.raw = Some(raw);
         r
     };
-    // As an older normalizer would have kept it: quarantined, though today it reads.
-    let readable = kept("evt_kept_ok", EventStatus::Quarantined, webhook.clone());
+    // As an older normalizer would have kept it: quarantined, though today it reads. Stripe
+    // reads no header time, but the store keeps whichever a kept event came with.
+    let mut readable = kept("evt_kept_ok", EventStatus::Quarantined, webhook.clone());
+    readable.header_time = Some(t(7));
     let mut broken = webhook.clone();
     broken["data"]["object"]
         .as_object_mut()
@@ -667,6 +670,11 @@ async fn reprocess_conforms<Q: EventQueue + QueueConsumer>(
         EventStatus::Quarantined,
         "a dry run writes nothing"
     );
+    assert_eq!(
+        untouched.header_time,
+        Some(t(7)),
+        "a kept event's header time is stored"
+    );
     assert!(
         nothing_visible(queue, Duration::from_secs(0)).await,
         "nor sends"
@@ -679,9 +687,16 @@ async fn reprocess_conforms<Q: EventQueue + QueueConsumer>(
             now.status,
             now.event_id.clone(),
             now.raw.clone(),
-            now.reason.clone()
+            now.reason.clone(),
+            now.header_time
         ),
-        (EventStatus::Received, readable.event_id.clone(), None, None)
+        (
+            EventStatus::Received,
+            readable.event_id.clone(),
+            None,
+            None,
+            None
+        )
     );
     let envelope = now.envelope.as_ref().expect("an envelope");
     assert_eq!(envelope.id, readable.event_id, "the same event");
@@ -826,6 +841,33 @@ async fn sqlite_conforms() {
     intake_conforms(&store, &store).await;
     reprocess_conforms(&store, &store).await;
     queue_conforms(&store, &store).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A local database made before kept events kept their header time opens with the column
+/// added: its events read as before, without one, and new ones keep theirs.
+#[tokio::test]
+async fn a_local_database_from_before_header_times_gains_the_column() {
+    let dir = std::env::temp_dir().join(unique("plumbline-header-times"));
+    let older = record("evt_before_header_times", "aa");
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    store.claim(&older).await.expect("claim");
+    drop(store);
+    rusqlite::Connection::open(dir.join("plumbline.db"))
+        .expect("open")
+        .execute_batch("ALTER TABLE events DROP COLUMN header_time")
+        .expect("back to the older schema");
+
+    let store = SqliteStore::open(&dir, 8).expect("reopen");
+    assert_eq!(store.get(&older.key).await.expect("get"), Some(older));
+    let mut kept = record("evt_after_header_times", "bb");
+    kept.status = EventStatus::Unrouted;
+    kept.envelope = None;
+    kept.raw = Some(serde_json::json!({ "type": "site.unknown" }));
+    kept.header_time = Some(t(-120));
+    store.claim(&kept).await.expect("claim");
+    assert_eq!(store.get(&kept.key).await.expect("get"), Some(kept));
+    drop(store);
     std::fs::remove_dir_all(&dir).ok();
 }
 

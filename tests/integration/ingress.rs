@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use plumbline::contract::{Envelope, SourceEventId, SourceName};
+use plumbline::contract::{Envelope, SourceEventId, SourceName, Timestamp};
 use plumbline::ingress::QueueMessage;
 use plumbline::ports::{Claim, Clock, EventKey, EventStore};
 
 use crate::helpers::{
-    STRIPE_SECRET, Stack, T0, adyen, apigw, fixture, json, paddle, s, shopify, site, stripe,
-    stripe_at, stripe_header_map, stripe_headers,
+    STRIPE_SECRET, Stack, T0, adyen, apigw, fixture, json, paddle, s, shopify, site, site_at,
+    stripe, stripe_at, stripe_header_map, stripe_headers,
 };
 
 #[tokio::test]
@@ -390,10 +390,32 @@ async fn quarantined_and_unrouted_events_are_kept_but_not_enqueued() {
         (200, "quarantined".into())
     );
     assert_eq!(answer["reason"], "amount is missing");
+    // The site's time is in its signed header; signed two minutes before it arrived.
+    let signed_at = T0 - 120;
+    let (status, answer) = stack
+        .send(site_at(
+            "msg_unknown_1",
+            signed_at,
+            br#"{"type":"site.unknown","data":{"id":"u1"}}"#,
+        ))
+        .await;
+    assert_eq!(
+        (status, json(&answer)["status"].clone()),
+        (200, "unrouted".into())
+    );
 
     let items = stack.items().await;
     let by_status = |st: &str| items.iter().filter(|i| s(i, "status") == Some(st)).count();
-    assert_eq!((by_status("unrouted"), by_status("quarantined")), (1, 1));
+    assert_eq!((by_status("unrouted"), by_status("quarantined")), (2, 1));
+    let site_item = items
+        .iter()
+        .find(|i| s(i, "source") == Some("site"))
+        .expect("the site event");
+    assert_eq!(
+        s(site_item, "header_time").and_then(Timestamp::parse),
+        Timestamp::from_unix(signed_at),
+        "kept with its signed time, which reading it again needs"
+    );
     let quarantined = items
         .iter()
         .find(|i| s(i, "status") == Some("quarantined"))
@@ -406,6 +428,10 @@ async fn quarantined_and_unrouted_events_are_kept_but_not_enqueued() {
     assert!(
         !quarantined.contains_key("pending_shard"),
         "not awaiting delivery"
+    );
+    assert!(
+        !quarantined.contains_key("header_time"),
+        "Stripe's time is in its body"
     );
     assert!(
         s(quarantined, "kept_shard").is_some_and(|shard| shard.starts_with("KEPT#quarantined#")),

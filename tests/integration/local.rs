@@ -554,9 +554,12 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
         now.unix_timestamp() - 60,
     ))
     .expect("json");
-    // What an older build wrote: verified, claimed, kept with its payload and a reason.
-    let kept =
+    // What an older build wrote: verified, claimed, kept with its payload and a reason (and a
+    // header time, which Stripe's normalizer does not read but the store keeps).
+    let mut kept =
         crate::helpers::kept_stripe_event(&id, EventStatus::Quarantined, raw, Timestamp::new(now));
+    let header_time = kept.received_at.plus_secs(-30);
+    kept.header_time = Some(header_time);
     let store = SqliteStore::open(&dev.data_dir, 8).expect("open the dev database");
     assert_eq!(store.claim(&kept).await.expect("claim"), Claim::Claimed);
     store
@@ -569,13 +572,21 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
         .expect("conflict");
     drop(store);
 
+    let key = format!("stripe:{id}");
+    let before: Value =
+        serde_json::from_str(&dev.cli(&["events", "show", &key, "--json"])).expect("json");
+    assert_eq!(
+        (before["status"].as_str(), before["header_time"].as_str()),
+        (Some("quarantined"), Some(header_time.to_string().as_str())),
+        "{before}"
+    );
+
     let config_arg = config.to_str().expect("utf8 path");
     let dry = dev.cli(&["events", "reprocess", "--dry-run", "--config", config_arg]);
     assert!(dry.contains("examined 1, would enqueue 1"), "{dry}");
     let first = dev.cli(&["events", "reprocess", "--config", config_arg]);
     assert!(first.contains(kept.event_id.as_str()), "{first}");
     assert!(first.contains("examined 1, enqueued 1"), "{first}");
-    let key = format!("stripe:{id}");
     let delivered = eventually(Duration::from_secs(30), || {
         effects(&erp, "/erp").contains_key(&key)
     })

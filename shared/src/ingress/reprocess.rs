@@ -77,7 +77,13 @@ pub async fn reprocess<S: EventStore, Q: EventQueue>(
     else {
         return Ok(Reprocessed::NotKept);
     };
-    let n = match reread(kind, &record.source_type, raw, record.received_at) {
+    let n = match reread(
+        kind,
+        &record.source_type,
+        raw,
+        record.header_time,
+        record.received_at,
+    ) {
         Normalized::Event(n) => *n,
         Normalized::Unrouted => return Ok(Reprocessed::StillUnrouted),
         Normalized::Quarantined(reason) => return Ok(Reprocessed::StillQuarantined(reason)),
@@ -103,6 +109,7 @@ pub async fn reprocess<S: EventStore, Q: EventQueue>(
         envelope: Some(envelope),
         raw: None,
         reason: None,
+        header_time: None,
         ..record.clone()
     };
     if !store.promote(record.status, &promoted).await? {

@@ -142,6 +142,9 @@ pub struct EventRecord {
     pub raw: Option<serde_json::Value>,
     /// Why the event is quarantined.
     pub reason: Option<String>,
+    /// A kept event's header time ([`crate::sources::SourceEvent::header_time`]), for reading
+    /// its payload again; a normalized event's envelope already carries its occurrence time.
+    pub header_time: Option<Timestamp>,
 }
 
 /// The result of trying to claim an event id.

@@ -116,6 +116,7 @@ pub fn corrective_event(
             source_type: "plumbline.parity".to_owned(),
             payload_hash,
             payload: None,
+            header_time: None,
             outcome: Normalized::Event(Box::new(NormalizedEvent {
                 event_type,
                 occurred_at,

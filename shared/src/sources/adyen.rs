@@ -154,6 +154,7 @@ fn event_of(item: &Value<'_>) -> SourceEvent {
         source_type,
         payload_hash,
         payload: super::kept_payload(&outcome, item),
+        header_time: None,
         outcome,
     }
 }

@@ -139,6 +139,10 @@ pub struct SourceEvent {
     /// The provider's own JSON for this event, kept for quarantined and unrouted events (a
     /// normalized event's envelope carries what plumbline uses; its body is not copied).
     pub payload: Option<serde_json::Value>,
+    /// The time the provider put in a header (Standard Webhooks' signed timestamp, Shopify's
+    /// `X-Shopify-Triggered-At`), which its normalizer reads as the occurrence time. A kept
+    /// event keeps it, so reading its payload again later sees what arrived.
+    pub header_time: Option<Timestamp>,
     pub outcome: Normalized,
 }
 
@@ -242,12 +246,16 @@ fn parse_body(body: &[u8]) -> Result<json::Value<'_>, Rejection> {
 /// Reads a kept event's payload (the JSON an unrouted or quarantined event was stored with)
 /// with today's normalizers: what `plumbline events reprocess` does once a normalizer has
 /// learned a type or a field. The payload was verified when it arrived, so no signature is
-/// checked. Where a provider puts a time in a header (Standard Webhooks' signed timestamp,
-/// Shopify's `X-Shopify-Triggered-At`), which is not kept, `received_at` stands in for it.
+/// checked. `header_time` is the header time the event was kept with
+/// ([`SourceEvent::header_time`]). An event kept before plumbline kept header times has none:
+/// a Standard Webhooks event was signed within the tolerance of `received_at`, which then
+/// stands in for its signed time; a Shopify event falls back to its payload's own time, as
+/// one that arrived without the header does.
 pub fn reread(
     kind: SourceKind,
     source_type: &str,
     payload: &serde_json::Value,
+    header_time: Option<Timestamp>,
     received_at: Timestamp,
 ) -> Normalized {
     let text = payload.to_string();
@@ -255,10 +263,11 @@ pub fn reread(
         Ok(payload) => payload,
         Err(e) => return Normalized::Quarantined(format!("invalid JSON: {e}")),
     };
-    let header_time = Some(received_at);
     Normalized::read(source_type, |t| match kind {
         SourceKind::Stripe => stripe::normalize(&payload, t),
-        SourceKind::StandardWebhooks => standard_webhooks::normalize(&payload, t, header_time),
+        SourceKind::StandardWebhooks => {
+            standard_webhooks::normalize(&payload, t, header_time.or(Some(received_at)))
+        }
         SourceKind::Shopify => shopify::normalize(&payload, t, header_time),
         SourceKind::Adyen => adyen::normalize(&payload, t),
         SourceKind::Paddle => paddle::normalize(&payload, t),
@@ -271,6 +280,7 @@ fn single_event(
     fingerprint: json::Fingerprint,
     id: Result<SourceEventId, String>,
     source_type: Option<String>,
+    header_time: Option<Timestamp>,
     normalize: impl FnOnce(&json::Value<'_>, &str) -> Result<Option<NormalizedEvent>, String>,
 ) -> SourceEvent {
     let (source_event_id, id_problem, payload_hash) = match id {
@@ -292,6 +302,7 @@ fn single_event(
         source_type,
         payload_hash,
         payload,
+        header_time,
         outcome,
     }
 }
@@ -374,6 +385,7 @@ mod reread_tests {
                 SourceKind::Stripe,
                 "payment_intent.succeeded",
                 &stripe,
+                None,
                 at()
             ),
             via_api,
@@ -408,7 +420,7 @@ mod reread_tests {
                 "payment.succeeded",
             ),
         ] {
-            let read = reread(kind, source_type, &payload, at());
+            let read = reread(kind, source_type, &payload, None, at());
             assert_eq!(
                 event_type(&read).as_deref(),
                 Some(expected),
@@ -424,15 +436,45 @@ mod reread_tests {
     }
 
     #[test]
-    fn a_header_time_the_store_does_not_keep_is_the_receipt_time() {
+    fn a_kept_header_time_is_the_occurrence_time_when_read_again() {
+        let occurred = |kind, source_type, payload: &serde_json::Value, header_time| match reread(
+            kind,
+            source_type,
+            payload,
+            header_time,
+            at(),
+        ) {
+            Normalized::Event(e) => e.occurred_at,
+            other => panic!("{kind} reads: {other:?}"),
+        };
         let mut lead = json("site/lead.submitted.json");
         lead.as_object_mut().expect("object").remove("timestamp");
-        let Normalized::Event(e) =
-            reread(SourceKind::StandardWebhooks, "lead.submitted", &lead, at())
-        else {
-            panic!("reads")
-        };
-        assert_eq!(e.occurred_at, at());
+        let signed = at().plus_secs(-240);
+        let lead_at = |t| occurred(SourceKind::StandardWebhooks, "lead.submitted", &lead, t);
+        assert_eq!(
+            lead_at(Some(signed)),
+            signed,
+            "the signed time it arrived with"
+        );
+        assert_eq!(
+            lead_at(None),
+            at(),
+            "kept before header times were: the receipt time stands in for the signed one"
+        );
+
+        let order = json("shopify/orders.paid.json");
+        let triggered = at().plus_secs(-3_600);
+        let order_at = |t| occurred(SourceKind::Shopify, "orders/paid", &order, t);
+        assert_eq!(
+            order_at(Some(triggered)),
+            triggered,
+            "X-Shopify-Triggered-At"
+        );
+        assert_eq!(
+            order_at(None),
+            Timestamp::parse("2025-11-23T07:22:47-05:00").expect("time"),
+            "without the header, the order's own updated_at, as on arrival"
+        );
     }
 
     #[test]
@@ -446,6 +488,7 @@ mod reread_tests {
             SourceKind::Stripe,
             "payment_intent.succeeded",
             &stripe,
+            None,
             at(),
         );
         assert!(
@@ -453,11 +496,11 @@ mod reread_tests {
             "{read:?}"
         );
         assert_eq!(
-            reread(SourceKind::Stripe, "plumbline.unknown", &stripe, at()),
+            reread(SourceKind::Stripe, "plumbline.unknown", &stripe, None, at()),
             Normalized::Unrouted
         );
         assert!(matches!(
-            reread(SourceKind::Paddle, "", &stripe, at()),
+            reread(SourceKind::Paddle, "", &stripe, None, at()),
             Normalized::Quarantined(_)
         ));
     }

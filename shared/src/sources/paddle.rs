@@ -34,6 +34,7 @@ pub(super) fn accept(
         FINGERPRINT,
         id,
         source_type,
+        None,
         normalize,
     )])
 }

@@ -43,6 +43,7 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
         Fingerprint::Content,
         id,
         text("x-shopify-topic"),
+        triggered_at,
         |p, topic| normalize(p, topic, triggered_at),
     )])
 }

@@ -46,6 +46,7 @@ pub(super) fn accept(
         Fingerprint::Content,
         Ok(id),
         source_type,
+        header_time,
         |p, t| normalize(p, t, header_time),
     )])
 }
@@ -415,6 +416,11 @@ mod tests {
         assert_eq!(
             events[0].outcome,
             Normalized::Quarantined("data has neither email nor phone".into())
+        );
+        assert_eq!(
+            events[0].header_time,
+            Timestamp::from_unix(NOW),
+            "kept with the signed time, for reading it again"
         );
     }
 }

@@ -41,6 +41,7 @@ pub(super) fn from_api(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
         FINGERPRINT,
         id,
         source_type,
+        None,
         normalize,
     )])
 }

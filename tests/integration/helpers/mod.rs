@@ -409,9 +409,22 @@ fn signed(
     topic: Option<&str>,
     body: &[u8],
 ) -> lambda_http::Request {
+    signed_at(source, kind, secret, id, topic, T0, body)
+}
+
+/// [`signed`] at `timestamp`.
+fn signed_at(
+    source: &str,
+    kind: SourceKind,
+    secret: &str,
+    id: &str,
+    topic: Option<&str>,
+    timestamp: i64,
+    body: &[u8],
+) -> lambda_http::Request {
     let meta = sign::Envelope {
         event_id: id,
-        timestamp: T0,
+        timestamp,
         topic,
     };
     let signed = sign::sign(kind, secret, meta, body).expect("signs");
@@ -420,12 +433,18 @@ fn signed(
 }
 
 pub fn site(id: &str, body: &[u8]) -> lambda_http::Request {
-    signed(
+    site_at(id, T0, body)
+}
+
+/// A site webhook signed at `timestamp`.
+pub fn site_at(id: &str, timestamp: i64, body: &[u8]) -> lambda_http::Request {
+    signed_at(
         "site",
         SourceKind::StandardWebhooks,
         SITE_SECRET,
         id,
         None,
+        timestamp,
         body,
     )
 }
@@ -489,5 +508,6 @@ pub fn kept_stripe_event(
         envelope: None,
         raw: Some(raw),
         reason: Some("an older build's reason".into()),
+        header_time: None,
     }
 }

@@ -49,6 +49,8 @@ struct EventItem {
     raw: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    header_time: Option<String>,
     /// Present only while the event awaits delivery: the sparse index's partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pending_shard: Option<String>,
@@ -100,6 +102,7 @@ impl EventItem {
             envelope: r.envelope.as_ref().map(Envelope::to_json),
             raw: r.raw.as_ref().map(ToString::to_string),
             reason: r.reason.clone(),
+            header_time: r.header_time.map(|t| t.to_string()),
             pending_shard: pending.then(|| shard_of(&r.key)),
             pending_since: pending.then(|| r.claimed_at.to_string()),
             kept_shard: kept.then(|| kept_shard(r.status, hash_of(&r.key) % KEPT_SHARDS)),
@@ -137,6 +140,7 @@ impl EventItem {
                 .transpose()
                 .map_err(|_| corrupt("bad raw payload"))?,
             reason: self.reason.clone(),
+            header_time: self.header_time.as_deref().map(ts).transpose()?,
         })
     }
 }
@@ -320,7 +324,7 @@ impl EventStore for DynamoStore {
             set.push(format!("#a{i} = :a{i}"));
         }
         let mut remove = Vec::new();
-        for gone in ["raw", "reason", "kept_shard", "kept_at"] {
+        for gone in ["raw", "reason", "header_time", "kept_shard", "kept_at"] {
             if !names.values().any(|n| n == gone) {
                 names.insert(format!("#{gone}"), gone.to_owned());
                 remove.push(format!("#{gone}"));

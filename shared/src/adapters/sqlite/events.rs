@@ -9,7 +9,7 @@ use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, Intake
 use crate::sources::PayloadHash;
 
 const COLUMNS: &str = "key, event_id, source, source_event_id, source_type, status, payload_hash, claimed_at, \
-                       received_at, expires_at, envelope, raw, reason";
+                       received_at, expires_at, envelope, raw, reason, header_time";
 
 fn status_of(text: &str) -> Option<EventStatus> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
@@ -30,8 +30,12 @@ pub(super) fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, S
         text(8)?,
     );
     let expires_at: i64 = row.get(9)?;
-    let (envelope, raw, reason): (Option<String>, Option<String>, Option<String>) =
-        (row.get(10)?, row.get(11)?, row.get(12)?);
+    let (envelope, raw, reason, header_time): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ) = (row.get(10)?, row.get(11)?, row.get(12)?, row.get(13)?);
     Ok((|| {
         Ok(EventRecord {
             key: EventKey::parse(&key).ok_or_else(|| corrupt("bad key"))?,
@@ -57,6 +61,9 @@ pub(super) fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, S
                 .transpose()
                 .map_err(|_| corrupt("bad raw payload"))?,
             reason,
+            header_time: header_time
+                .map(|t| Timestamp::parse(&t).ok_or_else(|| corrupt("bad header_time")))
+                .transpose()?,
         })
     })())
 }
@@ -78,8 +85,9 @@ fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
     let inserted = conn
         .exec(
             "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
-             claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) ON CONFLICT (key) DO NOTHING",
+             claimed_at, received_at, received_ms, expires_at, event_type, envelope, raw, reason, pending_since, \
+             header_time) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ON CONFLICT (key) DO NOTHING",
             params![
                 r.key.as_str(),
                 r.event_id.as_str(),
@@ -97,6 +105,7 @@ fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
                 r.raw.as_ref().map(ToString::to_string),
                 r.reason,
                 pending,
+                r.header_time.map(|t| t.to_string()),
             ],
         )
         .map_err(|e| sql_error(&e))?;
@@ -171,7 +180,7 @@ impl EventStore for SqliteStore {
             let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
             conn.exec(
                 "UPDATE events SET status = ?4, claimed_at = ?5, event_type = ?6, envelope = ?7, raw = ?8, \
-                 reason = ?9, pending_since = ?10 WHERE key = ?1 AND event_id = ?2 AND status = ?3",
+                 reason = ?9, pending_since = ?10, header_time = ?11 WHERE key = ?1 AND event_id = ?2 AND status = ?3",
                 params![
                     r.key.as_str(),
                     r.event_id.as_str(),
@@ -183,6 +192,7 @@ impl EventStore for SqliteStore {
                     r.raw.as_ref().map(ToString::to_string),
                     r.reason,
                     pending,
+                    r.header_time.map(|t| t.to_string()),
                 ],
             )
             .map(|n| n == 1)

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS events (
     status_at TEXT,
     conflicts INTEGER NOT NULL DEFAULT 0,
     last_conflict_hash TEXT,
-    last_conflict_at TEXT
+    last_conflict_at TEXT,
+    header_time TEXT
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (pending_since) WHERE pending_since IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);
@@ -109,6 +110,9 @@ pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_column(conn, "entities", "changed_key")? {
         conn.execute_batch("ALTER TABLE entities ADD COLUMN changed_key TEXT")?;
+    }
+    if !has_column(conn, "events", "header_time")? {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN header_time TEXT")?;
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS entities_changed ON entities (kind, changed_key) WHERE changed_key IS NOT NULL",
