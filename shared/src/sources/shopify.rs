@@ -59,10 +59,12 @@ pub(super) fn normalize(
             ("order.created", e, d, "/created_at")
         }
         "orders/paid" => {
+            body_supports_paid(p)?;
             let (e, d) = order(p, "paid")?;
             ("order.paid", e, d, "/updated_at")
         }
         "orders/cancelled" => {
+            body_supports_cancelled(p)?;
             let (e, d) = order(p, "cancelled")?;
             ("order.cancelled", e, d, "/cancelled_at")
         }
@@ -82,6 +84,34 @@ pub(super) fn normalize(
         entity,
         data,
     }))
+}
+
+// Shopify signs the body alone: the topic (which says what happened), the event id and the
+// time are unsigned headers. The same order body comes with orders/create, orders/paid and
+// orders/cancelled, so a captured body sent again under another topic would verify. A body
+// must therefore bear out the topic it came with, or the event is quarantined for an
+// operator to look at.
+
+/// An orders/paid body is an order Shopify has taken payment for.
+fn body_supports_paid(p: &Value<'_>) -> Result<(), String> {
+    match opt_str(p, "/financial_status").as_deref() {
+        // Paid, or paid and refunded since (the body is the order as it was when sent).
+        Some("paid" | "partially_refunded" | "refunded") => Ok(()),
+        Some(other) => Err(format!(
+            "the topic is orders/paid but the signed order's financial_status is {other:?}"
+        )),
+        None => Err("the topic is orders/paid but financial_status is missing".into()),
+    }
+}
+
+/// An orders/cancelled body is a cancelled order.
+fn body_supports_cancelled(p: &Value<'_>) -> Result<(), String> {
+    match opt_str(p, "/cancelled_at") {
+        Some(_) => Ok(()),
+        None => {
+            Err("the topic is orders/cancelled but the signed order has no cancelled_at".into())
+        }
+    }
 }
 
 fn order(p: &Value<'_>, status: &str) -> Result<(EntityRef, EventData), String> {
@@ -268,6 +298,58 @@ mod tests {
         assert_eq!(
             missing.err(),
             Some(Rejection::MissingHeader("X-Shopify-Hmac-Sha256"))
+        );
+    }
+
+    /// The topic is not signed: a signed order sent again under a topic its body does not
+    /// bear out is quarantined, with the reason, rather than read as that topic's event.
+    #[test]
+    fn a_topic_the_signed_order_does_not_bear_out_is_quarantined() {
+        let outcome = |topic: &str, file: &str| {
+            let body = fixture(&format!("shopify/{file}"));
+            run(topic, &sign(SECRET, &body), &body).expect("verified")[0]
+                .outcome
+                .clone()
+        };
+        let reason = |outcome: Normalized| match outcome {
+            Normalized::Quarantined(reason) => reason,
+            other => panic!("quarantined: {other:?}"),
+        };
+        assert!(
+            reason(outcome("orders/paid", "orders.create.json"))
+                .contains(r#"financial_status is "pending""#)
+        );
+        assert!(
+            reason(outcome("orders/cancelled", "orders.paid.json")).contains("has no cancelled_at")
+        );
+        assert!(
+            reason(outcome("orders/cancelled", "orders.create.json"))
+                .contains("has no cancelled_at")
+        );
+        // A cancelled order that was never paid is still not a paid one.
+        assert!(reason(outcome("orders/paid", "orders.cancelled.json")).contains("pending"));
+
+        let mut refunded: serde_json::Value =
+            serde_json::from_slice(&fixture("shopify/orders.paid.json")).expect("JSON");
+        refunded["financial_status"] = "partially_refunded".into();
+        let body = refunded.to_string().into_bytes();
+        let events = run("orders/paid", &sign(SECRET, &body), &body).expect("verified");
+        assert!(
+            matches!(&events[0].outcome, Normalized::Event(e) if e.event_type.as_str() == "order.paid"),
+            "paid, and partly refunded by the time it was sent: {:?}",
+            events[0].outcome
+        );
+        refunded
+            .as_object_mut()
+            .expect("object")
+            .remove("financial_status");
+        let body = refunded.to_string().into_bytes();
+        let events = run("orders/paid", &sign(SECRET, &body), &body).expect("verified");
+        assert_eq!(
+            events[0].outcome,
+            Normalized::Quarantined(
+                "the topic is orders/paid but financial_status is missing".into()
+            )
         );
     }
 
