@@ -196,7 +196,7 @@ impl Verifier {
         match self.kind {
             SourceKind::Stripe => stripe::accept(self, req, now),
             SourceKind::StandardWebhooks => standard_webhooks::accept(self, req, now),
-            SourceKind::Shopify => shopify::accept(self, req),
+            SourceKind::Shopify => shopify::accept(self, req, now),
             SourceKind::Adyen => adyen::accept(self, req),
             SourceKind::Paddle => paddle::accept(self, req, now),
         }

@@ -1,6 +1,6 @@
 //! Shopify: `X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256 of the raw body. The scheme signs no
 //! timestamp; the event id comes from `X-Shopify-Event-Id` (or `X-Shopify-Webhook-Id`), the
-//! type from `X-Shopify-Topic`.
+//! type from `X-Shopify-Topic`, the time from `X-Shopify-Triggered-At`: all unsigned.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,7 +13,11 @@ use crate::contract::{
     Timestamp,
 };
 
-pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>, Rejection> {
+pub(super) fn accept(
+    v: &Verifier,
+    req: Inbound<'_>,
+    now: Timestamp,
+) -> Result<Vec<SourceEvent>, Rejection> {
     let header = req
         .headers
         .get("x-shopify-hmac-sha256")
@@ -36,7 +40,13 @@ pub(super) fn accept(v: &Verifier, req: Inbound<'_>) -> Result<Vec<SourceEvent>,
         .or_else(|| text("x-shopify-webhook-id"))
         .ok_or_else(|| "X-Shopify-Event-Id and X-Shopify-Webhook-Id are missing".to_owned())
         .and_then(|id| SourceEventId::try_from(id).map_err(|e| e.to_string()));
-    let triggered_at = text("x-shopify-triggered-at").and_then(|t| Timestamp::parse(&t));
+    // The ledger keeps a field's newest value by occurrence time, so an unsigned time in the
+    // future would hold an order's fields against every later event until then. A header time
+    // past the tolerance is not believed: the order's own signed time stands in, as when the
+    // header is missing.
+    let triggered_at = text("x-shopify-triggered-at")
+        .and_then(|t| Timestamp::parse(&t))
+        .filter(|t| t.unix().saturating_sub(now.unix()) <= v.tolerance_secs);
     let payload = super::parse_body(req.body)?;
     Ok(vec![super::single_event(
         &payload,
@@ -230,10 +240,12 @@ mod tests {
             ("X-Shopify-Event-Id", "98880550-7158-44d4-b7cd-2c97c8a091b5"),
             ("X-Shopify-Triggered-At", "2025-11-23T12:00:00.123Z"),
         ]);
-        v.accept(
-            Inbound { headers: &h, body },
-            Timestamp::from_unix(0).expect("epoch"),
-        )
+        v.accept(Inbound { headers: &h, body }, now())
+    }
+
+    /// A minute after the fixtures' `X-Shopify-Triggered-At`.
+    fn now() -> Timestamp {
+        Timestamp::parse("2025-11-23T12:01:00Z").expect("time")
     }
 
     fn sign(secret: &str, body: &[u8]) -> String {
@@ -293,7 +305,7 @@ mod tests {
                 headers: &headers(&[]),
                 body: &body,
             },
-            Timestamp::from_unix(0).expect("epoch"),
+            now(),
         );
         assert_eq!(
             missing.err(),
@@ -350,6 +362,53 @@ mod tests {
             Normalized::Quarantined(
                 "the topic is orders/paid but financial_status is missing".into()
             )
+        );
+    }
+
+    /// The unsigned time is believed up to the tolerance past now; later than that, the
+    /// order's own signed time is the occurrence time, as when the header is missing.
+    #[test]
+    fn a_triggered_at_past_the_tolerance_is_not_believed() {
+        let body = fixture("shopify/orders.paid.json");
+        let occurred = |triggered_at: &str| {
+            let h = headers(&[
+                ("X-Shopify-Hmac-Sha256", &sign(SECRET, &body)),
+                ("X-Shopify-Topic", "orders/paid"),
+                ("X-Shopify-Event-Id", "98880550-7158-44d4-b7cd-2c97c8a091b5"),
+                ("X-Shopify-Triggered-At", triggered_at),
+            ]);
+            let events = verifier(SourceKind::Shopify, &[SECRET])
+                .accept(
+                    Inbound {
+                        headers: &h,
+                        body: &body,
+                    },
+                    now(),
+                )
+                .expect("verified");
+            (
+                only_event(events.clone()).occurred_at,
+                events[0].header_time,
+            )
+        };
+        let soon = now().plus_secs(300);
+        assert_eq!(
+            occurred(&soon.to_string()),
+            (soon, Some(soon)),
+            "within the tolerance"
+        );
+        let signed = Timestamp::parse("2025-11-23T07:22:47-05:00").expect("updated_at");
+        assert_eq!(
+            occurred(&now().plus_secs(301).to_string()),
+            (signed, None),
+            "past it: the order's signed updated_at"
+        );
+        assert_eq!(occurred("2030-01-01T00:00:00Z"), (signed, None));
+        let earlier = now().plus_secs(-86_400);
+        assert_eq!(
+            occurred(&earlier.to_string()),
+            (earlier, Some(earlier)),
+            "a retry's original time"
         );
     }
 
