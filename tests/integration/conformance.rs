@@ -1012,6 +1012,77 @@ async fn a_batch_read_answered_in_part_asks_again_for_the_rest() {
     assert_eq!(found, keys.into_iter().map(Some).collect::<Vec<_>>());
 }
 
+/// DynamoDB throttles a batch read by leaving keys unprocessed (moto never does: a front in
+/// its place answers so). The store asks again, with a pause, a few times; a key still left
+/// after that is a retryable throttling error for a caller that needs every record, and stays
+/// unknown to the ledger, which then reads it on its own: never taken for absent.
+#[tokio::test]
+async fn keys_a_throttled_batch_read_leaves_are_asked_again_then_reported() {
+    use crate::helpers::unprocessed::UnprocessedFront;
+    use plumbline::ports::StoreError;
+
+    let aws = aws().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let table = create_table(&ddb).await;
+    let direct = DynamoStore::new(ddb, table.clone());
+    let mut keys = Vec::new();
+    for id in ["evt_throttled_1", "evt_throttled_2"] {
+        let event = record(id, "aa");
+        direct.claim(&event).await.expect("claim");
+        keys.push(event.key);
+    }
+    let mut entity = Entity::new(EntityKind::Payment, "pi_throttled");
+    entity.version = 1;
+    assert_eq!(
+        direct.save_entity(&entity).await.expect("save"),
+        Saved::Saved
+    );
+    let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's URL");
+    let through = |front: &UnprocessedFront| {
+        let config = aws_sdk_dynamodb::config::Builder::from(&aws)
+            .endpoint_url(&front.url)
+            .build();
+        DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table.clone())
+    };
+
+    let once = UnprocessedFront::start(&moto, 1).await;
+    let found = through(&once).get_many(&keys).await.expect("asked again");
+    assert_eq!(
+        found
+            .iter()
+            .map(|r| r.as_ref().map(|r| &r.key))
+            .collect::<Vec<_>>(),
+        keys.iter().map(Some).collect::<Vec<_>>()
+    );
+    assert_eq!(once.batch_gets(), 2, "one throttled answer, then moto's");
+
+    let always = UnprocessedFront::start(&moto, usize::MAX).await;
+    let store = through(&always);
+    let err = store.get_many(&keys).await.expect_err("still throttled");
+    assert!(
+        matches!(&err, StoreError::Throttled(why) if why.to_string() == "2 of 2 keys left unprocessed"),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(always.batch_gets(), 3, "the first ask and two more");
+
+    let asked = [
+        (EntityKind::Payment, "pi_throttled".to_owned()),
+        (EntityKind::Payment, "pi_never_written".to_owned()),
+    ];
+    let known = store.load_entities(&asked).await.expect("load");
+    assert!(known.is_empty(), "unprocessed is unknown: {known:?}");
+    let known = direct.load_entities(&asked).await.expect("load");
+    assert_eq!(
+        (
+            known[&asked[0]].as_ref().map(|e| e.version),
+            known.get(&asked[1])
+        ),
+        (Some(1), Some(&None)),
+        "answered: one present, one absent"
+    );
+}
+
 #[tokio::test]
 async fn dynamodb_and_sqs_conform() {
     let aws = aws().await;

@@ -10,6 +10,7 @@ pub mod requests;
 pub mod runtime;
 pub mod stripe_api;
 pub mod tls;
+pub mod unprocessed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

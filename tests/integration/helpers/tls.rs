@@ -105,7 +105,7 @@ impl Drop for TlsProxy {
 }
 
 /// Passes the request on as it came (method, path, headers, body) and its answer back.
-async fn forward(State(upstream): State<Arc<String>>, request: Request) -> Response {
+pub async fn forward(State(upstream): State<Arc<String>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 16 << 20).await.expect("request body");
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
