@@ -1015,7 +1015,7 @@ async fn a_batch_read_answered_in_part_asks_again_for_the_rest() {
 /// DynamoDB throttles a batch read by leaving keys unprocessed (moto never does: a front in
 /// its place answers so). The store asks again, with a pause, a few times; a key still left
 /// after that is a retryable throttling error for a caller that needs every record, and stays
-/// unknown to the ledger, which then reads it on its own: never taken for absent.
+/// unknown to the ledger: never taken for absent.
 #[tokio::test]
 async fn keys_a_throttled_batch_read_leaves_are_asked_again_then_reported() {
     use crate::helpers::unprocessed::UnprocessedFront;
