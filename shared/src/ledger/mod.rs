@@ -238,11 +238,26 @@ pub fn fields_of(envelope: &Envelope) -> BTreeMap<&'static str, Value> {
     out
 }
 
+/// How far past its receipt an event's occurrence time is believed when events are ordered.
+/// A sender whose clock runs fast (a website's server, say) stamps its events ahead of time,
+/// and ordered by that time one event would hold the fields it writes against every event
+/// that really came after it, until the clock caught up.
+pub const MAX_AHEAD_SECS: i64 = 300;
+
+/// The time `envelope` is ordered by: when it occurred, but no later than
+/// [`MAX_AHEAD_SECS`] after plumbline received it. The envelope keeps the time its sender
+/// gave; only the ledger's ordering is bounded.
+pub fn ordering_time(envelope: &Envelope) -> Timestamp {
+    envelope
+        .occurred_at
+        .min(envelope.received_at.plus_secs(MAX_AHEAD_SECS))
+}
+
 /// Applies `envelope` to `entity` under the ownership and precedence rules. Pure.
 pub fn apply(mut entity: Entity, envelope: &Envelope, ownership: &Ownership) -> Applied {
     let kind = entity.kind;
     let source = envelope.source.as_str();
-    let at = envelope.occurred_at;
+    let at = ordering_time(envelope);
     let mut changed = false;
     let mut conflicts = Vec::new();
     let may_write = |field: &str, conflicts: &mut Vec<String>| match ownership.owner(kind, field) {
@@ -370,6 +385,48 @@ mod tests {
                 origin: Origin::Webhook,
             },
         }
+    }
+
+    /// An event stamped an hour ahead by a fast clock is ordered as if it occurred at most
+    /// five minutes after its receipt: an event that really came after that still writes its
+    /// fields and its state. The envelope's own time is kept in the history.
+    #[test]
+    fn a_time_from_a_fast_clock_does_not_hold_later_events_off() {
+        let own = Ownership::default();
+        let mut ahead = event("site", "payment.failed", Some("failed"), 0);
+        ahead.occurred_at = ahead.received_at.plus_secs(3_600);
+        ahead.data.failure_reason = Some("card_declined".into());
+        let first = apply(Entity::new(EntityKind::Payment, "pi_1"), &ahead, &own);
+        assert_eq!(
+            first.entity.state_at,
+            Some(ahead.received_at.plus_secs(MAX_AHEAD_SECS))
+        );
+        assert_eq!(first.entity.history[0].occurred_at, ahead.occurred_at);
+
+        // Ten minutes after the first was received: later than its bounded time, though
+        // earlier than the time it claimed.
+        let mut later = event("stripe", "payment.authorized", Some("authorized"), 600);
+        later.data.failure_reason = Some("retried".into());
+        let second = apply(first.entity, &later, &own);
+        assert_eq!(second.effect, Effect::Applied);
+        assert_eq!(second.entity.state.as_deref(), Some("authorized"));
+        assert_eq!(
+            second.entity.fields["failure_reason"].value,
+            serde_json::json!("retried")
+        );
+
+        // Arrival order does not matter: the other way round ends the same.
+        let reversed = apply(
+            apply(Entity::new(EntityKind::Payment, "pi_1"), &later, &own).entity,
+            &ahead,
+            &own,
+        );
+        assert_eq!(reversed.effect, Effect::Late);
+        assert_eq!(reversed.entity.state, second.entity.state);
+        assert_eq!(
+            reversed.entity.fields["failure_reason"].value,
+            serde_json::json!("retried")
+        );
     }
 
     #[test]
