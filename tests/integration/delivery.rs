@@ -426,6 +426,40 @@ async fn a_double_submitted_lead_form_is_one_lead_and_one_crm_upsert() {
     assert_eq!(p.crm.count(), 2);
 }
 
+/// A sender whose clock runs an hour fast: the event is applied, ordered as if it occurred
+/// five minutes after its receipt, keeps the time it was sent with in the history, and is
+/// counted for operators by source.
+#[tokio::test]
+async fn an_event_from_a_fast_clock_is_ordered_by_a_bounded_time_and_counted() {
+    use plumbline::contract::Timestamp;
+    use plumbline::ledger::MAX_AHEAD_SECS;
+
+    let p = Pipeline::new().await;
+    let hour_ahead = Timestamp::from_unix(T0 + 3_600).expect("in range");
+    p.ingest(site(
+        "msg_lead_fast",
+        &lead("lead_fast", &hour_ahead.to_string()),
+    ))
+    .await;
+    p.deliver_visible().await;
+
+    let entity = p
+        .delivery
+        .store()
+        .load_entity(EntityKind::Lead, "lead_fast")
+        .await
+        .expect("load")
+        .expect("lead");
+    let received = Timestamp::from_unix(T0).expect("in range");
+    assert_eq!(
+        entity.fields["email"].at,
+        received.plus_secs(MAX_AHEAD_SECS)
+    );
+    assert_eq!(entity.history[0].occurred_at, hour_ahead);
+    assert_eq!(p.metrics.count("OccurrenceAhead", &[("Source", "site")]), 1);
+    assert_eq!(p.crm.count(), 1, "delivered all the same");
+}
+
 #[tokio::test]
 async fn hubspot_requests_follow_the_crm_v3_batch_upsert_api() {
     let p = Pipeline::new().await;

@@ -588,6 +588,16 @@ where
 
     fn count_ledger(&self, envelope: &Envelope, applied: &Applied) {
         let kind = applied.entity.kind.as_str();
+        // A sender's clock running fast: the ledger orders the event by a bounded time
+        // (`ledger::ordering_time`); operators should hear of the clock.
+        let ahead = envelope.occurred_at.unix() - envelope.received_at.unix();
+        if ahead > crate::ledger::MAX_AHEAD_SECS {
+            self.metrics.emit(Metric::count(
+                "OccurrenceAhead",
+                vec![("Source", envelope.source.to_string())],
+            ));
+            warn!(source = %envelope.source, seconds_ahead = ahead, "event occurred after its receipt; ordered as if at most five minutes after");
+        }
         for field in &applied.ownership_conflicts {
             self.metrics.emit(Metric::count(
                 "OwnershipConflicts",
