@@ -354,13 +354,19 @@ async fn a_write_by_a_system_that_does_not_own_the_field_is_recorded_not_applied
     assert_eq!(entity.state.as_deref(), Some("succeeded"));
 }
 
-/// The payment the Stripe fixtures are about, as the ledger holds it.
-async fn fixture_payment(p: &Pipeline) -> Entity {
+/// An entity as the ledger holds it, if it does.
+async fn entity(p: &Pipeline, kind: EntityKind, id: &str) -> Option<Entity> {
     p.delivery
         .store()
-        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .load_entity(kind, id)
         .await
         .expect("load")
+}
+
+/// The payment the Stripe fixtures are about, as the ledger holds it.
+async fn fixture_payment(p: &Pipeline) -> Entity {
+    entity(p, EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
         .expect("entity")
 }
 
@@ -390,24 +396,13 @@ async fn a_double_submitted_lead_form_is_one_lead_and_one_crm_upsert() {
 
     let upserts = p.crm.requests();
     assert_eq!(upserts.len(), 1, "one CRM upsert");
-    let first = p
-        .delivery
-        .store()
-        .load_entity(EntityKind::Lead, "lead_a")
-        .await
-        .expect("load")
-        .expect("lead");
+    let first = entity(&p, EntityKind::Lead, "lead_a").await.expect("lead");
     assert_eq!(
         first.history.iter().map(|h| h.effect).collect::<Vec<_>>(),
         [Effect::Applied, Effect::DuplicateSubmission]
     );
     assert!(
-        p.delivery
-            .store()
-            .load_entity(EntityKind::Lead, "lead_b")
-            .await
-            .expect("load")
-            .is_none(),
+        entity(&p, EntityKind::Lead, "lead_b").await.is_none(),
         "no second lead"
     );
     let second = p
@@ -443,19 +438,12 @@ async fn an_event_from_a_fast_clock_is_ordered_by_a_bounded_time_and_counted() {
     .await;
     p.deliver_visible().await;
 
-    let entity = p
-        .delivery
-        .store()
-        .load_entity(EntityKind::Lead, "lead_fast")
+    let lead = entity(&p, EntityKind::Lead, "lead_fast")
         .await
-        .expect("load")
         .expect("lead");
     let received = Timestamp::from_unix(T0).expect("in range");
-    assert_eq!(
-        entity.fields["email"].at,
-        received.plus_secs(MAX_AHEAD_SECS)
-    );
-    assert_eq!(entity.history[0].occurred_at, hour_ahead);
+    assert_eq!(lead.fields["email"].at, received.plus_secs(MAX_AHEAD_SECS));
+    assert_eq!(lead.history[0].occurred_at, hour_ahead);
     assert_eq!(p.metrics.count("OccurrenceAhead", &[("Source", "site")]), 1);
     assert_eq!(p.crm.count(), 1, "delivered all the same");
 }
