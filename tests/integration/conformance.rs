@@ -1037,7 +1037,7 @@ async fn keys_a_throttled_batch_read_leaves_are_asked_again_then_reported() {
         direct.save_entity(&entity).await.expect("save"),
         Saved::Saved
     );
-    let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's URL");
+    let moto = crate::helpers::moto_url();
     let through = |front: &UnprocessedFront| {
         let config = aws_sdk_dynamodb::config::Builder::from(&aws)
             .endpoint_url(&front.url)

@@ -32,8 +32,7 @@ fn stderr(out: &Output) -> String {
 async fn table_on_moto() -> (String, String) {
     let ddb = aws_sdk_dynamodb::Client::new(&aws().await);
     let table = create_table(&ddb).await;
-    let moto = std::env::var("AWS_ENDPOINT_URL").expect("moto's address");
-    (table, moto)
+    (table, crate::helpers::moto_url())
 }
 
 /// `plumbline events list --aws --json` on `table` through `proxy`, trusting the authority of

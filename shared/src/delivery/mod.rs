@@ -588,15 +588,15 @@ where
 
     fn count_ledger(&self, envelope: &Envelope, applied: &Applied) {
         let kind = applied.entity.kind.as_str();
-        // A sender's clock running fast: the ledger orders the event by a bounded time
-        // (`ledger::ordering_time`); operators should hear of the clock.
-        let ahead = envelope.occurred_at.unix() - envelope.received_at.unix();
-        if ahead > crate::ledger::MAX_AHEAD_SECS {
+        // A sender's clock running fast: the ledger ordered the event by a bounded time;
+        // operators should hear of the clock.
+        if crate::ledger::ordering_time(envelope) < envelope.occurred_at {
             self.metrics.emit(Metric::count(
                 "OccurrenceAhead",
                 vec![("Source", envelope.source.to_string())],
             ));
-            warn!(source = %envelope.source, seconds_ahead = ahead, "event occurred after its receipt; ordered as if at most five minutes after");
+            let seconds_ahead = envelope.occurred_at.unix() - envelope.received_at.unix();
+            warn!(source = %envelope.source, seconds_ahead, "event occurred after its receipt; ordered by a bounded time");
         }
         for field in &applied.ownership_conflicts {
             self.metrics.emit(Metric::count(

@@ -15,7 +15,6 @@ pub fn build_record(
 ) -> EventRecord {
     let event_id = EventId::generate(now);
     let key = EventKey::new(source, &event.source_event_id);
-    let header_time = event.header_time;
     let (status, envelope, raw, reason) = match event.outcome {
         Normalized::Event(n) => {
             let envelope = envelope_of(
@@ -46,7 +45,7 @@ pub fn build_record(
         received_at: now,
         expires_at: now.plus_secs(retention_days * 86_400),
         envelope,
-        header_time: raw.is_some().then_some(header_time).flatten(),
+        header_time: event.header_time.filter(|_| raw.is_some()),
         raw,
         reason,
     }

@@ -68,11 +68,16 @@ pub fn scheduled_event() -> Value {
 }
 
 pub async fn aws() -> aws_config::SdkConfig {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run the suite with tests/run, which starts moto's server"
-    );
+    moto_url();
     plumbline::adapters::aws_sdk::load_config().await
+}
+
+/// moto's server, as `tests/run` started it (also for a test that puts something in front
+/// of it).
+pub fn moto_url() -> String {
+    std::env::var("AWS_ENDPOINT_URL").expect(
+        "AWS_ENDPOINT_URL is not set: run the suite with tests/run, which starts moto's server",
+    )
 }
 
 /// An HTTP client for talking to what a test started (TLS, if any, on the project's provider).
