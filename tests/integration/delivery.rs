@@ -101,6 +101,8 @@ async fn a_payment_is_delivered_once_signed_and_with_its_entity() {
     );
 }
 
+/// A second receive of a message finds the event in its entity's history: the target is not
+/// called again and the ledger's metrics do not count it again.
 #[tokio::test]
 async fn the_same_message_delivered_twice_has_one_effect() {
     let p = Pipeline::new().await;
@@ -111,6 +113,14 @@ async fn the_same_message_delivered_twice_has_one_effect() {
     let second = p.deliver(event).await;
     assert!(first.batch_item_failures.is_empty() && second.batch_item_failures.is_empty());
     assert_eq!(p.erp.count(), 1, "the target was called once");
+    assert_eq!(
+        p.metrics.count(
+            "LedgerEffects",
+            &[("Entity", "payment"), ("Effect", "applied")]
+        ),
+        1,
+        "the ledger's effect is counted once"
+    );
 }
 
 /// The first attempt's lease rides on the entity's write: a second copy of the message that

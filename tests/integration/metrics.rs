@@ -34,6 +34,10 @@ kind = "http"
 url = "{ERP}/strict"
 secret = "env:ERP_SIGNING_SECRET"
 
+# The ERP owns the amount, so Stripe's write of it is a conflict the ledger counts.
+[ownership]
+"payment.amount" = "erp"
+
 [[routes]]
 events = ["payment.*"]
 targets = ["erp", "flaky", "strict"]
@@ -151,9 +155,13 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
     ];
 
-    // Ingress: one signed webhook, one with a bad signature.
-    let body = fixture("stripe/payment_intent.succeeded.json");
+    // Ingress: one signed webhook, one with a bad signature. The event says it was created an
+    // hour from now: a sender's clock running fast, which delivery counts.
     let now = crate::helpers::unix_now();
+    let mut body: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("JSON");
+    body["created"] = json!(now + 3_600);
+    let body = serde_json::to_vec(&body).expect("JSON");
     let good = apigw_event(
         "POST",
         "stripe",
@@ -318,6 +326,19 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
             &[("Entity", "payment"), ("Effect", "applied")]
         )
         .len(),
+        1
+    );
+    assert_eq!(
+        find(
+            &points,
+            "OwnershipConflicts",
+            &[("Field", "payment.amount"), ("Source", "stripe")]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        find(&points, "OccurrenceAhead", &[("Source", "stripe")]).len(),
         1
     );
 

@@ -21,6 +21,16 @@ pub(super) enum Hold {
     Nobody,
 }
 
+/// An event applied to its entity, or found there.
+#[derive(Debug)]
+pub(super) struct Application {
+    pub(super) applied: Applied,
+    pub(super) hold: Hold,
+    /// The event was in the entity's history already: this message repeats an application
+    /// (a retry, a replay, a late copy) and nothing was written, so nothing is counted again.
+    pub(super) repeated: bool,
+}
+
 impl Hold {
     /// The lease an earlier application took, for `DeliveryLog::begin`.
     pub(super) fn earlier(self) -> Option<Timestamp> {
@@ -58,7 +68,7 @@ pub(super) async fn apply(
     now: Timestamp,
     hold_until: Option<Timestamp>,
     known: &mut Known,
-) -> Result<(Applied, Hold), StoreError> {
+) -> Result<Application, StoreError> {
     let kind = envelope.entity.kind;
     let resolved = resolve(store, envelope, settings).await?;
     let key = (kind, resolved.id.clone());
@@ -87,7 +97,11 @@ pub(super) async fn apply(
                 effect,
                 ownership_conflicts,
             };
-            return Ok((applied, hold));
+            return Ok(Application {
+                applied,
+                hold,
+                repeated: true,
+            });
         }
         let (mut applied, hold) = if resolved.duplicate_submission {
             let merged = ledger::merge_duplicate_submission(current, envelope);
@@ -113,7 +127,11 @@ pub(super) async fn apply(
         applied.entity.touch(now);
         let Saved::VersionConflict { stored } = store.save_entity(&applied.entity).await? else {
             known.insert(key, Some(applied.entity.clone()));
-            return Ok((applied, hold));
+            return Ok(Application {
+                applied,
+                hold,
+                repeated: false,
+            });
         };
         ahead = stored.map(|entity| Some(*entity));
         // The entity existed: nobody raced this write, so no pause and no attempt counted.
@@ -341,7 +359,7 @@ mod tests {
     ) -> Result<Applied, StoreError> {
         apply_holding(store, envelope, None, known)
             .await
-            .map(|(applied, _)| applied)
+            .map(|application| application.applied)
     }
 
     async fn apply_holding(
@@ -349,7 +367,7 @@ mod tests {
         envelope: &Envelope,
         hold_until: Option<Timestamp>,
         known: &mut Known,
-    ) -> Result<(Applied, Hold), StoreError> {
+    ) -> Result<Application, StoreError> {
         apply(
             store,
             envelope,
@@ -497,39 +515,62 @@ mod tests {
     /// The first delivery attempt's lease rides on the write that applies the event: the
     /// application that writes it has taken it, a repeat finds it held by the earlier one (the
     /// version check lets only one of two concurrent applications write), and a repeated
-    /// submission, which is never delivered, holds nothing.
+    /// submission, which is never delivered, holds nothing. Only the repeat of an event is
+    /// reported as one.
     #[tokio::test]
     async fn the_write_that_applies_an_event_holds_its_delivery() {
         let store = Watched::open();
         let until = now().plus_secs(60);
         let first = lead("lead_a", 0);
-        let (_, hold) = apply_holding(&store, &first, Some(until), &mut Known::new())
+        let application = apply_holding(&store, &first, Some(until), &mut Known::new())
             .await
             .expect("first");
-        assert_eq!(hold, Hold::Taken(until));
+        assert_eq!(application.hold, Hold::Taken(until));
+        assert!(!application.repeated);
         let stored = stored_lead(&store).await;
         assert_eq!(stored.history[0].held_until, Some(until), "written with it");
 
         let later = until.plus_secs(5);
-        let (applied, hold) = apply_holding(&store, &first, Some(later), &mut Known::new())
+        let application = apply_holding(&store, &first, Some(later), &mut Known::new())
             .await
             .expect("repeat");
-        assert_eq!(hold, Hold::Earlier(until), "the first write's hold stands");
-        assert_eq!(applied.entity.version, 1, "nothing written again");
+        assert_eq!(
+            application.hold,
+            Hold::Earlier(until),
+            "the first write's hold stands"
+        );
+        assert_eq!(
+            application.applied.entity.version, 1,
+            "nothing written again"
+        );
+        assert!(application.repeated, "found in the history");
 
         let repeat = lead("lead_b", 5);
-        let (applied, hold) = apply_holding(&store, &repeat, Some(later), &mut Known::new())
+        let application = apply_holding(&store, &repeat, Some(later), &mut Known::new())
             .await
             .expect("repeated submission");
-        assert_eq!(applied.effect, Effect::DuplicateSubmission);
-        assert_eq!(hold, Hold::Nobody);
+        assert_eq!(application.applied.effect, Effect::DuplicateSubmission);
+        assert_eq!(application.hold, Hold::Nobody);
+        assert!(!application.repeated, "a new event, merged");
 
         let other = lone_lead("lead_c", 10);
-        let (applied, hold) = apply_holding(&store, &other, None, &mut Known::new())
+        let application = apply_holding(&store, &other, None, &mut Known::new())
             .await
             .expect("no targets");
-        assert_eq!(applied.effect, Effect::Applied);
-        assert_eq!(hold, Hold::Nobody, "nothing asked, nothing held");
+        assert_eq!(application.applied.effect, Effect::Applied);
+        assert_eq!(
+            application.hold,
+            Hold::Nobody,
+            "nothing asked, nothing held"
+        );
+        let application = apply_holding(&store, &other, None, &mut Known::new())
+            .await
+            .expect("no targets, again");
+        assert_eq!(application.hold, Hold::Nobody);
+        assert!(
+            application.repeated,
+            "a repeat with nothing held is still one"
+        );
     }
 
     /// Only running holds are kept: the next write of the entity drops the ones that ran out.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tracing::{Span, field, info, instrument, warn};
 
 pub use document::{Document, EntityView};
-use identify::Hold;
+use identify::{Application, Hold};
 
 use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
 use crate::contract::{Envelope, Timestamp};
@@ -145,7 +145,7 @@ where
         envelope: &Envelope,
         hold: bool,
         known: &mut Known,
-    ) -> Result<(Applied, Hold), StoreError> {
+    ) -> Result<Application, StoreError> {
         let _turn = self
             .turns
             .take(envelope.entity.kind, &envelope.entity.id)
@@ -199,6 +199,31 @@ where
             .await
     }
 
+    /// The message's envelope: carried in it, or read from the stored event when the message
+    /// carries only the key. A message whose event cannot be found is dead-lettered, and a
+    /// failed read retried: the outcome to answer with.
+    async fn envelope_of(
+        &self,
+        message: &InboundMessage,
+        key: &EventKey,
+        carried: Option<Envelope>,
+    ) -> Result<Envelope, Outcome> {
+        if let Some(envelope) = carried {
+            return Ok(envelope);
+        }
+        let (reason, detail) = match self.store.get(key).await {
+            Ok(Some(record)) => match record.envelope {
+                Some(envelope) => return Ok(envelope),
+                None => ("no_envelope", "the stored event has no envelope"),
+            },
+            Ok(None) => ("event_not_found", "no stored event has this key"),
+            Err(err) => return Err(self.retry_store(message, &err).await),
+        };
+        Err(self
+            .dead_letter_message(message, Some(key), reason, detail)
+            .await)
+    }
+
     /// Processes one message, decoded, with the entities read ahead of its batch.
     #[instrument(skip_all, fields(message_id = %message.message_id, event_id = field::Empty, event_type = field::Empty))]
     async fn process_decoded(
@@ -216,34 +241,9 @@ where
             }
         };
         let key = EventKey::parse(&decoded.key).expect("decode checks the key");
-        let envelope = match decoded.event {
-            Some(envelope) => envelope,
-            None => match self.store.get(&key).await {
-                Ok(Some(record)) => match record.envelope {
-                    Some(envelope) => envelope,
-                    None => {
-                        return self
-                            .dead_letter_message(
-                                message,
-                                Some(&key),
-                                "no_envelope",
-                                "the stored event has no envelope",
-                            )
-                            .await;
-                    }
-                },
-                Ok(None) => {
-                    return self
-                        .dead_letter_message(
-                            message,
-                            Some(&key),
-                            "event_not_found",
-                            "no stored event has this key",
-                        )
-                        .await;
-                }
-                Err(err) => return self.retry_store(message, &err).await,
-            },
+        let envelope = match self.envelope_of(message, &key, decoded.event).await {
+            Ok(envelope) => envelope,
+            Err(outcome) => return outcome,
         };
         Span::current().record("event_id", field::display(&envelope.id));
         Span::current().record("event_type", field::display(&envelope.event_type));
@@ -256,11 +256,17 @@ where
         // since let go of and would apply again.
         let first = message.receive_count <= 1 && !message.replay;
         let hold = first && !targets.is_empty();
-        let (applied, hold) = match self.apply(&envelope, hold, known).await {
-            Ok(applied) => applied,
+        let Application {
+            applied,
+            hold,
+            repeated,
+        } = match self.apply(&envelope, hold, known).await {
+            Ok(application) => application,
             Err(err) => return self.retry_store(message, &err).await,
         };
-        self.count_ledger(&envelope, &applied);
+        if !repeated {
+            self.count_ledger(&envelope, &applied);
+        }
         if applied.effect == Effect::DuplicateSubmission {
             let detail = format!(
                 "duplicate submission of {} {}",
