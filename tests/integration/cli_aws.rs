@@ -227,6 +227,87 @@ async fn events_reprocess_works_against_aws() {
     );
 }
 
+/// Events awaiting delivery are listed newest first by receipt, though their index orders them
+/// by claim time: a hundred old events whose claims the stuck sweep refreshed (so they sort
+/// first in every shard of the index) do not crowd out the two received since.
+#[tokio::test]
+async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_refreshed() {
+    use plumbline::adapters::dynamodb::{DynamoStore, Listing};
+    use plumbline::contract::Timestamp;
+    use plumbline::ports::{EventRecord, EventStatus, EventStore};
+
+    let p = Pipeline::new().await;
+    let requests = crate::helpers::requests::Requests::default();
+    let store = DynamoStore::new(
+        requests.client(&crate::helpers::aws().await),
+        p.table.clone(),
+    );
+    let raw: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    let at = |secs: i64| Timestamp::from_unix(crate::helpers::T0 + secs).expect("time");
+    let awaiting = |id: &str, when: Timestamp| EventRecord {
+        reason: None,
+        ..crate::helpers::kept_stripe_event(id, EventStatus::Received, raw.clone(), when)
+    };
+    let old: Vec<EventRecord> = (0..100)
+        .map(|n| awaiting(&format!("evt_old_{n:03}"), at(n)))
+        .collect();
+    for record in &old {
+        store.claim(record).await.expect("claim");
+        let refreshed = store
+            .refresh_claim(&record.key, record.claimed_at, at(1_000))
+            .await
+            .expect("refresh");
+        assert!(refreshed, "the stuck sweep's refresh");
+    }
+    for (id, secs) in [("evt_new_c", 150), ("evt_new_d", 160)] {
+        store.claim(&awaiting(id, at(secs))).await.expect("claim");
+    }
+
+    let list = |limit: usize, since: Option<Timestamp>| {
+        let store = store.clone();
+        async move {
+            let rows = store
+                .list_events(&Listing {
+                    status: Some("received"),
+                    since,
+                    limit,
+                    ..Default::default()
+                })
+                .await
+                .expect("list");
+            rows.into_iter().map(|r| r.key).collect::<Vec<_>>()
+        }
+    };
+    requests.reset();
+    assert_eq!(
+        list(2, None).await,
+        ["EVT#stripe#evt_new_d", "EVT#stripe#evt_new_c"]
+    );
+    assert_eq!(
+        list(4, None).await,
+        [
+            "EVT#stripe#evt_new_d",
+            "EVT#stripe#evt_new_c",
+            "EVT#stripe#evt_old_099",
+            "EVT#stripe#evt_old_098"
+        ]
+    );
+    assert_eq!(list(10, Some(at(155))).await, ["EVT#stripe#evt_new_d"]);
+    assert_eq!(list(200, None).await.len(), 102, "every one, once");
+    let keys = store
+        .list_keys(&Listing {
+            status: Some("received"),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("keys");
+    assert_eq!(keys, ["EVT#stripe#evt_new_d", "EVT#stripe#evt_new_c"]);
+    let counts = requests.counts();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+}
+
 /// `plumbline events list --aws --status …` for the statuses an incident asks about reads
 /// their sparse index, newest first, and never scans the table: kept events (`quarantined`,
 /// `unrouted`) the `kept` index, events awaiting delivery (`received`) the `pending` one. An

@@ -4,13 +4,9 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::DynamoStore;
+use super::{DynamoStore, text};
 use crate::inspect::{LedgerEffect, Timeline};
 use crate::ports::{EventKey, LedgerStore, StoreError};
-
-fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned()
-}
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u32 {
     item.get(name)

@@ -7,13 +7,12 @@
 
 use std::cmp::Reverse;
 
-use super::events::{
-    EVENT_SK, KEPT_INDEX, KEPT_SHARDS, PENDING_INDEX, PENDING_SHARDS, kept_shard, pending_shard,
-};
-use super::{DynamoStore, Item, classify, s};
+use super::events::EVENT_SK;
+use super::walk::{Index, Walk};
+use super::{DynamoStore, Item, classify, s, text};
 use crate::contract::Timestamp;
 use crate::inspect::EventRow;
-use crate::ports::{EventStatus, StoreError};
+use crate::ports::StoreError;
 
 /// Which events to list.
 #[derive(Debug, Clone, Default)]
@@ -51,37 +50,6 @@ impl Listing<'_> {
     }
 }
 
-/// A sparse index that holds exactly the events of one status.
-struct Index {
-    name: &'static str,
-    partition: &'static str,
-    sort: &'static str,
-    shards: Vec<String>,
-}
-
-impl Index {
-    fn for_status(status: &str) -> Option<Self> {
-        let kept = |status: EventStatus| Self {
-            name: KEPT_INDEX,
-            partition: "kept_shard",
-            sort: "kept_at",
-            shards: (0..KEPT_SHARDS).map(|n| kept_shard(status, n)).collect(),
-        };
-        match status {
-            "received" => Some(Self {
-                name: PENDING_INDEX,
-                partition: "pending_shard",
-                // The claim time: the receipt time, or later for a claim a duplicate refreshed.
-                sort: "pending_since",
-                shards: (0..PENDING_SHARDS).map(pending_shard).collect(),
-            }),
-            "quarantined" => Some(kept(EventStatus::Quarantined)),
-            "unrouted" => Some(kept(EventStatus::Unrouted)),
-            _ => None,
-        }
-    }
-}
-
 /// Segments of a table scan read at once.
 const SCAN_SEGMENTS: i32 = 4;
 
@@ -100,10 +68,6 @@ const ROW_ATTRIBUTES: &[&str] = &[
     "status_detail",
     "conflicts",
 ];
-
-fn text(item: &Item, name: &str) -> Option<String> {
-    item.get(name).and_then(|v| v.as_s().ok()).cloned()
-}
 
 fn row_of(item: &Item) -> EventRow {
     EventRow {
@@ -143,16 +107,27 @@ impl DynamoStore {
         Ok(rows)
     }
 
-    /// The keys of the events `listing` selects, newest first. Where an index answers the
-    /// whole listing (a status, no type, no time bound) the keys come from it alone, for a
-    /// caller that reads the events itself; otherwise as [`Self::list_events`] finds them.
+    /// The keys of the events `listing` selects, newest first. Where an index in receipt order
+    /// answers the whole listing (a kept status, no type, no time bound) the keys come from it
+    /// alone, for a caller that reads the events itself; otherwise as [`Self::list_events`]
+    /// finds them.
     pub async fn list_keys(&self, listing: &Listing<'_>) -> Result<Vec<String>, StoreError> {
         let index = listing.status.filter(|_| !listing.scan);
         match index.and_then(Index::for_status) {
-            Some(index) if listing.event_type.is_none() && listing.since.is_none() => {
-                let mut keys = self.index_keys(&index, None, Some(listing.limit)).await?;
-                keys.truncate(listing.limit);
-                Ok(keys.into_iter().map(|(_, pk)| pk).collect())
+            Some(index)
+                if index.by_receipt && listing.event_type.is_none() && listing.since.is_none() =>
+            {
+                let page = listing.limit.clamp(1, super::BATCH_GET_MAX);
+                let mut walk = Walk::new(&index, None, page);
+                let mut keys = Vec::new();
+                while keys.len() < listing.limit {
+                    let most = listing.limit - keys.len();
+                    let Some((taken, _)) = walk.next(self, most).await? else {
+                        break;
+                    };
+                    keys.extend(taken);
+                }
+                Ok(keys)
             }
             _ => Ok(self
                 .list_events(listing)
@@ -163,103 +138,40 @@ impl DynamoStore {
         }
     }
 
-    /// Reads the index's keys newest first, then the events a page at a time until the
-    /// listing is full. Each event's own status is checked too: an index trails its table by
-    /// a moment.
+    /// Walks the index newest first across its shards, reading the events a page of keys at
+    /// a time, until no entry left could be one of the listing's newest `limit`. Each event's
+    /// own status is checked too: an index trails its table by a moment.
+    ///
+    /// The walk stops at a key's time only when `limit` rows were received at or after it:
+    /// an index's time is never before the receipt, so nothing further down was received
+    /// later. For the `pending` index that matters: a refreshed claim sorts by the refresh,
+    /// and the events the stuck sweep refreshed would otherwise crowd newer ones out.
     async fn list_indexed(
         &self,
         index: &Index,
         listing: &Listing<'_>,
     ) -> Result<Vec<EventRow>, StoreError> {
-        // Without a type to filter on, each shard's newest `limit` are enough.
-        let per_shard = listing.event_type.is_none().then_some(listing.limit);
-        let keys = self.index_keys(index, listing.since, per_shard).await?;
+        let page = listing.limit.clamp(1, super::BATCH_GET_MAX);
+        let mut walk = Walk::new(index, listing.since, page);
         let mut rows = Vec::new();
-        for page in keys.chunks(super::BATCH_GET_MAX) {
-            let pks: Vec<String> = page.iter().map(|(_, pk)| pk.clone()).collect();
-            let items = self.read_all(&pks, EVENT_SK).await?;
+        loop {
+            let Some((taken, frontier)) = walk.next(self, page).await? else {
+                return Ok(rows);
+            };
+            let items = self.read_all(&taken, EVENT_SK).await?;
             rows.extend(
-                pks.iter()
+                taken
+                    .iter()
                     .filter_map(|pk| items.get(pk))
                     .map(row_of)
                     .filter(|row| listing.wants(row)),
             );
-            if rows.len() >= listing.limit {
-                break;
-            }
-        }
-        Ok(rows)
-    }
-
-    /// `(sort key, pk)` of the index's entries at or after `since`, newest first across its
-    /// shards, each shard queried at the same time and read to its end or to `per_shard`.
-    async fn index_keys(
-        &self,
-        index: &Index,
-        since: Option<Timestamp>,
-        per_shard: Option<usize>,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        // A second early, written as the index writes instants: a text bound below every
-        // instant from `since` on, whatever fraction of a second each is written with. The
-        // rows are filtered on the parsed instant after.
-        let lower = since.map(|t| t.plus_secs(-1).to_string());
-        let shards = index
-            .shards
-            .iter()
-            .map(|shard| self.shard_keys(index, shard, lower.as_deref(), per_shard));
-        let mut keys: Vec<(String, String)> = futures_util::future::try_join_all(shards)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        keys.sort_by_cached_key(|(at, pk)| Reverse((Timestamp::parse(at), pk.clone())));
-        Ok(keys)
-    }
-
-    /// One shard of [`Self::index_keys`], newest first, page after page.
-    async fn shard_keys(
-        &self,
-        index: &Index,
-        shard: &str,
-        lower: Option<&str>,
-        per_shard: Option<usize>,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let condition = match lower {
-            Some(_) => format!("{} = :shard AND {} >= :since", index.partition, index.sort),
-            None => format!("{} = :shard", index.partition),
-        };
-        let mut query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(index.name)
-            .key_condition_expression(condition)
-            .expression_attribute_values(":shard", s(shard))
-            .scan_index_forward(false)
-            .set_limit(per_shard.map(|n| i32::try_from(n).unwrap_or(i32::MAX)));
-        if let Some(lower) = lower {
-            query = query.expression_attribute_values(":since", s(lower));
-        }
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let out = query
-                .clone()
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            keys.extend(
-                out.items
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|item| Some((text(item, index.sort)?, text(item, "pk")?))),
-            );
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() && per_shard.is_none_or(|n| keys.len() < n) => {
-                    start = Some(next);
-                }
-                _ => return Ok(keys),
+            let settled = rows
+                .iter()
+                .filter(|row| Timestamp::parse(&row.received_at).is_some_and(|at| at >= frontier))
+                .count();
+            if settled >= listing.limit {
+                return Ok(rows);
             }
         }
     }

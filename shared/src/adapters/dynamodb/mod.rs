@@ -14,6 +14,7 @@ mod ledger;
 mod listing;
 mod packed;
 mod runs;
+mod walk;
 
 use std::collections::HashMap;
 
@@ -31,6 +32,11 @@ use crate::ports::StoreError;
 
 /// An item as the SDK hands it over.
 type Item = HashMap<String, AttributeValue>;
+
+/// A string attribute's text.
+fn text(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
 
 /// Keys one BatchGetItem may carry.
 const BATCH_GET_MAX: usize = 100;
