@@ -227,21 +227,51 @@ async fn events_reprocess_works_against_aws() {
     );
 }
 
+/// The pipeline's table through a client whose requests are counted.
+async fn counted_store(
+    p: &Pipeline,
+) -> (
+    plumbline::adapters::dynamodb::DynamoStore,
+    crate::helpers::requests::Requests,
+) {
+    let requests = crate::helpers::requests::Requests::default();
+    let store = plumbline::adapters::dynamodb::DynamoStore::new(
+        requests.client(&crate::helpers::aws().await),
+        p.table.clone(),
+    );
+    (store, requests)
+}
+
+/// The keys `list_events` lists for a status, newest first.
+async fn listed(
+    store: &plumbline::adapters::dynamodb::DynamoStore,
+    status: &str,
+    since: Option<plumbline::contract::Timestamp>,
+    limit: usize,
+) -> Vec<String> {
+    let rows = store
+        .list_events(&plumbline::adapters::dynamodb::Listing {
+            status: Some(status),
+            since,
+            limit,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    rows.into_iter().map(|r| r.key).collect()
+}
+
 /// Events awaiting delivery are listed newest first by receipt, though their index orders them
 /// by claim time: a hundred old events whose claims the stuck sweep refreshed (so they sort
 /// first in every shard of the index) do not crowd out the two received since.
 #[tokio::test]
 async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_refreshed() {
-    use plumbline::adapters::dynamodb::{DynamoStore, Listing};
+    use plumbline::adapters::dynamodb::Listing;
     use plumbline::contract::Timestamp;
     use plumbline::ports::{EventRecord, EventStatus, EventStore};
 
     let p = Pipeline::new().await;
-    let requests = crate::helpers::requests::Requests::default();
-    let store = DynamoStore::new(
-        requests.client(&crate::helpers::aws().await),
-        p.table.clone(),
-    );
+    let (store, requests) = counted_store(&p).await;
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
     let at = |secs: i64| Timestamp::from_unix(crate::helpers::T0 + secs).expect("time");
@@ -264,28 +294,13 @@ async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_r
         store.claim(&awaiting(id, at(secs))).await.expect("claim");
     }
 
-    let list = |limit: usize, since: Option<Timestamp>| {
-        let store = store.clone();
-        async move {
-            let rows = store
-                .list_events(&Listing {
-                    status: Some("received"),
-                    since,
-                    limit,
-                    ..Default::default()
-                })
-                .await
-                .expect("list");
-            rows.into_iter().map(|r| r.key).collect::<Vec<_>>()
-        }
-    };
     requests.reset();
     assert_eq!(
-        list(2, None).await,
+        listed(&store, "received", None, 2).await,
         ["EVT#stripe#evt_new_d", "EVT#stripe#evt_new_c"]
     );
     assert_eq!(
-        list(4, None).await,
+        listed(&store, "received", None, 4).await,
         [
             "EVT#stripe#evt_new_d",
             "EVT#stripe#evt_new_c",
@@ -293,8 +308,15 @@ async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_r
             "EVT#stripe#evt_old_098"
         ]
     );
-    assert_eq!(list(10, Some(at(155))).await, ["EVT#stripe#evt_new_d"]);
-    assert_eq!(list(200, None).await.len(), 102, "every one, once");
+    assert_eq!(
+        listed(&store, "received", Some(at(155)), 10).await,
+        ["EVT#stripe#evt_new_d"]
+    );
+    assert_eq!(
+        listed(&store, "received", None, 200).await.len(),
+        102,
+        "every one, once"
+    );
     let keys = store
         .list_keys(&Listing {
             status: Some("received"),
@@ -315,7 +337,7 @@ async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_r
 #[tokio::test]
 async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use plumbline::adapters::dynamodb::{DynamoStore, Listing};
+    use plumbline::adapters::dynamodb::Listing;
     use plumbline::contract::Timestamp;
     use plumbline::ports::{EventStatus, EventStore};
 
@@ -326,11 +348,7 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
         .await;
     assert_eq!(answer["status"], "accepted", "{answer}");
 
-    let requests = crate::helpers::requests::Requests::default();
-    let store = DynamoStore::new(
-        requests.client(&crate::helpers::aws().await),
-        p.table.clone(),
-    );
+    let (store, requests) = counted_store(&p).await;
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
     let at = |secs: i64| Timestamp::from_unix(crate::helpers::T0 + secs).expect("time");
@@ -348,37 +366,22 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
     for record in &kept {
         store.claim(record).await.expect("claim");
     }
-    let list = |status: &'static str, since: Option<Timestamp>, limit: usize| {
-        let store = store.clone();
-        async move {
-            let rows = store
-                .list_events(&Listing {
-                    status: Some(status),
-                    since,
-                    limit,
-                    ..Default::default()
-                })
-                .await
-                .expect("list");
-            rows.into_iter().map(|r| r.key).collect::<Vec<_>>()
-        }
-    };
 
     requests.reset();
     assert_eq!(
-        list("quarantined", None, 2).await,
+        listed(&store, "quarantined", None, 2).await,
         ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_middle"]
     );
     assert_eq!(
-        list("quarantined", Some(at(1)), 10).await,
+        listed(&store, "quarantined", Some(at(1)), 10).await,
         ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_middle"]
     );
     assert_eq!(
-        list("unrouted", None, 10).await,
+        listed(&store, "unrouted", None, 10).await,
         ["EVT#stripe#evt_unrouted"]
     );
     let awaiting = format!("EVT#stripe#{}", raw["id"].as_str().expect("id"));
-    assert_eq!(list("received", None, 10).await, [awaiting]);
+    assert_eq!(listed(&store, "received", None, 10).await, [awaiting]);
     let counts = requests.counts();
     assert_eq!(counts.get("Scan"), None, "{counts:?}");
     assert!(counts.get("Query").is_some_and(|&n| n > 0), "{counts:?}");
@@ -397,7 +400,7 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
             .expect("promote")
     );
     assert_eq!(
-        list("quarantined", None, 10).await,
+        listed(&store, "quarantined", None, 10).await,
         ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_oldest"]
     );
 
@@ -415,11 +418,11 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
         .await
         .expect("update");
     assert_eq!(
-        list("quarantined", None, 10).await,
+        listed(&store, "quarantined", None, 10).await,
         ["EVT#stripe#evt_q_newest"]
     );
     // What the binary lists, by key.
-    let listed = |extra: &[&str]| {
+    let listed_by_binary = |extra: &[&str]| {
         let mut args = vec![
             "events",
             "list",
@@ -436,7 +439,7 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
             .filter_map(|r| r["key"].as_str().map(str::to_owned))
             .collect::<Vec<_>>()
     };
-    let keys = listed(&["--scan"]);
+    let keys = listed_by_binary(&["--scan"]);
     assert_eq!(keys, ["EVT#stripe#evt_q_newest", "EVT#stripe#evt_q_oldest"]);
     // A scan keeps the newest `limit` of every event it reads, whatever the status.
     let newest = store
@@ -454,5 +457,8 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
     );
 
     // The binary takes the same path: the newest quarantined event, by the index.
-    assert_eq!(listed(&["--limit", "1"]), ["EVT#stripe#evt_q_newest"]);
+    assert_eq!(
+        listed_by_binary(&["--limit", "1"]),
+        ["EVT#stripe#evt_q_newest"]
+    );
 }
