@@ -1,6 +1,6 @@
 //! `plumbline dlq list`: what is on the dead-letter queue, and why.
 
-use crate::out::outln;
+use crate::out::{out, outln};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -110,23 +110,20 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
             .collect();
         outln!("{}", serde_json::to_string(&list)?)?;
     } else {
-        outln!(
-            "{:<10}  {:<34}  {:<10}  {:<24}  reason",
-            "id",
-            "event",
-            "target",
-            "type"
-        )?;
-        for l in &letters {
-            outln!(
-                "{:<10}  {:<34}  {:<10}  {:<24}  {}",
-                l.id.get(..10).unwrap_or(&l.id),
-                l.event_key(),
-                attr(&l.attributes, "target"),
-                attr(&l.attributes, "event_type"),
-                attr(&l.attributes, "reason")
-            )?;
-        }
+        let rows: Vec<Vec<String>> = letters
+            .iter()
+            .map(|l| {
+                vec![
+                    l.id.get(..10).unwrap_or(&l.id).to_owned(),
+                    l.event_key(),
+                    attr(&l.attributes, "target"),
+                    attr(&l.attributes, "event_type"),
+                    attr(&l.attributes, "reason"),
+                ]
+            })
+            .collect();
+        let header = ["id", "event", "target", "type", "reason"];
+        out!("{}", crate::out::table(&header, &rows))?;
         outln!("{} dead letter(s)", letters.len())?;
     }
     Ok(true)

@@ -1,6 +1,6 @@
 //! `plumbline events`: what happened to each event.
 
-use crate::out::outln;
+use crate::out::{out, outln};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -141,26 +141,21 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
             if args.local.json {
                 outln!("{}", serde_json::to_string(&rows)?)?;
             } else {
-                outln!(
-                    "{:<26}  {:<20}  {:<8}  {:<26}  {:<18}  detail",
-                    "event id",
-                    "received",
-                    "source",
-                    "type",
-                    "status"
-                )?;
-                for r in rows {
-                    let kind = r.event_type.unwrap_or(r.source_type);
-                    outln!(
-                        "{:<26}  {:<20}  {:<8}  {:<26}  {:<18}  {}",
-                        r.event_id,
-                        r.received_at.get(..19).unwrap_or(&r.received_at),
-                        r.source,
-                        kind,
-                        r.status,
-                        r.detail.unwrap_or_default()
-                    )?;
-                }
+                let rows: Vec<Vec<String>> = rows
+                    .into_iter()
+                    .map(|r| {
+                        vec![
+                            r.event_id,
+                            r.received_at.get(..19).unwrap_or(&r.received_at).to_owned(),
+                            r.source,
+                            r.event_type.unwrap_or(r.source_type),
+                            r.status,
+                            r.detail.unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                let header = ["event id", "received", "source", "type", "status", "detail"];
+                out!("{}", crate::out::table(&header, &rows))?;
             }
             Ok(true)
         }
