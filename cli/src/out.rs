@@ -60,36 +60,30 @@ pub(crate) use {out, outln};
 /// Rows under a header, each column as wide as its widest cell and two spaces apart; the last
 /// column, free text, is not padded. Lines end in `\n`.
 pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
-    let cells = |row: &[&str]| row.iter().map(|c| c.chars().count()).collect::<Vec<_>>();
-    let mut widths = cells(header);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
-        let row: Vec<&str> = row.iter().map(AsRef::as_ref).collect();
-        for (width, cell) in widths.iter_mut().zip(cells(&row)) {
-            *width = (*width).max(cell);
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.as_ref().chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |row: &[&str]| {
-        let last = row.len().saturating_sub(1);
-        for (i, cell) in row.iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                let pad = widths[i] - cell.chars().count();
-                out.push_str(cell);
-                out.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        // An empty last cell leaves no padding behind.
-        out.truncate(out.trim_end_matches(' ').len());
-        out.push('\n');
-    };
-    line(header);
+    push_line(&mut out, &widths, header.iter().copied());
     for row in rows {
-        let row: Vec<&str> = row.iter().map(AsRef::as_ref).collect();
-        line(&row);
+        push_line(&mut out, &widths, row.iter().map(AsRef::as_ref));
     }
     out
+}
+
+/// One line of [`table`]: each cell padded to its column's width (`{:<}` counts characters).
+fn push_line<'a>(out: &mut String, widths: &[usize], cells: impl Iterator<Item = &'a str>) {
+    use std::fmt::Write;
+    for (cell, width) in cells.zip(widths) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{cell:<width$}  ");
+    }
+    // The last column's padding, and an empty last cell's, leave nothing behind.
+    out.truncate(out.trim_end_matches(' ').len());
+    out.push('\n');
 }
 
 #[cfg(test)]
