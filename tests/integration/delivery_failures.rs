@@ -7,7 +7,9 @@ use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::contract::Timestamp;
 use plumbline::delivery::replay::{Filter, replay};
-use plumbline::ports::{DeliveryLog, DeliveryState, EventKey, ReplayTally};
+use plumbline::ports::{
+    DeliveryLog, DeliveryState, EventKey, EventStatus, EventStore, ReconcileStore, ReplayTally,
+};
 use serde_json::{Value, json};
 
 use crate::helpers::pipeline::{CONFIG, Pipeline};
@@ -124,6 +126,100 @@ async fn a_permanent_400_goes_to_the_dead_letter_queue_with_its_reason() {
         ),
         1
     );
+}
+
+#[tokio::test]
+async fn a_target_still_failing_on_the_last_receive_is_dead_lettered_with_its_reason() {
+    let mut p = Pipeline::new().await;
+    p.delivery = p.delivery.with_max_receives(2);
+    p.erp.set_default(Reply::status(503));
+    p.ingest(stripe(&processing("evt_last"))).await;
+    let store = p.delivery.store().clone();
+    let far = Timestamp::from_unix(T0 + 86_400).expect("in range");
+    let pending = || async {
+        let page = store.pending_before(far, None, 100).await.expect("pending");
+        page.claims
+            .into_iter()
+            .filter_map(Result::ok)
+            .any(|claim| claim.key == key("evt_last"))
+    };
+
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(failed, ids, "the first 503 is retried");
+    assert!(p.dead_letters().await.is_empty());
+    assert!(pending().await, "awaiting delivery between receives");
+
+    let (event, _) = p.receive_within(Duration::from_secs(10)).await;
+    assert_eq!(event.records.len(), 1, "the message came back");
+    let response = p.deliver(event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "the last receive dead-letters it and acknowledges the message"
+    );
+    assert_eq!(p.queue_depth().await, 0);
+    let letters = p.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let attrs = letters[0].message_attributes().expect("attributes");
+    let attr = |name: &str| attrs.get(name).and_then(|a| a.string_value());
+    assert_eq!(attr("target"), Some("erp"));
+    assert_eq!(attr("reason"), Some("HTTP 503 (gave up after 2 receives)"));
+    assert_eq!(attr("event_key"), Some("EVT#stripe#evt_last"));
+    // Looked at, not taken: visible again for the replay below.
+    p.sqs
+        .change_message_visibility()
+        .queue_url(&p.dlq_url)
+        .receipt_handle(letters[0].receipt_handle().expect("receipt"))
+        .visibility_timeout(0)
+        .send()
+        .await
+        .expect("release");
+
+    let record = store
+        .get(&key("evt_last"))
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(record.status, EventStatus::DeadLettered);
+    let deliveries = store
+        .deliveries(&key("evt_last"))
+        .await
+        .expect("deliveries");
+    assert_eq!(
+        (deliveries[0].state, deliveries[0].last_error.as_deref()),
+        (
+            DeliveryState::Failed,
+            Some("HTTP 503 (gave up after 2 receives)")
+        )
+    );
+    assert!(
+        !pending().await,
+        "out of the stuck sweep's reach: the dead letter is the operator's to replay"
+    );
+    assert_eq!(
+        p.metrics.count(
+            "DeadLetterSends",
+            &[("Target", "erp"), ("Reason", "exhausted")]
+        ),
+        1
+    );
+
+    // Replayed once the target is back: delivered once more, and the event is delivered.
+    p.erp.set_default(Reply::status(200));
+    let dlq = SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone());
+    let queue = SqsQueue::new(p.sqs.clone(), p.queue_url.clone());
+    let report = replay(&dlq, &queue, &Filter::default(), usize::MAX, false, |_| {})
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed, 1);
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    assert_eq!(p.erp.count(), 3, "two refused calls, then the replay's");
+    let record = store
+        .get(&key("evt_last"))
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(record.status, EventStatus::Delivered);
 }
 
 #[tokio::test]

@@ -264,6 +264,76 @@ targets = ["ledgerbook"]
     assert!(dev.stop().success(), "Ctrl-C (SIGTERM) exits cleanly");
 }
 
+/// A target down for longer than the queue's receives: each message is dead-lettered on its
+/// last receive with what the target did (its error, or the open circuit and the error that
+/// opened it), and its event is marked dead-lettered rather than left as received.
+#[tokio::test]
+async fn events_whose_target_stays_down_are_dead_lettered_with_the_targets_failure() {
+    const EVENTS: usize = 6;
+    let erp = Recorder::start().await;
+    erp.set_default(Reply::status(503));
+    // The circuit opens on the first failures; messages it holds back come again after the
+    // cool-down.
+    let config = config(&erp.url, "breaker_threshold = 2\nbreaker_cooldown_secs = 3");
+    let dev = Dev::start_with(
+        &config,
+        &config.with_file_name("data"),
+        &ENVS,
+        &["--max-receives", "2"],
+    );
+    let client = crate::helpers::http();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for i in 0..EVENTS {
+        let request = paid(&format!("evt_down_{i}"), now);
+        assert_eq!(
+            post(&client, &format!("{}/webhooks/stripe", dev.url), &request).await,
+            Some(200)
+        );
+    }
+    let list = || -> Vec<Value> {
+        serde_json::from_str(&dev.cli(&["events", "list", "--json"])).expect("json")
+    };
+    let settled = eventually(Duration::from_secs(30), || {
+        let events = list();
+        events.len() == EVENTS && events.iter().all(|e| e["status"] != "received")
+    })
+    .await;
+    assert!(settled, "not settled: {:?}", list());
+    assert!(list().iter().all(|e| e["status"] == "dead_lettered"));
+
+    let letters: Value = serde_json::from_str(&dev.cli(&["dlq", "list", "--json"])).expect("json");
+    let reasons: Vec<&str> = letters
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|l| {
+            assert_eq!(l["attributes"]["target"], "erp");
+            l["attributes"]["reason"].as_str().expect("a reason")
+        })
+        .collect();
+    assert_eq!(reasons.len(), EVENTS, "one letter per event: {reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("HTTP 503") && r.ends_with("(gave up after 2 receives)")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("circuit open; last failure: HTTP 503")),
+        "{reasons:?}"
+    );
+    let text = dev.cli(&["events", "show", "stripe:evt_down_0"]);
+    assert!(
+        text.contains("erp → Failed") && text.contains("(gave up after 2 receives)"),
+        "{text}"
+    );
+    assert!(text.contains("status: dead_lettered"), "{text}");
+    assert_eq!(dev.status().await["dead_letters"]["depth"], EVENTS);
+    assert!(dev.stop().success());
+}
+
 /// Process chaos: ten SIGKILLs at seeded random moments while 10,000 signed webhooks stream in
 /// from eight connections and deliveries run, each followed by a restart on the same data; the
 /// provider retries whatever it did not get a 2xx for. Nothing is lost; every event has exactly

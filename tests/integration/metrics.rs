@@ -277,7 +277,15 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
     let messages = drain(&sqs, &queue).await;
     assert_eq!(messages.len(), 1);
     let event = serde_json::to_value(sqs_event(messages)).expect("event");
-    let (answers, lines) = invoke(&function_binary("plumbline-delivery"), &envs, &[event]).await;
+    // As the template sets it: the queue's redrive count, so a last receive is known.
+    let mut delivery_envs = envs.clone();
+    delivery_envs.push(("PLUMBLINE_MAX_RECEIVES", "2".to_owned()));
+    let (answers, lines) = invoke(
+        &function_binary("plumbline-delivery"),
+        &delivery_envs,
+        std::slice::from_ref(&event),
+    )
+    .await;
     assert_eq!(
         answers[0].body["batchItemFailures"]
             .as_array()
@@ -342,7 +350,35 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         1
     );
 
-    // Reconcile: a scheduled event; the dead letter breaches `dlq_messages = 0`.
+    // The same message's second and last receive: the target still failing is dead-lettered.
+    let mut last = event;
+    last["Records"][0]["attributes"]["ApproximateReceiveCount"] = "2".into();
+    let (answers, lines) = invoke(
+        &function_binary("plumbline-delivery"),
+        &delivery_envs,
+        &[last],
+    )
+    .await;
+    assert_eq!(
+        answers[0].body["batchItemFailures"]
+            .as_array()
+            .map(Vec::len),
+        Some(0),
+        "{answers:?}"
+    );
+    let points = emf(&lines);
+    published.extend(points.clone());
+    assert_eq!(
+        find(
+            &points,
+            "DeadLetterSends",
+            &[("Target", "flaky"), ("Reason", "exhausted")]
+        )
+        .len(),
+        1
+    );
+
+    // Reconcile: a scheduled event; the dead letters breach `dlq_messages = 0`.
     let scheduled = crate::helpers::scheduled_event();
     let (answers, lines) =
         invoke(&function_binary("plumbline-reconcile"), &envs, &[scheduled]).await;
@@ -351,7 +387,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
     published.extend(points.clone());
     let found = find(&points, "ReconcileFound", &[("Check", "dlq_messages")]);
     assert_eq!(found.len(), 1);
-    assert!((found[0].value - 1.0).abs() < f64::EPSILON);
+    assert!((found[0].value - 2.0).abs() < f64::EPSILON, "{found:?}");
     assert_eq!(
         find(&points, "ReconcileBreached", &[("Check", "dlq_messages")]).len(),
         1

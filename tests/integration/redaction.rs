@@ -137,7 +137,7 @@ async fn no_seeded_personal_data_or_secret_reaches_a_log_line() {
     let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf8");
     assert!(logs.lines().count() >= 8, "the flows were logged:\n{logs}");
     assert!(
-        logs.contains("refused for good") && logs.contains("request refused"),
+        logs.contains("\"message\":\"dead-lettered\"") && logs.contains("request refused"),
         "failure paths were logged:\n{logs}"
     );
     for value in SEEDED {

@@ -161,18 +161,27 @@ fn a_function_that_cannot_start_says_why_in_one_log_line() {
     )
     .expect("config");
     let missing = dir.join("missing.toml");
+    // The fourth: PLUMBLINE_MAX_RECEIVES, where the case sets it.
     let cases = [
         (
             "plumbline-ingress",
             &unset_secret,
             "sources.stripe.secrets[0]",
+            None,
         ),
-        ("plumbline-ingress", &missing, "cannot read"),
-        ("plumbline-delivery", &missing, "cannot read"),
-        ("plumbline-reconcile", &missing, "cannot read"),
+        ("plumbline-ingress", &missing, "cannot read", None),
+        ("plumbline-delivery", &missing, "cannot read", None),
+        (
+            "plumbline-delivery",
+            &unset_secret,
+            "PLUMBLINE_MAX_RECEIVES is not a count: 0",
+            Some("0"),
+        ),
+        ("plumbline-reconcile", &missing, "cannot read", None),
     ];
-    for (function, config, reason) in cases {
+    for (function, config, reason, max_receives) in cases {
         let out = std::process::Command::new(function_binary(function))
+            .envs(max_receives.map(|count| ("PLUMBLINE_MAX_RECEIVES", count)))
             .env("PLUMBLINE_CONFIG", config)
             .env("PLUMBLINE_TABLE", "t")
             .env("PLUMBLINE_QUEUE_URL", "http://127.0.0.1:9/q")

@@ -104,9 +104,10 @@ fn every_queue_has_a_dead_letter_queue_or_is_one() {
 }
 
 #[test]
-fn every_sqs_event_source_reports_batch_item_failures() {
+fn every_sqs_event_source_reports_batch_item_failures_and_knows_its_last_receive() {
     let mut sources = 0;
-    for (name, resource) in resources() {
+    let all = resources();
+    for (name, resource) in &all {
         for (_, event) in resource["Properties"]["Events"]
             .as_mapping()
             .into_iter()
@@ -118,6 +119,23 @@ fn every_sqs_event_source_reports_batch_item_failures() {
                 assert!(
                     types.iter().any(|t| t == "ReportBatchItemFailures"),
                     "{name:?}: reported failures would be dropped"
+                );
+                // The function knows the queue's last receive: the same value as the redrive's.
+                let queue = match &event["Properties"]["Queue"] {
+                    serde_yaml_ng::Value::Tagged(arn) => arn.value.as_str().unwrap_or_default(),
+                    other => panic!("{name:?}: the queue is not a !GetAtt: {other:?}"),
+                };
+                let queue = queue.split('.').next().unwrap_or_default();
+                let redrive = &all[queue]["Properties"]["RedrivePolicy"];
+                let told =
+                    &resource["Properties"]["Environment"]["Variables"]["PLUMBLINE_MAX_RECEIVES"];
+                assert!(
+                    !told.is_null(),
+                    "{name:?}: PLUMBLINE_MAX_RECEIVES is not set"
+                );
+                assert_eq!(
+                    told, &redrive["maxReceiveCount"],
+                    "{name:?} and {queue}'s redrive"
                 );
             }
         }

@@ -118,15 +118,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
         };
         dev_targets.insert(name.clone(), built);
     }
-    let delivery = Arc::new(Delivery::new(
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        dev_targets,
-        SystemClock,
-        counters.clone(),
-        &config,
-    ));
+    let delivery = Arc::new(
+        Delivery::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            dev_targets,
+            SystemClock,
+            counters.clone(),
+            &config,
+        )
+        .with_max_receives(args.max_receives),
+    );
     let ingress = Ingress::new(
         store.clone(),
         store.clone(),

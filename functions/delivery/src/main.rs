@@ -46,6 +46,18 @@ async fn start() -> Result<(), lambda_runtime::Error> {
         EmfMetrics::new("Plumbline"),
         &config,
     );
+    // The queue's `maxReceiveCount` (the template passes its parameter): on a message's last
+    // receive, a target still failing is dead-lettered with its reason instead of by the redrive.
+    let delivery = match std::env::var("PLUMBLINE_MAX_RECEIVES") {
+        Ok(value) => delivery.with_max_receives(
+            value
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .with_context(|| format!("PLUMBLINE_MAX_RECEIVES is not a count: {value}"))?,
+        ),
+        Err(_) => delivery,
+    };
     let delivery = &delivery;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, std::convert::Infallible>(plumbline_delivery::handle(delivery, event.payload).await)

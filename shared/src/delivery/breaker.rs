@@ -24,6 +24,9 @@ pub struct Breaker {
     /// How many calls `outcomes` holds, up to [`WINDOW`].
     calls: u32,
     open_until: Option<Timestamp>,
+    /// The latest failure's reason, so that a message held back by the open circuit can still
+    /// say what the target did.
+    last_failure: Option<String>,
 }
 
 impl Breaker {
@@ -53,9 +56,21 @@ impl Breaker {
         false
     }
 
+    /// The reason of the latest failure counted.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
     /// Counts a retryable failure; returns true when this failure opened the circuit.
-    pub fn failure(&mut self, now: Timestamp, threshold: u32, cooldown: Duration) -> bool {
+    pub fn failure(
+        &mut self,
+        now: Timestamp,
+        threshold: u32,
+        cooldown: Duration,
+        reason: &str,
+    ) -> bool {
         self.record(true);
+        reason.clone_into(self.last_failure.get_or_insert_default());
         let failures = self.outcomes.count_ones();
         let half_open = self.open_until.is_some_and(|until| until <= now);
         if half_open || (failures >= threshold && failures * 2 >= self.calls) {
@@ -82,19 +97,28 @@ mod tests {
         let t0 = Timestamp::from_unix(1_700_000_000).expect("ok");
         let cooldown = Duration::from_secs(30);
         let mut b = Breaker::default();
-        assert!(!b.failure(t0, 3, cooldown));
-        assert!(!b.failure(t0, 3, cooldown));
+        assert!(!b.failure(t0, 3, cooldown, "HTTP 503"));
+        assert!(!b.failure(t0, 3, cooldown, "HTTP 503"));
         assert!(b.check(t0).is_ok());
-        assert!(b.failure(t0, 3, cooldown), "the third failure opens it");
+        assert!(
+            b.failure(t0, 3, cooldown, "HTTP 503"),
+            "the third failure opens it"
+        );
         assert_eq!(b.check(t0.plus_secs(10)), Err(Duration::from_secs(20)));
         // Half-open after the cool-down: one trial; a failure re-opens at once.
         assert!(b.check(t0.plus_secs(30)).is_ok());
-        assert!(b.failure(t0.plus_secs(30), 3, cooldown));
+        assert!(b.failure(t0.plus_secs(30), 3, cooldown, "connection failed"));
         assert!(b.is_open(t0.plus_secs(31)));
+        assert_eq!(
+            b.last_failure(),
+            Some("connection failed"),
+            "the latest reason"
+        );
         // A successful trial closes it and resets the count.
         b.success();
         assert!(b.check(t0.plus_secs(31)).is_ok());
-        assert!(!b.failure(t0.plus_secs(31), 3, cooldown));
+        assert_eq!(b.last_failure(), None);
+        assert!(!b.failure(t0.plus_secs(31), 3, cooldown, "HTTP 503"));
     }
 
     #[test]
@@ -108,7 +132,10 @@ mod tests {
             if rng.f64() < 0.1 {
                 longest_run.0 += 1;
                 longest_run.1 = longest_run.1.max(longest_run.0);
-                assert!(!b.failure(t0, 5, cooldown), "opened on random failures");
+                assert!(
+                    !b.failure(t0, 5, cooldown, "HTTP 503"),
+                    "opened on random failures"
+                );
             } else {
                 longest_run.0 = 0;
                 b.success();
@@ -134,7 +161,7 @@ mod tests {
         // window has failed.
         let mut opened_after = None;
         for i in 1..=WINDOW {
-            if b.failure(t0, 5, cooldown) {
+            if b.failure(t0, 5, cooldown, "HTTP 503") {
                 opened_after = Some(i);
                 break;
             }

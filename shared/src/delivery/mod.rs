@@ -60,8 +60,23 @@ enum TargetOutcome {
     Delivered,
     Skipped,
     FailedBefore,
-    Retry(Duration),
+    /// Try again after `delay`. `failure` is the target's own failure (an error, an open
+    /// circuit); `None` when the event is in flight elsewhere or the store could not be asked,
+    /// which says nothing against the target.
+    Retry {
+        delay: Duration,
+        failure: Option<String>,
+    },
     Permanent(String),
+}
+
+impl TargetOutcome {
+    fn retry(delay: Duration) -> Self {
+        Self::Retry {
+            delay,
+            failure: None,
+        }
+    }
 }
 
 /// The delivery worker and everything it needs, built once.
@@ -79,6 +94,9 @@ pub struct Delivery<S, Q, D, T, C, M> {
     ledger: LedgerSettings,
     breakers: Mutex<HashMap<String, breaker::Breaker>>,
     turns: turns::Turns,
+    /// The queue's `maxReceiveCount`, when known: a message received this many times is on its
+    /// last receive, and a target still failing then is dead-lettered here, with its reason.
+    max_receives: Option<u32>,
 }
 
 impl<S, Q, D, T, C, M> Delivery<S, Q, D, T, C, M>
@@ -112,7 +130,17 @@ where
             ledger: config.ledger,
             breakers: Mutex::new(HashMap::new()),
             turns: turns::Turns::new(ENTITY_STRIPES),
+            max_receives: None,
         }
+    }
+
+    /// Tells the delivery the queue's `maxReceiveCount`. Without it, a message whose target
+    /// keeps failing is moved to the dead-letter queue by the queue's redrive alone: with no
+    /// reason attached, and its event left as received, for the stuck sweep to enqueue again.
+    #[must_use]
+    pub fn with_max_receives(mut self, max_receives: u32) -> Self {
+        self.max_receives = Some(max_receives);
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -288,16 +316,35 @@ where
         // Recorded with the event's final status in one write (`settle`), or on their own when
         // another target must be retried.
         let mut delivered: Vec<&str> = Vec::new();
+        // The queue will not hand this message out again: a target still failing now is
+        // dead-lettered with its reason rather than left to the queue's redrive.
+        let last = self
+            .max_receives
+            .is_some_and(|max| message.receive_count >= max);
         for name in &targets {
             let outcome = match self.deliver(&key, name, &document, message, hold).await {
                 TargetOutcome::Permanent(reason) => {
-                    self.dead_letter_target(message, &key, name, &document, &reason)
+                    let class = refusal_class(&reason);
+                    self.dead_letter_target(message, &key, name, &document, &reason, class)
+                        .await
+                }
+                TargetOutcome::Retry {
+                    failure: Some(failure),
+                    ..
+                } if last => {
+                    let reason = format!(
+                        "{failure} (gave up after {} receives)",
+                        message.receive_count
+                    );
+                    self.dead_letter_target(message, &key, name, &document, &reason, "exhausted")
                         .await
                 }
                 other => other,
             };
             match outcome {
-                TargetOutcome::Retry(delay) => retry = Some(retry.map_or(delay, |d| d.max(delay))),
+                TargetOutcome::Retry { delay, .. } => {
+                    retry = Some(retry.map_or(delay, |d| d.max(delay)));
+                }
                 TargetOutcome::FailedBefore | TargetOutcome::Permanent(_) => dead_lettered = true,
                 TargetOutcome::Delivered => delivered.push(name),
                 TargetOutcome::Skipped => {}
@@ -345,14 +392,8 @@ where
             return TargetOutcome::Permanent(format!("no target named {name}"));
         };
         let now = self.clock.now();
-        if let Err(wait) = self.breaker(name, |b| b.check(now)) {
-            self.count_delivery(name, "circuit_open");
-            if let Hold::Taken(_) = hold {
-                // The held attempt is not made: a record lets the retry go ahead after `wait`
-                // rather than after the hold.
-                self.record_failure(key, name, "circuit open", now).await;
-            }
-            return TargetOutcome::Retry(wait);
+        if let Some(held_back) = self.circuit_open(key, name, hold, now).await {
+            return held_back;
         }
         let lease = Duration::from_secs(self.settings.lease_secs);
         let begun = match hold {
@@ -370,11 +411,11 @@ where
             Ok(Attempt::FailedBefore) => return TargetOutcome::FailedBefore,
             Ok(Attempt::Leased { until }) => {
                 let secs = u64::try_from(until.unix() - now.unix()).unwrap_or(1).max(1);
-                return TargetOutcome::Retry(Duration::from_secs(secs));
+                return TargetOutcome::retry(Duration::from_secs(secs));
             }
             Err(err) => {
                 warn!(error = %err, "could not take the delivery lease");
-                return TargetOutcome::Retry(retry::backoff(
+                return TargetOutcome::retry(retry::backoff(
                     &self.settings,
                     message.receive_count,
                     fastrand::f64(),
@@ -410,7 +451,7 @@ where
             }) => {
                 let cooldown = Duration::from_secs(self.settings.breaker_cooldown_secs);
                 if self.breaker(name, |b| {
-                    b.failure(now, self.settings.breaker_threshold, cooldown)
+                    b.failure(now, self.settings.breaker_threshold, cooldown, &reason)
                 }) {
                     warn!("circuit opened");
                     self.count_delivery(name, "circuit_opened");
@@ -427,10 +468,43 @@ where
                     |asked| retry::honour_retry_after(&self.settings, asked),
                 );
                 info!(reason = %reason, delay_secs = delay.as_secs(), "will retry");
-                TargetOutcome::Retry(delay)
+                TargetOutcome::Retry {
+                    delay,
+                    failure: Some(reason),
+                }
             }
             Err(TargetError::Permanent { reason }) => TargetOutcome::Permanent(reason),
         }
+    }
+
+    /// `Some` retry when the target's circuit is open: the message waits out the cool-down,
+    /// and the failure names what opened it.
+    async fn circuit_open(
+        &self,
+        key: &EventKey,
+        name: &str,
+        hold: Hold,
+        now: Timestamp,
+    ) -> Option<TargetOutcome> {
+        let (wait, last) = self
+            .breaker(name, |b| {
+                b.check(now)
+                    .map_err(|wait| (wait, b.last_failure().map(str::to_owned)))
+            })
+            .err()?;
+        self.count_delivery(name, "circuit_open");
+        if let Hold::Taken(_) = hold {
+            // The held attempt is not made: a record lets the retry go ahead after `wait`
+            // rather than after the hold.
+            self.record_failure(key, name, "circuit open", now).await;
+        }
+        Some(TargetOutcome::Retry {
+            delay: wait,
+            failure: Some(match last {
+                Some(last) => format!("circuit open; last failure: {last}"),
+                None => "circuit open".to_owned(),
+            }),
+        })
     }
 
     /// Records a retryable failure; one that cannot be written leaves the lease to run out.
@@ -442,7 +516,8 @@ where
 
     /// Sends a copy of the message to the dead-letter queue with the reason, then records the
     /// target as failed for good. If the dead-letter queue cannot be written, the failure is
-    /// recorded as retryable instead, so nothing is dropped without a reason.
+    /// recorded as retryable instead, so nothing is dropped without a reason. `class` is the
+    /// reason's bounded name for the metric: an HTTP status, `refused` or `exhausted`.
     async fn dead_letter_target(
         &self,
         message: &InboundMessage,
@@ -450,6 +525,7 @@ where
         target: &str,
         document: &Document,
         reason: &str,
+        class: &str,
     ) -> TargetOutcome {
         let now = self.clock.now();
         let attributes = [
@@ -466,7 +542,7 @@ where
         {
             warn!(error = %err, "could not dead-letter; will retry instead");
             let _ = self.store.failed(key, target, reason, false, now).await;
-            return TargetOutcome::Retry(retry::backoff(
+            return TargetOutcome::retry(retry::backoff(
                 &self.settings,
                 message.receive_count,
                 fastrand::f64(),
@@ -476,14 +552,8 @@ where
             warn!(error = %err, "dead-lettered, but could not record it");
         }
         self.count_delivery(target, "dead_lettered");
-        // An HTTP status is a bounded dimension; other reasons (mapping) are free text.
-        let class = if reason.starts_with("HTTP ") {
-            reason
-        } else {
-            "refused"
-        };
         self.count_dead_letter(target, class);
-        warn!(target, reason, "refused for good; dead-lettered");
+        warn!(target, reason, class, "dead-lettered");
         TargetOutcome::Permanent(reason.to_owned())
     }
 
@@ -622,5 +692,15 @@ where
             "LedgerEffects",
             vec![("Entity", kind.to_owned()), ("Effect", effect)],
         ));
+    }
+}
+
+/// A permanent refusal's name for the metric: an HTTP status is a bounded dimension; other
+/// reasons (a mapping's) are free text.
+fn refusal_class(reason: &str) -> &str {
+    if reason.starts_with("HTTP ") {
+        reason
+    } else {
+        "refused"
     }
 }

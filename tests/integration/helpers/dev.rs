@@ -33,7 +33,17 @@ pub struct Dev {
 impl Dev {
     /// Starts `plumbline dev --config <config>`; returns once it listens.
     pub fn start(config: &Path, data_dir: &Path, envs: &[(&str, &str)]) -> Self {
-        Self::spawn(Command::new(binary()), config, data_dir, envs)
+        Self::spawn(Command::new(binary()), config, data_dir, envs, &[])
+    }
+
+    /// Starts `plumbline dev` with more arguments (`--max-receives 2`, …).
+    pub fn start_with(
+        config: &Path,
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
+        Self::spawn(Command::new(binary()), config, data_dir, envs, args)
     }
 
     /// Starts `plumbline dev` with its data directory on a tmpfs of `size` (`8m`, …) mounted
@@ -54,15 +64,22 @@ impl Dev {
             ))
             .arg(data_dir)
             .arg(binary());
-        Self::spawn(command, config, data_dir, envs)
+        Self::spawn(command, config, data_dir, envs, &[])
     }
 
-    fn spawn(mut command: Command, config: &Path, data_dir: &Path, envs: &[(&str, &str)]) -> Self {
+    fn spawn(
+        mut command: Command,
+        config: &Path,
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let mut child = command
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--config")
             .arg(config)
+            .args(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
