@@ -102,7 +102,10 @@ pub fn timeline_lines(t: &Timeline) -> Vec<String> {
             ));
         }
     }
-    for d in &t.deliveries {
+    // The store keeps them by target; the timeline reads in time order.
+    let mut deliveries: Vec<_> = t.deliveries.iter().collect();
+    deliveries.sort_by(|a, b| (a.updated_at, &a.target).cmp(&(b.updated_at, &b.target)));
+    for d in deliveries {
         let mut line = format!(
             "{}  {} → {:?} after {} attempt(s)",
             d.updated_at, d.target, d.state, d.attempts

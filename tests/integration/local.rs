@@ -273,8 +273,18 @@ async fn events_whose_target_stays_down_are_dead_lettered_with_the_targets_failu
     let erp = Recorder::start().await;
     erp.set_default(Reply::status(503));
     // The circuit opens on the first failures; messages it holds back come again after the
-    // cool-down.
-    let config = config(&erp.url, "breaker_threshold = 2\nbreaker_cooldown_secs = 3");
+    // cool-down. The local inbox takes each event at once.
+    let inbox = r#"breaker_threshold = 2
+breaker_cooldown_secs = 3
+
+[targets.inbox]
+kind = "inbox"
+
+[[routes]]
+events = ["payment.*"]
+targets = ["inbox"]
+"#;
+    let config = config(&erp.url, inbox);
     let dev = Dev::start_with(
         &config,
         &config.with_file_name("data"),
@@ -329,6 +339,9 @@ async fn events_whose_target_stays_down_are_dead_lettered_with_the_targets_failu
         text.contains("erp → Failed") && text.contains("(gave up after 2 receives)"),
         "{text}"
     );
+    // The timeline is in time order: the inbox took it before erp gave up.
+    let at = |target: &str| text.find(&format!("{target} → ")).expect(target);
+    assert!(at("inbox") < at("erp"), "{text}");
     assert!(text.contains("status: dead_lettered"), "{text}");
     assert_eq!(dev.status().await["dead_letters"]["depth"], EVENTS);
     assert!(dev.stop().success());
