@@ -144,7 +144,7 @@ async fn events_conform(store: &impl EventStore) {
 /// stuck sweep re-enqueues. Delivered claims and claims newer than the cutoff are not stuck. A
 /// walk page after page takes each claim once, claims of the same instant included, and its
 /// last page says no more follow.
-async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore)) {
+async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore + DeliveryLog)) {
     let tied = ["evt_t1", "evt_t2", "evt_t3", "evt_t4", "evt_t5", "evt_t6"];
     let claimed = [
         ("evt_s1", 10),
@@ -206,6 +206,30 @@ async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore)) {
     middle.sort();
     assert_eq!(middle, tied);
     assert_eq!(walked.last().map(String::as_str), Some("evt_s5"));
+
+    // A retry keeps its claim alive until its message is due back: out of the sweep's range
+    // until then. A claim no longer received keeps its time.
+    let retried = EventKey::parse("EVT#stripe#evt_s4").expect("key");
+    store.retrying_until(&retried, t(60)).await.expect("retry");
+    store
+        .retrying_until(&delivered, t(60))
+        .await
+        .expect("retry");
+    let before = store
+        .pending_before(t(25), None, 100)
+        .await
+        .expect("pending");
+    assert_eq!(before.claims.len(), 8);
+    assert!(!ids(&before).contains(&"evt_s4".to_owned()));
+    let after_due = ids(&store
+        .pending_before(t(61), None, 100)
+        .await
+        .expect("pending"));
+    assert_eq!(after_due.len(), 10);
+    assert!(after_due.contains(&"evt_s4".to_owned()));
+    let claimed_at = |record: Option<EventRecord>| record.expect("kept").claimed_at;
+    assert_eq!(claimed_at(store.get(&retried).await.expect("get")), t(60));
+    assert_eq!(claimed_at(store.get(&delivered).await.expect("get")), t(5));
 }
 
 /// Watermarks read together come back as saved, in the order asked, absent ones as `None`.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::pipeline::{CONFIG, Pipeline};
 use crate::helpers::recorder::Reply;
-use crate::helpers::{T0, fixture, site, stripe};
+use crate::helpers::{STRIPE_SECRET, T0, apigw, fixture, site, stripe, stripe_headers};
 
 fn processing(id: &str) -> Vec<u8> {
     let mut doc: Value =
@@ -220,6 +220,63 @@ async fn a_target_still_failing_on_the_last_receive_is_dead_lettered_with_its_re
         .expect("get")
         .expect("kept");
     assert_eq!(record.status, EventStatus::Delivered);
+}
+
+/// A target that asks for an hour (`Retry-After: 3600`): the claim counts as alive until the
+/// message is due back, so neither the stuck sweep nor a duplicate after the horizon enqueues
+/// the event again and calls the target early.
+#[tokio::test]
+async fn a_retry_keeps_the_claim_alive_until_the_message_is_due_back() {
+    let p = Pipeline::new().await;
+    p.erp
+        .set_default(Reply::status(429).with_header("retry-after", "3600"));
+    let body = processing("evt_wait");
+    p.ingest(stripe(&body)).await;
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(failed, ids, "the 429 is retried");
+
+    let store = p.delivery.store().clone();
+    let at = |s: i64| Timestamp::from_unix(T0 + s).expect("in range");
+    let record = store
+        .get(&key("evt_wait"))
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(record.claimed_at, at(3600), "alive until the retry is due");
+    assert_eq!(record.received_at, at(0), "the receipt stays");
+    let stuck_before = |cutoff: Timestamp| {
+        let store = store.clone();
+        async move {
+            let page = store
+                .pending_before(cutoff, None, 100)
+                .await
+                .expect("pending");
+            page.claims
+                .into_iter()
+                .filter_map(Result::ok)
+                .any(|claim| claim.key == key("evt_wait"))
+        }
+    };
+    // The sweep 20 minutes on (claims before T0 + 5 min are stuck) leaves it; once the retry
+    // is overdue by as much, it is found.
+    assert!(!stuck_before(at(1200 - 900)).await);
+    assert!(stuck_before(at(3600 + 1)).await);
+
+    // A provider's duplicate 20 minutes on, past the five-minute horizon: no second message.
+    p.clock.advance_secs(1200);
+    let late = apigw(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, T0 + 1200, &body),
+        &body,
+    );
+    assert_eq!(p.ingest(late).await["status"], "duplicate");
+    assert_eq!(
+        p.queue_depth().await,
+        1,
+        "only the message waiting out the hour"
+    );
+    assert_eq!(p.erp.count(), 1, "the target was not called early");
 }
 
 #[tokio::test]

@@ -351,11 +351,7 @@ where
             }
         }
         if let Some(delay) = retry {
-            self.record_delivered(&key, &delivered).await;
-            if let Err(err) = self.queue.retry_after(&message.receipt_handle, delay).await {
-                warn!(error = %err, "could not set the retry delay; the queue's visibility timeout applies");
-            }
-            return Outcome::Retry(delay);
+            return self.retry_later(message, &key, &delivered, delay).await;
         }
         self.count_replay(message, !dead_lettered).await;
         let status = if dead_lettered {
@@ -364,6 +360,31 @@ where
             EventStatus::Delivered
         };
         self.settle(message, &key, &delivered, status, None).await
+    }
+
+    /// Puts the message back on the queue for `delay`, with what was delivered meanwhile.
+    async fn retry_later(
+        &self,
+        message: &InboundMessage,
+        key: &EventKey,
+        delivered: &[&str],
+        delay: Duration,
+    ) -> Outcome {
+        self.record_delivered(key, delivered).await;
+        if let Err(err) = self.queue.retry_after(&message.receipt_handle, delay).await {
+            warn!(error = %err, "could not set the retry delay; the queue's visibility timeout applies");
+        }
+        // The message is alive: the stuck sweep and a late duplicate count from its return, or
+        // a long `Retry-After` would see it enqueued again, and the target called early.
+        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+        let due = self
+            .clock
+            .now()
+            .plus_secs(i64::try_from(secs).unwrap_or(i64::MAX / 2));
+        if let Err(err) = self.store.retrying_until(key, due).await {
+            warn!(error = %err, "could not note the retry on the claim");
+        }
+        Outcome::Retry(delay)
     }
 
     /// Records deliveries on their own, when the message goes back on the queue for another

@@ -288,8 +288,9 @@ impl<S: Intake<Q>, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
         }
         let stale = now.unix() - existing.claimed_at.unix() > self.settings.duplicate_horizon_secs;
         if existing.status == EventStatus::Received && stale {
-            // A claim older than the horizon that delivery never touched: the enqueue after it
-            // may have been lost to a crash. Exactly one concurrent duplicate wins the refresh.
+            // A claim older than the horizon that delivery has not kept alive (a retry moves the
+            // claim to when its message is due back): the enqueue after it may have been lost
+            // to a crash. Exactly one concurrent duplicate wins the refresh.
             if self
                 .store
                 .refresh_claim(&existing.key, existing.claimed_at, now)

@@ -94,6 +94,15 @@ pub trait DeliveryLog: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The event's message is due back on the queue at `until` (delivery will retry it): its
+    /// claim counts as alive until then, so neither the stuck sweep nor a duplicate after the
+    /// horizon enqueues it again meanwhile. An event no longer `Received` is left alone.
+    fn retrying_until(
+        &self,
+        key: &EventKey,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     fn deliveries(
         &self,
         key: &EventKey,

@@ -226,6 +226,9 @@ impl<S: DeliveryLog> DeliveryLog for FaultyStore<S> {
     ) -> Result<(), StoreError> {
         self.inner.failed(key, target, reason, permanent, now).await
     }
+    async fn retrying_until(&self, key: &EventKey, until: Timestamp) -> Result<(), StoreError> {
+        self.inner.retrying_until(key, until).await
+    }
     async fn deliveries(&self, key: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.inner.deliveries(key).await
     }

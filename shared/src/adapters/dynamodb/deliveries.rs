@@ -304,6 +304,29 @@ impl DeliveryLog for DynamoStore {
             })
     }
 
+    async fn retrying_until(&self, event: &EventKey, until: Timestamp) -> Result<(), StoreError> {
+        // The `pending` index sorts by `pending_since`: the entry moves with the claim.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(event_key(event)))
+            .update_expression("SET claimed_at = :until, pending_since = :until")
+            .condition_expression("#status = :received")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":until", s(until.to_string()))
+            .expression_attribute_values(":received", s(EventStatus::Received.as_str()))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|err| {
+                if condition_failed(&err) {
+                    Ok(())
+                } else {
+                    Err(classify(err))
+                }
+            })
+    }
+
     async fn deliveries(&self, event: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {
         match self.read(event_key(event)).await? {
             Some(item) => records_of(&item),
