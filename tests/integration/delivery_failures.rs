@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use plumbline::adapters::dynamodb::DynamoStore;
-use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::contract::Timestamp;
-use plumbline::delivery::replay::{Filter, replay};
+use plumbline::delivery::replay::Filter;
 use plumbline::ports::{
-    DeliveryLog, DeliveryState, EventKey, EventStatus, EventStore, ReconcileStore, ReplayTally,
+    DeliveryLog, DeliveryState, EventKey, EventRecord, EventStatus, EventStore, ReconcileStore,
+    ReplayTally,
 };
 use serde_json::{Value, json};
 
@@ -26,6 +26,22 @@ fn processing(id: &str) -> Vec<u8> {
 
 fn key(id: &str) -> EventKey {
     EventKey::parse(&format!("EVT#stripe#{id}")).expect("key")
+}
+
+async fn stored(store: &DynamoStore, id: &str) -> EventRecord {
+    store.get(&key(id)).await.expect("get").expect("kept")
+}
+
+/// Whether the stuck sweep, with this cutoff, would find the event `id` among its claims.
+async fn stuck_before(store: &DynamoStore, cutoff: Timestamp, id: &str) -> bool {
+    let page = store
+        .pending_before(cutoff, None, 100)
+        .await
+        .expect("pending");
+    page.claims
+        .into_iter()
+        .filter_map(Result::ok)
+        .any(|claim| claim.key == key(id))
 }
 
 #[tokio::test]
@@ -136,13 +152,7 @@ async fn a_target_still_failing_on_the_last_receive_is_dead_lettered_with_its_re
     p.ingest(stripe(&processing("evt_last"))).await;
     let store = p.delivery.store().clone();
     let far = Timestamp::from_unix(T0 + 86_400).expect("in range");
-    let pending = || async {
-        let page = store.pending_before(far, None, 100).await.expect("pending");
-        page.claims
-            .into_iter()
-            .filter_map(Result::ok)
-            .any(|claim| claim.key == key("evt_last"))
-    };
+    let pending = || stuck_before(&store, far, "evt_last");
 
     let (ids, failed) = p.deliver_visible().await;
     assert_eq!(failed, ids, "the first 503 is retried");
@@ -174,11 +184,7 @@ async fn a_target_still_failing_on_the_last_receive_is_dead_lettered_with_its_re
         .await
         .expect("release");
 
-    let record = store
-        .get(&key("evt_last"))
-        .await
-        .expect("get")
-        .expect("kept");
+    let record = stored(&store, "evt_last").await;
     assert_eq!(record.status, EventStatus::DeadLettered);
     let deliveries = store
         .deliveries(&key("evt_last"))
@@ -205,20 +211,11 @@ async fn a_target_still_failing_on_the_last_receive_is_dead_lettered_with_its_re
 
     // Replayed once the target is back: delivered once more, and the event is delivered.
     p.erp.set_default(Reply::status(200));
-    let dlq = SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone());
-    let queue = SqsQueue::new(p.sqs.clone(), p.queue_url.clone());
-    let report = replay(&dlq, &queue, &Filter::default(), usize::MAX, false, |_| {})
-        .await
-        .expect("replay");
-    assert_eq!(report.replayed, 1);
+    assert_eq!(p.replay(&Filter::default(), false).await.replayed, 1);
     let (_, failed) = p.deliver_visible().await;
     assert!(failed.is_empty());
     assert_eq!(p.erp.count(), 3, "two refused calls, then the replay's");
-    let record = store
-        .get(&key("evt_last"))
-        .await
-        .expect("get")
-        .expect("kept");
+    let record = stored(&store, "evt_last").await;
     assert_eq!(record.status, EventStatus::Delivered);
 }
 
@@ -237,30 +234,13 @@ async fn a_retry_keeps_the_claim_alive_until_the_message_is_due_back() {
 
     let store = p.delivery.store().clone();
     let at = |s: i64| Timestamp::from_unix(T0 + s).expect("in range");
-    let record = store
-        .get(&key("evt_wait"))
-        .await
-        .expect("get")
-        .expect("kept");
+    let record = stored(&store, "evt_wait").await;
     assert_eq!(record.claimed_at, at(3600), "alive until the retry is due");
     assert_eq!(record.received_at, at(0), "the receipt stays");
-    let stuck_before = |cutoff: Timestamp| {
-        let store = store.clone();
-        async move {
-            let page = store
-                .pending_before(cutoff, None, 100)
-                .await
-                .expect("pending");
-            page.claims
-                .into_iter()
-                .filter_map(Result::ok)
-                .any(|claim| claim.key == key("evt_wait"))
-        }
-    };
     // The sweep 20 minutes on (claims before T0 + 5 min are stuck) leaves it; once the retry
     // is overdue by as much, it is found.
-    assert!(!stuck_before(at(1200 - 900)).await);
-    assert!(stuck_before(at(3600 + 1)).await);
+    assert!(!stuck_before(&store, at(1200 - 900), "evt_wait").await);
+    assert!(stuck_before(&store, at(3600 + 1), "evt_wait").await);
 
     // A provider's duplicate 20 minutes on, past the five-minute horizon: no second message.
     p.clock.advance_secs(1200);
@@ -442,11 +422,7 @@ async fn replay_after_the_target_recovers_delivers_everything_exactly_once() {
     assert_eq!(p.erp.count(), 2);
 
     p.erp.set_default(Reply::status(200));
-    let dlq = SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone());
-    let queue = SqsQueue::new(p.sqs.clone(), p.queue_url.clone());
-    let dry = replay(&dlq, &queue, &Filter::default(), usize::MAX, true, |_| {})
-        .await
-        .expect("dry run");
+    let dry = p.replay(&Filter::default(), true).await;
     assert_eq!((dry.matched, dry.replayed), (2, 0));
     assert_eq!(p.queue_depth().await, 0, "a dry run moves nothing");
     // The dry run released what it looked at: a real run right after sees every letter.
@@ -454,9 +430,7 @@ async fn replay_after_the_target_recovers_delivers_everything_exactly_once() {
         target: Some("erp".into()),
         ..Filter::default()
     };
-    let report = replay(&dlq, &queue, &only_erp, usize::MAX, false, |_| {})
-        .await
-        .expect("replay");
+    let report = p.replay(&only_erp, false).await;
     assert_eq!(report.replayed, 2);
     let (_, failed) = p.deliver_visible().await;
     assert!(failed.is_empty());

@@ -11,6 +11,7 @@ use plumbline::adapters::targets::{self, ConfiguredTarget};
 use plumbline::config::{Config, MapSecrets};
 use plumbline::contract::Timestamp;
 use plumbline::delivery::Delivery;
+use plumbline::delivery::replay::{Filter, Report, replay};
 use plumbline::ingress::Ingress;
 use plumbline::ports::ManualClock;
 use plumbline::telemetry::RecordingMetrics;
@@ -254,6 +255,16 @@ impl Pipeline {
             .filter_map(|r| r.message_id.clone())
             .collect();
         (ids, failed(&self.deliver(event).await))
+    }
+
+    /// Moves the dead letters `filter` matches back to the delivery queue, as `plumbline
+    /// replay` does (`dry_run`: counts them and moves nothing).
+    pub async fn replay(&self, filter: &Filter, dry_run: bool) -> Report {
+        let dlq = SqsDeadLetters::new(self.sqs.clone(), self.dlq_url.clone());
+        let queue = SqsQueue::new(self.sqs.clone(), self.queue_url.clone());
+        replay(&dlq, &queue, filter, usize::MAX, dry_run, |_| {})
+            .await
+            .expect("replay")
     }
 
     pub async fn dead_letters(&self) -> Vec<aws_sdk_sqs::types::Message> {

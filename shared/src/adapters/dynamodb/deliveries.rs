@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::events::{EVENT_SK, final_status};
-use super::{DynamoStore, classify, condition_failed, key, n, s};
+use super::{DynamoStore, applied, classify, condition_failed, key, n, s};
 use crate::contract::Timestamp;
 use crate::ports::{
     Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, EventStatus, StoreError,
@@ -271,7 +271,8 @@ impl DeliveryLog for DynamoStore {
         } else {
             DeliveryState::Retrying
         };
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(event_key(event)))
@@ -293,20 +294,15 @@ impl DeliveryLog for DynamoStore {
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":at", s(now.to_string()))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|err| {
-                if condition_failed(&err) {
-                    Ok(())
-                } else {
-                    Err(classify(err))
-                }
-            })
+            .await;
+        // A failed condition is an expected outcome here, not an error.
+        applied(result).map(|_| ())
     }
 
     async fn retrying_until(&self, event: &EventKey, until: Timestamp) -> Result<(), StoreError> {
         // The `pending` index sorts by `pending_since`: the entry moves with the claim.
-        self.client
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(event_key(event)))
@@ -316,15 +312,9 @@ impl DeliveryLog for DynamoStore {
             .expression_attribute_values(":until", s(until.to_string()))
             .expression_attribute_values(":received", s(EventStatus::Received.as_str()))
             .send()
-            .await
-            .map(|_| ())
-            .or_else(|err| {
-                if condition_failed(&err) {
-                    Ok(())
-                } else {
-                    Err(classify(err))
-                }
-            })
+            .await;
+        // A failed condition is an expected outcome here, not an error.
+        applied(result).map(|_| ())
     }
 
     async fn deliveries(&self, event: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {
