@@ -4,7 +4,23 @@
 use std::fmt::Write;
 
 use plumbline::adapters::sqlite::Timeline;
+use plumbline::contract::Timestamp;
+use plumbline::ports::{DeliveryState, EventStatus};
 use serde_json::{Value, json};
+
+/// When a retrying event's message is due back on the queue. Each retry moves the claim there,
+/// after recording the failure (`DeliveryLog::retrying_until`); so does a re-enqueue, which makes
+/// the message due at once.
+fn due_back(t: &Timeline) -> Option<Timestamp> {
+    let r = &t.record;
+    let failed = t
+        .deliveries
+        .iter()
+        .filter(|d| d.state == DeliveryState::Retrying)
+        .map(|d| d.updated_at)
+        .max()?;
+    (r.status == EventStatus::Received && r.claimed_at > failed).then_some(r.claimed_at)
+}
 
 pub fn timeline_json(t: &Timeline) -> Value {
     let r = &t.record;
@@ -23,6 +39,7 @@ pub fn timeline_json(t: &Timeline) -> Value {
         "status": r.status.as_str(),
         "status_at": t.status_at,
         "status_detail": t.status_detail,
+        "due_back_at": due_back(t).map(|at| at.to_string()),
         "quarantine_reason": r.reason,
         "payload_conflicts": t.conflicts,
         "ledger": t.ledger.as_ref().map(|l| json!({
@@ -121,6 +138,9 @@ pub fn timeline_lines(t: &Timeline) -> Vec<String> {
             );
         }
         lines.push(line);
+    }
+    if let Some(at) = due_back(t) {
+        lines.push(format!("{at}  due back on the queue for the next attempt"));
     }
     let mut status = format!("status: {}", r.status.as_str());
     if let Some(detail) = &t.status_detail {

@@ -3,13 +3,14 @@
 
 use std::process::Command;
 
+use plumbline::contract::Timestamp;
 use serde_json::Value;
 
 use crate::helpers::dev::binary;
 use crate::helpers::fixture;
 use crate::helpers::pipeline::Pipeline;
 use crate::helpers::recorder::Reply;
-use crate::helpers::stripe;
+use crate::helpers::{T0, stripe};
 
 /// Runs `plumbline args` against the pipeline's table and queues; returns its stdout.
 fn plumbline_output(p: &Pipeline, args: &[&str]) -> String {
@@ -68,6 +69,42 @@ async fn events_show_says_a_first_attempt_is_in_flight() {
     assert_eq!(after["status"], "delivered");
     assert_eq!(after["deliveries"][0]["state"], "delivered");
     assert_eq!(after["deliveries"][0]["attempts"], 1);
+    assert_eq!(after["due_back_at"], Value::Null, "nothing retrying");
+}
+
+/// A retrying event's timeline says when its message is due back: here, after the hour a
+/// target asked for with `Retry-After`.
+#[tokio::test]
+async fn events_show_says_when_a_retry_is_due() {
+    let p = Pipeline::new().await;
+    p.erp
+        .set_default(Reply::status(429).with_header("retry-after", "3600"));
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(failed, ids);
+    let shown = show_fixture_event(&p);
+    assert_eq!(shown["status"], "received");
+    assert_eq!(shown["deliveries"][0]["state"], "retrying");
+    let due = Timestamp::from_unix(T0 + 3600)
+        .expect("in range")
+        .to_string();
+    assert_eq!(shown["due_back_at"], due.as_str(), "{shown}");
+    let text = plumbline_output(
+        &p,
+        &[
+            "events",
+            "show",
+            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
+            "--aws",
+        ],
+    );
+    assert!(
+        text.contains(&format!(
+            "{due}  due back on the queue for the next attempt"
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -127,7 +164,6 @@ async fn events_dlq_and_replay_work_against_aws() {
 #[tokio::test]
 async fn events_reprocess_works_against_aws() {
     use plumbline::adapters::dynamodb::DynamoStore;
-    use plumbline::contract::Timestamp;
     use plumbline::ports::{EventStatus, EventStore};
 
     let p = Pipeline::new().await;
@@ -145,7 +181,7 @@ async fn events_reprocess_works_against_aws() {
     // Kept by an older build, readable today.
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
-    let at = Timestamp::from_unix(crate::helpers::T0).expect("time");
+    let at = Timestamp::from_unix(T0).expect("time");
     let kept = crate::helpers::kept_stripe_event(
         "evt_kept_by_an_older_build",
         EventStatus::Unrouted,
@@ -246,7 +282,7 @@ async fn counted_store(
 async fn listed(
     store: &plumbline::adapters::dynamodb::DynamoStore,
     status: &str,
-    since: Option<plumbline::contract::Timestamp>,
+    since: Option<Timestamp>,
     limit: usize,
 ) -> Vec<String> {
     let rows = store
@@ -267,14 +303,13 @@ async fn listed(
 #[tokio::test]
 async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_refreshed() {
     use plumbline::adapters::dynamodb::Listing;
-    use plumbline::contract::Timestamp;
     use plumbline::ports::{EventRecord, EventStatus, EventStore};
 
     let p = Pipeline::new().await;
     let (store, requests) = counted_store(&p).await;
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
-    let at = |secs: i64| Timestamp::from_unix(crate::helpers::T0 + secs).expect("time");
+    let at = |secs: i64| Timestamp::from_unix(T0 + secs).expect("time");
     let awaiting = |id: &str, when: Timestamp| EventRecord {
         reason: None,
         ..crate::helpers::kept_stripe_event(id, EventStatus::Received, raw.clone(), when)
@@ -338,7 +373,6 @@ async fn events_awaiting_delivery_are_listed_by_receipt_though_old_claims_were_r
 async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
     use aws_sdk_dynamodb::types::AttributeValue;
     use plumbline::adapters::dynamodb::Listing;
-    use plumbline::contract::Timestamp;
     use plumbline::ports::{EventStatus, EventStore};
 
     let p = Pipeline::new().await;
@@ -351,7 +385,7 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
     let (store, requests) = counted_store(&p).await;
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
-    let at = |secs: i64| Timestamp::from_unix(crate::helpers::T0 + secs).expect("time");
+    let at = |secs: i64| Timestamp::from_unix(T0 + secs).expect("time");
     // Received within one second, with and without a fraction: the listing orders instants,
     // not texts.
     let whole = at(30);
