@@ -70,7 +70,7 @@ impl Breaker {
         reason: &str,
     ) -> bool {
         self.record(true);
-        reason.clone_into(self.last_failure.get_or_insert_default());
+        self.last_failure = Some(reason.to_owned());
         let failures = self.outcomes.count_ones();
         let half_open = self.open_until.is_some_and(|until| until <= now);
         if half_open || (failures >= threshold && failures * 2 >= self.calls) {

@@ -371,17 +371,21 @@ where
         delay: Duration,
     ) -> Outcome {
         self.record_delivered(key, delivered).await;
-        if let Err(err) = self.queue.retry_after(&message.receipt_handle, delay).await {
+        // The message is alive: the stuck sweep and a late duplicate count from its return, or
+        // a long `Retry-After` would see it enqueued again, and the target called early. Delays
+        // are whole seconds. The two writes do not depend on each other; both in flight at once
+        // are boxed, off the message's future, on this path only.
+        let secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
+        let due = self.clock.now().plus_secs(secs);
+        let (hidden, noted) = Box::pin(futures_util::future::join(
+            self.queue.retry_after(&message.receipt_handle, delay),
+            self.store.retrying_until(key, due),
+        ))
+        .await;
+        if let Err(err) = hidden {
             warn!(error = %err, "could not set the retry delay; the queue's visibility timeout applies");
         }
-        // The message is alive: the stuck sweep and a late duplicate count from its return, or
-        // a long `Retry-After` would see it enqueued again, and the target called early.
-        let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-        let due = self
-            .clock
-            .now()
-            .plus_secs(i64::try_from(secs).unwrap_or(i64::MAX / 2));
-        if let Err(err) = self.store.retrying_until(key, due).await {
+        if let Err(err) = noted {
             warn!(error = %err, "could not note the retry on the claim");
         }
         Outcome::Retry(delay)

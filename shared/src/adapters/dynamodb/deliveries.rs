@@ -300,21 +300,8 @@ impl DeliveryLog for DynamoStore {
     }
 
     async fn retrying_until(&self, event: &EventKey, until: Timestamp) -> Result<(), StoreError> {
-        // The `pending` index sorts by `pending_since`: the entry moves with the claim.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(event_key(event)))
-            .update_expression("SET claimed_at = :until, pending_since = :until")
-            .condition_expression("#status = :received")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":until", s(until.to_string()))
-            .expression_attribute_values(":received", s(EventStatus::Received.as_str()))
-            .send()
-            .await;
-        // A failed condition is an expected outcome here, not an error.
-        applied(result).map(|_| ())
+        // A claim no longer received is left alone: not an error.
+        self.move_claim(event, until, None).await.map(|_| ())
     }
 
     async fn deliveries(&self, event: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {

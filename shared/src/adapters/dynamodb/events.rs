@@ -159,6 +159,37 @@ pub(super) fn final_status(detail: bool) -> (Vec<String>, Vec<String>) {
     (set, remove)
 }
 
+impl DynamoStore {
+    /// Moves a `Received` claim's time, and its `pending` index entry with it, to `to`; given
+    /// `seen`, only while the claim time is still that. False when the condition failed.
+    pub(super) async fn move_claim(
+        &self,
+        key: &EventKey,
+        to: Timestamp,
+        seen: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(key)))
+            .update_expression("SET claimed_at = :to, pending_since = :to")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", AttributeValue::S(to.to_string()))
+            .expression_attribute_values(
+                ":received",
+                AttributeValue::S(EventStatus::Received.as_str().into()),
+            );
+        let request = match seen {
+            Some(seen) => request
+                .condition_expression("#status = :received AND claimed_at = :seen")
+                .expression_attribute_values(":seen", AttributeValue::S(seen.to_string())),
+            None => request.condition_expression("#status = :received"),
+        };
+        applied(request.send().await)
+    }
+}
+
 fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
     key(event.as_str(), EVENT_SK)
 }
@@ -259,23 +290,7 @@ impl EventStore for DynamoStore {
         seen: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(key)))
-            .update_expression("SET claimed_at = :now, pending_since = :now")
-            .condition_expression("#status = :received AND claimed_at = :seen")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":now", AttributeValue::S(now.to_string()))
-            .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
-            .expression_attribute_values(
-                ":received",
-                AttributeValue::S(EventStatus::Received.as_str().into()),
-            )
-            .send()
-            .await;
-        applied(result)
+        self.move_claim(key, now, Some(seen)).await
     }
 
     async fn record_conflict(

@@ -190,16 +190,8 @@ impl DeliveryLog for SqliteStore {
     }
 
     async fn retrying_until(&self, key: &EventKey, until: Timestamp) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.run(move |conn| {
-            conn.exec(
-                "UPDATE events SET claimed_at = ?2, pending_since = ?2 WHERE key = ?1 AND status = 'received'",
-                params![key, until.to_string()],
-            )
-            .map(|_| ())
-            .map_err(|e| sql_error(&e))
-        })
-        .await
+        // A claim no longer received is left alone.
+        self.move_claim(key, until, None).await.map(|_| ())
     }
 
     async fn deliveries(&self, key: &EventKey) -> Result<Vec<DeliveryRecord>, StoreError> {

@@ -155,6 +155,29 @@ impl Intake<SqliteStore> for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Moves a `Received` claim's time (and so its place among pending claims) to `to`; given
+    /// `seen`, only while the claim time is still that. False when nothing matched.
+    pub(super) async fn move_claim(
+        &self,
+        key: &EventKey,
+        to: Timestamp,
+        seen: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let (key, seen) = (key.to_string(), seen.map(|t| t.to_string()));
+        self.run(move |conn| {
+            conn.exec(
+                "UPDATE events SET claimed_at = ?3, pending_since = ?3 \
+                 WHERE key = ?1 AND status = 'received' AND (?2 IS NULL OR claimed_at = ?2)",
+                params![key, seen, to.to_string()],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+}
+
 impl EventStore for SqliteStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
         let r = record.clone();
@@ -207,16 +230,7 @@ impl EventStore for SqliteStore {
         seen: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let key = key.to_string();
-        self.run(move |conn| {
-            conn.exec(
-                "UPDATE events SET claimed_at = ?3, pending_since = ?3 WHERE key = ?1 AND status = 'received' AND claimed_at = ?2",
-                params![key, seen.to_string(), now.to_string()],
-            )
-            .map(|n| n == 1)
-            .map_err(|e| sql_error(&e))
-        })
-        .await
+        self.move_claim(key, now, Some(seen)).await
     }
 
     async fn record_conflict(
