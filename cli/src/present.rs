@@ -40,6 +40,7 @@ pub fn timeline_json(t: &Timeline) -> Value {
         "status_at": t.status_at,
         "status_detail": t.status_detail,
         "due_back_at": due_back(t).map(|at| at.to_string()),
+        "requeues": r.requeues,
         "quarantine_reason": r.reason,
         "payload_conflicts": t.conflicts,
         "ledger": t.ledger.as_ref().map(|l| json!({
@@ -141,6 +142,12 @@ pub fn timeline_lines(t: &Timeline) -> Vec<String> {
     }
     if let Some(at) = due_back(t) {
         lines.push(format!("{at}  due back on the queue for the next attempt"));
+    }
+    if r.requeues > 0 {
+        lines.push(format!(
+            "enqueued again {} time(s) while unsettled (by reconciliation or a late duplicate)",
+            r.requeues
+        ));
     }
     let mut status = format!("status: {}", r.status.as_str());
     if let Some(detail) = &t.status_detail {

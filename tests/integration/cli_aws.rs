@@ -496,3 +496,93 @@ async fn events_list_reads_an_index_for_kept_and_awaiting_events() {
         ["EVT#stripe#evt_q_newest"]
     );
 }
+
+/// An event delivery never settles (every copy crashes the function) is enqueued again by
+/// reconciliation, then given up on: `events show` and `events list` say so, and why.
+#[tokio::test]
+async fn events_show_says_why_reconciliation_gave_up_on_a_stuck_event() {
+    use plumbline::adapters::dynamodb::DynamoStore;
+    use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
+    use plumbline::adapters::stripe_api::StripeEvents;
+    use plumbline::reconcile::{Reconciler, STUCK_EVENTS, Settings};
+    use plumbline::telemetry::RecordingMetrics;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let aws = crate::helpers::aws().await;
+    let reconciler = Reconciler::new(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone()),
+        SqsQueue::new(p.sqs.clone(), p.queue_url.clone()),
+        SqsDeadLetters::new(p.sqs.clone(), p.dlq_url.clone()),
+        BTreeMap::<_, (_, StripeEvents)>::new(),
+        p.clock.clone(),
+        RecordingMetrics::default(),
+        Settings {
+            max_requeues: 1,
+            ..Settings::default()
+        },
+    );
+    let mut found = Vec::new();
+    for _ in 0..2 {
+        // Delivery takes the copy and crashes on it: nothing settles the event.
+        let taken = p.receive().await;
+        assert_eq!(taken.records.len(), 1);
+        p.clock.advance_secs(1_000);
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await;
+        let stuck = &report.checks[STUCK_EVENTS];
+        found.push((stuck.repaired, stuck.unrepairable));
+        if stuck.unrepairable > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        found,
+        [(1, 0), (0, 1)],
+        "re-enqueued once, then given up on"
+    );
+    // The two copies taken are hidden for 30 s more; a third would be visible now.
+    assert!(p.receive().await.records.is_empty(), "no third copy");
+
+    let shown = show_fixture_event(&p);
+    assert_eq!(shown["status"], "dead_lettered");
+    assert_eq!(shown["requeues"], 1);
+    let detail = shown["status_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(
+            "not settled after 1 re-enqueues: delivery received it but never finished"
+        ),
+        "{shown}"
+    );
+    let text = plumbline_output(
+        &p,
+        &[
+            "events",
+            "show",
+            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
+            "--aws",
+        ],
+    );
+    assert!(
+        text.contains("enqueued again 1 time(s) while unsettled")
+            && text.contains(&format!("status: dead_lettered ({detail})")),
+        "{text}"
+    );
+    let listed = plumbline(
+        &p,
+        &[
+            "events",
+            "list",
+            "--status",
+            "dead_lettered",
+            "--aws",
+            "--json",
+        ],
+    );
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["detail"], detail, "{listed}");
+}

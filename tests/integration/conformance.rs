@@ -44,6 +44,7 @@ fn record(id: &str, hash: &str) -> EventRecord {
         raw: None,
         reason: None,
         header_time: None,
+        requeues: 0,
     }
 }
 
@@ -90,6 +91,12 @@ async fn events_conform(store: &impl EventStore) {
             .await
             .expect("refresh"),
         "the seen value moved on"
+    );
+    let refreshed = store.get(&second.key).await.expect("get").expect("event");
+    assert_eq!(
+        (refreshed.claimed_at, refreshed.requeues),
+        (t(400), 1),
+        "the winning refresh moved the claim and counted one re-enqueue, the losing one nothing"
     );
     store
         .set_status(&second.key, EventStatus::Delivered, None, t(500))
@@ -228,8 +235,62 @@ async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore + Delive
     assert_eq!(after_due.len(), 10);
     assert!(after_due.contains(&"evt_s4".to_owned()));
     let claimed_at = |record: Option<EventRecord>| record.expect("kept").claimed_at;
-    assert_eq!(claimed_at(store.get(&retried).await.expect("get")), t(60));
+    let retried_record = store.get(&retried).await.expect("get");
+    assert_eq!(
+        retried_record.as_ref().map(|r| r.requeues),
+        Some(0),
+        "a retry is not a re-enqueue"
+    );
+    assert_eq!(claimed_at(retried_record), t(60));
     assert_eq!(claimed_at(store.get(&delivered).await.expect("get")), t(5));
+
+    // Giving up on a stuck claim: only on the claim as read, once; it leaves the sweep's range
+    // and is never re-enqueued after.
+    let stuck = EventKey::parse("EVT#stripe#evt_s1").expect("key");
+    let detail = "not settled after 3 re-enqueues";
+    assert!(
+        !store
+            .give_up_stuck(&stuck, t(11), detail, t(70))
+            .await
+            .expect("give up"),
+        "a claim that moved since it was read is left alone"
+    );
+    assert!(
+        store
+            .give_up_stuck(&stuck, t(10), detail, t(70))
+            .await
+            .expect("give up")
+    );
+    assert!(
+        !store
+            .give_up_stuck(&stuck, t(10), detail, t(71))
+            .await
+            .expect("give up"),
+        "once"
+    );
+    let given_up = store.get(&stuck).await.expect("get").expect("kept");
+    assert_eq!(given_up.status, EventStatus::DeadLettered);
+    assert!(
+        !ids(&store
+            .pending_before(t(100), None, 100)
+            .await
+            .expect("pending"))
+        .contains(&"evt_s1".to_owned())
+    );
+    assert!(
+        !store
+            .refresh_claim(&stuck, t(10), t(80))
+            .await
+            .expect("refresh"),
+        "dead-lettered: never re-enqueued"
+    );
+    assert!(
+        !store
+            .give_up_stuck(&delivered, t(5), detail, t(70))
+            .await
+            .expect("give up"),
+        "a delivered event is not given up on"
+    );
 }
 
 /// Watermarks read together come back as saved, in the order asked, absent ones as `None`.
@@ -868,10 +929,11 @@ async fn sqlite_conforms() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A local database made before kept events kept their header time opens with the column
-/// added: its events read as before, without one, and new ones keep theirs.
+/// A local database made before kept events kept their header time and claims counted their
+/// re-enqueues opens with the columns added: its events read as before (no header time, no
+/// re-enqueue), and new ones keep theirs.
 #[tokio::test]
-async fn a_local_database_from_before_header_times_gains_the_column() {
+async fn a_local_database_from_before_header_times_and_requeues_gains_the_columns() {
     let dir = std::env::temp_dir().join(unique("plumbline-header-times"));
     let older = record("evt_before_header_times", "aa");
     let store = SqliteStore::open(&dir, 8).expect("open");
@@ -879,11 +941,16 @@ async fn a_local_database_from_before_header_times_gains_the_column() {
     drop(store);
     rusqlite::Connection::open(dir.join("plumbline.db"))
         .expect("open")
-        .execute_batch("ALTER TABLE events DROP COLUMN header_time")
+        .execute_batch(
+            "ALTER TABLE events DROP COLUMN header_time; ALTER TABLE events DROP COLUMN requeues",
+        )
         .expect("back to the older schema");
 
     let store = SqliteStore::open(&dir, 8).expect("reopen");
-    assert_eq!(store.get(&older.key).await.expect("get"), Some(older));
+    assert_eq!(
+        store.get(&older.key).await.expect("get").as_ref(),
+        Some(&older)
+    );
     let mut kept = record("evt_after_header_times", "bb");
     kept.status = EventStatus::Unrouted;
     kept.envelope = None;
@@ -891,6 +958,21 @@ async fn a_local_database_from_before_header_times_gains_the_column() {
     kept.header_time = Some(t(-120));
     store.claim(&kept).await.expect("claim");
     assert_eq!(store.get(&kept.key).await.expect("get"), Some(kept));
+    assert!(
+        store
+            .refresh_claim(&older.key, t(0), t(400))
+            .await
+            .expect("refresh")
+    );
+    assert_eq!(
+        store
+            .get(&older.key)
+            .await
+            .expect("get")
+            .map(|r| r.requeues),
+        Some(1),
+        "the older claim counts its re-enqueues from now on"
+    );
     drop(store);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -13,8 +13,8 @@ use plumbline::contract::{EntityKind, Origin, SourceName, Timestamp, Trace};
 use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
-    Claim, DeadLetters, EventQueue, EventStore, Intake, LedgerStore, ManualClock, QueueConsumer,
-    QueueStats, Watermarks, change_entry,
+    Claim, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake, LedgerStore,
+    ManualClock, QueueConsumer, QueueStats, Watermarks, change_entry,
 };
 use plumbline::reconcile::{
     DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
@@ -266,6 +266,119 @@ async fn reconciliation_on_dynamodb_and_sqs() {
     let (store, queue, dlq) = fresh_deployment().await;
     reconciliation_conforms(store, queue, dlq).await;
 }
+
+/// A claim delivery never settles however often it is enqueued again (the function crashes on
+/// it) is re-enqueued `max_requeues` times, then dead-lettered with its reason: no copy more,
+/// out of the sweep, counted as unrepairable, and a metric. Returns the event's key.
+async fn stuck_claims_are_given_up_on<S, Q, D>(store: S, queue: Q, dlq: D) -> String
+where
+    S: Storage + Intake<Q> + Clone,
+    Q: EventQueue + QueueStats + QueueConsumer + Clone,
+    D: QueueStats + DeadLetters + Clone,
+{
+    crashed_claim(&store).await;
+    let key = "EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e";
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
+    let metrics = RecordingMetrics::default();
+    let mut settings = settings(10);
+    settings.max_requeues = 2;
+    let reconciler = Reconciler::new(
+        store.clone(),
+        queue.clone(),
+        dlq,
+        no_providers(),
+        clock.clone(),
+        metrics.clone(),
+        settings,
+    );
+    let run = || async {
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await;
+        let copies = queue
+            .receive(10, Duration::from_secs(600))
+            .await
+            .expect("receive")
+            .len();
+        (report.checks[STUCK_EVENTS].clone(), copies)
+    };
+
+    // Each copy crashes delivery (nothing settles the event): two re-enqueues, counted.
+    for requeues in 1..=2 {
+        let (stuck, copies) = run().await;
+        assert_eq!(
+            (stuck.found, stuck.repaired, stuck.unrepairable, copies),
+            (1, 1, 0, 1)
+        );
+        let record = store
+            .get(&EventKey::parse(key).expect("key"))
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(
+            (record.status, record.requeues),
+            (EventStatus::Received, requeues)
+        );
+        clock.advance_secs(1_000);
+    }
+
+    let (stuck, copies) = run().await;
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable, copies),
+        (1, 0, 1, 0),
+        "given up on, not enqueued a third time: {stuck:?}"
+    );
+    assert_eq!(stuck.ids, [key]);
+    assert_eq!(
+        stuck.note.as_deref(),
+        Some("1 dead-lettered after 2 re-enqueues")
+    );
+    let record = store
+        .get(&EventKey::parse(key).expect("key"))
+        .await
+        .expect("get")
+        .expect("kept, not deleted");
+    assert_eq!(record.status, EventStatus::DeadLettered);
+    assert_eq!(
+        metrics.count("ReconcileGaveUp", &[("Check", STUCK_EVENTS)]),
+        1
+    );
+
+    clock.advance_secs(1_000);
+    let (stuck, copies) = run().await;
+    assert_eq!((stuck.found, copies), (0, 0), "out of the sweep for good");
+    key.to_owned()
+}
+
+#[tokio::test]
+async fn stuck_claims_are_given_up_on_after_max_requeues_on_sqlite() {
+    let dir = std::env::temp_dir().join(unique("plumbline-give-up"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let key = stuck_claims_are_given_up_on(
+        store.clone(),
+        store.clone(),
+        LocalDeadLetters(store.clone()),
+    )
+    .await;
+    let timeline = store.timeline(&key).await.expect("read").expect("event");
+    assert_eq!(
+        timeline.status_detail.as_deref(),
+        Some(GIVEN_UP_DETAIL),
+        "the reason is on the event"
+    );
+}
+
+#[tokio::test]
+async fn stuck_claims_are_given_up_on_after_max_requeues_on_dynamodb_and_sqs() {
+    let (store, queue, dlq) = fresh_deployment().await;
+    let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq).await;
+    let timeline = store.timeline(&key).await.expect("read").expect("event");
+    assert_eq!(timeline.status_detail.as_deref(), Some(GIVEN_UP_DETAIL));
+}
+
+const GIVEN_UP_DETAIL: &str = "not settled after 2 re-enqueues: delivery received it but never \
+                               finished (it crashed or timed out on each receive, or is not \
+                               reading the queue)";
 
 /// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run,
 /// page after page: every claim re-enqueued once, oldest first in the report, none twice by the

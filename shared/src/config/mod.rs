@@ -327,6 +327,7 @@ impl Config {
                 .reconcile
                 .stuck_after_secs
                 .unwrap_or(defaults.stuck_after_secs),
+            max_requeues: raw.reconcile.max_requeues.unwrap_or(defaults.max_requeues),
             page_limit: raw.reconcile.page_limit.unwrap_or(defaults.page_limit),
             max_pages: raw.reconcile.max_pages.unwrap_or(defaults.max_pages),
             failed_only: raw.reconcile.failed_only.unwrap_or(false),
@@ -349,6 +350,9 @@ impl Config {
         }
         if reconcile.stuck_after_secs < 60 {
             problems.add("reconcile.stuck_after_secs".into(), "must be at least 60");
+        }
+        if reconcile.max_requeues > 100 {
+            problems.add("reconcile.max_requeues".into(), "must be 0 to 100");
         }
         if reconcile.page_limit == 0 {
             problems.add("reconcile.page_limit".into(), "must be at least 1");

@@ -94,6 +94,7 @@ pub(super) struct RawReconcile {
     #[serde(default)]
     pub(super) thresholds: BTreeMap<String, u64>,
     pub(super) stuck_after_secs: Option<i64>,
+    pub(super) max_requeues: Option<u32>,
     pub(super) page_limit: Option<usize>,
     pub(super) max_pages: Option<usize>,
     pub(super) failed_only: Option<bool>,
@@ -443,8 +444,12 @@ pub(super) fn line_of(text: &str, key: &str) -> Option<usize> {
     };
     let table = path.split('.').take(2).collect::<Vec<_>>().join(".");
     let table = table.split('[').next().unwrap_or(&table);
-    let header = format!("[{table}]");
-    let start = text.lines().position(|l| l.trim() == header)?;
+    let at = |table: &str| {
+        let header = format!("[{table}]");
+        text.lines().position(|l| l.trim() == header)
+    };
+    // `sources.stripe.secrets` is in `[sources.stripe]`, `reconcile.page_limit` in `[reconcile]`.
+    let start = at(table).or_else(|| at(path.split('.').next()?))?;
     let leaf = match &quoted {
         Some(leaf) => leaf.as_str(),
         None => key.rsplit('.').next()?.split('[').next()?,

@@ -488,3 +488,20 @@ fn a_target_field_from_no_field_of_the_delivery_document_is_a_warning() {
         warnings[1].reason
     );
 }
+
+#[test]
+fn max_requeues_is_read_and_bounded() {
+    let base = "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[reconcile]\n";
+    assert_eq!(
+        Config::parse(base).expect("valid").reconcile.max_requeues,
+        3,
+        "the default"
+    );
+    let config = Config::parse(&format!("{base}max_requeues = 0\n")).expect("valid");
+    assert_eq!(config.reconcile.max_requeues, 0, "give up at once");
+    let err = Config::parse(&format!("{base}max_requeues = 101\n")).expect_err("too many");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "reconcile.max_requeues");
+    assert_eq!(err.problems[0].line, Some(6));
+    Config::parse(&format!("{base}max_requeues = -1\n")).expect_err("not a count");
+}

@@ -48,6 +48,7 @@ pub fn build_record(
         header_time: event.header_time.filter(|_| raw.is_some()),
         raw,
         reason,
+        requeues: 0,
     }
 }
 

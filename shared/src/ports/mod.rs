@@ -145,6 +145,10 @@ pub struct EventRecord {
     /// A kept event's header time ([`crate::sources::SourceEvent::header_time`]), for reading
     /// its payload again; a normalized event's envelope already carries its occurrence time.
     pub header_time: Option<Timestamp>,
+    /// How many times the claim was enqueued again while still awaiting delivery (by the stuck
+    /// sweep, or a duplicate after the horizon): reconciliation gives up on it after
+    /// `reconcile.max_requeues`.
+    pub requeues: u32,
 }
 
 /// The result of trying to claim an event id.
@@ -192,8 +196,9 @@ pub trait EventStore: Send + Sync {
         event_id: &EventId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Moves a `Received` claim's `claimed_at` from `seen` to `now`; false when another caller
-    /// (or delivery) changed it first. Only the winner re-enqueues.
+    /// Moves a `Received` claim's `claimed_at` from `seen` to `now` and counts one more
+    /// re-enqueue; false when another caller (or delivery) changed it first. Only the winner
+    /// re-enqueues.
     fn refresh_claim(
         &self,
         key: &EventKey,

@@ -51,6 +51,17 @@ pub trait ReconcileStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<PendingPage, StoreError>> + Send;
 
+    /// Settles a stuck claim as dead-lettered with `detail`, while it is still `Received` with
+    /// claim time `seen`; false when delivery (or another run) moved it first. It leaves the
+    /// pending index, so no run re-enqueues it again.
+    fn give_up_stuck(
+        &self,
+        key: &EventKey,
+        seen: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     fn save_run(&self, report: &Report) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn last_run(&self) -> impl Future<Output = Result<Option<Report>, StoreError>> + Send;

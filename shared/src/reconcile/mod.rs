@@ -80,6 +80,9 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub stuck_after_secs: i64,
+    /// A stuck claim enqueued again this many times without delivery settling it (a crash or a
+    /// timeout on every receive) is dead-lettered instead of enqueued once more.
+    pub max_requeues: u32,
     /// Pages one run reads at most: of stuck events, of a provider's event list per source, of
     /// the entity sweep per kind.
     pub max_pages: usize,
@@ -106,6 +109,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             stuck_after_secs: 900,
+            max_requeues: 3,
             max_pages: 10,
             failed_only: false,
             retention_days: 90,
@@ -201,6 +205,8 @@ enum Repair {
     /// it): nothing to repair.
     Moved,
     Failed,
+    /// Enqueued `max_requeues` times already: dead-lettered, for an operator.
+    GaveUp,
 }
 
 /// Whether `take_in` claimed the event now, or found it claimed before.
@@ -305,7 +311,7 @@ where
             let t = Instant::now();
             let missed = timed(self.missed_webhooks(started_at, deadline).await, t);
             let t = Instant::now();
-            let stuck = timed(self.stuck_events(started_at, deadline).await, t);
+            let stuck = timed(self.stuck_check(started_at, deadline).await, t);
             (missed, stuck)
         };
         let parity = async {
@@ -390,9 +396,32 @@ where
         report
     }
 
+    /// The stuck-events check, with a word on the claims it gave up on.
+    async fn stuck_check(&self, now: Timestamp, deadline: Instant) -> CheckResult {
+        let mut given_up = 0;
+        let mut result = self.stuck_events(now, deadline, &mut given_up).await;
+        if given_up > 0 {
+            let word = format!(
+                "{given_up} dead-lettered after {} re-enqueues",
+                self.settings.max_requeues
+            );
+            result.note = Some(match result.note {
+                Some(note) => format!("{word}; {note}"),
+                None => word,
+            });
+        }
+        result
+    }
+
     /// Re-enqueues claims older than the horizon that delivery never finished. The refresh is
-    /// conditional, so two runs (or a run and a late duplicate) re-enqueue an event once.
-    async fn stuck_events(&self, now: Timestamp, deadline: Instant) -> CheckResult {
+    /// conditional, so two runs (or a run and a late duplicate) re-enqueue an event once. A
+    /// claim enqueued `max_requeues` times already is dead-lettered instead (`given_up`).
+    async fn stuck_events(
+        &self,
+        now: Timestamp,
+        deadline: Instant,
+        given_up: &mut u64,
+    ) -> CheckResult {
         let mut result = CheckResult::default();
         let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
         // A repaired claim leaves the index's range (its refresh moves it to now); one that could
@@ -433,6 +462,10 @@ where
                 match repaired {
                     Repair::Done => result.repaired += 1,
                     Repair::Failed => result.unrepairable += 1,
+                    Repair::GaveUp => {
+                        result.unrepairable += 1;
+                        *given_up += 1;
+                    }
                     Repair::Moved => {}
                 }
             }
@@ -466,6 +499,9 @@ where
         let Some(envelope) = &record.envelope else {
             return Some((key, Repair::Failed));
         };
+        if record.requeues >= self.settings.max_requeues {
+            return Some((key, self.give_up(record, now).await));
+        }
         let outcome = match self
             .store
             .refresh_claim(&record.key, record.claimed_at, now)
@@ -490,6 +526,38 @@ where
             }
         };
         Some((key, outcome))
+    }
+
+    /// Dead-letters a claim that delivery never settled however often it was enqueued again:
+    /// the function crashes or times out on it, so another copy would only follow the others
+    /// to the dead-letter queue (the queue's redrive moves them there without a reason). The
+    /// reason goes on the event, where `events show` and `events list --status dead_lettered`
+    /// find it; its copies stay replayable from the dead-letter queue.
+    async fn give_up(&self, record: &EventRecord, now: Timestamp) -> Repair {
+        let detail = format!(
+            "not settled after {} re-enqueues: delivery received it but never finished \
+             (it crashed or timed out on each receive, or is not reading the queue)",
+            record.requeues
+        );
+        match self
+            .store
+            .give_up_stuck(&record.key, record.claimed_at, &detail, now)
+            .await
+        {
+            Ok(true) => {
+                self.metrics.emit(Metric::count(
+                    "ReconcileGaveUp",
+                    vec![("Check", STUCK_EVENTS.to_owned())],
+                ));
+                warn!(event_key = %record.key, requeues = record.requeues, "stuck event dead-lettered");
+                Repair::GaveUp
+            }
+            Ok(false) => Repair::Moved,
+            Err(err) => {
+                warn!(error = %err, "could not dead-letter a stuck event");
+                Repair::Failed
+            }
+        }
     }
 
     /// Walks each provider's event list from the watermark (newest first), takes in what the

@@ -515,5 +515,6 @@ pub fn kept_stripe_event(
         raw: Some(raw),
         reason: Some("an older build's reason".into()),
         header_time: None,
+        requeues: 0,
     }
 }

@@ -61,6 +61,14 @@ struct EventItem {
     kept_shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kept_at: Option<String>,
+    /// Absent until the claim is first enqueued again: a claim's item stays as small as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    requeues: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn hash_of(key: &EventKey) -> u64 {
@@ -107,6 +115,7 @@ impl EventItem {
             pending_since: pending.then(|| r.claimed_at.to_string()),
             kept_shard: kept.then(|| kept_shard(r.status, hash_of(&r.key) % KEPT_SHARDS)),
             kept_at: kept.then(|| r.received_at.to_string()),
+            requeues: r.requeues,
         }
     }
 
@@ -141,6 +150,7 @@ impl EventItem {
                 .map_err(|_| corrupt("bad raw payload"))?,
             reason: self.reason.clone(),
             header_time: self.header_time.as_deref().map(ts).transpose()?,
+            requeues: self.requeues,
         })
     }
 }
@@ -168,12 +178,18 @@ impl DynamoStore {
         to: Timestamp,
         seen: Option<Timestamp>,
     ) -> Result<bool, StoreError> {
+        // Only a re-enqueue names the claim time it read, and only it counts.
+        let update = if seen.is_some() {
+            "SET claimed_at = :to, pending_since = :to ADD requeues :one"
+        } else {
+            "SET claimed_at = :to, pending_since = :to"
+        };
         let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_of(key)))
-            .update_expression("SET claimed_at = :to, pending_since = :to")
+            .update_expression(update)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":to", AttributeValue::S(to.to_string()))
             .expression_attribute_values(
@@ -183,7 +199,8 @@ impl DynamoStore {
         let request = match seen {
             Some(seen) => request
                 .condition_expression("#status = :received AND claimed_at = :seen")
-                .expression_attribute_values(":seen", AttributeValue::S(seen.to_string())),
+                .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
+                .expression_attribute_values(":one", AttributeValue::N("1".into())),
             None => request.condition_expression("#status = :received"),
         };
         applied(request.send().await)

@@ -3,11 +3,14 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::events::{EVENT_SK, PENDING_INDEX, PENDING_SHARDS, from_item, pending_shard};
-use super::{DynamoStore, Item, classify, key, query_each_shard, s};
+use super::events::{
+    EVENT_SK, PENDING_INDEX, PENDING_SHARDS, final_status, from_item, pending_shard,
+};
+use super::{DynamoStore, Item, applied, classify, key, query_each_shard, s};
 use crate::contract::Timestamp;
 use crate::ports::{
-    EventKey, PendingCursor, PendingPage, PendingPosition, ReconcileStore, StoreError, Unreadable,
+    EventKey, EventStatus, PendingCursor, PendingPage, PendingPosition, ReconcileStore, StoreError,
+    Unreadable,
 };
 use crate::reconcile::Report;
 
@@ -100,6 +103,36 @@ impl ReconcileStore for DynamoStore {
             claims,
             next: more.then_some(PendingCursor { positions }),
         })
+    }
+
+    async fn give_up_stuck(
+        &self,
+        event: &EventKey,
+        seen: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (set, remove) = final_status(true);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(event.as_str(), EVENT_SK)))
+            .update_expression(format!(
+                "SET {} REMOVE {}",
+                set.join(", "),
+                remove.join(", ")
+            ))
+            .condition_expression("#status = :received AND claimed_at = :seen")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":received", s(EventStatus::Received.as_str()))
+            .expression_attribute_values(":seen", s(seen.to_string()))
+            .expression_attribute_values(":status", s(EventStatus::DeadLettered.as_str()))
+            .expression_attribute_values(":detail", s(detail))
+            .expression_attribute_values(":at", s(now.to_string()))
+            .send()
+            .await;
+        applied(result)
     }
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {

@@ -9,7 +9,7 @@ use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, Intake
 use crate::sources::PayloadHash;
 
 const COLUMNS: &str = "key, event_id, source, source_event_id, source_type, status, payload_hash, claimed_at, \
-                       received_at, expires_at, envelope, raw, reason, header_time";
+                       received_at, expires_at, envelope, raw, reason, header_time, requeues";
 
 fn status_of(text: &str) -> Option<EventStatus> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
@@ -36,6 +36,7 @@ pub(super) fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, S
         Option<String>,
         Option<String>,
     ) = (row.get(10)?, row.get(11)?, row.get(12)?, row.get(13)?);
+    let requeues: i64 = row.get(14)?;
     Ok((|| {
         Ok(EventRecord {
             key: EventKey::parse(&key).ok_or_else(|| corrupt("bad key"))?,
@@ -64,6 +65,7 @@ pub(super) fn record_of(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, S
             header_time: header_time
                 .map(|t| Timestamp::parse(&t).ok_or_else(|| corrupt("bad header_time")))
                 .transpose()?,
+            requeues: u32::try_from(requeues).map_err(|_| corrupt("bad requeues"))?,
         })
     })())
 }
@@ -157,7 +159,9 @@ impl Intake<SqliteStore> for SqliteStore {
 
 impl SqliteStore {
     /// Moves a `Received` claim's time (and so its place among pending claims) to `to`; given
-    /// `seen`, only while the claim time is still that. False when nothing matched.
+    /// `seen`, only while the claim time is still that. False when nothing matched. Only a
+    /// re-enqueue names the claim time it read, and only it counts: delivery's retry passes
+    /// `None`.
     pub(super) async fn move_claim(
         &self,
         key: &EventKey,
@@ -167,7 +171,8 @@ impl SqliteStore {
         let (key, seen) = (key.to_string(), seen.map(|t| t.to_string()));
         self.run(move |conn| {
             conn.exec(
-                "UPDATE events SET claimed_at = ?3, pending_since = ?3 \
+                "UPDATE events SET claimed_at = ?3, pending_since = ?3, \
+                 requeues = requeues + (?2 IS NOT NULL) \
                  WHERE key = ?1 AND status = 'received' AND (?2 IS NULL OR claimed_at = ?2)",
                 params![key, seen, to.to_string()],
             )

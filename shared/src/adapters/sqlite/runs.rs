@@ -72,6 +72,26 @@ impl ReconcileStore for SqliteStore {
         .await
     }
 
+    async fn give_up_stuck(
+        &self,
+        key: &EventKey,
+        seen: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (key, seen, detail) = (key.to_string(), seen.to_string(), detail.to_owned());
+        self.run(move |conn| {
+            conn.exec(
+                "UPDATE events SET status = 'dead_lettered', status_detail = ?3, status_at = ?4, \
+                 pending_since = NULL WHERE key = ?1 AND status = 'received' AND claimed_at = ?2",
+                params![key, seen, detail, now.to_string()],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| sql_error(&e))
+        })
+        .await
+    }
+
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
         let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (id, started_at) = (report.id.clone(), report.started_at.to_string());

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS events (
     conflicts INTEGER NOT NULL DEFAULT 0,
     last_conflict_hash TEXT,
     last_conflict_at TEXT,
-    header_time TEXT
+    header_time TEXT,
+    requeues INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (pending_since) WHERE pending_since IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_received ON events (received_ms);
@@ -113,6 +114,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if !has_column(conn, "events", "header_time")? {
         conn.execute_batch("ALTER TABLE events ADD COLUMN header_time TEXT")?;
+    }
+    if !has_column(conn, "events", "requeues")? {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN requeues INTEGER NOT NULL DEFAULT 0")?;
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS entities_changed ON entities (kind, changed_key) WHERE changed_key IS NOT NULL",
