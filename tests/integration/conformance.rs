@@ -1259,6 +1259,19 @@ async fn redrive_conforms(
         QueueMessage::decode(&letters[0].body).expect("decodes"),
         message
     );
+    let reason = letters[0].attributes.get("reason").map(String::as_str);
+    assert!(
+        reason.is_some_and(|r| r.contains("times without success")),
+        "a letter the redrive moved says so: {reason:?}"
+    );
+    let filter = plumbline::delivery::replay::Filter {
+        reason: Some("without success".into()),
+        ..Default::default()
+    };
+    assert!(
+        filter.matches(&letters[0]),
+        "and `replay --reason` finds it"
+    );
 }
 
 #[tokio::test]

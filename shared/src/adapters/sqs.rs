@@ -206,9 +206,23 @@ impl QueueConsumer for SqsQueue {
     }
 }
 
+/// What a letter the queue's redrive moved says of itself: SQS moves the message as it was
+/// sent, with nothing on why. Delivery gives each letter it writes its reason.
+pub const REDRIVEN: &str =
+    "received maxReceiveCount times without success (moved by the queue's redrive)";
+
 impl DeadLetterSource for SqsDeadLetters {
+    /// Letters as listed and replayed: one the redrive moved is given [`REDRIVEN`] as its
+    /// reason, so every letter has one (`replay --reason` selects them as it does the others).
     async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
-        receive_from(&self.client, &self.url, max, hide).await
+        let mut letters = receive_from(&self.client, &self.url, max, hide).await?;
+        for letter in &mut letters {
+            letter
+                .attributes
+                .entry("reason".to_owned())
+                .or_insert_with(|| REDRIVEN.to_owned());
+        }
+        Ok(letters)
     }
 
     async fn release(&self, receipt_handle: &str) -> Result<(), QueueError> {
