@@ -553,9 +553,7 @@ async fn events_show_says_why_reconciliation_gave_up_on_a_stuck_event() {
     assert_eq!(shown["requeues"], 1);
     let detail = shown["status_detail"].as_str().unwrap_or_default();
     assert!(
-        detail.starts_with(
-            "not settled after 1 re-enqueues: delivery received it but never finished"
-        ),
+        detail.starts_with("not settled after 1 re-enqueues: delivery never finished it"),
         "{shown}"
     );
     let text = plumbline_output(
@@ -585,4 +583,20 @@ async fn events_show_says_why_reconciliation_gave_up_on_a_stuck_event() {
     );
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(listed[0]["detail"], detail, "{listed}");
+
+    // The letter reconciliation wrote says why; replayed once the cause is fixed, it delivers.
+    let letters = plumbline(&p, &["dlq", "list", "--aws", "--json"]);
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    assert_eq!(letters[0]["attributes"]["reason"], detail);
+    assert_eq!(
+        letters[0]["event_key"],
+        "EVT#stripe#evt_3PqLr2F7kS1mZk0a0pRoC4s5"
+    );
+    let report = plumbline(&p, &["replay", "--aws", "--json"]);
+    assert_eq!(report["replayed"], 1);
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (1, 0));
+    assert_eq!(p.erp.requests().len(), 1, "delivered once");
+    let shown = show_fixture_event(&p);
+    assert_eq!(shown["status"], "delivered", "{shown}");
 }

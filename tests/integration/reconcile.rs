@@ -10,11 +10,12 @@ use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
 use plumbline::contract::{EntityKind, Origin, SourceName, Timestamp, Trace};
+use plumbline::ingress::QueueMessage;
 use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
-    Claim, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake, LedgerStore,
-    ManualClock, QueueConsumer, QueueStats, Watermarks, change_entry,
+    Claim, DeadLetterSource, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake,
+    LedgerStore, ManualClock, QueueConsumer, QueueStats, Watermarks, change_entry,
 };
 use plumbline::reconcile::{
     DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
@@ -270,7 +271,12 @@ async fn reconciliation_on_dynamodb_and_sqs() {
 /// A claim delivery never settles however often it is enqueued again (the function crashes on
 /// it) is re-enqueued `max_requeues` times, then dead-lettered with its reason: no copy more,
 /// out of the sweep, counted as unrepairable, and a metric. Returns the event's key.
-async fn stuck_claims_are_given_up_on<S, Q, D>(store: S, queue: Q, dlq: D) -> String
+async fn stuck_claims_are_given_up_on<S, Q, D>(
+    store: S,
+    queue: Q,
+    dlq: D,
+    letters: &impl DeadLetterSource,
+) -> String
 where
     S: Storage + Intake<Q> + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
@@ -343,6 +349,19 @@ where
         metrics.count("ReconcileGaveUp", &[("Check", STUCK_EVENTS)]),
         1
     );
+    // A dead letter with the reason and the event, replayable whatever became of the copies.
+    let written = letters
+        .receive(10, Duration::from_secs(600))
+        .await
+        .expect("dead letters");
+    assert_eq!(written.len(), 1, "one letter: {written:?}");
+    let attr = |name: &str| written[0].attributes.get(name).map(String::as_str);
+    assert_eq!(attr("reason"), Some(GIVEN_UP_DETAIL));
+    assert_eq!(attr("event_key"), Some(key));
+    assert_eq!(attr("event_type"), Some("payment.succeeded"));
+    let body = QueueMessage::decode(&written[0].body).expect("a delivery message");
+    assert_eq!(body.key, key);
+    assert!(body.event.is_some(), "with its envelope");
 
     clock.advance_secs(1_000);
     let (stuck, copies) = run().await;
@@ -358,6 +377,7 @@ async fn stuck_claims_are_given_up_on_after_max_requeues_on_sqlite() {
         store.clone(),
         store.clone(),
         LocalDeadLetters(store.clone()),
+        &store,
     )
     .await;
     let timeline = store.timeline(&key).await.expect("read").expect("event");
@@ -371,14 +391,13 @@ async fn stuck_claims_are_given_up_on_after_max_requeues_on_sqlite() {
 #[tokio::test]
 async fn stuck_claims_are_given_up_on_after_max_requeues_on_dynamodb_and_sqs() {
     let (store, queue, dlq) = fresh_deployment().await;
-    let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq).await;
+    let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq.clone(), &dlq).await;
     let timeline = store.timeline(&key).await.expect("read").expect("event");
     assert_eq!(timeline.status_detail.as_deref(), Some(GIVEN_UP_DETAIL));
 }
 
-const GIVEN_UP_DETAIL: &str = "not settled after 2 re-enqueues: delivery received it but never \
-                               finished (it crashed or timed out on each receive, or is not \
-                               reading the queue)";
+const GIVEN_UP_DETAIL: &str = "not settled after 2 re-enqueues: delivery never finished it (it \
+                               crashed or timed out on each receive, or is not reading the queue)";
 
 /// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run,
 /// page after page: every claim re-enqueued once, oldest first in the report, none twice by the
@@ -419,7 +438,7 @@ async fn a_backlog_of_stuck_events_is_re_enqueued_once_each_oldest_first() {
             break;
         }
         for message in batch {
-            let decoded = plumbline::ingress::QueueMessage::decode(&message.body).expect("body");
+            let decoded = QueueMessage::decode(&message.body).expect("body");
             enqueued.push(decoded.key);
         }
     }
@@ -475,11 +494,7 @@ where
         .expect("receive");
     let mut enqueued: Vec<String> = batch
         .iter()
-        .map(|m| {
-            plumbline::ingress::QueueMessage::decode(&m.body)
-                .expect("body")
-                .key
-        })
+        .map(|m| QueueMessage::decode(&m.body).expect("body").key)
         .collect();
     enqueued.sort();
     assert_eq!(

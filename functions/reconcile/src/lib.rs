@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use plumbline::ports::{
-    Clock, CrmReadBack, EventQueue, Intake, ProviderEvents, QueueStats, Target,
+    Clock, CrmReadBack, DeadLetters, EventQueue, Intake, ProviderEvents, QueueStats, Target,
 };
 use plumbline::reconcile::{Reconciler, Report, Storage};
 use plumbline::telemetry::Metrics;
@@ -22,7 +22,7 @@ pub async fn handle<S, Q, D, P, C, M, K>(
 where
     S: Storage + Intake<Q>,
     Q: EventQueue + QueueStats,
-    D: QueueStats,
+    D: QueueStats + DeadLetters,
     P: ProviderEvents,
     C: Clock,
     M: Metrics,

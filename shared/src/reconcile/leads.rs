@@ -11,7 +11,9 @@ use tracing::warn;
 
 use super::{CheckResult, Reconciler, Storage};
 use crate::contract::{EntityKind, Timestamp};
-use crate::ports::{Clock, CrmReadBack, EventQueue, ProviderEvents, QueueStats, Target};
+use crate::ports::{
+    Clock, CrmReadBack, DeadLetters, EventQueue, ProviderEvents, QueueStats, Target,
+};
 use crate::telemetry::Metrics;
 
 const DAY_SECS: i64 = 86_400;
@@ -29,7 +31,7 @@ impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
     S: Storage,
     Q: EventQueue + QueueStats,
-    D: QueueStats,
+    D: QueueStats + DeadLetters,
     P: ProviderEvents,
     C: Clock,
     M: Metrics,

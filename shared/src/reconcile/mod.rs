@@ -25,14 +25,14 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::Route;
-use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
+use crate::contract::{Envelope, EventId, Origin, SourceName, Timestamp, Trace};
 use crate::delivery::Document;
 use crate::ingress::{QueueMessage, build_record};
 use crate::ledger::Ownership;
 use crate::ports::{
-    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, EntityScan, EventKey, EventQueue, EventRecord,
-    EventStore, Intake, LedgerStore, PendingCursor, ProviderEvents, QueueStats, ReconcileStore,
-    ReplayTally, Target, TargetError, Unreadable, Watermark, Watermarks,
+    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, DeadLetters, EntityScan, EventKey, EventQueue,
+    EventRecord, EventStore, Intake, LedgerStore, PendingCursor, ProviderEvents, QueueStats,
+    ReconcileStore, ReplayTally, Target, TargetError, Unreadable, Watermark, Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -294,7 +294,7 @@ impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
     S: Storage + Intake<Q>,
     Q: EventQueue + QueueStats,
-    D: QueueStats,
+    D: QueueStats + DeadLetters,
     P: ProviderEvents,
     C: Clock,
     M: Metrics,
@@ -500,7 +500,7 @@ where
             return Some((key, Repair::Failed));
         };
         if record.requeues >= self.settings.max_requeues {
-            return Some((key, self.give_up(record, now).await));
+            return Some((key, self.give_up(record, envelope, now).await));
         }
         let outcome = match self
             .store
@@ -530,15 +530,39 @@ where
 
     /// Dead-letters a claim that delivery never settled however often it was enqueued again:
     /// the function crashes or times out on it, so another copy would only follow the others
-    /// to the dead-letter queue (the queue's redrive moves them there without a reason). The
-    /// reason goes on the event, where `events show` and `events list --status dead_lettered`
-    /// find it; its copies stay replayable from the dead-letter queue.
-    async fn give_up(&self, record: &EventRecord, now: Timestamp) -> Repair {
-        let detail = format!(
-            "not settled after {} re-enqueues: delivery received it but never finished \
-             (it crashed or timed out on each receive, or is not reading the queue)",
-            record.requeues
-        );
+    /// to the dead-letter queue, where the queue's redrive puts them without a reason. The
+    /// letter written here carries the reason and the event, so the event is replayable even
+    /// when no copy reached the queue (a re-enqueue whose send failed counts all the same); it
+    /// goes first, so an event settled `dead_lettered` always has one. The reason also goes on
+    /// the event, where `events show` and `events list --status dead_lettered` find it.
+    async fn give_up(&self, record: &EventRecord, envelope: &Envelope, now: Timestamp) -> Repair {
+        let detail = if record.requeues == 0 {
+            format!(
+                "not settled {} s after its claim, and not enqueued again (reconcile.max_requeues = 0)",
+                self.settings.stuck_after_secs
+            )
+        } else {
+            format!(
+                "not settled after {} re-enqueues: delivery never finished it (it crashed or \
+                 timed out on each receive, or is not reading the queue)",
+                record.requeues
+            )
+        };
+        let message = QueueMessage::new(&record.key, envelope);
+        let attributes = [
+            ("reason", detail.clone()),
+            ("event_key", record.key.to_string()),
+            ("event_type", envelope.event_type.to_string()),
+            ("failed_at", now.to_string()),
+        ];
+        if let Err(err) = self
+            .dead_letters
+            .dead_letter(&message.body(), &attributes)
+            .await
+        {
+            warn!(error = %err, "could not dead-letter a stuck event");
+            return Repair::Failed;
+        }
         match self
             .store
             .give_up_stuck(&record.key, record.claimed_at, &detail, now)
@@ -552,9 +576,11 @@ where
                 warn!(event_key = %record.key, requeues = record.requeues, "stuck event dead-lettered");
                 Repair::GaveUp
             }
+            // Delivery settled it meanwhile: the letter is a spare copy, which a replay
+            // delivers to no target twice.
             Ok(false) => Repair::Moved,
             Err(err) => {
-                warn!(error = %err, "could not dead-letter a stuck event");
+                warn!(error = %err, "could not settle a stuck event as dead-lettered");
                 Repair::Failed
             }
         }

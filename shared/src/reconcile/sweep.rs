@@ -26,8 +26,8 @@ use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
 use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
-    Clock, CrmReadBack, EventKey, EventQueue, EventRecord, Intake, Known, ProviderEvents,
-    QueueStats, Target, Watermark, distinct_keys,
+    Clock, CrmReadBack, DeadLetters, EventKey, EventQueue, EventRecord, Intake, Known,
+    ProviderEvents, QueueStats, Target, Watermark, distinct_keys,
 };
 use crate::telemetry::Metrics;
 
@@ -50,7 +50,7 @@ impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
     S: Storage + Intake<Q>,
     Q: EventQueue + QueueStats,
-    D: QueueStats,
+    D: QueueStats + DeadLetters,
     P: ProviderEvents,
     C: Clock,
     M: Metrics,
