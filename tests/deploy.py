@@ -16,7 +16,7 @@ API) with the environment the stack gave their functions and the configuration f
 signed Stripe webhook is claimed in the stack's table and enqueued on its queue, delivery takes
 the message and records its attempt at the configured target (unreachable from here, so a
 retry); aged past the stuck threshold, the claim is re-enqueued by a scheduled reconciliation, which
-saves its report; `plumbline events list` and
+saves its report, and, at `reconcile.max_requeues`, given up on with a dead letter; `plumbline events list` and
 `events show` with `--aws` find the event and its attempt in the stack's table. The bootstraps
 run only where they were built for this machine's architecture. Not covered: what moto's
 CloudFormation does not model (it names them: the HTTP API, the alarms, the schedule;
@@ -360,11 +360,31 @@ def main() -> None:
     check([event_id in m["Body"] for m in requeued] == [True],
           f"after reconcile the delivery queue shows {len(requeued)} messages, not the stuck event once")
     check("sqs:SendMessage" in permitted["ReconcileFunction"], f"reconcile's requests: {permitted['ReconcileFunction']}")
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True)["Item"]
+    check(item.get("requeues", {}).get("N") == "1", f"the re-enqueue is not counted on the claim: {item.get('requeues')}")
+
+    # The same claim aged again, as if every copy since had crashed delivery, at the bundled
+    # configuration's reconcile.max_requeues (3): reconcile gives up on it, with a dead letter
+    # its role may send, and settles it dead_lettered.
+    ddb.update_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}},
+                    UpdateExpression="SET claimed_at = :aged, pending_since = :aged, requeues = :n",
+                    ExpressionAttributeValues={":aged": {"S": aged}, ":n": {"N": "3"}})
+    answer = run("ReconcileFunction", scheduled)
+    check(answer.get("errors") == 0, f"reconcile answered with an error: {answer}; log in {scratch}")
+    letters = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                  MessageAttributeNames=["All"]).get("Messages", [])
+    reasons = [m.get("MessageAttributes", {}).get("reason", {}).get("StringValue", "") for m in letters]
+    check(len(letters) == 1 and event_id in letters[0]["Body"] and reasons[0].startswith("not settled after 3 re-enqueues"),
+          f"after giving up, the dead-letter queue holds {len(letters)} letters, reasons {reasons}")
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": f"EVT#stripe#{event_id}"}, "sk": {"S": "EVENT"}}, ConsistentRead=True)["Item"]
+    check(item["status"]["S"] == "dead_lettered" and "pending_shard" not in item,
+          f"the given-up event: status {item['status']['S']}, still pending: {'pending_shard' in item}")
 
     print(f"tests/deploy.py: stack {STACK} created in moto ({len(physical)} resources; moto does not "
           f"model {', '.join(skipped)}); the ingress claimed and enqueued a signed webhook, delivery "
           f"recorded its attempt at erp, the CLI listed and showed it, reconcile re-enqueued it once aged "
-          f"past the stuck threshold and saved its report; "
+          f"past the stuck threshold and saved its report, then gave up on it at max_requeues with a "
+          f"dead letter; "
           f"every request each made is allowed by its role: {permitted}")
 
 
