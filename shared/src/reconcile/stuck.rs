@@ -1,0 +1,234 @@
+//! The stuck-events check: claims older than `reconcile.stuck_after_secs` that delivery never
+//! settled, found through the sparse pending index (oldest first, never a scan), are enqueued
+//! again, each at most `reconcile.max_requeues` times; after that, a claim is dead-lettered with
+//! its reason, since delivery crashes or times out on it at every receive.
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tracing::warn;
+
+use super::{CheckResult, Reconciler, STUCK_EVENTS, Storage};
+use crate::contract::{Envelope, Timestamp};
+use crate::ingress::QueueMessage;
+use crate::ports::{
+    Clock, CrmReadBack, DeadLetters, EventKey, EventQueue, EventRecord, Intake, PendingCursor,
+    ProviderEvents, QueueStats, Target, Unreadable,
+};
+use crate::telemetry::{Metric, Metrics};
+
+/// Stuck events repaired at the same time: enough to hide round trips, few enough to stay
+/// far from the table's and the queue's request limits.
+const STUCK_REPAIRS_AT_ONCE: usize = 16;
+
+/// What re-enqueueing one stuck event came to.
+enum Repair {
+    Done,
+    /// Another caller moved the claim first (delivery finished it, or a duplicate re-enqueued
+    /// it): nothing to repair.
+    Moved,
+    Failed,
+    /// Enqueued `max_requeues` times already: dead-lettered, for an operator.
+    GaveUp,
+}
+
+impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
+where
+    S: Storage + Intake<Q>,
+    Q: EventQueue + QueueStats,
+    D: QueueStats + DeadLetters,
+    P: ProviderEvents,
+    C: Clock,
+    M: Metrics,
+    K: CrmReadBack + Target,
+{
+    /// The stuck-events check, with a word on the claims it gave up on.
+    pub(super) async fn stuck_check(&self, now: Timestamp, deadline: Instant) -> CheckResult {
+        let mut given_up = 0;
+        let mut result = self.stuck_events(now, deadline, &mut given_up).await;
+        if given_up > 0 {
+            let word = format!(
+                "{given_up} dead-lettered after {} re-enqueues",
+                self.settings.max_requeues
+            );
+            result.note = Some(match result.note {
+                Some(note) => format!("{word}; {note}"),
+                None => word,
+            });
+        }
+        result
+    }
+
+    /// Re-enqueues claims older than the horizon that delivery never finished. The refresh is
+    /// conditional, so two runs (or a run and a late duplicate) re-enqueue an event once. A
+    /// claim enqueued `max_requeues` times already is dead-lettered instead (`given_up`).
+    async fn stuck_events(
+        &self,
+        now: Timestamp,
+        deadline: Instant,
+        given_up: &mut u64,
+    ) -> CheckResult {
+        let mut result = CheckResult::default();
+        let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
+        // A repaired claim leaves the index's range (its refresh moves it to now); one that could
+        // not be repaired stays at the front, so each page starts where the last one stopped.
+        let mut after: Option<PendingCursor> = None;
+        for _ in 0..self.settings.max_pages {
+            if Instant::now() >= deadline {
+                result.note = Some("time budget spent; the next run continues".into());
+                return result;
+            }
+            let page = match self
+                .store
+                .pending_before(cutoff, after.as_ref(), self.settings.page_limit)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    result.note = Some(format!("could not read the pending index: {err}"));
+                    return result;
+                }
+            };
+            // Each repair is two requests (the refresh, the send): a few at a time rather than
+            // one after another, reported in order. Made first (they are lazy), so the stream
+            // holds futures, not a closure that makes them.
+            let repairs: Vec<_> = page
+                .claims
+                .iter()
+                .map(|claim| self.repair_stuck(claim, now, deadline))
+                .collect();
+            let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
+            while let Some(repair) = repairs.next().await {
+                let Some((key, repaired)) = repair else {
+                    result.note = Some("time budget spent; the next run continues".into());
+                    return result;
+                };
+                result.found += 1;
+                result.note_id(key.to_string());
+                match repaired {
+                    Repair::Done => result.repaired += 1,
+                    Repair::Failed => result.unrepairable += 1,
+                    Repair::GaveUp => {
+                        result.unrepairable += 1;
+                        *given_up += 1;
+                    }
+                    Repair::Moved => {}
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return result,
+            }
+        }
+        result.note = Some("page limit reached; the next run continues".into());
+        result
+    }
+
+    /// Re-enqueues one stuck claim, unless the budget is spent (`None`).
+    async fn repair_stuck(
+        &self,
+        claim: &Result<EventRecord, Unreadable>,
+        now: Timestamp,
+        deadline: Instant,
+    ) -> Option<(EventKey, Repair)> {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        let record = match claim {
+            Ok(record) => record,
+            Err(unreadable) => {
+                warn!(event_key = %unreadable.key, reason = %unreadable.reason, "a stuck claim could not be read");
+                return Some((unreadable.key.clone(), Repair::Failed));
+            }
+        };
+        let key = record.key.clone();
+        let Some(envelope) = &record.envelope else {
+            return Some((key, Repair::Failed));
+        };
+        if record.requeues >= self.settings.max_requeues {
+            return Some((key, self.give_up(record, envelope, now).await));
+        }
+        let outcome = match self
+            .store
+            .refresh_claim(&record.key, record.claimed_at, now)
+            .await
+        {
+            Ok(true) => match self
+                .queue
+                .enqueue(&QueueMessage::new(&record.key, envelope))
+                .await
+            {
+                Ok(()) => Repair::Done,
+                Err(err) => {
+                    warn!(error = %err, "could not re-enqueue a stuck event");
+                    Repair::Failed
+                }
+            },
+            // Someone else moved it first: delivery finished it, or a duplicate re-enqueued it.
+            Ok(false) => Repair::Moved,
+            Err(err) => {
+                warn!(error = %err, "could not refresh a stuck claim");
+                Repair::Failed
+            }
+        };
+        Some((key, outcome))
+    }
+
+    /// Dead-letters a claim that delivery never settled however often it was enqueued again:
+    /// the function crashes or times out on it, so another copy would only follow the others
+    /// to the dead-letter queue, where the queue's redrive puts them without a reason. The
+    /// letter written here carries the reason and the event, so the event is replayable even
+    /// when no copy reached the queue (a re-enqueue whose send failed counts all the same); it
+    /// goes first, so an event settled `dead_lettered` always has one. The reason also goes on
+    /// the event, where `events show` and `events list --status dead_lettered` find it.
+    async fn give_up(&self, record: &EventRecord, envelope: &Envelope, now: Timestamp) -> Repair {
+        let detail = if record.requeues == 0 {
+            format!(
+                "not settled {} s after its claim, and not enqueued again (reconcile.max_requeues = 0)",
+                self.settings.stuck_after_secs
+            )
+        } else {
+            format!(
+                "not settled after {} re-enqueues: delivery never finished it (it crashed or \
+                 timed out on each receive, or is not reading the queue)",
+                record.requeues
+            )
+        };
+        let message = QueueMessage::new(&record.key, envelope);
+        let attributes = [
+            ("reason", detail.clone()),
+            ("event_key", record.key.to_string()),
+            ("event_type", envelope.event_type.to_string()),
+            ("failed_at", now.to_string()),
+        ];
+        if let Err(err) = self
+            .dead_letters
+            .dead_letter(&message.body(), &attributes)
+            .await
+        {
+            warn!(error = %err, "could not dead-letter a stuck event");
+            return Repair::Failed;
+        }
+        match self
+            .store
+            .give_up_stuck(&record.key, record.claimed_at, &detail, now)
+            .await
+        {
+            Ok(true) => {
+                self.metrics.emit(Metric::count(
+                    "ReconcileGaveUp",
+                    vec![("Check", STUCK_EVENTS.to_owned())],
+                ));
+                warn!(event_key = %record.key, requeues = record.requeues, "stuck event dead-lettered");
+                Repair::GaveUp
+            }
+            // Delivery settled it meanwhile: the letter is a spare copy, which a replay
+            // delivers to no target twice.
+            Ok(false) => Repair::Moved,
+            Err(err) => {
+                warn!(error = %err, "could not settle a stuck event as dead-lettered");
+                Repair::Failed
+            }
+        }
+    }
+}
