@@ -405,3 +405,45 @@ impl EventStore for DynamoStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{EventId, SourceEventId, SourceName};
+
+    fn claim(requeues: u32) -> EventRecord {
+        let at = Timestamp::from_unix(1_764_000_000).expect("in range");
+        let source = SourceName::try_from("stripe").expect("source");
+        let id = SourceEventId::try_from("evt_1").expect("id");
+        EventRecord {
+            key: EventKey::new(&source, &id),
+            event_id: EventId::generate(at),
+            source,
+            source_event_id: id,
+            source_type: "payment_intent.succeeded".into(),
+            status: EventStatus::Received,
+            payload_hash: PayloadHash::from_hex("aa".into()),
+            claimed_at: at,
+            received_at: at,
+            expires_at: at.plus_secs(86_400),
+            envelope: None,
+            raw: None,
+            reason: None,
+            header_time: None,
+            requeues,
+        }
+    }
+
+    #[test]
+    fn a_claim_carries_no_requeue_count_until_it_is_enqueued_again() {
+        let first = claim_item(&claim(0)).expect("item");
+        assert!(
+            !first.contains_key("requeues"),
+            "a new claim's item is as small as before"
+        );
+        let again = claim_item(&claim(2)).expect("item");
+        assert_eq!(again.get("requeues"), Some(&AttributeValue::N("2".into())));
+        assert_eq!(from_item(again).expect("record").requeues, 2);
+        assert_eq!(from_item(first).expect("record").requeues, 0);
+    }
+}
