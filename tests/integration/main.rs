@@ -26,3 +26,4 @@ mod samples;
 mod secrets;
 mod template;
 mod tls;
+mod worker;

@@ -1,8 +1,10 @@
 //! The local delivery worker: what the Lambda service does with SQS on AWS (receive a batch,
 //! run the delivery use case on each record, delete what is done), over any queue consumer.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -59,11 +61,28 @@ pub async fn run<S, Q, D, T, C, M, W, F>(
                 receive_count: received.receive_count,
                 replay: received.attributes.contains_key("replay"),
             };
-            if let Outcome::Done(_) = delivery.process(&message).await
-                && let Err(err) = queue.ack(&message.receipt_handle).await
+            // Where panics unwind (debug builds), a panic fails this message alone, as the
+            // Lambda service fails an invocation: unacknowledged, it comes back after its
+            // visibility timeout with a receive counted towards the dead-letter queue, and the
+            // worker goes on rather than dying quietly while the server still takes webhooks.
+            // Unwinding is safe here: what a message holds (its entity's turn) is released on
+            // drop, and the rest lives in the store. Release builds abort, as a Lambda sandbox
+            // does; the receive was counted before processing, so restarts are bounded too.
+            match AssertUnwindSafe(delivery.process(&message))
+                .catch_unwind()
+                .await
             {
-                // It comes back after its visibility timeout; delivery records make that harmless.
-                warn!(error = %err, "could not acknowledge a processed message");
+                Ok(Outcome::Done(_)) => {
+                    if let Err(err) = queue.ack(&message.receipt_handle).await {
+                        // It comes back after its visibility timeout; delivery records make
+                        // that harmless.
+                        warn!(error = %err, "could not acknowledge a processed message");
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    warn!(message_id = %message.message_id, "delivery failed on a message; it returns after its visibility timeout");
+                }
             }
         }
     }

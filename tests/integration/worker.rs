@@ -1,0 +1,160 @@
+//! The local delivery worker stands for the Lambda service: a message whose processing panics
+//! fails alone. It stays on the queue (back after its visibility timeout, a receive counted
+//! towards the dead-letter queue), and the worker goes on with the next messages.
+
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use plumbline::adapters::sqlite::SqliteStore;
+use plumbline::adapters::targets::{self, ConfiguredTarget};
+use plumbline::config::{Config, MapSecrets};
+use plumbline::delivery::{Delivery, Document, worker};
+use plumbline::ingress::{Ingress, WebhookRequest};
+use plumbline::ports::{EventKey, EventStatus, EventStore, SystemClock, Target, TargetError};
+use plumbline::telemetry::RecordingMetrics;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::helpers::recorder::Recorder;
+use crate::helpers::{STRIPE_SECRET, fixture, secrets, stripe_header_map, unique};
+
+const CONFIG: &str = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:STRIPE_SECRET"]
+
+[targets.erp]
+kind = "http"
+url = "{ERP}/erp"
+
+[[routes]]
+events = ["payment.*"]
+targets = ["erp"]
+"#;
+
+/// The configured target, except that it panics on one payment: a bug in delivery as a
+/// message would meet it.
+struct PanicsOn {
+    payment: &'static str,
+    inner: ConfiguredTarget,
+}
+
+impl Target for PanicsOn {
+    async fn deliver(&self, document: &Document, idempotency_key: &str) -> Result<(), TargetError> {
+        assert_ne!(document.entity.id, self.payment, "a delivery that panics");
+        self.inner.deliver(document, idempotency_key).await
+    }
+}
+
+/// Takes in a Stripe `payment_intent.succeeded` about `pi_{name}` (event `evt_{name}`).
+async fn take_in(
+    ingress: &Ingress<SqliteStore, SqliteStore, SystemClock, RecordingMetrics>,
+    name: &str,
+) {
+    let mut doc: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    doc["id"] = format!("evt_{name}").into();
+    doc["created"] = now.into();
+    doc["data"]["object"]["id"] = format!("pi_{name}").into();
+    let body = serde_json::to_vec(&doc).expect("json");
+    let headers = stripe_header_map(STRIPE_SECRET, now, &body);
+    let result = ingress
+        .handle(WebhookRequest {
+            method: &Method::POST,
+            source: "stripe",
+            headers: &headers,
+            body: &body,
+            request_id: None,
+        })
+        .await;
+    assert_eq!(plumbline::ingress::reply(&result).status, 200);
+}
+
+/// Polls until `erp` has `n` deliveries, for at most ten seconds.
+async fn deliveries(erp: &Recorder, n: usize) -> usize {
+    let until = Instant::now() + Duration::from_secs(10);
+    while erp.requests().len() < n && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    erp.requests().len()
+}
+
+#[tokio::test]
+async fn a_message_that_panics_fails_alone_and_the_worker_goes_on() {
+    let erp = Recorder::start().await;
+    let config = Config::parse(&CONFIG.replace("{ERP}", &erp.url)).expect("config");
+    let resolver: MapSecrets = secrets();
+    let dir = std::env::temp_dir().join(unique("plumbline-worker"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let ingress = Ingress::new(
+        store.clone(),
+        store.clone(),
+        SystemClock,
+        RecordingMetrics::default(),
+        config.verifiers(&resolver).expect("verifiers"),
+        config.ingress,
+    );
+    let targets = targets::build_all(&config, &resolver)
+        .expect("targets")
+        .into_iter()
+        .map(|(name, inner)| {
+            let target = PanicsOn {
+                payment: "pi_poison",
+                inner,
+            };
+            (name, target)
+        })
+        .collect();
+    let delivery = Delivery::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        targets,
+        SystemClock,
+        RecordingMetrics::default(),
+        &config,
+    );
+    for name in ["before", "poison", "after"] {
+        take_in(&ingress, name).await;
+    }
+    let (stop, stopped) = watch::channel(false);
+    let queue = store.clone();
+    let running = tokio::spawn(async move {
+        let wait = |d: Duration| {
+            let queue = queue.clone();
+            async move { queue.wait_for_messages(d).await }
+        };
+        worker::run(&delivery, &queue, wait, Duration::from_millis(50), stopped).await;
+    });
+
+    assert_eq!(
+        deliveries(&erp, 2).await,
+        2,
+        "the messages around the panic"
+    );
+    take_in(&ingress, "later").await;
+    assert_eq!(
+        deliveries(&erp, 3).await,
+        3,
+        "the worker outlived the panic and took a message sent after it"
+    );
+    let poison = EventKey::parse("EVT#stripe#evt_poison").expect("key");
+    let record = store.get(&poison).await.expect("get").expect("claimed");
+    assert_eq!(record.status, EventStatus::Received, "not settled");
+    let waiting = store.list_messages(false, 10).await.expect("messages");
+    assert_eq!(
+        waiting.len(),
+        1,
+        "only the failed message is left on the queue"
+    );
+    assert!(waiting[0].body.contains("evt_poison"));
+    assert_eq!(
+        waiting[0].receive_count, 1,
+        "received once, not acknowledged"
+    );
+
+    stop.send(true).expect("stop");
+    running.await.expect("the worker stops when told");
+    std::fs::remove_dir_all(&dir).ok();
+}
