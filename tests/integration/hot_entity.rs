@@ -7,52 +7,27 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::Method;
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::targets;
-use plumbline::config::{Config, MapSecrets};
 use plumbline::contract::EntityKind;
 use plumbline::delivery::{Delivery, InboundMessage, Outcome};
-use plumbline::ingress::{Ingress, WebhookRequest};
 use plumbline::ports::{EventStatus, LedgerStore, QueueConsumer, SystemClock};
 use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 
 use crate::helpers::recorder::Recorder;
-use crate::helpers::{STRIPE_SECRET, fixture, secrets, stripe_header_map, unique};
+use crate::helpers::{fixture, local, unique};
 
 const EVENTS: usize = 64;
 const WORKERS: usize = 16;
 
-const CONFIG: &str = r#"
-[sources.stripe]
-kind = "stripe"
-secrets = ["env:STRIPE_SECRET"]
-
-[targets.erp]
-kind = "http"
-url = "{ERP}/erp"
-
-[[routes]]
-events = ["payment.*"]
-targets = ["erp"]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_workers_on_one_entity_apply_every_event_on_its_first_receive() {
     let erp = Recorder::start().await;
-    let config = Config::parse(&CONFIG.replace("{ERP}", &erp.url)).expect("config");
-    let resolver: MapSecrets = secrets();
+    let (config, resolver) = local::stripe_to_erp(&erp.url);
     let dir = std::env::temp_dir().join(unique("plumbline-hot-entity"));
     let store = SqliteStore::open(&dir, 8).expect("open");
-    let ingress = Ingress::new(
-        store.clone(),
-        store.clone(),
-        SystemClock,
-        RecordingMetrics::default(),
-        config.verifiers(&resolver).expect("verifiers"),
-        config.ingress,
-    );
+    let ingress = local::ingress(&store, &config, &resolver);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let template: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
@@ -64,18 +39,7 @@ async fn sixteen_workers_on_one_entity_apply_every_event_on_its_first_receive() 
         let mut doc = template.clone();
         doc["id"] = Value::from(format!("evt_hot_{i:03}"));
         doc["created"] = Value::from(now);
-        let body = serde_json::to_vec(&doc).expect("json");
-        let headers = stripe_header_map(STRIPE_SECRET, now, &body);
-        let result = ingress
-            .handle(WebhookRequest {
-                method: &Method::POST,
-                source: "stripe",
-                headers: &headers,
-                body: &body,
-                request_id: None,
-            })
-            .await;
-        assert_eq!(plumbline::ingress::reply(&result).status, 200);
+        local::take_in(&ingress, &doc, now).await;
     }
 
     let mut messages = Vec::new();

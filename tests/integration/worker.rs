@@ -4,33 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::Method;
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::targets::{self, ConfiguredTarget};
-use plumbline::config::{Config, MapSecrets};
 use plumbline::delivery::{Delivery, Document, worker};
-use plumbline::ingress::{Ingress, WebhookRequest};
 use plumbline::ports::{EventKey, EventStatus, EventStore, SystemClock, Target, TargetError};
 use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::helpers::recorder::Recorder;
-use crate::helpers::{STRIPE_SECRET, fixture, secrets, stripe_header_map, unique};
-
-const CONFIG: &str = r#"
-[sources.stripe]
-kind = "stripe"
-secrets = ["env:STRIPE_SECRET"]
-
-[targets.erp]
-kind = "http"
-url = "{ERP}/erp"
-
-[[routes]]
-events = ["payment.*"]
-targets = ["erp"]
-"#;
+use crate::helpers::{fixture, local, unique};
 
 /// The configured target, except that it panics on one payment: a bug in delivery as a
 /// message would meet it.
@@ -47,28 +30,14 @@ impl Target for PanicsOn {
 }
 
 /// Takes in a Stripe `payment_intent.succeeded` about `pi_{name}` (event `evt_{name}`).
-async fn take_in(
-    ingress: &Ingress<SqliteStore, SqliteStore, SystemClock, RecordingMetrics>,
-    name: &str,
-) {
+async fn take_in(ingress: &local::LocalIngress, name: &str) {
     let mut doc: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     doc["id"] = format!("evt_{name}").into();
     doc["created"] = now.into();
     doc["data"]["object"]["id"] = format!("pi_{name}").into();
-    let body = serde_json::to_vec(&doc).expect("json");
-    let headers = stripe_header_map(STRIPE_SECRET, now, &body);
-    let result = ingress
-        .handle(WebhookRequest {
-            method: &Method::POST,
-            source: "stripe",
-            headers: &headers,
-            body: &body,
-            request_id: None,
-        })
-        .await;
-    assert_eq!(plumbline::ingress::reply(&result).status, 200);
+    local::take_in(ingress, &doc, now).await;
 }
 
 /// Polls until `erp` has `n` deliveries, for at most ten seconds.
@@ -83,18 +52,10 @@ async fn deliveries(erp: &Recorder, n: usize) -> usize {
 #[tokio::test]
 async fn a_message_that_panics_fails_alone_and_the_worker_goes_on() {
     let erp = Recorder::start().await;
-    let config = Config::parse(&CONFIG.replace("{ERP}", &erp.url)).expect("config");
-    let resolver: MapSecrets = secrets();
+    let (config, resolver) = local::stripe_to_erp(&erp.url);
     let dir = std::env::temp_dir().join(unique("plumbline-worker"));
     let store = SqliteStore::open(&dir, 8).expect("open");
-    let ingress = Ingress::new(
-        store.clone(),
-        store.clone(),
-        SystemClock,
-        RecordingMetrics::default(),
-        config.verifiers(&resolver).expect("verifiers"),
-        config.ingress,
-    );
+    let ingress = local::ingress(&store, &config, &resolver);
     let targets = targets::build_all(&config, &resolver)
         .expect("targets")
         .into_iter()

@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod faults;
 pub mod hubspot;
+pub mod local;
 pub mod pipeline;
 pub mod recorder;
 pub mod requests;
