@@ -34,6 +34,19 @@ fn plumbline(p: &Pipeline, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("plumbline {args:?}: {e}: {out}"))
 }
 
+/// `plumbline events show --aws` of the Stripe fixture's event, as a person reads it.
+fn show_fixture_event_text(p: &Pipeline) -> String {
+    plumbline_output(
+        p,
+        &[
+            "events",
+            "show",
+            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
+            "--aws",
+        ],
+    )
+}
+
 /// `plumbline events show --aws --json` of the Stripe fixture's event.
 fn show_fixture_event(p: &Pipeline) -> Value {
     plumbline(
@@ -90,15 +103,7 @@ async fn events_show_says_when_a_retry_is_due() {
         .expect("in range")
         .to_string();
     assert_eq!(shown["due_back_at"], due.as_str(), "{shown}");
-    let text = plumbline_output(
-        &p,
-        &[
-            "events",
-            "show",
-            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
-            "--aws",
-        ],
-    );
+    let text = show_fixture_event_text(&p);
     assert!(
         text.contains(&format!(
             "{due}  due back on the queue for the next attempt"
@@ -556,15 +561,7 @@ async fn events_show_says_why_reconciliation_gave_up_on_a_stuck_event() {
         detail.starts_with("not settled after 1 re-enqueues: delivery never finished it"),
         "{shown}"
     );
-    let text = plumbline_output(
-        &p,
-        &[
-            "events",
-            "show",
-            "stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5",
-            "--aws",
-        ],
-    );
+    let text = show_fixture_event_text(&p);
     assert!(
         text.contains("enqueued again 1 time(s) while unsettled")
             && text.contains(&format!("status: dead_lettered ({detail})")),
