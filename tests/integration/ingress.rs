@@ -221,6 +221,41 @@ async fn a_duplicate_after_the_horizon_re_enqueues_a_crashed_claim_once() {
     assert!(stack.messages().await.is_empty());
 }
 
+/// A claim already enqueued again `reconcile.max_requeues` times (3, the default) is not enqueued
+/// once more by a duplicate: delivery never finished it, and reconciliation dead-letters it.
+#[tokio::test]
+async fn a_duplicate_leaves_a_claim_enqueued_max_requeues_times_to_reconciliation() {
+    let stack = Stack::new().await;
+    crashed_claim(&stack).await;
+    let body = fixture("stripe/payment_intent.succeeded.json");
+    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e").expect("key");
+    let store = stack.ingress.store();
+    let at = |s: i64| Timestamp::from_unix(T0 + s).expect("in range");
+    for (seen, now) in [(0, 1_000), (1_000, 2_000)] {
+        assert!(
+            store
+                .refresh_claim(&key, at(seen), at(now))
+                .await
+                .expect("refresh")
+        );
+    }
+    // Two re-enqueues so far: a duplicate past the horizon makes the third.
+    stack.clock.advance_secs(2_400);
+    let _ = stack.send(stripe_at(T0 + 2_400, &body)).await;
+    assert_eq!(stack.messages().await.len(), 1, "the third copy");
+    let record = store.get(&key).await.expect("get").expect("claimed");
+    assert_eq!(record.requeues, 3);
+
+    stack.clock.advance_secs(2_400);
+    let (status, answer) = stack.send(stripe_at(T0 + 4_800, &body)).await;
+    assert_eq!(
+        (status, json(&answer)["status"].clone()),
+        (200, "duplicate".into())
+    );
+    assert!(stack.messages().await.is_empty(), "no fourth copy");
+    assert_eq!(stack.metrics.count("IngressRequeued", &[]), 1);
+}
+
 #[tokio::test]
 async fn a_reused_id_with_another_payload_is_kept_as_a_conflict() {
     let stack = Stack::new().await;

@@ -241,6 +241,9 @@ pub struct IngressSettings {
     pub duplicate_horizon_secs: i64,
     /// How long event records are kept (the table's TTL attribute).
     pub retention_days: i64,
+    /// `reconcile.max_requeues`: a claim enqueued again this often is left to reconciliation,
+    /// which dead-letters it, rather than enqueued once more by a duplicate.
+    pub max_requeues: u32,
 }
 
 impl Default for IngressSettings {
@@ -249,6 +252,7 @@ impl Default for IngressSettings {
             max_body_bytes: 256 * 1024,
             duplicate_horizon_secs: 300,
             retention_days: 90,
+            max_requeues: crate::reconcile::Settings::default().max_requeues,
         }
     }
 }
@@ -362,6 +366,10 @@ impl Config {
                 problems: problems.list,
             });
         }
+        let ingress = IngressSettings {
+            max_requeues: reconcile.max_requeues,
+            ..ingress
+        };
         Ok(Self {
             sources,
             targets,

@@ -404,6 +404,8 @@ pub(super) fn parse_ingress(raw: &RawIngress, problems: &mut Problems<'_>) -> In
             .duplicate_horizon_secs
             .unwrap_or(defaults.duplicate_horizon_secs),
         retention_days: raw.retention_days.unwrap_or(defaults.retention_days),
+        // Reconciliation's, set where both are read.
+        max_requeues: defaults.max_requeues,
     };
     if !(1..=6 * 1024 * 1024).contains(&ingress.max_body_bytes) {
         problems.add(

@@ -287,7 +287,9 @@ impl<S: Intake<Q>, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
             return Ok(EventOutcome::Conflict);
         }
         let stale = now.unix() - existing.claimed_at.unix() > self.settings.duplicate_horizon_secs;
-        if existing.status == EventStatus::Received && stale {
+        // One enqueued again `max_requeues` times already is reconciliation's to dead-letter.
+        let spent = existing.requeues >= self.settings.max_requeues;
+        if existing.status == EventStatus::Received && stale && !spent {
             // A claim older than the horizon that delivery has not kept alive (a retry moves the
             // claim to when its message is due back): the enqueue after it may have been lost
             // to a crash. Exactly one concurrent duplicate wins the refresh.
