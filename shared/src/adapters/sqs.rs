@@ -208,7 +208,7 @@ impl QueueConsumer for SqsQueue {
 
 /// What a letter the queue's redrive moved says of itself: SQS moves the message as it was
 /// sent, with nothing on why. Delivery gives each letter it writes its reason.
-pub const REDRIVEN: &str =
+const REDRIVEN: &str =
     "received maxReceiveCount times without success (moved by the queue's redrive)";
 
 impl DeadLetterSource for SqsDeadLetters {

@@ -252,7 +252,7 @@ impl Default for IngressSettings {
             max_body_bytes: 256 * 1024,
             duplicate_horizon_secs: 300,
             retention_days: 90,
-            max_requeues: crate::reconcile::Settings::default().max_requeues,
+            max_requeues: crate::reconcile::DEFAULT_MAX_REQUEUES,
         }
     }
 }
@@ -310,7 +310,12 @@ impl Config {
         let targets = parse_targets(raw.targets, &mut problems);
         let routes = parse_routes(raw.routes, &targets, &mut problems);
         check_ownership(&raw.ownership, &sources, &targets, &mut problems);
-        let ingress = parse_ingress(&raw.ingress, &mut problems);
+        // Reconciliation's bound, which the ingress keeps to as well.
+        let max_requeues = raw
+            .reconcile
+            .max_requeues
+            .unwrap_or(crate::reconcile::DEFAULT_MAX_REQUEUES);
+        let ingress = parse_ingress(&raw.ingress, max_requeues, &mut problems);
         let delivery = parse_delivery(&raw.delivery, &mut problems);
         let ledger = LedgerSettings {
             lead_dedup_window_secs: raw
@@ -331,7 +336,7 @@ impl Config {
                 .reconcile
                 .stuck_after_secs
                 .unwrap_or(defaults.stuck_after_secs),
-            max_requeues: raw.reconcile.max_requeues.unwrap_or(defaults.max_requeues),
+            max_requeues,
             page_limit: raw.reconcile.page_limit.unwrap_or(defaults.page_limit),
             max_pages: raw.reconcile.max_pages.unwrap_or(defaults.max_pages),
             failed_only: raw.reconcile.failed_only.unwrap_or(false),
@@ -366,10 +371,6 @@ impl Config {
                 problems: problems.list,
             });
         }
-        let ingress = IngressSettings {
-            max_requeues: reconcile.max_requeues,
-            ..ingress
-        };
         Ok(Self {
             sources,
             targets,

@@ -396,7 +396,11 @@ pub(super) fn check_ownership(
     }
 }
 
-pub(super) fn parse_ingress(raw: &RawIngress, problems: &mut Problems<'_>) -> IngressSettings {
+pub(super) fn parse_ingress(
+    raw: &RawIngress,
+    max_requeues: u32,
+    problems: &mut Problems<'_>,
+) -> IngressSettings {
     let defaults = IngressSettings::default();
     let ingress = IngressSettings {
         max_body_bytes: raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
@@ -404,8 +408,7 @@ pub(super) fn parse_ingress(raw: &RawIngress, problems: &mut Problems<'_>) -> In
             .duplicate_horizon_secs
             .unwrap_or(defaults.duplicate_horizon_secs),
         retention_days: raw.retention_days.unwrap_or(defaults.retention_days),
-        // Reconciliation's, set where both are read.
-        max_requeues: defaults.max_requeues,
+        max_requeues,
     };
     if !(1..=6 * 1024 * 1024).contains(&ingress.max_body_bytes) {
         problems.add(

@@ -109,7 +109,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             stuck_after_secs: 900,
-            max_requeues: 3,
+            max_requeues: DEFAULT_MAX_REQUEUES,
             max_pages: 10,
             failed_only: false,
             retention_days: 90,
@@ -123,6 +123,9 @@ impl Default for Settings {
         }
     }
 }
+
+/// `reconcile.max_requeues` when the configuration does not set it.
+pub const DEFAULT_MAX_REQUEUES: u32 = 3;
 
 pub const MISSED_WEBHOOKS: &str = "missed_webhooks";
 pub const STUCK_EVENTS: &str = "stuck_events";

@@ -280,6 +280,11 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// The write that gives event `?1` its final status `?2`, detail `?3`, at `?4`: it leaves the
+/// pending sweep. A caller may add conditions with `AND`.
+pub(super) const FINAL_STATUS: &str = "UPDATE events SET status = ?2, status_detail = ?3, status_at = ?4, \
+                                       pending_since = NULL WHERE key = ?1";
+
 /// Sets an event's final status; it leaves the pending sweep.
 pub(super) fn set_status(
     conn: &Connection,
@@ -290,7 +295,7 @@ pub(super) fn set_status(
 ) -> Result<(), StoreError> {
     let n = conn
         .exec(
-            "UPDATE events SET status = ?2, status_detail = ?3, status_at = ?4, pending_since = NULL WHERE key = ?1",
+            FINAL_STATUS,
             params![key, status.as_str(), detail, at.to_string()],
         )
         .map_err(|e| sql_error(&e))?;

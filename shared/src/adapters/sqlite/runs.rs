@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{Cached, SqliteStore, events, sql_error};
 use crate::contract::Timestamp;
 use crate::ports::{
-    DeadLetters, Depth, EventKey, PendingCursor, PendingPage, PendingPosition, QueueError,
-    QueueStats, ReconcileStore, StoreError, Unreadable,
+    DeadLetters, Depth, EventKey, EventStatus, PendingCursor, PendingPage, PendingPosition,
+    QueueError, QueueStats, ReconcileStore, StoreError, Unreadable,
 };
 use crate::reconcile::Report;
 
@@ -82,9 +82,17 @@ impl ReconcileStore for SqliteStore {
         let (key, seen, detail) = (key.to_string(), seen.to_string(), detail.to_owned());
         self.run(move |conn| {
             conn.exec(
-                "UPDATE events SET status = 'dead_lettered', status_detail = ?3, status_at = ?4, \
-                 pending_since = NULL WHERE key = ?1 AND status = 'received' AND claimed_at = ?2",
-                params![key, seen, detail, now.to_string()],
+                &format!(
+                    "{} AND status = 'received' AND claimed_at = ?5",
+                    events::FINAL_STATUS
+                ),
+                params![
+                    key,
+                    EventStatus::DeadLettered.as_str(),
+                    detail,
+                    now.to_string(),
+                    seen
+                ],
             )
             .map(|n| n == 1)
             .map_err(|e| sql_error(&e))
