@@ -9,11 +9,9 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::{CheckResult, Reconciler, Storage};
+use super::{CheckResult, Reconciler};
 use crate::contract::{EntityKind, Timestamp};
-use crate::ports::{
-    Clock, CrmReadBack, DeadLetters, EventQueue, ProviderEvents, QueueStats, Target,
-};
+use crate::ports::{CrmReadBack, EntityScan, Target};
 use crate::telemetry::Metrics;
 
 const DAY_SECS: i64 = 86_400;
@@ -29,11 +27,7 @@ type LedgerLead = (String, Option<String>);
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: Storage,
-    Q: EventQueue + QueueStats,
-    D: QueueStats + DeadLetters,
-    P: ProviderEvents,
-    C: Clock,
+    S: EntityScan,
     M: Metrics,
     K: CrmReadBack + Target,
 {

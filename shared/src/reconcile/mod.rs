@@ -204,6 +204,36 @@ enum Taken {
     Before,
 }
 
+impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
+where
+    S: Intake<Q>,
+    Q: EventQueue,
+{
+    /// Takes an event in exactly as the ingress does, through [`Intake`] (claim and message in
+    /// one commit where the store is the queue; else the claim, the send, and a release if the
+    /// send fails), with origin `reconcile`. `None` when it could not be taken in.
+    async fn take_in(
+        &self,
+        source: &SourceName,
+        event: crate::sources::SourceEvent,
+        now: Timestamp,
+    ) -> Option<Taken> {
+        let trace = Trace {
+            request_id: None,
+            origin: Origin::Reconcile,
+        };
+        let record = build_record(source, event, now, trace, self.settings.retention_days);
+        match self.store.claim_and_enqueue(&self.queue, &record).await {
+            Ok(Claim::Claimed) => Some(Taken::Now),
+            Ok(Claim::Exists(_)) => Some(Taken::Before),
+            Err(err) => {
+                warn!(error = %crate::telemetry::Chain(&err), "could not take the event in");
+                None
+            }
+        }
+    }
+}
+
 impl CheckResult {
     fn note_id(&mut self, id: String) {
         if self.ids.len() < MAX_IDS {
@@ -494,30 +524,6 @@ where
                 info!(event_key = %key, "missed webhook taken in from the provider's list");
             } else {
                 result.unrepairable += 1;
-            }
-        }
-    }
-
-    /// Takes an event in exactly as the ingress does, through [`Intake`] (claim and message in
-    /// one commit where the store is the queue; else the claim, the send, and a release if the
-    /// send fails), with origin `reconcile`. `None` when it could not be taken in.
-    async fn take_in(
-        &self,
-        source: &SourceName,
-        event: crate::sources::SourceEvent,
-        now: Timestamp,
-    ) -> Option<Taken> {
-        let trace = Trace {
-            request_id: None,
-            origin: Origin::Reconcile,
-        };
-        let record = build_record(source, event, now, trace, self.settings.retention_days);
-        match self.store.claim_and_enqueue(&self.queue, &record).await {
-            Ok(Claim::Claimed) => Some(Taken::Now),
-            Ok(Claim::Exists(_)) => Some(Taken::Before),
-            Err(err) => {
-                warn!(error = %crate::telemetry::Chain(&err), "could not take the event in");
-                None
             }
         }
     }

@@ -8,12 +8,12 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use tracing::warn;
 
-use super::{CheckResult, Reconciler, STUCK_EVENTS, Storage};
+use super::{CheckResult, Reconciler, STUCK_EVENTS};
 use crate::contract::{Envelope, Timestamp};
 use crate::ingress::QueueMessage;
 use crate::ports::{
-    Clock, CrmReadBack, DeadLetters, EventKey, EventQueue, EventRecord, Intake, PendingCursor,
-    ProviderEvents, QueueStats, Target, Unreadable,
+    DeadLetters, EventKey, EventQueue, EventRecord, Intake, Letter, PendingCursor, ReconcileStore,
+    Unreadable,
 };
 use crate::telemetry::{Metric, Metrics};
 
@@ -34,13 +34,10 @@ enum Repair {
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: Storage + Intake<Q>,
-    Q: EventQueue + QueueStats,
-    D: QueueStats + DeadLetters,
-    P: ProviderEvents,
-    C: Clock,
+    S: ReconcileStore + Intake<Q>,
+    Q: EventQueue,
+    D: DeadLetters,
     M: Metrics,
-    K: CrmReadBack + Target,
 {
     /// The stuck-events check, with a word on the claims it gave up on.
     pub(super) async fn stuck_check(&self, now: Timestamp, deadline: Instant) -> CheckResult {
@@ -195,12 +192,14 @@ where
             )
         };
         let message = QueueMessage::new(&record.key, envelope);
-        let attributes = [
-            ("reason", detail.clone()),
-            ("event_key", record.key.to_string()),
-            ("event_type", envelope.event_type.to_string()),
-            ("failed_at", now.to_string()),
-        ];
+        let attributes = Letter {
+            reason: detail.clone(),
+            failed_at: now,
+            event_key: Some(&record.key),
+            event_type: Some(&envelope.event_type),
+            target: None,
+        }
+        .attributes();
         if let Err(err) = self
             .dead_letters
             .dead_letter(&message.body(), &attributes)

@@ -21,13 +21,13 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::parity::{self, Parity};
-use super::{CheckResult, Reconciler, Storage, Taken};
+use super::{CheckResult, Reconciler, Taken};
 use crate::contract::{EntityKind, SourceEventId, SourceName, Timestamp};
 use crate::delivery::{Document, routes};
 use crate::ledger::{Effect, Entity};
 use crate::ports::{
-    Clock, CrmReadBack, DeadLetters, EventKey, EventQueue, EventRecord, Intake, Known,
-    ProviderEvents, QueueStats, Target, Watermark, distinct_keys,
+    CrmReadBack, EntityScan, EventKey, EventQueue, EventRecord, Intake, Known, LedgerStore, Target,
+    Watermark, Watermarks, distinct_keys,
 };
 use crate::telemetry::Metrics;
 
@@ -48,11 +48,8 @@ struct Window {
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
 where
-    S: Storage + Intake<Q>,
-    Q: EventQueue + QueueStats,
-    D: QueueStats + DeadLetters,
-    P: ProviderEvents,
-    C: Clock,
+    S: EntityScan + Watermarks + LedgerStore + Intake<Q>,
+    Q: EventQueue,
     M: Metrics,
     K: CrmReadBack + Target,
 {
