@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use plumbline::adapters::sqs::SqsDeadLetters;
-use plumbline::ports::DeadLetterSource;
+use plumbline::ports::{DeadLetterSource, letter};
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
@@ -47,7 +47,7 @@ impl Letter {
     /// by the receive limit carry no attributes of their own).
     fn event_key(&self) -> String {
         self.attributes
-            .get("event_key")
+            .get(letter::EVENT_KEY)
             .cloned()
             .unwrap_or_else(|| {
                 serde_json::from_str::<serde_json::Value>(&self.body)
@@ -116,9 +116,9 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<bool> {
                 vec![
                     l.id.get(..10).unwrap_or(&l.id).to_owned(),
                     l.event_key(),
-                    attr(&l.attributes, "target"),
-                    attr(&l.attributes, "event_type"),
-                    attr(&l.attributes, "reason"),
+                    attr(&l.attributes, letter::TARGET),
+                    attr(&l.attributes, letter::EVENT_TYPE),
+                    attr(&l.attributes, letter::REASON),
                 ]
             })
             .collect();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::ingress::QueueMessage;
 use crate::ports::{
     DeadLetterSource, DeadLetters, Depth, EventQueue, QueueConsumer, QueueControl, QueueError,
-    QueueStats, Received, Requeue,
+    QueueStats, Received, Requeue, letter,
 };
 
 #[derive(Debug, Clone)]
@@ -219,7 +219,7 @@ impl DeadLetterSource for SqsDeadLetters {
         for letter in &mut letters {
             letter
                 .attributes
-                .entry("reason".to_owned())
+                .entry(letter::REASON.to_owned())
                 .or_insert_with(|| REDRIVEN.to_owned());
         }
         Ok(letters)

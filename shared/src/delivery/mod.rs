@@ -27,7 +27,7 @@ use crate::ingress::QueueMessage;
 use crate::ledger::{Applied, Effect, Ownership};
 use crate::ports::{
     Attempt, Clock, DeadLetters, DeliveryLog, EventKey, EventStatus, EventStore, Known,
-    LedgerStore, QueueControl, ReplayTally, StoreError, Target, TargetError, distinct_keys,
+    LedgerStore, Letter, QueueControl, ReplayTally, StoreError, Target, TargetError, distinct_keys,
 };
 use crate::telemetry::{Metric, Metrics, Unit};
 
@@ -553,13 +553,14 @@ where
         class: &str,
     ) -> TargetOutcome {
         let now = self.clock.now();
-        let attributes = [
-            ("target", target.to_owned()),
-            ("reason", reason.to_owned()),
-            ("event_type", document.event.event_type.to_string()),
-            ("event_key", key.to_string()),
-            ("failed_at", now.to_string()),
-        ];
+        let attributes = Letter {
+            reason: reason.to_owned(),
+            failed_at: now,
+            event_key: Some(key),
+            event_type: Some(&document.event.event_type),
+            target: Some(target),
+        }
+        .attributes();
         if let Err(err) = self
             .dead_letters
             .dead_letter(&message.body, &attributes)
@@ -590,13 +591,14 @@ where
         label: &str,
         reason: &str,
     ) -> Outcome {
-        let mut attributes = vec![
-            ("reason", format!("{label}: {reason}")),
-            ("failed_at", self.clock.now().to_string()),
-        ];
-        if let Some(key) = key {
-            attributes.push(("event_key", key.to_string()));
+        let attributes = Letter {
+            reason: format!("{label}: {reason}"),
+            failed_at: self.clock.now(),
+            event_key: key,
+            event_type: None,
+            target: None,
         }
+        .attributes();
         match self
             .dead_letters
             .dead_letter(&message.body, &attributes)

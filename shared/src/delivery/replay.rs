@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::ports::{DeadLetterSource, QueueError, Received, Requeue};
+use crate::ports::{DeadLetterSource, QueueError, Received, Requeue, letter};
 
 /// Which dead letters to replay. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,15 +21,15 @@ impl Filter {
         let attr = |name: &str| letter.attributes.get(name).map(String::as_str);
         self.target
             .as_deref()
-            .is_none_or(|t| attr("target") == Some(t))
+            .is_none_or(|t| attr(letter::TARGET) == Some(t))
             && self
                 .event_type
                 .as_deref()
-                .is_none_or(|t| attr("event_type") == Some(t))
+                .is_none_or(|t| attr(letter::EVENT_TYPE) == Some(t))
             && self
                 .reason
                 .as_deref()
-                .is_none_or(|r| attr("reason").is_some_and(|have| have.contains(r)))
+                .is_none_or(|r| attr(letter::REASON).is_some_and(|have| have.contains(r)))
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{EventKey, EventStatus, QueueError, StoreError};
-use crate::contract::Timestamp;
+use crate::contract::{EventType, Timestamp};
 
 /// Where one target's delivery of one event stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +107,46 @@ pub trait DeliveryLog: Send + Sync {
         &self,
         key: &EventKey,
     ) -> impl Future<Output = Result<Vec<DeliveryRecord>, StoreError>> + Send;
+}
+
+/// The names of a dead letter's attributes: written by [`Letter::attributes`], read back by
+/// `plumbline dlq list` and by `replay`'s filters.
+pub mod letter {
+    pub const REASON: &str = "reason";
+    pub const EVENT_KEY: &str = "event_key";
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const TARGET: &str = "target";
+    pub const FAILED_AT: &str = "failed_at";
+}
+
+/// Why a message goes to the dead-letter queue, as the attributes every writer gives it.
+#[derive(Debug, Clone)]
+pub struct Letter<'a> {
+    pub reason: String,
+    pub failed_at: Timestamp,
+    pub event_key: Option<&'a EventKey>,
+    pub event_type: Option<&'a EventType>,
+    /// The target that refused it, when one did.
+    pub target: Option<&'a str>,
+}
+
+impl Letter<'_> {
+    pub fn attributes(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![
+            (letter::REASON, self.reason.clone()),
+            (letter::FAILED_AT, self.failed_at.to_string()),
+        ];
+        if let Some(key) = self.event_key {
+            out.push((letter::EVENT_KEY, key.to_string()));
+        }
+        if let Some(event_type) = self.event_type {
+            out.push((letter::EVENT_TYPE, event_type.to_string()));
+        }
+        if let Some(target) = self.target {
+            out.push((letter::TARGET, target.to_owned()));
+        }
+        out
+    }
 }
 
 /// The dead-letter queue, written directly for permanent failures.

@@ -6,8 +6,8 @@ mod ledger;
 mod reconcile;
 
 pub use delivery::{
-    Attempt, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState,
-    QueueConsumer, QueueControl, Received, Requeue, Target, TargetError,
+    Attempt, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryRecord, DeliveryState, Letter,
+    QueueConsumer, QueueControl, Received, Requeue, Target, TargetError, letter,
 };
 pub use ledger::{Alias, Known, LedgerStore, Saved, distinct_keys};
 pub(crate) use reconcile::PendingPosition;
