@@ -698,3 +698,52 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
     assert!(second.contains("examined 0, enqueued 0"), "{second}");
     assert_eq!(effects(&erp, "/erp").get(&key), Some(&1), "delivered once");
 }
+
+#[tokio::test]
+async fn plumbline_dev_warns_as_it_starts_of_filters_and_fields_that_name_nothing() {
+    let stderr_of = |dev: &Dev| {
+        std::fs::read_to_string(dev.data_dir.with_extension("stderr.log")).expect("stderr log")
+    };
+    let clean = config("http://127.0.0.1:9", "");
+    let dev = Dev::start(&clean, &clean.with_file_name("data"), &ENVS);
+    let said = stderr_of(&dev);
+    dev.kill();
+    assert!(!said.contains("configuration warning"), "{said}");
+
+    let mistaken = config(
+        "http://127.0.0.1:9",
+        r#"
+[[targets.erp.fields]]
+to = "amount"
+from = "entity.feilds.amount"
+
+[[routes]]
+events = ["payment.*"]
+targets = ["erp"]
+where = { "data.objekt.id" = "pi_1" }
+"#,
+    );
+    // The warnings are written before the server listens, so they are in the log by the time
+    // `start` has read the banner.
+    let dev = Dev::start(&mistaken, &mistaken.with_file_name("data"), &ENVS);
+    let said = stderr_of(&dev);
+    dev.kill();
+    let warnings: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("configuration warning"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{said}");
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("targets.erp.fields[0].from")
+                && l.contains("no field of the delivery document")),
+        "{said}"
+    );
+    assert!(
+        warnings.iter().any(|l| l.contains("routes[1].where")
+            && l.contains("data.objekt.id")
+            && l.contains("no field of the envelope")),
+        "{said}"
+    );
+}

@@ -81,7 +81,15 @@ pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<(Config, demo::Secr
     match path {
         // Demo secrets stay available (only `PLUMBLINE_DEMO_*` names resolve to them), so the
         // example configurations under docs/ work without setting anything.
-        Some(path) => Ok((Config::load(path)?, demo::Secrets::new(true), false)),
+        Some(path) => {
+            let config = Config::load(path)?;
+            // The functions leave these to `config check` (they carry no copy of the schemas);
+            // locally, where a configuration is first tried, they are said at once.
+            for warning in config.schema_warnings() {
+                tracing::warn!(key = %warning.key, reason = %warning.reason, "configuration warning");
+            }
+            Ok((config, demo::Secrets::new(true), false))
+        }
         None => Ok((
             Config::parse(demo::CONFIG).context("the demo configuration")?,
             demo::Secrets::new(true),

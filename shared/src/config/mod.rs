@@ -391,9 +391,16 @@ impl Config {
     /// stack's `SecretsPrefix` parameter). The functions do not call it, so they carry no copy
     /// of the schemas it walks.
     pub fn check_warnings(&self, secrets_prefix: &str) -> Vec<ConfigProblem> {
+        let mut out = self.schema_warnings();
+        out.extend(self.secret_folder_warnings(secrets_prefix));
+        out
+    }
+
+    /// Route filters and target fields that name no field of the envelope or the delivery
+    /// document: what `plumbline dev` warns of as it starts, as `config check` does.
+    pub fn schema_warnings(&self) -> Vec<ConfigProblem> {
         let mut out = self.filter_warnings(&SchemaPaths::envelope());
         out.extend(self.mapping_warnings(&SchemaPaths::of::<crate::delivery::Document>()));
-        out.extend(self.secret_folder_warnings(secrets_prefix));
         out
     }
 
