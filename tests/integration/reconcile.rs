@@ -18,8 +18,8 @@ use plumbline::ports::{
     LedgerStore, ManualClock, QueueConsumer, QueueStats, Watermarks, change_entry,
 };
 use plumbline::reconcile::{
-    DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler, STUCK_EVENTS,
-    Settings, Storage,
+    DELIVERY_BACKLOG, DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler,
+    STUCK_EVENTS, Settings, Storage,
 };
 use plumbline::sources::{Inbound, SourceKind, Verifier};
 use plumbline::telemetry::RecordingMetrics;
@@ -397,7 +397,106 @@ async fn stuck_claims_are_given_up_on_after_max_requeues_on_dynamodb_and_sqs() {
 }
 
 const GIVEN_UP_DETAIL: &str = "not settled after 2 re-enqueues: delivery never finished it (it \
-                               crashed or timed out on each receive, or is not reading the queue)";
+                               crashed or timed out on each receive)";
+
+/// While messages wait on the delivery queue and none is in flight (delivery held back, its
+/// event source mapping disabled), a claim past the horizon may be one of them: it is counted,
+/// not enqueued again, and not given up on even at `max_requeues = 0`. Once delivery reads the
+/// queue (here: it took the message and crashed on it), the sweep acts again.
+async fn stuck_claims_wait_while_nothing_reads_the_queue<S, Q, D>(store: S, queue: Q, dlq: D)
+where
+    S: Storage + Intake<Q> + Clone,
+    Q: EventQueue + QueueStats + QueueConsumer + Clone,
+    D: QueueStats + DeadLetters + Clone,
+{
+    crashed_claim(&store).await;
+    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e").expect("key");
+    let record = store.get(&key).await.expect("get").expect("claimed");
+    let envelope = record.envelope.as_ref().expect("envelope");
+    queue
+        .enqueue(&QueueMessage::new(&key, envelope))
+        .await
+        .expect("enqueue");
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
+    let mut settings = settings(10);
+    settings.max_requeues = 0;
+    let reconciler = Reconciler::new(
+        store.clone(),
+        queue.clone(),
+        dlq,
+        no_providers(),
+        clock.clone(),
+        RecordingMetrics::default(),
+        settings,
+    );
+
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    let stuck = &report.checks[STUCK_EVENTS];
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (1, 0, 0),
+        "{stuck:?}"
+    );
+    assert_eq!(stuck.ids, [key.to_string()]);
+    assert_eq!(
+        stuck.note.as_deref(),
+        Some(
+            "delivery is not reading its queue (1 waiting, none in flight): left for it, none \
+             enqueued again or given up on"
+        )
+    );
+    let backlog = &report.checks[DELIVERY_BACKLOG];
+    assert_eq!(backlog.found, 1);
+    assert!(
+        backlog
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("0 in flight")),
+        "{backlog:?}"
+    );
+    let record = store.get(&key).await.expect("get").expect("kept");
+    assert_eq!((record.status, record.requeues), (EventStatus::Received, 0));
+    // The one message is still the only one, and delivery takes it (and crashes on it).
+    let taken = queue
+        .receive(10, Duration::from_secs(600))
+        .await
+        .expect("receive");
+    assert_eq!(taken.len(), 1, "no copy was added");
+
+    // Now the queue is read: at max_requeues = 0 the claim is given up on.
+    clock.advance_secs(60);
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    let stuck = &report.checks[STUCK_EVENTS];
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (1, 0, 1),
+        "{stuck:?}"
+    );
+    let record = store.get(&key).await.expect("get").expect("kept");
+    assert_eq!(record.status, EventStatus::DeadLettered);
+}
+
+#[tokio::test]
+async fn stuck_claims_wait_while_nothing_reads_the_queue_on_sqlite() {
+    let dir = std::env::temp_dir().join(unique("plumbline-held"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    stuck_claims_wait_while_nothing_reads_the_queue(
+        store.clone(),
+        store.clone(),
+        LocalDeadLetters(store),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stuck_claims_wait_while_nothing_reads_the_queue_on_dynamodb_and_sqs() {
+    let (store, queue, dlq) = fresh_deployment().await;
+    stuck_claims_wait_while_nothing_reads_the_queue(store, queue, dlq).await;
+}
 
 /// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run,
 /// page after page: every claim re-enqueued once, oldest first in the report, none twice by the

@@ -13,6 +13,8 @@ use super::App;
 #[derive(Debug, Serialize)]
 pub struct QueueStatus {
     pub depth: u64,
+    /// Of `depth`, messages received and not yet deleted, or held back for a retry.
+    pub in_flight: u64,
     pub oldest_age_ms: Option<i64>,
 }
 
@@ -39,8 +41,8 @@ pub struct Status {
 }
 
 pub async fn status(app: &App) -> Result<Status, StoreError> {
-    let (depth, oldest) = app.store.queue_stats(false).await?;
-    let (dlq_depth, dlq_oldest) = app.store.queue_stats(true).await?;
+    let (depth, in_flight, oldest) = app.store.queue_stats(false).await?;
+    let (dlq_depth, dlq_in_flight, dlq_oldest) = app.store.queue_stats(true).await?;
     let (event_counts, ownership_conflicts) = app.store.status_counts().await?;
     let targets = app
         .store
@@ -68,10 +70,12 @@ pub async fn status(app: &App) -> Result<Status, StoreError> {
     Ok(Status {
         queue: QueueStatus {
             depth,
+            in_flight,
             oldest_age_ms: oldest,
         },
         dead_letters: QueueStatus {
             depth: dlq_depth,
+            in_flight: dlq_in_flight,
             oldest_age_ms: dlq_oldest,
         },
         targets,

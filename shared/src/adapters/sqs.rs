@@ -253,14 +253,18 @@ async fn depth_of(client: &Client, url: &str) -> Result<Depth, QueueError> {
         .send()
         .await
         .map_err(classify)?;
-    let messages = out
-        .attributes
-        .unwrap_or_default()
-        .values()
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
+    let attributes = out.attributes.unwrap_or_default();
+    let count = |name: &QueueAttributeName| {
+        attributes
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let waiting = count(&QueueAttributeName::ApproximateNumberOfMessages);
+    let in_flight = count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
     Ok(Depth {
-        messages,
+        messages: waiting + in_flight,
+        in_flight,
         oldest_age_secs: None,
     })
 }

@@ -70,8 +70,20 @@ pub trait ReconcileStore: Send + Sync {
 /// A queue's depth, and the age of its oldest message where the queue can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
+    /// Every message on the queue: waiting, and in flight.
     pub messages: u64,
+    /// Of those, the ones not visible: received by a consumer and not yet deleted, or held
+    /// back by a retry's visibility timeout.
+    pub in_flight: u64,
     pub oldest_age_secs: Option<u64>,
+}
+
+impl Depth {
+    /// Messages wait and none is in flight: nothing is reading the queue (delivery held back,
+    /// its event source mapping disabled), or nothing has for a while.
+    pub fn unread(&self) -> bool {
+        self.messages > self.in_flight && self.in_flight == 0
+    }
 }
 
 pub trait QueueStats: Send + Sync {
@@ -300,6 +312,19 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         Timestamp::parse(text).expect("timestamp")
+    }
+
+    #[test]
+    fn a_queue_is_unread_when_messages_wait_and_none_is_in_flight() {
+        let depth = |messages, in_flight| Depth {
+            messages,
+            in_flight,
+            oldest_age_secs: None,
+        };
+        assert!(depth(3, 0).unread());
+        assert!(!depth(0, 0).unread(), "an empty queue");
+        assert!(!depth(3, 1).unread(), "a consumer holds one");
+        assert!(!depth(2, 2).unread(), "all in flight");
     }
 
     #[test]

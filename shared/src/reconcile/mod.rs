@@ -30,9 +30,9 @@ use crate::delivery::Document;
 use crate::ingress::build_record;
 use crate::ledger::Ownership;
 use crate::ports::{
-    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, DeadLetters, EntityScan, EventKey, EventQueue,
-    EventStore, Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally,
-    Target, TargetError, Watermark, Watermarks,
+    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, DeadLetters, Depth, EntityScan, EventKey,
+    EventQueue, EventStore, Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore,
+    ReplayTally, Target, TargetError, Watermark, Watermarks,
 };
 use crate::sources::{SourceKind, accept_from_api};
 use crate::telemetry::{Metric, Metrics};
@@ -324,13 +324,25 @@ where
     pub async fn run(&self, deadline: Instant) -> Report {
         let started_at = self.clock.now();
         let mut checks = BTreeMap::new();
+        let queues = async {
+            let t = Instant::now();
+            let (backlog, dlq, delivery) = self.backlog().await;
+            (timed(backlog, t), timed(dlq, t), delivery)
+        };
         let intake = async {
-            // Missed webhooks first: what it takes in is then on the queue, not stuck.
+            // The queues' depths as the run starts, before it enqueues anything: the stuck
+            // check holds back while nothing reads the delivery queue. Then missed webhooks:
+            // what it takes in is then on the queue, not stuck.
+            let (backlog, dlq, delivery) = queues.await;
             let t = Instant::now();
             let missed = timed(self.missed_webhooks(started_at, deadline).await, t);
             let t = Instant::now();
-            let stuck = timed(self.stuck_check(started_at, deadline).await, t);
-            (missed, stuck)
+            let stuck = timed(
+                self.stuck_check(started_at, deadline, delivery.as_ref())
+                    .await,
+                t,
+            );
+            (missed, stuck, backlog, dlq)
         };
         let parity = async {
             // Lead counts before the sweep: they report what the CRM lacked, which the sweep's
@@ -345,18 +357,13 @@ where
             let (parity, crm) = self.sweep(started_at, deadline).await;
             (leads, timed(parity, t), timed(crm, t))
         };
-        let queues = async {
-            let t = Instant::now();
-            let (backlog, dlq) = self.backlog().await;
-            (timed(backlog, t), timed(dlq, t))
-        };
         let replays = async {
             let t = Instant::now();
             timed(self.replays(started_at).await, t)
         };
-        let ((missed, stuck), (leads, parity, crm), (backlog, dlq), replays) =
+        let ((missed, stuck, backlog, dlq), (leads, parity, crm), replays) =
             // Boxed: side by side, the chains' states would make one large future on the stack.
-            tokio::join!(Box::pin(intake), Box::pin(parity), Box::pin(queues), Box::pin(replays));
+            tokio::join!(Box::pin(intake), Box::pin(parity), Box::pin(replays));
         checks.insert(MISSED_WEBHOOKS.to_owned(), missed);
         checks.insert(STUCK_EVENTS.to_owned(), stuck);
         if let Some(leads) = leads {
@@ -561,31 +568,37 @@ where
         }
     }
 
-    async fn backlog(&self) -> (CheckResult, CheckResult) {
-        let read = |depth: Result<crate::ports::Depth, crate::ports::QueueError>, name: &str| {
-            match depth {
-                Ok(d) => CheckResult {
-                    found: d.messages,
-                    ids: if d.messages > 0 {
-                        vec![name.to_owned()]
-                    } else {
-                        Vec::new()
-                    },
-                    note: d
-                        .oldest_age_secs
-                        .map(|age| format!("oldest message {age} s old")),
-                    ..CheckResult::default()
+    /// The delivery queue's and the dead-letter queue's checks, and the delivery queue's depth
+    /// for the stuck check.
+    async fn backlog(&self) -> (CheckResult, CheckResult, Option<Depth>) {
+        let read = |depth: &Result<Depth, crate::ports::QueueError>, name: &str| match depth {
+            Ok(d) => CheckResult {
+                found: d.messages,
+                ids: if d.messages > 0 {
+                    vec![name.to_owned()]
+                } else {
+                    Vec::new()
                 },
-                Err(err) => CheckResult {
-                    note: Some(format!("could not read {name}: {err}")),
-                    ..CheckResult::default()
+                note: match (d.messages, d.oldest_age_secs) {
+                    (0, _) => None,
+                    (_, Some(age)) => Some(format!(
+                        "{} in flight; oldest message {age} s old",
+                        d.in_flight
+                    )),
+                    (_, None) => Some(format!("{} in flight", d.in_flight)),
                 },
-            }
+                ..CheckResult::default()
+            },
+            Err(err) => CheckResult {
+                note: Some(format!("could not read {name}: {err}")),
+                ..CheckResult::default()
+            },
         };
         let (queue, dead_letters) = tokio::join!(self.queue.depth(), self.dead_letters.depth());
         (
-            read(queue, "delivery queue"),
-            read(dead_letters, "dead-letter queue"),
+            read(&queue, "delivery queue"),
+            read(&dead_letters, "dead-letter queue"),
+            queue.ok(),
         )
     }
 }

@@ -1,7 +1,8 @@
 //! The stuck-events check: claims older than `reconcile.stuck_after_secs` that delivery never
 //! settled, found through the sparse pending index (oldest first, never a scan), are enqueued
 //! again, each at most `reconcile.max_requeues` times; after that, a claim is dead-lettered with
-//! its reason, since delivery crashes or times out on it at every receive.
+//! its reason, since delivery crashes or times out on it at every receive. While nothing reads
+//! the delivery queue, they are only counted.
 
 use std::time::Instant;
 
@@ -12,8 +13,8 @@ use super::{CheckResult, Reconciler, STUCK_EVENTS};
 use crate::contract::{Envelope, Timestamp};
 use crate::ingress::QueueMessage;
 use crate::ports::{
-    DeadLetters, EventKey, EventQueue, EventRecord, Intake, Letter, PendingCursor, ReconcileStore,
-    Unreadable,
+    DeadLetters, Depth, EventKey, EventQueue, EventRecord, Intake, Letter, PendingCursor,
+    ReconcileStore, Unreadable,
 };
 use crate::telemetry::{Metric, Metrics};
 
@@ -39,8 +40,30 @@ where
     D: DeadLetters,
     M: Metrics,
 {
-    /// The stuck-events check, with a word on the claims it gave up on.
-    pub(super) async fn stuck_check(&self, now: Timestamp, deadline: Instant) -> CheckResult {
+    /// The stuck-events check, with a word on the claims it gave up on. While messages wait on
+    /// the delivery queue and none is in flight (`delivery`, read as the run started), nothing
+    /// is reading it: the claims are counted and left for delivery, since their messages may be
+    /// among those waiting. Another copy would only join them, and giving up on one would
+    /// dead-letter an event that is merely held back.
+    pub(super) async fn stuck_check(
+        &self,
+        now: Timestamp,
+        deadline: Instant,
+        delivery: Option<&Depth>,
+    ) -> CheckResult {
+        if let Some(depth) = delivery.filter(|d| d.unread()) {
+            let mut result = self.count_stuck(now, deadline).await;
+            let word = format!(
+                "delivery is not reading its queue ({} waiting, none in flight): left for it, \
+                 none enqueued again or given up on",
+                depth.messages
+            );
+            result.note = Some(match result.note {
+                Some(note) => format!("{word}; {note}"),
+                None => word,
+            });
+            return result;
+        }
         let mut given_up = 0;
         let mut result = self.stuck_events(now, deadline, &mut given_up).await;
         if given_up > 0 {
@@ -121,6 +144,43 @@ where
         result
     }
 
+    /// Counts the claims older than the horizon, page after page, and repairs none.
+    async fn count_stuck(&self, now: Timestamp, deadline: Instant) -> CheckResult {
+        let mut result = CheckResult::default();
+        let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
+        let mut after: Option<PendingCursor> = None;
+        for _ in 0..self.settings.max_pages {
+            if Instant::now() >= deadline {
+                result.note = Some("time budget spent".into());
+                return result;
+            }
+            let page = match self
+                .store
+                .pending_before(cutoff, after.as_ref(), self.settings.page_limit)
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    result.note = Some(format!("could not read the pending index: {err}"));
+                    return result;
+                }
+            };
+            for claim in &page.claims {
+                result.found += 1;
+                result.note_id(match claim {
+                    Ok(record) => record.key.to_string(),
+                    Err(unreadable) => unreadable.key.to_string(),
+                });
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return result,
+            }
+        }
+        result.note = Some("page limit reached; more may be waiting".into());
+        result
+    }
+
     /// Re-enqueues one stuck claim, unless the budget is spent (`None`).
     async fn repair_stuck(
         &self,
@@ -187,7 +247,7 @@ where
         } else {
             format!(
                 "not settled after {} re-enqueues: delivery never finished it (it crashed or \
-                 timed out on each receive, or is not reading the queue)",
+                 timed out on each receive)",
                 record.requeues
             )
         };

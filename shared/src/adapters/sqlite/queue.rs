@@ -155,18 +155,26 @@ impl SqliteStore {
     }
 
     /// Depth and oldest age (ms) of a queue.
-    pub async fn queue_stats(&self, dead_letters: bool) -> Result<(u64, Option<i64>), StoreError> {
+    /// Messages on a queue, of which in flight (not visible), and the oldest one's age in ms.
+    pub async fn queue_stats(
+        &self,
+        dead_letters: bool,
+    ) -> Result<(u64, u64, Option<i64>), StoreError> {
         let queue = if dead_letters { DLQ } else { DELIVERY };
         self.run(move |conn| {
+            let now = now_ms();
             conn.row(
-                "SELECT COUNT(*), MIN(sent_ms) FROM messages WHERE queue = ?1",
-                [queue],
+                "SELECT COUNT(*), COALESCE(SUM(visible_at_ms > ?2), 0), MIN(sent_ms) \
+                 FROM messages WHERE queue = ?1",
+                rusqlite::params![queue, now],
                 |r| {
                     let count: i64 = r.get(0)?;
-                    let oldest: Option<i64> = r.get(1)?;
+                    let in_flight: i64 = r.get(1)?;
+                    let oldest: Option<i64> = r.get(2)?;
                     Ok((
                         u64::try_from(count).unwrap_or(0),
-                        oldest.map(|sent| now_ms() - sent),
+                        u64::try_from(in_flight).unwrap_or(0),
+                        oldest.map(|sent| now - sent),
                     ))
                 },
             )

@@ -132,12 +132,13 @@ impl ReconcileStore for SqliteStore {
 }
 
 async fn depth(store: &SqliteStore, dead_letters: bool) -> Result<Depth, QueueError> {
-    let (messages, oldest_ms) = store
+    let (messages, in_flight, oldest_ms) = store
         .queue_stats(dead_letters)
         .await
         .map_err(|e| QueueError::Unavailable(Box::new(e)))?;
     Ok(Depth {
         messages,
+        in_flight,
         oldest_age_secs: oldest_ms.map(|ms| u64::try_from(ms / 1000).unwrap_or(0)),
     })
 }
