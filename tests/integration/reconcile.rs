@@ -70,6 +70,29 @@ fn an_hour_later<S, Q, D>(
     )
 }
 
+/// A reconciler with `settings(10)` that enqueues a stuck claim again at most `max_requeues`
+/// times, on `clock`, with no provider.
+fn requeuing_at_most<S, Q, D>(
+    max_requeues: u32,
+    store: S,
+    queue: Q,
+    dlq: D,
+    clock: &ManualClock,
+    metrics: &RecordingMetrics,
+) -> Reconciler<S, Q, D, StripeEvents, ManualClock, RecordingMetrics> {
+    let mut settings = settings(10);
+    settings.max_requeues = max_requeues;
+    Reconciler::new(
+        store,
+        queue,
+        dlq,
+        no_providers(),
+        clock.clone(),
+        metrics.clone(),
+        settings,
+    )
+}
+
 /// `settings(10)` walking pages of two, at most `max_pages` of them per run.
 fn pages_of_two(max_pages: usize) -> Settings {
     let mut small = settings(10);
@@ -286,17 +309,7 @@ where
     let key = "EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e";
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
     let metrics = RecordingMetrics::default();
-    let mut settings = settings(10);
-    settings.max_requeues = 2;
-    let reconciler = Reconciler::new(
-        store.clone(),
-        queue.clone(),
-        dlq,
-        no_providers(),
-        clock.clone(),
-        metrics.clone(),
-        settings,
-    );
+    let reconciler = requeuing_at_most(2, store.clone(), queue.clone(), dlq, &clock, &metrics);
     let run = || async {
         let report = reconciler
             .run(Instant::now() + Duration::from_secs(30))
@@ -418,27 +431,19 @@ where
         .await
         .expect("enqueue");
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
-    let mut settings = settings(10);
-    settings.max_requeues = 0;
-    let reconciler = Reconciler::new(
-        store.clone(),
-        queue.clone(),
-        dlq,
-        no_providers(),
-        clock.clone(),
-        RecordingMetrics::default(),
-        settings,
-    );
+    let metrics = RecordingMetrics::default();
+    let reconciler = requeuing_at_most(0, store.clone(), queue.clone(), dlq, &clock, &metrics);
+    let run = || async {
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await;
+        let stuck = report.checks[STUCK_EVENTS].clone();
+        let counts = (stuck.found, stuck.repaired, stuck.unrepairable);
+        (report, stuck, counts)
+    };
 
-    let report = reconciler
-        .run(Instant::now() + Duration::from_secs(30))
-        .await;
-    let stuck = &report.checks[STUCK_EVENTS];
-    assert_eq!(
-        (stuck.found, stuck.repaired, stuck.unrepairable),
-        (1, 0, 0),
-        "{stuck:?}"
-    );
+    let (report, stuck, counts) = run().await;
+    assert_eq!(counts, (1, 0, 0), "{stuck:?}");
     assert_eq!(stuck.ids, [key.to_string()]);
     assert_eq!(
         stuck.note.as_deref(),
@@ -467,15 +472,8 @@ where
 
     // Now the queue is read: at max_requeues = 0 the claim is given up on.
     clock.advance_secs(60);
-    let report = reconciler
-        .run(Instant::now() + Duration::from_secs(30))
-        .await;
-    let stuck = &report.checks[STUCK_EVENTS];
-    assert_eq!(
-        (stuck.found, stuck.repaired, stuck.unrepairable),
-        (1, 0, 1),
-        "{stuck:?}"
-    );
+    let (_, stuck, counts) = run().await;
+    assert_eq!(counts, (1, 0, 1), "{stuck:?}");
     let record = store.get(&key).await.expect("get").expect("kept");
     assert_eq!(record.status, EventStatus::DeadLettered);
 }

@@ -51,26 +51,25 @@ where
         deadline: Instant,
         delivery: Option<&Depth>,
     ) -> CheckResult {
-        if let Some(depth) = delivery.filter(|d| d.unread()) {
-            let mut result = self.count_stuck(now, deadline).await;
+        let (mut result, word) = if let Some(depth) = delivery.filter(|d| d.unread()) {
             let word = format!(
                 "delivery is not reading its queue ({} waiting, none in flight): left for it, \
                  none enqueued again or given up on",
                 depth.messages
             );
-            result.note = Some(match result.note {
-                Some(note) => format!("{word}; {note}"),
-                None => word,
+            (self.stuck_events(now, deadline, None).await, Some(word))
+        } else {
+            let mut given_up = 0;
+            let result = self.stuck_events(now, deadline, Some(&mut given_up)).await;
+            let word = (given_up > 0).then(|| {
+                format!(
+                    "{given_up} dead-lettered after {} re-enqueues",
+                    self.settings.max_requeues
+                )
             });
-            return result;
-        }
-        let mut given_up = 0;
-        let mut result = self.stuck_events(now, deadline, &mut given_up).await;
-        if given_up > 0 {
-            let word = format!(
-                "{given_up} dead-lettered after {} re-enqueues",
-                self.settings.max_requeues
-            );
+            (result, word)
+        };
+        if let Some(word) = word {
             result.note = Some(match result.note {
                 Some(note) => format!("{word}; {note}"),
                 None => word,
@@ -81,12 +80,13 @@ where
 
     /// Re-enqueues claims older than the horizon that delivery never finished. The refresh is
     /// conditional, so two runs (or a run and a late duplicate) re-enqueue an event once. A
-    /// claim enqueued `max_requeues` times already is dead-lettered instead (`given_up`).
+    /// claim enqueued `max_requeues` times already is dead-lettered instead (counted in
+    /// `given_up`). Without `given_up`, the claims are only counted.
     async fn stuck_events(
         &self,
         now: Timestamp,
         deadline: Instant,
-        given_up: &mut u64,
+        mut given_up: Option<&mut u64>,
     ) -> CheckResult {
         let mut result = CheckResult::default();
         let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
@@ -109,30 +109,21 @@ where
                     return result;
                 }
             };
-            // Each repair is two requests (the refresh, the send): a few at a time rather than
-            // one after another, reported in order. Made first (they are lazy), so the stream
-            // holds futures, not a closure that makes them.
-            let repairs: Vec<_> = page
-                .claims
-                .iter()
-                .map(|claim| self.repair_stuck(claim, now, deadline))
-                .collect();
-            let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
-            while let Some(repair) = repairs.next().await {
-                let Some((key, repaired)) = repair else {
+            if let Some(given_up) = given_up.as_deref_mut() {
+                if !self
+                    .repair_page(&page.claims, now, deadline, &mut result, given_up)
+                    .await
+                {
                     result.note = Some("time budget spent; the next run continues".into());
                     return result;
-                };
-                result.found += 1;
-                result.note_id(key.to_string());
-                match repaired {
-                    Repair::Done => result.repaired += 1,
-                    Repair::Failed => result.unrepairable += 1,
-                    Repair::GaveUp => {
-                        result.unrepairable += 1;
-                        *given_up += 1;
-                    }
-                    Repair::Moved => {}
+                }
+            } else {
+                for claim in &page.claims {
+                    result.found += 1;
+                    result.note_id(match claim {
+                        Ok(record) => record.key.to_string(),
+                        Err(unreadable) => unreadable.key.to_string(),
+                    });
                 }
             }
             match page.next {
@@ -144,41 +135,40 @@ where
         result
     }
 
-    /// Counts the claims older than the horizon, page after page, and repairs none.
-    async fn count_stuck(&self, now: Timestamp, deadline: Instant) -> CheckResult {
-        let mut result = CheckResult::default();
-        let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
-        let mut after: Option<PendingCursor> = None;
-        for _ in 0..self.settings.max_pages {
-            if Instant::now() >= deadline {
-                result.note = Some("time budget spent".into());
-                return result;
-            }
-            let page = match self
-                .store
-                .pending_before(cutoff, after.as_ref(), self.settings.page_limit)
-                .await
-            {
-                Ok(page) => page,
-                Err(err) => {
-                    result.note = Some(format!("could not read the pending index: {err}"));
-                    return result;
-                }
+    /// Repairs a page of stuck claims into `result`; false when the budget ran out first.
+    async fn repair_page(
+        &self,
+        claims: &[Result<EventRecord, Unreadable>],
+        now: Timestamp,
+        deadline: Instant,
+        result: &mut CheckResult,
+        given_up: &mut u64,
+    ) -> bool {
+        // Each repair is two requests (the refresh, the send): a few at a time rather than one
+        // after another, reported in order. Made first (they are lazy), so the stream holds
+        // futures, not a closure that makes them.
+        let repairs: Vec<_> = claims
+            .iter()
+            .map(|claim| self.repair_stuck(claim, now, deadline))
+            .collect();
+        let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
+        while let Some(repair) = repairs.next().await {
+            let Some((key, repaired)) = repair else {
+                return false;
             };
-            for claim in &page.claims {
-                result.found += 1;
-                result.note_id(match claim {
-                    Ok(record) => record.key.to_string(),
-                    Err(unreadable) => unreadable.key.to_string(),
-                });
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return result,
+            result.found += 1;
+            result.note_id(key.to_string());
+            match repaired {
+                Repair::Done => result.repaired += 1,
+                Repair::Failed => result.unrepairable += 1,
+                Repair::GaveUp => {
+                    result.unrepairable += 1;
+                    *given_up += 1;
+                }
+                Repair::Moved => {}
             }
         }
-        result.note = Some("page limit reached; more may be waiting".into());
-        result
+        true
     }
 
     /// Re-enqueues one stuck claim, unless the budget is spent (`None`).
