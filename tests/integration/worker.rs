@@ -1,13 +1,18 @@
 //! The local delivery worker stands for the Lambda service: a message whose processing panics
 //! fails alone. It stays on the queue (back after its visibility timeout, a receive counted
-//! towards the dead-letter queue), and the worker goes on with the next messages.
+//! towards the dead-letter queue), and the worker goes on with the next messages. On Lambda a
+//! panic fails the whole batch; the batch's order lets the others through on a later receive.
 
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::targets::{self, ConfiguredTarget};
-use plumbline::delivery::{Delivery, Document, worker};
-use plumbline::ports::{EventKey, EventStatus, EventStore, SystemClock, Target, TargetError};
+use plumbline::delivery::{Delivery, Document, InboundMessage, worker};
+use plumbline::ports::{
+    Clock, EventKey, EventStatus, EventStore, ManualClock, QueueConsumer, SystemClock, Target,
+    TargetError,
+};
 use plumbline::telemetry::RecordingMetrics;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -49,9 +54,19 @@ async fn deliveries(erp: &Recorder, n: usize) -> usize {
     erp.requests().len()
 }
 
-#[tokio::test]
-async fn a_message_that_panics_fails_alone_and_the_worker_goes_on() {
-    let erp = Recorder::start().await;
+type PanickingDelivery<C> =
+    Delivery<SqliteStore, SqliteStore, SqliteStore, PanicsOn, C, RecordingMetrics>;
+
+/// A store with its ingress, and a delivery on `clock` whose target panics on `pi_poison`.
+fn panicking_pipeline<C: Clock>(
+    erp: &Recorder,
+    clock: C,
+) -> (
+    SqliteStore,
+    local::LocalIngress,
+    PanickingDelivery<C>,
+    std::path::PathBuf,
+) {
     let (config, resolver) = local::stripe_to_erp(&erp.url);
     let dir = std::env::temp_dir().join(unique("plumbline-worker"));
     let store = SqliteStore::open(&dir, 8).expect("open");
@@ -72,10 +87,17 @@ async fn a_message_that_panics_fails_alone_and_the_worker_goes_on() {
         store.clone(),
         store.clone(),
         targets,
-        SystemClock,
+        clock,
         RecordingMetrics::default(),
         &config,
     );
+    (store, ingress, delivery, dir)
+}
+
+#[tokio::test]
+async fn a_message_that_panics_fails_alone_and_the_worker_goes_on() {
+    let erp = Recorder::start().await;
+    let (store, ingress, delivery, dir) = panicking_pipeline(&erp, SystemClock);
     for name in ["before", "poison", "after"] {
         take_in(&ingress, name).await;
     }
@@ -117,5 +139,82 @@ async fn a_message_that_panics_fails_alone_and_the_worker_goes_on() {
 
     stop.send(true).expect("stop");
     running.await.expect("the worker stops when told");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// As on Lambda: a panic fails the whole batch, which comes back together. On its first receive
+/// the batch goes in the order it came, the poison first, and nothing is delivered; received
+/// again, the others come before it on some receive, and each is delivered once.
+#[tokio::test]
+async fn a_batch_that_panics_again_and_again_delivers_its_other_messages() {
+    let erp = Recorder::start().await;
+    let clock = ManualClock::at(SystemClock.now());
+    let (store, ingress, delivery, dir) = panicking_pipeline(&erp, clock.clone());
+    for name in ["poison", "a", "b", "c"] {
+        take_in(&ingress, name).await;
+    }
+    let taken = store
+        .receive(10, Duration::from_secs(600))
+        .await
+        .expect("receive");
+    assert_eq!(taken.len(), 4);
+    assert!(
+        taken[0].body.contains("evt_poison"),
+        "the poison comes first"
+    );
+    let batch = |receive_count: u32| -> Vec<InboundMessage> {
+        taken
+            .iter()
+            .map(|m| InboundMessage {
+                message_id: m.message_id.clone(),
+                receipt_handle: m.receipt_handle.clone(),
+                body: m.body.clone(),
+                receive_count,
+                replay: false,
+            })
+            .collect()
+    };
+    let fails = |receive_count: u32| {
+        let batch = batch(receive_count);
+        let delivery = &delivery;
+        async move {
+            std::panic::AssertUnwindSafe(delivery.process_batch(&batch))
+                .catch_unwind()
+                .await
+                .is_err()
+        }
+    };
+
+    assert!(fails(1).await, "the batch panics");
+    assert!(erp.requests().is_empty(), "the poison went first");
+    let mut receives = 1;
+    while erp.requests().len() < 3 && receives < 40 {
+        // The batch comes back after its visibility timeout, when the hold its first attempt
+        // took on the poison's delivery has lapsed.
+        clock.advance_secs(3_600);
+        receives += 1;
+        assert!(fails(receives).await, "the poison is in every batch");
+    }
+    let mut delivered: Vec<String> = erp
+        .requests()
+        .iter()
+        .map(|r| {
+            r.json()["entity"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        ["pi_a", "pi_b", "pi_c"],
+        "each once, after {receives} receives"
+    );
+    for name in ["a", "b", "c"] {
+        let key = EventKey::parse(&format!("EVT#stripe#evt_{name}")).expect("key");
+        let record = store.get(&key).await.expect("get").expect("claimed");
+        assert_eq!(record.status, EventStatus::Delivered, "{name}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -6,6 +6,7 @@ pub mod breaker;
 mod document;
 mod identify;
 pub mod mapping;
+mod order;
 pub mod replay;
 pub mod retry;
 pub mod routes;
@@ -20,6 +21,7 @@ use tracing::{Span, field, info, instrument, warn};
 
 pub use document::{Document, EntityView};
 use identify::{Application, Hold};
+pub use order::processing_order;
 
 use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
 use crate::contract::{Envelope, Timestamp};
@@ -148,15 +150,18 @@ where
     }
 
     /// Processes a batch; returns the ids of the messages to leave on the queue. One record's
-    /// failure never affects another's.
+    /// failure never affects another's. The records go one after another, in the order
+    /// [`processing_order`] gives.
     pub async fn process_batch(&self, messages: &[InboundMessage]) -> Vec<String> {
+        let order = processing_order(messages, &mut fastrand::Rng::new());
+        let messages: Vec<&InboundMessage> = order.iter().map(|&i| &messages[i]).collect();
         let decoded: Vec<_> = messages
             .iter()
             .map(|m| QueueMessage::decode(&m.body))
             .collect();
         let mut known = self.read_ahead(&decoded).await;
         let mut failed = Vec::new();
-        for (message, decoded) in messages.iter().zip(decoded) {
+        for (message, decoded) in messages.into_iter().zip(decoded) {
             // Boxed: one record's state (its envelope and document) stays off the batch's future.
             let outcome = Box::pin(self.process_decoded(message, decoded, &mut known)).await;
             if let Outcome::Retry(_) = outcome {
