@@ -83,6 +83,7 @@ async fn the_status_page_shows_real_traffic_in_a_browser() {
 
     let dom = render(&format!("{}/ops", dev.url));
     assert!(dom.contains(r#"id="queue-depth">0<"#), "{dom}");
+    assert!(dom.contains(r#"id="queue-in-flight">0<"#), "{dom}");
     assert!(dom.contains(r#"id="dlq-depth">0<"#));
     assert!(
         dom.contains(r#"id="rejected">1<"#),

@@ -157,12 +157,14 @@ pub fn render(s: &Status) -> String {
     );
     let _ = write!(
         html,
-        "<div class=\"grid\"><table id=\"queues\"><tr><th>queue</th><th>depth</th><th>oldest</th></tr>\
-         <tr><td>delivery</td><td class=\"n\" id=\"queue-depth\">{}</td><td class=\"n\">{}</td></tr>\
-         <tr><td>dead letters</td><td class=\"n\" id=\"dlq-depth\">{}</td><td class=\"n\">{}</td></tr></table>",
+        "<div class=\"grid\"><table id=\"queues\"><tr><th>queue</th><th>depth</th><th>in flight</th><th>oldest</th></tr>\
+         <tr><td>delivery</td><td class=\"n\" id=\"queue-depth\">{}</td><td class=\"n\" id=\"queue-in-flight\">{}</td><td class=\"n\">{}</td></tr>\
+         <tr><td>dead letters</td><td class=\"n\" id=\"dlq-depth\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>",
         s.queue.depth,
+        s.queue.in_flight,
         age(s.queue.oldest_age_ms),
         s.dead_letters.depth,
+        s.dead_letters.in_flight,
         age(s.dead_letters.oldest_age_ms)
     );
     let _ = write!(
