@@ -21,7 +21,7 @@ use tracing::{Span, field, info, instrument, warn};
 
 pub use document::{Document, EntityView};
 use identify::{Application, Hold};
-pub use order::processing_order;
+use order::processing_order;
 
 use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
 use crate::contract::{Envelope, Timestamp};

@@ -8,7 +8,7 @@ use super::InboundMessage;
 /// the one that panics are finished by then; in a fixed order, one that panics every time would
 /// keep the same others from ever being reached, until the redrive moved them all to the
 /// dead-letter queue. Shuffled, each comes before it on some receive.
-pub fn processing_order(messages: &[InboundMessage], rng: &mut fastrand::Rng) -> Vec<usize> {
+pub(super) fn processing_order(messages: &[InboundMessage], rng: &mut fastrand::Rng) -> Vec<usize> {
     let (mut order, mut again): (Vec<usize>, Vec<usize>) =
         (0..messages.len()).partition(|&i| messages[i].receive_count <= 1);
     rng.shuffle(&mut again);

@@ -82,7 +82,7 @@ impl Depth {
     /// Messages wait and none is in flight: nothing is reading the queue (delivery held back,
     /// its event source mapping disabled), or nothing has for a while.
     pub fn unread(&self) -> bool {
-        self.messages > self.in_flight && self.in_flight == 0
+        self.in_flight == 0 && self.messages > 0
     }
 }
 

@@ -154,7 +154,6 @@ impl SqliteStore {
         .await
     }
 
-    /// Depth and oldest age (ms) of a queue.
     /// Messages on a queue, of which in flight (not visible), and the oldest one's age in ms.
     pub async fn queue_stats(
         &self,
