@@ -496,6 +496,125 @@ async fn stuck_claims_wait_while_nothing_reads_the_queue_on_dynamodb_and_sqs() {
     stuck_claims_wait_while_nothing_reads_the_queue(store, queue, dlq).await;
 }
 
+/// While delivery reads its queue but has not caught up (messages wait while others are in
+/// flight), stuck claims are enqueued again as usual, but none is given up on: its copies may
+/// be among the waiting messages. Once nothing waits, the next run gives up on it.
+async fn spent_claims_wait_while_delivery_is_behind<S, Q, D>(store: S, queue: Q, dlq: D)
+where
+    S: Storage + Intake<Q> + Clone,
+    Q: EventQueue + QueueStats + QueueConsumer + Clone,
+    D: QueueStats + DeadLetters + Clone,
+{
+    crashed_claim(&store).await;
+    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e").expect("key");
+    let record = store.get(&key).await.expect("get").expect("claimed");
+    let envelope = record.envelope.as_ref().expect("envelope");
+    // Delivery holds one message and another waits for it.
+    for _ in 0..2 {
+        queue
+            .enqueue(&QueueMessage::new(&key, envelope))
+            .await
+            .expect("enqueue");
+    }
+    let take = |n: i32| {
+        let queue = queue.clone();
+        async move {
+            let taken = queue
+                .receive(n, Duration::from_secs(600))
+                .await
+                .expect("receive");
+            assert_eq!(i32::try_from(taken.len()), Ok(n), "{taken:?}");
+        }
+    };
+    take(1).await;
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
+    let metrics = RecordingMetrics::default();
+    let reconciler = requeuing_at_most(
+        1,
+        store.clone(),
+        queue.clone(),
+        dlq.clone(),
+        &clock,
+        &metrics,
+    );
+    let run = || async {
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await;
+        report.checks[STUCK_EVENTS].clone()
+    };
+    let requeues_and_status = || async {
+        let record = store.get(&key).await.expect("get").expect("kept");
+        (record.requeues, record.status)
+    };
+
+    // Behind, not stopped: the claim is enqueued again (two wait now).
+    let stuck = run().await;
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (1, 1, 0),
+        "{stuck:?}"
+    );
+    assert_eq!(requeues_and_status().await, (1, EventStatus::Received));
+
+    // Spent, but messages still wait: left, not dead-lettered.
+    clock.advance_secs(1_000);
+    let stuck = run().await;
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (1, 0, 0),
+        "{stuck:?}"
+    );
+    assert_eq!(stuck.ids, [key.to_string()]);
+    assert_eq!(
+        stuck.note.as_deref(),
+        Some(
+            "1 due to be given up on, left while the delivery queue has 2 waiting (their copies \
+             may be among them)"
+        )
+    );
+    assert_eq!(requeues_and_status().await, (1, EventStatus::Received));
+    assert_eq!(dlq.depth().await.expect("depth").messages, 0, "no letter");
+    assert_eq!(
+        metrics.count("ReconcileGaveUp", &[("Check", STUCK_EVENTS)]),
+        0
+    );
+
+    // Delivery takes the rest (and crashes on them): nothing waits, so the claim is given up on.
+    take(2).await;
+    clock.advance_secs(60);
+    let stuck = run().await;
+    assert_eq!(
+        (stuck.found, stuck.repaired, stuck.unrepairable),
+        (1, 0, 1),
+        "{stuck:?}"
+    );
+    assert_eq!(
+        stuck.note.as_deref(),
+        Some("1 dead-lettered after 1 re-enqueues")
+    );
+    assert_eq!(requeues_and_status().await, (1, EventStatus::DeadLettered));
+    assert_eq!(dlq.depth().await.expect("depth").messages, 1, "its letter");
+}
+
+#[tokio::test]
+async fn spent_claims_wait_while_delivery_is_behind_on_sqlite() {
+    let dir = std::env::temp_dir().join(unique("plumbline-behind"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    spent_claims_wait_while_delivery_is_behind(
+        store.clone(),
+        store.clone(),
+        LocalDeadLetters(store),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn spent_claims_wait_while_delivery_is_behind_on_dynamodb_and_sqs() {
+    let (store, queue, dlq) = fresh_deployment().await;
+    spent_claims_wait_while_delivery_is_behind(store, queue, dlq).await;
+}
+
 /// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run,
 /// page after page: every claim re-enqueued once, oldest first in the report, none twice by the
 /// next run.

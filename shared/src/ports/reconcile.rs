@@ -84,6 +84,11 @@ impl Depth {
     pub fn unread(&self) -> bool {
         self.in_flight == 0 && self.messages > 0
     }
+
+    /// Messages visible, waiting for a consumer to take them.
+    pub fn waiting(&self) -> u64 {
+        self.messages.saturating_sub(self.in_flight)
+    }
 }
 
 pub trait QueueStats: Send + Sync {
@@ -314,17 +319,28 @@ mod tests {
         Timestamp::parse(text).expect("timestamp")
     }
 
-    #[test]
-    fn a_queue_is_unread_when_messages_wait_and_none_is_in_flight() {
-        let depth = |messages, in_flight| Depth {
+    fn depth(messages: u64, in_flight: u64) -> Depth {
+        Depth {
             messages,
             in_flight,
             oldest_age_secs: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_queue_is_unread_when_messages_wait_and_none_is_in_flight() {
         assert!(depth(3, 0).unread());
         assert!(!depth(0, 0).unread(), "an empty queue");
         assert!(!depth(3, 1).unread(), "a consumer holds one");
         assert!(!depth(2, 2).unread(), "all in flight");
+    }
+
+    #[test]
+    fn the_messages_waiting_are_those_not_in_flight() {
+        assert_eq!(
+            [depth(3, 1), depth(2, 2), depth(0, 0), depth(3, 0)].map(|d| d.waiting()),
+            [2, 0, 0, 3]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! settled, found through the sparse pending index (oldest first, never a scan), are enqueued
 //! again, each at most `reconcile.max_requeues` times; after that, a claim is dead-lettered with
 //! its reason, since delivery crashes or times out on it at every receive. While nothing reads
-//! the delivery queue, they are only counted.
+//! the delivery queue, they are only counted; while messages wait on it, none is given up on.
 
 use std::time::Instant;
 
@@ -31,6 +31,24 @@ enum Repair {
     Failed,
     /// Enqueued `max_requeues` times already: dead-lettered, for an operator.
     GaveUp,
+    /// Enqueued `max_requeues` times already, but messages wait on the queue: left for now.
+    Deferred,
+}
+
+/// What a run may do with the stuck claims it finds.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Count them only: nothing reads the queue.
+    Count,
+    /// Enqueue them again, and give up on the spent ones when `may_give_up`.
+    Repair { may_give_up: bool },
+}
+
+/// The claims a run gave up on, and those it would have but left.
+#[derive(Default)]
+struct Spent {
+    given_up: u64,
+    deferred: u64,
 }
 
 impl<S, Q, D, P, C, M, K> Reconciler<S, Q, D, P, C, M, K>
@@ -44,36 +62,49 @@ where
     /// the delivery queue and none is in flight (`delivery`, read as the run started), nothing
     /// is reading it: the claims are counted and left for delivery, since their messages may be
     /// among those waiting. Another copy would only join them, and giving up on one would
-    /// dead-letter an event that is merely held back.
+    /// dead-letter an event that is merely held back. While messages wait and others are in
+    /// flight, delivery is reading but has not caught up: claims are enqueued again as usual,
+    /// but none is given up on, since its copies may still be waiting too.
     pub(super) async fn stuck_check(
         &self,
         now: Timestamp,
         deadline: Instant,
         delivery: Option<&Depth>,
     ) -> CheckResult {
-        let (mut result, word) = if let Some(depth) = delivery.filter(|d| d.unread()) {
-            let word = format!(
-                "delivery is not reading its queue ({} waiting, none in flight): left for it, \
-                 none enqueued again or given up on",
-                depth.messages
-            );
-            (self.stuck_events(now, deadline, None).await, Some(word))
-        } else {
-            let mut given_up = 0;
-            let result = self.stuck_events(now, deadline, Some(&mut given_up)).await;
-            let word = (given_up > 0).then(|| {
-                format!(
-                    "{given_up} dead-lettered after {} re-enqueues",
-                    self.settings.max_requeues
-                )
-            });
-            (result, word)
+        let waiting = delivery.map_or(0, Depth::waiting);
+        let mode = match delivery {
+            Some(depth) if depth.unread() => Mode::Count,
+            _ => Mode::Repair {
+                may_give_up: waiting == 0,
+            },
         };
-        if let Some(word) = word {
-            result.note = Some(match result.note {
-                Some(note) => format!("{word}; {note}"),
-                None => word,
-            });
+        let mut spent = Spent::default();
+        let mut result = self.stuck_events(now, deadline, mode, &mut spent).await;
+        let mut words = Vec::new();
+        if matches!(mode, Mode::Count) {
+            words.push(format!(
+                "delivery is not reading its queue ({waiting} waiting, none in flight): left for \
+                 it, none enqueued again or given up on"
+            ));
+        }
+        if spent.given_up > 0 {
+            words.push(format!(
+                "{} dead-lettered after {} re-enqueues",
+                spent.given_up, self.settings.max_requeues
+            ));
+        }
+        if spent.deferred > 0 {
+            words.push(format!(
+                "{} due to be given up on, left while the delivery queue has {waiting} waiting \
+                 (their copies may be among them)",
+                spent.deferred
+            ));
+        }
+        if let Some(note) = result.note.take() {
+            words.push(note);
+        }
+        if !words.is_empty() {
+            result.note = Some(words.join("; "));
         }
         result
     }
@@ -81,12 +112,14 @@ where
     /// Re-enqueues claims older than the horizon that delivery never finished. The refresh is
     /// conditional, so two runs (or a run and a late duplicate) re-enqueue an event once. A
     /// claim enqueued `max_requeues` times already is dead-lettered instead (counted in
-    /// `given_up`). Without `given_up`, the claims are only counted.
+    /// `spent`, or left there when `mode` does not allow it). In `Mode::Count`, the claims are
+    /// only counted.
     async fn stuck_events(
         &self,
         now: Timestamp,
         deadline: Instant,
-        mut given_up: Option<&mut u64>,
+        mode: Mode,
+        spent: &mut Spent,
     ) -> CheckResult {
         let mut result = CheckResult::default();
         let cutoff = now.plus_secs(-self.settings.stuck_after_secs);
@@ -109,9 +142,9 @@ where
                     return result;
                 }
             };
-            if let Some(given_up) = given_up.as_deref_mut() {
+            if let Mode::Repair { may_give_up } = mode {
                 if !self
-                    .repair_page(&page.claims, now, deadline, &mut result, given_up)
+                    .repair_page(&page.claims, now, deadline, may_give_up, &mut result, spent)
                     .await
                 {
                     result.note = Some("time budget spent; the next run continues".into());
@@ -141,15 +174,16 @@ where
         claims: &[Result<EventRecord, Unreadable>],
         now: Timestamp,
         deadline: Instant,
+        may_give_up: bool,
         result: &mut CheckResult,
-        given_up: &mut u64,
+        spent: &mut Spent,
     ) -> bool {
         // Each repair is two requests (the refresh, the send): a few at a time rather than one
         // after another, reported in order. Made first (they are lazy), so the stream holds
         // futures, not a closure that makes them.
         let repairs: Vec<_> = claims
             .iter()
-            .map(|claim| self.repair_stuck(claim, now, deadline))
+            .map(|claim| self.repair_stuck(claim, now, deadline, may_give_up))
             .collect();
         let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
         while let Some(repair) = repairs.next().await {
@@ -163,8 +197,9 @@ where
                 Repair::Failed => result.unrepairable += 1,
                 Repair::GaveUp => {
                     result.unrepairable += 1;
-                    *given_up += 1;
+                    spent.given_up += 1;
                 }
+                Repair::Deferred => spent.deferred += 1,
                 Repair::Moved => {}
             }
         }
@@ -177,6 +212,7 @@ where
         claim: &Result<EventRecord, Unreadable>,
         now: Timestamp,
         deadline: Instant,
+        may_give_up: bool,
     ) -> Option<(EventKey, Repair)> {
         if Instant::now() >= deadline {
             return None;
@@ -193,6 +229,9 @@ where
             return Some((key, Repair::Failed));
         };
         if record.requeues >= self.settings.max_requeues {
+            if !may_give_up {
+                return Some((key, Repair::Deferred));
+            }
             return Some((key, self.give_up(record, envelope, now).await));
         }
         let outcome = match self
