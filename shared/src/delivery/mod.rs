@@ -3,6 +3,7 @@
 //! Lambda function and the local worker run this code.
 
 pub mod breaker;
+mod call;
 mod document;
 mod identify;
 pub mod mapping;
@@ -10,28 +11,31 @@ mod order;
 pub mod replay;
 pub mod retry;
 pub mod routes;
+mod settle;
 mod turns;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tracing::{Span, field, info, instrument, warn};
+use tracing::{Span, field, instrument, warn};
 
+use call::TargetOutcome;
 pub use document::{Document, EntityView};
-use identify::{Application, Hold};
+use identify::Application;
 use order::processing_order;
+use settle::refusal_class;
 
 use crate::config::{Config, DeliverySettings, LedgerSettings, Route};
-use crate::contract::{Envelope, Timestamp};
+use crate::contract::Envelope;
 use crate::ingress::QueueMessage;
 use crate::ledger::{Applied, Effect, Ownership};
 use crate::ports::{
-    Attempt, Clock, DeadLetters, DeliveryLog, EventKey, EventStatus, EventStore, Known,
-    LedgerStore, Letter, QueueControl, ReplayTally, StoreError, Target, TargetError, distinct_keys,
+    Clock, DeadLetters, DeliveryLog, EventKey, EventStatus, EventStore, Known, LedgerStore,
+    QueueControl, ReplayTally, StoreError, Target, distinct_keys,
 };
-use crate::telemetry::{Metric, Metrics, Unit};
+use crate::telemetry::{Metric, Metrics};
 
 /// Entity locks a process keeps (`turns`): enough that unrelated entities rarely share one.
 const ENTITY_STRIPES: usize = 1024;
@@ -55,30 +59,6 @@ pub enum Outcome {
     Done(EventStatus),
     /// Some target must be tried again; the message's visibility was set to this delay.
     Retry(Duration),
-}
-
-/// What one target did with one event.
-enum TargetOutcome {
-    Delivered,
-    Skipped,
-    FailedBefore,
-    /// Try again after `delay`. `failure` is the target's own failure (an error, an open
-    /// circuit); `None` when the event is in flight elsewhere or the store could not be asked,
-    /// which says nothing against the target.
-    Retry {
-        delay: Duration,
-        failure: Option<String>,
-    },
-    Permanent(String),
-}
-
-impl TargetOutcome {
-    fn retry(delay: Duration) -> Self {
-        Self::Retry {
-            delay,
-            failure: None,
-        }
-    }
 }
 
 /// The delivery worker and everything it needs, built once.
@@ -367,333 +347,6 @@ where
         self.settle(message, &key, &delivered, status, None).await
     }
 
-    /// Puts the message back on the queue for `delay`, with what was delivered meanwhile.
-    async fn retry_later(
-        &self,
-        message: &InboundMessage,
-        key: &EventKey,
-        delivered: &[&str],
-        delay: Duration,
-    ) -> Outcome {
-        self.record_delivered(key, delivered).await;
-        // The message is alive: the stuck sweep and a late duplicate count from its return, or
-        // a long `Retry-After` would see it enqueued again, and the target called early. Delays
-        // are whole seconds. The two writes do not depend on each other; both in flight at once
-        // are boxed, off the message's future, on this path only.
-        let secs = i64::try_from(delay.as_secs()).unwrap_or(i64::MAX / 2);
-        let due = self.clock.now().plus_secs(secs);
-        let (hidden, noted) = Box::pin(futures_util::future::join(
-            self.queue.retry_after(&message.receipt_handle, delay),
-            self.store.retrying_until(key, due),
-        ))
-        .await;
-        if let Err(err) = hidden {
-            warn!(error = %err, "could not set the retry delay; the queue's visibility timeout applies");
-        }
-        if let Err(err) = noted {
-            warn!(error = %err, "could not note the retry on the claim");
-        }
-        Outcome::Retry(delay)
-    }
-
-    /// Records deliveries on their own, when the message goes back on the queue for another
-    /// target. A record that cannot be written is not lost work: its lease runs out and the
-    /// retry calls the target again with the same idempotency key.
-    async fn record_delivered(&self, key: &EventKey, delivered: &[&str]) {
-        for name in delivered {
-            if let Err(err) = self.store.delivered(key, name, self.clock.now()).await {
-                warn!(error = %err, target = name, "delivered, but could not record it");
-            }
-        }
-    }
-
-    /// One target, one event: lease (unless the entity's write holds this first attempt),
-    /// call, record.
-    #[instrument(skip_all, fields(target = %name))]
-    async fn deliver(
-        &self,
-        key: &EventKey,
-        name: &str,
-        document: &Document,
-        message: &InboundMessage,
-        hold: Hold,
-    ) -> TargetOutcome {
-        let Some(target) = self.targets.get(name) else {
-            return TargetOutcome::Permanent(format!("no target named {name}"));
-        };
-        let now = self.clock.now();
-        if let Some(held_back) = self.circuit_open(key, name, hold, now).await {
-            return held_back;
-        }
-        let lease = Duration::from_secs(self.settings.lease_secs);
-        let begun = match hold {
-            Hold::Taken(_) => Ok(Attempt::Go { attempt: 1 }),
-            Hold::Earlier(_) | Hold::Nobody => {
-                let (replay, earlier) = (message.replay, hold.earlier());
-                self.store
-                    .begin(key, name, now, lease, replay, earlier)
-                    .await
-            }
-        };
-        match begun {
-            Ok(Attempt::Go { .. }) => {}
-            Ok(Attempt::AlreadyDelivered) => return TargetOutcome::Skipped,
-            Ok(Attempt::FailedBefore) => return TargetOutcome::FailedBefore,
-            Ok(Attempt::Leased { until }) => {
-                let secs = u64::try_from(until.unix() - now.unix()).unwrap_or(1).max(1);
-                return TargetOutcome::retry(Duration::from_secs(secs));
-            }
-            Err(err) => {
-                warn!(error = %err, "could not take the delivery lease");
-                return TargetOutcome::retry(retry::backoff(
-                    &self.settings,
-                    message.receive_count,
-                    fastrand::f64(),
-                ));
-            }
-        }
-        let started = Instant::now();
-        let result = target
-            .deliver(document, document.event.idempotency_key.as_str())
-            .await;
-        let elapsed = started.elapsed();
-        self.metrics.emit(Metric {
-            name: "DeliveryLatency",
-            dimensions: vec![("Target", name.to_owned())],
-            value: elapsed.as_secs_f64() * 1000.0,
-            unit: Unit::Milliseconds,
-        });
-        let now = self.clock.now();
-        match result {
-            Ok(()) => {
-                if self.breaker(name, breaker::Breaker::success) {
-                    info!("circuit closed");
-                    self.breaker_state(name, false);
-                }
-                // Recorded by `settle` with the event's status, under the lease taken above.
-                self.count_delivery(name, "delivered");
-                info!(elapsed_ms = elapsed.as_millis(), "delivered");
-                TargetOutcome::Delivered
-            }
-            Err(TargetError::Retryable {
-                reason,
-                retry_after,
-            }) => {
-                let cooldown = Duration::from_secs(self.settings.breaker_cooldown_secs);
-                if self.breaker(name, |b| {
-                    b.failure(now, self.settings.breaker_threshold, cooldown, &reason)
-                }) {
-                    warn!("circuit opened");
-                    self.count_delivery(name, "circuit_opened");
-                    self.breaker_state(name, true);
-                }
-                self.record_failure(key, name, &reason, now).await;
-                self.count_delivery(name, "retry");
-                self.metrics.emit(Metric::count(
-                    "DeliveryRetries",
-                    vec![("Target", name.to_owned())],
-                ));
-                let delay = retry_after.map_or_else(
-                    || retry::backoff(&self.settings, message.receive_count, fastrand::f64()),
-                    |asked| retry::honour_retry_after(&self.settings, asked),
-                );
-                info!(reason = %reason, delay_secs = delay.as_secs(), "will retry");
-                TargetOutcome::Retry {
-                    delay,
-                    failure: Some(reason),
-                }
-            }
-            Err(TargetError::Permanent { reason }) => TargetOutcome::Permanent(reason),
-        }
-    }
-
-    /// `Some` retry when the target's circuit is open: the message waits out the cool-down,
-    /// and the failure names what opened it.
-    async fn circuit_open(
-        &self,
-        key: &EventKey,
-        name: &str,
-        hold: Hold,
-        now: Timestamp,
-    ) -> Option<TargetOutcome> {
-        let (wait, last) = self
-            .breaker(name, |b| {
-                b.check(now)
-                    .map_err(|wait| (wait, b.last_failure().map(str::to_owned)))
-            })
-            .err()?;
-        self.count_delivery(name, "circuit_open");
-        if let Hold::Taken(_) = hold {
-            // The held attempt is not made: a record lets the retry go ahead after `wait`
-            // rather than after the hold.
-            self.record_failure(key, name, "circuit open", now).await;
-        }
-        Some(TargetOutcome::Retry {
-            delay: wait,
-            failure: Some(match last {
-                Some(last) => format!("circuit open; last failure: {last}"),
-                None => "circuit open".to_owned(),
-            }),
-        })
-    }
-
-    /// Records a retryable failure; one that cannot be written leaves the lease to run out.
-    async fn record_failure(&self, key: &EventKey, target: &str, reason: &str, now: Timestamp) {
-        if let Err(err) = self.store.failed(key, target, reason, false, now).await {
-            warn!(error = %err, "could not record the failure");
-        }
-    }
-
-    /// Sends a copy of the message to the dead-letter queue with the reason, then records the
-    /// target as failed for good. If the dead-letter queue cannot be written, the failure is
-    /// recorded as retryable instead, so nothing is dropped without a reason. `class` is the
-    /// reason's bounded name for the metric: an HTTP status, `refused` or `exhausted`.
-    async fn dead_letter_target(
-        &self,
-        message: &InboundMessage,
-        key: &EventKey,
-        target: &str,
-        document: &Document,
-        reason: &str,
-        class: &str,
-    ) -> TargetOutcome {
-        let now = self.clock.now();
-        let attributes = Letter {
-            reason: reason.to_owned(),
-            failed_at: now,
-            event_key: Some(key),
-            event_type: Some(&document.event.event_type),
-            target: Some(target),
-        }
-        .attributes();
-        if let Err(err) = self
-            .dead_letters
-            .dead_letter(&message.body, &attributes)
-            .await
-        {
-            warn!(error = %err, "could not dead-letter; will retry instead");
-            let _ = self.store.failed(key, target, reason, false, now).await;
-            return TargetOutcome::retry(retry::backoff(
-                &self.settings,
-                message.receive_count,
-                fastrand::f64(),
-            ));
-        }
-        if let Err(err) = self.store.failed(key, target, reason, true, now).await {
-            warn!(error = %err, "dead-lettered, but could not record it");
-        }
-        self.count_delivery(target, "dead_lettered");
-        self.count_dead_letter(target, class);
-        warn!(target, reason, class, "dead-lettered");
-        TargetOutcome::Permanent(reason.to_owned())
-    }
-
-    /// A message that cannot be processed at all goes to the dead-letter queue whole.
-    async fn dead_letter_message(
-        &self,
-        message: &InboundMessage,
-        key: Option<&EventKey>,
-        label: &str,
-        reason: &str,
-    ) -> Outcome {
-        let attributes = Letter {
-            reason: format!("{label}: {reason}"),
-            failed_at: self.clock.now(),
-            event_key: key,
-            event_type: None,
-            target: None,
-        }
-        .attributes();
-        match self
-            .dead_letters
-            .dead_letter(&message.body, &attributes)
-            .await
-        {
-            Ok(()) => {
-                self.metrics.emit(Metric::count(
-                    "DeliveryMessages",
-                    vec![("Outcome", label.to_owned())],
-                ));
-                self.count_dead_letter("-", label);
-                warn!(reason = label, "message dead-lettered");
-                Outcome::Done(EventStatus::DeadLettered)
-            }
-            Err(err) => {
-                warn!(error = %err, "could not dead-letter; leaving the message on the queue");
-                Outcome::Retry(retry::backoff(
-                    &self.settings,
-                    message.receive_count,
-                    fastrand::f64(),
-                ))
-            }
-        }
-    }
-
-    async fn retry_store(&self, message: &InboundMessage, err: &StoreError) -> Outcome {
-        warn!(error = %err, "store unavailable; will retry");
-        let delay = retry::backoff(&self.settings, message.receive_count, fastrand::f64());
-        let _ = self.queue.retry_after(&message.receipt_handle, delay).await;
-        Outcome::Retry(delay)
-    }
-
-    /// Records the delivered targets and the event's final status in one write.
-    async fn settle(
-        &self,
-        message: &InboundMessage,
-        key: &EventKey,
-        delivered: &[&str],
-        status: EventStatus,
-        detail: Option<&str>,
-    ) -> Outcome {
-        if let Err(err) = self
-            .store
-            .settle(key, delivered, status, detail, self.clock.now())
-            .await
-        {
-            // Nothing of it was written. The targets have the event; the retry finds their
-            // leases live (or run out) and calls them again with the same idempotency key,
-            // which they deduplicate, then writes this again.
-            return self.retry_store(message, &err).await;
-        }
-        self.metrics.emit(Metric::count(
-            "DeliveryMessages",
-            vec![("Outcome", status.as_str().to_owned())],
-        ));
-        Outcome::Done(status)
-    }
-
-    fn breaker<R>(&self, target: &str, f: impl FnOnce(&mut breaker::Breaker) -> R) -> R {
-        let mut breakers = self.breakers.lock().expect("breaker lock");
-        f(breakers.entry(target.to_owned()).or_default())
-    }
-
-    /// The circuit breaker's state as a gauge: 1 when it opens, 0 when it closes again.
-    fn breaker_state(&self, target: &str, open: bool) {
-        self.metrics.emit(Metric {
-            name: "CircuitBreakerOpen",
-            dimensions: vec![("Target", target.to_owned())],
-            value: if open { 1.0 } else { 0.0 },
-            unit: Unit::Count,
-        });
-    }
-
-    fn count_dead_letter(&self, target: &str, reason: &str) {
-        self.metrics.emit(Metric::count(
-            "DeadLetterSends",
-            vec![("Target", target.to_owned()), ("Reason", reason.to_owned())],
-        ));
-    }
-
-    fn count_delivery(&self, target: &str, outcome: &str) {
-        self.metrics.emit(Metric::count(
-            "Deliveries",
-            vec![
-                ("Target", target.to_owned()),
-                ("Outcome", outcome.to_owned()),
-            ],
-        ));
-    }
-
     fn count_ledger(&self, envelope: &Envelope, applied: &Applied) {
         let kind = applied.entity.kind.as_str();
         // A sender's clock running fast: the ledger ordered the event by a bounded time;
@@ -724,15 +377,5 @@ where
             "LedgerEffects",
             vec![("Entity", kind.to_owned()), ("Effect", effect)],
         ));
-    }
-}
-
-/// A permanent refusal's name for the metric: an HTTP status is a bounded dimension; other
-/// reasons (a mapping's) are free text.
-fn refusal_class(reason: &str) -> &str {
-    if reason.starts_with("HTTP ") {
-        reason
-    } else {
-        "refused"
     }
 }
