@@ -11,7 +11,7 @@ fn the_committed_schema_matches_the_type() {
         serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file")).expect("JSON");
     assert!(
         committed == json_schema(),
-        "{} is out of date: regenerate it with `cargo run -p plumbline-cli -- contract schema > {}`",
+        "{} is out of date: regenerate it with `cargo run -q --release -p plumbline-cli -- contract schema > {}`",
         path.display(),
         "docs/contract/plumbline.event.v1.schema.json"
     );

@@ -23,16 +23,19 @@ use tokio::sync::watch;
 
 use crate::demo;
 
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_DATA_DIR: &str = ".plumbline";
+
 #[derive(Args, Debug)]
 #[command(
     after_help = "Example:\n  plumbline dev\n  plumbline dev --config docs/examples/walkthrough.toml --listen 127.0.0.1:9000 --data-dir /tmp/pl"
 )]
 pub struct DevArgs {
     /// Address of the ingress and the status page.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Where the SQLite database lives.
-    #[arg(long, default_value = ".plumbline")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// The deployment's configuration; without it, the demo configuration.
     #[arg(long, env = "PLUMBLINE_CONFIG")]
@@ -150,7 +153,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
-    print_banner(&config, address, &args.data_dir, is_demo);
+    print_banner(&config, address, &args, is_demo);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
@@ -277,11 +280,11 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_banner(config: &Config, address: SocketAddr, data_dir: &std::path::Path, is_demo: bool) {
+fn print_banner(config: &Config, address: SocketAddr, args: &DevArgs, is_demo: bool) {
     let base = format!("http://{address}");
     println!(
         "plumbline dev: listening on {base} (data in {})",
-        data_dir.display()
+        args.data_dir.display()
     );
     println!();
     println!("Webhook URLs:");
@@ -304,9 +307,118 @@ fn print_banner(config: &Config, address: SocketAddr, data_dir: &std::path::Path
     println!();
     println!("Status page: {base}/ops   (JSON: {base}/ops/status)");
     println!();
-    println!("Next, in another terminal:");
-    println!("  cargo run -p plumbline-cli -- send stripe payment_intent.succeeded --url {base}");
-    println!("  cargo run -p plumbline-cli -- events list");
+    println!(
+        "Next, in another terminal (from the repository: alias plumbline='cargo run -q --release \
+         -p plumbline-cli --'):"
+    );
+    for line in next_steps(config, &base, args) {
+        println!("  {line}");
+    }
     println!();
     println!("Ctrl-C stops after the deliveries in flight.");
+}
+
+/// The commands that send this instance a sample and list what it took in, with the flags that
+/// reach it: its address, its configuration (for the source's secret) and its data directory,
+/// each only where it is not the default.
+fn next_steps(config: &Config, base: &str, args: &DevArgs) -> Vec<String> {
+    let quoted = |path: &std::path::Path| {
+        shlex::try_quote(&path.to_string_lossy())
+            .map_or_else(|_| path.display().to_string(), std::borrow::Cow::into_owned)
+    };
+    let samples = demo::samples();
+    // A Stripe source's best-known sample, else any source's first.
+    let sample = config
+        .sources
+        .iter()
+        .find(|(_, s)| s.kind == plumbline::sources::SourceKind::Stripe)
+        .map(|(name, _)| (name, "payment_intent.succeeded"))
+        .or_else(|| {
+            config.sources.iter().find_map(|(name, source)| {
+                samples
+                    .keys()
+                    .find(|(kind, _)| *kind == source.kind.as_str())
+                    .map(|(_, sample)| (name, *sample))
+            })
+        });
+    let mut steps = Vec::new();
+    if let Some((source, sample)) = sample {
+        let mut send = vec![format!("plumbline send {source} {sample}")];
+        if base != format!("http://{DEFAULT_LISTEN}") {
+            send.push(format!("--url {base}"));
+        }
+        if let Some(path) = &args.config {
+            send.push(format!("--config {}", quoted(path)));
+        }
+        steps.push(send.join(" "));
+    }
+    let mut list = vec!["plumbline events list".to_owned()];
+    if args.data_dir != std::path::Path::new(DEFAULT_DATA_DIR) {
+        list.push(format!("--data-dir {}", quoted(&args.data_dir)));
+    }
+    steps.push(list.join(" "));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: &str, data_dir: &str, config: Option<&str>) -> DevArgs {
+        DevArgs {
+            listen: listen.parse().expect("address"),
+            data_dir: PathBuf::from(data_dir),
+            config: config.map(PathBuf::from),
+            max_receives: 3,
+            reconcile_every: 60,
+            workers: 1,
+        }
+    }
+
+    #[test]
+    fn the_next_steps_reach_the_instance_as_it_was_started() {
+        let demo = Config::parse(demo::CONFIG).expect("demo");
+        let plain = args(DEFAULT_LISTEN, DEFAULT_DATA_DIR, None);
+        assert_eq!(
+            next_steps(&demo, "http://127.0.0.1:8080", &plain),
+            [
+                "plumbline send stripe payment_intent.succeeded",
+                "plumbline events list"
+            ]
+        );
+
+        let moved = args(
+            "127.0.0.1:9000",
+            "/tmp/a dir",
+            Some("docs/examples/walkthrough.toml"),
+        );
+        assert_eq!(
+            next_steps(&demo, "http://127.0.0.1:9000", &moved),
+            [
+                "plumbline send stripe payment_intent.succeeded --url http://127.0.0.1:9000 \
+                 --config docs/examples/walkthrough.toml",
+                "plumbline events list --data-dir '/tmp/a dir'"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_stripe_source_the_sample_is_another_sources() {
+        let site_only = Config::parse(
+            "[sources.site]\nkind = \"standard-webhooks\"\nsecrets = [\"env:SITE_SECRET\"]\n",
+        )
+        .expect("config");
+        let steps = next_steps(
+            &site_only,
+            "http://127.0.0.1:8080",
+            &args(DEFAULT_LISTEN, DEFAULT_DATA_DIR, None),
+        );
+        let sample = steps[0]
+            .strip_prefix("plumbline send site ")
+            .expect("the site source");
+        assert!(
+            demo::samples().contains_key(&("standard-webhooks", sample)),
+            "{steps:?}"
+        );
+    }
 }
