@@ -269,9 +269,16 @@ where
 
 #[tokio::test]
 async fn reconciliation_on_sqlite() {
-    let dir = std::env::temp_dir().join(unique("plumbline-reconcile"));
+    let (store, queue, dlq) = local_deployment("plumbline-reconcile");
+    reconciliation_conforms(store, queue, dlq).await;
+}
+
+/// The local stack's store, queue and dead letters, on a database of the test's own: one
+/// SQLite database is all three.
+fn local_deployment(name: &str) -> (SqliteStore, SqliteStore, LocalDeadLetters) {
+    let dir = std::env::temp_dir().join(unique(name));
     let store = SqliteStore::open(&dir, 8).expect("open");
-    reconciliation_conforms(store.clone(), store.clone(), LocalDeadLetters(store)).await;
+    (store.clone(), store.clone(), LocalDeadLetters(store))
 }
 
 /// A table, a delivery queue and a dead-letter queue of the test's own, on moto's server.
@@ -384,15 +391,8 @@ where
 
 #[tokio::test]
 async fn stuck_claims_are_given_up_on_after_max_requeues_on_sqlite() {
-    let dir = std::env::temp_dir().join(unique("plumbline-give-up"));
-    let store = SqliteStore::open(&dir, 8).expect("open");
-    let key = stuck_claims_are_given_up_on(
-        store.clone(),
-        store.clone(),
-        LocalDeadLetters(store.clone()),
-        &store,
-    )
-    .await;
+    let (store, queue, dlq) = local_deployment("plumbline-give-up");
+    let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq, &store).await;
     let timeline = store.timeline(&key).await.expect("read").expect("event");
     assert_eq!(
         timeline.status_detail.as_deref(),
@@ -412,6 +412,25 @@ async fn stuck_claims_are_given_up_on_after_max_requeues_on_dynamodb_and_sqs() {
 const GIVEN_UP_DETAIL: &str = "not settled after 2 re-enqueues: delivery never finished it (it \
                                crashed or timed out on each receive)";
 
+/// [`crashed_claim`], with `messages` of it on the queue (sent, never settled); its key.
+async fn crashed_claim_on_the_queue(
+    store: &impl EventStore,
+    queue: &impl EventQueue,
+    messages: usize,
+) -> EventKey {
+    crashed_claim(store).await;
+    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e").expect("key");
+    let record = store.get(&key).await.expect("get").expect("claimed");
+    let envelope = record.envelope.as_ref().expect("envelope");
+    for _ in 0..messages {
+        queue
+            .enqueue(&QueueMessage::new(&key, envelope))
+            .await
+            .expect("enqueue");
+    }
+    key
+}
+
 /// While messages wait on the delivery queue and none is in flight (delivery held back, its
 /// event source mapping disabled), a claim past the horizon may be one of them: it is counted,
 /// not enqueued again, and not given up on even at `max_requeues = 0`. Once delivery reads the
@@ -422,14 +441,7 @@ where
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
-    crashed_claim(&store).await;
-    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e").expect("key");
-    let record = store.get(&key).await.expect("get").expect("claimed");
-    let envelope = record.envelope.as_ref().expect("envelope");
-    queue
-        .enqueue(&QueueMessage::new(&key, envelope))
-        .await
-        .expect("enqueue");
+    let key = crashed_claim_on_the_queue(&store, &queue, 1).await;
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
     let metrics = RecordingMetrics::default();
     let reconciler = requeuing_at_most(0, store.clone(), queue.clone(), dlq, &clock, &metrics);
@@ -480,14 +492,8 @@ where
 
 #[tokio::test]
 async fn stuck_claims_wait_while_nothing_reads_the_queue_on_sqlite() {
-    let dir = std::env::temp_dir().join(unique("plumbline-held"));
-    let store = SqliteStore::open(&dir, 8).expect("open");
-    stuck_claims_wait_while_nothing_reads_the_queue(
-        store.clone(),
-        store.clone(),
-        LocalDeadLetters(store),
-    )
-    .await;
+    let (store, queue, dlq) = local_deployment("plumbline-held");
+    stuck_claims_wait_while_nothing_reads_the_queue(store, queue, dlq).await;
 }
 
 #[tokio::test]
@@ -505,17 +511,8 @@ where
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
-    crashed_claim(&store).await;
-    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e").expect("key");
-    let record = store.get(&key).await.expect("get").expect("claimed");
-    let envelope = record.envelope.as_ref().expect("envelope");
     // Delivery holds one message and another waits for it.
-    for _ in 0..2 {
-        queue
-            .enqueue(&QueueMessage::new(&key, envelope))
-            .await
-            .expect("enqueue");
-    }
+    let key = crashed_claim_on_the_queue(&store, &queue, 2).await;
     let take = |n: i32| {
         let queue = queue.clone();
         async move {
@@ -599,14 +596,8 @@ where
 
 #[tokio::test]
 async fn spent_claims_wait_while_delivery_is_behind_on_sqlite() {
-    let dir = std::env::temp_dir().join(unique("plumbline-behind"));
-    let store = SqliteStore::open(&dir, 8).expect("open");
-    spent_claims_wait_while_delivery_is_behind(
-        store.clone(),
-        store.clone(),
-        LocalDeadLetters(store),
-    )
-    .await;
+    let (store, queue, dlq) = local_deployment("plumbline-behind");
+    spent_claims_wait_while_delivery_is_behind(store, queue, dlq).await;
 }
 
 #[tokio::test]
