@@ -588,8 +588,20 @@ def main():
         if args.only in (None, "plumbline"):
             reconcile_env = dict(plumbline_env, PLUMBLINE_TABLE="plumbline-reconcile",
                                  PLUMBLINE_QUEUE_URL=queues["reconcile-delivery"], PLUMBLINE_DLQ_URL=queues["reconcile-dlq"])
+            # Its first run's requests, by operation: against moto, which answers them one at a
+            # time, they are most of its cold start.
+            recorder(moto, "reset-recording")
+            recorder(moto, "start-recording")
+            reconcile_cold = cold_starts(args, reconcile_cmd, scheduled, reconcile_env, None)
+            recorder(moto, "stop-recording")
+            by_operation: dict[str, int] = {}
+            for op, _ in operations(recorder(moto, "download-recording")):
+                by_operation[op] = by_operation.get(op, 0) + 1
+            reconcile_cold["requests_per_run_by_operation"] = {
+                op: n / args.cold_runs for op, n in sorted(by_operation.items())
+            }
             result["plumbline"]["reconcile"] = {
-                "cold": cold_starts(args, reconcile_cmd, scheduled, reconcile_env, None),
+                "cold": reconcile_cold,
                 # The same first run over the table this run filled: a full sweep of its entities.
                 "first_run_over_table": cold_starts(args, reconcile_cmd, scheduled, plumbline_env, None),
             }
@@ -648,6 +660,9 @@ def print_table(r: dict) -> None:
         f"reconcile: init {rc['init_ms']['median']:.1f} ms; cold start (first run, fresh table) {rc['ms']['median']:.1f} ms; "
         f"first run over this run's table {full['ms']['median']:.1f} ms (medians)"
     )
+    if "requests_per_run_by_operation" in rc:
+        ops = rc["requests_per_run_by_operation"]
+        print(f"reconcile's first run: {sum(ops.values()):.1f} requests ({', '.join(f'{k} {v:.1f}' for k, v in ops.items())})")
     if "hmac_floor_us" in r:
         own = pl["ingress"]["warm"]["cpu_ms_per_invocation"] * 1000
         print(f"HMAC-SHA256 floor: {r['hmac_floor_us']:.2f} us; ingress CPU per event is {own / r['hmac_floor_us']:.0f}x that")
