@@ -1,12 +1,12 @@
 //! Reconciliation: finds drift and repairs it, on a schedule. Its checks:
 //!
 //! - **missed webhooks**: events the provider's API lists that are not in the store are taken
-//!   in through the ingress's own claim-and-enqueue, with origin `reconcile`;
+//!   in through the ingress's own claim-and-enqueue, with origin `reconcile` ([`missed`]);
 //! - **stuck events**: claimed events still awaiting delivery after `reconcile.stuck_after_secs`
 //!   (a crash between claim and enqueue, or a lost message) are re-enqueued, found through the
 //!   sparse pending index, and dead-lettered after `reconcile.max_requeues` ([`stuck`]);
 //! - **backlog**: delivery queue and dead-letter queue depth (and oldest age where the queue can
-//!   tell);
+//!   tell), and how replays went ([`queues`]);
 //! - **payment ↔ order parity**, **CRM parity** and **lead counts** over the entities the
 //!   ledger changed recently ([`sweep`], [`leads`]).
 //!
@@ -14,7 +14,9 @@
 //! does. Each run's report is saved, emitted as metrics, and compared with the thresholds.
 
 mod leads;
+mod missed;
 pub mod parity;
+mod queues;
 mod stuck;
 mod sweep;
 
@@ -30,11 +32,11 @@ use crate::delivery::Document;
 use crate::ingress::build_record;
 use crate::ledger::Ownership;
 use crate::ports::{
-    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, DeadLetters, Depth, EntityScan, EventKey,
-    EventQueue, EventStore, Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore,
-    ReplayTally, Target, TargetError, Watermark, Watermarks,
+    Claim, Clock, CrmDrift, CrmLead, CrmReadBack, DeadLetters, EntityScan, EventQueue, EventStore,
+    Intake, LedgerStore, ProviderEvents, QueueStats, ReconcileStore, ReplayTally, Target,
+    TargetError, Watermarks,
 };
-use crate::sources::{SourceKind, accept_from_api};
+use crate::sources::SourceKind;
 use crate::telemetry::{Metric, Metrics};
 
 /// What one check found.
@@ -419,186 +421,5 @@ where
         }
         info!(run = %report.id, breached = report.breached.len(), "reconciliation run finished");
         report
-    }
-
-    /// Walks each provider's event list from the watermark (newest first), takes in what the
-    /// store lacks, and moves the watermark. A walk cut short by the budget or the page limit
-    /// saves its cursor; the next run continues it, so nothing is skipped.
-    async fn missed_webhooks(&self, now: Timestamp, deadline: Instant) -> CheckResult {
-        let mut result = CheckResult::default();
-        for (source, (kind, provider)) in &self.providers {
-            let stored = match self.store.load_watermark(source.as_str()).await {
-                Ok(w) => w,
-                Err(err) => {
-                    result.note = Some(format!("{source}: could not read the watermark: {err}"));
-                    continue;
-                }
-            };
-            let oldest = now.plus_secs(-PROVIDER_WINDOW_SECS);
-            let (since, mut cursor, until) = match stored {
-                Some(w) => (w.since.max(oldest), w.cursor, w.until.unwrap_or(now)),
-                None => (oldest, None, now),
-            };
-            let mut complete = false;
-            for _ in 0..self.settings.max_pages {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                match provider
-                    .list(
-                        since,
-                        cursor.as_deref(),
-                        self.settings.page_limit,
-                        self.settings.failed_only,
-                    )
-                    .await
-                {
-                    Ok(page) => {
-                        self.take_missed(source, *kind, &page.events, now, &mut result)
-                            .await;
-                        if page.last_id.is_some() {
-                            cursor = page.last_id;
-                        }
-                        if !page.has_more {
-                            complete = true;
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        result.note = Some(format!("{source}: {err}; the next run continues"));
-                        break;
-                    }
-                }
-            }
-            let next = if complete {
-                Watermark::finished(until)
-            } else {
-                if result.note.is_none() {
-                    result.note = Some(format!(
-                        "{source}: budget or page limit reached; the next run continues"
-                    ));
-                }
-                Watermark::resume(since, cursor, until)
-            };
-            if let Err(err) = self.store.save_watermark(source.as_str(), &next).await {
-                warn!(error = %err, "could not save the watermark");
-            }
-        }
-        result
-    }
-
-    /// Takes in the events of one page of a provider's list that the store lacks. The page is
-    /// looked up in one batch: in steady state every listed event arrived as a webhook.
-    async fn take_missed(
-        &self,
-        source: &SourceName,
-        kind: SourceKind,
-        bodies: &[Vec<u8>],
-        now: Timestamp,
-        result: &mut CheckResult,
-    ) {
-        let mut events = Vec::with_capacity(bodies.len());
-        for body in bodies {
-            match accept_from_api(kind, body) {
-                Ok(accepted) => events.extend(accepted),
-                Err(err) => {
-                    result.unrepairable += 1;
-                    warn!(error = %err, "could not read an event from the provider's list");
-                }
-            }
-        }
-        let keys: Vec<EventKey> = events
-            .iter()
-            .map(|e| EventKey::new(source, &e.source_event_id))
-            .collect();
-        let stored = match self.store.get_many(&keys).await {
-            Ok(records) => records,
-            Err(err) => {
-                result.unrepairable += u64::try_from(keys.len()).unwrap_or(u64::MAX);
-                warn!(error = %err, "could not look the listed events up");
-                return;
-            }
-        };
-        for ((event, key), stored) in events.into_iter().zip(keys).zip(stored) {
-            if stored.is_some() {
-                continue;
-            }
-            result.found += 1;
-            result.note_id(key.to_string());
-            // `Exists`: the webhook arrived meanwhile, nothing left to repair.
-            if self.take_in(source, event, now).await.is_some() {
-                result.repaired += 1;
-                info!(event_key = %key, "missed webhook taken in from the provider's list");
-            } else {
-                result.unrepairable += 1;
-            }
-        }
-    }
-
-    /// How replays went since the last run (a day back on the first): `found` counts replayed
-    /// messages that failed again, the note gives the success rate.
-    async fn replays(&self, now: Timestamp) -> CheckResult {
-        let from = match self.store.last_run().await {
-            Ok(Some(last)) => last.started_at,
-            Ok(None) => now.plus_secs(-86_400),
-            Err(err) => {
-                return CheckResult {
-                    note: Some(format!("could not read the last run: {err}")),
-                    ..CheckResult::default()
-                };
-            }
-        };
-        match self.store.replays_between(from, now).await {
-            Ok((0, 0)) => CheckResult::default(),
-            Ok((delivered, failed)) => {
-                let rate = delivered * 100 / (delivered + failed);
-                CheckResult {
-                    found: failed,
-                    note: Some(format!(
-                        "replay success rate {rate} % ({delivered} of {} since {from})",
-                        delivered + failed
-                    )),
-                    ..CheckResult::default()
-                }
-            }
-            Err(err) => CheckResult {
-                note: Some(format!("could not read the replay tally: {err}")),
-                ..CheckResult::default()
-            },
-        }
-    }
-
-    /// The delivery queue's and the dead-letter queue's checks, and the delivery queue's depth
-    /// for the stuck check.
-    async fn backlog(&self) -> (CheckResult, CheckResult, Option<Depth>) {
-        let read = |depth: &Result<Depth, crate::ports::QueueError>, name: &str| match depth {
-            Ok(d) => CheckResult {
-                found: d.messages,
-                ids: if d.messages > 0 {
-                    vec![name.to_owned()]
-                } else {
-                    Vec::new()
-                },
-                note: match (d.messages, d.oldest_age_secs) {
-                    (0, _) => None,
-                    (_, Some(age)) => Some(format!(
-                        "{} in flight; oldest message {age} s old",
-                        d.in_flight
-                    )),
-                    (_, None) => Some(format!("{} in flight", d.in_flight)),
-                },
-                ..CheckResult::default()
-            },
-            Err(err) => CheckResult {
-                note: Some(format!("could not read {name}: {err}")),
-                ..CheckResult::default()
-            },
-        };
-        let (queue, dead_letters) = tokio::join!(self.queue.depth(), self.dead_letters.depth());
-        (
-            read(&queue, "delivery queue"),
-            read(&dead_letters, "dead-letter queue"),
-            queue.ok(),
-        )
     }
 }
