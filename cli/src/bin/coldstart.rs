@@ -7,7 +7,7 @@
 //!   phase alone, which Lambda reports as Init Duration).
 //! - Warm (`--warm`): one process serves every line of `--events` in turn; after `--warmup`
 //!   invocations it reports the process's CPU time per invocation (user + system, from
-//!   /proc/<pid>/stat, clock ticks), wall time per invocation (event handed out → answer
+//!   `/proc/<pid>/stat`, clock ticks), wall time per invocation (event handed out → answer
 //!   received) and peak RSS.
 //!
 //! Example:

@@ -212,7 +212,7 @@ const REDRIVEN: &str =
     "received maxReceiveCount times without success (moved by the queue's redrive)";
 
 impl DeadLetterSource for SqsDeadLetters {
-    /// Letters as listed and replayed: one the redrive moved is given [`REDRIVEN`] as its
+    /// Letters as listed and replayed: one the redrive moved is given `REDRIVEN` as its
     /// reason, so every letter has one (`replay --reason` selects them as it does the others).
     async fn receive(&self, max: i32, hide: Duration) -> Result<Vec<Received>, QueueError> {
         let mut letters = receive_from(&self.client, &self.url, max, hide).await?;

@@ -131,7 +131,7 @@ where
 
     /// Processes a batch; returns the ids of the messages to leave on the queue. One record's
     /// failure never affects another's. The records go one after another, in the order
-    /// [`processing_order`] gives.
+    /// `processing_order` gives.
     pub async fn process_batch(&self, messages: &[InboundMessage]) -> Vec<String> {
         let order = processing_order(messages, &mut fastrand::Rng::new());
         let messages: Vec<&InboundMessage> = order.iter().map(|&i| &messages[i]).collect();

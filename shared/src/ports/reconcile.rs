@@ -225,7 +225,7 @@ pub fn change_key(at: Timestamp, id: &str) -> String {
 pub const CHANGE_BUCKET_MILLIS: u64 = 60_000;
 
 /// The change index's entry for an entity written at `at`: its time rounded up to
-/// [`CHANGE_BUCKET_MILLIS`].
+/// `CHANGE_BUCKET_MILLIS`.
 pub fn change_entry(at: Timestamp, id: &str) -> String {
     let bucketed = unix_millis(at).div_ceil(CHANGE_BUCKET_MILLIS) * CHANGE_BUCKET_MILLIS;
     change_key_at(bucketed, id)

@@ -1,14 +1,14 @@
 //! Reconciliation: finds drift and repairs it, on a schedule. Its checks:
 //!
 //! - **missed webhooks**: events the provider's API lists that are not in the store are taken
-//!   in through the ingress's own claim-and-enqueue, with origin `reconcile` ([`missed`]);
+//!   in through the ingress's own claim-and-enqueue, with origin `reconcile` (`missed`);
 //! - **stuck events**: claimed events still awaiting delivery after `reconcile.stuck_after_secs`
 //!   (a crash between claim and enqueue, or a lost message) are re-enqueued, found through the
-//!   sparse pending index, and dead-lettered after `reconcile.max_requeues` ([`stuck`]);
+//!   sparse pending index, and dead-lettered after `reconcile.max_requeues` (`stuck`);
 //! - **backlog**: delivery queue and dead-letter queue depth (and oldest age where the queue can
-//!   tell), and how replays went ([`queues`]);
+//!   tell), and how replays went (`queues`);
 //! - **payment ↔ order parity**, **CRM parity** and **lead counts** over the entities the
-//!   ledger changed recently ([`sweep`], [`leads`]).
+//!   ledger changed recently (`sweep`, `leads`).
 //!
 //! Each run is bounded by a deadline and a page limit; what it does not reach, the next run
 //! does. Each run's report is saved, emitted as metrics, and compared with the thresholds.
