@@ -266,9 +266,11 @@ targets = ["ledgerbook"]
 
 /// A target down for longer than the queue's receives: each message is dead-lettered on its
 /// last receive with what the target did (its error, or the open circuit and the error that
-/// opened it), and its event is marked dead-lettered rather than left as received.
+/// opened it), and its event is marked dead-lettered rather than left as received. The
+/// reconciliation timer counts the letters against their threshold, and the status page shows
+/// that check breached.
 #[tokio::test]
-async fn events_whose_target_stays_down_are_dead_lettered_with_the_targets_failure() {
+async fn events_whose_target_stays_down_are_dead_lettered_with_the_targets_failure_and_flagged() {
     const EVENTS: usize = 6;
     let erp = Recorder::start().await;
     erp.set_default(Reply::status(503));
@@ -283,13 +285,16 @@ kind = "inbox"
 [[routes]]
 events = ["payment.*"]
 targets = ["inbox"]
+
+[reconcile.thresholds]
+dlq_messages = 0
 "#;
     let config = config(&erp.url, inbox);
     let dev = Dev::start_with(
         &config,
         &config.with_file_name("data"),
         &ENVS,
-        &["--max-receives", "2"],
+        &["--max-receives", "2", "--reconcile-every", "1"],
     );
     let client = crate::helpers::http();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -344,6 +349,36 @@ targets = ["inbox"]
     assert!(at("inbox") < at("erp"), "{text}");
     assert!(text.contains("status: dead_lettered"), "{text}");
     assert_eq!(dev.status().await["dead_letters"]["depth"], EVENTS);
+
+    // A run of the timer after the last letter counts them all, over the threshold of 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let report = dev.status().await["last_reconciliation"].clone();
+        if report["checks"]["dlq_messages"]["found"] == EVENTS {
+            break report;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["breached"], json!(["dlq_messages"]));
+    let page = crate::helpers::http()
+        .get(format!("{}/ops", dev.url))
+        .send()
+        .await
+        .expect("the status page")
+        .text()
+        .await
+        .expect("HTML");
+    assert!(
+        page.contains(&format!(
+            r#"<tr data-check="dlq_messages" class="breached"><td>dlq_messages (breached)</td><td class="n">{EVENTS}</td>"#
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<tr data-check="stuck_events"><td>stuck_events</td><td class="n">0</td>"#),
+        "{page}"
+    );
     assert!(dev.stop().success());
 }
 

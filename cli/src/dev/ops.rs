@@ -148,7 +148,7 @@ fn chart(minutes: &[Minute]) -> String {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}\
 td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}.n{text-align:right}\
-polyline{stroke-width:2}.accepted{stroke:#36c}.delivered{stroke:#393}.failed{stroke:#c33}\
+.breached td{color:#c33}polyline{stroke-width:2}.accepted{stroke:#36c}.delivered{stroke:#393}.failed{stroke:#c33}\
 .grid{display:flex;gap:3em;flex-wrap:wrap}h2{font-size:16px;margin-top:1.5em}";
 
 pub fn render(s: &Status) -> String {
@@ -178,6 +178,9 @@ pub fn render(s: &Status) -> String {
         s.rejected_requests,
         esc(&reconciliation_summary(s.last_reconciliation.as_ref()))
     );
+    if let Some(report) = &s.last_reconciliation {
+        html.push_str(&reconciliation_checks(report));
+    }
     html.push_str("<h2>Targets</h2><table id=\"targets\"><tr><th>target</th><th>delivered</th><th>retrying</th><th>failed</th><th>failure rate</th></tr>");
     for (name, t) in &s.targets {
         let _ = write!(
@@ -222,6 +225,31 @@ fn reconciliation_summary(report: Option<&plumbline::reconcile::Report>) -> Stri
             format!("{}: {found} found, {verdict}", r.finished_at)
         },
     )
+}
+
+/// The last run's checks, as `plumbline reconcile` prints them: what each found, repaired and
+/// could not repair, and its note (why it held back, or stopped early).
+fn reconciliation_checks(report: &plumbline::reconcile::Report) -> String {
+    let mut html = String::from(
+        "<h2>Last reconciliation, by check</h2><table id=\"reconciliation-checks\"><tr><th>check</th>\
+         <th>found</th><th>repaired</th><th>unrepairable</th><th>note</th></tr>",
+    );
+    for (name, check) in &report.checks {
+        let breached = report.breached.contains(name);
+        let _ = write!(
+            html,
+            "<tr data-check=\"{n}\"{}><td>{n}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            if breached { " class=\"breached\"" } else { "" },
+            if breached { " (breached)" } else { "" },
+            check.found,
+            check.repaired,
+            check.unrepairable,
+            esc(check.note.as_deref().unwrap_or("")),
+            n = esc(name)
+        );
+    }
+    html.push_str("</table>");
+    html
 }
 
 pub fn render_timeline(t: &Timeline) -> String {
