@@ -186,6 +186,16 @@ async fn a_target_still_failing_on_the_last_receive_is_dead_lettered_with_its_re
 
     let record = stored(&store, "evt_last").await;
     assert_eq!(record.status, EventStatus::DeadLettered);
+    let timeline = store
+        .timeline("EVT#stripe#evt_last")
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(
+        timeline.status_detail.as_deref(),
+        Some("erp: HTTP 503 (gave up after 2 receives)"),
+        "why, on the event itself"
+    );
     let deliveries = store
         .deliveries(&key("evt_last"))
         .await

@@ -315,6 +315,14 @@ dlq_messages = 0
     .await;
     assert!(settled, "not settled: {:?}", list());
     assert!(list().iter().all(|e| e["status"] == "dead_lettered"));
+    // The listing says why: the first refusing target's reason.
+    assert!(
+        list().iter().all(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("erp: ") && d.ends_with("(gave up after 2 receives)"))),
+        "{:?}",
+        list()
+    );
 
     let letters: Value = serde_json::from_str(&dev.cli(&["dlq", "list", "--json"])).expect("json");
     let reasons: Vec<&str> = letters

@@ -298,6 +298,9 @@ where
         }
         let mut retry: Option<Duration> = None;
         let mut dead_lettered = false;
+        // The first target's refusal, as the event's detail: why `events list` shows it
+        // dead-lettered, without a look at each target's record.
+        let mut refusal: Option<String> = None;
         // Recorded with the event's final status in one write (`settle`), or on their own when
         // another target must be retried.
         let mut delivered: Vec<&str> = Vec::new();
@@ -330,7 +333,11 @@ where
                 TargetOutcome::Retry { delay, .. } => {
                     retry = Some(retry.map_or(delay, |d| d.max(delay)));
                 }
-                TargetOutcome::FailedBefore | TargetOutcome::Permanent(_) => dead_lettered = true,
+                TargetOutcome::FailedBefore => dead_lettered = true,
+                TargetOutcome::Permanent(reason) => {
+                    dead_lettered = true;
+                    refusal.get_or_insert_with(|| format!("{name}: {reason}"));
+                }
                 TargetOutcome::Delivered => delivered.push(name),
                 TargetOutcome::Skipped => {}
             }
@@ -344,7 +351,8 @@ where
         } else {
             EventStatus::Delivered
         };
-        self.settle(message, &key, &delivered, status, None).await
+        self.settle(message, &key, &delivered, status, refusal.as_deref())
+            .await
     }
 
     fn count_ledger(&self, envelope: &Envelope, applied: &Applied) {
