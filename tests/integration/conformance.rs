@@ -493,7 +493,10 @@ async fn deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
             .begin(key, "crm", t(2), lease, false, None)
             .await
             .expect("begin"),
-        Attempt::FailedBefore
+        Attempt::FailedBefore {
+            reason: Some("HTTP 400".into())
+        },
+        "with the reason it was refused for"
     );
     assert_eq!(
         store
@@ -614,7 +617,12 @@ async fn held_deliveries_conform(store: &(impl DeliveryLog + EventStore)) {
         Attempt::Go { attempt: 2 },
         "a recorded retryable failure frees the target within the hold"
     );
-    assert_eq!(begin("hubspot", 3, false).await, Attempt::FailedBefore);
+    assert_eq!(
+        begin("hubspot", 3, false).await,
+        Attempt::FailedBefore {
+            reason: Some("HTTP 400".into())
+        }
+    );
     assert_eq!(begin("site", 3, true).await, Attempt::AlreadyDelivered);
     assert_eq!(begin("ledger", 3, true).await, Attempt::AlreadyDelivered);
     let records: Vec<(String, DeliveryState, u32)> = store

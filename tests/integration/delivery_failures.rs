@@ -291,6 +291,63 @@ async fn a_message_that_cannot_be_read_is_dead_lettered_with_the_reason() {
     assert!(reason.starts_with("undecodable_message:"), "{reason}");
 }
 
+const TWO_TARGETS: &str = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:STRIPE_SECRET"]
+
+[targets.erp]
+kind = "http"
+url = "{ERP}/erp"
+
+[targets.ledger]
+kind = "http"
+url = "{ERP}/ledger"
+
+[[routes]]
+events = ["payment.*"]
+targets = ["erp", "ledger"]
+
+[delivery]
+backoff_base_secs = 1
+backoff_cap_secs = 1
+"#;
+
+/// One target refuses an event for good while the other must retry it. On the message's next
+/// receive the refused target is not called again, the other delivers, and the event is
+/// settled dead-lettered with the refusal as its detail, read from the refused target's record.
+#[tokio::test]
+async fn a_refusal_on_an_earlier_receive_is_the_events_detail_when_it_settles() {
+    let p = Pipeline::with_config(TWO_TARGETS).await;
+    p.erp.answer_path("/erp", Reply::status(422));
+    p.erp.script([Reply::status(503)]);
+    p.ingest(stripe(&processing("evt_split"))).await;
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(failed, ids, "the ledger's 503 keeps the message");
+    assert_eq!(p.dead_letters().await.len(), 1, "erp's refusal");
+
+    let (event, _) = p.receive_within(Duration::from_secs(10)).await;
+    assert!(p.deliver(event).await.batch_item_failures.is_empty());
+    let calls = |path: &str| p.erp.requests().iter().filter(|r| r.path == path).count();
+    assert_eq!(
+        (calls("/erp"), calls("/ledger")),
+        (1, 2),
+        "erp not called again"
+    );
+
+    let store = p.delivery.store();
+    assert_eq!(
+        stored(store, "evt_split").await.status,
+        EventStatus::DeadLettered
+    );
+    let timeline = store
+        .timeline("EVT#stripe#evt_split")
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(timeline.status_detail.as_deref(), Some("erp: HTTP 422"));
+}
+
 const MIXED: &str = r#"
 [sources.stripe]
 kind = "stripe"

@@ -15,7 +15,8 @@ use crate::telemetry::{Metric, Metrics, Unit};
 pub(super) enum TargetOutcome {
     Delivered,
     Skipped,
-    FailedBefore,
+    /// Refused for good on an earlier receive, for the recorded reason.
+    FailedBefore(Option<String>),
     /// Try again after `delay`. `failure` is the target's own failure (an error, an open
     /// circuit); `None` when the event is in flight elsewhere or the store could not be asked,
     /// which says nothing against the target.
@@ -73,7 +74,7 @@ where
         match begun {
             Ok(Attempt::Go { .. }) => {}
             Ok(Attempt::AlreadyDelivered) => return TargetOutcome::Skipped,
-            Ok(Attempt::FailedBefore) => return TargetOutcome::FailedBefore,
+            Ok(Attempt::FailedBefore { reason }) => return TargetOutcome::FailedBefore(reason),
             Ok(Attempt::Leased { until }) => {
                 let secs = u64::try_from(until.unix() - now.unix()).unwrap_or(1).max(1);
                 return TargetOutcome::retry(Duration::from_secs(secs));

@@ -15,7 +15,7 @@ mod settle;
 mod turns;
 pub mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use tracing::{Span, field, instrument, warn};
 
 use call::TargetOutcome;
 pub use document::{Document, EntityView};
-use identify::Application;
+use identify::{Application, Hold};
 use order::processing_order;
 use settle::refusal_class;
 
@@ -296,6 +296,20 @@ where
                 .settle(message, &key, &[], EventStatus::DeliveredToNone, None)
                 .await;
         }
+        self.deliver_to_targets(message, &key, &targets, &document, hold)
+            .await
+    }
+
+    /// Delivers the event to each of its targets, then settles it (delivered, or dead-lettered
+    /// with the first refusal), or puts it back for the targets still to retry.
+    async fn deliver_to_targets(
+        &self,
+        message: &InboundMessage,
+        key: &EventKey,
+        targets: &BTreeSet<String>,
+        document: &Document,
+        hold: Hold,
+    ) -> Outcome {
         let mut retry: Option<Duration> = None;
         let mut dead_lettered = false;
         // The first target's refusal, as the event's detail: why `events list` shows it
@@ -309,11 +323,11 @@ where
         let last = self
             .max_receives
             .is_some_and(|max| message.receive_count >= max);
-        for name in &targets {
-            let outcome = match self.deliver(&key, name, &document, message, hold).await {
+        for name in targets {
+            let outcome = match self.deliver(key, name, document, message, hold).await {
                 TargetOutcome::Permanent(reason) => {
                     let class = refusal_class(&reason);
-                    self.dead_letter_target(message, &key, name, &document, &reason, class)
+                    self.dead_letter_target(message, key, name, document, &reason, class)
                         .await
                 }
                 TargetOutcome::Retry {
@@ -324,7 +338,7 @@ where
                         "{failure} (gave up after {} receives)",
                         message.receive_count
                     );
-                    self.dead_letter_target(message, &key, name, &document, &reason, "exhausted")
+                    self.dead_letter_target(message, key, name, document, &reason, "exhausted")
                         .await
                 }
                 other => other,
@@ -333,7 +347,12 @@ where
                 TargetOutcome::Retry { delay, .. } => {
                     retry = Some(retry.map_or(delay, |d| d.max(delay)));
                 }
-                TargetOutcome::FailedBefore => dead_lettered = true,
+                TargetOutcome::FailedBefore(reason) => {
+                    dead_lettered = true;
+                    if let Some(reason) = reason {
+                        refusal.get_or_insert_with(|| format!("{name}: {reason}"));
+                    }
+                }
                 TargetOutcome::Permanent(reason) => {
                     dead_lettered = true;
                     refusal.get_or_insert_with(|| format!("{name}: {reason}"));
@@ -343,7 +362,7 @@ where
             }
         }
         if let Some(delay) = retry {
-            return self.retry_later(message, &key, &delivered, delay).await;
+            return self.retry_later(message, key, &delivered, delay).await;
         }
         self.count_replay(message, !dead_lettered).await;
         let status = if dead_lettered {
@@ -351,7 +370,7 @@ where
         } else {
             EventStatus::Delivered
         };
-        self.settle(message, &key, &delivered, status, refusal.as_deref())
+        self.settle(message, key, &delivered, status, refusal.as_deref())
             .await
     }
 

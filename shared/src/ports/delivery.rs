@@ -40,8 +40,9 @@ pub enum Attempt {
     Go { attempt: u32 },
     /// It was delivered before: never call again.
     AlreadyDelivered,
-    /// It failed for good before (and is on the dead-letter queue); only a replay retries it.
-    FailedBefore,
+    /// It failed for good before (and is on the dead-letter queue), for `reason` where it was
+    /// recorded; only a replay retries it.
+    FailedBefore { reason: Option<String> },
     /// Another worker holds the lease until then.
     Leased { until: Timestamp },
 }

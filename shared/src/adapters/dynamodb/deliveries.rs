@@ -227,7 +227,9 @@ impl DeliveryLog for DynamoStore {
                 };
                 Ok(match record.state {
                     DeliveryState::Delivered => Attempt::AlreadyDelivered,
-                    DeliveryState::Failed if !replay => Attempt::FailedBefore,
+                    DeliveryState::Failed if !replay => Attempt::FailedBefore {
+                        reason: record.last_error,
+                    },
                     _ => Attempt::Leased {
                         until: record.lease_until.unwrap_or(now),
                     },

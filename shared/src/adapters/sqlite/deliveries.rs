@@ -96,16 +96,18 @@ impl DeliveryLog for SqliteStore {
             if claimed.is_none() {
                 return Err(StoreError::Corrupt(format!("{key}: no such event")));
             }
-            let current: Option<(String, Option<i64>, i64)> = conn
-                .row("SELECT state, lease_until_ms, attempts FROM deliveries WHERE key = ?1 AND target = ?2", params![key, target], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            let current: Option<(String, Option<i64>, i64, Option<String>)> = conn
+                .row("SELECT state, lease_until_ms, attempts, last_error FROM deliveries WHERE key = ?1 AND target = ?2", params![key, target], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()
                 .map_err(|e| sql_error(&e))?;
-            if let Some((state, lease_until, _)) = &current {
+            if let Some((state, lease_until, _, last_error)) = &current {
                 match state_of(state) {
                     Some(DeliveryState::Delivered) => return Ok(Attempt::AlreadyDelivered),
-                    Some(DeliveryState::Failed) if !replay => return Ok(Attempt::FailedBefore),
+                    Some(DeliveryState::Failed) if !replay => {
+                        return Ok(Attempt::FailedBefore { reason: last_error.clone() });
+                    }
                     _ => {}
                 }
                 if let Some(ms) = lease_until
@@ -117,7 +119,7 @@ impl DeliveryLog for SqliteStore {
                 // The entity's write holds the first attempt, and it has not reported yet.
                 return Ok(Attempt::Leased { until });
             }
-            let attempts = current.map_or(0, |(_, _, a)| a) + 1;
+            let attempts = current.map_or(0, |(_, _, a, _)| a) + 1;
             conn.exec(
                 "INSERT INTO deliveries (key, target, state, attempts, lease_until_ms, updated_at, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
                  ON CONFLICT (key, target) DO UPDATE SET state = ?3, attempts = ?4, lease_until_ms = ?5, updated_at = ?6, updated_ms = ?7",
