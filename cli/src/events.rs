@@ -31,8 +31,8 @@ pub enum EventsCommand {
 pub struct Local {
     /// Use DynamoDB (table from PLUMBLINE_TABLE; `reprocess` also sends to
     /// PLUMBLINE_QUEUE_URL) instead of the local stack. On AWS, `show` takes the idempotency key
-    /// or event key; `list --status received|quarantined|unrouted` and `reprocess` read a sparse
-    /// index, other listings scan the table.
+    /// or event key; `list --status received|quarantined|unrouted|dead_lettered` and `reprocess`
+    /// read a sparse index, other listings scan the table.
     #[arg(long)]
     pub aws: bool,
     /// The local stack's data directory.
@@ -56,8 +56,8 @@ pub struct ListArgs {
     since: Option<String>,
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    /// With --aws: scan the table even where an index would answer (events kept before the
-    /// `kept` index existed are found only so).
+    /// With --aws: scan the table even where an index would answer (events kept or
+    /// dead-lettered by a build before the `kept` index held them are found only so).
     #[arg(long, requires = "aws")]
     scan: bool,
     #[command(flatten)]

@@ -164,6 +164,52 @@ async fn events_dlq_and_replay_work_against_aws() {
     assert_eq!(show["status"], "delivered");
 }
 
+/// Dead-lettered events are listed from the `kept` index, not a scan: one a target refused (the
+/// delivery's settle) and one reconciliation gave up on. A replay that delivers the first takes
+/// it out of the index again.
+#[tokio::test]
+async fn dead_lettered_events_are_listed_from_the_kept_index_until_a_replay_delivers_them() {
+    use plumbline::ports::{EventKey, EventStore, ReconcileStore};
+
+    let p = Pipeline::new().await;
+    p.erp.set_default(Reply::status(400));
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    p.deliver_visible().await;
+    let refused = "EVT#stripe#evt_3PqLr2F7kS1mZk0a0pRoC4s5";
+
+    let (store, requests) = counted_store(&p).await;
+    let later = fixture("stripe/payment_intent.succeeded.json");
+    p.ingest(stripe(&later)).await;
+    // Delivery takes its message and crashes on it; reconciliation gives up on the claim.
+    assert_eq!(p.receive().await.records.len(), 1);
+    let later: Value = serde_json::from_slice(&later).expect("json");
+    let given_up = format!("EVT#stripe#{}", later["id"].as_str().expect("id"));
+    let key = EventKey::parse(&given_up).expect("key");
+    let claim = store.get(&key).await.expect("get").expect("claimed");
+    assert!(
+        store
+            .give_up_stuck(&key, claim.claimed_at, "never settled", claim.claimed_at)
+            .await
+            .expect("give up")
+    );
+
+    requests.reset();
+    let both = listed(&store, "dead_lettered", None, 10).await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both.contains(&refused.to_owned()) && both.contains(&given_up));
+    let counts = requests.counts();
+    assert_eq!(counts.get("Scan"), None, "{counts:?}");
+    assert!(counts.get("Query").is_some_and(|&n| n > 0), "{counts:?}");
+
+    p.erp.set_default(Reply::status(200));
+    let report = plumbline(&p, &["replay", "--aws", "--json"]);
+    assert_eq!(report["replayed"], 1);
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty());
+    assert_eq!(listed(&store, "dead_lettered", None, 10).await, [given_up]);
+}
+
 /// `plumbline events reprocess --aws`: a kept event that today's normalizer reads goes to the
 /// delivery queue and on to its target; one the ingress quarantined today stays, with why.
 #[tokio::test]

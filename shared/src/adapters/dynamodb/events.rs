@@ -156,9 +156,17 @@ impl EventItem {
 }
 
 /// The SET and REMOVE clauses that give an event its final status (`:status`, `:at`, and
-/// `:detail` when `detail`). Every status delivery sets is final: the event leaves the pending
-/// index.
-pub(super) fn final_status(detail: bool) -> (Vec<String>, Vec<String>) {
+/// `:detail` when `detail`), and the value to bind to `:kept_shard` if there is one. Every
+/// status delivery sets is final: the event leaves the pending index. A dead-lettered event
+/// enters the kept index, at its receipt time, so that operators list it without a scan; any
+/// other final status takes it out again (a replay that delivered it). Neither costs a write
+/// on the way of an event that was never dead-lettered: removing attributes it does not have
+/// changes no index.
+pub(super) fn final_status(
+    event: &EventKey,
+    status: EventStatus,
+    detail: bool,
+) -> (Vec<String>, Vec<String>, Option<String>) {
     let mut set = vec!["#status = :status".to_owned(), "status_at = :at".to_owned()];
     let mut remove = vec!["pending_shard".to_owned(), "pending_since".to_owned()];
     if detail {
@@ -166,7 +174,16 @@ pub(super) fn final_status(detail: bool) -> (Vec<String>, Vec<String>) {
     } else {
         remove.push("status_detail".to_owned());
     }
-    (set, remove)
+    let kept = (status == EventStatus::DeadLettered)
+        .then(|| kept_shard(status, hash_of(event) % KEPT_SHARDS));
+    if kept.is_some() {
+        set.push("kept_shard = :kept_shard".to_owned());
+        set.push("kept_at = received_at".to_owned());
+    } else {
+        remove.push("kept_shard".to_owned());
+        remove.push("kept_at".to_owned());
+    }
+    (set, remove, kept)
 }
 
 impl DynamoStore {

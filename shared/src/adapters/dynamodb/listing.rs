@@ -1,7 +1,8 @@
 //! Operators' listings of events (`plumbline events list --aws`, `events reprocess --aws`).
 //! The statuses an incident asks about have a sparse index each: events awaiting delivery
-//! (`received`) are the `pending` index, kept events (`quarantined`, `unrouted`) the `kept`
-//! index, so those listings read what they list, newest first, however large the table. Any
+//! (`received`) are the `pending` index; kept events (`quarantined`, `unrouted`) and
+//! dead-lettered ones (`dead_lettered`) the `kept` index, so those listings read what they list,
+//! newest first, however large the table. Any
 //! other listing is a Scan (read capacity grows with the table): meant for an operator's
 //! occasional look, never for a hot path.
 

@@ -112,7 +112,8 @@ impl ReconcileStore for DynamoStore {
         detail: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (set, remove) = final_status(true);
+        let (set, remove, kept) = final_status(event, EventStatus::DeadLettered, true);
+        let kept = kept.expect("a dead-lettered event enters the kept index");
         let result = self
             .client
             .update_item()
@@ -130,6 +131,7 @@ impl ReconcileStore for DynamoStore {
             .expression_attribute_values(":status", s(EventStatus::DeadLettered.as_str()))
             .expression_attribute_values(":detail", s(detail))
             .expression_attribute_values(":at", s(now.to_string()))
+            .expression_attribute_values(":kept_shard", s(kept))
             .send()
             .await;
         applied(result)

@@ -42,6 +42,7 @@ impl Index {
             }),
             "quarantined" => Some(kept(EventStatus::Quarantined)),
             "unrouted" => Some(kept(EventStatus::Unrouted)),
+            "dead_lettered" => Some(kept(EventStatus::DeadLettered)),
             _ => None,
         }
     }
