@@ -311,10 +311,9 @@ where
         hold: Hold,
     ) -> Outcome {
         let mut retry: Option<Duration> = None;
-        let mut dead_lettered = false;
-        // The first target's refusal, as the event's detail: why `events list` shows it
-        // dead-lettered, without a look at each target's record.
-        let mut refusal: Option<String> = None;
+        // The targets that refused the event for good, now or on an earlier receive, with why
+        // where it is known.
+        let mut refused: Vec<(&str, Option<String>)> = Vec::new();
         // Recorded with the event's final status in one write (`settle`), or on their own when
         // another target must be retried.
         let mut delivered: Vec<&str> = Vec::new();
@@ -347,16 +346,8 @@ where
                 TargetOutcome::Retry { delay, .. } => {
                     retry = Some(retry.map_or(delay, |d| d.max(delay)));
                 }
-                TargetOutcome::FailedBefore(reason) => {
-                    dead_lettered = true;
-                    if let Some(reason) = reason {
-                        refusal.get_or_insert_with(|| format!("{name}: {reason}"));
-                    }
-                }
-                TargetOutcome::Permanent(reason) => {
-                    dead_lettered = true;
-                    refusal.get_or_insert_with(|| format!("{name}: {reason}"));
-                }
+                TargetOutcome::FailedBefore(reason) => refused.push((name, reason)),
+                TargetOutcome::Permanent(reason) => refused.push((name, Some(reason))),
                 TargetOutcome::Delivered => delivered.push(name),
                 TargetOutcome::Skipped => {}
             }
@@ -364,14 +355,25 @@ where
         if let Some(delay) = retry {
             return self.retry_later(message, key, &delivered, delay).await;
         }
-        self.count_replay(message, !dead_lettered).await;
-        let status = if dead_lettered {
-            EventStatus::DeadLettered
-        } else {
-            EventStatus::Delivered
-        };
-        self.settle(message, key, &delivered, status, refusal.as_deref())
-            .await
+        self.count_replay(message, refused.is_empty()).await;
+        if refused.is_empty() {
+            return self
+                .settle(message, key, &delivered, EventStatus::Delivered, None)
+                .await;
+        }
+        // The first refusal with a reason is the event's detail: why `events list` shows it
+        // dead-lettered, without a look at each target's record.
+        let detail = refused
+            .iter()
+            .find_map(|(name, reason)| Some(format!("{name}: {}", reason.as_ref()?)));
+        self.settle(
+            message,
+            key,
+            &delivered,
+            EventStatus::DeadLettered,
+            detail.as_deref(),
+        )
+        .await
     }
 
     fn count_ledger(&self, envelope: &Envelope, applied: &Applied) {

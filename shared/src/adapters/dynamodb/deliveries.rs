@@ -108,16 +108,11 @@ impl DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":at", s(now.to_string()));
         if let Some((status, detail)) = status {
-            let kept;
-            (set, remove, kept) = final_status(event, status, detail.is_some());
-            request = request
-                .expression_attribute_names("#status", "status")
-                .expression_attribute_values(":status", s(status.as_str()));
-            if let Some(kept) = kept {
-                request = request.expression_attribute_values(":kept_shard", s(kept));
-            }
-            if let Some(detail) = detail {
-                request = request.expression_attribute_values(":detail", s(detail));
+            let last = final_status(event, status, detail);
+            (set, remove) = (last.set, last.remove);
+            request = request.expression_attribute_names("#status", "status");
+            for (name, value) in last.values {
+                request = request.expression_attribute_values(name, value);
             }
         }
         if !targets.is_empty() {

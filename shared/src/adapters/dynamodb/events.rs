@@ -155,35 +155,48 @@ impl EventItem {
     }
 }
 
-/// The SET and REMOVE clauses that give an event its final status (`:status`, `:at`, and
-/// `:detail` when `detail`), and the value to bind to `:kept_shard` if there is one. Every
-/// status delivery sets is final: the event leaves the pending index. A dead-lettered event
-/// enters the kept index, at its receipt time, so that operators list it without a scan; any
-/// other final status takes it out again (a replay that delivered it). Neither costs a write
-/// on the way of an event that was never dead-lettered: removing attributes it does not have
-/// changes no index.
+/// What gives an event its final status: the SET and REMOVE clauses, and the values they name
+/// but `:at` (the caller's time, which its other clauses use too).
+pub(super) struct FinalStatus {
+    pub(super) set: Vec<String>,
+    pub(super) remove: Vec<String>,
+    pub(super) values: Vec<(&'static str, AttributeValue)>,
+}
+
+/// `status` (with `detail`, or none) for `event`. Every status delivery sets is final: the
+/// event leaves the pending index. A dead-lettered event enters the kept index, at its receipt
+/// time, so that operators list it without a scan; any other final status takes it out again
+/// (a replay that delivered it). Neither costs a write on the way of an event that was never
+/// dead-lettered: removing attributes it does not have changes no index.
 pub(super) fn final_status(
     event: &EventKey,
     status: EventStatus,
-    detail: bool,
-) -> (Vec<String>, Vec<String>, Option<String>) {
+    detail: Option<&str>,
+) -> FinalStatus {
     let mut set = vec!["#status = :status".to_owned(), "status_at = :at".to_owned()];
     let mut remove = vec!["pending_shard".to_owned(), "pending_since".to_owned()];
-    if detail {
-        set.push("status_detail = :detail".to_owned());
-    } else {
-        remove.push("status_detail".to_owned());
+    let mut values = vec![(":status", AttributeValue::S(status.as_str().to_owned()))];
+    match detail {
+        Some(detail) => {
+            set.push("status_detail = :detail".to_owned());
+            values.push((":detail", AttributeValue::S(detail.to_owned())));
+        }
+        None => remove.push("status_detail".to_owned()),
     }
-    let kept = (status == EventStatus::DeadLettered)
-        .then(|| kept_shard(status, hash_of(event) % KEPT_SHARDS));
-    if kept.is_some() {
+    if status == EventStatus::DeadLettered {
         set.push("kept_shard = :kept_shard".to_owned());
         set.push("kept_at = received_at".to_owned());
+        let shard = kept_shard(status, hash_of(event) % KEPT_SHARDS);
+        values.push((":kept_shard", AttributeValue::S(shard)));
     } else {
         remove.push("kept_shard".to_owned());
         remove.push("kept_at".to_owned());
     }
-    (set, remove, kept)
+    FinalStatus {
+        set,
+        remove,
+        values,
+    }
 }
 
 impl DynamoStore {

@@ -112,29 +112,26 @@ impl ReconcileStore for DynamoStore {
         detail: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (set, remove, kept) = final_status(event, EventStatus::DeadLettered, true);
-        let kept = kept.expect("a dead-lettered event enters the kept index");
-        let result = self
+        let last = final_status(event, EventStatus::DeadLettered, Some(detail));
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(event.as_str(), EVENT_SK)))
             .update_expression(format!(
                 "SET {} REMOVE {}",
-                set.join(", "),
-                remove.join(", ")
+                last.set.join(", "),
+                last.remove.join(", ")
             ))
             .condition_expression("#status = :received AND claimed_at = :seen")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":received", s(EventStatus::Received.as_str()))
             .expression_attribute_values(":seen", s(seen.to_string()))
-            .expression_attribute_values(":status", s(EventStatus::DeadLettered.as_str()))
-            .expression_attribute_values(":detail", s(detail))
-            .expression_attribute_values(":at", s(now.to_string()))
-            .expression_attribute_values(":kept_shard", s(kept))
-            .send()
-            .await;
-        applied(result)
+            .expression_attribute_values(":at", s(now.to_string()));
+        for (name, value) in last.values {
+            request = request.expression_attribute_values(name, value);
+        }
+        applied(request.send().await)
     }
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
