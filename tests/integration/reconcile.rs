@@ -505,8 +505,12 @@ async fn stuck_claims_wait_while_nothing_reads_the_queue_on_dynamodb_and_sqs() {
 /// While delivery reads its queue but has not caught up (messages wait while others are in
 /// flight), stuck claims are enqueued again as usual, but none is given up on: its copies may
 /// be among the waiting messages. Once nothing waits, the next run gives up on it.
-async fn spent_claims_wait_while_delivery_is_behind<S, Q, D>(store: S, queue: Q, dlq: D)
-where
+async fn spent_claims_wait_while_delivery_is_behind<S, Q, D>(
+    store: S,
+    queue: Q,
+    dlq: D,
+    retention_note: &str,
+) where
     S: Storage + Intake<Q> + Clone,
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
@@ -564,11 +568,11 @@ where
     );
     assert_eq!(stuck.ids, [key.to_string()]);
     assert_eq!(
-        stuck.note.as_deref(),
-        Some(
+        stuck.note,
+        Some(format!(
             "1 due to be given up on, left while the delivery queue has 2 waiting (their copies \
-             may be among them)"
-        )
+             may be among them{retention_note})"
+        ))
     );
     assert_eq!(requeues_and_status().await, (1, EventStatus::Received));
     assert_eq!(dlq.depth().await.expect("depth").messages, 0, "no letter");
@@ -597,13 +601,126 @@ where
 #[tokio::test]
 async fn spent_claims_wait_while_delivery_is_behind_on_sqlite() {
     let (store, queue, dlq) = local_deployment("plumbline-behind");
-    spent_claims_wait_while_delivery_is_behind(store, queue, dlq).await;
+    // The local queue keeps a message until it is taken.
+    spent_claims_wait_while_delivery_is_behind(store, queue, dlq, "").await;
 }
 
 #[tokio::test]
 async fn spent_claims_wait_while_delivery_is_behind_on_dynamodb_and_sqs() {
     let (store, queue, dlq) = fresh_deployment().await;
-    spent_claims_wait_while_delivery_is_behind(store, queue, dlq).await;
+    // A queue made with SQS's default retention, four days.
+    spent_claims_wait_while_delivery_is_behind(
+        store,
+        queue,
+        dlq,
+        " until 345600 s after the last was sent",
+    )
+    .await;
+}
+
+/// However long messages keep waiting on the delivery queue, a spent claim is given up on once
+/// the queue's retention has passed since its last copy went out (up to 900 s after the claim's
+/// refresh): the queue has deleted that copy by then, read or not, and the reason says so.
+#[tokio::test]
+async fn spent_claims_are_given_up_on_once_the_queue_has_deleted_their_copies() {
+    let (store, _, dlq) = fresh_deployment().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws().await);
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("delivery-hour"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod,
+            "3600",
+        )
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("url");
+    let queue = SqsQueue::new(sqs, url);
+    let key = crashed_claim_on_the_queue(&store, &queue, 2).await;
+    // Delivery holds one copy, the other waits, and waits on through every run below.
+    let taken = queue
+        .receive(1, Duration::from_secs(600))
+        .await
+        .expect("receive");
+    assert_eq!(taken.len(), 1);
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
+    let metrics = RecordingMetrics::default();
+    let reconciler = requeuing_at_most(
+        1,
+        store.clone(),
+        queue.clone(),
+        dlq.clone(),
+        &clock,
+        &metrics,
+    );
+    let run = || async {
+        let report = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await;
+        report.checks[STUCK_EVENTS].clone()
+    };
+    let tally = |c: &plumbline::reconcile::CheckResult| (c.found, c.repaired, c.unrepairable);
+    assert_eq!(
+        tally(&run().await),
+        (1, 1, 0),
+        "enqueued again, at T0 + 1000"
+    );
+
+    // The last copy went out by T0 + 1900 at the latest; the queue keeps it until T0 + 5500.
+    clock.advance_secs(4_500);
+    let stuck = run().await;
+    assert_eq!(tally(&stuck), (1, 0, 0), "{stuck:?}");
+    assert_eq!(
+        stuck.note.as_deref(),
+        Some(
+            "1 due to be given up on, left while the delivery queue has 2 waiting (their copies \
+             may be among them until 3600 s after the last was sent)"
+        )
+    );
+    assert_eq!(
+        dlq.depth().await.expect("depth").messages,
+        0,
+        "no letter yet"
+    );
+
+    clock.advance_secs(1);
+    let stuck = run().await;
+    assert_eq!(tally(&stuck), (1, 0, 1), "{stuck:?}");
+    assert_eq!(
+        stuck.note.as_deref(),
+        Some("1 dead-lettered after 1 re-enqueues")
+    );
+    assert_eq!(
+        queue.depth().await.expect("depth").waiting(),
+        2,
+        "given up on while messages still wait"
+    );
+    let detail = "not settled after 1 re-enqueues, and its last copy is past the delivery \
+                  queue's 3600 s retention: delivery crashed or timed out on each receive, or \
+                  the queue deleted it unread";
+    let record = store.get(&key).await.expect("get").expect("kept");
+    assert_eq!(record.status, EventStatus::DeadLettered);
+    let timeline = store
+        .timeline(&key.to_string())
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(timeline.status_detail.as_deref(), Some(detail));
+    let letters = dlq
+        .receive(10, Duration::from_secs(600))
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1, "one letter: {letters:?}");
+    assert_eq!(
+        letters[0].attributes.get("reason").map(String::as_str),
+        Some(detail)
+    );
+    assert_eq!(
+        metrics.count("ReconcileGaveUp", &[("Check", STUCK_EVENTS)]),
+        1
+    );
 }
 
 /// A backlog of stuck events (a queue outage outlasted the horizon) is repaired in one run,

@@ -242,30 +242,29 @@ impl DeadLetterSource for SqsDeadLetters {
     }
 }
 
-/// Messages waiting plus in flight. SQS does not report the oldest message's age through its
-/// API (CloudWatch's `ApproximateAgeOfOldestMessage` does; the alarms use that).
+/// Messages waiting plus in flight, and the queue's retention, in one request. SQS does not
+/// report the oldest message's age through its API (CloudWatch's
+/// `ApproximateAgeOfOldestMessage` does; the alarms use that).
 async fn depth_of(client: &Client, url: &str) -> Result<Depth, QueueError> {
     let out = client
         .get_queue_attributes()
         .queue_url(url)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::MessageRetentionPeriod)
         .send()
         .await
         .map_err(classify)?;
     let attributes = out.attributes.unwrap_or_default();
-    let count = |name: &QueueAttributeName| {
-        attributes
-            .get(name)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let waiting = count(&QueueAttributeName::ApproximateNumberOfMessages);
-    let in_flight = count(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+    let number =
+        |name: &QueueAttributeName| attributes.get(name).and_then(|v| v.parse::<u64>().ok());
+    let waiting = number(&QueueAttributeName::ApproximateNumberOfMessages).unwrap_or(0);
+    let in_flight = number(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible).unwrap_or(0);
     Ok(Depth {
         messages: waiting + in_flight,
         in_flight,
         oldest_age_secs: None,
+        retention_secs: number(&QueueAttributeName::MessageRetentionPeriod),
     })
 }
 

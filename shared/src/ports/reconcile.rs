@@ -76,6 +76,9 @@ pub struct Depth {
     /// back by a retry's visibility timeout.
     pub in_flight: u64,
     pub oldest_age_secs: Option<u64>,
+    /// How long the queue keeps a message, taken or not, before it deletes it (SQS's
+    /// `MessageRetentionPeriod`); `None` for a queue that keeps every message until it is taken.
+    pub retention_secs: Option<u64>,
 }
 
 impl Depth {
@@ -88,6 +91,15 @@ impl Depth {
     /// Messages visible, waiting for a consumer to take them.
     pub fn waiting(&self) -> u64 {
         self.messages.saturating_sub(self.in_flight)
+    }
+
+    /// Whether a message sent at `sent` may still be on the queue at `now`: false only once the
+    /// queue's retention has passed since then, when the queue has deleted it whoever held it.
+    pub fn may_hold(&self, sent: Timestamp, now: Timestamp) -> bool {
+        self.retention_secs.is_none_or(|retention| {
+            let retention = i64::try_from(retention).unwrap_or(i64::MAX / 2);
+            now.unix() <= sent.unix().saturating_add(retention)
+        })
     }
 }
 
@@ -324,6 +336,7 @@ mod tests {
             messages,
             in_flight,
             oldest_age_secs: None,
+            retention_secs: None,
         }
     }
 
@@ -333,6 +346,21 @@ mod tests {
         assert!(!depth(0, 0).unread(), "an empty queue");
         assert!(!depth(3, 1).unread(), "a consumer holds one");
         assert!(!depth(2, 2).unread(), "all in flight");
+    }
+
+    #[test]
+    fn a_queue_holds_a_message_until_its_retention_has_passed() {
+        let sent = at("2026-03-01T00:00:00Z");
+        let kept = Depth {
+            retention_secs: Some(60),
+            ..depth(1, 0)
+        };
+        assert!(kept.may_hold(sent, sent.plus_secs(60)));
+        assert!(!kept.may_hold(sent, sent.plus_secs(61)));
+        assert!(
+            depth(1, 0).may_hold(sent, sent.plus_secs(86_400 * 365)),
+            "a queue without retention keeps it until it is taken"
+        );
     }
 
     #[test]

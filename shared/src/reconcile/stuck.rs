@@ -2,7 +2,8 @@
 //! settled, found through the sparse pending index (oldest first, never a scan), are enqueued
 //! again, each at most `reconcile.max_requeues` times; after that, a claim is dead-lettered with
 //! its reason, since delivery crashes or times out on it at every receive. While nothing reads
-//! the delivery queue, they are only counted; while messages wait on it, none is given up on.
+//! the delivery queue, they are only counted; while messages wait on it, none is given up on
+//! before the queue's retention has passed since its last copy was sent.
 
 use std::time::Instant;
 
@@ -22,6 +23,10 @@ use crate::telemetry::{Metric, Metrics};
 /// far from the table's and the queue's request limits.
 const STUCK_REPAIRS_AT_ONCE: usize = 16;
 
+/// How long after a claim's refresh its copy may be sent: the two happen in one invocation, and
+/// no Lambda invocation outlasts 900 s.
+const SEND_AFTER_REFRESH_SECS: i64 = 900;
+
 /// What re-enqueueing one stuck event came to.
 enum Repair {
     Done,
@@ -31,7 +36,8 @@ enum Repair {
     Failed,
     /// Enqueued `max_requeues` times already: dead-lettered, for an operator.
     GaveUp,
-    /// Enqueued `max_requeues` times already, but messages wait on the queue: left for now.
+    /// Enqueued `max_requeues` times already, but messages wait on the queue, and its last copy
+    /// may be among them: left for now.
     Deferred,
 }
 
@@ -40,8 +46,9 @@ enum Repair {
 enum Mode {
     /// Count them only: nothing reads the queue.
     Count,
-    /// Enqueue them again, and give up on the spent ones when `may_give_up`.
-    Repair { may_give_up: bool },
+    /// Enqueue them again, and give up on the spent ones, except while `waiting` (the queue's
+    /// depth, when messages wait on it) may hold one of their copies.
+    Repair { waiting: Option<Depth> },
 }
 
 /// The claims a run gave up on, and those it would have but left.
@@ -64,7 +71,8 @@ where
     /// among those waiting. Another copy would only join them, and giving up on one would
     /// dead-letter an event that is merely held back. While messages wait and others are in
     /// flight, delivery is reading but has not caught up: claims are enqueued again as usual,
-    /// but none is given up on, since its copies may still be waiting too.
+    /// but none is given up on while its copies may still be waiting too, which on a queue with
+    /// a retention ends once that has passed since the last was sent.
     pub(super) async fn stuck_check(
         &self,
         now: Timestamp,
@@ -75,7 +83,7 @@ where
         let mode = match delivery {
             Some(depth) if depth.unread() => Mode::Count,
             _ => Mode::Repair {
-                may_give_up: waiting == 0,
+                waiting: delivery.filter(|depth| depth.waiting() > 0).copied(),
             },
         };
         let mut spent = Spent::default();
@@ -94,9 +102,13 @@ where
             ));
         }
         if spent.deferred > 0 {
+            let until = match delivery.and_then(|depth| depth.retention_secs) {
+                Some(retention) => format!(" until {retention} s after the last was sent"),
+                None => String::new(),
+            };
             words.push(format!(
                 "{} due to be given up on, left while the delivery queue has {waiting} waiting \
-                 (their copies may be among them)",
+                 (their copies may be among them{until})",
                 spent.deferred
             ));
         }
@@ -142,9 +154,9 @@ where
                     return result;
                 }
             };
-            if let Mode::Repair { may_give_up } = mode {
+            if let Mode::Repair { waiting } = mode {
                 if !self
-                    .repair_page(&page.claims, now, deadline, may_give_up, &mut result, spent)
+                    .repair_page(&page.claims, now, deadline, waiting, &mut result, spent)
                     .await
                 {
                     result.note = Some("time budget spent; the next run continues".into());
@@ -174,7 +186,7 @@ where
         claims: &[Result<EventRecord, Unreadable>],
         now: Timestamp,
         deadline: Instant,
-        may_give_up: bool,
+        waiting: Option<Depth>,
         result: &mut CheckResult,
         spent: &mut Spent,
     ) -> bool {
@@ -183,7 +195,7 @@ where
         // futures, not a closure that makes them.
         let repairs: Vec<_> = claims
             .iter()
-            .map(|claim| self.repair_stuck(claim, now, deadline, may_give_up))
+            .map(|claim| self.repair_stuck(claim, now, deadline, waiting))
             .collect();
         let mut repairs = futures_util::stream::iter(repairs).buffered(STUCK_REPAIRS_AT_ONCE);
         while let Some(repair) = repairs.next().await {
@@ -212,7 +224,7 @@ where
         claim: &Result<EventRecord, Unreadable>,
         now: Timestamp,
         deadline: Instant,
-        may_give_up: bool,
+        waiting: Option<Depth>,
     ) -> Option<(EventKey, Repair)> {
         if Instant::now() >= deadline {
             return None;
@@ -229,10 +241,13 @@ where
             return Some((key, Repair::Failed));
         };
         if record.requeues >= self.settings.max_requeues {
-            if !may_give_up {
+            let last_sent = record.claimed_at.plus_secs(SEND_AFTER_REFRESH_SECS);
+            if waiting.is_some_and(|depth| depth.may_hold(last_sent, now)) {
                 return Some((key, Repair::Deferred));
             }
-            return Some((key, self.give_up(record, envelope, now).await));
+            // Given up on while messages wait: the queue has deleted its copies, read or not.
+            let expired = waiting.and_then(|depth| depth.retention_secs);
+            return Some((key, self.give_up(record, envelope, expired, now).await));
         }
         let outcome = match self
             .store
@@ -267,8 +282,23 @@ where
     /// when no copy reached the queue (a re-enqueue whose send failed counts all the same); it
     /// goes first, so an event settled `dead_lettered` always has one. The reason also goes on
     /// the event, where `events show` and `events list --status dead_lettered` find it.
-    async fn give_up(&self, record: &EventRecord, envelope: &Envelope, now: Timestamp) -> Repair {
-        let detail = if record.requeues == 0 {
+    /// `expired` is the queue's retention when messages still waited: its copies may have been
+    /// deleted unread rather than crashed on.
+    async fn give_up(
+        &self,
+        record: &EventRecord,
+        envelope: &Envelope,
+        expired: Option<u64>,
+        now: Timestamp,
+    ) -> Repair {
+        let detail = if let Some(retention) = expired {
+            format!(
+                "not settled after {} re-enqueues, and its last copy is past the delivery \
+                 queue's {retention} s retention: delivery crashed or timed out on each \
+                 receive, or the queue deleted it unread",
+                record.requeues
+            )
+        } else if record.requeues == 0 {
             format!(
                 "not settled {} s after its claim, and not enqueued again (reconcile.max_requeues = 0)",
                 self.settings.stuck_after_secs

@@ -140,6 +140,8 @@ async fn depth(store: &SqliteStore, dead_letters: bool) -> Result<Depth, QueueEr
         messages,
         in_flight,
         oldest_age_secs: oldest_ms.map(|ms| u64::try_from(ms / 1000).unwrap_or(0)),
+        // The local queue deletes a message only when it is taken and settled.
+        retention_secs: None,
     })
 }
 
