@@ -348,6 +348,34 @@ async fn a_refusal_on_an_earlier_receive_is_the_events_detail_when_it_settles() 
     assert_eq!(timeline.status_detail.as_deref(), Some("erp: HTTP 422"));
 }
 
+/// Both targets refuse the event, each for its own reason: the event's detail names both, so
+/// an operator replaying it knows that two targets need a look.
+#[tokio::test]
+async fn an_event_every_target_refuses_names_each_refusal_in_its_detail() {
+    let p = Pipeline::with_config(TWO_TARGETS).await;
+    p.erp.answer_path("/erp", Reply::status(422));
+    p.erp.answer_path("/ledger", Reply::status(400));
+    p.ingest(stripe(&processing("evt_both"))).await;
+    let (_, failed) = p.deliver_visible().await;
+    assert!(failed.is_empty(), "dead-lettered at once and acknowledged");
+    assert_eq!(p.dead_letters().await.len(), 2, "a letter per target");
+
+    let store = p.delivery.store();
+    assert_eq!(
+        stored(store, "evt_both").await.status,
+        EventStatus::DeadLettered
+    );
+    let timeline = store
+        .timeline("EVT#stripe#evt_both")
+        .await
+        .expect("read")
+        .expect("event");
+    assert_eq!(
+        timeline.status_detail.as_deref(),
+        Some("erp: HTTP 422; ledger: HTTP 400")
+    );
+}
+
 const MIXED: &str = r#"
 [sources.stripe]
 kind = "stripe"

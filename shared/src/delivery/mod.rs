@@ -301,7 +301,7 @@ where
     }
 
     /// Delivers the event to each of its targets, then settles it (delivered, or dead-lettered
-    /// with the first refusal), or puts it back for the targets still to retry.
+    /// with the refusals), or puts it back for the targets still to retry.
     async fn deliver_to_targets(
         &self,
         message: &InboundMessage,
@@ -361,11 +361,14 @@ where
                 .settle(message, key, &delivered, EventStatus::Delivered, None)
                 .await;
         }
-        // The first refusal with a reason is the event's detail: why `events list` shows it
-        // dead-lettered, without a look at each target's record.
-        let detail = refused
+        // The refusals with a reason are the event's detail: why `events list` shows it
+        // dead-lettered, without a look at each target's record. Each reason is bounded (an
+        // HTTP status, never a body), and so is an event's list of targets.
+        let reasons: Vec<String> = refused
             .iter()
-            .find_map(|(name, reason)| Some(format!("{name}: {}", reason.as_ref()?)));
+            .filter_map(|(name, reason)| Some(format!("{name}: {}", reason.as_ref()?)))
+            .collect();
+        let detail = (!reasons.is_empty()).then(|| reasons.join("; "));
         self.settle(
             message,
             key,
