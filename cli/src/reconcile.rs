@@ -1,5 +1,5 @@
 //! `plumbline reconcile`: one reconciliation run, as a table; exits non-zero on a breach, so it
-//! can run from cron or CI.
+//! can run from cron or CI. With `--history`, the runs kept instead, newest first.
 
 use crate::out::{out, outln};
 use std::fmt::Write;
@@ -11,7 +11,7 @@ use clap::Args;
 use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::LocalDeadLetters;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
-use plumbline::ports::SystemClock;
+use plumbline::ports::{ReconcileStore, SystemClock};
 use plumbline::reconcile::{Reconciler, Report};
 use plumbline::telemetry::Counters;
 
@@ -19,7 +19,8 @@ use crate::dev::load_config;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  plumbline reconcile\n  plumbline reconcile --aws --config infra/config/plumbline.toml --json"
+    after_help = "Examples:\n  plumbline reconcile\n  plumbline reconcile --aws --config infra/config/plumbline.toml --json\n  \
+                  plumbline reconcile --aws --history 20"
 )]
 pub struct ReconcileArgs {
     /// Use DynamoDB and SQS (PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL, PLUMBLINE_DLQ_URL).
@@ -37,9 +38,32 @@ pub struct ReconcileArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Run nothing: list the last RUNS runs kept (90 days of them; the scheduled ones on AWS),
+    /// newest first, with what each found and breached. Exits 0.
+    #[arg(long, value_name = "RUNS")]
+    history: Option<usize>,
 }
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
+    if let Some(limit) = args.history {
+        let runs = if args.aws {
+            let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
+            let aws = plumbline::adapters::aws_sdk::load_config().await;
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table)
+                .recent_runs(limit)
+                .await?
+        } else {
+            crate::local::open(&args.data_dir)?
+                .recent_runs(limit)
+                .await?
+        };
+        if args.json {
+            outln!("{}", serde_json::to_string(&runs)?)?;
+        } else {
+            out!("{}", history(&runs))?;
+        }
+        return Ok(true);
+    }
     let (config, secrets, _) = load_config(args.config.as_ref())?;
     let secrets = secrets
         .fetching(config.secret_refs_for(plumbline::config::SecretPurpose::Reconcile))
@@ -84,6 +108,54 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
         out!("{}", table(&report))?;
     }
     Ok(!report.is_breached())
+}
+
+/// A line per run: when it started, how long it took, whether it breached, and the checks that
+/// found something.
+pub fn history(runs: &[Report]) -> String {
+    let mut out = format!("{:<30} {:>7}  {:<8}  found\n", "started", "ms", "result");
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "{:<30} {:>7}  {:<8}  {}",
+            run.started_at.to_string(),
+            took_ms(run),
+            if run.is_breached() { "breached" } else { "ok" },
+            found(
+                run.checks.iter().map(|(name, c)| (name.as_str(), c.found)),
+                &run.breached
+            )
+        );
+    }
+    if runs.is_empty() {
+        out.push_str("no runs kept yet\n");
+    }
+    out
+}
+
+/// How long a run took.
+pub fn took_ms(run: &Report) -> i64 {
+    (run.finished_at.unix_millis() - run.started_at.unix_millis()).max(0)
+}
+
+/// The checks of a run that found something or breached, each with its count, or `–`.
+pub fn found<'a>(checks: impl Iterator<Item = (&'a str, u64)>, breached: &[String]) -> String {
+    let found: Vec<String> = checks
+        .filter(|(name, n)| *n > 0 || breached.iter().any(|b| b == name))
+        .map(|(name, n)| {
+            let mark = if breached.iter().any(|b| b == name) {
+                " (breached)"
+            } else {
+                ""
+            };
+            format!("{name} {n}{mark}")
+        })
+        .collect();
+    if found.is_empty() {
+        "–".to_owned()
+    } else {
+        found.join(", ")
+    }
 }
 
 pub fn table(report: &Report) -> String {

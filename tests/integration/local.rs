@@ -387,6 +387,33 @@ dlq_messages = 0
         page.contains(r#"<tr data-check="stuck_events"><td>stuck_events</td><td class="n">0</td>"#),
         "{page}"
     );
+    // The runs before it are listed too, so an operator sees when the breach began.
+    let id = report["id"].as_str().expect("a run id");
+    let row = page
+        .split("<tr data-run=")
+        .find(|row| row.starts_with(&format!(r#""{id}""#)))
+        .unwrap_or_else(|| panic!("run {id} listed: {page}"));
+    assert!(
+        row.contains(r#"class="breached""#)
+            && row.contains(&format!("dlq_messages {EVENTS} (breached)")),
+        "{row}"
+    );
+    // And from the CLI, newest first.
+    let history = dev.cli(&["reconcile", "--history", "3"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three runs: {history}");
+    let started: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().expect("a start time"))
+        .collect();
+    let mut newest_first = started.clone();
+    newest_first.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(started, newest_first, "{history}");
+    assert!(
+        lines[1].contains("breached")
+            && lines[1].contains(&format!("dlq_messages {EVENTS} (breached)")),
+        "the letters are still there: {history}"
+    );
     assert!(dev.stop().success());
 }
 

@@ -15,7 +15,7 @@ use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetterSource, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake,
-    LedgerStore, ManualClock, QueueConsumer, QueueStats, Watermarks, change_entry,
+    LedgerStore, ManualClock, QueueConsumer, QueueStats, ReconcileStore, Watermarks, change_entry,
 };
 use plumbline::reconcile::{
     DELIVERY_BACKLOG, DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler,
@@ -200,10 +200,10 @@ where
     );
 
     // Within the horizon: not stuck yet.
-    let report = reconciler
+    let first = reconciler
         .run(Instant::now() + Duration::from_secs(30))
         .await;
-    assert_eq!(report.checks[STUCK_EVENTS].found, 0);
+    assert_eq!(first.checks[STUCK_EVENTS].found, 0);
     assert!(
         queue
             .receive(10, Duration::from_secs(30))
@@ -230,7 +230,10 @@ where
         .await
         .expect("receive");
     assert_eq!(messages.len(), 1, "re-enqueued once");
-    assert_eq!(store.last_run().await.expect("last run"), Some(report));
+    assert_eq!(
+        store.last_run().await.expect("last run"),
+        Some(report.clone())
+    );
 
     // A second run repairs nothing twice: the claim was refreshed.
     let again = reconciler
@@ -265,6 +268,51 @@ where
             .is_some_and(|n| n.starts_with("replay success rate 75 % (3 of 4 since")),
         "{check:?}"
     );
+
+    // Every run is kept, newest first; the two of the same second in either order.
+    let kept = store.recent_runs(10).await.expect("runs");
+    let ids: Vec<&str> = kept.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!((ids[0], ids[3]), (replays.id.as_str(), first.id.as_str()));
+    let mut same_second = [ids[1], ids[2]];
+    same_second.sort_unstable();
+    let mut expected = [report.id.as_str(), again.id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(same_second, expected);
+    assert_eq!(kept[0], replays, "the whole report");
+    assert_eq!(
+        store.recent_runs(2).await.expect("runs").len(),
+        2,
+        "at most the limit"
+    );
+}
+
+/// The local store keeps a run 90 days, as the table's TTL does on AWS: saving a run deletes
+/// those that started before then.
+#[tokio::test]
+async fn the_local_store_keeps_runs_ninety_days() {
+    let (store, _, _) = local_deployment("plumbline-runs");
+    let run = |id: &str, at: i64| plumbline::reconcile::Report {
+        id: id.to_owned(),
+        started_at: Timestamp::from_unix(at).expect("in range"),
+        finished_at: Timestamp::from_unix(at + 1).expect("in range"),
+        checks: BTreeMap::new(),
+        breached: Vec::new(),
+    };
+    let day = 86_400;
+    for (id, at) in [("old", T0), ("kept", T0 + day)] {
+        store.save_run(&run(id, at)).await.expect("save");
+    }
+    let ids = || async {
+        let kept = store.recent_runs(10).await.expect("runs");
+        kept.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids().await, ["kept", "old"]);
+    store
+        .save_run(&run("new", T0 + 90 * day + 1))
+        .await
+        .expect("save");
+    assert_eq!(ids().await, ["new", "kept"], "`old` is past 90 days");
 }
 
 #[tokio::test]
@@ -942,6 +990,46 @@ async fn the_cli_exits_non_zero_when_a_threshold_is_breached() {
     let report: serde_json::Value = serde_json::from_slice(&breached.stdout).expect("json");
     assert_eq!(report["breached"], serde_json::json!([DLQ_MESSAGES]));
     assert_eq!(run(1).status.code(), Some(0));
+
+    // Both runs are kept, newest first, and listed without running again.
+    let history = |json: bool| {
+        let out = Command::new(binary())
+            .args(["reconcile", "--aws", "--history", "5"])
+            .args(json.then_some("--json"))
+            .env("PLUMBLINE_TABLE", &table)
+            .output()
+            .expect("run plumbline reconcile --history");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let runs: serde_json::Value = serde_json::from_str(&history(true)).expect("json");
+    let breached: Vec<&serde_json::Value> = runs
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| &r["breached"])
+        .collect();
+    assert_eq!(
+        breached,
+        [&serde_json::json!([]), &serde_json::json!([DLQ_MESSAGES])],
+        "{runs}"
+    );
+    let text = history(false);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[1].contains(" ok ") && lines[1].ends_with("dlq_messages 1"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains(" breached ") && lines[2].ends_with("dlq_messages 1 (breached)"),
+        "{text}"
+    );
 }
 
 /// A Stripe event as the events list returns it.

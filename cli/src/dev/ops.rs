@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use plumbline::adapters::sqlite::{EventFilter, EventRow, Minute, TargetStats, Timeline};
 use plumbline::ports::{ReconcileStore, StoreError};
+use plumbline::reconcile::Report;
 use serde::Serialize;
 
 use super::App;
@@ -17,6 +18,36 @@ pub struct QueueStatus {
     pub in_flight: u64,
     pub oldest_age_ms: Option<i64>,
 }
+
+/// A reconciliation run, in a line: when, how long, and what it found and breached.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub started_at: String,
+    pub took_ms: i64,
+    pub breached: Vec<String>,
+    /// Each check's `found`.
+    pub found: BTreeMap<String, u64>,
+}
+
+impl From<&Report> for RunSummary {
+    fn from(run: &Report) -> Self {
+        Self {
+            id: run.id.clone(),
+            started_at: run.started_at.to_string(),
+            took_ms: crate::reconcile::took_ms(run),
+            breached: run.breached.clone(),
+            found: run
+                .checks
+                .iter()
+                .map(|(name, check)| (name.clone(), check.found))
+                .collect(),
+        }
+    }
+}
+
+/// Runs the status page lists.
+const RUNS_LISTED: usize = 10;
 
 #[derive(Debug, Serialize)]
 pub struct TargetStatus {
@@ -35,7 +66,9 @@ pub struct Status {
     pub quarantined: u64,
     pub ownership_conflicts: u64,
     pub rejected_requests: u64,
-    pub last_reconciliation: Option<plumbline::reconcile::Report>,
+    pub last_reconciliation: Option<Report>,
+    /// The last runs, newest first (the newest is `last_reconciliation`).
+    pub reconciliations: Vec<RunSummary>,
     pub per_minute: Vec<Minute>,
     pub recent: Vec<EventRow>,
 }
@@ -67,6 +100,7 @@ pub async fn status(app: &App) -> Result<Status, StoreError> {
         .collect();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let rejected_requests = app.counters.total("IngressRejected", &[]) as u64;
+    let runs = app.store.recent_runs(RUNS_LISTED).await?;
     Ok(Status {
         queue: QueueStatus {
             depth,
@@ -83,7 +117,8 @@ pub async fn status(app: &App) -> Result<Status, StoreError> {
         event_counts,
         ownership_conflicts,
         rejected_requests,
-        last_reconciliation: app.store.last_run().await?,
+        reconciliations: runs.iter().map(RunSummary::from).collect(),
+        last_reconciliation: runs.into_iter().next(),
         per_minute: app.store.per_minute(60).await?,
         recent: app
             .store
@@ -180,6 +215,7 @@ pub fn render(s: &Status) -> String {
     );
     if let Some(report) = &s.last_reconciliation {
         html.push_str(&reconciliation_checks(report));
+        html.push_str(&reconciliation_runs(&s.reconciliations));
     }
     html.push_str("<h2>Targets</h2><table id=\"targets\"><tr><th>target</th><th>delivered</th><th>retrying</th><th>failed</th><th>failure rate</th></tr>");
     for (name, t) in &s.targets {
@@ -212,7 +248,7 @@ pub fn render(s: &Status) -> String {
     html
 }
 
-fn reconciliation_summary(report: Option<&plumbline::reconcile::Report>) -> String {
+fn reconciliation_summary(report: Option<&Report>) -> String {
     report.map_or_else(
         || "not run yet".to_owned(),
         |r| {
@@ -227,9 +263,40 @@ fn reconciliation_summary(report: Option<&plumbline::reconcile::Report>) -> Stri
     )
 }
 
+/// The last runs, as `plumbline reconcile --history` prints them: when a drift began, and
+/// whether it is still there.
+fn reconciliation_runs(runs: &[RunSummary]) -> String {
+    let mut html = format!(
+        "<h2>Last {} reconciliations</h2><table id=\"reconciliation-runs\"><tr><th>started</th>\
+         <th>ms</th><th>found</th></tr>",
+        runs.len()
+    );
+    for run in runs {
+        let found = crate::reconcile::found(
+            run.found.iter().map(|(name, n)| (name.as_str(), *n)),
+            &run.breached,
+        );
+        let _ = write!(
+            html,
+            "<tr data-run=\"{}\"{}><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(&run.id),
+            if run.breached.is_empty() {
+                ""
+            } else {
+                " class=\"breached\""
+            },
+            esc(&run.started_at),
+            run.took_ms,
+            esc(&found)
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
 /// The last run's checks, as `plumbline reconcile` prints them: what each found, repaired and
 /// could not repair, and its note (why it held back, or stopped early).
-fn reconciliation_checks(report: &plumbline::reconcile::Report) -> String {
+fn reconciliation_checks(report: &Report) -> String {
     let mut html = String::from(
         "<h2>Last reconciliation, by check</h2><table id=\"reconciliation-checks\"><tr><th>check</th>\
          <th>found</th><th>repaired</th><th>unrepairable</th><th>note</th></tr>",

@@ -13,8 +13,8 @@ pub use ledger::{Alias, Known, LedgerStore, Saved, distinct_keys};
 pub(crate) use reconcile::PendingPosition;
 pub use reconcile::{
     CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, PendingCursor, PendingPage,
-    ProviderError, ProviderEvents, ProviderPage, QueueStats, ReconcileStore, ReplayTally,
-    Unreadable, Watermark, Watermarks, change_entry, change_key, replay_minute,
+    ProviderError, ProviderEvents, ProviderPage, QueueStats, RUN_RETENTION_SECS, ReconcileStore,
+    ReplayTally, Unreadable, Watermark, Watermarks, change_entry, change_key, replay_minute,
 };
 
 use std::future::Future;

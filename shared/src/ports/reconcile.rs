@@ -62,10 +62,23 @@ pub trait ReconcileStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Keeps a run's report for [`RUN_RETENTION_SECS`].
     fn save_run(&self, report: &Report) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    fn last_run(&self) -> impl Future<Output = Result<Option<Report>, StoreError>> + Send;
+    /// The runs kept, newest first, at most `limit` of them.
+    fn recent_runs(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Report>, StoreError>> + Send;
+
+    fn last_run(&self) -> impl Future<Output = Result<Option<Report>, StoreError>> + Send {
+        async move { Ok(self.recent_runs(1).await?.into_iter().next()) }
+    }
 }
+
+/// How long a run's report is kept: long enough to see when a drift began, and the record of a
+/// quarter's runs.
+pub const RUN_RETENTION_SECS: i64 = 90 * 86_400;
 
 /// A queue's depth, and the age of its oldest message where the queue can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use super::events::{
 use super::{DynamoStore, Item, applied, classify, key, query_each_shard, s};
 use crate::contract::Timestamp;
 use crate::ports::{
-    EventKey, EventStatus, PendingCursor, PendingPage, PendingPosition, ReconcileStore, StoreError,
-    Unreadable,
+    EventKey, EventStatus, PendingCursor, PendingPage, PendingPosition, RUN_RETENTION_SECS,
+    ReconcileStore, StoreError, Unreadable,
 };
 use crate::reconcile::Report;
 
@@ -140,7 +140,13 @@ impl ReconcileStore for DynamoStore {
         item.insert("report".into(), AttributeValue::S(body));
         item.insert(
             "expires_at".into(),
-            AttributeValue::N(report.started_at.plus_secs(90 * 86_400).unix().to_string()),
+            AttributeValue::N(
+                report
+                    .started_at
+                    .plus_secs(RUN_RETENTION_SECS)
+                    .unix()
+                    .to_string(),
+            ),
         );
         self.client
             .put_item()
@@ -152,28 +158,38 @@ impl ReconcileStore for DynamoStore {
             .map_err(classify)
     }
 
-    async fn last_run(&self) -> Result<Option<Report>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :run")
-            .expression_attribute_values(":run", s(RUN_PK))
-            .scan_index_forward(false)
-            .limit(1)
-            .send()
-            .await
-            .map_err(classify)?;
-        let Some(item) = out.items.unwrap_or_default().into_iter().next() else {
-            return Ok(None);
-        };
-        let text = item
-            .get("report")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| StoreError::Corrupt("run report".into()))?;
-        serde_json::from_str(text)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<Report>, StoreError> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        // A page holds at most 1 MB: a long list of large reports takes more than one.
+        while runs.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :run")
+                .expression_attribute_values(":run", s(RUN_PK))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - runs.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items.unwrap_or_default() {
+                let text = item
+                    .get("report")
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| StoreError::Corrupt("run report".into()))?;
+                runs.push(
+                    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(runs)
     }
 }
 

@@ -7,7 +7,7 @@ use super::{Cached, SqliteStore, events, sql_error};
 use crate::contract::Timestamp;
 use crate::ports::{
     DeadLetters, Depth, EventKey, EventStatus, PendingCursor, PendingPage, PendingPosition,
-    QueueError, QueueStats, ReconcileStore, StoreError, Unreadable,
+    QueueError, QueueStats, RUN_RETENTION_SECS, ReconcileStore, StoreError, Unreadable,
 };
 use crate::reconcile::Report;
 
@@ -103,29 +103,38 @@ impl ReconcileStore for SqliteStore {
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
         let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (id, started_at) = (report.id.clone(), report.started_at.to_string());
+        // What the table's TTL does on AWS: a long-running local stack keeps a quarter's runs.
+        let expired = report.started_at.plus_secs(-RUN_RETENTION_SECS).to_string();
         self.run(move |conn| {
             conn.exec(
                 "INSERT OR REPLACE INTO runs (id, started_at, report) VALUES (?1, ?2, ?3)",
                 params![id, started_at, body],
             )
-            .map(|_| ())
-            .map_err(|e| sql_error(&e))
+            .map_err(|e| sql_error(&e))?;
+            conn.exec("DELETE FROM runs WHERE started_at < ?1", params![expired])
+                .map(|_| ())
+                .map_err(|e| sql_error(&e))
         })
         .await
     }
 
-    async fn last_run(&self) -> Result<Option<Report>, StoreError> {
-        self.run(|conn| {
-            let text: Option<String> = conn
-                .row(
-                    "SELECT report FROM runs ORDER BY started_at DESC, id DESC LIMIT 1",
-                    [],
-                    |r| r.get(0),
+    async fn recent_runs(&self, limit: usize) -> Result<Vec<Report>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let texts: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT report FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1",
                 )
-                .optional()
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([limit], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()
+                })
                 .map_err(|e| sql_error(&e))?;
-            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(e.to_string())))
-                .transpose()
+            texts
+                .iter()
+                .map(|t| serde_json::from_str(t).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .collect()
         })
         .await
     }
