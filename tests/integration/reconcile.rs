@@ -550,6 +550,57 @@ async fn stuck_claims_wait_while_nothing_reads_the_queue_on_dynamodb_and_sqs() {
     stuck_claims_wait_while_nothing_reads_the_queue(store, queue, dlq).await;
 }
 
+/// A crashed claim with two messages on the queue, one of them held by delivery and the other
+/// waiting; a reconciler at T0 + 1000 (past the horizon) that enqueues a claim again once.
+async fn one_held_one_waiting<S, Q, D>(
+    store: &S,
+    queue: &Q,
+    dlq: &D,
+) -> (
+    EventKey,
+    ManualClock,
+    RecordingMetrics,
+    Reconciler<S, Q, D, StripeEvents, ManualClock, RecordingMetrics>,
+)
+where
+    S: Storage + Intake<Q> + Clone,
+    Q: EventQueue + QueueStats + QueueConsumer + Clone,
+    D: QueueStats + DeadLetters + Clone,
+{
+    let key = crashed_claim_on_the_queue(store, queue, 2).await;
+    let taken = queue
+        .receive(1, Duration::from_secs(600))
+        .await
+        .expect("receive");
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
+    let metrics = RecordingMetrics::default();
+    let reconciler = requeuing_at_most(
+        1,
+        store.clone(),
+        queue.clone(),
+        dlq.clone(),
+        &clock,
+        &metrics,
+    );
+    (key, clock, metrics, reconciler)
+}
+
+/// One run's stuck-events check.
+async fn stuck_check<S, Q, D>(
+    reconciler: &Reconciler<S, Q, D, StripeEvents, ManualClock, RecordingMetrics>,
+) -> plumbline::reconcile::CheckResult
+where
+    S: Storage + Intake<Q> + Clone,
+    Q: EventQueue + QueueStats + QueueConsumer + Clone,
+    D: QueueStats + DeadLetters + Clone,
+{
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    report.checks[STUCK_EVENTS].clone()
+}
+
 /// While delivery reads its queue but has not caught up (messages wait while others are in
 /// flight), stuck claims are enqueued again as usual, but none is given up on: its copies may
 /// be among the waiting messages. Once nothing waits, the next run gives up on it.
@@ -563,35 +614,8 @@ async fn spent_claims_wait_while_delivery_is_behind<S, Q, D>(
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
-    // Delivery holds one message and another waits for it.
-    let key = crashed_claim_on_the_queue(&store, &queue, 2).await;
-    let take = |n: i32| {
-        let queue = queue.clone();
-        async move {
-            let taken = queue
-                .receive(n, Duration::from_secs(600))
-                .await
-                .expect("receive");
-            assert_eq!(i32::try_from(taken.len()), Ok(n), "{taken:?}");
-        }
-    };
-    take(1).await;
-    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
-    let metrics = RecordingMetrics::default();
-    let reconciler = requeuing_at_most(
-        1,
-        store.clone(),
-        queue.clone(),
-        dlq.clone(),
-        &clock,
-        &metrics,
-    );
-    let run = || async {
-        let report = reconciler
-            .run(Instant::now() + Duration::from_secs(30))
-            .await;
-        report.checks[STUCK_EVENTS].clone()
-    };
+    let (key, clock, metrics, reconciler) = one_held_one_waiting(&store, &queue, &dlq).await;
+    let run = || stuck_check(&reconciler);
     let requeues_and_status = || async {
         let record = store.get(&key).await.expect("get").expect("kept");
         (record.requeues, record.status)
@@ -630,7 +654,11 @@ async fn spent_claims_wait_while_delivery_is_behind<S, Q, D>(
     );
 
     // Delivery takes the rest (and crashes on them): nothing waits, so the claim is given up on.
-    take(2).await;
+    let taken = queue
+        .receive(2, Duration::from_secs(600))
+        .await
+        .expect("receive");
+    assert_eq!(taken.len(), 2, "{taken:?}");
     clock.advance_secs(60);
     let stuck = run().await;
     assert_eq!(
@@ -686,29 +714,9 @@ async fn spent_claims_are_given_up_on_once_the_queue_has_deleted_their_copies() 
         .queue_url
         .expect("url");
     let queue = SqsQueue::new(sqs, url);
-    let key = crashed_claim_on_the_queue(&store, &queue, 2).await;
-    // Delivery holds one copy, the other waits, and waits on through every run below.
-    let taken = queue
-        .receive(1, Duration::from_secs(600))
-        .await
-        .expect("receive");
-    assert_eq!(taken.len(), 1);
-    let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
-    let metrics = RecordingMetrics::default();
-    let reconciler = requeuing_at_most(
-        1,
-        store.clone(),
-        queue.clone(),
-        dlq.clone(),
-        &clock,
-        &metrics,
-    );
-    let run = || async {
-        let report = reconciler
-            .run(Instant::now() + Duration::from_secs(30))
-            .await;
-        report.checks[STUCK_EVENTS].clone()
-    };
+    // The waiting message waits on through every run below.
+    let (key, clock, metrics, reconciler) = one_held_one_waiting(&store, &queue, &dlq).await;
+    let run = || stuck_check(&reconciler);
     let tally = |c: &plumbline::reconcile::CheckResult| (c.found, c.repaired, c.unrepairable);
     assert_eq!(
         tally(&run().await),
