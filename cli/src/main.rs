@@ -52,7 +52,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// A local HTTP target that prints each delivery and checks its signature.
     Receive(receive::ReceiveArgs),
-    /// Runs reconciliation once; exits non-zero when a threshold is breached.
+    /// Runs reconciliation once (exits non-zero when a threshold is breached), or lists the
+    /// runs kept (--history).
     Reconcile(reconcile::ReconcileArgs),
     /// Configuration files.
     #[command(subcommand)]
