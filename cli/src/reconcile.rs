@@ -68,7 +68,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     let secrets = secrets
         .fetching(config.secret_refs_for(plumbline::config::SecretPurpose::Reconcile))
         .await?;
-    let providers = plumbline::adapters::stripe_api::from_config(&config, &secrets)?;
+    let providers = plumbline::adapters::provider_api::from_config(&config, &secrets)?;
     let crm = plumbline::adapters::targets::crm_targets(&config, &secrets)?;
     let deadline = Instant::now() + Duration::from_secs(args.budget);
     let report = if args.aws {

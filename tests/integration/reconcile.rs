@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::paddle_api::PaddleEvents;
 use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
@@ -26,11 +27,13 @@ use plumbline::telemetry::RecordingMetrics;
 use secrecy::SecretSlice;
 
 use crate::helpers::dev::binary;
+use crate::helpers::paddle_api::PaddleApi;
 use crate::helpers::pipeline::Pipeline;
 use crate::helpers::requests::Requests;
 use crate::helpers::stripe_api::StripeApi;
 use crate::helpers::{
-    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, stripe, stripe_header_map, unique,
+    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, paddle, stripe, stripe_header_map,
+    unique,
 };
 
 fn settings(stuck_threshold: u64) -> Settings {
@@ -1141,6 +1144,124 @@ async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_deli
         .await;
     assert_eq!(again.checks[MISSED_WEBHOOKS].found, 0);
     assert_eq!(p.queue_depth().await, 0);
+}
+
+/// A Paddle event as its events list returns it: the webhook's fields without its
+/// `notification_id`, about transaction `txn_{id}`.
+fn paddle_listed(id: &str, occurred_at: i64) -> serde_json::Value {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fixture("paddle/transaction.completed.json")).expect("json");
+    doc.as_object_mut()
+        .expect("an object")
+        .remove("notification_id");
+    doc["event_id"] = serde_json::json!(id);
+    doc["occurred_at"] = serde_json::json!(
+        Timestamp::from_unix(occurred_at)
+            .expect("in range")
+            .to_string()
+    );
+    doc["data"]["id"] = serde_json::json!(format!("txn_{id}"));
+    doc["data"]["custom_data"]["order_id"] = serde_json::json!(format!("ord_{id}"));
+    doc
+}
+
+const PADDLE_PIPELINE: &str = r#"
+[sources.paddle]
+kind = "paddle"
+secrets = ["env:PADDLE_SECRET"]
+
+[targets.erp]
+kind = "http"
+url = "{ERP}/plumbline"
+
+[[routes]]
+events = ["payment.*"]
+targets = ["erp"]
+"#;
+
+/// Paddle's events list has no time filter: it is read newest first, a page at a time, and the
+/// walk ends at the first event older than the window, so what lies beyond is never asked for.
+/// What the store lacks is taken in and delivered once; Paddle's own late notification of it
+/// (with a `notification_id` the list does not carry) is a duplicate.
+#[tokio::test]
+async fn paddle_webhooks_that_never_arrived_are_recovered_from_its_events_list() {
+    let p = Pipeline::with_config(PADDLE_PIPELINE).await;
+    let window = 30 * 86_400;
+    // Paddle's ids sort by creation, as the events they name.
+    let api = PaddleApi::start(vec![
+        paddle_listed("evt_01", T0 - window - 2_000),
+        paddle_listed("evt_02", T0 - window - 1_000),
+        paddle_listed("evt_03", T0 - 300),
+        paddle_listed("evt_04", T0 - 200),
+        paddle_listed("evt_05", T0 - 100),
+    ])
+    .await;
+    let webhook = |id: &str, occurred_at: i64| {
+        let mut doc = paddle_listed(id, occurred_at);
+        doc["notification_id"] = serde_json::json!(format!("ntf_{id}"));
+        serde_json::to_vec(&doc).expect("json")
+    };
+    p.ingest(paddle(&webhook("evt_04", T0 - 200))).await;
+    p.deliver_visible().await;
+
+    let aws = aws().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let events =
+        PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
+    let mut paged = settings(10);
+    paged.page_limit = 2;
+    let reconciler = Reconciler::new(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), p.table.clone()),
+        SqsQueue::new(sqs.clone(), p.queue_url.clone()),
+        SqsDeadLetters::new(sqs, p.dlq_url.clone()),
+        BTreeMap::from([(
+            SourceName::try_from("paddle").expect("name"),
+            (SourceKind::Paddle, events),
+        )]),
+        p.clock.clone(),
+        RecordingMetrics::default(),
+        paged,
+    );
+    let report = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await;
+    let missed = &report.checks[MISSED_WEBHOOKS];
+    assert_eq!((missed.found, missed.repaired), (2, 2), "{missed:?}");
+    assert_eq!(missed.ids, ["EVT#paddle#evt_05", "EVT#paddle#evt_03"]);
+    let queries = api.queries();
+    let asked = |q: &BTreeMap<String, String>, name: &str| q.get(name).cloned();
+    assert_eq!(
+        queries.len(),
+        2,
+        "the second page reached the window's end: {queries:?}"
+    );
+    assert_eq!(asked(&queries[0], "order_by").as_deref(), Some("id[DESC]"));
+    assert_eq!(asked(&queries[0], "per_page").as_deref(), Some("2"));
+    assert_eq!(asked(&queries[0], "after"), None);
+    assert_eq!(asked(&queries[1], "after").as_deref(), Some("evt_04"));
+    assert_eq!(api.auth(), ["Bearer pdl_apikey_test"; 2]);
+
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (2, 0));
+    let keys: Vec<String> = p
+        .erp
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        ["paddle:evt_04", "paddle:evt_05", "paddle:evt_03"],
+        "each delivered once"
+    );
+
+    let answer = p.ingest(paddle(&webhook("evt_03", T0 - 300))).await;
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+    assert_eq!(
+        p.queue_depth().await,
+        0,
+        "nothing enqueued for the late one"
+    );
 }
 
 /// The missed-webhook check looks a page of the provider's list up in one request, not one per

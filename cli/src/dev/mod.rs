@@ -176,7 +176,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<bool> {
     }
     workers.push(spawn_reconciler(
         &store,
-        plumbline::adapters::stripe_api::from_config(&config, &secrets)?,
+        plumbline::adapters::provider_api::from_config(&config, &secrets)?,
         targets::crm_targets(&config, &secrets)?,
         &counters,
         &config,
@@ -207,7 +207,7 @@ fn spawn_reconciler(
         plumbline::contract::SourceName,
         (
             plumbline::sources::SourceKind,
-            plumbline::adapters::stripe_api::StripeEvents,
+            plumbline::adapters::provider_api::ProviderApi,
         ),
     >,
     crm: BTreeMap<String, targets::HubspotTarget>,

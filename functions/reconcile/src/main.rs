@@ -33,7 +33,7 @@ async fn start() -> Result<(), lambda_runtime::Error> {
         DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
         SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
         SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
-        plumbline::adapters::stripe_api::from_config(&config, &secrets)?,
+        plumbline::adapters::provider_api::from_config(&config, &secrets)?,
         SystemClock,
         EmfMetrics::new("Plumbline"),
         config.reconcile.clone(),

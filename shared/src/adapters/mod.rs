@@ -12,6 +12,8 @@ pub mod aws_sdk;
 #[cfg(feature = "aws")]
 pub mod aws_secrets;
 
+pub mod paddle_api;
+pub mod provider_api;
 pub mod sqlite;
 pub mod stripe_api;
 

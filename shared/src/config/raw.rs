@@ -180,6 +180,15 @@ pub(super) fn parse_sources(
             );
         }
         let api_key = problems.reference(format!("{key}.api_key"), raw.api_key.as_deref());
+        if api_key.is_some() && !raw.kind.has_event_api() {
+            problems.add(
+                format!("{key}.api_key"),
+                format!(
+                    "{} has no events API plumbline reads (stripe and paddle do)",
+                    raw.kind
+                ),
+            );
+        }
         if let Some(base) = &raw.api_base
             && !(base.starts_with("https://") || base.starts_with("http://"))
         {

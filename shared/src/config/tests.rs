@@ -117,6 +117,7 @@ tolerance_secs = 0
 kind = "shopify"
 secrets = []
 tolerance_secs = 60
+api_key = "env:SHOP_API_KEY"
 
 [[routes]]
 events = ["Payment"]
@@ -132,6 +133,7 @@ targets = ["nowhere"]
         [
             "sources.shop.secrets",
             "sources.shop.tolerance_secs",
+            "sources.shop.api_key",
             "sources.stripe.secrets[0]",
             "sources.stripe.tolerance_secs",
             "routes[0].events[0]",

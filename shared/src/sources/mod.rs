@@ -51,6 +51,12 @@ impl SourceKind {
         matches!(self, Self::Stripe | Self::StandardWebhooks | Self::Paddle)
     }
 
+    /// Whether the provider has an events API the missed-webhook check reads (and so `api_key`
+    /// applies).
+    pub fn has_event_api(self) -> bool {
+        matches!(self, Self::Stripe | Self::Paddle)
+    }
+
     /// Turns a configured secret into the HMAC key the scheme uses.
     pub fn decode_secret(self, secret: &str) -> Result<Vec<u8>, &'static str> {
         match self {
@@ -214,10 +220,11 @@ impl Verifier {
 }
 
 /// Reads events fetched from a provider's own API (over TLS, with plumbline's API key), which
-/// carry no webhook signature. Only Stripe has an event API plumbline reads today.
+/// carry no webhook signature. Stripe and Paddle have the event APIs plumbline reads.
 pub fn accept_from_api(kind: SourceKind, body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
     match kind {
         SourceKind::Stripe => stripe::from_api(body),
+        SourceKind::Paddle => paddle::from_api(body),
         other => Err(Rejection::MalformedBody(format!(
             "{other} has no event API plumbline reads"
         ))),

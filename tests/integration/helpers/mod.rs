@@ -5,6 +5,7 @@ pub mod dev;
 pub mod faults;
 pub mod hubspot;
 pub mod local;
+pub mod paddle_api;
 pub mod pipeline;
 pub mod recorder;
 pub mod requests;

@@ -1,0 +1,162 @@
+//! The providers' event APIs the missed-webhook check walks (Stripe's, Paddle's), as one type
+//! for the reconciler, and the HTTP they share: a GET with the source's read-only API key as a
+//! bearer token, a 429 retried with exponential backoff before the run gives up on the
+//! provider, and errors named by status only (a body could echo the key back).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::paddle_api::PaddleEvents;
+use super::stripe_api::StripeEvents;
+use crate::config::{Config, ConfigError, ConfigProblem, SecretResolver};
+use crate::contract::{SourceName, Timestamp};
+use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
+use crate::sources::SourceKind;
+
+const RETRIES: u32 = 4;
+
+/// One provider's API: where it is, the key, and the first backoff after a 429 (it doubles).
+#[derive(Debug)]
+pub(super) struct Api {
+    client: reqwest::Client,
+    base: String,
+    key: SecretString,
+    pub(super) backoff: Duration,
+}
+
+impl Api {
+    pub(super) fn new(
+        base: Option<&str>,
+        default: &str,
+        key: SecretString,
+    ) -> Result<Self, String> {
+        let client = crate::adapters::tls::http_client()
+            .timeout(Duration::from_secs(20))
+            .user_agent(concat!("plumbline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            client,
+            base: base.unwrap_or(default).trim_end_matches('/').to_owned(),
+            key,
+            backoff: Duration::from_millis(500),
+        })
+    }
+
+    /// The JSON at `path` with `query`.
+    pub(super) async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, ProviderError> {
+        let mut wait = self.backoff;
+        for attempt in 0..=RETRIES {
+            let response = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(self.key.expose_secret())
+                .query(query)
+                .send()
+                .await
+                .map_err(|e| {
+                    ProviderError::Unavailable(if e.is_timeout() {
+                        "timeout".into()
+                    } else {
+                        "connection failed".into()
+                    })
+                })?;
+            let status = response.status().as_u16();
+            if status == 429 {
+                if attempt == RETRIES {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                continue;
+            }
+            if status >= 500 {
+                return Err(ProviderError::Unavailable(format!("HTTP {status}")));
+            }
+            if status >= 400 {
+                return Err(ProviderError::Refused(format!("HTTP {status}")));
+            }
+            return response
+                .json()
+                .await
+                .map_err(|e| ProviderError::Unavailable(format!("unreadable list: {e}")));
+        }
+        Err(ProviderError::RateLimited)
+    }
+}
+
+/// The event API of a source the reconciler walks.
+#[derive(Debug)]
+pub enum ProviderApi {
+    Stripe(StripeEvents),
+    Paddle(PaddleEvents),
+}
+
+impl ProviderEvents for ProviderApi {
+    async fn list(
+        &self,
+        since: Timestamp,
+        starting_after: Option<&str>,
+        page_size: usize,
+        failed_only: bool,
+    ) -> Result<ProviderPage, ProviderError> {
+        match self {
+            Self::Stripe(api) => {
+                api.list(since, starting_after, page_size, failed_only)
+                    .await
+            }
+            Self::Paddle(api) => {
+                api.list(since, starting_after, page_size, failed_only)
+                    .await
+            }
+        }
+    }
+}
+
+/// The event APIs of the configured sources that have one (Stripe, Paddle) and an `api_key`.
+pub fn from_config(
+    config: &Config,
+    resolver: &impl SecretResolver,
+) -> Result<BTreeMap<SourceName, (SourceKind, ProviderApi)>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, source) in &config.sources {
+        let Some(reference) = &source.api_key else {
+            continue;
+        };
+        let base = source.api_base.as_deref();
+        let api = match source.kind {
+            SourceKind::Stripe => resolver
+                .resolve(reference)
+                .and_then(|key| StripeEvents::new(base, key))
+                .map(ProviderApi::Stripe),
+            SourceKind::Paddle => resolver
+                .resolve(reference)
+                .and_then(|key| PaddleEvents::new(base, key))
+                .map(ProviderApi::Paddle),
+            _ => continue,
+        };
+        match api {
+            Ok(api) => {
+                out.insert(name.clone(), (source.kind, api));
+            }
+            Err(reason) => problems.push(ConfigProblem {
+                key: format!("sources.{name}.api_key"),
+                reason,
+                line: None,
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError { problems })
+    }
+}

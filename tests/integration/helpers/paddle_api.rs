@@ -1,0 +1,105 @@
+//! A loopback server shaped like Paddle Billing's `GET /events`: `order_by=id[ASC|DESC]`,
+//! `per_page`, `after` (an event id), `meta.pagination.has_more`; no time filter. It records
+//! each query and the authorization it came with.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::Query;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct State {
+    /// By event id, ascending.
+    events: Vec<Value>,
+    queries: Vec<BTreeMap<String, String>>,
+    auth: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct PaddleApi {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl PaddleApi {
+    pub async fn start(mut events: Vec<Value>) -> Self {
+        events.sort_by(|a, b| a["event_id"].as_str().cmp(&b["event_id"].as_str()));
+        let state = Arc::new(Mutex::new(State {
+            events,
+            ..State::default()
+        }));
+        let shared = Arc::clone(&state);
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::get(
+                move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
+                    let state = Arc::clone(&shared);
+                    async move { list(&state, query, &headers) }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        Self { url, state }
+    }
+
+    pub fn queries(&self) -> Vec<BTreeMap<String, String>> {
+        self.state.lock().expect("lock").queries.clone()
+    }
+
+    pub fn auth(&self) -> Vec<String> {
+        self.state.lock().expect("lock").auth.clone()
+    }
+}
+
+fn list(
+    state: &Mutex<State>,
+    query: BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> axum::Json<Value> {
+    let mut state = state.lock().expect("lock");
+    state.auth.push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    );
+    let mut ordered: Vec<&Value> = state.events.iter().collect();
+    if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
+        ordered.reverse();
+    }
+    let per_page: usize = query
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let start = query
+        .get("after")
+        .and_then(|after| {
+            ordered
+                .iter()
+                .position(|e| e["event_id"] == after.as_str())
+                .map(|i| i + 1)
+        })
+        .unwrap_or(0);
+    let page: Vec<Value> = ordered
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .map(|e| (*e).clone())
+        .collect();
+    let (has_more, total) = (start + page.len() < ordered.len(), ordered.len());
+    state.queries.push(query);
+    axum::Json(json!({
+        "data": page,
+        "meta": {
+            "request_id": "req_test",
+            "pagination": { "per_page": per_page, "has_more": has_more, "estimated_total": total }
+        }
+    }))
+}
