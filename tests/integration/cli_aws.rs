@@ -285,13 +285,10 @@ async fn events_reprocess_works_against_aws() {
         (1, 0),
         "the reprocessed event alone"
     );
-    let to_erp: Vec<_> = p
-        .erp
-        .requests()
-        .iter()
-        .filter_map(|r| r.header("idempotency-key").map(str::to_owned))
-        .collect();
-    assert_eq!(to_erp, ["stripe:evt_kept_by_an_older_build"]);
+    assert_eq!(
+        p.erp.idempotency_keys(),
+        ["stripe:evt_kept_by_an_older_build"]
+    );
 
     let shown = plumbline(
         &p,

@@ -1105,14 +1105,8 @@ async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_deli
 
     let (ids, failed) = p.deliver_visible().await;
     assert_eq!((ids.len(), failed.len()), (2, 0));
-    let keys: Vec<String> = p
-        .erp
-        .requests()
-        .iter()
-        .map(|r| r.header("idempotency-key").unwrap_or_default().to_owned())
-        .collect();
     assert_eq!(
-        keys,
+        p.erp.idempotency_keys(),
         [
             "stripe:evt_arrived",
             "stripe:evt_lost_2",
@@ -1243,14 +1237,8 @@ async fn paddle_webhooks_that_never_arrived_are_recovered_from_its_events_list()
 
     let (ids, failed) = p.deliver_visible().await;
     assert_eq!((ids.len(), failed.len()), (2, 0));
-    let keys: Vec<String> = p
-        .erp
-        .requests()
-        .iter()
-        .map(|r| r.header("idempotency-key").unwrap_or_default().to_owned())
-        .collect();
     assert_eq!(
-        keys,
+        p.erp.idempotency_keys(),
         ["paddle:evt_04", "paddle:evt_05", "paddle:evt_03"],
         "each delivered once"
     );

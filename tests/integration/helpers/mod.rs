@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod faults;
 pub mod hubspot;
+pub mod listing;
 pub mod local;
 pub mod paddle_api;
 pub mod pipeline;

@@ -9,6 +9,8 @@ use axum::extract::Query;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
+use super::listing::{authorization, page_after};
+
 #[derive(Default)]
 struct State {
     /// By event id, ascending.
@@ -63,13 +65,7 @@ fn list(
     headers: &HeaderMap,
 ) -> axum::Json<Value> {
     let mut state = state.lock().expect("lock");
-    state.auth.push(
-        headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-    );
+    state.auth.push(authorization(headers));
     let mut ordered: Vec<&Value> = state.events.iter().collect();
     if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
         ordered.reverse();
@@ -78,22 +74,8 @@ fn list(
         .get("per_page")
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let start = query
-        .get("after")
-        .and_then(|after| {
-            ordered
-                .iter()
-                .position(|e| e["event_id"] == after.as_str())
-                .map(|i| i + 1)
-        })
-        .unwrap_or(0);
-    let page: Vec<Value> = ordered
-        .iter()
-        .skip(start)
-        .take(per_page)
-        .map(|e| (*e).clone())
-        .collect();
-    let (has_more, total) = (start + page.len() < ordered.len(), ordered.len());
+    let (page, has_more) = page_after(&ordered, "event_id", query.get("after"), per_page);
+    let total = ordered.len();
     state.queries.push(query);
     axum::Json(json!({
         "data": page,

@@ -130,6 +130,14 @@ impl Recorder {
         self.state.lock().expect("lock").requests.clone()
     }
 
+    /// Each request's `Idempotency-Key`, in the order they came (empty where one had none).
+    pub fn idempotency_keys(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| r.header("idempotency-key").unwrap_or_default().to_owned())
+            .collect()
+    }
+
     pub fn count(&self) -> usize {
         self.state.lock().expect("lock").requests.len()
     }

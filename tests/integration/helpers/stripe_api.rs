@@ -9,6 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::listing::{authorization, page_after};
+
 #[derive(Default)]
 struct State {
     /// Newest first.
@@ -76,13 +78,7 @@ impl StripeApi {
 fn list(state: &Mutex<State>, query: &BTreeMap<String, String>, headers: &HeaderMap) -> Response {
     let mut state = state.lock().expect("lock");
     state.queries.push(query.clone());
-    state.auth.push(
-        headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-    );
+    state.auth.push(authorization(headers));
     if state.throttle.pop_front().is_some() {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -103,22 +99,7 @@ fn list(state: &Mutex<State>, query: &BTreeMap<String, String>, headers: &Header
         .iter()
         .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
         .collect();
-    let start = query
-        .get("starting_after")
-        .and_then(|after| {
-            matching
-                .iter()
-                .position(|e| e["id"] == after.as_str())
-                .map(|i| i + 1)
-        })
-        .unwrap_or(0);
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(start)
-        .take(limit)
-        .map(|e| (*e).clone())
-        .collect();
-    let has_more = start + page.len() < matching.len();
+    let (page, has_more) = page_after(&matching, "id", query.get("starting_after"), limit);
     axum::Json(json!({ "object": "list", "url": "/v1/events", "has_more": has_more, "data": page }))
         .into_response()
 }
