@@ -387,13 +387,32 @@ impl Config {
 
     /// What `plumbline config check` warns of beyond the parser's own warnings: route filters
     /// on no field of the envelope, target fields mapped from no field of the delivery
-    /// document, and remote secrets outside their readers' folder under `secrets_prefix` (the
-    /// stack's `SecretsPrefix` parameter). The functions do not call it, so they carry no copy
-    /// of the schemas it walks.
+    /// document, remote secrets outside their readers' folder under `secrets_prefix` (the
+    /// stack's `SecretsPrefix` parameter), and sources whose missed webhooks go unchecked. The
+    /// functions do not call it, so they carry no copy of the schemas it walks.
     pub fn check_warnings(&self, secrets_prefix: &str) -> Vec<ConfigProblem> {
-        let mut out = self.schema_warnings();
+        let mut out = self.missed_webhook_warnings();
+        out.extend(self.schema_warnings());
         out.extend(self.secret_folder_warnings(secrets_prefix));
         out
+    }
+
+    /// Sources with an events API but no `api_key`: reconciliation cannot list their events,
+    /// so `missed_webhooks` reports nothing for them, whatever they lost.
+    fn missed_webhook_warnings(&self) -> Vec<ConfigProblem> {
+        self.sources
+            .iter()
+            .filter(|(_, source)| source.kind.has_event_api() && source.api_key.is_none())
+            .map(|(name, source)| ConfigProblem {
+                key: format!("sources.{name}.api_key"),
+                reason: format!(
+                    "not set: a {} webhook that never arrives is not found by reconciliation \
+                     (missed_webhooks does not list this source's events)",
+                    source.kind
+                ),
+                line: None,
+            })
+            .collect()
     }
 
     /// Route filters and target fields that name no field of the envelope or the delivery

@@ -274,10 +274,39 @@ fn a_route_that_matches_no_event_type_is_a_warning() {
 fn a_route_filter_on_no_field_of_the_envelope_is_a_warning() {
     let text = "[sources.s]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\nsecret = \"env:E\"\n\n[[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\nwhere = { \"data.amount.currency\" = \"EUR\", \"data.currency\" = \"EUR\", \"source\" = \"s\" }\n";
     let config = Config::parse(text).expect("valid, with a warning");
-    let warnings = config.check_warnings("plumbline");
+    let warnings = config.schema_warnings();
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(keys, ["routes[0].where.\"data.currency\""]);
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+#[test]
+fn a_source_with_an_events_api_but_no_api_key_is_a_warning() {
+    let text = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:S"]
+
+[sources.paddle]
+kind = "paddle"
+secrets = ["env:P"]
+api_key = "env:PADDLE_API_KEY"
+
+[sources.shop]
+kind = "shopify"
+secrets = ["env:SHOP"]
+"#;
+    let config = Config::parse(text).expect("valid, with a warning");
+    let warnings = config.check_warnings("plumbline");
+    let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(keys, ["sources.stripe.api_key"], "shopify has no events API");
+    assert!(
+        warnings[0]
+            .reason
+            .contains("a stripe webhook that never arrives is not found"),
+        "{}",
+        warnings[0].reason
+    );
 }
 
 #[test]
