@@ -25,6 +25,26 @@ pub enum EventsCommand {
     /// Reads kept events (quarantined, unrouted) again with today's normalizers; the ones that
     /// now read are stored as received and enqueued, once.
     Reprocess(crate::reprocess::ReprocessArgs),
+    /// On DynamoDB, puts kept events an older build left out of the `kept` index into it
+    /// (dead-lettered ones settled before they entered it), so `list --status` finds them
+    /// without --scan. One scan of the table; safe to run again.
+    #[command(
+        after_help = "Examples:\n  plumbline events reindex --aws --dry-run\n  plumbline events reindex --aws"
+    )]
+    Reindex(ReindexArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReindexArgs {
+    /// The table in PLUMBLINE_TABLE (required: the local store's listings need no index).
+    #[arg(long)]
+    aws: bool,
+    /// Count the events missing their entry; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON: `{"missing": N, "indexed": M}`.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -57,7 +77,8 @@ pub struct ListArgs {
     #[arg(long, default_value_t = 50)]
     limit: usize,
     /// With --aws: scan the table even where an index would answer (events kept or
-    /// dead-lettered by a build before the `kept` index held them are found only so).
+    /// dead-lettered by a build before the `kept` index held them are found only so, until
+    /// `events reindex --aws` has run).
     #[arg(long, requires = "aws")]
     scan: bool,
     #[command(flatten)]
@@ -160,6 +181,31 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
         EventsCommand::Reprocess(args) => crate::reprocess::run(args).await,
+        EventsCommand::Reindex(args) => {
+            anyhow::ensure!(
+                args.aws,
+                "reindex is for DynamoDB (--aws): the local store's listings read SQLite directly"
+            );
+            let done = dynamo().await?.index_kept_events(args.dry_run).await?;
+            if args.json {
+                outln!(
+                    "{}",
+                    serde_json::json!({ "missing": done.missing, "indexed": done.indexed })
+                )?;
+            } else if args.dry_run {
+                outln!(
+                    "{} kept events lack their index entry (dry run: none written)",
+                    done.missing
+                )?;
+            } else {
+                outln!(
+                    "{} kept events lacked their index entry; {} given it",
+                    done.missing,
+                    done.indexed
+                )?;
+            }
+            Ok(true)
+        }
         EventsCommand::Show(args) => {
             let timeline = if args.local.aws {
                 dynamo().await?.timeline(&args.id).await?

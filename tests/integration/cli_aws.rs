@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use plumbline::contract::Timestamp;
 use serde_json::Value;
 
@@ -208,6 +209,72 @@ async fn dead_lettered_events_are_listed_from_the_kept_index_until_a_replay_deli
     let (_, failed) = p.deliver_visible().await;
     assert!(failed.is_empty());
     assert_eq!(listed(&store, "dead_lettered", None, 10).await, [given_up]);
+}
+
+/// `plumbline events reindex --aws`: kept events an older build wrote without their `kept`
+/// index entry (here: a dead-lettered and a quarantined one whose entries are taken away) are
+/// listed by the index only once it has run; a dry run writes nothing, a delivered event is
+/// not touched, and a second run finds nothing left.
+#[tokio::test]
+async fn events_reindex_puts_what_an_older_build_left_out_into_the_kept_index() {
+    let p = Pipeline::new().await;
+    p.erp.set_default(Reply::status(400));
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    p.deliver_visible().await;
+    let mut broken: Value =
+        serde_json::from_slice(&fixture("stripe/payment_intent.canceled.json")).expect("json");
+    broken["data"]["object"]
+        .as_object_mut()
+        .expect("object")
+        .remove("amount");
+    let answer = p
+        .ingest(stripe(&serde_json::to_vec(&broken).expect("json")))
+        .await;
+    assert_eq!(answer["status"], "quarantined", "{answer}");
+    p.erp.set_default(Reply::status(200));
+    p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
+        .await;
+    p.deliver_visible().await;
+
+    let (store, _) = counted_store(&p).await;
+    let dead = listed(&store, "dead_lettered", None, 10).await;
+    let quarantined = listed(&store, "quarantined", None, 10).await;
+    assert_eq!((dead.len(), quarantined.len()), (1, 1));
+    // As an older build wrote them: no entry in the index.
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::helpers::aws().await);
+    for pk in dead.iter().chain(&quarantined) {
+        ddb.update_item()
+            .table_name(&p.table)
+            .key("pk", AttributeValue::S(pk.clone()))
+            .key("sk", AttributeValue::S("EVENT".into()))
+            .update_expression("REMOVE kept_shard, kept_at")
+            .send()
+            .await
+            .expect("remove the entry");
+    }
+    assert!(listed(&store, "dead_lettered", None, 10).await.is_empty());
+
+    let reindex = |extra: &[&str]| {
+        let mut args = vec!["events", "reindex", "--aws", "--json"];
+        args.extend(extra);
+        plumbline(&p, &args)
+    };
+    assert_eq!(
+        reindex(&["--dry-run"]),
+        serde_json::json!({ "missing": 2, "indexed": 0 })
+    );
+    assert!(listed(&store, "quarantined", None, 10).await.is_empty());
+    assert_eq!(
+        reindex(&[]),
+        serde_json::json!({ "missing": 2, "indexed": 2 })
+    );
+    assert_eq!(listed(&store, "dead_lettered", None, 10).await, dead);
+    assert_eq!(listed(&store, "quarantined", None, 10).await, quarantined);
+    assert_eq!(
+        reindex(&[]),
+        serde_json::json!({ "missing": 0, "indexed": 0 })
+    );
 }
 
 /// `plumbline events reprocess --aws`: a kept event that today's normalizer reads goes to the

@@ -299,7 +299,11 @@ secrets = ["env:SHOP"]
     let config = Config::parse(text).expect("valid, with a warning");
     let warnings = config.check_warnings("plumbline");
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
-    assert_eq!(keys, ["sources.stripe.api_key"], "shopify has no events API");
+    assert_eq!(
+        keys,
+        ["sources.stripe.api_key"],
+        "shopify has no events API"
+    );
     assert!(
         warnings[0]
             .reason

@@ -71,7 +71,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-fn hash_of(key: &EventKey) -> u64 {
+pub(super) fn hash_of(key: &EventKey) -> u64 {
     key.as_str().bytes().fold(0_u64, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(u64::from(b))
     })

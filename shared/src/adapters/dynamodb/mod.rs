@@ -13,6 +13,7 @@ mod inspect;
 mod ledger;
 mod listing;
 mod packed;
+mod reindex;
 mod runs;
 mod walk;
 
@@ -26,6 +27,7 @@ pub use events::{EVENT_SK, KEPT_INDEX, PENDING_INDEX, claim_item};
 pub use inspect::key_for;
 pub use ledger::CHANGED_INDEX;
 pub use listing::Listing;
+pub use reindex::Reindexed;
 
 use super::aws_error::{code, is_throttling};
 use crate::ports::StoreError;
