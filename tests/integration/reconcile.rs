@@ -16,7 +16,8 @@ use plumbline::ingress::build_record;
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetterSource, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake,
-    LedgerStore, ManualClock, QueueConsumer, QueueStats, ReconcileStore, Watermarks, change_entry,
+    LedgerStore, ManualClock, QueueConsumer, QueueStats, ReconcileStore, Watermark, Watermarks,
+    change_entry,
 };
 use plumbline::reconcile::{
     DELIVERY_BACKLOG, DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler,
@@ -1292,6 +1293,45 @@ async fn the_missed_webhook_check_looks_a_page_up_in_one_request() {
     // is the one single read.
     assert_eq!(counts.get("BatchGetItem"), Some(&2), "{counts:?}");
     assert_eq!(counts.get("GetItem"), Some(&1), "{counts:?}");
+}
+
+/// Reconciliation that last walked a provider's list before the provider's 30-day window (it
+/// was stopped, or the API failed, that long) checks what the list still holds, and says which
+/// stretch it could not check; the run after it has nothing to say.
+#[tokio::test]
+async fn a_watermark_older_than_the_providers_window_is_reported_as_a_stretch_not_checked() {
+    let api = StripeApi::start(vec![listed("evt_in_the_window", T0 - 3_600)]).await;
+    let dir = std::env::temp_dir().join(unique("plumbline-lapsed"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let day = 86_400;
+    let last_walk = Timestamp::from_unix(T0 - 40 * day).expect("in range");
+    store
+        .save_watermark("stripe", &Watermark::finished(last_walk))
+        .await
+        .expect("watermark");
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    let reconciler = local_reconciler(&store, stripe_provider(&api), &clock, settings(10));
+    let missed = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await
+        .checks[MISSED_WEBHOOKS]
+        .clone();
+    assert_eq!((missed.found, missed.repaired), (1, 1), "{missed:?}");
+    let window_start = Timestamp::from_unix(T0 - 30 * day).expect("in range");
+    assert_eq!(
+        missed.note,
+        Some(format!(
+            "stripe: not checked from {last_walk} to {window_start}, past the provider's 30 days \
+             of events"
+        ))
+    );
+    clock.advance_secs(300);
+    let again = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await
+        .checks[MISSED_WEBHOOKS]
+        .clone();
+    assert_eq!((again.found, again.note), (0, None));
 }
 
 #[tokio::test]

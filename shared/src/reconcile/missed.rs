@@ -23,20 +23,34 @@ where
     /// saves its cursor; the next run continues it, so nothing is skipped.
     pub(super) async fn missed_webhooks(&self, now: Timestamp, deadline: Instant) -> CheckResult {
         let mut result = CheckResult::default();
+        // A word per source that needs one: several sources may each have something to say.
+        let mut notes = Vec::new();
         for (source, (kind, provider)) in &self.providers {
             let stored = match self.store.load_watermark(source.as_str()).await {
                 Ok(w) => w,
                 Err(err) => {
-                    result.note = Some(format!("{source}: could not read the watermark: {err}"));
+                    notes.push(format!("{source}: could not read the watermark: {err}"));
                     continue;
                 }
             };
             let oldest = now.plus_secs(-PROVIDER_WINDOW_SECS);
+            // Not walked since before the provider's window (reconciliation stopped, or the API
+            // failed, for that long): what happened between is no longer listed, so no run can
+            // check it. Said, not hidden behind a report of nothing missed.
+            if let Some(lapsed) = stored.as_ref().map(|w| w.since).filter(|s| *s < oldest) {
+                warn!(source = %source, since = %lapsed, "the provider's window has passed the watermark");
+                notes.push(format!(
+                    "{source}: not checked from {lapsed} to {oldest}, past the provider's \
+                     {} days of events",
+                    PROVIDER_WINDOW_SECS / 86_400
+                ));
+            }
             let (since, mut cursor, until) = match stored {
                 Some(w) => (w.since.max(oldest), w.cursor, w.until.unwrap_or(now)),
                 None => (oldest, None, now),
             };
             let mut complete = false;
+            let mut failed = None;
             for _ in 0..self.settings.max_pages {
                 if Instant::now() >= deadline {
                     break;
@@ -62,7 +76,7 @@ where
                         }
                     }
                     Err(err) => {
-                        result.note = Some(format!("{source}: {err}; the next run continues"));
+                        failed = Some(format!("{source}: {err}; the next run continues"));
                         break;
                     }
                 }
@@ -70,16 +84,17 @@ where
             let next = if complete {
                 Watermark::finished(until)
             } else {
-                if result.note.is_none() {
-                    result.note = Some(format!(
-                        "{source}: budget or page limit reached; the next run continues"
-                    ));
-                }
+                notes.push(failed.unwrap_or_else(|| {
+                    format!("{source}: budget or page limit reached; the next run continues")
+                }));
                 Watermark::resume(since, cursor, until)
             };
             if let Err(err) = self.store.save_watermark(source.as_str(), &next).await {
                 warn!(error = %err, "could not save the watermark");
             }
+        }
+        if !notes.is_empty() {
+            result.note = Some(notes.join("; "));
         }
         result
     }
