@@ -211,6 +211,19 @@ async fn dead_lettered_events_are_listed_from_the_kept_index_until_a_replay_deli
     assert_eq!(listed(&store, "dead_lettered", None, 10).await, [given_up]);
 }
 
+/// Ingests the Stripe `fixture` without its payment's amount: today's ingress quarantines it.
+async fn quarantined_without_its_amount(p: &Pipeline, fixture_name: &str) {
+    let mut broken: Value = serde_json::from_slice(&fixture(fixture_name)).expect("json");
+    broken["data"]["object"]
+        .as_object_mut()
+        .expect("object")
+        .remove("amount");
+    let answer = p
+        .ingest(stripe(&serde_json::to_vec(&broken).expect("json")))
+        .await;
+    assert_eq!(answer["status"], "quarantined", "{answer}");
+}
+
 /// `plumbline events reindex --aws`: kept events an older build wrote without their `kept`
 /// index entry (here: a dead-lettered and a quarantined one whose entries are taken away) are
 /// listed by the index only once it has run; a dry run writes nothing, a delivered event is
@@ -222,16 +235,7 @@ async fn events_reindex_puts_what_an_older_build_left_out_into_the_kept_index() 
     p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
         .await;
     p.deliver_visible().await;
-    let mut broken: Value =
-        serde_json::from_slice(&fixture("stripe/payment_intent.canceled.json")).expect("json");
-    broken["data"]["object"]
-        .as_object_mut()
-        .expect("object")
-        .remove("amount");
-    let answer = p
-        .ingest(stripe(&serde_json::to_vec(&broken).expect("json")))
-        .await;
-    assert_eq!(answer["status"], "quarantined", "{answer}");
+    quarantined_without_its_amount(&p, "stripe/payment_intent.canceled.json").await;
     p.erp.set_default(Reply::status(200));
     p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
         .await;
@@ -285,17 +289,8 @@ async fn events_reprocess_works_against_aws() {
     use plumbline::ports::{EventStatus, EventStore};
 
     let p = Pipeline::new().await;
-    // Quarantined by today's ingress: a payment without its amount.
-    let mut broken: Value =
-        serde_json::from_slice(&fixture("stripe/payment_intent.processing.json")).expect("json");
-    broken["data"]["object"]
-        .as_object_mut()
-        .expect("object")
-        .remove("amount");
-    let answer = p
-        .ingest(stripe(&serde_json::to_vec(&broken).expect("json")))
-        .await;
-    assert_eq!(answer["status"], "quarantined", "{answer}");
+    // Quarantined by today's ingress.
+    quarantined_without_its_amount(&p, "stripe/payment_intent.processing.json").await;
     // Kept by an older build, readable today.
     let raw: Value =
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("json");

@@ -4,6 +4,16 @@
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+/// Serves `app` on a free loopback port, for the test's life; its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    url
+}
+
 pub fn authorization(headers: &HeaderMap) -> String {
     headers
         .get("authorization")

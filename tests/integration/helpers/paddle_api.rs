@@ -9,7 +9,7 @@ use axum::extract::Query;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::listing::{authorization, page_after};
+use super::listing::{authorization, page_after, serve};
 
 #[derive(Default)]
 struct State {
@@ -42,11 +42,7 @@ impl PaddleApi {
                 },
             ),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        let url = serve(app).await;
         Self { url, state }
     }
 
