@@ -98,11 +98,7 @@ pub async fn fetch(
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(MapSecrets(values))
-    } else {
-        Err(ConfigError { problems })
-    }
+    ConfigError::unless_any(problems, MapSecrets(values))
 }
 
 /// Up to ten parameters in one request: each name's value in the order asked, or the reason it

@@ -154,9 +154,5 @@ pub fn from_config(
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigError { problems })
-    }
+    ConfigError::unless_any(problems, out)
 }

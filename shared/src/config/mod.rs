@@ -81,6 +81,17 @@ pub struct ConfigError {
     pub problems: Vec<ConfigProblem>,
 }
 
+impl ConfigError {
+    /// `value` when nothing went wrong building it, else every problem found on the way.
+    pub fn unless_any<T>(problems: Vec<ConfigProblem>, value: T) -> Result<T, Self> {
+        if problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(Self { problems })
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let lines: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
@@ -607,11 +618,7 @@ impl Config {
                 },
             );
         }
-        if problems.is_empty() {
-            Ok(out)
-        } else {
-            Err(ConfigError { problems })
-        }
+        ConfigError::unless_any(problems, out)
     }
 }
 

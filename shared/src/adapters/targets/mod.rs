@@ -52,11 +52,7 @@ pub fn crm_targets(
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigError { problems })
-    }
+    ConfigError::unless_any(problems, out)
 }
 
 /// Builds every configured target, resolving its secrets; fails with the key of each secret
@@ -79,11 +75,7 @@ pub fn build_all(
             }),
         }
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(ConfigError { problems })
-    }
+    ConfigError::unless_any(problems, out)
 }
 
 pub fn build(
