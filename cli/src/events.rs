@@ -25,6 +25,9 @@ pub enum EventsCommand {
     /// Reads kept events (quarantined, unrouted) again with today's normalizers; the ones that
     /// now read are stored as received and enqueued, once.
     Reprocess(crate::reprocess::ReprocessArgs),
+    /// Sends dead-lettered events back to the delivery queue from the table, as replays: for
+    /// when their dead letters are gone (the queue keeps them 14 days) or were purged.
+    Redeliver(crate::redeliver::RedeliverArgs),
     /// On DynamoDB, puts kept events an older build left out of the `kept` index into it
     /// (dead-lettered ones settled before they entered it), so `list --status` finds them
     /// without --scan. One scan of the table; safe to run again.
@@ -122,6 +125,17 @@ async fn dynamo() -> anyhow::Result<DynamoStore> {
 
 /// The store on PLUMBLINE_TABLE, with the SDK configuration a command shares with its other
 /// clients.
+/// When a `--since` window (`30s`, `10m`, `2h`, `7d`) began, in Unix milliseconds.
+pub fn window_start_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    Ok(since.map(parse_window).transpose()?.map(|w| now - w))
+}
+
+/// A Unix instant in milliseconds, to the second, as the table's listings take it.
+pub fn at_ms(ms: i64) -> Option<plumbline::contract::Timestamp> {
+    plumbline::contract::Timestamp::from_unix(ms.div_euclid(1000))
+}
+
 pub fn dynamo_on(aws: &plumbline::adapters::aws_sdk::SdkConfig) -> anyhow::Result<DynamoStore> {
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
     Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table))
@@ -130,16 +144,9 @@ pub fn dynamo_on(aws: &plumbline::adapters::aws_sdk::SdkConfig) -> anyhow::Resul
 pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
     match command {
         EventsCommand::List(args) => {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-            let since_ms = args
-                .since
-                .as_deref()
-                .map(parse_window)
-                .transpose()?
-                .map(|w| now - w);
+            let since_ms = window_start_ms(args.since.as_deref())?;
             let rows = if args.local.aws {
-                let since = since_ms
-                    .and_then(|ms| plumbline::contract::Timestamp::from_unix(ms.div_euclid(1000)));
+                let since = since_ms.and_then(at_ms);
                 dynamo()
                     .await?
                     .list_events(&Listing {
@@ -181,6 +188,7 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {
             Ok(true)
         }
         EventsCommand::Reprocess(args) => crate::reprocess::run(args).await,
+        EventsCommand::Redeliver(args) => crate::redeliver::run(args).await,
         EventsCommand::Reindex(args) => {
             anyhow::ensure!(
                 args.aws,

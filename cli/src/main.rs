@@ -15,6 +15,7 @@ mod out;
 mod present;
 mod receive;
 mod reconcile;
+mod redeliver;
 mod replay;
 mod reprocess;
 mod samconfig;

@@ -211,6 +211,59 @@ async fn dead_lettered_events_are_listed_from_the_kept_index_until_a_replay_deli
     assert_eq!(listed(&store, "dead_lettered", None, 10).await, [given_up]);
 }
 
+/// `plumbline events redeliver --aws`: a dead-lettered event whose letter is gone (the
+/// dead-letter queue purged, as its 14-day retention would) is sent back from the table as a
+/// replay, and the target that refused it is called again; a dry run sends nothing, and once it
+/// is delivered nothing is left to send.
+#[tokio::test]
+async fn events_redeliver_sends_dead_lettered_events_back_from_the_table() {
+    use plumbline::ports::{EventKey, EventStatus, EventStore};
+
+    let p = Pipeline::new().await;
+    p.erp.set_default(Reply::status(400));
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    p.deliver_visible().await;
+    p.sqs
+        .purge_queue()
+        .queue_url(&p.dlq_url)
+        .send()
+        .await
+        .expect("purge the dead letters");
+    assert!(p.dead_letters().await.is_empty(), "no letter to replay");
+    p.erp.set_default(Reply::status(200));
+
+    let redeliver = |extra: &[&str]| {
+        let mut args = vec!["events", "redeliver", "--aws", "--json"];
+        args.extend(extra);
+        plumbline(&p, &args)
+    };
+    assert_eq!(
+        redeliver(&["--dry-run"]),
+        serde_json::json!({ "dry_run": true, "redelivered": 1, "skipped": 0 })
+    );
+    assert_eq!(p.queue_depth().await, 0, "a dry run sends nothing");
+    assert_eq!(
+        redeliver(&[]),
+        serde_json::json!({ "dry_run": false, "redelivered": 1, "skipped": 0 })
+    );
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (1, 0));
+    assert_eq!(
+        p.erp.idempotency_keys(),
+        ["stripe:evt_3PqLr2F7kS1mZk0a0pRoC4s5"; 2],
+        "refused once, then called again under the same key"
+    );
+    let (store, _) = counted_store(&p).await;
+    let key = EventKey::parse("EVT#stripe#evt_3PqLr2F7kS1mZk0a0pRoC4s5").expect("key");
+    let record = store.get(&key).await.expect("get").expect("kept");
+    assert_eq!(record.status, EventStatus::Delivered);
+    assert_eq!(
+        redeliver(&[]),
+        serde_json::json!({ "dry_run": false, "redelivered": 0, "skipped": 0 })
+    );
+}
+
 /// Ingests the Stripe `fixture` without its payment's amount: today's ingress quarantines it.
 async fn quarantined_without_its_amount(p: &Pipeline, fixture_name: &str) {
     let mut broken: Value = serde_json::from_slice(&fixture(fixture_name)).expect("json");

@@ -2,14 +2,12 @@
 //! per record, the ids of the records to retry out (`ReportBatchItemFailures`).
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use plumbline::delivery::replay::REPLAY;
 use plumbline::delivery::{Delivery, InboundMessage};
 use plumbline::ports::{
     Clock, DeadLetters, DeliveryLog, EventStore, LedgerStore, QueueControl, ReplayTally, Target,
 };
 use plumbline::telemetry::Metrics;
-
-/// Marks a message moved back from the dead-letter queue by `plumbline replay`.
-pub const REPLAY_ATTRIBUTE: &str = "replay";
 
 /// Handles one batch. A record that cannot even be read is reported as failed, so SQS keeps it
 /// (and its redrive policy dead-letters it in the end): nothing is acknowledged unprocessed.
@@ -55,7 +53,7 @@ fn inbound(record: SqsMessage) -> Option<InboundMessage> {
         .get("ApproximateReceiveCount")
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
-    let replay = record.message_attributes.contains_key(REPLAY_ATTRIBUTE);
+    let replay = record.message_attributes.contains_key(REPLAY);
     Some(InboundMessage {
         message_id: record.message_id?,
         receipt_handle: record.receipt_handle?,

@@ -5,7 +5,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::ports::{DeadLetterSource, QueueError, Received, Requeue, letter};
+use crate::ingress::QueueMessage;
+use crate::ports::{
+    DeadLetterSource, EventRecord, EventStatus, QueueError, Received, Requeue, letter,
+};
+
+/// The attribute that marks a message as a replay: delivery then calls again a target that
+/// refused the event for good before, instead of leaving it refused.
+pub const REPLAY: &str = "replay";
 
 /// Which dead letters to replay. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,8 +85,8 @@ pub async fn replay(
                         .iter()
                         .map(|(k, v)| (k.as_str(), v.clone()))
                         .collect();
-                    attributes.retain(|(k, _)| *k != "replay");
-                    attributes.push(("replay", "1".to_owned()));
+                    attributes.retain(|(k, _)| *k != REPLAY);
+                    attributes.push((REPLAY, "1".to_owned()));
                     // Re-queue first, delete second: a crash in between leaves a copy in both,
                     // which delivery deduplicates. The other order could lose it.
                     queue.requeue(&letter.body, &attributes).await?;
@@ -97,6 +104,33 @@ pub async fn replay(
         dlq.release(receipt).await?;
     }
     Ok(report)
+}
+
+/// Sends a dead-lettered event back to the delivery queue from its stored record, as a replay
+/// of its letter would: for when the letter is gone (the dead-letter queue keeps one 14 days,
+/// the table keeps the event for its retention) or was purged. False, and nothing sent, for an
+/// event that is not dead-lettered or has no envelope to send. A letter still on the queue
+/// makes no second delivery: its replay finds every target's record delivered.
+pub async fn redeliver(
+    queue: &impl Requeue,
+    record: &EventRecord,
+    dry_run: bool,
+) -> Result<bool, QueueError> {
+    let (EventStatus::DeadLettered, Some(envelope)) = (record.status, &record.envelope) else {
+        return Ok(false);
+    };
+    if !dry_run {
+        let message = QueueMessage::new(&record.key, envelope);
+        let mut attributes: Vec<(&str, String)> = message
+            .attributes()
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect();
+        attributes.push((letter::EVENT_KEY, record.key.to_string()));
+        attributes.push((REPLAY, "1".to_owned()));
+        queue.requeue(&message.body(), &attributes).await?;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub async fn run<S, Q, D, T, C, M, W, F>(
                 receipt_handle: received.receipt_handle,
                 body: received.body,
                 receive_count: received.receive_count,
-                replay: received.attributes.contains_key("replay"),
+                replay: received.attributes.contains_key(super::replay::REPLAY),
             };
             // Where panics unwind (debug builds), a panic fails this message alone, as the
             // Lambda service fails an invocation: unacknowledged, it comes back after its

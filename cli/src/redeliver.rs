@@ -1,0 +1,110 @@
+//! `plumbline events redeliver`: dead-lettered events sent back to the delivery queue from the
+//! table, as replays, for when their dead letters are gone.
+
+use anyhow::Context;
+use clap::Args;
+use plumbline::adapters::sqs::SqsQueue;
+use plumbline::delivery::replay::redeliver;
+use plumbline::ports::{EventKey, EventStore, Requeue};
+use serde_json::json;
+
+use crate::events::{Local, at_ms, window_start_ms};
+use crate::out::outln;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  plumbline events redeliver --dry-run\n  \
+                  plumbline events redeliver --aws --type 'payment.*' --since 30d")]
+pub struct RedeliverArgs {
+    /// Only events of this canonical type, or a glob such as `payment.*`.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    /// Only events received in this window: 30s, 10m, 2h, 7d.
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// Count what would be sent; send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    local: Local,
+}
+
+/// How many dead-lettered events are read back at once.
+const READ_PAGE: usize = 100;
+
+pub async fn run(args: RedeliverArgs) -> anyhow::Result<bool> {
+    let since_ms = window_start_ms(args.since.as_deref())?;
+    if args.local.aws {
+        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let store = crate::events::dynamo_on(&aws)?;
+        let url = std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url);
+        let since = since_ms.and_then(at_ms);
+        let listing = plumbline::adapters::dynamodb::Listing {
+            status: Some("dead_lettered"),
+            event_type: args.event_type.as_deref(),
+            since,
+            limit: args.limit,
+            scan: false,
+        };
+        let keys = store.list_keys(&listing).await?;
+        run_with(&args, keys, &store, &queue).await
+    } else {
+        let store = crate::local::open(&args.local.data_dir)?;
+        let filter = plumbline::adapters::sqlite::EventFilter {
+            status: Some("dead_lettered".to_owned()),
+            event_type: args.event_type.clone(),
+            since_ms,
+            limit: args.limit,
+        };
+        let keys = store
+            .list_events(filter)
+            .await?
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        run_with(&args, keys, &store, &store).await
+    }
+}
+
+async fn run_with(
+    args: &RedeliverArgs,
+    keys: Vec<String>,
+    store: &impl EventStore,
+    queue: &impl Requeue,
+) -> anyhow::Result<bool> {
+    let keys = keys
+        .iter()
+        .map(|key| EventKey::parse(key).with_context(|| format!("a stored key {key:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (mut sent, mut skipped) = (0_usize, 0_usize);
+    for page in keys.chunks(READ_PAGE) {
+        for record in store.get_many(page).await?.into_iter().flatten() {
+            if redeliver(queue, &record, args.dry_run).await? {
+                sent += 1;
+                if !args.local.json {
+                    outln!("{:<26}  {}", record.event_id.as_str(), record.key.as_str())?;
+                }
+            } else {
+                // Delivered by a replay since it was listed, or kept without an envelope.
+                skipped += 1;
+            }
+        }
+    }
+    if args.local.json {
+        outln!(
+            "{}",
+            json!({ "dry_run": args.dry_run, "redelivered": sent, "skipped": skipped })
+        )?;
+    } else {
+        let verb = if args.dry_run {
+            "would redeliver"
+        } else {
+            "redelivered"
+        };
+        outln!("{verb} {sent}; skipped {skipped} no longer dead-lettered")?;
+    }
+    Ok(true)
+}
