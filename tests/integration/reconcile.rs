@@ -1408,6 +1408,47 @@ async fn a_provider_429_is_backed_off_and_retried() {
     assert_eq!(api.queries().len(), 3, "two 429s, then the page");
 }
 
+/// A 429 with `Retry-After` is waited out when it is short, and left to the next run when it is
+/// longer than a run should sleep.
+#[tokio::test]
+async fn a_providers_retry_after_is_waited_out_or_left_to_the_next_run() {
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    let run = |api: StripeApi| {
+        let clock = clock.clone();
+        async move {
+            let dir = std::env::temp_dir().join(unique("plumbline-retry-after"));
+            let store = SqliteStore::open(&dir, 8).expect("open");
+            let reconciler = local_reconciler(&store, stripe_provider(&api), &clock, settings(10));
+            reconciler
+                .run(Instant::now() + Duration::from_secs(30))
+                .await
+                .checks[MISSED_WEBHOOKS]
+                .clone()
+        }
+    };
+
+    let api = StripeApi::start(vec![listed("evt_throttled", T0 - 100)]).await;
+    api.throttle_for(1);
+    let missed = run(api.clone()).await;
+    assert_eq!(missed.repaired, 1, "{missed:?}");
+    let arrivals = api.arrivals();
+    assert_eq!(arrivals.len(), 2, "a 429, then the page");
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_secs(1),
+        "the second asked after Retry-After (1 s), not the 20 ms backoff: {:?}",
+        arrivals[1] - arrivals[0]
+    );
+
+    let api = StripeApi::start(vec![listed("evt_throttled", T0 - 100)]).await;
+    api.throttle_for(3_600);
+    let missed = run(api.clone()).await;
+    assert_eq!((missed.found, api.arrivals().len()), (0, 1), "{missed:?}");
+    assert_eq!(
+        missed.note.as_deref(),
+        Some("stripe: the provider is rate limiting us; the next run continues")
+    );
+}
+
 /// The payment ↔ order sweep reads the other side of a page's pairs in one request, not one
 /// per pair (on DynamoDB, counted on the wire).
 #[tokio::test]

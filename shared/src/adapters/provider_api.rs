@@ -1,7 +1,8 @@
 //! The providers' event APIs the missed-webhook check walks (Stripe's, Paddle's), as one type
 //! for the reconciler, and the HTTP they share: a GET with the source's read-only API key as a
-//! bearer token, a 429 retried with exponential backoff before the run gives up on the
-//! provider, and errors named by status only (a body could echo the key back).
+//! bearer token, a 429 retried with exponential backoff (or after the `Retry-After` the provider
+//! asks for, up to 10 s) before the run gives up on the provider, and errors named by status
+//! only (a body could echo the key back).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +18,10 @@ use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
 use crate::sources::SourceKind;
 
 const RETRIES: u32 = 4;
+
+/// The longest `Retry-After` a run waits out; past it, the run leaves the provider to the next
+/// run rather than spend its budget asleep.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// One provider's API: where it is, the key, and the first backoff after a 429 (it doubles).
 #[derive(Debug)]
@@ -70,10 +75,17 @@ impl Api {
                 })?;
             let status = response.status().as_u16();
             if status == 429 {
-                if attempt == RETRIES {
+                // Seconds, as both providers send it (an HTTP date is read as absent).
+                let asked = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                if attempt == RETRIES || asked.is_some_and(|asked| asked > LONGEST_RETRY_AFTER) {
                     break;
                 }
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(wait.max(asked.unwrap_or_default())).await;
                 wait *= 2;
                 continue;
             }

@@ -17,7 +17,10 @@ struct State {
     events: Vec<Value>,
     queries: Vec<BTreeMap<String, String>>,
     auth: Vec<String>,
-    throttle: VecDeque<()>,
+    /// When each request arrived.
+    arrivals: Vec<std::time::Instant>,
+    /// The next requests answered 429, each with its `Retry-After` in seconds, if any.
+    throttle: VecDeque<Option<u64>>,
 }
 
 #[derive(Clone)]
@@ -59,7 +62,21 @@ impl StripeApi {
             .lock()
             .expect("lock")
             .throttle
-            .extend(std::iter::repeat_n((), n));
+            .extend(std::iter::repeat_n(None, n));
+    }
+
+    /// The next request is answered 429 with `Retry-After: {secs}`.
+    pub fn throttle_for(&self, secs: u64) {
+        self.state
+            .lock()
+            .expect("lock")
+            .throttle
+            .push_back(Some(secs));
+    }
+
+    /// When each request arrived.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.state.lock().expect("lock").arrivals.clone()
     }
 
     pub fn queries(&self) -> Vec<BTreeMap<String, String>> {
@@ -75,12 +92,20 @@ fn list(state: &Mutex<State>, query: &BTreeMap<String, String>, headers: &Header
     let mut state = state.lock().expect("lock");
     state.queries.push(query.clone());
     state.auth.push(authorization(headers));
-    if state.throttle.pop_front().is_some() {
-        return (
+    state.arrivals.push(std::time::Instant::now());
+    if let Some(retry_after) = state.throttle.pop_front() {
+        let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             axum::Json(json!({"error": {"type": "rate_limit_error"}})),
         )
             .into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                secs.to_string().parse().expect("a header value"),
+            );
+        }
+        return response;
     }
     let since: i64 = query
         .get("created[gte]")
