@@ -417,6 +417,79 @@ dlq_messages = 0
     assert!(dev.stop().success());
 }
 
+/// Locally too, `plumbline events redeliver` sends dead-lettered events back from the store once
+/// the target is back, and each is delivered; their letters, replayed afterwards, call the
+/// target for nothing more.
+#[tokio::test]
+async fn dead_lettered_events_are_redelivered_from_the_store_and_their_letters_then_add_nothing() {
+    const EVENTS: usize = 2;
+    let erp = Recorder::start().await;
+    erp.set_default(Reply::status(400));
+    let config = config(&erp.url, "");
+    let dev = Dev::start_with(&config, &config.with_file_name("data"), &ENVS, &[]);
+    let client = crate::helpers::http();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for i in 0..EVENTS {
+        let request = paid(&format!("evt_refused_{i}"), now);
+        assert_eq!(
+            post(&client, &format!("{}/webhooks/stripe", dev.url), &request).await,
+            Some(200)
+        );
+    }
+    let statuses = || -> Vec<String> {
+        let events: Vec<Value> =
+            serde_json::from_str(&dev.cli(&["events", "list", "--json"])).expect("json");
+        events
+            .iter()
+            .map(|e| e["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let all = |status: &str| {
+        let statuses = statuses();
+        statuses.len() == EVENTS && statuses.iter().all(|s| s == status)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || all("dead_lettered")).await,
+        "{:?}",
+        statuses()
+    );
+
+    erp.set_default(Reply::status(200));
+    let sent: Value =
+        serde_json::from_str(&dev.cli(&["events", "redeliver", "--json"])).expect("json");
+    assert_eq!(sent["redelivered"], EVENTS, "{sent}");
+    assert!(
+        eventually(Duration::from_secs(30), || all("delivered")).await,
+        "{:?}",
+        statuses()
+    );
+    let calls = erp.count();
+    assert_eq!(
+        calls,
+        2 * EVENTS,
+        "refused once each, then delivered once each"
+    );
+
+    let replayed: Value = serde_json::from_str(&dev.cli(&["replay", "--json"])).expect("json");
+    assert_eq!(replayed["replayed"], EVENTS, "{replayed}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = dev.status().await;
+        if status["queue"]["depth"] == 0 && status["dead_letters"]["depth"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        erp.count(),
+        calls,
+        "the replayed letters called the target for nothing"
+    );
+    assert!(all("delivered"));
+    assert!(dev.stop().success());
+}
+
 /// Process chaos: ten SIGKILLs at seeded random moments while 10,000 signed webhooks stream in
 /// from eight connections and deliveries run, each followed by a restart on the same data; the
 /// provider retries whatever it did not get a 2xx for. Nothing is lost; every event has exactly
