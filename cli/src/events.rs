@@ -119,12 +119,10 @@ fn open(local: &Local) -> anyhow::Result<SqliteStore> {
     crate::local::open(&local.data_dir)
 }
 
-async fn dynamo() -> anyhow::Result<DynamoStore> {
+pub async fn dynamo() -> anyhow::Result<DynamoStore> {
     dynamo_on(&plumbline::adapters::aws_sdk::load_config().await)
 }
 
-/// The store on PLUMBLINE_TABLE, with the SDK configuration a command shares with its other
-/// clients.
 /// When a `--since` window (`30s`, `10m`, `2h`, `7d`) began, in Unix milliseconds.
 pub fn window_start_ms(since: Option<&str>) -> anyhow::Result<Option<i64>> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
@@ -136,9 +134,33 @@ pub fn at_ms(ms: i64) -> Option<plumbline::contract::Timestamp> {
     plumbline::contract::Timestamp::from_unix(ms.div_euclid(1000))
 }
 
+/// The store on PLUMBLINE_TABLE, with the SDK configuration a command shares with its other
+/// clients.
 pub fn dynamo_on(aws: &plumbline::adapters::aws_sdk::SdkConfig) -> anyhow::Result<DynamoStore> {
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
     Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table))
+}
+
+/// Events read back at once (one batch request on DynamoDB).
+const READ_PAGE: usize = 100;
+
+/// The stored events under `keys` (as listings give them), a page per read rather than one
+/// read per event; keys with no event are left out.
+pub async fn records(
+    store: &impl plumbline::ports::EventStore,
+    keys: &[String],
+) -> anyhow::Result<Vec<plumbline::ports::EventRecord>> {
+    let keys = keys
+        .iter()
+        .map(|key| {
+            plumbline::ports::EventKey::parse(key).with_context(|| format!("a stored key {key:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut records = Vec::with_capacity(keys.len());
+    for page in keys.chunks(READ_PAGE) {
+        records.extend(store.get_many(page).await?.into_iter().flatten());
+    }
+    Ok(records)
 }
 
 pub async fn run(command: EventsCommand) -> anyhow::Result<bool> {

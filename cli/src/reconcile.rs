@@ -47,11 +47,7 @@ pub struct ReconcileArgs {
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     if let Some(limit) = args.history {
         let runs = if args.aws {
-            let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
-            let aws = plumbline::adapters::aws_sdk::load_config().await;
-            DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table)
-                .recent_runs(limit)
-                .await?
+            crate::events::dynamo().await?.recent_runs(limit).await?
         } else {
             crate::local::open(&args.data_dir)?
                 .recent_runs(limit)

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use plumbline::adapters::sqs::SqsQueue;
 use plumbline::delivery::replay::redeliver;
-use plumbline::ports::{EventKey, EventStore, Requeue};
+use plumbline::ports::{EventStore, Requeue};
 use serde_json::json;
 
 use crate::events::{Local, at_ms, window_start_ms};
@@ -30,9 +30,6 @@ pub struct RedeliverArgs {
     #[command(flatten)]
     local: Local,
 }
-
-/// How many dead-lettered events are read back at once.
-const READ_PAGE: usize = 100;
 
 pub async fn run(args: RedeliverArgs) -> anyhow::Result<bool> {
     let since_ms = window_start_ms(args.since.as_deref())?;
@@ -75,22 +72,16 @@ async fn run_with(
     store: &impl EventStore,
     queue: &impl Requeue,
 ) -> anyhow::Result<bool> {
-    let keys = keys
-        .iter()
-        .map(|key| EventKey::parse(key).with_context(|| format!("a stored key {key:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let (mut sent, mut skipped) = (0_usize, 0_usize);
-    for page in keys.chunks(READ_PAGE) {
-        for record in store.get_many(page).await?.into_iter().flatten() {
-            if redeliver(queue, &record, args.dry_run).await? {
-                sent += 1;
-                if !args.local.json {
-                    outln!("{:<26}  {}", record.event_id.as_str(), record.key.as_str())?;
-                }
-            } else {
-                // Delivered by a replay since it was listed, or kept without an envelope.
-                skipped += 1;
+    for record in crate::events::records(store, &keys).await? {
+        if redeliver(queue, &record, args.dry_run).await? {
+            sent += 1;
+            if !args.local.json {
+                outln!("{:<26}  {}", record.event_id.as_str(), record.key.as_str())?;
             }
+        } else {
+            // Delivered by a replay since it was listed, or kept without an envelope.
+            skipped += 1;
         }
     }
     if args.local.json {

@@ -9,7 +9,7 @@ use clap::Args;
 use plumbline::adapters::sqs::SqsQueue;
 use plumbline::contract::{SourceName, Timestamp};
 use plumbline::ingress::{Reprocessed, reprocess};
-use plumbline::ports::{EventKey, EventQueue, EventStore};
+use plumbline::ports::{EventQueue, EventStore};
 use plumbline::sources::SourceKind;
 use serde_json::json;
 
@@ -85,9 +85,6 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
     }
 }
 
-/// How many kept events are read back at once.
-const READ_PAGE: usize = 100;
-
 async fn run_with(
     args: &ReprocessArgs,
     kinds: &BTreeMap<SourceName, SourceKind>,
@@ -95,15 +92,7 @@ async fn run_with(
     store: &impl EventStore,
     queue: &impl EventQueue,
 ) -> anyhow::Result<bool> {
-    let keys = keys
-        .iter()
-        .map(|key| EventKey::parse(key).with_context(|| format!("a stored key {key:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut records = Vec::with_capacity(keys.len());
-    // A page of records per read (one batch request on DynamoDB), not one read per event.
-    for page in keys.chunks(READ_PAGE) {
-        records.extend(store.get_many(page).await?.into_iter().flatten());
-    }
+    let records = crate::events::records(store, &keys).await?;
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut failed = false;
     for record in records {

@@ -19,3 +19,14 @@ pub mod stripe_api;
 
 pub mod targets;
 pub mod tls;
+
+/// A response's `Retry-After`, in seconds as targets and providers send it (an HTTP date is
+/// read as absent).
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<std::time::Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::Api;
+use super::provider_api::{Api, page_of};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
 
@@ -63,20 +63,10 @@ impl ProviderEvents for PaddleEvents {
                 .is_some_and(|at| at < floor)
         };
         let within = data.iter().position(before_floor).unwrap_or(data.len());
-        let listed = &data[..within];
-        Ok(ProviderPage {
-            events: listed
-                .iter()
-                .map(|e| serde_json::to_vec(e).expect("JSON serializes"))
-                .collect(),
-            last_id: listed
-                .last()
-                .and_then(|e| e["event_id"].as_str())
-                .map(str::to_owned),
-            has_more: within == data.len()
-                && body["meta"]["pagination"]["has_more"]
-                    .as_bool()
-                    .unwrap_or(false),
-        })
+        let has_more = within == data.len()
+            && body["meta"]["pagination"]["has_more"]
+                .as_bool()
+                .unwrap_or(false);
+        Ok(page_of(&data[..within], "event_id", has_more))
     }
 }

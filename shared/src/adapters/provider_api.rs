@@ -75,13 +75,7 @@ impl Api {
                 })?;
             let status = response.status().as_u16();
             if status == 429 {
-                // Seconds, as both providers send it (an HTTP date is read as absent).
-                let asked = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let asked = super::retry_after(&response);
                 if attempt == RETRIES || asked.is_some_and(|asked| asked > LONGEST_RETRY_AFTER) {
                     break;
                 }
@@ -101,6 +95,22 @@ impl Api {
                 .map_err(|e| ProviderError::Unavailable(format!("unreadable list: {e}")));
         }
         Err(ProviderError::RateLimited)
+    }
+}
+
+/// A page of a provider's list: each listed event's JSON, and the id (`id_field`) of the last,
+/// where the next page starts.
+pub(super) fn page_of(listed: &[Value], id_field: &str, has_more: bool) -> ProviderPage {
+    ProviderPage {
+        events: listed
+            .iter()
+            .map(|e| serde_json::to_vec(e).expect("JSON serializes"))
+            .collect(),
+        last_id: listed
+            .last()
+            .and_then(|e| e[id_field].as_str())
+            .map(str::to_owned),
+        has_more,
     }
 }
 

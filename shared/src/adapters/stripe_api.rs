@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::Api;
+use super::provider_api::{Api, page_of};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
 
@@ -51,16 +51,7 @@ impl ProviderEvents for StripeEvents {
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default();
-        Ok(ProviderPage {
-            events: data
-                .iter()
-                .map(|e| serde_json::to_vec(e).expect("JSON serializes"))
-                .collect(),
-            last_id: data
-                .last()
-                .and_then(|e| e["id"].as_str())
-                .map(str::to_owned),
-            has_more: body["has_more"].as_bool().unwrap_or(false),
-        })
+        let has_more = body["has_more"].as_bool().unwrap_or(false);
+        Ok(page_of(data, "id", has_more))
     }
 }

@@ -71,10 +71,15 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-pub(super) fn hash_of(key: &EventKey) -> u64 {
+fn hash_of(key: &EventKey) -> u64 {
     key.as_str().bytes().fold(0_u64, |acc, b| {
         acc.wrapping_mul(31).wrapping_add(u64::from(b))
     })
+}
+
+/// The `kept` index shard an event of `status` is written under.
+pub(super) fn kept_shard_of(key: &EventKey, status: EventStatus) -> String {
+    kept_shard(status, hash_of(key) % KEPT_SHARDS)
 }
 
 fn shard_of(key: &EventKey) -> String {
@@ -113,7 +118,7 @@ impl EventItem {
             header_time: r.header_time.map(|t| t.to_string()),
             pending_shard: pending.then(|| shard_of(&r.key)),
             pending_since: pending.then(|| r.claimed_at.to_string()),
-            kept_shard: kept.then(|| kept_shard(r.status, hash_of(&r.key) % KEPT_SHARDS)),
+            kept_shard: kept.then(|| kept_shard_of(&r.key, r.status)),
             kept_at: kept.then(|| r.received_at.to_string()),
             requeues: r.requeues,
         }
@@ -186,8 +191,10 @@ pub(super) fn final_status(
     if status == EventStatus::DeadLettered {
         set.push("kept_shard = :kept_shard".to_owned());
         set.push("kept_at = received_at".to_owned());
-        let shard = kept_shard(status, hash_of(event) % KEPT_SHARDS);
-        values.push((":kept_shard", AttributeValue::S(shard)));
+        values.push((
+            ":kept_shard",
+            AttributeValue::S(kept_shard_of(event, status)),
+        ));
     } else {
         remove.push("kept_shard".to_owned());
         remove.push("kept_at".to_owned());

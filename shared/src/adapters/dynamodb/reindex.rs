@@ -6,7 +6,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::events::{EVENT_SK, KEPT_SHARDS, hash_of, kept_shard};
+use super::events::{EVENT_SK, kept_shard_of};
 use super::{DynamoStore, applied, classify, key, s};
 use crate::ports::{EventKey, EventStatus, StoreError};
 
@@ -73,7 +73,7 @@ impl DynamoStore {
     }
 
     async fn index_kept(&self, event: &EventKey, status: EventStatus) -> Result<bool, StoreError> {
-        let shard = kept_shard(status, hash_of(event) % KEPT_SHARDS);
+        let shard = kept_shard_of(event, status);
         applied(
             self.client
                 .update_item()

@@ -79,12 +79,7 @@ impl HubspotTarget {
                 reason: "HTTP 207: HubSpot rejected the record".into(),
             }),
             429 => {
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = crate::adapters::retry_after(&response);
                 let daily = response.text().await.is_ok_and(|t| t.contains("DAILY"));
                 let fallback = if daily {
                     Duration::from_secs(3600)

@@ -109,12 +109,7 @@ fn classify(response: &reqwest::Response) -> Result<(), TargetError> {
         return Ok(());
     }
     let reason = format!("HTTP {}", status.as_u16());
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = super::retry_after(response);
     if matches!(status.as_u16(), 408 | 425 | 429) || status.is_server_error() {
         Err(TargetError::Retryable {
             reason,
