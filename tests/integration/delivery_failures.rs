@@ -103,6 +103,26 @@ async fn a_429_with_retry_after_sets_the_message_visibility() {
     assert!(p.deliver(event).await.batch_item_failures.is_empty());
 }
 
+/// HTTP allows `Retry-After` as a date too; it is waited out the same way.
+#[tokio::test]
+async fn a_429_with_retry_after_as_an_http_date_sets_the_message_visibility() {
+    let p = Pipeline::new().await;
+    let at = std::time::SystemTime::now() + Duration::from_secs(5);
+    p.erp
+        .script([Reply::status(429).with_header("retry-after", &httpdate::fmt_http_date(at))]);
+    p.ingest(stripe(&processing("evt_429_date"))).await;
+    let (_, failed) = p.deliver_visible().await;
+    assert_eq!(failed.len(), 1);
+    let (event, waited) = p.receive_within(Duration::from_secs(15)).await;
+    assert_eq!(event.records.len(), 1, "the message came back");
+    // The date has whole seconds, so the wait is between 4 and 5 s from when it was written.
+    assert!(
+        waited >= Duration::from_secs(3),
+        "hidden until the date (4-5 s), not the 1 s backoff: {waited:?}"
+    );
+    assert!(p.deliver(event).await.batch_item_failures.is_empty());
+}
+
 #[tokio::test]
 async fn a_permanent_400_goes_to_the_dead_letter_queue_with_its_reason() {
     let p = Pipeline::new().await;
