@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use plumbline::adapters::sqs::SqsQueue;
 use plumbline::delivery::replay::redeliver;
-use plumbline::ports::{EventStore, Requeue};
+use plumbline::ports::{DeliveryLog, DeliveryState, EventRecord, EventStatus, EventStore, Requeue};
 use serde_json::json;
 
 use crate::events::{Local, at_ms, window_start_ms};
@@ -13,11 +13,16 @@ use crate::out::outln;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  plumbline events redeliver --dry-run\n  \
-                  plumbline events redeliver --aws --type 'payment.*' --since 30d")]
+                  plumbline events redeliver --aws --type 'payment.*' --since 30d\n  \
+                  plumbline events redeliver --aws --target erp")]
 pub struct RedeliverArgs {
     /// Only events of this canonical type, or a glob such as `payment.*`.
     #[arg(long = "type")]
     event_type: Option<String>,
+    /// Only events this target has not delivered: its delivery failed or was still being
+    /// retried when the event was dead-lettered. Other targets that owe them are called too.
+    #[arg(long)]
+    target: Option<String>,
     /// Only events received in this window: 30s, 10m, 2h, 7d.
     #[arg(long)]
     since: Option<String>,
@@ -69,33 +74,66 @@ pub async fn run(args: RedeliverArgs) -> anyhow::Result<bool> {
 async fn run_with(
     args: &RedeliverArgs,
     keys: Vec<String>,
-    store: &impl EventStore,
+    store: &(impl EventStore + DeliveryLog),
     queue: &impl Requeue,
 ) -> anyhow::Result<bool> {
-    let (mut sent, mut skipped) = (0_usize, 0_usize);
+    let (mut sent, mut skipped, mut not_owed) = (0_usize, 0_usize, 0_usize);
     for record in crate::events::records(store, &keys).await? {
+        if record.status != EventStatus::DeadLettered {
+            // Delivered by a replay since it was listed.
+            skipped += 1;
+            continue;
+        }
+        if let Some(target) = &args.target
+            && !owed_by(store, &record, target).await?
+        {
+            not_owed += 1;
+            continue;
+        }
         if redeliver(queue, &record, args.dry_run).await? {
             sent += 1;
             if !args.local.json {
                 outln!("{:<26}  {}", record.event_id.as_str(), record.key.as_str())?;
             }
         } else {
-            // Delivered by a replay since it was listed, or kept without an envelope.
+            // Kept without an envelope: nothing to send.
             skipped += 1;
         }
     }
     if args.local.json {
-        outln!(
-            "{}",
-            json!({ "dry_run": args.dry_run, "redelivered": sent, "skipped": skipped })
-        )?;
+        let mut summary =
+            json!({ "dry_run": args.dry_run, "redelivered": sent, "skipped": skipped });
+        if let Some(target) = &args.target {
+            summary["target"] = json!(target);
+            summary["not_owed_by_target"] = json!(not_owed);
+        }
+        outln!("{summary}")?;
     } else {
         let verb = if args.dry_run {
             "would redeliver"
         } else {
             "redelivered"
         };
-        outln!("{verb} {sent}; skipped {skipped} no longer dead-lettered")?;
+        let owed = args
+            .target
+            .as_ref()
+            .map(|t| format!(", {not_owed} {t} does not owe"))
+            .unwrap_or_default();
+        outln!("{verb} {sent}; skipped {skipped} no longer dead-lettered{owed}")?;
     }
     Ok(true)
+}
+
+/// Whether `target` tried this event and did not deliver it. A target the event was never
+/// routed to has no record, and owes nothing.
+async fn owed_by(
+    store: &impl DeliveryLog,
+    record: &EventRecord,
+    target: &str,
+) -> anyhow::Result<bool> {
+    Ok(store
+        .deliveries(&record.key)
+        .await?
+        .iter()
+        .any(|d| d.target == target && d.state != DeliveryState::Delivered))
 }

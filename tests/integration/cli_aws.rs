@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::helpers::dev::binary;
 use crate::helpers::fixture;
-use crate::helpers::pipeline::Pipeline;
+use crate::helpers::pipeline::{Pipeline, TWO_TARGETS};
 use crate::helpers::recorder::Reply;
 use crate::helpers::{T0, stripe};
 
@@ -262,6 +262,64 @@ async fn events_redeliver_sends_dead_lettered_events_back_from_the_table() {
         redeliver(&[]),
         serde_json::json!({ "dry_run": false, "redelivered": 0, "skipped": 0 })
     );
+}
+
+/// `plumbline events redeliver --aws --target T` sends back only the dead-lettered events T
+/// did not deliver: with one event refused by the ERP and another by the ledger, redelivering
+/// for the ERP sends the first and leaves the second dead-lettered, and the ledger is not
+/// called again for what it already has.
+#[tokio::test]
+async fn events_redeliver_for_one_target_leaves_what_only_another_target_refused() {
+    use plumbline::ports::{EventKey, EventStatus, EventStore};
+
+    let p = Pipeline::with_config(TWO_TARGETS).await;
+    p.erp.answer_path("/erp", Reply::status(422));
+    p.erp.answer_path("/ledger", Reply::status(200));
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    p.deliver_visible().await;
+    p.erp.answer_path("/erp", Reply::status(200));
+    p.erp.answer_path("/ledger", Reply::status(400));
+    p.ingest(stripe(&fixture("stripe/payment_intent.succeeded.json")))
+        .await;
+    p.deliver_visible().await;
+    let (store, _) = counted_store(&p).await;
+    let status = async |id: &str| {
+        let key = EventKey::parse(&format!("EVT#stripe#{id}")).expect("key");
+        store.get(&key).await.expect("get").expect("kept").status
+    };
+    let (refused_by_erp, refused_by_ledger) = (
+        "evt_3PqLr2F7kS1mZk0a0pRoC4s5",
+        "evt_3PqLr2F7kS1mZk0a1dS8kT4e",
+    );
+    assert_eq!(status(refused_by_erp).await, EventStatus::DeadLettered);
+    assert_eq!(status(refused_by_ledger).await, EventStatus::DeadLettered);
+    p.erp.answer_path("/erp", Reply::status(200));
+    let before = p.erp.count();
+
+    let redeliver = |extra: &[&str]| {
+        let mut args = vec!["events", "redeliver", "--aws", "--json"];
+        args.extend(extra);
+        plumbline(&p, &args)
+    };
+    let summary = |dry_run: bool, target: &str| {
+        serde_json::json!({ "dry_run": dry_run, "redelivered": 1, "skipped": 0,
+                            "target": target, "not_owed_by_target": 1 })
+    };
+    assert_eq!(
+        redeliver(&["--target", "ledger", "--dry-run"]),
+        summary(true, "ledger")
+    );
+    assert_eq!(redeliver(&["--target", "erp"]), summary(false, "erp"));
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!((ids.len(), failed.len()), (1, 0));
+    let calls: Vec<String> = p.erp.requests()[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(calls, ["/erp"], "only the ERP owed the event sent back");
+    assert_eq!(status(refused_by_erp).await, EventStatus::Delivered);
+    assert_eq!(status(refused_by_ledger).await, EventStatus::DeadLettered);
 }
 
 /// Ingests the Stripe `fixture` without its payment's amount: today's ingress quarantines it.

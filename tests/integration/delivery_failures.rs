@@ -12,7 +12,7 @@ use plumbline::ports::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::pipeline::{CONFIG, Pipeline};
+use crate::helpers::pipeline::{CONFIG, Pipeline, TWO_TARGETS};
 use crate::helpers::recorder::Reply;
 use crate::helpers::{STRIPE_SECRET, T0, apigw, fixture, site, stripe, stripe_headers};
 
@@ -310,28 +310,6 @@ async fn a_message_that_cannot_be_read_is_dead_lettered_with_the_reason() {
         .unwrap_or_default();
     assert!(reason.starts_with("undecodable_message:"), "{reason}");
 }
-
-const TWO_TARGETS: &str = r#"
-[sources.stripe]
-kind = "stripe"
-secrets = ["env:STRIPE_SECRET"]
-
-[targets.erp]
-kind = "http"
-url = "{ERP}/erp"
-
-[targets.ledger]
-kind = "http"
-url = "{ERP}/ledger"
-
-[[routes]]
-events = ["payment.*"]
-targets = ["erp", "ledger"]
-
-[delivery]
-backoff_base_secs = 1
-backoff_cap_secs = 1
-"#;
 
 /// One target refuses an event for good while the other must retry it. On the message's next
 /// receive the refused target is not called again, the other delivers, and the event is

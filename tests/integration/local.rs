@@ -455,6 +455,20 @@ async fn dead_lettered_events_are_redelivered_from_the_store_and_their_letters_t
     );
 
     erp.set_default(Reply::status(200));
+    let for_crm: Value = serde_json::from_str(&dev.cli(&[
+        "events",
+        "redeliver",
+        "--target",
+        "crm",
+        "--dry-run",
+        "--json",
+    ]))
+    .expect("json");
+    assert_eq!(
+        (&for_crm["redelivered"], &for_crm["not_owed_by_target"]),
+        (&Value::from(0), &Value::from(EVENTS)),
+        "the events were never routed to a crm: {for_crm}"
+    );
     let sent: Value =
         serde_json::from_str(&dev.cli(&["events", "redeliver", "--json"])).expect("json");
     assert_eq!(sent["redelivered"], EVENTS, "{sent}");

@@ -35,6 +35,29 @@ pub const ERP_SIGNING_SECRET: &str = "whsec_ZXJwLXNpZ25pbmctc2VjcmV0LWZvci10ZXN0
 pub const HUBSPOT_TOKEN: &str = "pat-na1-test-token";
 
 /// Sources as in the ingress tests; an http target `erp` and a hubspot target `crm`.
+/// Two HTTP targets on the `erp` recorder (`/erp` and `/ledger`), both for every payment.
+pub const TWO_TARGETS: &str = r#"
+[sources.stripe]
+kind = "stripe"
+secrets = ["env:STRIPE_SECRET"]
+
+[targets.erp]
+kind = "http"
+url = "{ERP}/erp"
+
+[targets.ledger]
+kind = "http"
+url = "{ERP}/ledger"
+
+[[routes]]
+events = ["payment.*"]
+targets = ["erp", "ledger"]
+
+[delivery]
+backoff_base_secs = 1
+backoff_cap_secs = 1
+"#;
+
 pub const CONFIG: &str = r#"
 [sources.stripe]
 kind = "stripe"
