@@ -294,6 +294,44 @@ async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore + Delive
 }
 
 /// Watermarks read together come back as saved, in the order asked, absent ones as `None`.
+/// Runs list newest first by their start, to the nanosecond: four in one second and one after.
+async fn runs_conform(store: &impl ReconcileStore) {
+    let at = |nanos: i64| {
+        let start = i128::from(t(0).unix()) * 1_000_000_000 + i128::from(nanos);
+        Timestamp::new(time::OffsetDateTime::from_unix_timestamp_nanos(start).expect("in range"))
+    };
+    let started = [
+        ("half", 500_000_000),
+        ("whole", 0),
+        ("next", 1_000_000_000),
+        ("quarter", 250_000_000),
+        ("quarter_and_a_bit", 250_000_001),
+    ];
+    for (id, nanos) in started {
+        let report = plumbline::reconcile::Report {
+            id: id.to_owned(),
+            started_at: at(nanos),
+            finished_at: at(nanos + 1_000),
+            checks: std::collections::BTreeMap::new(),
+            breached: Vec::new(),
+        };
+        store.save_run(&report).await.expect("save");
+    }
+    let ids: Vec<String> = store
+        .recent_runs(10)
+        .await
+        .expect("runs")
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["next", "half", "quarter_and_a_bit", "quarter", "whole"]
+    );
+    let last = store.last_run().await.expect("last").expect("a run");
+    assert_eq!(last.id, "next");
+}
+
 async fn watermarks_conform(store: &impl Watermarks) {
     let finished = Watermark::finished(t(100));
     let resumed = Watermark::resume(t(10), Some("cursor#1".into()), t(90));
@@ -926,6 +964,7 @@ async fn sqlite_conforms() {
     let dir = std::env::temp_dir().join(unique("plumbline-conformance"));
     let store = SqliteStore::open(&dir, 8).expect("open");
     stuck_claims_conform(&store).await;
+    runs_conform(&store).await;
     watermarks_conform(&store).await;
     events_conform(&store).await;
     ledger_conforms(&store).await;
@@ -1204,6 +1243,7 @@ async fn dynamodb_and_sqs_conform() {
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
     stuck_claims_conform(&store).await;
+    runs_conform(&store).await;
     watermarks_conform(&store).await;
     events_conform(&store).await;
     ledger_conforms(&store).await;

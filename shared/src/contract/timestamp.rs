@@ -37,6 +37,23 @@ impl Timestamp {
         Self(self.0 + time::Duration::seconds(secs))
     }
 
+    /// RFC 3339 with all nine digits of the second's fraction, so that text order is time
+    /// order: the shortest form `Display` writes does not sort (`…:40Z` after `…:40.5Z`).
+    /// For keys stores sort by, not for people.
+    pub fn sort_key(self) -> String {
+        let t = self.0;
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond()
+        )
+    }
+
     /// RFC 3339 in UTC, exactly as `time`'s `Rfc3339` writes it (`Z`, a fraction only when
     /// there is one, without trailing zeros), but into a buffer on the stack: every event writes
     /// several, and the general formatter allocates a `String` for each. Years 0 to 9999 only
@@ -165,6 +182,30 @@ mod tests {
         }
         let t = Timestamp::from_unix(1_763_900_000).expect("in range");
         assert_eq!(t.to_string(), "2025-11-23T12:13:20Z");
+    }
+
+    #[test]
+    fn sort_keys_sort_as_the_instants_do() {
+        let texts = [
+            "2026-11-23T08:00:00.5Z",
+            "2026-11-23T08:00:00Z",
+            "2026-11-23T08:00:01Z",
+            "2026-11-23T08:00:00.25Z",
+            "2026-11-23T08:00:00.000000001Z",
+        ];
+        let mut instants: Vec<Timestamp> = texts
+            .iter()
+            .map(|t| Timestamp::parse(t).expect("valid"))
+            .collect();
+        let mut keys: Vec<String> = instants.iter().map(|t| t.sort_key()).collect();
+        instants.sort_unstable();
+        keys.sort_unstable();
+        let from_keys: Vec<Timestamp> = keys
+            .iter()
+            .map(|k| Timestamp::parse(k).expect("a key is RFC 3339"))
+            .collect();
+        assert_eq!(from_keys, instants);
+        assert_eq!(keys[0], "2026-11-23T08:00:00.000000000Z");
     }
 
     #[test]

@@ -136,7 +136,11 @@ impl ReconcileStore for DynamoStore {
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
         let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut item = key(RUN_PK, &format!("{}#{}", report.started_at, report.id));
+        // Runs started in the same second must list in order: the key's time is fixed-width.
+        let mut item = key(
+            RUN_PK,
+            &format!("{}#{}", report.started_at.sort_key(), report.id),
+        );
         item.insert("report".into(), AttributeValue::S(body));
         item.insert(
             "expires_at".into(),

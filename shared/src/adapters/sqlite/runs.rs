@@ -102,9 +102,10 @@ impl ReconcileStore for SqliteStore {
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
         let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (id, started_at) = (report.id.clone(), report.started_at.to_string());
+        // Fixed-width, so that runs of the same second list in order.
+        let (id, started_at) = (report.id.clone(), report.started_at.sort_key());
         // What the table's TTL does on AWS: a long-running local stack keeps a quarter's runs.
-        let expired = report.started_at.plus_secs(-RUN_RETENTION_SECS).to_string();
+        let expired = report.started_at.plus_secs(-RUN_RETENTION_SECS).sort_key();
         self.run(move |conn| {
             conn.exec(
                 "INSERT OR REPLACE INTO runs (id, started_at, report) VALUES (?1, ?2, ?3)",
