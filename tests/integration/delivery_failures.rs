@@ -86,41 +86,36 @@ async fn a_500_then_success_is_one_effective_delivery_with_a_stable_key() {
     );
 }
 
-#[tokio::test]
-async fn a_429_with_retry_after_sets_the_message_visibility() {
+/// A 429 asking for `retry_after` hides the message for at least `at_least`: the `Retry-After`,
+/// not the 1 s backoff. Then it delivers.
+async fn a_429_hides_the_message(id: &str, retry_after: &str, at_least: Duration) {
     let p = Pipeline::new().await;
     p.erp
-        .script([Reply::status(429).with_header("retry-after", "3")]);
-    p.ingest(stripe(&processing("evt_429"))).await;
+        .script([Reply::status(429).with_header("retry-after", retry_after)]);
+    p.ingest(stripe(&processing(id))).await;
     let (_, failed) = p.deliver_visible().await;
     assert_eq!(failed.len(), 1);
     let (event, waited) = p.receive_within(Duration::from_secs(15)).await;
     assert_eq!(event.records.len(), 1, "the message came back");
     assert!(
-        waited >= Duration::from_millis(2500),
-        "hidden for Retry-After (3 s), not the 1 s backoff: {waited:?}"
+        waited >= at_least,
+        "hidden for Retry-After {retry_after:?}, not the 1 s backoff: {waited:?}"
     );
     assert!(p.deliver(event).await.batch_item_failures.is_empty());
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_sets_the_message_visibility() {
+    a_429_hides_the_message("evt_429", "3", Duration::from_millis(2500)).await;
 }
 
 /// HTTP allows `Retry-After` as a date too; it is waited out the same way.
 #[tokio::test]
 async fn a_429_with_retry_after_as_an_http_date_sets_the_message_visibility() {
-    let p = Pipeline::new().await;
     let at = std::time::SystemTime::now() + Duration::from_secs(5);
-    p.erp
-        .script([Reply::status(429).with_header("retry-after", &httpdate::fmt_http_date(at))]);
-    p.ingest(stripe(&processing("evt_429_date"))).await;
-    let (_, failed) = p.deliver_visible().await;
-    assert_eq!(failed.len(), 1);
-    let (event, waited) = p.receive_within(Duration::from_secs(15)).await;
-    assert_eq!(event.records.len(), 1, "the message came back");
-    // The date has whole seconds, so the wait is between 4 and 5 s from when it was written.
-    assert!(
-        waited >= Duration::from_secs(3),
-        "hidden until the date (4-5 s), not the 1 s backoff: {waited:?}"
-    );
-    assert!(p.deliver(event).await.batch_item_failures.is_empty());
+    // The date has whole seconds: the wait is 4 to 5 s from when it was written.
+    let date = httpdate::fmt_http_date(at);
+    a_429_hides_the_message("evt_429_date", &date, Duration::from_secs(3)).await;
 }
 
 #[tokio::test]
