@@ -7,7 +7,7 @@ use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::SqliteStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::contract::{EntityKind, EventId, SourceEventId, SourceName, Timestamp};
-use plumbline::ingress::QueueMessage;
+use plumbline::ingress::{Outgoing, QueueMessage};
 use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeadLetterSource, DeadLetters, DeliveryLog, DeliveryState, EventKey,
@@ -723,7 +723,10 @@ async fn intake_conforms<Q: EventQueue + QueueConsumer>(store: &impl Intake<Q>, 
     assert_eq!(got.len(), 1, "the claim's message is on the queue");
     assert_eq!(
         QueueMessage::decode(&got[0].body).expect("decodes"),
-        QueueMessage::new(&fresh.key, fresh.envelope.as_ref().expect("envelope"))
+        QueueMessage::decode(
+            Outgoing::new(&fresh.key, fresh.envelope.as_ref().expect("envelope")).body()
+        )
+        .expect("decodes")
     );
     queue.ack(&got[0].receipt_handle).await.expect("ack");
 
@@ -844,7 +847,7 @@ async fn reprocess_conforms<Q: EventQueue + QueueConsumer>(
     assert_eq!(got.len(), 1, "enqueued once");
     assert_eq!(
         QueueMessage::decode(&got[0].body).expect("decodes"),
-        QueueMessage::new(&readable.key, envelope)
+        QueueMessage::decode(Outgoing::new(&readable.key, envelope).body()).expect("decodes")
     );
     queue.ack(&got[0].receipt_handle).await.expect("ack");
     let pending = store
@@ -882,7 +885,7 @@ async fn queue_conforms(
     queue: &(impl EventQueue + QueueConsumer + QueueControl),
     dlq: &(impl DeadLetters + DeadLetterSource),
 ) {
-    let message = QueueMessage::new(
+    let message = Outgoing::new(
         &record("evt_q", "aa").key,
         record("evt_q", "aa").envelope.as_ref().expect("envelope"),
     );
@@ -899,7 +902,7 @@ async fn queue_conforms(
     );
     assert_eq!(
         QueueMessage::decode(&got[0].body).expect("decodes"),
-        message
+        QueueMessage::decode(message.body()).expect("decodes")
     );
     assert!(
         nothing_visible(queue, Duration::from_secs(30)).await,
@@ -1277,7 +1280,7 @@ async fn redrive_conforms(
     dlq: &impl DeadLetterSource,
     max: u32,
 ) {
-    let message = QueueMessage::new(
+    let message = Outgoing::new(
         &record("evt_r", "aa").key,
         record("evt_r", "aa").envelope.as_ref().expect("envelope"),
     );
@@ -1305,7 +1308,7 @@ async fn redrive_conforms(
     assert_eq!(letters.len(), 1, "on the dead-letter queue");
     assert_eq!(
         QueueMessage::decode(&letters[0].body).expect("decodes"),
-        message
+        QueueMessage::decode(message.body()).expect("decodes")
     );
     let reason = letters[0].attributes.get("reason").map(String::as_str);
     assert!(

@@ -11,8 +11,8 @@ use plumbline::adapters::sqlite::{LocalDeadLetters, SqliteStore};
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::stripe_api::StripeEvents;
 use plumbline::contract::{EntityKind, Origin, SourceName, Timestamp, Trace};
-use plumbline::ingress::QueueMessage;
 use plumbline::ingress::build_record;
+use plumbline::ingress::{Outgoing, QueueMessage};
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetterSource, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake,
@@ -476,7 +476,7 @@ async fn crashed_claim_on_the_queue(
     let envelope = record.envelope.as_ref().expect("envelope");
     for _ in 0..messages {
         queue
-            .enqueue(&QueueMessage::new(&key, envelope))
+            .enqueue(&Outgoing::new(&key, envelope))
             .await
             .expect("enqueue");
     }

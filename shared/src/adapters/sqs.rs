@@ -6,7 +6,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 
 use std::time::Duration;
 
-use crate::ingress::QueueMessage;
+use crate::ingress::Outgoing;
 use crate::ports::{
     DeadLetterSource, DeadLetters, Depth, EventQueue, QueueConsumer, QueueControl, QueueError,
     QueueStats, Received, Requeue, letter,
@@ -39,7 +39,7 @@ const REFUSED: [&str; 3] = [
 ];
 
 impl EventQueue for SqsQueue {
-    async fn enqueue(&self, message: &QueueMessage) -> Result<(), QueueError> {
+    async fn enqueue(&self, message: &Outgoing) -> Result<(), QueueError> {
         let mut request = self
             .client
             .send_message()

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::ingress::QueueMessage;
+use crate::ingress::Outgoing;
 use crate::ports::{
     DeadLetterSource, EventRecord, EventStatus, QueueError, Received, Requeue, letter,
 };
@@ -120,7 +120,7 @@ pub async fn redeliver(
         return Ok(false);
     };
     if !dry_run {
-        let message = QueueMessage::new(&record.key, envelope);
+        let message = Outgoing::new(&record.key, envelope);
         let mut attributes: Vec<(&str, String)> = message
             .attributes()
             .iter()
@@ -128,7 +128,7 @@ pub async fn redeliver(
             .collect();
         attributes.push((letter::EVENT_KEY, record.key.to_string()));
         attributes.push((REPLAY, "1".to_owned()));
-        queue.requeue(&message.body(), &attributes).await?;
+        queue.requeue(message.body(), &attributes).await?;
     }
     Ok(true)
 }

@@ -1,4 +1,4 @@
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::contract::Envelope;
 use crate::ports::EventKey;
@@ -7,55 +7,75 @@ use crate::ports::EventKey;
 /// 64 KiB billing chunks at most.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
-/// What the delivery queue carries: the event's key, and its envelope while it fits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A message as read from the delivery queue: the event's key, and its envelope when the
+/// message carried it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct QueueMessage {
     pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub event: Option<Envelope>,
-    #[serde(skip)]
-    event_type: String,
-    #[serde(skip)]
-    source: String,
 }
 
 impl QueueMessage {
+    /// Reads a body written by [`Outgoing`].
+    pub fn decode(body: &str) -> Result<Self, String> {
+        let m: Self =
+            serde_json::from_str(body).map_err(|e| format!("invalid message body: {e}"))?;
+        if EventKey::parse(&m.key).is_none() {
+            return Err(format!("invalid event key {:?}", m.key));
+        }
+        Ok(m)
+    }
+}
+
+/// A message for the delivery queue, encoded: the event's key, and its envelope while it fits
+/// (else the key alone, and delivery reads the envelope from the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    key: String,
+    body: String,
+    event_type: String,
+    source: String,
+}
+
+impl Outgoing {
     pub fn new(key: &EventKey, envelope: &Envelope) -> Self {
+        Self::encoded(key, envelope, &envelope.to_json())
+    }
+
+    /// With `json`, the envelope as [`Envelope::to_json`] wrote it: the ingress encodes each
+    /// envelope once, for the claim and the message both.
+    pub fn encoded(key: &EventKey, envelope: &Envelope, json: &str) -> Self {
+        // A key is ASCII without quotes or escapes (`EventKey::parse`), but it is written as
+        // JSON all the same.
+        let key_json = serde_json::to_string(key.as_str()).expect("a string always serializes");
+        let mut body = String::with_capacity(key_json.len() + json.len() + 20);
+        body.push_str("{\"key\":");
+        body.push_str(&key_json);
+        if key_json.len() + json.len() + 20 <= MAX_MESSAGE_BYTES {
+            body.push_str(",\"event\":");
+            body.push_str(json);
+        }
+        body.push('}');
         Self {
             key: key.as_str().to_owned(),
-            event: Some(envelope.clone()),
+            body,
             event_type: envelope.event_type.to_string(),
             source: envelope.source.to_string(),
         }
     }
 
-    /// The message body: with the envelope when it fits, else the key alone (delivery then
-    /// reads the envelope from the store).
-    pub fn body(&self) -> String {
-        let full = serde_json::to_string(self).expect("a message always serializes");
-        if full.len() <= MAX_MESSAGE_BYTES {
-            return full;
-        }
-        serde_json::json!({ "key": self.key }).to_string()
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn body(&self) -> &str {
+        &self.body
     }
 
     /// Message attributes, so consumers and filters need not parse the body.
     pub fn attributes(&self) -> [(&'static str, &str); 2] {
         [("event_type", &self.event_type), ("source", &self.source)]
-    }
-
-    /// Reads a body written by [`QueueMessage::body`].
-    pub fn decode(body: &str) -> Result<Self, String> {
-        let mut m: Self =
-            serde_json::from_str(body).map_err(|e| format!("invalid message body: {e}"))?;
-        if EventKey::parse(&m.key).is_none() {
-            return Err(format!("invalid event key {:?}", m.key));
-        }
-        if let Some(e) = &m.event {
-            m.event_type = e.event_type.to_string();
-            m.source = e.source.to_string();
-        }
-        Ok(m)
     }
 }
 
@@ -74,8 +94,8 @@ mod tests {
     #[test]
     fn a_message_carries_the_envelope_while_it_fits_and_the_key_alone_otherwise() {
         let key = EventKey::parse("EVT#stripe#evt_1").expect("key");
-        let small = QueueMessage::new(&key, &envelope());
-        let decoded = QueueMessage::decode(&small.body()).expect("decodes");
+        let small = Outgoing::new(&key, &envelope());
+        let decoded = QueueMessage::decode(small.body()).expect("decodes");
         assert_eq!(
             decoded.event.as_ref().map(|e| e.id.clone()),
             Some(envelope().id)
@@ -83,7 +103,7 @@ mod tests {
 
         let mut big = envelope();
         big.data.failure_reason = Some("x".repeat(MAX_MESSAGE_BYTES));
-        let body = QueueMessage::new(&key, &big).body();
+        let body = Outgoing::new(&key, &big).body().to_owned();
         assert!(body.len() < 1024, "only the key: {} bytes", body.len());
         let decoded = QueueMessage::decode(&body).expect("decodes");
         assert_eq!(

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use tracing::{info, instrument, warn};
 
 pub use error::IngressError;
-pub use message::{MAX_MESSAGE_BYTES, QueueMessage};
+pub use message::{MAX_MESSAGE_BYTES, Outgoing, QueueMessage};
 pub use record::build_record;
 pub use reply::{Reply, reply};
 pub use reprocess::{ReprocessError, Reprocessed, reprocess};
 
 use crate::config::IngressSettings;
-use crate::contract::{EventId, Origin, SourceName, Timestamp, Trace};
+use crate::contract::{Envelope, EventId, Origin, SourceName, Timestamp, Trace};
 use crate::ports::{Claim, Clock, EventQueue, EventRecord, EventStatus, EventStore, Intake};
 use crate::sources::{Inbound, SourceEvent, SourceKind, Verifier};
 use crate::telemetry::{Metric, Metrics};
@@ -300,7 +300,7 @@ impl<S: Intake<Q>, Q: EventQueue, C: Clock, M: Metrics> Ingress<S, Q, C, M> {
                 && let Some(envelope) = &existing.envelope
             {
                 self.queue
-                    .enqueue(&QueueMessage::new(&existing.key, envelope))
+                    .enqueue(&Outgoing::new(&existing.key, envelope))
                     .await?;
                 self.metrics.emit(Metric::count(
                     "IngressRequeued",
@@ -319,9 +319,11 @@ pub async fn claim_then_enqueue(
     queue: &impl EventQueue,
     record: &EventRecord,
 ) -> Result<Claim, IngressError> {
-    let claim = store.claim(record).await?;
+    // Encoded once, for the item and the message.
+    let json = record.envelope.as_ref().map(Envelope::to_json);
+    let claim = store.claim_encoded(record, json.as_deref()).await?;
     if claim == Claim::Claimed {
-        enqueue_or_release(store, queue, record).await?;
+        send_or_release(store, queue, record, json.as_deref()).await?;
     }
     Ok(claim)
 }
@@ -334,13 +336,24 @@ pub async fn enqueue_or_release(
     queue: &impl EventQueue,
     record: &EventRecord,
 ) -> Result<(), IngressError> {
+    send_or_release(store, queue, record, None).await
+}
+
+/// [`enqueue_or_release`], with the envelope's JSON when the caller has it already.
+async fn send_or_release(
+    store: &(impl EventStore + ?Sized),
+    queue: &impl EventQueue,
+    record: &EventRecord,
+    envelope_json: Option<&str>,
+) -> Result<(), IngressError> {
     let (EventStatus::Received, Some(envelope)) = (record.status, &record.envelope) else {
         return Ok(());
     };
-    if let Err(err) = queue
-        .enqueue(&QueueMessage::new(&record.key, envelope))
-        .await
-    {
+    let message = match envelope_json {
+        Some(json) => Outgoing::encoded(&record.key, envelope, json),
+        None => Outgoing::new(&record.key, envelope),
+    };
+    if let Err(err) = queue.enqueue(&message).await {
         if let Err(release) = store.release(&record.key, &record.event_id).await {
             // The claim stays; a later duplicate after the horizon or the stuck sweep heals it.
             warn!(error = %release, "could not release the claim after a failed enqueue");

@@ -3,7 +3,7 @@
 
 use tracing::{info, instrument};
 
-use super::QueueMessage;
+use super::Outgoing;
 use super::record::envelope_of;
 use crate::contract::{Origin, Timestamp, Trace};
 use crate::ports::{EventQueue, EventRecord, EventStatus, EventStore, QueueError, StoreError};
@@ -117,7 +117,7 @@ pub async fn reprocess<S: EventStore, Q: EventQueue>(
     }
     let envelope = promoted.envelope.as_ref().expect("set above");
     queue
-        .enqueue(&QueueMessage::new(&promoted.key, envelope))
+        .enqueue(&Outgoing::new(&promoted.key, envelope))
         .await?;
     info!(event_type = %envelope.event_type, was = record.status.as_str(), "kept event reprocessed");
     Ok(Reprocessed::Enqueued)

@@ -189,6 +189,18 @@ pub trait EventStore: Send + Sync {
     fn claim(&self, record: &EventRecord)
     -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
+    /// [`EventStore::claim`], given the record's envelope already encoded (as
+    /// [`crate::contract::Envelope::to_json`] writes it): the ingress encodes each envelope
+    /// once, for the claim and the message both. A store that writes no JSON ignores it.
+    fn claim_encoded(
+        &self,
+        record: &EventRecord,
+        envelope_json: Option<&str>,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        let _ = envelope_json;
+        self.claim(record)
+    }
+
     /// Deletes a claim this caller made (`event_id` matches) while it is still `Received`.
     fn release(
         &self,
@@ -277,7 +289,7 @@ impl QueueError {
 pub trait EventQueue: Send + Sync {
     fn enqueue(
         &self,
-        message: &crate::ingress::QueueMessage,
+        message: &crate::ingress::Outgoing,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
@@ -302,6 +314,13 @@ impl<T: EventStore> EventStore for Arc<T> {
         record: &EventRecord,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
         (**self).claim(record)
+    }
+    fn claim_encoded(
+        &self,
+        record: &EventRecord,
+        envelope_json: Option<&str>,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send {
+        (**self).claim_encoded(record, envelope_json)
     }
     fn release(
         &self,
@@ -359,7 +378,7 @@ impl<T: EventStore> EventStore for Arc<T> {
 impl<T: EventQueue> EventQueue for Arc<T> {
     fn enqueue(
         &self,
-        message: &crate::ingress::QueueMessage,
+        message: &crate::ingress::Outgoing,
     ) -> impl Future<Output = Result<(), QueueError>> + Send {
         (**self).enqueue(message)
     }

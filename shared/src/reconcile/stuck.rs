@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{CheckResult, Reconciler, STUCK_EVENTS};
 use crate::contract::{Envelope, Timestamp};
-use crate::ingress::QueueMessage;
+use crate::ingress::Outgoing;
 use crate::ports::{
     DeadLetters, Depth, EventKey, EventQueue, EventRecord, Intake, Letter, PendingCursor,
     ReconcileStore, Unreadable,
@@ -256,7 +256,7 @@ where
         {
             Ok(true) => match self
                 .queue
-                .enqueue(&QueueMessage::new(&record.key, envelope))
+                .enqueue(&Outgoing::new(&record.key, envelope))
                 .await
             {
                 Ok(()) => Repair::Done,
@@ -310,7 +310,7 @@ where
                 record.requeues
             )
         };
-        let message = QueueMessage::new(&record.key, envelope);
+        let message = Outgoing::new(&record.key, envelope);
         let attributes = Letter {
             reason: detail.clone(),
             failed_at: now,
@@ -321,7 +321,7 @@ where
         .attributes();
         if let Err(err) = self
             .dead_letters
-            .dead_letter(&message.body(), &attributes)
+            .dead_letter(message.body(), &attributes)
             .await
         {
             warn!(error = %err, "could not dead-letter a stuck event");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use plumbline::contract::{EventId, Timestamp};
 use plumbline::delivery::Document;
-use plumbline::ingress::QueueMessage;
+use plumbline::ingress::Outgoing;
 use plumbline::ledger::Entity;
 use plumbline::ports::{
     Alias, Attempt, Claim, DeliveryLog, DeliveryRecord, EventKey, EventQueue, EventRecord,
@@ -283,13 +283,13 @@ pub struct FaultyQueue<Q> {
 }
 
 impl<Q: EventQueue> EventQueue for FaultyQueue<Q> {
-    async fn enqueue(&self, message: &QueueMessage) -> Result<(), QueueError> {
+    async fn enqueue(&self, message: &Outgoing) -> Result<(), QueueError> {
         if self.plan.chance(self.plan.send_failure) {
-            self.plan.note("queue send failed", message.key.clone());
+            self.plan.note("queue send failed", message.key());
             return Err(QueueError::Unavailable("injected send failure".into()));
         }
         self.inner.enqueue(message).await?;
-        crash_if(&self.plan, Point::AfterEnqueue, &message.key);
+        crash_if(&self.plan, Point::AfterEnqueue, message.key());
         Ok(())
     }
 }

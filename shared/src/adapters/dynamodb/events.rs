@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use serde::{Deserialize, Serialize};
 
 use super::{DynamoStore, applied, classify, condition_failed, key, packed};
-use crate::contract::{Envelope, EventId, SourceEventId, SourceName, Timestamp};
+use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{
     Claim, DeliveryLog, EventKey, EventQueue, EventRecord, EventStatus, EventStore, Intake,
     StoreError,
@@ -112,7 +112,8 @@ impl EventItem {
             received_at: r.received_at.to_string(),
             expires_at: r.expires_at.unix(),
             event_type: r.envelope.as_ref().map(|e| e.event_type.to_string()),
-            envelope: r.envelope.as_ref().map(Envelope::to_json),
+            // Packed separately by `to_item`, from JSON encoded once.
+            envelope: None,
             raw: r.raw.as_ref().map(ToString::to_string),
             reason: r.reason.clone(),
             header_time: r.header_time.map(|t| t.to_string()),
@@ -250,17 +251,27 @@ fn key_of(event: &EventKey) -> HashMap<String, AttributeValue> {
 
 /// The item a claim writes for `record`: everything the ingress builds for its first request
 /// but the request itself. Public for the benchmark of the ingress's own work per event.
-pub fn claim_item(record: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
-    to_item(record)
+pub fn claim_item(
+    record: &EventRecord,
+    envelope_json: Option<&str>,
+) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    to_item(record, envelope_json)
 }
 
-/// The item for a record, its envelope deflated.
-fn to_item(record: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
+/// The item for a record, its envelope deflated; from `envelope_json` when given, the
+/// envelope's JSON as [`crate::contract::Envelope::to_json`] wrote it.
+fn to_item(
+    record: &EventRecord,
+    envelope_json: Option<&str>,
+) -> Result<HashMap<String, AttributeValue>, StoreError> {
     let mut item: HashMap<String, AttributeValue> =
         serde_dynamo::to_item(EventItem::from_record(record))
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if let Some(AttributeValue::S(json)) = item.remove("envelope") {
-        let (name, value) = packed::pack("envelope", &json);
+    if let Some(envelope) = &record.envelope {
+        let (name, value) = match envelope_json {
+            Some(json) => packed::pack("envelope", json),
+            None => packed::pack("envelope", &envelope.to_json()),
+        };
         item.insert(name, value);
     }
     Ok(item)
@@ -282,7 +293,15 @@ impl<Q: EventQueue> Intake<Q> for DynamoStore {}
 
 impl EventStore for DynamoStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
-        let item = to_item(record)?;
+        self.claim_encoded(record, None).await
+    }
+
+    async fn claim_encoded(
+        &self,
+        record: &EventRecord,
+        envelope_json: Option<&str>,
+    ) -> Result<Claim, StoreError> {
+        let item = to_item(record, envelope_json)?;
         let result = self
             .client
             .put_item()
@@ -372,7 +391,7 @@ impl EventStore for DynamoStore {
     async fn promote(&self, was: EventStatus, record: &EventRecord) -> Result<bool, StoreError> {
         // An update rather than a put, so what the item holds besides the record (conflicts
         // counted while it was kept) stays.
-        let mut item = to_item(record)?;
+        let mut item = to_item(record, None)?;
         item.remove("pk");
         item.remove("sk");
         let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
@@ -472,13 +491,32 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_given_its_envelope_encoded_writes_the_item_it_would_encode_itself() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/contract/fixtures/v1/payment.succeeded.stripe.json"
+        );
+        let envelope: crate::contract::Envelope =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("fixture"))
+                .expect("envelope");
+        let json = envelope.to_json();
+        let record = EventRecord {
+            envelope: Some(envelope),
+            ..claim(0)
+        };
+        let given = claim_item(&record, Some(&json)).expect("item");
+        assert!(given.contains_key("envelope_z"), "the envelope, packed");
+        assert_eq!(given, claim_item(&record, None).expect("item"));
+    }
+
+    #[test]
     fn a_claim_carries_no_requeue_count_until_it_is_enqueued_again() {
-        let first = claim_item(&claim(0)).expect("item");
+        let first = claim_item(&claim(0), None).expect("item");
         assert!(
             !first.contains_key("requeues"),
             "a new claim's item is as small as before"
         );
-        let again = claim_item(&claim(2)).expect("item");
+        let again = claim_item(&claim(2), None).expect("item");
         assert_eq!(again.get("requeues"), Some(&AttributeValue::N("2".into())));
         assert_eq!(from_item(again).expect("record").requeues, 2);
         assert_eq!(from_item(first).expect("record").requeues, 0);

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Cached, SqliteStore, queue, sql_error};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
-use crate::ingress::{IngressError, QueueMessage, claim_then_enqueue};
+use crate::ingress::{IngressError, Outgoing, claim_then_enqueue};
 use crate::ports::{Claim, EventKey, EventRecord, EventStatus, EventStore, Intake, StoreError};
 use crate::sources::PayloadHash;
 
@@ -82,8 +82,21 @@ pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<EventRecord>, S
 }
 
 /// Inserts the claim unless the key is taken; then answers with the stored record.
-fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
+/// `envelope_json` is the envelope already encoded, when the caller has it.
+fn claim(
+    conn: &Connection,
+    r: &EventRecord,
+    envelope_json: Option<&str>,
+) -> Result<Claim, StoreError> {
     let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
+    let encoded = match envelope_json {
+        None => r.envelope.as_ref().map(crate::contract::Envelope::to_json),
+        Some(_) => None,
+    };
+    let envelope = r
+        .envelope
+        .as_ref()
+        .and(envelope_json.or(encoded.as_deref()));
     let inserted = conn
         .exec(
             "INSERT INTO events (key, event_id, source, source_event_id, source_type, status, payload_hash, \
@@ -103,7 +116,7 @@ fn claim(conn: &Connection, r: &EventRecord) -> Result<Claim, StoreError> {
                 r.received_at.unix_millis(),
                 r.expires_at.unix(),
                 r.envelope.as_ref().map(|e| e.event_type.to_string()),
-                r.envelope.as_ref().map(crate::contract::Envelope::to_json),
+                envelope,
                 r.raw.as_ref().map(ToString::to_string),
                 r.reason,
                 pending,
@@ -130,16 +143,21 @@ impl Intake<SqliteStore> for SqliteStore {
         if !self.shares_database_with(queue) {
             return claim_then_enqueue(self, queue, record).await;
         }
-        let message = match (record.status, &record.envelope) {
-            (EventStatus::Received, Some(envelope)) => {
-                Some(queue::row_of(&QueueMessage::new(&record.key, envelope)))
-            }
+        // Encoded once, for the row and the message.
+        let json = record
+            .envelope
+            .as_ref()
+            .map(crate::contract::Envelope::to_json);
+        let message = match (record.status, &record.envelope, &json) {
+            (EventStatus::Received, Some(envelope), Some(json)) => Some(queue::row_of(
+                &Outgoing::encoded(&record.key, envelope, json),
+            )),
             _ => None,
         };
         let r = record.clone();
         let (claim, sent) = self
             .run(move |conn| {
-                let claim = claim(conn, &r)?;
+                let claim = claim(conn, &r, json.as_deref())?;
                 let sent = match (&claim, &message) {
                     (Claim::Claimed, Some((body, attributes))) => {
                         queue::send(conn, queue::DELIVERY, body, attributes)?;
@@ -186,7 +204,7 @@ impl SqliteStore {
 impl EventStore for SqliteStore {
     async fn claim(&self, record: &EventRecord) -> Result<Claim, StoreError> {
         let r = record.clone();
-        self.run(move |conn| claim(conn, &r)).await
+        self.run(move |conn| claim(conn, &r, None)).await
     }
 
     async fn release(&self, key: &EventKey, event_id: &EventId) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 
 use super::{Cached, SqliteStore, now_ms, sql_error};
-use crate::ingress::QueueMessage;
+use crate::ingress::Outgoing;
 use crate::ports::{
     DeadLetterSource, DeadLetters, EventQueue, QueueConsumer, QueueControl, QueueError, Received,
     Requeue, StoreError,
@@ -225,9 +225,9 @@ impl SqliteStore {
                     let envelope: crate::contract::Envelope =
                         serde_json::from_str(envelope).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
                     let key = crate::ports::EventKey::parse(key).ok_or_else(|| StoreError::Corrupt(format!("{key}: bad key")))?;
-                    let message = QueueMessage::new(&key, &envelope);
+                    let message = Outgoing::new(&key, &envelope);
                     let attributes = message.attributes().iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-                    send(conn, DELIVERY, &message.body(), &attributes)?;
+                    send(conn, DELIVERY, message.body(), &attributes)?;
                 }
                 Ok(orphans.len() as u64)
             })
@@ -245,17 +245,17 @@ impl SqliteStore {
 }
 
 /// A message's row: its body and its attributes.
-pub(super) fn row_of(message: &QueueMessage) -> (String, BTreeMap<String, String>) {
+pub(super) fn row_of(message: &Outgoing) -> (String, BTreeMap<String, String>) {
     let attributes = message
         .attributes()
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    (message.body(), attributes)
+    (message.body().to_owned(), attributes)
 }
 
 impl EventQueue for SqliteStore {
-    async fn enqueue(&self, message: &QueueMessage) -> Result<(), QueueError> {
+    async fn enqueue(&self, message: &Outgoing) -> Result<(), QueueError> {
         let (body, attributes) = row_of(message);
         self.run(move |conn| send(conn, DELIVERY, &body, &attributes))
             .await
