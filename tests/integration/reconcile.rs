@@ -16,8 +16,8 @@ use plumbline::ingress::{Outgoing, QueueMessage};
 use plumbline::ledger::{Entity, FieldValue};
 use plumbline::ports::{
     Claim, DeadLetterSource, DeadLetters, EventKey, EventQueue, EventStatus, EventStore, Intake,
-    LedgerStore, ManualClock, QueueConsumer, QueueStats, ReconcileStore, Watermark, Watermarks,
-    change_entry,
+    LedgerStore, ManualClock, ProviderEvents, QueueConsumer, QueueStats, ReconcileStore, Watermark,
+    Watermarks, change_entry,
 };
 use plumbline::reconcile::{
     DELIVERY_BACKLOG, DLQ_MESSAGES, MISSED_WEBHOOKS, PAYMENT_ORDER_PARITY, REPLAYS, Reconciler,
@@ -106,19 +106,12 @@ fn pages_of_two(max_pages: usize) -> Settings {
 }
 
 /// A reconciler of the local stack: the SQLite store is also its queue and dead letters.
-fn local_reconciler(
+fn local_reconciler<P: ProviderEvents>(
     store: &SqliteStore,
-    providers: BTreeMap<SourceName, (SourceKind, StripeEvents)>,
+    providers: BTreeMap<SourceName, (SourceKind, P)>,
     clock: &ManualClock,
     settings: Settings,
-) -> Reconciler<
-    SqliteStore,
-    SqliteStore,
-    LocalDeadLetters,
-    StripeEvents,
-    ManualClock,
-    RecordingMetrics,
-> {
+) -> Reconciler<SqliteStore, SqliteStore, LocalDeadLetters, P, ManualClock, RecordingMetrics> {
     Reconciler::new(
         store.clone(),
         store.clone(),
@@ -1332,6 +1325,88 @@ async fn a_watermark_older_than_the_providers_window_is_reported_as_a_stretch_no
         .checks[MISSED_WEBHOOKS]
         .clone();
     assert_eq!((again.found, again.note), (0, None));
+}
+
+/// Paddle lists 90 days of events, not Stripe's 30: a Paddle watermark 60 days old is walked
+/// from where it stands, and only one older than 90 days leaves a stretch not checked.
+#[tokio::test]
+async fn a_paddle_watermark_is_held_to_paddles_ninety_days() {
+    let day = 86_400;
+    let api = PaddleApi::start(vec![
+        paddle_listed("evt_01", T0 - 50 * day),
+        paddle_listed("evt_02", T0 - 3_600),
+    ])
+    .await;
+    let dir = std::env::temp_dir().join(unique("plumbline-paddle-window"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let at = |secs: i64| Timestamp::from_unix(secs).expect("in range");
+    store
+        .save_watermark("paddle", &Watermark::finished(at(T0 - 60 * day)))
+        .await
+        .expect("watermark");
+    let clock = ManualClock::at(at(T0));
+    let events =
+        PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
+    let providers = BTreeMap::from([(
+        SourceName::try_from("paddle").expect("name"),
+        (SourceKind::Paddle, events),
+    )]);
+    let reconciler = local_reconciler(&store, providers, &clock, settings(10));
+    let run = async || {
+        reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .checks[MISSED_WEBHOOKS]
+            .clone()
+    };
+    let missed = run().await;
+    assert_eq!((missed.found, missed.repaired), (2, 2), "{missed:?}");
+    assert_eq!(missed.note, None, "60 days is within Paddle's window");
+
+    let last_walk = at(T0 - 100 * day);
+    store
+        .save_watermark("paddle", &Watermark::finished(last_walk))
+        .await
+        .expect("watermark");
+    clock.advance_secs(300);
+    let lapsed = run().await;
+    assert_eq!(lapsed.found, 0, "both are stored now: {lapsed:?}");
+    let window_start = at(T0 + 300 - 90 * day);
+    assert_eq!(
+        lapsed.note,
+        Some(format!(
+            "paddle: not checked from {last_walk} to {window_start}, past the provider's 90 days \
+             of events"
+        ))
+    );
+}
+
+/// A source's first walk (no watermark) reaches back `reconcile.first_walk_days` only: with 1,
+/// an event of two days ago is left alone and one of an hour ago is taken in; with 0, nothing
+/// before the first run is.
+#[tokio::test]
+async fn a_first_walk_reaches_back_first_walk_days_only() {
+    let day = 86_400;
+    let api = StripeApi::start(vec![
+        listed("evt_two_days_ago", T0 - 2 * day),
+        listed("evt_an_hour_ago", T0 - 3_600),
+    ])
+    .await;
+    for (first_walk_days, expected) in [(1, vec!["EVT#stripe#evt_an_hour_ago"]), (0, vec![])] {
+        let dir = std::env::temp_dir().join(unique("plumbline-first-walk"));
+        let store = SqliteStore::open(&dir, 8).expect("open");
+        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+        let mut settings = settings(10);
+        settings.first_walk_days = first_walk_days;
+        let reconciler = local_reconciler(&store, stripe_provider(&api), &clock, settings);
+        let missed = reconciler
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .checks[MISSED_WEBHOOKS]
+            .clone();
+        assert_eq!(missed.ids, expected, "first_walk_days = {first_walk_days}");
+        assert_eq!(missed.note, None);
+    }
 }
 
 #[tokio::test]

@@ -351,6 +351,10 @@ impl Config {
             page_limit: raw.reconcile.page_limit.unwrap_or(defaults.page_limit),
             max_pages: raw.reconcile.max_pages.unwrap_or(defaults.max_pages),
             failed_only: raw.reconcile.failed_only.unwrap_or(false),
+            first_walk_days: raw
+                .reconcile
+                .first_walk_days
+                .unwrap_or(defaults.first_walk_days),
             retention_days: ingress.retention_days,
             thresholds: thresholds.clone(),
             settle_secs: raw.reconcile.settle_secs.unwrap_or(defaults.settle_secs),
@@ -361,6 +365,9 @@ impl Config {
         };
         if reconcile.settle_secs < 0 {
             problems.add("reconcile.settle_secs".into(), "must not be negative");
+        }
+        if !(0..=90).contains(&reconcile.first_walk_days) {
+            problems.add("reconcile.first_walk_days".into(), "must be 0 to 90");
         }
         if !(1..=90).contains(&reconcile.window_days) {
             problems.add("reconcile.window_days".into(), "must be 1 to 90");

@@ -98,6 +98,7 @@ pub(super) struct RawReconcile {
     pub(super) page_limit: Option<usize>,
     pub(super) max_pages: Option<usize>,
     pub(super) failed_only: Option<bool>,
+    pub(super) first_walk_days: Option<i64>,
     pub(super) settle_secs: Option<i64>,
     pub(super) window_days: Option<i64>,
     pub(super) lead_days: Option<i64>,

@@ -540,3 +540,22 @@ fn max_requeues_is_read_and_bounded() {
     assert_eq!(err.problems[0].line, Some(6));
     Config::parse(&format!("{base}max_requeues = -1\n")).expect_err("not a count");
 }
+
+#[test]
+fn first_walk_days_is_read_and_bounded() {
+    let base = "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:S\"]\n\n[reconcile]\n";
+    assert_eq!(
+        Config::parse(base)
+            .expect("valid")
+            .reconcile
+            .first_walk_days,
+        30,
+        "the default"
+    );
+    let config = Config::parse(&format!("{base}first_walk_days = 0\n")).expect("valid");
+    assert_eq!(config.reconcile.first_walk_days, 0, "from the first run on");
+    let err = Config::parse(&format!("{base}first_walk_days = 91\n")).expect_err("too far");
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "reconcile.first_walk_days");
+    assert_eq!(err.problems[0].line, Some(6));
+}

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{CheckResult, PROVIDER_WINDOW_SECS, Reconciler};
+use super::{CheckResult, Reconciler};
 use crate::contract::{SourceName, Timestamp};
 use crate::ports::{
     EventKey, EventQueue, EventStore, Intake, ProviderEvents, Watermark, Watermarks,
@@ -33,7 +33,8 @@ where
                     continue;
                 }
             };
-            let oldest = now.plus_secs(-PROVIDER_WINDOW_SECS);
+            let window_days = kind.event_window_days().unwrap_or(30);
+            let oldest = now.plus_secs(-window_days * 86_400);
             // Not walked since before the provider's window (reconciliation stopped, or the API
             // failed, for that long): what happened between is no longer listed, so no run can
             // check it. Said, not hidden behind a report of nothing missed.
@@ -41,13 +42,13 @@ where
                 warn!(source = %source, since = %lapsed, "the provider's window has passed the watermark");
                 notes.push(format!(
                     "{source}: not checked from {lapsed} to {oldest}, past the provider's \
-                     {} days of events",
-                    PROVIDER_WINDOW_SECS / 86_400
+                     {window_days} days of events"
                 ));
             }
+            let first = now.plus_secs(-self.settings.first_walk_days * 86_400);
             let (since, mut cursor, until) = match stored {
                 Some(w) => (w.since.max(oldest), w.cursor, w.until.unwrap_or(now)),
-                None => (oldest, None, now),
+                None => (oldest.max(first), None, now),
             };
             let mut complete = false;
             let mut failed = None;

@@ -90,6 +90,9 @@ pub struct Settings {
     pub max_pages: usize,
     /// Ask providers only for the events they failed to deliver.
     pub failed_only: bool,
+    /// How many days back a source's first walk of its provider's list starts (no watermark
+    /// yet): what the store lacks of those days is taken in and delivered.
+    pub first_walk_days: i64,
     /// Event records' retention, as the ingress sets it.
     pub retention_days: i64,
     /// Items per page (stuck events, listed events, entities).
@@ -114,6 +117,7 @@ impl Default for Settings {
             max_requeues: DEFAULT_MAX_REQUEUES,
             max_pages: 10,
             failed_only: false,
+            first_walk_days: 30,
             retention_days: 90,
             page_limit: 100,
             thresholds: BTreeMap::new(),
@@ -132,8 +136,6 @@ pub const DEFAULT_MAX_REQUEUES: u32 = 3;
 pub const MISSED_WEBHOOKS: &str = "missed_webhooks";
 pub const STUCK_EVENTS: &str = "stuck_events";
 
-/// Providers keep their event lists this long.
-const PROVIDER_WINDOW_SECS: i64 = 30 * 86_400;
 pub const DELIVERY_BACKLOG: &str = "delivery_backlog";
 pub const DLQ_MESSAGES: &str = "dlq_messages";
 pub const PAYMENT_ORDER_PARITY: &str = "payment_order_parity";

@@ -54,7 +54,17 @@ impl SourceKind {
     /// Whether the provider has an events API the missed-webhook check reads (and so `api_key`
     /// applies).
     pub fn has_event_api(self) -> bool {
-        matches!(self, Self::Stripe | Self::Paddle)
+        self.event_window_days().is_some()
+    }
+
+    /// How many days of events the provider's events API keeps: Stripe lists the last 30,
+    /// Paddle the last 90. `None` for a provider without one.
+    pub fn event_window_days(self) -> Option<i64> {
+        match self {
+            Self::Stripe => Some(30),
+            Self::Paddle => Some(90),
+            Self::StandardWebhooks | Self::Shopify | Self::Adyen => None,
+        }
     }
 
     /// Turns a configured secret into the HMAC key the scheme uses.
