@@ -11,8 +11,8 @@
 
 use std::sync::{Arc, LazyLock};
 
+#[cfg(feature = "aws")]
 use aws_smithy_http_client::tls::TrustStore;
-use base64::Engine;
 use rustls::RootCertStore;
 
 /// Whether the operator names a store of their own (`SSL_CERT_FILE`, `SSL_CERT_DIR`).
@@ -67,6 +67,7 @@ fn configured_store() -> RootCertStore {
 /// compiled-in roots written as PEM cost about 0.2 ms here and the SDK's reading of them about
 /// 0.5 ms, where its own loading of the system store (a bundle read line by line, then a
 /// directory of copies) was about 4 ms of every function's cold start (docs/benchmarks.md).
+#[cfg(feature = "aws")]
 pub fn sdk_trust_store() -> TrustStore {
     if own_store() {
         return TrustStore::default();
@@ -75,7 +76,10 @@ pub fn sdk_trust_store() -> TrustStore {
 }
 
 /// `webpki-root-certs`' certificates as one PEM text.
+#[cfg(feature = "aws")]
 fn mozilla_roots_pem() -> Vec<u8> {
+    use base64::Engine;
+
     let certs = webpki_root_certs::TLS_SERVER_ROOT_CERTS;
     let mut pem = String::with_capacity(certs.iter().map(|c| c.len() * 4 / 3 + 64).sum());
     for cert in certs {
@@ -108,7 +112,7 @@ pub fn install_provider() {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "aws"))]
 mod tests {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
