@@ -1060,13 +1060,17 @@ fn stripe_provider(api: &StripeApi) -> BTreeMap<SourceName, (SourceKind, StripeE
 #[tokio::test]
 async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_delivered_once() {
     let p = Pipeline::new().await;
+    // A payout the account also made: a type plumbline does not read, never sent to it.
+    let mut payout = listed("evt_payout", T0 - 150);
+    payout["type"] = serde_json::json!("payout.paid");
     let api = StripeApi::start(vec![
         listed("evt_arrived", T0 - 300),
         listed("evt_lost_1", T0 - 200),
+        payout,
         listed("evt_lost_2", T0 - 100),
     ])
     .await;
-    // One of the three arrived as a webhook.
+    // One of the three payment events arrived as a webhook.
     p.ingest(stripe(
         &serde_json::to_vec(&listed("evt_arrived", T0 - 300)).expect("json"),
     ))
@@ -1096,6 +1100,18 @@ async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_deli
     );
     assert_eq!(api.auth()[0], "Bearer rk_test_reconcile");
     assert!(api.queries()[0].contains_key("created[gte]"));
+    // The list was asked for the types plumbline reads, so the payout was not taken for a
+    // missed webhook.
+    let asked: Vec<String> = api.queries()[0]
+        .iter()
+        .filter(|(k, _)| k.starts_with("types["))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert!(
+        asked.contains(&"payment_intent.processing".to_owned()),
+        "{asked:?}"
+    );
+    assert!(!asked.contains(&"payout.paid".to_owned()), "{asked:?}");
 
     let (ids, failed) = p.deliver_visible().await;
     assert_eq!((ids.len(), failed.len()), (2, 0));
@@ -1176,11 +1192,15 @@ async fn paddle_webhooks_that_never_arrived_are_recovered_from_its_events_list()
     let p = Pipeline::with_config(PADDLE_PIPELINE).await;
     let window = 30 * 86_400;
     // Paddle's ids sort by creation, as the events they name.
+    // `evt_04a`: an address change, a type plumbline does not read.
+    let mut address = paddle_listed("evt_04a", T0 - 150);
+    address["event_type"] = serde_json::json!("address.updated");
     let api = PaddleApi::start(vec![
         paddle_listed("evt_01", T0 - window - 2_000),
         paddle_listed("evt_02", T0 - window - 1_000),
         paddle_listed("evt_03", T0 - 300),
         paddle_listed("evt_04", T0 - 200),
+        address,
         paddle_listed("evt_05", T0 - 100),
     ])
     .await;
@@ -1224,6 +1244,11 @@ async fn paddle_webhooks_that_never_arrived_are_recovered_from_its_events_list()
         "the second page reached the window's end: {queries:?}"
     );
     assert_eq!(asked(&queries[0], "order_by").as_deref(), Some("id[DESC]"));
+    let types = asked(&queries[0], "event_type").unwrap_or_default();
+    assert!(
+        types.split(',').any(|t| t == "transaction.completed") && !types.contains("address."),
+        "{types}"
+    );
     assert_eq!(asked(&queries[0], "per_page").as_deref(), Some("2"));
     assert_eq!(asked(&queries[0], "after"), None);
     assert_eq!(asked(&queries[1], "after").as_deref(), Some("evt_04"));

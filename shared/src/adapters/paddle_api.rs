@@ -1,7 +1,8 @@
 //! Paddle Billing's events API (`GET /events`), for the missed-webhook check. It has no time
 //! filter: the list is read newest first (`order_by=id[DESC]`, Paddle's ids sort by creation),
-//! pages by `after`, and the walk ends at the first event that occurred before `since` less a
-//! margin. It has no delivery filter either, so `reconcile.failed_only` does not narrow it.
+//! only of the types plumbline reads (`event_type`), pages by `after`, and the walk ends at the
+//! first event that occurred before `since` less a margin. It has no delivery filter either, so
+//! `reconcile.failed_only` does not narrow it.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use secrecy::SecretString;
 use super::provider_api::{Api, page_of};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
+use crate::sources::SourceKind;
 
 /// How far before `since` the walk goes on: an id's creation and the event's `occurred_at` are
 /// not the same instant, so near the boundary the order by id and by time may differ. What the
@@ -45,6 +47,8 @@ impl ProviderEvents for PaddleEvents {
         let mut query = vec![
             ("order_by", "id[DESC]".to_owned()),
             ("per_page", page_size.clamp(1, 200).to_string()),
+            // Only the types plumbline reads: any other was never a webhook it acts on.
+            ("event_type", SourceKind::Paddle.read_types().join(",")),
         ];
         if let Some(after) = starting_after {
             query.push(("after", after.to_owned()));

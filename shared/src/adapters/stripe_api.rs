@@ -1,6 +1,6 @@
 //! Stripe's events API (`GET /v1/events`), for the missed-webhook check: newest first,
-//! `created[gte]`, pages by `starting_after`, `delivery_success=false` for the events Stripe
-//! could not deliver.
+//! `created[gte]`, pages by `starting_after`, `types[i]` for the types plumbline reads, and
+//! `delivery_success=false` for the events Stripe could not deliver.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use super::provider_api::{Api, page_of};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
+use crate::sources::SourceKind;
 
 #[derive(Debug)]
 pub struct StripeEvents {
@@ -36,10 +37,19 @@ impl ProviderEvents for StripeEvents {
         page_size: usize,
         failed_only: bool,
     ) -> Result<ProviderPage, ProviderError> {
+        // Only the types plumbline reads: any other was never a webhook it acts on.
+        let types = SourceKind::Stripe.read_types();
+        let type_keys: Vec<String> = (0..types.len()).map(|i| format!("types[{i}]")).collect();
         let mut query = vec![
             ("created[gte]", since.unix().to_string()),
             ("limit", page_size.clamp(1, 100).to_string()),
         ];
+        query.extend(
+            type_keys
+                .iter()
+                .map(String::as_str)
+                .zip(types.iter().map(|t| (*t).to_owned())),
+        );
         if let Some(after) = starting_after {
             query.push(("starting_after", after.to_owned()));
         }

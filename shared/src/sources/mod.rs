@@ -57,6 +57,17 @@ impl SourceKind {
         self.event_window_days().is_some()
     }
 
+    /// The provider's event types plumbline reads; any other is kept as `unrouted`. The
+    /// missed-webhook check asks the provider's list for these only, so an event of a type the
+    /// endpoint is never sent (and would ignore) is not taken for a missed webhook.
+    pub fn read_types(self) -> &'static [&'static str] {
+        match self {
+            Self::Stripe => stripe::TYPES,
+            Self::Paddle => paddle::TYPES,
+            Self::StandardWebhooks | Self::Shopify | Self::Adyen => &[],
+        }
+    }
+
     /// How many days of events the provider's events API keeps: Stripe lists the last 30,
     /// Paddle the last 90. `None` for a provider without one.
     pub fn event_window_days(self) -> Option<i64> {
@@ -336,6 +347,29 @@ fn kept_payload(outcome: &Normalized, payload: &json::Value<'_>) -> Option<serde
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+
+    /// The provider's type of each fixture under `tests/fixtures/{dir}` that its normalizer
+    /// reads into an event, by way of `run` (a signed request of the fixture's body).
+    pub fn normalized_fixture_types(
+        dir: &str,
+        run: impl Fn(&[u8]) -> Result<Vec<SourceEvent>, Rejection>,
+    ) -> Vec<String> {
+        let path = format!("{}/../tests/fixtures/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let mut types = Vec::new();
+        for entry in std::fs::read_dir(&path).expect("the fixtures") {
+            let body = std::fs::read(entry.expect("an entry").path()).expect("a fixture");
+            for event in run(&body).expect("a fixture verifies") {
+                if matches!(event.outcome, Normalized::Event(_)) {
+                    types.push(event.source_type);
+                }
+            }
+        }
+        assert!(
+            !types.is_empty(),
+            "{path} has fixtures the normalizer reads"
+        );
+        types
+    }
 
     pub fn verifier(kind: SourceKind, secrets: &[&str]) -> Verifier {
         Verifier {

@@ -66,6 +66,23 @@ pub(super) fn normalize(
     }))
 }
 
+/// The event types `normalize` reads (`adjustment.created` only as a refund); any other is
+/// kept as `unrouted`. The missed-webhook check asks Paddle's list for these only.
+pub(super) const TYPES: &[&str] = &[
+    "transaction.completed",
+    "transaction.payment_failed",
+    "adjustment.created",
+    "subscription.activated",
+    "subscription.canceled",
+    "subscription.created",
+    "subscription.imported",
+    "subscription.past_due",
+    "subscription.paused",
+    "subscription.resumed",
+    "subscription.trialing",
+    "subscription.updated",
+];
+
 fn transaction(
     d: &Value<'_>,
     event_type: &str,
@@ -134,7 +151,9 @@ fn subscription(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{fixture, headers, only_event, verifier};
+    use super::super::test_support::{
+        fixture, headers, normalized_fixture_types, only_event, verifier,
+    };
     use super::super::{Normalized, SourceKind, hmac_sha256};
     use super::*;
 
@@ -185,6 +204,28 @@ mod tests {
         );
         assert_ne!(other, text, "the transaction id is in the fixture");
         assert_ne!(hash(other.as_bytes()), hash(&body));
+    }
+
+    /// `TYPES` and the normalizer agree: each listed type is read (a body without what the type
+    /// needs is quarantined, not unrouted), and each type a fixture is read as is listed.
+    #[test]
+    fn the_listed_types_are_the_ones_the_normalizer_reads() {
+        for t in TYPES {
+            let action = if *t == "adjustment.created" {
+                "refund"
+            } else {
+                "x"
+            };
+            let body = format!(
+                r#"{{"event_id":"evt_t","event_type":"{t}","occurred_at":"2025-11-23T12:13:20Z","data":{{"action":"{action}"}}}}"#
+            );
+            let events = run(&sign(SECRET, NOW, body.as_bytes()), body.as_bytes()).expect(t);
+            assert_ne!(events[0].outcome, Normalized::Unrouted, "{t}");
+        }
+        let read = normalized_fixture_types("paddle", |body| run(&sign(SECRET, NOW, body), body));
+        for t in read {
+            assert!(TYPES.contains(&t.as_str()), "{t} is read but not listed");
+        }
     }
 
     #[test]

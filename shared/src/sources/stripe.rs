@@ -31,6 +31,25 @@ pub(super) fn accept(
 const FINGERPRINT: Fingerprint =
     Fingerprint::Identity(&["/id", "/type", "/created", "/livemode", "/data/object/id"]);
 
+/// The event types `normalize` reads; any other is kept as `unrouted`. The missed-webhook
+/// check asks Stripe's list for these only (at most 20, Stripe's limit for `types`).
+pub(super) const TYPES: &[&str] = &[
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "charge.refunded",
+    "refund.created",
+    "refund.updated",
+    "charge.refund.updated",
+    "charge.dispute.created",
+    "charge.dispute.closed",
+    "checkout.session.completed",
+    "customer.created",
+    "customer.updated",
+];
+
 /// An event body as the events API and webhooks both carry it, already trusted.
 pub(super) fn from_api(body: &[u8]) -> Result<Vec<SourceEvent>, Rejection> {
     let payload = super::parse_body(body)?;
@@ -249,7 +268,9 @@ fn customer(obj: &Value<'_>, source_type: &str) -> Result<Parts, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{fixture, headers, only_event, verifier};
+    use super::super::test_support::{
+        fixture, headers, normalized_fixture_types, only_event, verifier,
+    };
     use super::super::{Normalized, SourceKind, hmac_sha256};
     use super::*;
 
@@ -475,6 +496,24 @@ mod tests {
             let event = only_event(run(&sign(SECRET, NOW, &body), &body).expect(file));
             assert_eq!(event.event_type.as_str(), event_type, "{file}");
             assert_eq!(event.data.status.as_deref(), status, "{file}");
+        }
+    }
+
+    /// `TYPES` and the normalizer agree: each listed type is read (a body without what the type
+    /// needs is quarantined, not unrouted), and each type a fixture is read as is listed.
+    #[test]
+    fn the_listed_types_are_the_ones_the_normalizer_reads() {
+        assert!(TYPES.len() <= 20, "Stripe filters by at most 20 types");
+        for t in TYPES {
+            let body = format!(
+                r#"{{"id":"evt_t","type":"{t}","created":1763900000,"data":{{"object":{{}}}}}}"#
+            );
+            let events = run(&sign(SECRET, NOW, body.as_bytes()), body.as_bytes()).expect(t);
+            assert_ne!(events[0].outcome, Normalized::Unrouted, "{t}");
+        }
+        let read = normalized_fixture_types("stripe", |body| run(&sign(SECRET, NOW, body), body));
+        for t in read {
+            assert!(TYPES.contains(&t.as_str()), "{t} is read but not listed");
         }
     }
 

@@ -1,5 +1,6 @@
 //! A loopback server shaped like Paddle Billing's `GET /events`: `order_by=id[ASC|DESC]`,
-//! `per_page`, `after` (an event id), `meta.pagination.has_more`; no time filter. It records
+//! `event_type` (comma-separated), `per_page`, `after` (an event id),
+//! `meta.pagination.has_more`; no time filter. It records
 //! each query and the authorization it came with.
 
 use std::collections::BTreeMap;
@@ -62,7 +63,17 @@ fn list(
 ) -> axum::Json<Value> {
     let mut state = state.lock().expect("lock");
     state.auth.push(authorization(headers));
-    let mut ordered: Vec<&Value> = state.events.iter().collect();
+    // `event_type`: a comma-separated list, as Paddle takes it.
+    let types: Option<Vec<&str>> = query.get("event_type").map(|t| t.split(',').collect());
+    let mut ordered: Vec<&Value> = state
+        .events
+        .iter()
+        .filter(|e| {
+            types
+                .as_ref()
+                .is_none_or(|ts| ts.contains(&e["event_type"].as_str().unwrap_or_default()))
+        })
+        .collect();
     if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
         ordered.reverse();
     }

@@ -1,5 +1,6 @@
 //! A loopback server shaped like Stripe's `GET /v1/events`: newest first, `created[gte]`,
-//! `limit`, `starting_after`, `has_more`; it can answer 429 first, and records each query.
+//! `types[i]`, `limit`, `starting_after`, `has_more`; it can answer 429 first, and records each
+//! query.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -115,10 +116,17 @@ fn list(state: &Mutex<State>, query: &BTreeMap<String, String>, headers: &Header
         .get("limit")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    // `types[0]`, `types[1]`, …: the events of those types only, as Stripe does.
+    let types: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k.starts_with("types["))
+        .map(|(_, v)| v.as_str())
+        .collect();
     let matching: Vec<&Value> = state
         .events
         .iter()
         .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
+        .filter(|e| types.is_empty() || types.contains(&e["type"].as_str().unwrap_or_default()))
         .collect();
     let (page, has_more) = page_after(&matching, "id", query.get("starting_after"), limit);
     axum::Json(json!({ "object": "list", "url": "/v1/events", "has_more": has_more, "data": page }))
