@@ -1352,6 +1352,63 @@ async fn a_watermark_older_than_the_providers_window_is_reported_as_a_stretch_no
     assert_eq!((again.found, again.note), (0, None));
 }
 
+/// With `reconcile.failed_only`, Paddle's undelivered notifications are read instead of its
+/// events: one event failed to two destinations is taken in once; a delivered one, one of a type
+/// plumbline does not read and one from before the walk's start are not.
+#[tokio::test]
+async fn paddles_undelivered_notifications_are_what_failed_only_reads() {
+    use crate::helpers::paddle_api::notification;
+    let day = 86_400;
+    let (failed, delivered, old) = (
+        paddle_listed("evt_failed", T0 - 600),
+        paddle_listed("evt_delivered", T0 - 500),
+        paddle_listed("evt_old", T0 - 40 * day),
+    );
+    let mut address = paddle_listed("evt_address", T0 - 400);
+    address["event_type"] = serde_json::json!("address.updated");
+    let api = PaddleApi::with_notifications(
+        vec![failed.clone(), delivered.clone()],
+        vec![
+            notification("ntf_01", &old, "failed"),
+            notification("ntf_02", &failed, "failed"),
+            notification("ntf_03", &failed, "needs_retry"),
+            notification("ntf_04", &delivered, "delivered"),
+            notification("ntf_05", &address, "failed"),
+        ],
+    )
+    .await;
+    let dir = std::env::temp_dir().join(unique("plumbline-paddle-failed"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    let events =
+        PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
+    let providers = BTreeMap::from([(
+        SourceName::try_from("paddle").expect("name"),
+        (SourceKind::Paddle, events),
+    )]);
+    let mut settings = settings(10);
+    settings.failed_only = true;
+    let reconciler = local_reconciler(&store, providers, &clock, settings);
+    let missed = reconciler
+        .run(Instant::now() + Duration::from_secs(30))
+        .await
+        .checks[MISSED_WEBHOOKS]
+        .clone();
+    assert_eq!((missed.found, missed.repaired), (1, 1), "{missed:?}");
+    assert_eq!(missed.ids, ["EVT#paddle#evt_failed"]);
+    assert!(api.queries().is_empty(), "the events list is not read");
+    let asked = &api.notification_queries()[0];
+    assert_eq!(
+        asked.get("status").map(String::as_str),
+        Some("failed,needs_retry")
+    );
+    let from = Timestamp::from_unix(T0 - 30 * day).expect("in range");
+    assert_eq!(asked.get("from"), Some(&from.to_string()));
+    let key = EventKey::parse("EVT#paddle#evt_failed").expect("key");
+    let taken = store.get(&key).await.expect("get").expect("taken in");
+    assert_eq!(taken.status, EventStatus::Received);
+}
+
 /// Paddle lists 90 days of events, not Stripe's 30: a Paddle watermark 60 days old is walked
 /// from where it stands, and only one older than 90 days leaves a stretch not checked.
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! A loopback server shaped like Paddle Billing's `GET /events`: `order_by=id[ASC|DESC]`,
 //! `event_type` (comma-separated), `per_page`, `after` (an event id),
-//! `meta.pagination.has_more`; no time filter. It records
-//! each query and the authorization it came with.
+//! `meta.pagination.has_more`; no time filter. And `GET /notifications` (`status`, `from`). It
+//! records each query and the authorization it came with.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,10 @@ use super::listing::{authorization, page_after, serve};
 struct State {
     /// By event id, ascending.
     events: Vec<Value>,
+    /// By notification id, ascending.
+    notifications: Vec<Value>,
     queries: Vec<BTreeMap<String, String>>,
+    notification_queries: Vec<BTreeMap<String, String>>,
     auth: Vec<String>,
 }
 
@@ -27,24 +30,49 @@ pub struct PaddleApi {
 }
 
 impl PaddleApi {
-    pub async fn start(mut events: Vec<Value>) -> Self {
+    pub async fn start(events: Vec<Value>) -> Self {
+        Self::with_notifications(events, Vec::new()).await
+    }
+
+    /// Also serves `GET /notifications` over `notifications` (see [`notification`]).
+    pub async fn with_notifications(mut events: Vec<Value>, mut notifications: Vec<Value>) -> Self {
         events.sort_by(|a, b| a["event_id"].as_str().cmp(&b["event_id"].as_str()));
+        notifications.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         let state = Arc::new(Mutex::new(State {
             events,
+            notifications,
             ..State::default()
         }));
-        let shared = Arc::clone(&state);
-        let app = axum::Router::new().route(
-            "/events",
-            axum::routing::get(
-                move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
-                    let state = Arc::clone(&shared);
-                    async move { list(&state, query, &headers) }
-                },
-            ),
-        );
+        let (events_state, notifications_state) = (Arc::clone(&state), Arc::clone(&state));
+        let app = axum::Router::new()
+            .route(
+                "/events",
+                axum::routing::get(
+                    move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
+                        let state = Arc::clone(&events_state);
+                        async move { list(&state, query, &headers) }
+                    },
+                ),
+            )
+            .route(
+                "/notifications",
+                axum::routing::get(
+                    move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
+                        let state = Arc::clone(&notifications_state);
+                        async move { list_notifications(&state, query, &headers) }
+                    },
+                ),
+            );
         let url = serve(app).await;
         Self { url, state }
+    }
+
+    pub fn notification_queries(&self) -> Vec<BTreeMap<String, String>> {
+        self.state
+            .lock()
+            .expect("lock")
+            .notification_queries
+            .clone()
     }
 
     pub fn queries(&self) -> Vec<BTreeMap<String, String>> {
@@ -90,5 +118,62 @@ fn list(
             "request_id": "req_test",
             "pagination": { "per_page": per_page, "has_more": has_more, "estimated_total": total }
         }
+    }))
+}
+
+/// A notification of `event` (as the events list has it) with `status`, made when it occurred:
+/// its payload is the event with the notification's id, as the webhook carried it.
+pub fn notification(id: &str, event: &Value, status: &str) -> Value {
+    let mut payload = event.clone();
+    payload["notification_id"] = json!(id);
+    json!({
+        "id": id,
+        "type": event["event_type"],
+        "status": status,
+        "payload": payload,
+        "occurred_at": event["occurred_at"],
+    })
+}
+
+/// `GET /notifications`: `status` (comma-separated) and `from` (RFC 3339, against
+/// `occurred_at`) filter; `order_by`, `per_page` and `after` (a notification id) as for events.
+fn list_notifications(
+    state: &Mutex<State>,
+    query: BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> axum::Json<Value> {
+    let mut state = state.lock().expect("lock");
+    state.auth.push(authorization(headers));
+    let statuses: Option<Vec<&str>> = query.get("status").map(|s| s.split(',').collect());
+    let from = query
+        .get("from")
+        .map(|f| plumbline::contract::Timestamp::parse(f).expect("`from` is RFC 3339"));
+    let mut ordered: Vec<&Value> = state
+        .notifications
+        .iter()
+        .filter(|n| {
+            statuses
+                .as_ref()
+                .is_none_or(|ss| ss.contains(&n["status"].as_str().unwrap_or_default()))
+        })
+        .filter(|n| {
+            let at = n["occurred_at"]
+                .as_str()
+                .and_then(plumbline::contract::Timestamp::parse);
+            from.is_none_or(|from| at.is_some_and(|at| at >= from))
+        })
+        .collect();
+    if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
+        ordered.reverse();
+    }
+    let per_page: usize = query
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (page, has_more) = page_after(&ordered, "id", query.get("after"), per_page);
+    state.notification_queries.push(query);
+    axum::Json(json!({
+        "data": page,
+        "meta": { "request_id": "req_test", "pagination": { "per_page": per_page, "has_more": has_more } }
     }))
 }
