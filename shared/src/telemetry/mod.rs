@@ -178,15 +178,14 @@ pub fn lambda_subscriber<W>(
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_new(level.to_lowercase())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter = log_filter(level);
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_target(false)
         .without_time()
         .with_writer(writer);
     if text {
-        Box::new(builder.with_ansi(false).finish())
+        Box::new(builder.with_ansi(false).finish().with(filter))
     } else {
         Box::new(
             builder
@@ -194,9 +193,30 @@ where
                 .flatten_event(true)
                 .with_current_span(true)
                 .with_span_list(false)
-                .finish(),
+                .finish()
+                .with(filter),
         )
     }
+}
+
+/// What a function logs: a level name in any case (`AWS_LAMBDA_LOG_LEVEL`; Lambda's `FATAL` is
+/// read as error), or `target=level` directives beside one (`RUST_LOG`, e.g.
+/// `warn,plumbline=debug`); anything unreadable is info. Targets, not an `EnvFilter`: its
+/// span and field directives are not needed here, and its regex engine is about 0.1 MB of
+/// each bootstrap.
+fn log_filter(level: &str) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let level = level.trim().to_lowercase();
+    let level = if level == "fatal" { "error" } else { &level };
+    // A lone word that is no level would read as a target name, and silence every other one.
+    let directives = level.contains('=') || level.contains(',');
+    if !directives {
+        let default = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
+        return Targets::new().with_default(default);
+    }
+    level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
 }
 
 /// An error with its causes, `outer: inner: root`, for a log line that should say why (a full
@@ -219,6 +239,34 @@ impl std::fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_level_is_read_from_lambdas_names_and_rust_log_directives() {
+        use tracing::Level;
+        let at = |filter: &str, target: &str, level: Level| {
+            log_filter(filter).would_enable(target, &level)
+        };
+        assert!(at("DEBUG", "plumbline::delivery", Level::DEBUG));
+        assert!(!at("DEBUG", "plumbline::delivery", Level::TRACE));
+        assert!(!at("WARN", "plumbline", Level::INFO));
+        assert!(
+            at("FATAL", "plumbline", Level::ERROR),
+            "Lambda's FATAL is error"
+        );
+        assert!(!at("FATAL", "plumbline", Level::WARN));
+        assert!(at(
+            "warn,plumbline=debug",
+            "plumbline::ingress",
+            Level::DEBUG
+        ));
+        assert!(!at(
+            "warn,plumbline=debug",
+            "aws_smithy_runtime",
+            Level::INFO
+        ));
+        assert!(at("loud", "plumbline", Level::INFO), "unreadable: info");
+        assert!(!at("loud", "plumbline", Level::DEBUG));
+    }
 
     #[test]
     fn a_chain_names_every_cause() {
