@@ -46,13 +46,13 @@ impl Outgoing {
     /// With `json`, the envelope as [`Envelope::to_json`] wrote it: the ingress encodes each
     /// envelope once, for the claim and the message both.
     pub fn encoded(key: &EventKey, envelope: &Envelope, json: &str) -> Self {
-        // A key is ASCII without quotes or escapes (`EventKey::parse`), but it is written as
-        // JSON all the same.
+        // What the body holds besides the key's and the envelope's JSON.
+        const FRAME: usize = r#"{"key":,"event":}"#.len();
         let key_json = serde_json::to_string(key.as_str()).expect("a string always serializes");
-        let mut body = String::with_capacity(key_json.len() + json.len() + 20);
+        let mut body = String::with_capacity(FRAME + key_json.len() + json.len());
         body.push_str("{\"key\":");
         body.push_str(&key_json);
-        if key_json.len() + json.len() + 20 <= MAX_MESSAGE_BYTES {
+        if FRAME + key_json.len() + json.len() <= MAX_MESSAGE_BYTES {
             body.push_str(",\"event\":");
             body.push_str(json);
         }
