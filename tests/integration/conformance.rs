@@ -291,15 +291,31 @@ async fn stuck_claims_conform(store: &(impl EventStore + ReconcileStore + Delive
             .expect("give up"),
         "a delivered event is not given up on"
     );
+
+    // The cutoff holds to the nanosecond: a claim on the whole second is before a cutoff a
+    // fraction later, one a larger fraction later is not, however each time is written.
+    for (id, nanos) in [("evt_n1", 0), ("evt_n2", 500_000_000)] {
+        let mut event = record(id, "aa");
+        event.claimed_at = t_nanos(200, nanos);
+        store.claim(&event).await.expect("claim");
+    }
+    let found = ids(&store
+        .pending_before(t_nanos(200, 300_000_000), None, 100)
+        .await
+        .expect("pending"));
+    let within: Vec<&String> = found.iter().filter(|id| id.starts_with("evt_n")).collect();
+    assert_eq!(within, ["evt_n1"]);
+}
+
+fn t_nanos(secs: i64, nanos: i64) -> Timestamp {
+    let at = i128::from(t(secs).unix()) * 1_000_000_000 + i128::from(nanos);
+    Timestamp::new(time::OffsetDateTime::from_unix_timestamp_nanos(at).expect("in range"))
 }
 
 /// Watermarks read together come back as saved, in the order asked, absent ones as `None`.
 /// Runs list newest first by their start, to the nanosecond: four in one second and one after.
 async fn runs_conform(store: &impl ReconcileStore) {
-    let at = |nanos: i64| {
-        let start = i128::from(t(0).unix()) * 1_000_000_000 + i128::from(nanos);
-        Timestamp::new(time::OffsetDateTime::from_unix_timestamp_nanos(start).expect("in range"))
-    };
+    let at = |nanos: i64| t_nanos(0, nanos);
     let started = [
         ("half", 500_000_000),
         ("whole", 0),

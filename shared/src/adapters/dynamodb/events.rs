@@ -118,7 +118,7 @@ impl EventItem {
             reason: r.reason.clone(),
             header_time: r.header_time.map(|t| t.to_string()),
             pending_shard: pending.then(|| shard_of(&r.key)),
-            pending_since: pending.then(|| r.claimed_at.to_string()),
+            pending_since: pending.then(|| r.claimed_at.sort_key()),
             kept_shard: kept.then(|| kept_shard_of(&r.key, r.status)),
             kept_at: kept.then(|| r.received_at.to_string()),
             requeues: r.requeues,
@@ -218,9 +218,9 @@ impl DynamoStore {
     ) -> Result<bool, StoreError> {
         // Only a re-enqueue names the claim time it read, and only it counts.
         let update = if seen.is_some() {
-            "SET claimed_at = :to, pending_since = :to ADD requeues :one"
+            "SET claimed_at = :to, pending_since = :since ADD requeues :one"
         } else {
-            "SET claimed_at = :to, pending_since = :to"
+            "SET claimed_at = :to, pending_since = :since"
         };
         let request = self
             .client
@@ -230,6 +230,7 @@ impl DynamoStore {
             .update_expression(update)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":to", AttributeValue::S(to.to_string()))
+            .expression_attribute_values(":since", AttributeValue::S(to.sort_key()))
             .expression_attribute_values(
                 ":received",
                 AttributeValue::S(EventStatus::Received.as_str().into()),

@@ -56,7 +56,7 @@ impl ReconcileStore for DynamoStore {
                 .index_name(PENDING_INDEX)
                 .key_condition_expression("pending_shard = :shard AND pending_since < :cutoff")
                 .expression_attribute_values(":shard", s(shard))
-                .expression_attribute_values(":cutoff", s(cutoff.to_string()))
+                .expression_attribute_values(":cutoff", s(cutoff.sort_key()))
                 .set_exclusive_start_key(start)
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX))
         })

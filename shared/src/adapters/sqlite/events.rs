@@ -88,7 +88,7 @@ fn claim(
     r: &EventRecord,
     envelope_json: Option<&str>,
 ) -> Result<Claim, StoreError> {
-    let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
+    let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.sort_key());
     let encoded = match envelope_json {
         None => r.envelope.as_ref().map(crate::contract::Envelope::to_json),
         Some(_) => None,
@@ -189,10 +189,10 @@ impl SqliteStore {
         let (key, seen) = (key.to_string(), seen.map(|t| t.to_string()));
         self.run(move |conn| {
             conn.exec(
-                "UPDATE events SET claimed_at = ?3, pending_since = ?3, \
+                "UPDATE events SET claimed_at = ?3, pending_since = ?4, \
                  requeues = requeues + (?2 IS NOT NULL) \
                  WHERE key = ?1 AND status = 'received' AND (?2 IS NULL OR claimed_at = ?2)",
-                params![key, seen, to.to_string()],
+                params![key, seen, to.to_string(), to.sort_key()],
             )
             .map(|n| n == 1)
             .map_err(|e| sql_error(&e))
@@ -223,7 +223,7 @@ impl EventStore for SqliteStore {
     async fn promote(&self, was: EventStatus, record: &EventRecord) -> Result<bool, StoreError> {
         let r = record.clone();
         self.run(move |conn| {
-            let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.to_string());
+            let pending = (r.status == EventStatus::Received).then(|| r.claimed_at.sort_key());
             conn.exec(
                 "UPDATE events SET status = ?4, claimed_at = ?5, event_type = ?6, envelope = ?7, raw = ?8, \
                  reason = ?9, pending_since = ?10, header_time = ?11 WHERE key = ?1 AND event_id = ?2 AND status = ?3",

@@ -35,7 +35,7 @@ impl ReconcileStore for SqliteStore {
                 )
                 .map_err(|e| sql_error(&e))?;
             let mut found: Vec<(String, String)> = stmt
-                .query_map(params![cutoff.to_string(), since, key, asked], |r| {
+                .query_map(params![cutoff.sort_key(), since, key, asked], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .map_err(|e| sql_error(&e))?
