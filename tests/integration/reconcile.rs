@@ -1409,6 +1409,76 @@ async fn paddles_undelivered_notifications_are_what_failed_only_reads() {
     assert_eq!(taken.status, EventStatus::Received);
 }
 
+/// A walk cut short in Paddle's events list, then `failed_only` switched on: the notifications
+/// list is walked from the watermark, not from the events list's cursor, which names no
+/// notification; and back again the same way.
+#[tokio::test]
+async fn a_walk_cut_short_in_one_list_starts_over_in_the_other() {
+    use crate::helpers::paddle_api::notification;
+    let listed: Vec<serde_json::Value> = (1..=3)
+        .map(|n| paddle_listed(&format!("evt_0{n}"), T0 - 700 + n * 100))
+        .collect();
+    let api = PaddleApi::with_notifications(
+        listed.clone(),
+        vec![
+            notification("ntf_01", &listed[0], "failed"),
+            notification("ntf_02", &listed[1], "needs_retry"),
+        ],
+    )
+    .await;
+    let dir = std::env::temp_dir().join(unique("plumbline-paddle-switch"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    let run = async |failed_only: bool| {
+        let events =
+            PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
+        let providers = BTreeMap::from([(
+            SourceName::try_from("paddle").expect("name"),
+            (SourceKind::Paddle, events),
+        )]);
+        let mut settings = settings(10);
+        (settings.page_limit, settings.max_pages) = (1, 1);
+        settings.failed_only = failed_only;
+        local_reconciler(&store, providers, &clock, settings)
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .checks[MISSED_WEBHOOKS]
+            .clone()
+    };
+    let after = |query: &BTreeMap<String, String>| query.get("after").cloned();
+
+    let first = run(false).await;
+    assert_eq!(first.ids, ["EVT#paddle#evt_03"], "{first:?}");
+    let cut = store
+        .load_watermark("paddle")
+        .await
+        .expect("load")
+        .expect("saved");
+    assert_eq!(cut.cursor.as_deref(), Some("evt_03"));
+    assert!(!cut.failed_only);
+
+    let second = run(true).await;
+    assert_eq!(second.ids, ["EVT#paddle#evt_02"], "{second:?}");
+    assert_eq!(
+        after(&api.notification_queries()[0]),
+        None,
+        "walked from the start"
+    );
+    let cut = store
+        .load_watermark("paddle")
+        .await
+        .expect("load")
+        .expect("saved");
+    assert_eq!(cut.cursor.as_deref(), Some("ntf_02"));
+    assert!(cut.failed_only);
+
+    let third = run(false).await;
+    let events_asked = api.queries();
+    assert_eq!(events_asked.len(), 2, "one page a run");
+    assert_eq!(after(&events_asked[1]), None, "walked from the start");
+    assert!(third.ids.is_empty(), "evt_03 is stored: {third:?}");
+}
+
 /// Paddle lists 90 days of events, not Stripe's 30: a Paddle watermark 60 days old is walked
 /// from where it stands, and only one older than 90 days leaves a stretch not checked.
 #[tokio::test]

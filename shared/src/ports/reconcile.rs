@@ -130,6 +130,11 @@ pub struct Watermark {
     pub cursor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Timestamp>,
+    /// The cursor is a position in the list of what the provider failed to deliver
+    /// (`reconcile.failed_only`), not in its list of events: a position in one means nothing
+    /// in the other.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_only: bool,
 }
 
 impl Watermark {
@@ -139,6 +144,7 @@ impl Watermark {
             since: until,
             cursor: None,
             until: None,
+            failed_only: false,
         }
     }
 
@@ -148,6 +154,7 @@ impl Watermark {
             since,
             cursor,
             until: Some(until),
+            failed_only: false,
         }
     }
 }

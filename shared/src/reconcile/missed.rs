@@ -46,8 +46,14 @@ where
                 ));
             }
             let first = now.plus_secs(-self.settings.first_walk_days * 86_400);
+            let failed_only = self.settings.failed_only;
             let (since, mut cursor, until) = match stored {
-                Some(w) => (w.since.max(oldest), w.cursor, w.until.unwrap_or(now)),
+                Some(w) => {
+                    // `failed_only` changed since the walk was cut short: its cursor is a place
+                    // in the other list, so this one is walked from `since` again.
+                    let cursor = w.cursor.filter(|_| w.failed_only == failed_only);
+                    (w.since.max(oldest), cursor, w.until.unwrap_or(now))
+                }
                 None => (oldest.max(first), None, now),
             };
             let mut complete = false;
@@ -61,7 +67,7 @@ where
                         since,
                         cursor.as_deref(),
                         self.settings.page_limit,
-                        self.settings.failed_only,
+                        failed_only,
                     )
                     .await
                 {
@@ -88,7 +94,10 @@ where
                 notes.push(failed.unwrap_or_else(|| {
                     format!("{source}: budget or page limit reached; the next run continues")
                 }));
-                Watermark::resume(since, cursor, until)
+                Watermark {
+                    failed_only,
+                    ..Watermark::resume(since, cursor, until)
+                }
             };
             if let Err(err) = self.store.save_watermark(source.as_str(), &next).await {
                 warn!(error = %err, "could not save the watermark");
