@@ -1152,6 +1152,16 @@ async fn a_webhook_that_never_arrived_is_recovered_from_the_events_list_and_deli
 
 /// A Paddle event as its events list returns it: the webhook's fields without its
 /// `notification_id`, about transaction `txn_{id}`.
+/// Reconciliation's provider map: the source `paddle`, read from `api`.
+fn paddle_providers(api: &PaddleApi) -> BTreeMap<SourceName, (SourceKind, PaddleEvents)> {
+    let events =
+        PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
+    BTreeMap::from([(
+        SourceName::try_from("paddle").expect("name"),
+        (SourceKind::Paddle, events),
+    )])
+}
+
 fn paddle_listed(id: &str, occurred_at: i64) -> serde_json::Value {
     let mut doc: serde_json::Value =
         serde_json::from_slice(&fixture("paddle/transaction.completed.json")).expect("json");
@@ -1380,12 +1390,7 @@ async fn paddles_undelivered_notifications_are_what_failed_only_reads() {
     let dir = std::env::temp_dir().join(unique("plumbline-paddle-failed"));
     let store = SqliteStore::open(&dir, 8).expect("open");
     let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
-    let events =
-        PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
-    let providers = BTreeMap::from([(
-        SourceName::try_from("paddle").expect("name"),
-        (SourceKind::Paddle, events),
-    )]);
+    let providers = paddle_providers(&api);
     let mut settings = settings(10);
     settings.failed_only = true;
     let reconciler = local_reconciler(&store, providers, &clock, settings);
@@ -1430,12 +1435,7 @@ async fn a_walk_cut_short_in_one_list_starts_over_in_the_other() {
     let store = SqliteStore::open(&dir, 8).expect("open");
     let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
     let run = async |failed_only: bool| {
-        let events =
-            PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
-        let providers = BTreeMap::from([(
-            SourceName::try_from("paddle").expect("name"),
-            (SourceKind::Paddle, events),
-        )]);
+        let providers = paddle_providers(&api);
         let mut settings = settings(10);
         (settings.page_limit, settings.max_pages) = (1, 1);
         settings.failed_only = failed_only;
@@ -1497,12 +1497,7 @@ async fn a_paddle_watermark_is_held_to_paddles_ninety_days() {
         .await
         .expect("watermark");
     let clock = ManualClock::at(at(T0));
-    let events =
-        PaddleEvents::new(Some(&api.url), "pdl_apikey_test".to_owned().into()).expect("client");
-    let providers = BTreeMap::from([(
-        SourceName::try_from("paddle").expect("name"),
-        (SourceKind::Paddle, events),
-    )]);
+    let providers = paddle_providers(&api);
     let reconciler = local_reconciler(&store, providers, &clock, settings(10));
     let run = async || {
         reconciler

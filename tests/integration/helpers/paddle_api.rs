@@ -93,7 +93,7 @@ fn list(
     state.auth.push(authorization(headers));
     // `event_type`: a comma-separated list, as Paddle takes it.
     let types: Option<Vec<&str>> = query.get("event_type").map(|t| t.split(',').collect());
-    let mut ordered: Vec<&Value> = state
+    let ordered: Vec<&Value> = state
         .events
         .iter()
         .filter(|e| {
@@ -102,15 +102,8 @@ fn list(
                 .is_none_or(|ts| ts.contains(&e["event_type"].as_str().unwrap_or_default()))
         })
         .collect();
-    if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
-        ordered.reverse();
-    }
-    let per_page: usize = query
-        .get("per_page")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let (page, has_more) = page_after(&ordered, "event_id", query.get("after"), per_page);
     let total = ordered.len();
+    let (page, per_page, has_more) = ordered_page(ordered, "event_id", &query);
     state.queries.push(query);
     axum::Json(json!({
         "data": page,
@@ -119,6 +112,24 @@ fn list(
             "pagination": { "per_page": per_page, "has_more": has_more, "estimated_total": total }
         }
     }))
+}
+
+/// The page `query` asks for of `items` (in id order): `order_by`, `per_page` (50 unless
+/// given) and `after` (an `id_field` value), with the page size and whether more follow.
+fn ordered_page(
+    mut items: Vec<&Value>,
+    id_field: &str,
+    query: &BTreeMap<String, String>,
+) -> (Vec<Value>, usize, bool) {
+    if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
+        items.reverse();
+    }
+    let per_page: usize = query
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (page, has_more) = page_after(&items, id_field, query.get("after"), per_page);
+    (page, per_page, has_more)
 }
 
 /// A notification of `event` (as the events list has it) with `status`, made when it occurred:
@@ -148,7 +159,7 @@ fn list_notifications(
     let from = query
         .get("from")
         .map(|f| plumbline::contract::Timestamp::parse(f).expect("`from` is RFC 3339"));
-    let mut ordered: Vec<&Value> = state
+    let ordered: Vec<&Value> = state
         .notifications
         .iter()
         .filter(|n| {
@@ -163,14 +174,7 @@ fn list_notifications(
             from.is_none_or(|from| at.is_some_and(|at| at >= from))
         })
         .collect();
-    if query.get("order_by").map(String::as_str) == Some("id[DESC]") {
-        ordered.reverse();
-    }
-    let per_page: usize = query
-        .get("per_page")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let (page, has_more) = page_after(&ordered, "id", query.get("after"), per_page);
+    let (page, per_page, has_more) = ordered_page(ordered, "id", &query);
     state.notification_queries.push(query);
     axum::Json(json!({
         "data": page,
