@@ -1479,6 +1479,126 @@ async fn a_walk_cut_short_in_one_list_starts_over_in_the_other() {
     assert!(third.ids.is_empty(), "evt_03 is stored: {third:?}");
 }
 
+/// With the webhook endpoint named, the missed-webhook check lists only the types that endpoint
+/// is sent: an event of a type plumbline reads but the endpoint is not subscribed to was never
+/// a webhook, so it is not taken in. `*` sends every type; an endpoint sent none of them is not
+/// listed at all; an endpoint the provider does not know is said in the run's note.
+#[tokio::test]
+async fn missed_webhooks_are_looked_for_in_the_types_the_stripe_endpoint_is_sent() {
+    let mut succeeded = listed("evt_succeeded", T0 - 500);
+    succeeded["type"] = serde_json::json!("payment_intent.succeeded");
+    let api = StripeApi::start(vec![listed("evt_processing", T0 - 600), succeeded]).await;
+    let run = async |endpoint: &str| {
+        let dir = std::env::temp_dir().join(unique("plumbline-stripe-endpoint"));
+        let store = SqliteStore::open(&dir, 8).expect("open");
+        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+        let providers: BTreeMap<_, _> = stripe_provider(&api)
+            .into_iter()
+            .map(|(name, (kind, events))| {
+                (
+                    name,
+                    (kind, events.with_endpoint(Some(endpoint.to_owned()))),
+                )
+            })
+            .collect();
+        local_reconciler(&store, providers, &clock, settings(10))
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .checks[MISSED_WEBHOOKS]
+            .clone()
+    };
+    let types = |query: &BTreeMap<String, String>| -> Vec<String> {
+        query
+            .iter()
+            .filter(|(k, _)| k.starts_with("types["))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+
+    api.add_endpoint("we_1Sent", &["payment_intent.processing", "invoice.paid"]);
+    let held = run("we_1Sent").await;
+    assert_eq!(held.ids, ["EVT#stripe#evt_processing"], "{held:?}");
+    assert_eq!(types(&api.queries()[0]), ["payment_intent.processing"]);
+    assert_eq!(api.endpoint_reads(), ["we_1Sent"]);
+
+    api.add_endpoint("we_1All", &["*"]);
+    let all = run("we_1All").await;
+    assert_eq!(all.found, 2, "{all:?}");
+    assert_eq!(
+        types(&api.queries()[1]).len(),
+        SourceKind::Stripe.read_types().len()
+    );
+
+    api.add_endpoint("we_1Other", &["invoice.paid"]);
+    let none = run("we_1Other").await;
+    assert_eq!((none.found, none.note.as_deref()), (0, None), "{none:?}");
+    assert_eq!(api.queries().len(), 2, "nothing to list");
+
+    let unknown = run("we_1Gone").await;
+    assert_eq!(
+        unknown.note.as_deref(),
+        Some("stripe: the provider refused the request: HTTP 404; the next run continues")
+    );
+    assert_eq!(api.queries().len(), 2);
+}
+
+/// With the notification destination named, Paddle's lists are held to it: its subscribed
+/// types in the events list, and its own undelivered notifications (`notification_setting_id`),
+/// not another destination's.
+#[tokio::test]
+async fn paddles_lists_are_held_to_the_named_notification_destination() {
+    use crate::helpers::paddle_api::{DESTINATION, notification};
+    let (ours, theirs) = (
+        paddle_listed("evt_ours", T0 - 600),
+        paddle_listed("evt_theirs", T0 - 500),
+    );
+    let mut elsewhere = notification("ntf_02", &theirs, "failed");
+    elsewhere["notification_setting_id"] = serde_json::json!("ntfset_01other");
+    let api = PaddleApi::with_notifications(
+        vec![ours.clone(), theirs.clone()],
+        vec![notification("ntf_01", &ours, "failed"), elsewhere],
+    )
+    .await;
+    api.add_setting(DESTINATION, &["transaction.completed", "address.updated"]);
+    let run = async |failed_only: bool| {
+        let dir = std::env::temp_dir().join(unique("plumbline-paddle-destination"));
+        let store = SqliteStore::open(&dir, 8).expect("open");
+        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+        let providers: BTreeMap<_, _> = paddle_providers(&api)
+            .into_iter()
+            .map(|(name, (kind, events))| {
+                (
+                    name,
+                    (kind, events.with_endpoint(Some(DESTINATION.to_owned()))),
+                )
+            })
+            .collect();
+        let mut settings = settings(10);
+        settings.failed_only = failed_only;
+        local_reconciler(&store, providers, &clock, settings)
+            .run(Instant::now() + Duration::from_secs(30))
+            .await
+            .checks[MISSED_WEBHOOKS]
+            .clone()
+    };
+
+    let undelivered = run(true).await;
+    assert_eq!(undelivered.ids, ["EVT#paddle#evt_ours"], "{undelivered:?}");
+    let asked = &api.notification_queries()[0];
+    assert_eq!(
+        asked.get("notification_setting_id").map(String::as_str),
+        Some(DESTINATION)
+    );
+
+    let listed = run(false).await;
+    assert_eq!(listed.found, 2, "{listed:?}");
+    assert_eq!(
+        api.queries()[0].get("event_type").map(String::as_str),
+        Some("transaction.completed")
+    );
+    assert_eq!(api.setting_reads(), [DESTINATION, DESTINATION]);
+}
+
 /// Paddle lists 90 days of events, not Stripe's 30: a Paddle watermark 60 days old is walked
 /// from where it stands, and only one older than 90 days leaves a stretch not checked.
 #[tokio::test]

@@ -2,13 +2,15 @@
 //! filter: the list is read newest first (`order_by=id[DESC]`, Paddle's ids sort by creation),
 //! only of the types plumbline reads (`event_type`), pages by `after`, and the walk ends at the
 //! first event that occurred before `since` less a margin. With `reconcile.failed_only`, the
-//! notifications Paddle could not deliver are read instead (`GET /notifications`).
+//! notifications Paddle could not deliver are read instead (`GET /notifications`). Given the
+//! notification destination (`GET /notification-settings/{id}`), only the types it is subscribed
+//! to are listed, and only its notifications.
 
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::{Api, page_of};
+use super::provider_api::{Api, page_of, sent_types};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
 use crate::sources::SourceKind;
@@ -21,11 +23,45 @@ const BOUNDARY_SECS: i64 = 300;
 #[derive(Debug)]
 pub struct PaddleEvents {
     api: Api,
+    endpoint: Option<String>,
 }
 
 impl PaddleEvents {
     pub fn new(base: Option<&str>, key: SecretString) -> Result<Self, String> {
-        Api::new(base, "https://api.paddle.com", key).map(|api| Self { api })
+        Api::new(base, "https://api.paddle.com", key).map(|api| Self {
+            api,
+            endpoint: None,
+        })
+    }
+
+    /// The notification destination (`ntfset_…`) whose subscribed types the list is held to.
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Option<String>) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// The types to list: those plumbline reads, and of them only the ones the destination is
+    /// subscribed to when it is named. Read on each page: a subscription changed meanwhile
+    /// counts from the next page on.
+    async fn listed_types(&self) -> Result<Vec<&'static str>, ProviderError> {
+        let read = SourceKind::Paddle.read_types();
+        let Some(id) = &self.endpoint else {
+            return Ok(read.to_vec());
+        };
+        let body = self
+            .api
+            .get_json(&format!("/notification-settings/{id}"), &[])
+            .await?;
+        let subscribed: Vec<&str> = body["data"]["subscribed_events"]
+            .as_array()
+            .ok_or_else(|| {
+                ProviderError::Unavailable("unreadable notification destination".into())
+            })?
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        Ok(sent_types(read, &subscribed))
     }
 
     /// A shorter first backoff after a 429, for tests against a local server.
@@ -44,14 +80,21 @@ impl ProviderEvents for PaddleEvents {
         page_size: usize,
         failed_only: bool,
     ) -> Result<ProviderPage, ProviderError> {
+        let types = self.listed_types().await?;
+        // No type to ask for: an empty `event_type` would list every type.
+        if types.is_empty() {
+            return Ok(ProviderPage::default());
+        }
         if failed_only {
-            return self.undelivered(since, starting_after, page_size).await;
+            return self
+                .undelivered(since, starting_after, page_size, &types)
+                .await;
         }
         let mut query = vec![
             ("order_by", "id[DESC]".to_owned()),
             ("per_page", page_size.clamp(1, 200).to_string()),
             // Only the types plumbline reads: any other was never a webhook it acts on.
-            ("event_type", SourceKind::Paddle.read_types().join(",")),
+            ("event_type", types.join(",")),
         ];
         if let Some(after) = starting_after {
             query.push(("after", after.to_owned()));
@@ -80,15 +123,16 @@ impl ProviderEvents for PaddleEvents {
 
 impl PaddleEvents {
     /// `reconcile.failed_only`: the notifications Paddle has not delivered (`GET
-    /// /notifications?status=failed,needs_retry`, to any destination), created since `since`
-    /// (`from`), newest first. Each carries its event as the webhook did (`payload`); the
-    /// cursor is the last notification's id. Notifications of types plumbline does not read
+    /// /notifications?status=failed,needs_retry`, to the named destination or else to any),
+    /// created since `since` (`from`), newest first. Each carries its event as the webhook did
+    /// (`payload`); the cursor is the last notification's id. Notifications of other `types`
     /// are passed over here: that list has no type filter.
     async fn undelivered(
         &self,
         since: Timestamp,
         starting_after: Option<&str>,
         page_size: usize,
+        types: &[&str],
     ) -> Result<ProviderPage, ProviderError> {
         let mut query = vec![
             ("order_by", "id[DESC]".to_owned()),
@@ -96,6 +140,9 @@ impl PaddleEvents {
             ("status", "failed,needs_retry".to_owned()),
             ("from", since.to_string()),
         ];
+        if let Some(id) = &self.endpoint {
+            query.push(("notification_setting_id", id.clone()));
+        }
         if let Some(after) = starting_after {
             query.push(("after", after.to_owned()));
         }
@@ -104,7 +151,6 @@ impl PaddleEvents {
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let types = SourceKind::Paddle.read_types();
         // An event has a notification per destination: it is listed once.
         let mut seen = std::collections::HashSet::new();
         let payloads: Vec<serde_json::Value> = data

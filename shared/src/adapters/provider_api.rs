@@ -98,6 +98,18 @@ impl Api {
     }
 }
 
+/// The types of `read` an endpoint subscribed to `subscribed` is sent (Stripe's `*` is all of
+/// them), in `read`'s order.
+pub(super) fn sent_types(read: &[&'static str], subscribed: &[&str]) -> Vec<&'static str> {
+    if subscribed.contains(&"*") {
+        return read.to_vec();
+    }
+    read.iter()
+        .copied()
+        .filter(|t| subscribed.contains(t))
+        .collect()
+}
+
 /// A page of a provider's list: each listed event's JSON, and the id (`id_field`) of the last,
 /// where the next page starts.
 pub(super) fn page_of(listed: &[Value], id_field: &str, has_more: bool) -> ProviderPage {
@@ -153,16 +165,16 @@ pub fn from_config(
         let Some(reference) = &source.api_key else {
             continue;
         };
-        let base = source.api_base.as_deref();
+        let (base, endpoint) = (source.api_base.as_deref(), source.endpoint_id.clone());
         let api = match source.kind {
             SourceKind::Stripe => resolver
                 .resolve(reference)
                 .and_then(|key| StripeEvents::new(base, key))
-                .map(ProviderApi::Stripe),
+                .map(|api| ProviderApi::Stripe(api.with_endpoint(endpoint))),
             SourceKind::Paddle => resolver
                 .resolve(reference)
                 .and_then(|key| PaddleEvents::new(base, key))
-                .map(ProviderApi::Paddle),
+                .map(|api| ProviderApi::Paddle(api.with_endpoint(endpoint))),
             _ => continue,
         };
         match api {

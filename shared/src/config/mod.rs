@@ -119,6 +119,10 @@ pub struct SourceConfig {
     pub tolerance_secs: i64,
     pub api_key: Option<SecretRef>,
     pub api_base: Option<String>,
+    /// The provider's id of the webhook endpoint that sends to this source (Stripe `we_…`,
+    /// Paddle `ntfset_…`): the missed-webhook check then lists only the types it is subscribed
+    /// to, and Paddle's undelivered notifications of that destination only.
+    pub endpoint_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -57,6 +57,7 @@ pub(super) struct RawSource {
     pub(super) tolerance_secs: Option<i64>,
     pub(super) api_key: Option<String>,
     pub(super) api_base: Option<String>,
+    pub(super) endpoint_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +196,11 @@ pub(super) fn parse_sources(
         {
             problems.add(format!("{key}.api_base"), "must be an http(s) URL");
         }
+        if let Some(id) = &raw.endpoint_id
+            && let Some(reason) = endpoint_id_problem(raw.kind, id, api_key.is_some())
+        {
+            problems.add(format!("{key}.endpoint_id"), reason);
+        }
         let config = SourceConfig {
             name: source_name.clone(),
             kind: raw.kind,
@@ -202,10 +208,30 @@ pub(super) fn parse_sources(
             tolerance_secs,
             api_key,
             api_base: raw.api_base,
+            endpoint_id: raw.endpoint_id,
         };
         sources.insert(source_name, config);
     }
     sources
+}
+
+/// What is wrong with `id` as the endpoint of a `kind` source, if anything. It goes into a
+/// URL path of the provider's API, so it is held to the provider's id shape.
+fn endpoint_id_problem(kind: SourceKind, id: &str, has_api_key: bool) -> Option<String> {
+    let Some(prefix) = kind.endpoint_id_prefix() else {
+        return Some(format!(
+            "{kind} has no events API plumbline reads (stripe and paddle do)"
+        ));
+    };
+    let shaped = id
+        .strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !shaped {
+        return Some(format!(
+            "must be a {kind} endpoint id ({prefix} and letters or digits)"
+        ));
+    }
+    (!has_api_key).then(|| "needs api_key: reconciliation reads the endpoint with it".to_owned())
 }
 
 pub(super) fn parse_targets(

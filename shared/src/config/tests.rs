@@ -559,3 +559,63 @@ fn first_walk_days_is_read_and_bounded() {
     assert_eq!(err.problems[0].key, "reconcile.first_walk_days");
     assert_eq!(err.problems[0].line, Some(6));
 }
+
+#[test]
+fn an_endpoint_id_is_held_to_its_providers_id_shape_and_needs_the_api_key() {
+    let source = |kind: &str, extra: &str| {
+        format!("[sources.s]\nkind = \"{kind}\"\nsecrets = [\"env:S\"]\n{extra}")
+    };
+    let key = "api_key = \"env:K\"\n";
+    let stripe = Config::parse(&source(
+        "stripe",
+        &format!("{key}endpoint_id = \"we_1Abc\"\n"),
+    ))
+    .expect("valid");
+    assert_eq!(
+        stripe.sources[&SourceName::try_from("s").expect("valid")]
+            .endpoint_id
+            .as_deref(),
+        Some("we_1Abc")
+    );
+    let paddle = format!("{key}endpoint_id = \"ntfset_01h8\"\n");
+    assert!(Config::parse(&source("paddle", &paddle)).is_ok());
+    for (kind, extra, reason) in [
+        (
+            "stripe",
+            format!("{key}endpoint_id = \"ntfset_01h8\"\n"),
+            "must be a stripe endpoint id",
+        ),
+        (
+            "stripe",
+            format!("{key}endpoint_id = \"we_../../v1/charges\"\n"),
+            "must be a stripe endpoint id",
+        ),
+        (
+            "stripe",
+            format!("{key}endpoint_id = \"we_\"\n"),
+            "must be a stripe endpoint id",
+        ),
+        (
+            "stripe",
+            "endpoint_id = \"we_1Abc\"\n".to_owned(),
+            "needs api_key",
+        ),
+        (
+            "shopify",
+            "endpoint_id = \"we_1Abc\"\n".to_owned(),
+            "has no events API",
+        ),
+    ] {
+        let err = Config::parse(&source(kind, &extra)).expect_err(&extra);
+        let problem = err
+            .problems
+            .iter()
+            .find(|p| p.key == "sources.s.endpoint_id")
+            .unwrap_or_else(|| panic!("{extra}: {err}"));
+        assert!(
+            problem.reason.contains(reason),
+            "{extra}: {}",
+            problem.reason
+        );
+    }
+}

@@ -57,6 +57,16 @@ impl SourceKind {
         self.event_window_days().is_some()
     }
 
+    /// How the provider's ids of a webhook endpoint begin (Stripe's webhook endpoints,
+    /// Paddle's notification destinations); `None` for a provider without an events API.
+    pub fn endpoint_id_prefix(self) -> Option<&'static str> {
+        match self {
+            Self::Stripe => Some("we_"),
+            Self::Paddle => Some("ntfset_"),
+            Self::StandardWebhooks | Self::Shopify | Self::Adyen => None,
+        }
+    }
+
     /// The provider's event types plumbline reads; any other is kept as `unrouted`. The
     /// missed-webhook check asks the provider's list for these only, so an event of a type the
     /// endpoint is never sent (and would ignore) is not taken for a missed webhook.

@@ -1,12 +1,13 @@
 //! A loopback server shaped like Paddle Billing's `GET /events`: `order_by=id[ASC|DESC]`,
 //! `event_type` (comma-separated), `per_page`, `after` (an event id),
-//! `meta.pagination.has_more`; no time filter. And `GET /notifications` (`status`, `from`). It
-//! records each query and the authorization it came with.
+//! `meta.pagination.has_more`; no time filter. And `GET /notifications` (`status`, `from`,
+//! `notification_setting_id`), and `GET /notification-settings/{id}` with each destination's
+//! `subscribed_events`. It records each query and the authorization it came with.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::Query;
+use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -21,6 +22,10 @@ struct State {
     queries: Vec<BTreeMap<String, String>>,
     notification_queries: Vec<BTreeMap<String, String>>,
     auth: Vec<String>,
+    /// Each notification destination's subscribed event types.
+    settings: BTreeMap<String, Vec<String>>,
+    /// The destinations read, in order.
+    setting_reads: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -43,7 +48,8 @@ impl PaddleApi {
             notifications,
             ..State::default()
         }));
-        let (events_state, notifications_state) = (Arc::clone(&state), Arc::clone(&state));
+        let (events_state, notifications_state, settings_state) =
+            (Arc::clone(&state), Arc::clone(&state), Arc::clone(&state));
         let app = axum::Router::new()
             .route(
                 "/events",
@@ -62,6 +68,13 @@ impl PaddleApi {
                         async move { list_notifications(&state, query, &headers) }
                     },
                 ),
+            )
+            .route(
+                "/notification-settings/{id}",
+                axum::routing::get(move |Path(id): Path<String>| {
+                    let state = Arc::clone(&settings_state);
+                    async move { setting(&state, id) }
+                }),
             );
         let url = serve(app).await;
         Self { url, state }
@@ -75,6 +88,19 @@ impl PaddleApi {
             .clone()
     }
 
+    /// A notification destination `id` subscribed to `events`.
+    pub fn add_setting(&self, id: &str, events: &[&str]) {
+        self.state.lock().expect("lock").settings.insert(
+            id.to_owned(),
+            events.iter().map(|e| (*e).to_owned()).collect(),
+        );
+    }
+
+    /// The notification destinations read, in order.
+    pub fn setting_reads(&self) -> Vec<String> {
+        self.state.lock().expect("lock").setting_reads.clone()
+    }
+
     pub fn queries(&self) -> Vec<BTreeMap<String, String>> {
         self.state.lock().expect("lock").queries.clone()
     }
@@ -82,6 +108,26 @@ impl PaddleApi {
     pub fn auth(&self) -> Vec<String> {
         self.state.lock().expect("lock").auth.clone()
     }
+}
+
+fn setting(state: &Mutex<State>, id: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut state = state.lock().expect("lock");
+    let events = state.settings.get(&id).cloned();
+    state.setting_reads.push(id.clone());
+    let Some(events) = events else {
+        return (
+            http::StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"type": "request_error", "code": "not_found"}})),
+        )
+            .into_response();
+    };
+    let subscribed: Vec<Value> = events.iter().map(|name| json!({ "name": name })).collect();
+    axum::Json(json!({
+        "data": { "id": id, "type": "url", "active": true, "subscribed_events": subscribed },
+        "meta": { "request_id": "req_test" }
+    }))
+    .into_response()
 }
 
 fn list(
@@ -132,6 +178,9 @@ fn ordered_page(
     (page, per_page, has_more)
 }
 
+/// The notification destination [`notification`] makes notifications for.
+pub const DESTINATION: &str = "ntfset_01plumbline";
+
 /// A notification of `event` (as the events list has it) with `status`, made when it occurred:
 /// its payload is the event with the notification's id, as the webhook carried it.
 pub fn notification(id: &str, event: &Value, status: &str) -> Value {
@@ -143,6 +192,7 @@ pub fn notification(id: &str, event: &Value, status: &str) -> Value {
         "status": status,
         "payload": payload,
         "occurred_at": event["occurred_at"],
+        "notification_setting_id": DESTINATION,
     })
 }
 
@@ -156,6 +206,9 @@ fn list_notifications(
     let mut state = state.lock().expect("lock");
     state.auth.push(authorization(headers));
     let statuses: Option<Vec<&str>> = query.get("status").map(|s| s.split(',').collect());
+    let destinations: Option<Vec<&str>> = query
+        .get("notification_setting_id")
+        .map(|s| s.split(',').collect());
     let from = query
         .get("from")
         .map(|f| plumbline::contract::Timestamp::parse(f).expect("`from` is RFC 3339"));
@@ -166,6 +219,11 @@ fn list_notifications(
             statuses
                 .as_ref()
                 .is_none_or(|ss| ss.contains(&n["status"].as_str().unwrap_or_default()))
+        })
+        .filter(|n| {
+            destinations.as_ref().is_none_or(|ds| {
+                ds.contains(&n["notification_setting_id"].as_str().unwrap_or_default())
+            })
         })
         .filter(|n| {
             let at = n["occurred_at"]

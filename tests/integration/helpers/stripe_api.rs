@@ -1,11 +1,11 @@
 //! A loopback server shaped like Stripe's `GET /v1/events`: newest first, `created[gte]`,
 //! `types[i]`, `limit`, `starting_after`, `has_more`; it can answer 429 first, and records each
-//! query.
+//! query. And `GET /v1/webhook_endpoints/{id}` with each endpoint's `enabled_events`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::Query;
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -22,6 +22,10 @@ struct State {
     arrivals: Vec<std::time::Instant>,
     /// The next requests answered 429, each with its `Retry-After` in seconds, if any.
     throttle: VecDeque<Option<u64>>,
+    /// Each webhook endpoint's `enabled_events`.
+    endpoints: BTreeMap<String, Vec<String>>,
+    /// The endpoints read, in order.
+    endpoint_reads: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -43,16 +47,24 @@ impl StripeApi {
             events,
             ..State::default()
         }));
-        let shared = Arc::clone(&state);
-        let app = axum::Router::new().route(
-            "/v1/events",
-            axum::routing::get(
-                move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
-                    let state = Arc::clone(&shared);
-                    async move { list(&state, &query, &headers) }
-                },
-            ),
-        );
+        let (shared, endpoints) = (Arc::clone(&state), Arc::clone(&state));
+        let app = axum::Router::new()
+            .route(
+                "/v1/events",
+                axum::routing::get(
+                    move |Query(query): Query<BTreeMap<String, String>>, headers: HeaderMap| {
+                        let state = Arc::clone(&shared);
+                        async move { list(&state, &query, &headers) }
+                    },
+                ),
+            )
+            .route(
+                "/v1/webhook_endpoints/{id}",
+                axum::routing::get(move |Path(id): Path<String>| {
+                    let state = Arc::clone(&endpoints);
+                    async move { endpoint(&state, id) }
+                }),
+            );
         let url = serve(app).await;
         Self { url, state }
     }
@@ -80,12 +92,47 @@ impl StripeApi {
         self.state.lock().expect("lock").arrivals.clone()
     }
 
+    /// A webhook endpoint `id` sent `enabled_events` (`*`: every type).
+    pub fn add_endpoint(&self, id: &str, enabled_events: &[&str]) {
+        self.state.lock().expect("lock").endpoints.insert(
+            id.to_owned(),
+            enabled_events.iter().map(|e| (*e).to_owned()).collect(),
+        );
+    }
+
+    /// The webhook endpoints read, in order.
+    pub fn endpoint_reads(&self) -> Vec<String> {
+        self.state.lock().expect("lock").endpoint_reads.clone()
+    }
+
     pub fn queries(&self) -> Vec<BTreeMap<String, String>> {
         self.state.lock().expect("lock").queries.clone()
     }
 
     pub fn auth(&self) -> Vec<String> {
         self.state.lock().expect("lock").auth.clone()
+    }
+}
+
+fn endpoint(state: &Mutex<State>, id: String) -> Response {
+    let mut state = state.lock().expect("lock");
+    let enabled = state.endpoints.get(&id).cloned();
+    state.endpoint_reads.push(id.clone());
+    match enabled {
+        Some(enabled) => axum::Json(json!({
+            "id": id,
+            "object": "webhook_endpoint",
+            "enabled_events": enabled,
+            "status": "enabled",
+        }))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}}),
+            ),
+        )
+            .into_response(),
     }
 }
 
