@@ -73,7 +73,7 @@ impl PaddleApi {
                 "/notification-settings/{id}",
                 axum::routing::get(move |Path(id): Path<String>| {
                     let state = Arc::clone(&settings_state);
-                    async move { setting(&state, id) }
+                    async move { setting(&state, &id) }
                 }),
             );
         let url = serve(app).await;
@@ -110,11 +110,11 @@ impl PaddleApi {
     }
 }
 
-fn setting(state: &Mutex<State>, id: String) -> axum::response::Response {
+fn setting(state: &Mutex<State>, id: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut state = state.lock().expect("lock");
-    let events = state.settings.get(&id).cloned();
-    state.setting_reads.push(id.clone());
+    let events = state.settings.get(id).cloned();
+    state.setting_reads.push(id.to_owned());
     let Some(events) = events else {
         return (
             http::StatusCode::NOT_FOUND,

@@ -62,7 +62,7 @@ impl StripeApi {
                 "/v1/webhook_endpoints/{id}",
                 axum::routing::get(move |Path(id): Path<String>| {
                     let state = Arc::clone(&endpoints);
-                    async move { endpoint(&state, id) }
+                    async move { endpoint(&state, &id) }
                 }),
             );
         let url = serve(app).await;
@@ -114,10 +114,10 @@ impl StripeApi {
     }
 }
 
-fn endpoint(state: &Mutex<State>, id: String) -> Response {
+fn endpoint(state: &Mutex<State>, id: &str) -> Response {
     let mut state = state.lock().expect("lock");
-    let enabled = state.endpoints.get(&id).cloned();
-    state.endpoint_reads.push(id.clone());
+    let enabled = state.endpoints.get(id).cloned();
+    state.endpoint_reads.push(id.to_owned());
     match enabled {
         Some(enabled) => axum::Json(json!({
             "id": id,
