@@ -420,19 +420,36 @@ impl Config {
     }
 
     /// Sources with an events API but no `api_key`: reconciliation cannot list their events,
-    /// so `missed_webhooks` reports nothing for them, whatever they lost.
+    /// so `missed_webhooks` reports nothing for them, whatever they lost. With a key but no
+    /// `endpoint_id`, it looks for every type plumbline reads, and finds "missed" each event of
+    /// a type the endpoint is not subscribed to.
     fn missed_webhook_warnings(&self) -> Vec<ConfigProblem> {
         self.sources
             .iter()
-            .filter(|(_, source)| source.kind.has_event_api() && source.api_key.is_none())
-            .map(|(name, source)| ConfigProblem {
-                key: format!("sources.{name}.api_key"),
-                reason: format!(
-                    "not set: a {} webhook that never arrives is not found by reconciliation \
-                     (missed_webhooks does not list this source's events)",
-                    source.kind
-                ),
-                line: None,
+            .filter(|(_, source)| source.kind.has_event_api())
+            .filter_map(|(name, source)| {
+                let (slot, reason) = match (&source.api_key, &source.endpoint_id) {
+                    (None, _) => (
+                        "api_key",
+                        format!(
+                            "not set: a {} webhook that never arrives is not found by \
+                             reconciliation (missed_webhooks does not list this source's events)",
+                            source.kind
+                        ),
+                    ),
+                    (Some(_), None) => (
+                        "endpoint_id",
+                        "not set: reconciliation looks for every event type plumbline reads, \
+                         and takes each of a type the endpoint is not sent for a missed webhook"
+                            .to_owned(),
+                    ),
+                    (Some(_), Some(_)) => return None,
+                };
+                Some(ConfigProblem {
+                    key: format!("sources.{name}.{slot}"),
+                    reason,
+                    line: None,
+                })
             })
             .collect()
     }

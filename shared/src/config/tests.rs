@@ -301,16 +301,29 @@ secrets = ["env:SHOP"]
     let keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["sources.stripe.api_key"],
+        ["sources.paddle.endpoint_id", "sources.stripe.api_key"],
         "shopify has no events API"
     );
     assert!(
-        warnings[0]
-            .reason
-            .contains("a stripe webhook that never arrives is not found"),
+        warnings[0].reason.contains("looks for every event type"),
         "{}",
         warnings[0].reason
     );
+    assert!(
+        warnings[1]
+            .reason
+            .contains("a stripe webhook that never arrives is not found"),
+        "{}",
+        warnings[1].reason
+    );
+    let named = text.replace(
+        "api_key = \"env:PADDLE_API_KEY\"",
+        "api_key = \"env:PADDLE_API_KEY\"\nendpoint_id = \"ntfset_01h8\"",
+    );
+    let warned = Config::parse(&named)
+        .expect("valid")
+        .check_warnings("plumbline");
+    assert_eq!(warned.len(), 1, "{warned:?}");
 }
 
 #[test]
