@@ -1540,6 +1540,16 @@ async fn missed_webhooks_are_looked_for_in_the_types_the_stripe_endpoint_is_sent
         Some("stripe: the provider refused the request: HTTP 404; the next run continues")
     );
     assert_eq!(api.queries().len(), 2);
+
+    // Disabled (Stripe does so after days of failed deliveries): sent nothing, so what it
+    // lists is taken in, and the run says why.
+    api.disable_endpoint("we_1All");
+    let off = run("we_1All").await;
+    assert_eq!(off.found, 2, "{off:?}");
+    assert_eq!(
+        off.note.as_deref(),
+        Some("stripe: webhook endpoint we_1All is disabled: Stripe sends it no webhooks")
+    );
 }
 
 /// With the notification destination named, Paddle's lists are held to it: its subscribed
@@ -1597,6 +1607,18 @@ async fn paddles_lists_are_held_to_the_named_notification_destination() {
         Some("transaction.completed")
     );
     assert_eq!(api.setting_reads(), [DESTINATION, DESTINATION]);
+    assert_eq!(listed.note, None);
+
+    api.deactivate(DESTINATION);
+    let inactive = run(false).await;
+    assert_eq!(inactive.found, 2, "{inactive:?}");
+    assert_eq!(
+        inactive.note.as_deref(),
+        Some(
+            "paddle: notification destination ntfset_01plumbline is inactive: Paddle sends it \
+             no webhooks"
+        )
+    );
 }
 
 /// Paddle lists 90 days of events, not Stripe's 30: a Paddle watermark 60 days old is walked

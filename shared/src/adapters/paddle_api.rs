@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::{Api, page_of, sent_types};
+use super::provider_api::{Api, Listed, page_of, sent_types};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
 use crate::sources::SourceKind;
@@ -43,11 +43,11 @@ impl PaddleEvents {
 
     /// The types to list: those plumbline reads, and of them only the ones the destination is
     /// subscribed to when it is named. Read on each page: a subscription changed meanwhile
-    /// counts from the next page on.
-    async fn listed_types(&self) -> Result<Vec<&'static str>, ProviderError> {
+    /// counts from the next page on. An inactive destination is sent nothing, and said.
+    async fn listed_types(&self) -> Result<Listed, ProviderError> {
         let read = SourceKind::Paddle.read_types();
         let Some(id) = &self.endpoint else {
-            return Ok(read.to_vec());
+            return Ok(Listed::all(SourceKind::Paddle));
         };
         let body = self
             .api
@@ -61,7 +61,13 @@ impl PaddleEvents {
             .iter()
             .filter_map(|e| e["name"].as_str())
             .collect();
-        Ok(sent_types(read, &subscribed))
+        let warning = (body["data"]["active"].as_bool() == Some(false)).then(|| {
+            format!("notification destination {id} is inactive: Paddle sends it no webhooks")
+        });
+        Ok(Listed {
+            types: sent_types(read, &subscribed),
+            warning,
+        })
     }
 
     /// A shorter first backoff after a 429, for tests against a local server.
@@ -80,16 +86,33 @@ impl ProviderEvents for PaddleEvents {
         page_size: usize,
         failed_only: bool,
     ) -> Result<ProviderPage, ProviderError> {
-        let types = self.listed_types().await?;
+        let listed = self.listed_types().await?;
         // No type to ask for: an empty `event_type` would list every type.
-        if types.is_empty() {
-            return Ok(ProviderPage::default());
+        if listed.types.is_empty() {
+            return Ok(listed.empty_page());
         }
-        if failed_only {
-            return self
-                .undelivered(since, starting_after, page_size, &types)
-                .await;
-        }
+        let (types, warning) = (listed.types, listed.warning);
+        let page = if failed_only {
+            self.undelivered(since, starting_after, page_size, &types)
+                .await?
+        } else {
+            self.events(starting_after, page_size, since, &types)
+                .await?
+        };
+        Ok(ProviderPage { warning, ..page })
+    }
+}
+
+impl PaddleEvents {
+    /// The events list (`GET /events`) of `types`, newest first, down to `since` less the
+    /// boundary margin.
+    async fn events(
+        &self,
+        starting_after: Option<&str>,
+        page_size: usize,
+        since: Timestamp,
+        types: &[&str],
+    ) -> Result<ProviderPage, ProviderError> {
         let mut query = vec![
             ("order_by", "id[DESC]".to_owned()),
             ("per_page", page_size.clamp(1, 200).to_string()),

@@ -98,6 +98,31 @@ impl Api {
     }
 }
 
+/// The types a walk asks the provider's list for, and a warning when the endpoint they are
+/// sent to is switched off.
+pub(super) struct Listed {
+    pub(super) types: Vec<&'static str>,
+    pub(super) warning: Option<String>,
+}
+
+impl Listed {
+    /// Every type plumbline reads: no endpoint was named.
+    pub(super) fn all(kind: SourceKind) -> Self {
+        Self {
+            types: kind.read_types().to_vec(),
+            warning: None,
+        }
+    }
+
+    /// A page with nothing on it but the warning: no type to ask the list for.
+    pub(super) fn empty_page(self) -> ProviderPage {
+        ProviderPage {
+            warning: self.warning,
+            ..ProviderPage::default()
+        }
+    }
+}
+
 /// The types of `read` an endpoint subscribed to `subscribed` is sent (Stripe's `*` is all of
 /// them), in `read`'s order.
 pub(super) fn sent_types(read: &[&'static str], subscribed: &[&str]) -> Vec<&'static str> {
@@ -123,6 +148,7 @@ pub(super) fn page_of(listed: &[Value], id_field: &str, has_more: bool) -> Provi
             .and_then(|e| e[id_field].as_str())
             .map(str::to_owned),
         has_more,
+        warning: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::{Api, page_of, sent_types};
+use super::provider_api::{Api, Listed, page_of, sent_types};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
 use crate::sources::SourceKind;
@@ -35,11 +35,12 @@ impl StripeEvents {
 
     /// The types to list: those plumbline reads, and of them only the ones the endpoint is
     /// sent when it is named. Read on each page: a subscription changed meanwhile counts from
-    /// the next page on.
-    async fn listed_types(&self) -> Result<Vec<&'static str>, ProviderError> {
+    /// the next page on. A disabled endpoint (Stripe disables one after days of failed
+    /// deliveries) is sent nothing, and said.
+    async fn listed_types(&self) -> Result<Listed, ProviderError> {
         let read = SourceKind::Stripe.read_types();
         let Some(id) = &self.endpoint else {
-            return Ok(read.to_vec());
+            return Ok(Listed::all(SourceKind::Stripe));
         };
         let body = self
             .api
@@ -51,7 +52,12 @@ impl StripeEvents {
             .iter()
             .filter_map(serde_json::Value::as_str)
             .collect();
-        Ok(sent_types(read, &enabled))
+        let warning = (body["status"].as_str() == Some("disabled"))
+            .then(|| format!("webhook endpoint {id} is disabled: Stripe sends it no webhooks"));
+        Ok(Listed {
+            types: sent_types(read, &enabled),
+            warning,
+        })
     }
 
     /// A shorter first backoff after a 429, for tests against a local server.
@@ -71,11 +77,12 @@ impl ProviderEvents for StripeEvents {
         failed_only: bool,
     ) -> Result<ProviderPage, ProviderError> {
         // Only the types plumbline reads: any other was never a webhook it acts on.
-        let types = self.listed_types().await?;
+        let listed = self.listed_types().await?;
         // No type to ask for: an empty `types` would list every type.
-        if types.is_empty() {
-            return Ok(ProviderPage::default());
+        if listed.types.is_empty() {
+            return Ok(listed.empty_page());
         }
+        let types = &listed.types;
         let type_keys: Vec<String> = (0..types.len()).map(|i| format!("types[{i}]")).collect();
         let mut query = vec![
             ("created[gte]", since.unix().to_string()),
@@ -99,6 +106,9 @@ impl ProviderEvents for StripeEvents {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let has_more = body["has_more"].as_bool().unwrap_or(false);
-        Ok(page_of(data, "id", has_more))
+        Ok(ProviderPage {
+            warning: listed.warning,
+            ..page_of(data, "id", has_more)
+        })
     }
 }

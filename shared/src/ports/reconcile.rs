@@ -194,6 +194,9 @@ pub struct ProviderPage {
     /// The id of the last (oldest) event on the page: where the next page starts.
     pub last_id: Option<String>,
     pub has_more: bool,
+    /// What the provider said that an operator should hear: the webhook endpoint it would
+    /// send to is disabled, so every event it lists goes missing.
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -71,7 +71,15 @@ where
                     )
                     .await
                 {
-                    Ok(page) => {
+                    Ok(mut page) => {
+                        // Said once a run, however many pages repeat it.
+                        if let Some(warning) = page.warning.take() {
+                            let note = format!("{source}: {warning}");
+                            if !notes.contains(&note) {
+                                warn!(source = %source, warning = %warning, "the webhook endpoint is switched off");
+                                notes.push(note);
+                            }
+                        }
                         self.take_missed(source, *kind, &page.events, now, &mut result)
                             .await;
                         if page.last_id.is_some() {

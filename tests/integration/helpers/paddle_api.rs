@@ -26,6 +26,8 @@ struct State {
     settings: BTreeMap<String, Vec<String>>,
     /// The destinations read, in order.
     setting_reads: Vec<String>,
+    /// Destinations that are not `active`.
+    inactive: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -96,6 +98,15 @@ impl PaddleApi {
         );
     }
 
+    /// Destination `id` is deactivated.
+    pub fn deactivate(&self, id: &str) {
+        self.state
+            .lock()
+            .expect("lock")
+            .inactive
+            .push(id.to_owned());
+    }
+
     /// The notification destinations read, in order.
     pub fn setting_reads(&self) -> Vec<String> {
         self.state.lock().expect("lock").setting_reads.clone()
@@ -123,8 +134,9 @@ fn setting(state: &Mutex<State>, id: &str) -> axum::response::Response {
             .into_response();
     };
     let subscribed: Vec<Value> = events.iter().map(|name| json!({ "name": name })).collect();
+    let active = !state.inactive.iter().any(|i| i == id);
     axum::Json(json!({
-        "data": { "id": id, "type": "url", "active": true, "subscribed_events": subscribed },
+        "data": { "id": id, "type": "url", "active": active, "subscribed_events": subscribed },
         "meta": { "request_id": "req_test" }
     }))
     .into_response()

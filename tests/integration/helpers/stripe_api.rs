@@ -26,6 +26,8 @@ struct State {
     endpoints: BTreeMap<String, Vec<String>>,
     /// The endpoints read, in order.
     endpoint_reads: Vec<String>,
+    /// Endpoints whose `status` is `disabled`.
+    disabled: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -100,6 +102,15 @@ impl StripeApi {
         );
     }
 
+    /// Stripe disables endpoint `id` (as it does after days of failed deliveries).
+    pub fn disable_endpoint(&self, id: &str) {
+        self.state
+            .lock()
+            .expect("lock")
+            .disabled
+            .push(id.to_owned());
+    }
+
     /// The webhook endpoints read, in order.
     pub fn endpoint_reads(&self) -> Vec<String> {
         self.state.lock().expect("lock").endpoint_reads.clone()
@@ -118,12 +129,17 @@ fn endpoint(state: &Mutex<State>, id: &str) -> Response {
     let mut state = state.lock().expect("lock");
     let enabled = state.endpoints.get(id).cloned();
     state.endpoint_reads.push(id.to_owned());
+    let status = if state.disabled.iter().any(|d| d == id) {
+        "disabled"
+    } else {
+        "enabled"
+    };
     match enabled {
         Some(enabled) => axum::Json(json!({
             "id": id,
             "object": "webhook_endpoint",
             "enabled_events": enabled,
-            "status": "enabled",
+            "status": status,
         }))
         .into_response(),
         None => (
