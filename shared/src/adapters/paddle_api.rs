@@ -10,15 +10,30 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::{Api, Listed, page_of, sent_types};
+use super::provider_api::{Api, EndpointShape, page_of};
 use crate::contract::Timestamp;
-use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
+use crate::ports::{ProviderError, ProviderEvents, ProviderPage, Subscription};
 use crate::sources::SourceKind;
 
 /// How far before `since` the walk goes on: an id's creation and the event's `occurred_at` are
 /// not the same instant, so near the boundary the order by id and by time may differ. What the
 /// margin lists again is already stored, and found in the same batch read.
 const BOUNDARY_SECS: i64 = 300;
+
+/// A notification destination (`GET /notification-settings/{id}`): `subscribed_events` by
+/// `name`, and `active`.
+const ENDPOINT: EndpointShape = EndpointShape {
+    kind: SourceKind::Paddle,
+    path: "/notification-settings/",
+    subscribed: |body| {
+        body["data"]["subscribed_events"]
+            .as_array()
+            .map(|events| events.iter().filter_map(|e| e["name"].as_str()).collect())
+    },
+    switched_off: |body| body["data"]["active"].as_bool() == Some(false),
+    name: "notification destination",
+    off: "is inactive: Paddle sends it no webhooks",
+};
 
 #[derive(Debug)]
 pub struct PaddleEvents {
@@ -41,35 +56,6 @@ impl PaddleEvents {
         self
     }
 
-    /// The types to list: those plumbline reads, and of them only the ones the destination is
-    /// subscribed to when it is named. Read on each page: a subscription changed meanwhile
-    /// counts from the next page on. An inactive destination is sent nothing, and said.
-    async fn listed_types(&self) -> Result<Listed, ProviderError> {
-        let read = SourceKind::Paddle.read_types();
-        let Some(id) = &self.endpoint else {
-            return Ok(Listed::all(SourceKind::Paddle));
-        };
-        let body = self
-            .api
-            .get_json(&format!("/notification-settings/{id}"), &[])
-            .await?;
-        let subscribed: Vec<&str> = body["data"]["subscribed_events"]
-            .as_array()
-            .ok_or_else(|| {
-                ProviderError::Unavailable("unreadable notification destination".into())
-            })?
-            .iter()
-            .filter_map(|e| e["name"].as_str())
-            .collect();
-        let warning = (body["data"]["active"].as_bool() == Some(false)).then(|| {
-            format!("notification destination {id} is inactive: Paddle sends it no webhooks")
-        });
-        Ok(Listed {
-            types: sent_types(read, &subscribed),
-            warning,
-        })
-    }
-
     /// A shorter first backoff after a 429, for tests against a local server.
     #[must_use]
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
@@ -79,27 +65,26 @@ impl PaddleEvents {
 }
 
 impl ProviderEvents for PaddleEvents {
+    async fn subscription(&self) -> Result<Subscription, ProviderError> {
+        self.api
+            .subscription(&ENDPOINT, self.endpoint.as_deref())
+            .await
+    }
+
     async fn list(
         &self,
         since: Timestamp,
         starting_after: Option<&str>,
         page_size: usize,
         failed_only: bool,
+        types: &[&str],
     ) -> Result<ProviderPage, ProviderError> {
-        let listed = self.listed_types().await?;
-        // No type to ask for: an empty `event_type` would list every type.
-        if listed.types.is_empty() {
-            return Ok(listed.empty_page());
-        }
-        let (types, warning) = (listed.types, listed.warning);
-        let page = if failed_only {
-            self.undelivered(since, starting_after, page_size, &types)
-                .await?
+        if failed_only {
+            self.undelivered(since, starting_after, page_size, types)
+                .await
         } else {
-            self.events(starting_after, page_size, since, &types)
-                .await?
-        };
-        Ok(ProviderPage { warning, ..page })
+            self.events(starting_after, page_size, since, types).await
+        }
     }
 }
 
@@ -142,9 +127,7 @@ impl PaddleEvents {
                 .unwrap_or(false);
         Ok(page_of(&data[..within], "event_id", has_more))
     }
-}
 
-impl PaddleEvents {
     /// `reconcile.failed_only`: the notifications Paddle has not delivered (`GET
     /// /notifications?status=failed,needs_retry`, to the named destination or else to any),
     /// created since `since` (`from`), newest first. Each carries its event as the webhook did

@@ -14,7 +14,7 @@ use super::paddle_api::PaddleEvents;
 use super::stripe_api::StripeEvents;
 use crate::config::{Config, ConfigError, ConfigProblem, SecretResolver};
 use crate::contract::{SourceName, Timestamp};
-use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
+use crate::ports::{ProviderError, ProviderEvents, ProviderPage, Subscription};
 use crate::sources::SourceKind;
 
 const RETRIES: u32 = 4;
@@ -98,28 +98,41 @@ impl Api {
     }
 }
 
-/// The types a walk asks the provider's list for, and a warning when the endpoint they are
-/// sent to is switched off.
-pub(super) struct Listed {
-    pub(super) types: Vec<&'static str>,
-    pub(super) warning: Option<String>,
+/// How a provider describes a webhook endpoint: where it is read (`path` and the id), where
+/// its subscribed types are, whether it is switched off, and how it is named when it is.
+pub(super) struct EndpointShape {
+    pub(super) kind: SourceKind,
+    pub(super) path: &'static str,
+    pub(super) subscribed: fn(&Value) -> Option<Vec<&str>>,
+    pub(super) switched_off: fn(&Value) -> bool,
+    pub(super) name: &'static str,
+    pub(super) off: &'static str,
 }
 
-impl Listed {
-    /// Every type plumbline reads: no endpoint was named.
-    pub(super) fn all(kind: SourceKind) -> Self {
-        Self {
-            types: kind.read_types().to_vec(),
-            warning: None,
-        }
-    }
-
-    /// A page with nothing on it but the warning: no type to ask the list for.
-    pub(super) fn empty_page(self) -> ProviderPage {
-        ProviderPage {
-            warning: self.warning,
-            ..ProviderPage::default()
-        }
+impl Api {
+    /// The types of `shape.kind` plumbline reads that `endpoint` is sent; all of them when no
+    /// endpoint is named.
+    pub(super) async fn subscription(
+        &self,
+        shape: &EndpointShape,
+        endpoint: Option<&str>,
+    ) -> Result<Subscription, ProviderError> {
+        let read = shape.kind.read_types();
+        let Some(id) = endpoint else {
+            return Ok(Subscription {
+                types: read.to_vec(),
+                warning: None,
+            });
+        };
+        let body = self.get_json(&format!("{}{id}", shape.path), &[]).await?;
+        let subscribed = (shape.subscribed)(&body)
+            .ok_or_else(|| ProviderError::Unavailable(format!("unreadable {}", shape.name)))?;
+        let warning =
+            (shape.switched_off)(&body).then(|| format!("{} {id} {}", shape.name, shape.off));
+        Ok(Subscription {
+            types: sent_types(read, &subscribed),
+            warning,
+        })
     }
 }
 
@@ -148,7 +161,6 @@ pub(super) fn page_of(listed: &[Value], id_field: &str, has_more: bool) -> Provi
             .and_then(|e| e[id_field].as_str())
             .map(str::to_owned),
         has_more,
-        warning: None,
     }
 }
 
@@ -160,20 +172,28 @@ pub enum ProviderApi {
 }
 
 impl ProviderEvents for ProviderApi {
+    async fn subscription(&self) -> Result<Subscription, ProviderError> {
+        match self {
+            Self::Stripe(api) => api.subscription().await,
+            Self::Paddle(api) => api.subscription().await,
+        }
+    }
+
     async fn list(
         &self,
         since: Timestamp,
         starting_after: Option<&str>,
         page_size: usize,
         failed_only: bool,
+        types: &[&str],
     ) -> Result<ProviderPage, ProviderError> {
         match self {
             Self::Stripe(api) => {
-                api.list(since, starting_after, page_size, failed_only)
+                api.list(since, starting_after, page_size, failed_only, types)
                     .await
             }
             Self::Paddle(api) => {
-                api.list(since, starting_after, page_size, failed_only)
+                api.list(since, starting_after, page_size, failed_only, types)
                     .await
             }
         }

@@ -7,10 +7,28 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::provider_api::{Api, Listed, page_of, sent_types};
+use super::provider_api::{Api, EndpointShape, page_of};
 use crate::contract::Timestamp;
-use crate::ports::{ProviderError, ProviderEvents, ProviderPage};
+use crate::ports::{ProviderError, ProviderEvents, ProviderPage, Subscription};
 use crate::sources::SourceKind;
+
+/// A webhook endpoint (`GET /v1/webhook_endpoints/{id}`): `enabled_events` (`*` for all), and
+/// `status`, which Stripe sets to `disabled` after days of failed deliveries.
+const ENDPOINT: EndpointShape = EndpointShape {
+    kind: SourceKind::Stripe,
+    path: "/v1/webhook_endpoints/",
+    subscribed: |body| {
+        body["enabled_events"].as_array().map(|events| {
+            events
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect()
+        })
+    },
+    switched_off: |body| body["status"].as_str() == Some("disabled"),
+    name: "webhook endpoint",
+    off: "is disabled: Stripe sends it no webhooks",
+};
 
 #[derive(Debug)]
 pub struct StripeEvents {
@@ -33,33 +51,6 @@ impl StripeEvents {
         self
     }
 
-    /// The types to list: those plumbline reads, and of them only the ones the endpoint is
-    /// sent when it is named. Read on each page: a subscription changed meanwhile counts from
-    /// the next page on. A disabled endpoint (Stripe disables one after days of failed
-    /// deliveries) is sent nothing, and said.
-    async fn listed_types(&self) -> Result<Listed, ProviderError> {
-        let read = SourceKind::Stripe.read_types();
-        let Some(id) = &self.endpoint else {
-            return Ok(Listed::all(SourceKind::Stripe));
-        };
-        let body = self
-            .api
-            .get_json(&format!("/v1/webhook_endpoints/{id}"), &[])
-            .await?;
-        let enabled: Vec<&str> = body["enabled_events"]
-            .as_array()
-            .ok_or_else(|| ProviderError::Unavailable("unreadable webhook endpoint".into()))?
-            .iter()
-            .filter_map(serde_json::Value::as_str)
-            .collect();
-        let warning = (body["status"].as_str() == Some("disabled"))
-            .then(|| format!("webhook endpoint {id} is disabled: Stripe sends it no webhooks"));
-        Ok(Listed {
-            types: sent_types(read, &enabled),
-            warning,
-        })
-    }
-
     /// A shorter first backoff after a 429, for tests against a local server.
     #[must_use]
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
@@ -69,20 +60,21 @@ impl StripeEvents {
 }
 
 impl ProviderEvents for StripeEvents {
+    async fn subscription(&self) -> Result<Subscription, ProviderError> {
+        self.api
+            .subscription(&ENDPOINT, self.endpoint.as_deref())
+            .await
+    }
+
     async fn list(
         &self,
         since: Timestamp,
         starting_after: Option<&str>,
         page_size: usize,
         failed_only: bool,
+        types: &[&str],
     ) -> Result<ProviderPage, ProviderError> {
         // Only the types plumbline reads: any other was never a webhook it acts on.
-        let listed = self.listed_types().await?;
-        // No type to ask for: an empty `types` would list every type.
-        if listed.types.is_empty() {
-            return Ok(listed.empty_page());
-        }
-        let types = &listed.types;
         let type_keys: Vec<String> = (0..types.len()).map(|i| format!("types[{i}]")).collect();
         let mut query = vec![
             ("created[gte]", since.unix().to_string()),
@@ -106,9 +98,6 @@ impl ProviderEvents for StripeEvents {
             .map(Vec::as_slice)
             .unwrap_or_default();
         let has_more = body["has_more"].as_bool().unwrap_or(false);
-        Ok(ProviderPage {
-            warning: listed.warning,
-            ..page_of(data, "id", has_more)
-        })
+        Ok(page_of(data, "id", has_more))
     }
 }

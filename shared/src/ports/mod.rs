@@ -14,7 +14,8 @@ pub(crate) use reconcile::PendingPosition;
 pub use reconcile::{
     CrmDrift, CrmLead, CrmReadBack, Depth, EntityPage, EntityScan, PendingCursor, PendingPage,
     ProviderError, ProviderEvents, ProviderPage, QueueStats, RUN_RETENTION_SECS, ReconcileStore,
-    ReplayTally, Unreadable, Watermark, Watermarks, change_entry, change_key, replay_minute,
+    ReplayTally, Subscription, Unreadable, Watermark, Watermarks, change_entry, change_key,
+    replay_minute,
 };
 
 use std::future::Future;

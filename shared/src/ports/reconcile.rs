@@ -194,8 +194,14 @@ pub struct ProviderPage {
     /// The id of the last (oldest) event on the page: where the next page starts.
     pub last_id: Option<String>,
     pub has_more: bool,
-    /// What the provider said that an operator should hear: the webhook endpoint it would
-    /// send to is disabled, so every event it lists goes missing.
+}
+
+/// The event types a walk of a provider's list asks for: those plumbline reads that the
+/// source's webhook endpoint is sent (all of them when no endpoint is named), and what an
+/// operator should hear of the endpoint: switched off, so every event it lists goes missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    pub types: Vec<&'static str>,
     pub warning: Option<String>,
 }
 
@@ -211,14 +217,20 @@ pub enum ProviderError {
 
 /// A provider's API listing the events it sent (or failed to send).
 pub trait ProviderEvents: Send + Sync {
-    /// Events created at or after `since`, newest first, continuing after `starting_after`;
-    /// `failed_only` asks only for the ones the provider could not deliver.
+    /// The types to list, read once per walk: a subscription changed meanwhile counts from
+    /// the next run on.
+    fn subscription(&self) -> impl Future<Output = Result<Subscription, ProviderError>> + Send;
+
+    /// Events of `types` (not empty) created at or after `since`, newest first, continuing
+    /// after `starting_after`; `failed_only` asks only for the ones the provider could not
+    /// deliver.
     fn list(
         &self,
         since: Timestamp,
         starting_after: Option<&str>,
         page_size: usize,
         failed_only: bool,
+        types: &[&str],
     ) -> impl Future<Output = Result<ProviderPage, ProviderError>> + Send;
 }
 

@@ -56,9 +56,18 @@ where
                 }
                 None => (oldest.max(first), None, now),
             };
-            let mut complete = false;
-            let mut failed = None;
-            for _ in 0..self.settings.max_pages {
+            let (types, mut failed) = match types_to_list(source, provider, &mut notes).await {
+                Ok(types) => (types, None),
+                Err(note) => (Vec::new(), Some(note)),
+            };
+            // Sent none of the types plumbline reads: nothing to list, the walk is over.
+            let mut complete = failed.is_none() && types.is_empty();
+            let pages = if complete || failed.is_some() {
+                0
+            } else {
+                self.settings.max_pages
+            };
+            for _ in 0..pages {
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -68,18 +77,11 @@ where
                         cursor.as_deref(),
                         self.settings.page_limit,
                         failed_only,
+                        &types,
                     )
                     .await
                 {
-                    Ok(mut page) => {
-                        // Said once a run, however many pages repeat it.
-                        if let Some(warning) = page.warning.take() {
-                            let note = format!("{source}: {warning}");
-                            if !notes.contains(&note) {
-                                warn!(source = %source, warning = %warning, "the webhook endpoint is switched off");
-                                notes.push(note);
-                            }
-                        }
+                    Ok(page) => {
                         self.take_missed(source, *kind, &page.events, now, &mut result)
                             .await;
                         if page.last_id.is_some() {
@@ -164,4 +166,22 @@ where
             }
         }
     }
+}
+
+/// The types `provider`'s list is walked for, read once a walk; a switched-off endpoint is said
+/// in `notes`. `Err` is the run's note of a read that failed.
+async fn types_to_list(
+    source: &SourceName,
+    provider: &impl ProviderEvents,
+    notes: &mut Vec<String>,
+) -> Result<Vec<&'static str>, String> {
+    let subscription = provider
+        .subscription()
+        .await
+        .map_err(|err| format!("{source}: {err}; the next run continues"))?;
+    if let Some(warning) = subscription.warning {
+        warn!(source = %source, warning = %warning, "the webhook endpoint is switched off");
+        notes.push(format!("{source}: {warning}"));
+    }
+    Ok(subscription.types)
 }
