@@ -9,6 +9,8 @@ use plumbline::config::Config;
 mod demo;
 mod dev;
 mod dlq;
+#[cfg(test)]
+mod docs_commands;
 mod events;
 mod local;
 mod out;
