@@ -1,6 +1,6 @@
 //! The commands the README, docs/, the template's descriptions and `--help`'s examples show an
-//! operator are held to this command line: a runbook whose command no longer parses fails here, not during an
-//! incident.
+//! operator are held to this command line: a runbook whose command no longer parses fails here,
+//! not during an incident.
 //!
 //! A whole command line in a fenced block (`plumbline …`, `cargo run … -- …`) must parse as
 //! written, placeholders (`<event id>`) standing in for values. A command quoted in running
