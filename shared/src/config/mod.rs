@@ -4,6 +4,8 @@
 //! Secrets are references (`env:NAME`), resolved by the component that needs them: the ingress
 //! resolves only the source secrets, so it never holds a target's credentials.
 
+#[cfg(test)]
+mod documented;
 mod raw;
 mod secrets;
 

@@ -1,0 +1,197 @@
+//! Every key the file accepts is in docs/configuration.md's table of keys, and every key the
+//! table lists is accepted: a setting added to the code without its line there, or renamed in
+//! one place only, fails here. The keys are read from the file's own types
+//! (what serde's derive lists as a struct's fields), so the list cannot drift from the parser.
+
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+use super::raw::{
+    RawConfig, RawDelivery, RawIngress, RawLedger, RawReconcile, RawRoute, RawSource, RawTarget,
+};
+use crate::delivery::mapping::FieldMapping;
+
+/// The field names serde's derive gives `T`'s `deserialize_struct`.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Catch<'a>(&'a mut Option<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for Catch<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = Some(fields);
+            Err(de::Error::custom("fields read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    let mut fields = None;
+    let _ = T::deserialize(Catch(&mut fields));
+    fields.expect("a struct's fields")
+}
+
+/// Each row of the table of keys by its first two cells: the key, and its type (where a table
+/// of several keys, such as a field mapping's, names them).
+fn documented_keys() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+    let text = std::fs::read_to_string(path).expect("docs/configuration.md is readable");
+    let table = text
+        .split("\n## Keys\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/configuration.md has a section `## Keys`");
+    table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .map(|row| row.split(" | ").take(2).collect::<Vec<_>>().join(" | "))
+        .collect()
+}
+
+/// Whether `cell` names `field` as a whole word (`reconcile.page_limit`, `` `pipeline` ``,
+/// `[[targets.<name>.fields]]`), not inside another name.
+fn names(cell: &str, field: &str) -> bool {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    cell.match_indices(field).any(|(at, _)| {
+        let before = cell[..at].chars().next_back();
+        let after = cell[at + field.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
+}
+
+/// The fields of `section` that no row of that section names.
+fn undocumented(rows: &[String], section: &str, fields: &[&str]) -> Vec<String> {
+    let rows: Vec<&String> = rows.iter().filter(|r| r.contains(section)).collect();
+    fields
+        .iter()
+        .filter(|field| !rows.iter().any(|row| names(row, field)))
+        .map(|field| {
+            if section.ends_with('.') {
+                format!("{section}{field}")
+            } else {
+                format!("{section} {field}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_key_the_file_accepts_is_documented() {
+    let rows = documented_keys();
+    assert!(
+        rows.len() >= 30,
+        "only {} rows in the table of keys",
+        rows.len()
+    );
+    let mut missing = Vec::new();
+    // Each top-level table by its own name at the start of a key.
+    for table in fields_of::<RawConfig>() {
+        if !rows
+            .iter()
+            .any(|r| r.contains(&format!("`{table}.")) || r.contains(&format!("[[{table}]]")))
+        {
+            missing.push(format!("[{table}]"));
+        }
+    }
+    let sections: [(&str, &[&str]); 8] = [
+        ("sources.<name>.", fields_of::<RawSource>()),
+        ("targets.<name>", fields_of::<RawTarget>()),
+        ("[[targets.<name>.fields]]", fields_of::<FieldMapping>()),
+        ("[[routes]]", fields_of::<RawRoute>()),
+        ("reconcile.", fields_of::<RawReconcile>()),
+        ("ingress.", fields_of::<RawIngress>()),
+        ("delivery.", fields_of::<RawDelivery>()),
+        ("ledger.", fields_of::<RawLedger>()),
+    ];
+    for (section, fields) in sections {
+        missing.extend(undocumented(&rows, section, fields));
+    }
+    assert!(
+        missing.is_empty(),
+        "keys the configuration accepts and docs/configuration.md does not list: {missing:?}"
+    );
+}
+
+/// The keys a row names after `prefix` (`` `reconcile.page_limit` `` → `page_limit`).
+fn named_after<'a>(row: &'a str, prefix: &str) -> Vec<&'a str> {
+    row.match_indices(&format!("`{prefix}"))
+        .map(|(at, found)| {
+            let rest = &row[at + found.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect()
+}
+
+#[test]
+fn every_key_documented_is_one_the_file_accepts() {
+    let rows = documented_keys();
+    let sections: [(&str, &[&str]); 6] = [
+        ("sources.<name>.", fields_of::<RawSource>()),
+        ("targets.<name>.", fields_of::<RawTarget>()),
+        ("reconcile.", fields_of::<RawReconcile>()),
+        ("ingress.", fields_of::<RawIngress>()),
+        ("delivery.", fields_of::<RawDelivery>()),
+        ("ledger.", fields_of::<RawLedger>()),
+    ];
+    let mut unknown = Vec::new();
+    for row in &rows {
+        for (prefix, fields) in sections {
+            for key in named_after(row, prefix) {
+                if !fields.contains(&key) {
+                    unknown.push(format!("{prefix}{key}"));
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "keys docs/configuration.md lists and the configuration refuses: {unknown:?}"
+    );
+}
+
+#[test]
+fn a_key_counts_as_documented_only_where_its_section_names_it() {
+    let rows = vec![
+        "`reconcile.page_limit`".to_owned(),
+        "`targets.<name>.base_url`, `pipeline`".to_owned(),
+        "`ingress.max_body_bytes`".to_owned(),
+    ];
+    assert!(undocumented(&rows, "reconcile.", &["page_limit"]).is_empty());
+    assert!(undocumented(&rows, "targets.<name>", &["pipeline", "base_url"]).is_empty());
+    // `max_pages` is not `page_limit`; `limit` inside `page_limit` is not a key of its own.
+    assert_eq!(
+        undocumented(&rows, "reconcile.", &["max_pages", "limit"]),
+        ["reconcile.max_pages", "reconcile.limit"]
+    );
+    // A name documented in another section does not count for this one.
+    assert_eq!(
+        undocumented(&rows, "delivery.", &["max_body_bytes"]),
+        ["delivery.max_body_bytes"]
+    );
+    assert_eq!(
+        named_after(
+            "`delivery.backoff_base_secs`, `delivery.backoff_cap_secs`",
+            "delivery."
+        ),
+        ["backoff_base_secs", "backoff_cap_secs"]
+    );
+    assert_eq!(
+        fields_of::<RawIngress>(),
+        ["max_body_bytes", "duplicate_horizon_secs", "retention_days"]
+    );
+}
