@@ -1,10 +1,11 @@
-//! Every key the file accepts is in docs/configuration.md's table of keys, and every key the
-//! table lists is accepted: a setting added to the code without its line there, or renamed in
-//! one place only, fails here. The keys are read from the file's own types
+//! Every key the file accepts is in docs/configuration.md's table of keys, every key the table
+//! lists is accepted, and every range it gives a value is the one the validation holds: a
+//! setting added, renamed or bounded anew in one place only fails here. The keys are read from the file's own types
 //! (what serde's derive lists as a struct's fields), so the list cannot drift from the parser.
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
+use super::Config;
 use super::raw::{
     RawConfig, RawDelivery, RawIngress, RawLedger, RawReconcile, RawRoute, RawSource, RawTarget,
 };
@@ -161,6 +162,89 @@ fn every_key_documented_is_one_the_file_accepts() {
     );
 }
 
+/// A range the table gives a key: `integer 1–86400` (both ends), or `seconds ≥ 60` (no top).
+fn range_in(cell: &str) -> Option<(i64, Option<i64>)> {
+    let number = |text: &str| {
+        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<i64>().ok()
+    };
+    if let Some((_, rest)) = cell.split_once("≥ ") {
+        return number(rest).map(|low| (low, None));
+    }
+    let (before, after) = cell.split_once('–')?;
+    // The digits just before the dash.
+    let low = before.rsplit(|c: char| !c.is_ascii_digit()).next()?;
+    Some((low.parse().ok()?, Some(number(after)?)))
+}
+
+/// A file that sets `key` (as the table writes it) to `value`, and is otherwise valid.
+fn setting(key: &str, value: i64) -> String {
+    let (mut source, mut target, mut table) = (String::new(), String::new(), String::new());
+    if let Some(field) = key.strip_prefix("sources.<name>.") {
+        source = format!("{field} = {value}\n");
+    } else if let Some(field) = key.strip_prefix("targets.<name>.") {
+        target = format!("{field} = {value}\n");
+    } else {
+        let (section, field) = key.split_once('.').expect("a key in a table");
+        table = format!("[{section}]\n{field} = {value}\n");
+    }
+    format!(
+        "[sources.shop]\nkind = \"stripe\"\nsecrets = [\"env:SHOP_SECRET\"]\n{source}\n\
+         [targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\n{target}\n\
+         [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n\n{table}"
+    )
+}
+
+#[test]
+fn every_range_the_table_gives_is_the_one_the_parser_holds() {
+    let mut ranges = Vec::new();
+    for row in documented_keys() {
+        let mut cells = row.split(" | ");
+        let (Some(key), Some(kind)) = (cells.next(), cells.next()) else {
+            continue;
+        };
+        // One key to a row, written whole (`reconcile.window_days`).
+        let key = key.trim_matches('`');
+        if key.contains(['`', ' ', '[']) {
+            continue;
+        }
+        if let Some(range) = range_in(kind) {
+            ranges.push((key.to_owned(), range));
+        }
+    }
+    assert!(
+        ranges.len() >= 9,
+        "only {} ranges in the table: {ranges:?}",
+        ranges.len()
+    );
+    let mut wrong = Vec::new();
+    for (key, (low, high)) in &ranges {
+        let mut expect = vec![(*low, true), (low - 1, false)];
+        if let Some(high) = high {
+            expect.extend([(*high, true), (high + 1, false)]);
+        }
+        for (value, valid) in expect {
+            let parsed = Config::parse(&setting(key, value));
+            if parsed.is_ok() != valid {
+                wrong.push(format!(
+                    "{key} = {value}: the table says {}, the parser {}",
+                    if valid { "valid" } else { "invalid" },
+                    if parsed.is_ok() {
+                        "accepts it"
+                    } else {
+                        "refuses it"
+                    },
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "ranges in docs/configuration.md:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn a_key_counts_as_documented_only_where_its_section_names_it() {
     let rows = vec![
@@ -187,6 +271,11 @@ fn a_key_counts_as_documented_only_where_its_section_names_it() {
         ),
         ["backoff_base_secs", "backoff_cap_secs"]
     );
+    assert_eq!(range_in("integer 1–86400"), Some((1, Some(86400))));
+    assert_eq!(range_in("days, 0–90"), Some((0, Some(90))));
+    assert_eq!(range_in("seconds ≥ 60"), Some((60, None)));
+    assert_eq!(range_in("integer"), None);
+    assert!(Config::parse(&setting("reconcile.window_days", 7)).is_ok());
     assert_eq!(
         fields_of::<RawIngress>(),
         ["max_body_bytes", "duplicate_horizon_secs", "retention_days"]
