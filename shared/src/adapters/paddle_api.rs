@@ -38,21 +38,17 @@ const ENDPOINT: EndpointShape = EndpointShape {
 #[derive(Debug)]
 pub struct PaddleEvents {
     api: Api,
-    endpoint: Option<String>,
 }
 
 impl PaddleEvents {
     pub fn new(base: Option<&str>, key: SecretString) -> Result<Self, String> {
-        Api::new(base, "https://api.paddle.com", key).map(|api| Self {
-            api,
-            endpoint: None,
-        })
+        Api::new(base, "https://api.paddle.com", key).map(|api| Self { api })
     }
 
     /// The notification destination (`ntfset_…`) whose subscribed types the list is held to.
     #[must_use]
     pub fn with_endpoint(mut self, endpoint: Option<String>) -> Self {
-        self.endpoint = endpoint;
+        self.api.endpoint = endpoint;
         self
     }
 
@@ -66,9 +62,7 @@ impl PaddleEvents {
 
 impl ProviderEvents for PaddleEvents {
     async fn subscription(&self) -> Result<Subscription, ProviderError> {
-        self.api
-            .subscription(&ENDPOINT, self.endpoint.as_deref())
-            .await
+        self.api.subscription(&ENDPOINT).await
     }
 
     async fn list(
@@ -146,7 +140,7 @@ impl PaddleEvents {
             ("status", "failed,needs_retry".to_owned()),
             ("from", since.to_string()),
         ];
-        if let Some(id) = &self.endpoint {
+        if let Some(id) = &self.api.endpoint {
             query.push(("notification_setting_id", id.clone()));
         }
         if let Some(after) = starting_after {

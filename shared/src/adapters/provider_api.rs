@@ -23,13 +23,15 @@ const RETRIES: u32 = 4;
 /// run rather than spend its budget asleep.
 const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// One provider's API: where it is, the key, and the first backoff after a 429 (it doubles).
+/// One provider's API: where it is, the key, the first backoff after a 429 (it doubles), and
+/// the webhook endpoint (the provider's id) that sends to the source, if named.
 #[derive(Debug)]
 pub(super) struct Api {
     client: reqwest::Client,
     base: String,
     key: SecretString,
     pub(super) backoff: Duration,
+    pub(super) endpoint: Option<String>,
 }
 
 impl Api {
@@ -48,6 +50,7 @@ impl Api {
             base: base.unwrap_or(default).trim_end_matches('/').to_owned(),
             key,
             backoff: Duration::from_millis(500),
+            endpoint: None,
         })
     }
 
@@ -110,15 +113,14 @@ pub(super) struct EndpointShape {
 }
 
 impl Api {
-    /// The types of `shape.kind` plumbline reads that `endpoint` is sent; all of them when no
-    /// endpoint is named.
+    /// The types of `shape.kind` plumbline reads that the named endpoint is sent; all of them
+    /// when none is named.
     pub(super) async fn subscription(
         &self,
         shape: &EndpointShape,
-        endpoint: Option<&str>,
     ) -> Result<Subscription, ProviderError> {
         let read = shape.kind.read_types();
-        let Some(id) = endpoint else {
+        let Some(id) = &self.endpoint else {
             return Ok(Subscription {
                 types: read.to_vec(),
                 warning: None,

@@ -33,21 +33,17 @@ const ENDPOINT: EndpointShape = EndpointShape {
 #[derive(Debug)]
 pub struct StripeEvents {
     api: Api,
-    endpoint: Option<String>,
 }
 
 impl StripeEvents {
     pub fn new(base: Option<&str>, key: SecretString) -> Result<Self, String> {
-        Api::new(base, "https://api.stripe.com", key).map(|api| Self {
-            api,
-            endpoint: None,
-        })
+        Api::new(base, "https://api.stripe.com", key).map(|api| Self { api })
     }
 
     /// The webhook endpoint (`we_…`) whose subscribed types the list is held to.
     #[must_use]
     pub fn with_endpoint(mut self, endpoint: Option<String>) -> Self {
-        self.endpoint = endpoint;
+        self.api.endpoint = endpoint;
         self
     }
 
@@ -61,9 +57,7 @@ impl StripeEvents {
 
 impl ProviderEvents for StripeEvents {
     async fn subscription(&self) -> Result<Subscription, ProviderError> {
-        self.api
-            .subscription(&ENDPOINT, self.endpoint.as_deref())
-            .await
+        self.api.subscription(&ENDPOINT).await
     }
 
     async fn list(

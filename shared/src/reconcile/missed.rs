@@ -60,9 +60,10 @@ where
                 Ok(types) => (types, None),
                 Err(note) => (Vec::new(), Some(note)),
             };
-            // Sent none of the types plumbline reads: nothing to list, the walk is over.
+            // Sent none of the types plumbline reads: nothing to list, the walk is over. (A read
+            // that failed lists nothing either, and leaves the walk where it was.)
             let mut complete = failed.is_none() && types.is_empty();
-            let pages = if complete || failed.is_some() {
+            let pages = if types.is_empty() {
                 0
             } else {
                 self.settings.max_pages
