@@ -1047,6 +1047,32 @@ fn listed(id: &str, created: i64) -> serde_json::Value {
     doc
 }
 
+/// The missed-webhook check of one run at `T0`, on a store of its own.
+async fn missed_on_a_fresh_store<P: ProviderEvents>(
+    providers: BTreeMap<SourceName, (SourceKind, P)>,
+    settings: Settings,
+) -> plumbline::reconcile::CheckResult {
+    let dir = std::env::temp_dir().join(unique("plumbline-missed"));
+    let store = SqliteStore::open(&dir, 8).expect("open");
+    let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
+    local_reconciler(&store, providers, &clock, settings)
+        .run(Instant::now() + Duration::from_secs(30))
+        .await
+        .checks[MISSED_WEBHOOKS]
+        .clone()
+}
+
+/// `providers`, each changed by `change` (held to a webhook endpoint, say).
+fn each<P>(
+    providers: BTreeMap<SourceName, (SourceKind, P)>,
+    change: impl Fn(P) -> P,
+) -> BTreeMap<SourceName, (SourceKind, P)> {
+    providers
+        .into_iter()
+        .map(|(name, (kind, events))| (name, (kind, change(events))))
+        .collect()
+}
+
 fn stripe_provider(api: &StripeApi) -> BTreeMap<SourceName, (SourceKind, StripeEvents)> {
     let events = StripeEvents::new(Some(&api.url), "rk_test_reconcile".to_owned().into())
         .expect("client")
@@ -1489,23 +1515,10 @@ async fn missed_webhooks_are_looked_for_in_the_types_the_stripe_endpoint_is_sent
     succeeded["type"] = serde_json::json!("payment_intent.succeeded");
     let api = StripeApi::start(vec![listed("evt_processing", T0 - 600), succeeded]).await;
     let run = async |endpoint: &str| {
-        let dir = std::env::temp_dir().join(unique("plumbline-stripe-endpoint"));
-        let store = SqliteStore::open(&dir, 8).expect("open");
-        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
-        let providers: BTreeMap<_, _> = stripe_provider(&api)
-            .into_iter()
-            .map(|(name, (kind, events))| {
-                (
-                    name,
-                    (kind, events.with_endpoint(Some(endpoint.to_owned()))),
-                )
-            })
-            .collect();
-        local_reconciler(&store, providers, &clock, settings(10))
-            .run(Instant::now() + Duration::from_secs(30))
-            .await
-            .checks[MISSED_WEBHOOKS]
-            .clone()
+        let providers = each(stripe_provider(&api), |events| {
+            events.with_endpoint(Some(endpoint.to_owned()))
+        });
+        missed_on_a_fresh_store(providers, settings(10)).await
     };
     let types = |query: &BTreeMap<String, String>| -> Vec<String> {
         query
@@ -1571,25 +1584,12 @@ async fn paddles_lists_are_held_to_the_named_notification_destination() {
     .await;
     api.add_setting(DESTINATION, &["transaction.completed", "address.updated"]);
     let run = async |failed_only: bool| {
-        let dir = std::env::temp_dir().join(unique("plumbline-paddle-destination"));
-        let store = SqliteStore::open(&dir, 8).expect("open");
-        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
-        let providers: BTreeMap<_, _> = paddle_providers(&api)
-            .into_iter()
-            .map(|(name, (kind, events))| {
-                (
-                    name,
-                    (kind, events.with_endpoint(Some(DESTINATION.to_owned()))),
-                )
-            })
-            .collect();
+        let providers = each(paddle_providers(&api), |events| {
+            events.with_endpoint(Some(DESTINATION.to_owned()))
+        });
         let mut settings = settings(10);
         settings.failed_only = failed_only;
-        local_reconciler(&store, providers, &clock, settings)
-            .run(Instant::now() + Duration::from_secs(30))
-            .await
-            .checks[MISSED_WEBHOOKS]
-            .clone()
+        missed_on_a_fresh_store(providers, settings).await
     };
 
     let undelivered = run(true).await;
@@ -1682,17 +1682,9 @@ async fn a_first_walk_reaches_back_first_walk_days_only() {
     ])
     .await;
     for (first_walk_days, expected) in [(1, vec!["EVT#stripe#evt_an_hour_ago"]), (0, vec![])] {
-        let dir = std::env::temp_dir().join(unique("plumbline-first-walk"));
-        let store = SqliteStore::open(&dir, 8).expect("open");
-        let clock = ManualClock::at(Timestamp::from_unix(T0).expect("in range"));
         let mut settings = settings(10);
         settings.first_walk_days = first_walk_days;
-        let reconciler = local_reconciler(&store, stripe_provider(&api), &clock, settings);
-        let missed = reconciler
-            .run(Instant::now() + Duration::from_secs(30))
-            .await
-            .checks[MISSED_WEBHOOKS]
-            .clone();
+        let missed = missed_on_a_fresh_store(stripe_provider(&api), settings).await;
         assert_eq!(missed.ids, expected, "first_walk_days = {first_walk_days}");
         assert_eq!(missed.note, None);
     }
