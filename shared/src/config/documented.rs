@@ -1,6 +1,7 @@
 //! Every key the file accepts is in docs/configuration.md's table of keys, every key the table
-//! lists is accepted, and every range it gives a value is the one the validation holds: a
-//! setting added, renamed or bounded anew in one place only fails here. The keys are read from the file's own types
+//! lists is accepted, every range it gives a value is the one the validation holds, and every
+//! default it gives as a value is the one the parser applies: a setting added, renamed,
+//! bounded or defaulted anew in one place only fails here. The keys are read from the file's own types
 //! (what serde's derive lists as a struct's fields), so the list cannot drift from the parser.
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
@@ -58,9 +59,8 @@ fn sections() -> [(&'static str, &'static [&'static str]); 8] {
     ]
 }
 
-/// Each row of the table of keys by its first two cells: the key, and its type (where a table
-/// of several keys, such as a field mapping's, names them).
-fn documented_keys() -> Vec<String> {
+/// The rows of the table of keys, each split into its cells (key, type, default, meaning).
+fn table_rows() -> Vec<Vec<String>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
     let text = std::fs::read_to_string(path).expect("docs/configuration.md is readable");
     let table = text
@@ -71,8 +71,52 @@ fn documented_keys() -> Vec<String> {
     table
         .lines()
         .filter_map(|line| line.strip_prefix("| "))
-        .map(|row| row.split(" | ").take(2).collect::<Vec<_>>().join(" | "))
+        .map(|row| row.split(" | ").map(str::to_owned).collect())
         .collect()
+}
+
+/// Each row of the table of keys by its first two cells: the key, and its type (where a table
+/// of several keys, such as a field mapping's, names them).
+fn documented_keys() -> Vec<String> {
+    table_rows()
+        .into_iter()
+        .map(|cells| cells.into_iter().take(2).collect::<Vec<_>>().join(" | "))
+        .collect()
+}
+
+/// The defaults the table gives as values (`300`, `false`; `2, 900` for a row of two keys),
+/// each with its key. Defaults in words (`the provider's`, `required`) are left to the reader.
+fn documented_defaults() -> Vec<(String, String)> {
+    let is_value =
+        |text: &str| text == "true" || text == "false" || text.chars().all(|c| c.is_ascii_digit());
+    let mut defaults = Vec::new();
+    for cells in table_rows() {
+        let (Some(keys), Some(values)) = (cells.first(), cells.get(2)) else {
+            continue;
+        };
+        let values: Vec<&str> = values.split(", ").collect();
+        if values.iter().any(|v| v.is_empty() || !is_value(v)) {
+            continue;
+        }
+        // Keys written whole, one or several to a row (`delivery.backoff_base_secs`, …).
+        let keys: Vec<&str> = keys.split(", ").map(|k| k.trim_matches('`')).collect();
+        if keys.iter().any(|k| k.contains(['`', ' ', '['])) {
+            continue;
+        }
+        assert_eq!(
+            keys.len(),
+            values.len(),
+            "the row of {keys:?} gives {} defaults for {} keys",
+            values.len(),
+            keys.len()
+        );
+        defaults.extend(
+            keys.iter()
+                .zip(&values)
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+    }
+    defaults
 }
 
 /// Whether `cell` names `field` as a whole word (`reconcile.page_limit`, `` `pipeline` ``,
@@ -177,22 +221,26 @@ fn range_in(cell: &str) -> Option<(i64, Option<i64>)> {
     Some((low.parse().ok()?, Some(number(after)?)))
 }
 
-/// A file that sets `key` (as the table writes it) to `value`, and is otherwise valid.
-fn setting(key: &str, value: i64) -> String {
-    let (mut source, mut target, mut table) = (String::new(), String::new(), String::new());
-    if let Some(field) = key.strip_prefix("sources.<name>.") {
-        source = format!("{field} = {value}\n");
-    } else if let Some(field) = key.strip_prefix("targets.<name>.") {
-        target = format!("{field} = {value}\n");
-    } else {
-        let (section, field) = key.split_once('.').expect("a key in a table");
-        table = format!("[{section}]\n{field} = {value}\n");
-    }
+/// A valid file with `source` and `target` lines added to its one source and target, and
+/// `table` after them.
+fn file(source: &str, target: &str, table: &str) -> String {
     format!(
         "[sources.shop]\nkind = \"stripe\"\nsecrets = [\"env:SHOP_SECRET\"]\n{source}\n\
          [targets.erp]\nkind = \"http\"\nurl = \"https://erp.example.com/\"\n{target}\n\
          [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n\n{table}"
     )
+}
+
+/// A file that sets `key` (as the table writes it) to `value` (TOML), and is otherwise valid.
+fn setting(key: &str, value: &str) -> String {
+    if let Some(field) = key.strip_prefix("sources.<name>.") {
+        file(&format!("{field} = {value}\n"), "", "")
+    } else if let Some(field) = key.strip_prefix("targets.<name>.") {
+        file("", &format!("{field} = {value}\n"), "")
+    } else {
+        let (section, field) = key.split_once('.').expect("a key in a table");
+        file("", "", &format!("[{section}]\n{field} = {value}\n"))
+    }
 }
 
 #[test]
@@ -224,7 +272,7 @@ fn every_range_the_table_gives_is_the_one_the_parser_holds() {
             expect.extend([(*high, true), (high + 1, false)]);
         }
         for (value, valid) in expect {
-            let parsed = Config::parse(&setting(key, value));
+            let parsed = Config::parse(&setting(key, &value.to_string()));
             if parsed.is_ok() != valid {
                 wrong.push(format!(
                     "{key} = {value}: the table says {}, the parser {}",
@@ -241,6 +289,36 @@ fn every_range_the_table_gives_is_the_one_the_parser_holds() {
     assert!(
         wrong.is_empty(),
         "ranges in docs/configuration.md:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn every_default_the_table_gives_is_the_one_the_parser_applies() {
+    let defaults = documented_defaults();
+    assert!(
+        defaults.len() >= 20,
+        "only {} defaults in the table: {defaults:?}",
+        defaults.len()
+    );
+    // The file without the key, and with it set to the documented default, must read alike.
+    let without = format!(
+        "{:?}",
+        Config::parse(&file("", "", "")).expect("a valid file")
+    );
+    let mut wrong = Vec::new();
+    for (key, value) in &defaults {
+        match Config::parse(&setting(key, value)) {
+            Ok(config) if format!("{config:?}") == without => {}
+            Ok(_) => wrong.push(format!(
+                "{key}: the table says {value}, the parser applies another value"
+            )),
+            Err(err) => wrong.push(format!("{key} = {value} is refused: {err}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "defaults in docs/configuration.md:\n{}",
         wrong.join("\n")
     );
 }
@@ -275,7 +353,14 @@ fn a_key_counts_as_documented_only_where_its_section_names_it() {
     assert_eq!(range_in("days, 0–90"), Some((0, Some(90))));
     assert_eq!(range_in("seconds ≥ 60"), Some((60, None)));
     assert_eq!(range_in("integer"), None);
-    assert!(Config::parse(&setting("reconcile.window_days", 7)).is_ok());
+    assert!(Config::parse(&setting("reconcile.window_days", "7")).is_ok());
+    // A value other than the default reads differently from the file without it.
+    let without = format!(
+        "{:?}",
+        Config::parse(&file("", "", "")).expect("a valid file")
+    );
+    let other = Config::parse(&setting("reconcile.page_limit", "101")).expect("a valid file");
+    assert_ne!(format!("{other:?}"), without);
     assert_eq!(
         fields_of::<RawIngress>(),
         ["max_body_bytes", "duplicate_horizon_secs", "retention_days"]
