@@ -403,6 +403,45 @@ mod tests {
     }
 
     #[test]
+    fn the_next_steps_are_commands_the_cli_takes_with_samples_it_has() {
+        use clap::Parser;
+        let demo = Config::parse(demo::CONFIG).expect("demo");
+        let cases = [
+            (
+                "http://127.0.0.1:8080",
+                args(DEFAULT_LISTEN, DEFAULT_DATA_DIR, None),
+            ),
+            (
+                "http://127.0.0.1:9000",
+                args("127.0.0.1:9000", "/tmp/a dir", Some("docs/it's here.toml")),
+            ),
+        ];
+        for (base, started) in &cases {
+            let steps = next_steps(&demo, base, started);
+            assert_eq!(steps.len(), 2, "{steps:?}");
+            for line in &steps {
+                let words = shlex::split(line).expect("words a shell can split");
+                if let Err(e) = crate::Cli::try_parse_from(&words) {
+                    panic!("`{line}` is not a command plumbline takes: {e}");
+                }
+            }
+            // The sample it names is one `send` has for that source's kind.
+            let words = shlex::split(&steps[0]).expect("words");
+            let (source, sample) = (&words[2], words[3].as_str());
+            let kind = demo
+                .sources
+                .iter()
+                .find(|(name, _)| name.as_str() == source)
+                .map(|(_, s)| s.kind.as_str())
+                .expect("a configured source");
+            assert!(
+                demo::samples().contains_key(&(kind, sample)),
+                "{kind} has no sample {sample}"
+            );
+        }
+    }
+
+    #[test]
     fn without_a_stripe_source_the_sample_is_another_sources() {
         let site_only = Config::parse(
             "[sources.site]\nkind = \"standard-webhooks\"\nsecrets = [\"env:SITE_SECRET\"]\n",
