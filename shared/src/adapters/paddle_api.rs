@@ -6,11 +6,7 @@
 //! notification destination (`GET /notification-settings/{id}`), only the types it is subscribed
 //! to are listed, and only its notifications.
 
-use std::time::Duration;
-
-use secrecy::SecretString;
-
-use super::provider_api::{Api, EndpointShape, page_of};
+use super::provider_api::{EndpointShape, EventsApi, Provider, page_of};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage, Subscription};
 use crate::sources::SourceKind;
@@ -35,30 +31,15 @@ const ENDPOINT: EndpointShape = EndpointShape {
     off: "is inactive: Paddle sends it no webhooks",
 };
 
+/// Paddle's events API.
 #[derive(Debug)]
-pub struct PaddleEvents {
-    api: Api,
+pub struct Paddle;
+
+impl Provider for Paddle {
+    const DEFAULT_BASE: &'static str = "https://api.paddle.com";
 }
 
-impl PaddleEvents {
-    pub fn new(base: Option<&str>, key: SecretString) -> Result<Self, String> {
-        Api::new(base, "https://api.paddle.com", key).map(|api| Self { api })
-    }
-
-    /// The notification destination (`ntfset_…`) whose subscribed types the list is held to.
-    #[must_use]
-    pub fn with_endpoint(mut self, endpoint: Option<String>) -> Self {
-        self.api.endpoint = endpoint;
-        self
-    }
-
-    /// A shorter first backoff after a 429, for tests against a local server.
-    #[must_use]
-    pub fn with_backoff(mut self, backoff: Duration) -> Self {
-        self.api.backoff = backoff;
-        self
-    }
-}
+pub type PaddleEvents = EventsApi<Paddle>;
 
 impl ProviderEvents for PaddleEvents {
     async fn subscription(&self) -> Result<Subscription, ProviderError> {

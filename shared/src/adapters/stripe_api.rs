@@ -3,11 +3,7 @@
 //! `delivery_success=false` for the events Stripe could not deliver. Given the webhook endpoint
 //! (`GET /v1/webhook_endpoints/{id}`), only the types among those that it is sent.
 
-use std::time::Duration;
-
-use secrecy::SecretString;
-
-use super::provider_api::{Api, EndpointShape, page_of};
+use super::provider_api::{EndpointShape, EventsApi, Provider, page_of};
 use crate::contract::Timestamp;
 use crate::ports::{ProviderError, ProviderEvents, ProviderPage, Subscription};
 use crate::sources::SourceKind;
@@ -30,30 +26,15 @@ const ENDPOINT: EndpointShape = EndpointShape {
     off: "is disabled: Stripe sends it no webhooks",
 };
 
+/// Stripe's events API.
 #[derive(Debug)]
-pub struct StripeEvents {
-    api: Api,
+pub struct Stripe;
+
+impl Provider for Stripe {
+    const DEFAULT_BASE: &'static str = "https://api.stripe.com";
 }
 
-impl StripeEvents {
-    pub fn new(base: Option<&str>, key: SecretString) -> Result<Self, String> {
-        Api::new(base, "https://api.stripe.com", key).map(|api| Self { api })
-    }
-
-    /// The webhook endpoint (`we_…`) whose subscribed types the list is held to.
-    #[must_use]
-    pub fn with_endpoint(mut self, endpoint: Option<String>) -> Self {
-        self.api.endpoint = endpoint;
-        self
-    }
-
-    /// A shorter first backoff after a 429, for tests against a local server.
-    #[must_use]
-    pub fn with_backoff(mut self, backoff: Duration) -> Self {
-        self.api.backoff = backoff;
-        self
-    }
-}
+pub type StripeEvents = EventsApi<Stripe>;
 
 impl ProviderEvents for StripeEvents {
     async fn subscription(&self) -> Result<Subscription, ProviderError> {
