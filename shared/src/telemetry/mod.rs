@@ -178,9 +178,15 @@ pub fn lambda_subscriber<W>(
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
     let filter = log_filter(level);
+    // The formatter's own level (info unless told) would drop what the filter lets through
+    // above it: told the filter's most verbose level, it leaves the choice to the filter, and
+    // the process's maximum level stays that one (callsites past it cost nothing).
+    let most = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter)
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
     let builder = tracing_subscriber::fmt()
+        .with_max_level(most)
         .with_target(false)
         .without_time()
         .with_writer(writer);
@@ -266,6 +272,53 @@ mod tests {
         ));
         assert!(at("loud", "plumbline", Level::INFO), "unreadable: info");
         assert!(!at("loud", "plumbline", Level::DEBUG));
+    }
+
+    /// What the functions' subscriber writes, at `level`, of a debug and an info line.
+    fn written_at(level: &str) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lines").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = lambda_subscriber(level, true, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!("a debug line");
+            tracing::info!("an info line");
+        });
+        let bytes = lines.0.lock().expect("lines").clone();
+        String::from_utf8(bytes).expect("text")
+    }
+
+    #[test]
+    fn the_functions_write_every_line_their_level_lets_through_and_no_other() {
+        for (level, debug, info) in [
+            ("DEBUG", true, true),
+            ("info", false, true),
+            ("WARN", false, false),
+            ("warn,plumbline=debug", true, true),
+            ("info,aws_smithy_runtime=debug", false, true),
+        ] {
+            let written = written_at(level);
+            assert_eq!(
+                written.contains("a debug line"),
+                debug,
+                "{level}: {written:?}"
+            );
+            assert_eq!(
+                written.contains("an info line"),
+                info,
+                "{level}: {written:?}"
+            );
+        }
     }
 
     #[test]
