@@ -205,24 +205,47 @@ where
     }
 }
 
+/// The most verbose level a crate other than plumbline's own logs at, whatever is asked: at
+/// trace the AWS SDK writes whole requests and responses (`transmitting request`, `read HTTP
+/// response body`, the parsed output), the events' personal data with them, which no redaction
+/// of a line can find. Their debug lines say what was called and how it went, not what it
+/// carried.
+const DEPENDENCIES_AT_MOST: tracing_subscriber::filter::LevelFilter =
+    tracing_subscriber::filter::LevelFilter::DEBUG;
+
 /// What a function logs: a level name in any case (`AWS_LAMBDA_LOG_LEVEL`; Lambda's `FATAL` is
 /// read as error), or `target=level` directives beside one (`RUST_LOG`, e.g.
-/// `warn,plumbline=debug`); anything unreadable is info. Targets, not an `EnvFilter`: its
-/// span and field directives are not needed here, and its regex engine is about 55 KB of
-/// each bootstrap (`sam build`).
+/// `warn,plumbline=debug`); anything unreadable is info; other crates than plumbline's at most
+/// [`DEPENDENCIES_AT_MOST`]. Targets, not an `EnvFilter`: its span and field directives are
+/// not needed here, and its regex engine is about 55 KB of each bootstrap (`sam build`).
 fn log_filter(level: &str) -> tracing_subscriber::filter::Targets {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     let level = level.trim().to_lowercase();
     let level = if level == "fatal" { "error" } else { &level };
     // A lone word that is no level would read as a target name, and silence every other one.
     let directives = level.contains('=') || level.contains(',');
-    if !directives {
-        let default = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
-        return Targets::new().with_default(default);
+    let asked = if directives {
+        level
+            .parse()
+            .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+    } else {
+        Targets::new().with_default(level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO))
+    };
+    // A target names its crate first: `plumbline` also covers `plumbline_delivery`.
+    let own = |target: &str| target.starts_with("plumbline");
+    let default = asked.default_level().unwrap_or(LevelFilter::OFF);
+    let mut filter = Targets::new().with_default(default.min(DEPENDENCIES_AT_MOST));
+    if default > DEPENDENCIES_AT_MOST && !asked.iter().any(|(target, _)| own(target)) {
+        filter = filter.with_target("plumbline", default);
     }
-    level
-        .parse()
-        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+    filter.with_targets(asked.iter().map(|(target, at)| {
+        let at = if own(target) {
+            at
+        } else {
+            at.min(DEPENDENCIES_AT_MOST)
+        };
+        (target.to_owned(), at)
+    }))
 }
 
 /// An error with its causes, `outer: inner: root`, for a log line that should say why (a full
@@ -272,6 +295,37 @@ mod tests {
         ));
         assert!(at("loud", "plumbline", Level::INFO), "unreadable: info");
         assert!(!at("loud", "plumbline", Level::DEBUG));
+        // Trace is plumbline's own; the SDK's and the HTTP clients' stop at debug.
+        assert!(at("TRACE", "plumbline::delivery", Level::TRACE));
+        assert!(at("TRACE", "plumbline_ingress", Level::TRACE));
+        assert!(at("TRACE", "aws_smithy_runtime::client", Level::DEBUG));
+        assert!(!at("TRACE", "aws_smithy_runtime::client", Level::TRACE));
+        assert!(!at(
+            "info,aws_smithy_runtime=trace",
+            "aws_smithy_runtime",
+            Level::TRACE
+        ));
+        assert!(at(
+            "info,aws_smithy_runtime=trace",
+            "aws_smithy_runtime",
+            Level::DEBUG
+        ));
+        assert!(!at(
+            "info,aws_smithy_runtime=trace",
+            "plumbline",
+            Level::DEBUG
+        ));
+        assert!(at(
+            "debug,plumbline=trace",
+            "plumbline::ledger",
+            Level::TRACE
+        ));
+        assert!(!at(
+            "trace,plumbline=info",
+            "plumbline::ledger",
+            Level::DEBUG
+        ));
+        assert!(!at("trace,plumbline=info", "hyper_util", Level::TRACE));
     }
 
     /// What the functions' subscriber writes, at `level`, of a debug and an info line.
