@@ -151,6 +151,24 @@ pub fn init_lambda_tracing() {
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
     let subscriber = lambda_subscriber(&level, text, Redacting(std::io::stdout));
     let _ = tracing::subscriber::set_global_default(subscriber);
+    if let Ok(lambda_level) = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        && lambda_drops_metrics(&lambda_level, text)
+    {
+        tracing::error!(
+            application_log_level = %lambda_level,
+            "Lambda's application log level is above INFO: it drops the metric lines (they carry \
+             no level, which Lambda reads as INFO), so the dashboard and the alarms see nothing; \
+             set it to INFO"
+        );
+    }
+}
+
+/// Whether Lambda, filtering JSON logs at `lambda_level` (its `ApplicationLogLevel`), drops the
+/// EMF lines: they have no `level` field, and Lambda gives such a line the level INFO. In text
+/// format Lambda filters nothing.
+fn lambda_drops_metrics(lambda_level: &str, text: bool) -> bool {
+    let level = lambda_level.trim().to_ascii_uppercase();
+    !text && matches!(level.as_str(), "WARN" | "ERROR" | "FATAL")
 }
 
 /// Runs a function's start-up and its runtime loop. An error that ends them is logged once, as
@@ -372,6 +390,20 @@ mod tests {
                 info,
                 "{level}: {written:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_lambda_level_above_info_is_known_to_drop_the_metric_lines() {
+        for level in ["WARN", "ERROR", "FATAL", "warn"] {
+            assert!(lambda_drops_metrics(level, false), "{level}");
+            assert!(
+                !lambda_drops_metrics(level, true),
+                "text: Lambda filters nothing"
+            );
+        }
+        for level in ["INFO", "DEBUG", "TRACE", "info"] {
+            assert!(!lambda_drops_metrics(level, false), "{level}");
         }
     }
 
