@@ -570,3 +570,53 @@ fn queried(by: &str, query: &str) -> Watched {
         dimensions,
     }
 }
+
+/// Lambda, told an application log level above INFO, drops the metric lines (they carry no
+/// level, which it reads as INFO): a function started so says it in an error line, which Lambda
+/// keeps; at INFO it says nothing of the kind.
+#[tokio::test]
+async fn a_function_under_a_log_level_above_info_says_its_metrics_are_dropped() {
+    let aws = aws().await;
+    let table = create_table(&aws_sdk_dynamodb::Client::new(&aws)).await;
+    let queue = create_queue(&aws_sdk_sqs::Client::new(&aws)).await;
+    let dir = std::env::temp_dir().join(unique("plumbline-level"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(&config, CONFIG.replace("{ERP}", "http://127.0.0.1:9")).expect("config");
+    let now = crate::helpers::unix_now();
+    let body = fixture("stripe/payment_intent.succeeded.json");
+    let webhook = apigw_event(
+        "POST",
+        "stripe",
+        &stripe_headers(STRIPE_SECRET, now, &body),
+        &body,
+    );
+    for (level, warned) in [("WARN", true), ("INFO", false)] {
+        let envs = vec![
+            ("PLUMBLINE_CONFIG", config.display().to_string()),
+            ("PLUMBLINE_TABLE", table.clone()),
+            ("PLUMBLINE_QUEUE_URL", queue.clone()),
+            ("PLUMBLINE_DLQ_URL", queue.clone()),
+            ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
+            ("ERP_SIGNING_SECRET", ERP_SIGNING_SECRET.to_owned()),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+            ("AWS_LAMBDA_LOG_LEVEL", level.to_owned()),
+        ];
+        let (answers, lines) = invoke(
+            &function_binary("plumbline-ingress"),
+            &envs,
+            &[webhook.clone()],
+        )
+        .await;
+        assert_eq!(answers.len(), 1, "{level}: {answers:?}");
+        let said = lines.iter().any(|line| {
+            let doc: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            doc["level"] == "ERROR"
+                && doc["application_log_level"] == level
+                && doc["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("drops the metric lines"))
+        });
+        assert_eq!(said, warned, "{level}: {lines:#?}");
+    }
+}
