@@ -605,7 +605,7 @@ async fn a_function_under_a_log_level_above_info_says_its_metrics_are_dropped() 
         let (answers, lines) = invoke(
             &function_binary("plumbline-ingress"),
             &envs,
-            &[webhook.clone()],
+            std::slice::from_ref(&webhook),
         )
         .await;
         assert_eq!(answers.len(), 1, "{level}: {answers:?}");
