@@ -143,15 +143,28 @@ fn main() -> ExitCode {
     }
 }
 
-/// Human-readable logs on stderr for the local stack; `RUST_LOG` filters them.
+/// Human-readable logs on stderr for the local stack; `RUST_LOG` filters them. Asked for trace,
+/// other crates than plumbline's still stop at debug, as in the functions: the HTTP clients'
+/// trace lines are about the targets' requests, not plumbline's events.
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    // Only then: layered, the cap would raise the process's maximum level to trace.
+    let traced = filter.max_level_hint() == Some(tracing_subscriber::filter::LevelFilter::TRACE);
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(plumbline::telemetry::Redacting(std::io::stderr))
         .with_target(false)
-        .init();
+        .finish();
+    if traced {
+        subscriber
+            .with(plumbline::telemetry::dependency_cap())
+            .init();
+    } else {
+        subscriber.init();
+    }
 }
 
 /// Runs an async command on a runtime built for it; errors are printed, never panicked.

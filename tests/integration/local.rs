@@ -904,3 +904,39 @@ where = { "data.objekt.id" = "pi_1" }
         "{said}"
     );
 }
+
+/// `plumbline dev` under `RUST_LOG=trace`: the dependencies' debug lines (the HTTP server's and
+/// clients') are written, their trace lines are not, as in the functions.
+#[tokio::test]
+async fn at_trace_the_dependencies_stop_at_debug() {
+    let erp = Recorder::start().await;
+    let config = config(&erp.url, "");
+    let data = config.with_file_name("data");
+    let mut envs = ENVS.to_vec();
+    envs.push(("RUST_LOG", "trace"));
+    let dev = Dev::start(&config, &data, &envs);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let webhook = signed(
+        SourceKind::Stripe,
+        STRIPE,
+        "",
+        None,
+        &stripe_event("payment_intent.succeeded.json", "evt_e2e_trace", now),
+    );
+    let client = crate::helpers::http();
+    assert_eq!(
+        post(&client, &format!("{}/webhooks/stripe", dev.url), &webhook).await,
+        Some(200)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || !erp.requests().is_empty()).await,
+        "delivered"
+    );
+    assert!(dev.stop().success());
+    let log = std::fs::read_to_string(data.with_extension("stderr.log")).expect("stderr");
+    assert!(
+        log.lines().filter(|l| l.contains("DEBUG")).count() >= 3,
+        "the dependencies' debug lines were written:\n{log}"
+    );
+    assert!(!log.contains("TRACE"), "a trace line was written:\n{log}");
+}

@@ -231,6 +231,16 @@ where
 const DEPENDENCIES_AT_MOST: tracing_subscriber::filter::LevelFilter =
     tracing_subscriber::filter::LevelFilter::DEBUG;
 
+/// Passes plumbline's own lines at any level and other crates' at most
+/// [`DEPENDENCIES_AT_MOST`]: layered beside another filter (the command line's `RUST_LOG`), it
+/// holds the dependencies' trace lines back as the functions' filter does.
+#[must_use]
+pub fn dependency_cap() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_default(DEPENDENCIES_AT_MOST)
+        .with_target("plumbline", tracing_subscriber::filter::LevelFilter::TRACE)
+}
+
 /// What a function logs: a level name in any case (`AWS_LAMBDA_LOG_LEVEL`; Lambda's `FATAL` is
 /// read as error), or `target=level` directives beside one (`RUST_LOG`, e.g.
 /// `warn,plumbline=debug`); anything unreadable is info; other crates than plumbline's at most
@@ -405,6 +415,17 @@ mod tests {
         for level in ["INFO", "DEBUG", "TRACE", "info"] {
             assert!(!lambda_drops_metrics(level, false), "{level}");
         }
+    }
+
+    #[test]
+    fn the_dependency_cap_passes_plumblines_lines_and_holds_the_others_at_debug() {
+        use tracing::Level;
+        let cap = dependency_cap();
+        assert!(cap.would_enable("plumbline::dev", &Level::TRACE));
+        assert!(cap.would_enable("plumbline_cli", &Level::TRACE));
+        assert!(cap.would_enable("hyper_util::client", &Level::DEBUG));
+        assert!(!cap.would_enable("hyper_util::client", &Level::TRACE));
+        assert!(!cap.would_enable("aws_smithy_runtime", &Level::TRACE));
     }
 
     #[test]
