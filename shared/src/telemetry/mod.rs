@@ -231,8 +231,8 @@ where
 const DEPENDENCIES_AT_MOST: tracing_subscriber::filter::LevelFilter =
     tracing_subscriber::filter::LevelFilter::DEBUG;
 
-/// Passes plumbline's own lines at any level and other crates' at most
-/// [`DEPENDENCIES_AT_MOST`]: layered beside another filter (the command line's `RUST_LOG`), it
+/// Passes plumbline's own lines at any level and other crates' at debug at most (as
+/// `DEPENDENCIES_AT_MOST`): layered beside another filter (the command line's `RUST_LOG`), it
 /// holds the dependencies' trace lines back as the functions' filter does.
 #[must_use]
 pub fn dependency_cap() -> tracing_subscriber::filter::Targets {
