@@ -916,13 +916,7 @@ async fn at_trace_the_dependencies_stop_at_debug() {
     envs.push(("RUST_LOG", "trace"));
     let dev = Dev::start(&config, &data, &envs);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let webhook = signed(
-        SourceKind::Stripe,
-        STRIPE,
-        "",
-        None,
-        &stripe_event("payment_intent.succeeded.json", "evt_e2e_trace", now),
-    );
+    let webhook = paid("evt_e2e_trace", now);
     let client = crate::helpers::http();
     assert_eq!(
         post(&client, &format!("{}/webhooks/stripe", dev.url), &webhook).await,

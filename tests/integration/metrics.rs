@@ -130,6 +130,25 @@ fn names(points: &[Point]) -> BTreeSet<&str> {
     points.iter().map(|p| p.name.as_str()).collect()
 }
 
+/// The configuration (its targets at `erp`) written to a directory of its own, and the
+/// environment a function runs with against `table`, `queue` and `dlq`: JSON logs, the
+/// configuration's secrets.
+fn function_env(erp: &str, table: &str, queue: &str, dlq: &str) -> Vec<(&'static str, String)> {
+    let dir = std::env::temp_dir().join(unique("plumbline-emf"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(&config, CONFIG.replace("{ERP}", erp)).expect("config");
+    vec![
+        ("PLUMBLINE_CONFIG", config.display().to_string()),
+        ("PLUMBLINE_TABLE", table.to_owned()),
+        ("PLUMBLINE_QUEUE_URL", queue.to_owned()),
+        ("PLUMBLINE_DLQ_URL", dlq.to_owned()),
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
+        ("ERP_SIGNING_SECRET", ERP_SIGNING_SECRET.to_owned()),
+        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
+    ]
+}
+
 #[tokio::test]
 async fn every_function_writes_the_metrics_it_promises_as_emf() {
     let aws = aws().await;
@@ -141,19 +160,7 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
     let erp = Recorder::start().await;
     erp.answer_path("/flaky", Reply::status(503));
     erp.answer_path("/strict", Reply::status(422));
-    let dir = std::env::temp_dir().join(unique("plumbline-emf"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("plumbline.toml");
-    std::fs::write(&config, CONFIG.replace("{ERP}", &erp.url)).expect("config");
-    let envs = vec![
-        ("PLUMBLINE_CONFIG", config.display().to_string()),
-        ("PLUMBLINE_TABLE", table.clone()),
-        ("PLUMBLINE_QUEUE_URL", queue.clone()),
-        ("PLUMBLINE_DLQ_URL", dlq.clone()),
-        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
-        ("ERP_SIGNING_SECRET", ERP_SIGNING_SECRET.to_owned()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-    ];
+    let envs = function_env(&erp.url, &table, &queue, &dlq);
 
     // Ingress: one signed webhook, one with a bad signature. The event says it was created an
     // hour from now: a sender's clock running fast, which delivery counts.
@@ -579,10 +586,6 @@ async fn a_function_under_a_log_level_above_info_says_its_metrics_are_dropped() 
     let aws = aws().await;
     let table = create_table(&aws_sdk_dynamodb::Client::new(&aws)).await;
     let queue = create_queue(&aws_sdk_sqs::Client::new(&aws)).await;
-    let dir = std::env::temp_dir().join(unique("plumbline-level"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("plumbline.toml");
-    std::fs::write(&config, CONFIG.replace("{ERP}", "http://127.0.0.1:9")).expect("config");
     let now = crate::helpers::unix_now();
     let body = fixture("stripe/payment_intent.succeeded.json");
     let webhook = apigw_event(
@@ -592,16 +595,8 @@ async fn a_function_under_a_log_level_above_info_says_its_metrics_are_dropped() 
         &body,
     );
     for (level, warned) in [("WARN", true), ("INFO", false)] {
-        let envs = vec![
-            ("PLUMBLINE_CONFIG", config.display().to_string()),
-            ("PLUMBLINE_TABLE", table.clone()),
-            ("PLUMBLINE_QUEUE_URL", queue.clone()),
-            ("PLUMBLINE_DLQ_URL", queue.clone()),
-            ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
-            ("ERP_SIGNING_SECRET", ERP_SIGNING_SECRET.to_owned()),
-            ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-            ("AWS_LAMBDA_LOG_LEVEL", level.to_owned()),
-        ];
+        let mut envs = function_env("http://127.0.0.1:9", &table, &queue, &queue);
+        envs.push(("AWS_LAMBDA_LOG_LEVEL", level.to_owned()));
         let (answers, lines) = invoke(
             &function_binary("plumbline-ingress"),
             &envs,

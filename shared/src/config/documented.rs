@@ -84,6 +84,14 @@ fn documented_keys() -> Vec<String> {
         .collect()
 }
 
+/// The keys a row's first cell names, each written whole (`` `reconcile.window_days` ``, or
+/// several: `` `delivery.backoff_base_secs`, `delivery.backoff_cap_secs` ``); `None` where one is
+/// a pattern or a part (`` `[[routes]] events` ``, `` `pipeline` `` after a whole key).
+fn whole_keys(cell: &str) -> Option<Vec<&str>> {
+    let keys: Vec<&str> = cell.split(", ").map(|k| k.trim_matches('`')).collect();
+    (!keys.iter().any(|k| k.contains(['`', ' ', '[']))).then_some(keys)
+}
+
 /// The defaults the table gives as values (`300`, `false`; `2, 900` for a row of two keys),
 /// each with its key. Defaults in words (`the provider's`, `required`) are left to the reader.
 fn documented_defaults() -> Vec<(String, String)> {
@@ -98,11 +106,9 @@ fn documented_defaults() -> Vec<(String, String)> {
         if values.iter().any(|v| v.is_empty() || !is_value(v)) {
             continue;
         }
-        // Keys written whole, one or several to a row (`delivery.backoff_base_secs`, …).
-        let keys: Vec<&str> = keys.split(", ").map(|k| k.trim_matches('`')).collect();
-        if keys.iter().any(|k| k.contains(['`', ' ', '['])) {
+        let Some(keys) = whole_keys(keys) else {
             continue;
-        }
+        };
         assert_eq!(
             keys.len(),
             values.len(),
@@ -246,18 +252,13 @@ fn setting(key: &str, value: &str) -> String {
 #[test]
 fn every_range_the_table_gives_is_the_one_the_parser_holds() {
     let mut ranges = Vec::new();
-    for row in documented_keys() {
-        let mut cells = row.split(" | ");
-        let (Some(key), Some(kind)) = (cells.next(), cells.next()) else {
+    for cells in table_rows() {
+        let (Some(keys), Some(kind)) = (cells.first(), cells.get(1)) else {
             continue;
         };
         // One key to a row, written whole (`reconcile.window_days`).
-        let key = key.trim_matches('`');
-        if key.contains(['`', ' ', '[']) {
-            continue;
-        }
-        if let Some(range) = range_in(kind) {
-            ranges.push((key.to_owned(), range));
+        if let (Some([key]), Some(range)) = (whole_keys(keys).as_deref(), range_in(kind)) {
+            ranges.push(((*key).to_owned(), range));
         }
     }
     assert!(

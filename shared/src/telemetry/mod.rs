@@ -145,15 +145,15 @@ impl<T: Metrics> Metrics for Arc<T> {
 /// `AWS_LAMBDA_LOG_FORMAT=Text`; level from `AWS_LAMBDA_LOG_LEVEL`, then `RUST_LOG`, else info;
 /// every line redacted.
 pub fn init_lambda_tracing() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    let level = lambda_level
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
     let subscriber = lambda_subscriber(&level, text, Redacting(std::io::stdout));
     let _ = tracing::subscriber::set_global_default(subscriber);
-    if let Ok(lambda_level) = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        && lambda_drops_metrics(&lambda_level, text)
-    {
+    if let Some(lambda_level) = lambda_level.filter(|l| lambda_drops_metrics(l, text)) {
         tracing::error!(
             application_log_level = %lambda_level,
             "Lambda's application log level is above INFO: it drops the metric lines (they carry \
@@ -231,14 +231,12 @@ where
 const DEPENDENCIES_AT_MOST: tracing_subscriber::filter::LevelFilter =
     tracing_subscriber::filter::LevelFilter::DEBUG;
 
-/// Passes plumbline's own lines at any level and other crates' at debug at most (as
-/// `DEPENDENCIES_AT_MOST`): layered beside another filter (the command line's `RUST_LOG`), it
+/// Passes plumbline's own lines at any level and other crates' at debug at most: the functions'
+/// filter asked for trace. Layered beside another filter (the command line's `RUST_LOG`), it
 /// holds the dependencies' trace lines back as the functions' filter does.
 #[must_use]
 pub fn dependency_cap() -> tracing_subscriber::filter::Targets {
-    tracing_subscriber::filter::Targets::new()
-        .with_default(DEPENDENCIES_AT_MOST)
-        .with_target("plumbline", tracing_subscriber::filter::LevelFilter::TRACE)
+    log_filter("trace")
 }
 
 /// What a function logs: a level name in any case (`AWS_LAMBDA_LOG_LEVEL`; Lambda's `FATAL` is
