@@ -58,11 +58,14 @@ from samtranslator.yaml_helper import yaml_parse
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "plumbline-deploy-check"
+# Lambda's application log levels, least severe first.
+LAMBDA_LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 BUCKET = "plumbline-deploy-check-artifacts"
 
 
 class Policies:
-    """The AWS managed policies the template's functions name, as IAM would list them."""
+    """The AWS managed policies SAM's transform may attach to a role it makes, as IAM would list
+    them. The template's functions have roles of their own, so it attaches none (checked below)."""
 
     def load(self):
         names = ["AWSLambdaBasicExecutionRole", "AWSLambdaSQSQueueExecutionRole"]
@@ -197,7 +200,8 @@ def run_function(coldstart: Path, bootstrap: Path, event: dict, env: dict, scrat
     event_file.write_text(json.dumps(event))
     program = emulator + [str(bootstrap)]
     cmd = [str(coldstart), "--bin", program[0], *(f"--arg={a}" for a in program[1:]), "--event", str(event_file),
-           "--runs", "1", "--json", "--stderr", str(scratch / f"{bootstrap.parent.name}.log")]
+           "--runs", "1", "--json", "--stderr", str(scratch / f"{bootstrap.parent.name}.log"),
+           "--stdout", str(scratch / f"{bootstrap.parent.name}.stdout")]
     for k, v in env.items():
         cmd += ["--env", f"{k}={v}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -206,10 +210,27 @@ def run_function(coldstart: Path, bootstrap: Path, event: dict, env: dict, scrat
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def json_object(line: str) -> dict | None:
+    try:
+        parsed = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def resolved(value, template: dict, parameters: dict):
+    """A property's value in the stack: a `Ref` to a parameter becomes what the stack was given,
+    else the parameter's default."""
+    if isinstance(value, dict) and "Ref" in value and value["Ref"] in template.get("Parameters", {}):
+        return parameters.get(value["Ref"], template["Parameters"][value["Ref"]].get("Default"))
+    return value
+
+
 def main() -> None:
     build_dir, coldstart, arch = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     cf, s3, ssm = boto3.client("cloudformation"), boto3.client("s3"), boto3.client("ssm")
     lam, sqs, ddb = boto3.client("lambda"), boto3.client("sqs"), boto3.client("dynamodb")
+    iam, logs, sns, kms = boto3.client("iam"), boto3.client("logs"), boto3.client("sns"), boto3.client("kms")
 
     # The README's deploy steps: the referenced secrets first.
     config = tomllib.loads((ROOT / "infra/config/plumbline.toml").read_text())
@@ -241,8 +262,8 @@ def main() -> None:
     arn = lambda url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_arn, dlq_arn = arn(queue_url), arn(dlq_url)
 
-    # What the functions are given.
-    functions = {}
+    # What the functions are given, and what Lambda gives them from their logging configuration.
+    functions, lambda_logging = {}, {}
     for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction"):
         f = lam.get_function(FunctionName=physical[logical])["Configuration"]
         env = f["Environment"]["Variables"]
@@ -259,6 +280,20 @@ def main() -> None:
         check(env.get("PLUMBLINE_DLQ_URL") == dlq_url, f"{logical}: PLUMBLINE_DLQ_URL is not the stack's dead-letter queue")
         check(env.get("PLUMBLINE_CONFIG") == "/opt/plumbline.toml", f"{logical}: PLUMBLINE_CONFIG {env.get('PLUMBLINE_CONFIG')}")
         functions[logical] = env
+        # moto's Lambda keeps no logging configuration: it is read from the template given to
+        # CloudFormation, and its log group from what the stack created.
+        logging = expanded["Resources"][logical]["Properties"].get("LoggingConfig", {})
+        check(logging.get("LogFormat") == "JSON", f"{logical}: logs in {logging.get('LogFormat')}, not JSON")
+        group = physical.get(logging.get("LogGroup", {}).get("Ref"))
+        found = logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"] if group else []
+        retention = resolved({"Ref": "LogRetentionDays"}, expanded, parameters)
+        check([g.get("retentionInDays") for g in found if g["logGroupName"] == group] == [retention],
+              f"{logical}: its log group {group} is not the stack's, kept {retention} days: {found}")
+        lambda_logging[logical] = {"AWS_LAMBDA_LOG_FORMAT": "JSON",
+                                   "AWS_LAMBDA_LOG_LEVEL": resolved(logging.get("ApplicationLogLevel"), expanded, parameters)}
+        role = f["Role"].rsplit("/", 1)[-1]
+        attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+        check(not attached, f"{logical}: its role has managed policies attached: {attached}")
     check((layer_dir / "plumbline.toml").is_file(), "the configuration layer has no plumbline.toml")
 
     delivery_timeout = lam.get_function(FunctionName=physical["DeliveryFunction"])["Configuration"]["Timeout"]
@@ -274,6 +309,15 @@ def main() -> None:
     check(mappings[0].get("FunctionResponseTypes") == ["ReportBatchItemFailures"], "the event source mapping does not report batch item failures")
     indexes = {g["IndexName"] for g in ddb.describe_table(TableName=table)["Table"].get("GlobalSecondaryIndexes", [])}
     check(indexes == {"pending", "changed", "kept"}, f"the table's indexes: {sorted(indexes)}")
+    # The alarms' topic is encrypted with the stack's own key, which CloudWatch alarms may use.
+    topic_key = sns.get_topic_attributes(TopicArn=physical["AlarmTopic"])["Attributes"].get("KmsMasterKeyId")
+    check(topic_key == physical["AlarmTopicKey"], f"the alarm topic's key is {topic_key}, not the stack's AlarmTopicKey")
+    key_policy = kms.get_key_policy(KeyId=topic_key, PolicyName="default")["Policy"]
+    # moto hands back the policy a template gave as it was given, not as a JSON string.
+    key_policy = json.loads(key_policy) if isinstance(key_policy, str) else key_policy
+    check(any(st.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com" for st in key_policy["Statement"]),
+          "the alarm topic's key policy does not let CloudWatch alarms use it")
+    check(kms.get_key_rotation_status(KeyId=topic_key)["KeyRotationEnabled"], "the alarm topic's key is not rotated")
     # The built bootstraps against the stack's resources, with the layer's configuration.
     host = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
     emulator = shlex.split(os.environ.get("PLUMBLINE_EMULATOR", ""))
@@ -282,7 +326,8 @@ def main() -> None:
         return
     scratch = Path(tempfile.mkdtemp(prefix="plumbline-deploy-"))
     aws_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    run_env = lambda logical: {**functions[logical], **aws_env, "PLUMBLINE_CONFIG": str(layer_dir / "plumbline.toml")}
+    run_env = lambda logical: {**functions[logical], **lambda_logging[logical], **aws_env,
+                               "PLUMBLINE_CONFIG": str(layer_dir / "plumbline.toml")}
     # moto does not enforce IAM: each function's requests, as the recorder saw them, are held
     # against its role's policy instead, action by action and resource by resource.
     account = boto3.client("sts").get_caller_identity()["Account"]
@@ -292,7 +337,6 @@ def main() -> None:
         "queue": lambda url: f"arn:aws:sqs:{region}:{account}:{url.rstrip('/').rsplit('/', 1)[-1]}",
         "parameter": lambda name: f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}",
     }
-    iam = boto3.client("iam")
     permitted = {}
 
     def run(logical: str, event: dict) -> dict:
@@ -310,6 +354,17 @@ def main() -> None:
             check(allowed(statements, action, resource),
                   f"{logical} called {action} on {resource}, which its role's policy does not allow")
         permitted[logical] = sorted({action for action, _ in made})
+        # What Lambda would pass on to the function's log group. In JSON format it takes a custom
+        # runtime's lines as they are and keeps those at or above the application log level, a
+        # line without a level counting as INFO; the metric lines (EMF) must be among them.
+        stdout = scratch / f"{logical}.stdout"
+        lines = [json_object(line) for line in stdout.read_text().splitlines() if line.strip()]
+        check(lines and None not in lines, f"{logical} wrote lines that are not JSON objects: {stdout}")
+        floor = LAMBDA_LEVELS.index(lambda_logging[logical]["AWS_LAMBDA_LOG_LEVEL"])
+        kept = [line for line in lines if LAMBDA_LEVELS.index(line.get("level", "INFO").upper()) >= floor]
+        check(any("level" in line for line in kept) and any("_aws" in line for line in kept),
+              f"{logical}: Lambda would keep no log line with a level, or no metric line, of {stdout}")
+        stdout.unlink()
         return answer
 
     stripe_secret = next(value for name, value in secrets.items() if "stripe" in name)

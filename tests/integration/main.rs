@@ -25,5 +25,6 @@ mod redaction;
 mod samples;
 mod secrets;
 mod template;
+mod template_ops;
 mod tls;
 mod worker;

@@ -41,7 +41,7 @@ fn the_table_declares_the_keys_the_store_writes() {
     );
 }
 
-fn strings(value: &serde_yaml_ng::Value) -> Vec<String> {
+pub(crate) fn strings(value: &serde_yaml_ng::Value) -> Vec<String> {
     match value {
         serde_yaml_ng::Value::String(s) => vec![s.clone()],
         serde_yaml_ng::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
@@ -49,33 +49,116 @@ fn strings(value: &serde_yaml_ng::Value) -> Vec<String> {
     }
 }
 
+/// The logical name a `!GetAtt Name.Attribute` or `!Ref Name` points at.
+pub(crate) fn referenced(value: &serde_yaml_ng::Value) -> Option<&str> {
+    match value {
+        serde_yaml_ng::Value::Tagged(tagged)
+            if ["!GetAtt", "!Ref"].contains(&tagged.tag.to_string().as_str()) =>
+        {
+            tagged.value.as_str().and_then(|v| v.split('.').next())
+        }
+        _ => None,
+    }
+}
+
+/// The template's functions, by logical name.
+pub(crate) fn functions(all: &serde_yaml_ng::Mapping) -> Vec<(&str, &serde_yaml_ng::Value)> {
+    all.iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(name, r)| (name.as_str().expect("a resource name"), r))
+        .collect()
+}
+
+/// Every statement of a role's inline policies.
+fn statements(role: &serde_yaml_ng::Value) -> Vec<&serde_yaml_ng::Value> {
+    role["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            p["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+        })
+        .collect()
+}
+
+/// The statements of the role `function` runs under.
+pub(crate) fn role_statements<'a>(
+    all: &'a serde_yaml_ng::Mapping,
+    function: &str,
+) -> Vec<&'a serde_yaml_ng::Value> {
+    let role = referenced(&all[function]["Properties"]["Role"])
+        .unwrap_or_else(|| panic!("{function} names no role of the template's"));
+    statements(&all[role])
+}
+
+/// SAM gives a function without a `Role` one of its own, with AWS managed policies attached
+/// that allow their actions on every resource (logs on every log group; for an SQS event
+/// source, receive and delete on every queue of the account). So each function runs under a
+/// role the template writes, its own, with no managed policy and Lambda alone trusted.
+#[test]
+fn every_function_runs_under_its_own_role_with_no_managed_policy() {
+    let all = resources();
+    let mut roles = Vec::new();
+    for (name, function) in functions(&all) {
+        let props = &function["Properties"];
+        assert!(
+            props["Policies"].is_null(),
+            "{name}: Policies would have SAM make a role with managed policies"
+        );
+        let role = referenced(&props["Role"]).unwrap_or_else(|| panic!("{name}: no !GetAtt role"));
+        assert_eq!(
+            all[role]["Type"].as_str(),
+            Some("AWS::IAM::Role"),
+            "{name}: {role}"
+        );
+        let role_props = &all[role]["Properties"];
+        assert!(
+            role_props["ManagedPolicyArns"].is_null(),
+            "{role}: a managed policy"
+        );
+        let trust = role_props["AssumeRolePolicyDocument"]["Statement"]
+            .as_sequence()
+            .expect("a trust policy");
+        assert_eq!(trust.len(), 1, "{role}");
+        assert_eq!(
+            trust[0]["Principal"],
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>("Service: lambda.amazonaws.com")
+                .expect("yaml"),
+            "{role}: trusts only Lambda"
+        );
+        assert!(!roles.contains(&role), "{role} is shared");
+        roles.push(role);
+    }
+    assert_eq!(roles.len(), 3, "the three functions' roles");
+}
+
 #[test]
 fn every_policy_names_actions_and_resources_without_wildcards() {
-    let mut statements = 0;
+    let mut statements_read = 0;
     for (name, resource) in resources() {
-        for policy in resource["Properties"]["Policies"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
-                statements += 1;
-                for action in strings(&statement["Action"]) {
-                    assert!(!action.contains('*'), "{name:?}: wildcard action {action}");
-                }
-                assert_ne!(
-                    strings(&statement["Resource"]),
-                    ["*"],
-                    "{name:?}: a policy on every resource"
-                );
-                assert!(
-                    !statement["Resource"].is_null(),
-                    "{name:?}: a statement without a resource"
-                );
+        if resource["Type"].as_str() != Some("AWS::IAM::Role") {
+            continue;
+        }
+        for statement in statements(&resource) {
+            statements_read += 1;
+            for action in strings(&statement["Action"]) {
+                assert!(!action.contains('*'), "{name:?}: wildcard action {action}");
             }
+            assert_ne!(
+                strings(&statement["Resource"]),
+                ["*"],
+                "{name:?}: a policy on every resource"
+            );
+            assert!(
+                !statement["Resource"].is_null(),
+                "{name:?}: a statement without a resource"
+            );
         }
     }
-    assert!(statements >= 6, "the functions' policies were read");
+    assert!(statements_read >= 9, "the functions' policies were read");
 }
 
 #[test]
@@ -229,31 +312,25 @@ impl SecretReader {
         let prefix = default_secrets_prefix(template);
         let allowed = |function: &str, action: &str| -> Vec<String> {
             let mut out = Vec::new();
-            for policy in template["Resources"][function]["Properties"]["Policies"]
-                .as_sequence()
-                .expect("Policies")
-            {
-                for statement in policy["Statement"].as_sequence().into_iter().flatten() {
-                    if !strings(&statement["Action"]).iter().any(|a| a == action) {
-                        continue;
-                    }
-                    let items: Vec<&serde_yaml_ng::Value> = match &statement["Resource"] {
-                        serde_yaml_ng::Value::Sequence(items) => items.iter().collect(),
-                        one => vec![one],
-                    };
-                    for item in items {
-                        let text = sub_text(item).unwrap_or_else(|| {
-                            panic!(
-                                "{function}: {action} on a resource that is not a !Sub: {item:?}"
-                            )
-                        });
-                        out.push(
-                            text.replace("${AWS::Partition}", "aws")
-                                .replace("${AWS::Region}", "us-east-1")
-                                .replace("${AWS::AccountId}", "123456789012")
-                                .replace("${SecretsPrefix}", &prefix),
-                        );
-                    }
+            let all = template["Resources"].as_mapping().expect("Resources");
+            for statement in role_statements(all, function) {
+                if !strings(&statement["Action"]).iter().any(|a| a == action) {
+                    continue;
+                }
+                let items: Vec<&serde_yaml_ng::Value> = match &statement["Resource"] {
+                    serde_yaml_ng::Value::Sequence(items) => items.iter().collect(),
+                    one => vec![one],
+                };
+                for item in items {
+                    let text = sub_text(item).unwrap_or_else(|| {
+                        panic!("{function}: {action} on a resource that is not a !Sub: {item:?}")
+                    });
+                    out.push(
+                        text.replace("${AWS::Partition}", "aws")
+                            .replace("${AWS::Region}", "us-east-1")
+                            .replace("${AWS::AccountId}", "123456789012")
+                            .replace("${SecretsPrefix}", &prefix),
+                    );
                 }
             }
             out

@@ -65,6 +65,9 @@ struct Args {
     /// Append the function's stderr to this file (default: discarded).
     #[arg(long)]
     stderr: Option<PathBuf>,
+    /// Append the function's stdout, where it logs, to this file (default: discarded).
+    #[arg(long)]
+    stdout: Option<PathBuf>,
     /// End the function with SIGTERM and wait for it (so a profiler wrapping it can write its
     /// data), instead of SIGKILL.
     #[arg(long)]
@@ -366,18 +369,9 @@ async fn serve(
         )
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_LOG_LEVEL", "error")
-        .stdout(std::process::Stdio::null())
+        .stdout(appending(args.stdout.as_deref())?)
+        .stderr(appending(args.stderr.as_deref())?)
         .kill_on_drop(true);
-    match &args.stderr {
-        Some(path) => command.stderr(
-            std::fs::File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?,
-        ),
-        None => command.stderr(std::process::Stdio::null()),
-    };
     if let Some(dir) = &args.cwd {
         command.current_dir(dir);
     }
@@ -541,4 +535,17 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(!events.is_empty(), "no event");
         cold(&args, &events).await
     }
+}
+
+/// Where one of the function's output streams goes: appended to `path`, or discarded.
+fn appending(path: Option<&std::path::Path>) -> anyhow::Result<std::process::Stdio> {
+    Ok(match path {
+        Some(path) => std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?
+            .into(),
+        None => std::process::Stdio::null(),
+    })
 }

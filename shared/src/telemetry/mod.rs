@@ -166,7 +166,7 @@ pub fn init_lambda_tracing() {
 /// Whether Lambda, filtering JSON logs at `lambda_level` (its `ApplicationLogLevel`), drops the
 /// EMF lines: they have no `level` field, and Lambda gives such a line the level INFO. In text
 /// format Lambda filters nothing.
-fn lambda_drops_metrics(lambda_level: &str, text: bool) -> bool {
+pub fn lambda_drops_metrics(lambda_level: &str, text: bool) -> bool {
     let level = lambda_level.trim().to_ascii_uppercase();
     !text && matches!(level.as_str(), "WARN" | "ERROR" | "FATAL")
 }
