@@ -50,6 +50,7 @@ import tomllib
 import urllib.parse
 import urllib.request
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -218,6 +219,17 @@ def json_object(line: str) -> dict | None:
     return parsed if isinstance(parsed, dict) else None
 
 
+def lambda_level(line: dict) -> str:
+    """The level Lambda's JSON log filtering gives a line of a custom runtime: its `level` when
+    Lambda knows it and the line has a valid RFC 3339 `timestamp`, else INFO."""
+    level, stamp = str(line.get("level", "")).upper(), line.get("timestamp")
+    try:
+        valid = isinstance(stamp, str) and datetime.fromisoformat(stamp.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        valid = False
+    return level if level in LAMBDA_LEVELS and valid else "INFO"
+
+
 def resolved(value, template: dict, parameters: dict):
     """A property's value in the stack: a `Ref` to a parameter becomes what the stack was given,
     else the parameter's default."""
@@ -360,8 +372,10 @@ def main() -> None:
         stdout = scratch / f"{logical}.stdout"
         lines = [json_object(line) for line in stdout.read_text().splitlines() if line.strip()]
         check(lines and None not in lines, f"{logical} wrote lines that are not JSON objects: {stdout}")
+        check(all(lambda_level(line) == line["level"] for line in lines if "level" in line),
+              f"{logical}: Lambda would not read some lines' own level (a level it knows and an RFC 3339 timestamp): {stdout}")
         floor = LAMBDA_LEVELS.index(lambda_logging[logical]["AWS_LAMBDA_LOG_LEVEL"])
-        kept = [line for line in lines if LAMBDA_LEVELS.index(line.get("level", "INFO").upper()) >= floor]
+        kept = [line for line in lines if LAMBDA_LEVELS.index(lambda_level(line)) >= floor]
         check(any("level" in line for line in kept) and any("_aws" in line for line in kept),
               f"{logical}: Lambda would keep no log line with a level, or no metric line, of {stdout}")
         stdout.unlink()

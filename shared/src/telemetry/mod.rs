@@ -206,11 +206,19 @@ where
     let builder = tracing_subscriber::fmt()
         .with_max_level(most)
         .with_target(false)
-        .without_time()
         .with_writer(writer);
     if text {
-        Box::new(builder.with_ansi(false).finish().with(filter))
+        // Lambda stamps each text line itself.
+        Box::new(
+            builder
+                .without_time()
+                .with_ansi(false)
+                .finish()
+                .with(filter),
+        )
     } else {
+        // An RFC 3339 `timestamp`: Lambda's JSON log filtering counts a line without a valid
+        // one as INFO, whatever its `level`.
         Box::new(
             builder
                 .json()
@@ -356,6 +364,12 @@ mod tests {
 
     /// What the functions' subscriber writes, at `level`, of a debug and an info line.
     fn written_at(level: &str) -> String {
+        written(level, true)
+    }
+
+    /// What the functions' subscriber writes, at `level` and in text or JSON, of a debug and an
+    /// info line.
+    fn written(level: &str, text: bool) -> String {
         #[derive(Clone, Default)]
         struct Lines(Arc<Mutex<Vec<u8>>>);
         impl Write for Lines {
@@ -369,7 +383,7 @@ mod tests {
         }
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber = lambda_subscriber(level, true, move || writer.clone());
+        let subscriber = lambda_subscriber(level, text, move || writer.clone());
         tracing::subscriber::with_default(subscriber, || {
             tracing::debug!("a debug line");
             tracing::info!("an info line");
@@ -399,6 +413,28 @@ mod tests {
                 "{level}: {written:?}"
             );
         }
+    }
+
+    #[test]
+    fn json_lines_carry_their_level_and_an_rfc_3339_timestamp_and_text_lines_no_time() {
+        let json = written("debug", false);
+        let lines: Vec<serde_json::Value> = json
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{json}");
+        for (line, level) in lines.iter().zip(["DEBUG", "INFO"]) {
+            assert_eq!(line["level"], level, "{line}");
+            let stamp = line["timestamp"].as_str().expect("a timestamp");
+            time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{stamp}: {e}"));
+        }
+        let text = written("debug", true);
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("DEBUG") || l.starts_with(" INFO")),
+            "{text}"
+        );
     }
 
     #[test]
