@@ -1,5 +1,6 @@
 //! The redaction every log line passes through (`telemetry::redact`): a typical clean JSON line,
-//! and one that quotes personal data and a secret by mistake.
+//! and one that quotes personal data and a secret by mistake; and a whole line as the functions
+//! write it (formatted as JSON, stamped, redacted), to an empty sink.
 //!
 //! Run: `cargo bench -p plumbline --bench redact`
 
@@ -28,5 +29,31 @@ fn lines(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lines);
+/// One delivered event's line through the functions' subscriber at info, in its span, written
+/// to a sink: everything a log line costs a function but the write to stdout.
+fn whole_line(c: &mut Criterion) {
+    use plumbline::telemetry::{Redacting, lambda_subscriber};
+    let subscriber = lambda_subscriber("info", false, Redacting(std::io::sink));
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!(
+            "record",
+            event_id = "01M8V0N8EHNV5AMNKSDC7X4G6X",
+            source = "stripe",
+            target = "erp"
+        );
+        let _entered = span.enter();
+        c.bench_function("log_line/delivered", |b| {
+            b.iter(|| {
+                tracing::info!(
+                    outcome = "delivered",
+                    attempt = black_box(1),
+                    latency_ms = black_box(42),
+                    "delivered"
+                );
+            });
+        });
+    });
+}
+
+criterion_group!(benches, lines, whole_line);
 criterion_main!(benches);
