@@ -73,9 +73,29 @@ pub struct Redacting<M>(pub M);
 #[derive(Debug)]
 pub struct RedactingWriter<W: Write>(W);
 
+/// The length of the JSON formatter's own first field, the line's time, when it has one: the
+/// formatter writes it and nothing logged can change it, so it is passed over. Scanning its
+/// digits and dashes would cost every line, and a process's first line more (the patterns'
+/// automaton builds the states for them).
+fn stamp_len(line: &[u8]) -> usize {
+    const KEY: &[u8] = br#"{"timestamp":""#;
+    if !line.starts_with(KEY) {
+        return 0;
+    }
+    line[KEY.len()..]
+        .iter()
+        .position(|&b| b == b'"')
+        .map_or(0, |end| KEY.len() + end + 1)
+}
+
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write_all(&redact_bytes(buf))?;
+        let (stamp, rest) = buf.split_at(stamp_len(buf));
+        match redact_bytes(rest) {
+            Cow::Borrowed(_) => self.0.write_all(buf)?,
+            // One write per line, so that lines from two threads never interleave.
+            Cow::Owned(redacted) => self.0.write_all(&[stamp, &redacted].concat())?,
+        }
         Ok(buf.len())
     }
 
@@ -134,6 +154,33 @@ mod tests {
                 .expect("write");
         }
         assert_eq!(String::from_utf8(out).expect("utf-8"), "ünïcode [email] ✓");
+    }
+
+    #[test]
+    fn the_writer_passes_over_the_formatters_stamp_and_redacts_the_rest() {
+        use std::io::Write;
+        let through = |line: &str| {
+            let mut writer = super::RedactingWriter(Vec::new());
+            writer.write_all(line.as_bytes()).expect("written");
+            String::from_utf8(writer.0).expect("text")
+        };
+        let stamped = r#"{"timestamp":"2026-12-04T14:08:58.914871Z","level":"WARN","card":"4242 4242 4242 4242"}"#;
+        assert_eq!(
+            through(stamped),
+            r#"{"timestamp":"2026-12-04T14:08:58.914871Z","level":"WARN","card":"[number]"}"#
+        );
+        let clean = r#"{"timestamp":"2026-12-04T14:08:58.914871Z","level":"INFO","n":12}"#;
+        assert_eq!(through(clean), clean);
+        // Only the line's own first field is passed over: anywhere else, or unterminated, the
+        // same text is redacted like any other.
+        assert_eq!(
+            through(r#"{"level":"WARN","m":"{\"timestamp\":\"4242 4242 4242 4242\"}"}"#),
+            r#"{"level":"WARN","m":"{\"timestamp\":\"[number]\"}"}"#
+        );
+        assert_eq!(
+            through(r#"{"timestamp":"4242 4242 4242 4242"#),
+            r#"{"timestamp":"[number]"#
+        );
     }
 
     #[test]
