@@ -204,11 +204,12 @@ fn every_sqs_event_source_reports_batch_item_failures_and_knows_its_last_receive
                     "{name:?}: reported failures would be dropped"
                 );
                 // The function knows the queue's last receive: the same value as the redrive's.
-                let queue = match &event["Properties"]["Queue"] {
-                    serde_yaml_ng::Value::Tagged(arn) => arn.value.as_str().unwrap_or_default(),
-                    other => panic!("{name:?}: the queue is not a !GetAtt: {other:?}"),
-                };
-                let queue = queue.split('.').next().unwrap_or_default();
+                let queue = referenced(&event["Properties"]["Queue"]).unwrap_or_else(|| {
+                    panic!(
+                        "{name:?}: the queue is not a !GetAtt: {:?}",
+                        event["Properties"]["Queue"]
+                    )
+                });
                 let redrive = &all[queue]["Properties"]["RedrivePolicy"];
                 let told =
                     &resource["Properties"]["Environment"]["Variables"]["PLUMBLINE_MAX_RECEIVES"];
