@@ -275,7 +275,7 @@ def main() -> None:
     queue_arn, dlq_arn = arn(queue_url), arn(dlq_url)
 
     # What the functions are given, and what Lambda gives them from their logging configuration.
-    functions, lambda_logging = {}, {}
+    functions, lambda_logging, roles = {}, {}, {}
     for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction"):
         f = lam.get_function(FunctionName=physical[logical])["Configuration"]
         env = f["Environment"]["Variables"]
@@ -303,7 +303,7 @@ def main() -> None:
               f"{logical}: its log group {group} is not the stack's, kept {retention} days: {found}")
         lambda_logging[logical] = {"AWS_LAMBDA_LOG_FORMAT": "JSON",
                                    "AWS_LAMBDA_LOG_LEVEL": resolved(logging.get("ApplicationLogLevel"), expanded, parameters)}
-        role = f["Role"].rsplit("/", 1)[-1]
+        role = roles[logical] = f["Role"].rsplit("/", 1)[-1]
         attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
         check(not attached, f"{logical}: its role has managed policies attached: {attached}")
     check((layer_dir / "plumbline.toml").is_file(), "the configuration layer has no plumbline.toml")
@@ -330,6 +330,17 @@ def main() -> None:
     check(any(st.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com" for st in key_policy["Statement"]),
           "the alarm topic's key policy does not let CloudWatch alarms use it")
     check(kms.get_key_rotation_status(KeyId=topic_key)["KeyRotationEnabled"], "the alarm topic's key is not rotated")
+    # Reconciliation's scheduled runs are neither retried nor run late: what SAM's transform made of
+    # the function's EventInvokeConfig (moto does not model it, so it is read where it is decided).
+    invoke = [r["Properties"] for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    check([(i["FunctionName"], i["Qualifier"], i["MaximumRetryAttempts"], i["MaximumEventAgeInSeconds"]) for i in invoke]
+          == [({"Ref": "ReconcileFunction"}, "$LATEST", 0, 900)], f"the asynchronous invocation settings: {invoke}")
+    # The dashboard's log widgets read the stack's log groups, by their names.
+    dashboard = json.loads(boto3.client("cloudwatch").get_dashboard(DashboardName=physical["Dashboard"])["DashboardBody"])
+    queries = [w["properties"]["query"] for w in dashboard["widgets"] if w["type"] == "log"]
+    groups = {physical[g] for g in ("IngressLogs", "DeliveryLogs", "ReconcileLogs")}
+    read = {source.split("'")[1] for q in queries for source in q.split(" | ") if source.startswith("SOURCE '")}
+    check(queries and read == groups, f"the dashboard's log widgets read {sorted(read)}, not the functions' {sorted(groups)}")
     # The built bootstraps against the stack's resources, with the layer's configuration.
     host = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
     emulator = shlex.split(os.environ.get("PLUMBLINE_EMULATOR", ""))
@@ -360,8 +371,7 @@ def main() -> None:
             recorder("stop-recording")
         made = requested(recorder("download-recording"), arns)
         check(made, f"{logical} made no AWS request")
-        role = lam.get_function(FunctionName=physical[logical])["Configuration"]["Role"].rsplit("/", 1)[-1]
-        statements = role_statements(iam, role)
+        statements = role_statements(iam, roles[logical])
         for action, resource in made:
             check(allowed(statements, action, resource),
                   f"{logical} called {action} on {resource}, which its role's policy does not allow")

@@ -10,6 +10,7 @@ mod cli_aws;
 mod conformance;
 mod contract;
 mod corpus;
+mod dashboard_logs;
 mod delivery;
 mod delivery_failures;
 mod faults;

@@ -490,7 +490,14 @@ fn watched_in_template() -> Vec<Watched> {
                 };
                 let body: Value =
                     serde_json::from_str(body.as_str().expect("a body")).expect("the body is JSON");
-                for widget in body["widgets"].as_array().expect("widgets") {
+                // Log widgets (queries of the functions' log groups) are checked in
+                // dashboard_logs.rs.
+                let graphs = body["widgets"]
+                    .as_array()
+                    .expect("widgets")
+                    .iter()
+                    .filter(|w| w["type"] != "log");
+                for widget in graphs {
                     for row in widget["properties"]["metrics"].as_array().expect("metrics") {
                         if let Some(expression) = row[0]["expression"].as_str() {
                             watched.push(searched(&by, expression));

@@ -109,7 +109,7 @@ fn assert_no_seeded_value_in(logs: &str) {
 
 /// The ingress, delivery and reconciliation flows on seeded data, logged by the functions' own
 /// subscriber at `level`: what it wrote.
-async fn seeded_flows_logged_at(level: &str) -> String {
+pub(crate) async fn seeded_flows_logged_at(level: &str) -> String {
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(lambda_subscriber(
         level,

@@ -1,5 +1,6 @@
-//! What operators rely on in the template beyond the data path: the functions' logs, and an
-//! alarm topic the alarms can publish to.
+//! What operators rely on in the template beyond the data path: the functions' logs, an alarm
+//! topic the alarms can publish to and nothing else can, and scheduled runs that are not run
+//! twice.
 
 use crate::helpers::{template, template_resources as resources};
 use crate::template::{functions, referenced, role_statements, strings};
@@ -122,5 +123,89 @@ fn every_alarm_topic_is_encrypted_with_a_key_the_alarms_may_use() {
             Some("AWS::AccountId"),
             "only this account's alarms"
         );
+    }
+}
+
+/// The alarm topic's policy replaces SNS's default one (anything acting for the account may
+/// publish): this account's alarms publish, and nothing else is granted.
+#[test]
+fn only_this_accounts_alarms_may_publish_to_the_alarm_topic() {
+    let all = resources();
+    let topics: Vec<&str> = all
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SNS::Topic"))
+        .map(|(name, _)| name.as_str().expect("a resource name"))
+        .collect();
+    assert!(!topics.is_empty());
+    for topic in topics {
+        let policies: Vec<&serde_yaml_ng::Value> = all
+            .values()
+            .filter(|r| r["Type"].as_str() == Some("AWS::SNS::TopicPolicy"))
+            .filter(|r| {
+                r["Properties"]["Topics"]
+                    .as_sequence()
+                    .is_some_and(|ts| ts.iter().any(|t| referenced(t) == Some(topic)))
+            })
+            .collect();
+        assert_eq!(policies.len(), 1, "{topic}: one policy of the stack's");
+        let statements = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .expect("statements");
+        assert_eq!(statements.len(), 1, "{topic}: {statements:?}");
+        let statement = &statements[0];
+        assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+        assert_eq!(
+            statement["Principal"]["Service"].as_str(),
+            Some("cloudwatch.amazonaws.com")
+        );
+        assert_eq!(strings(&statement["Action"]), ["sns:Publish"]);
+        assert_eq!(referenced(&statement["Resource"]), Some(topic));
+        let condition = &statement["Condition"];
+        assert_eq!(
+            referenced(&condition["StringEquals"]["aws:SourceAccount"]),
+            Some("AWS::AccountId")
+        );
+        let arn = match &condition["ArnLike"]["aws:SourceArn"] {
+            serde_yaml_ng::Value::Tagged(sub) if sub.tag == "!Sub" => sub.value.as_str(),
+            _ => None,
+        };
+        assert_eq!(
+            arn,
+            Some("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"),
+            "{topic}: published to by alarms only"
+        );
+    }
+}
+
+/// A scheduled function is invoked asynchronously, and Lambda by default retries a failed
+/// invocation twice and keeps a throttled one for six hours: late copies of a run beside the
+/// schedule's own. Each scheduled function is retried never and kept at most 15 minutes.
+#[test]
+fn scheduled_runs_are_neither_retried_nor_run_late() {
+    let all = resources();
+    let scheduled: Vec<(&str, &serde_yaml_ng::Value)> = functions(&all)
+        .into_iter()
+        .filter(|(_, f)| {
+            f["Properties"]["Events"]
+                .as_mapping()
+                .is_some_and(|events| {
+                    events
+                        .values()
+                        .any(|e| matches!(e["Type"].as_str(), Some("Schedule" | "ScheduleV2")))
+                })
+        })
+        .collect();
+    assert!(!scheduled.is_empty(), "reconciliation runs on a schedule");
+    for (name, function) in scheduled {
+        let config = &function["Properties"]["EventInvokeConfig"];
+        assert_eq!(
+            config["MaximumRetryAttempts"].as_u64(),
+            Some(0),
+            "{name}: a failed run waits for the next"
+        );
+        let age = config["MaximumEventAgeInSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: kept as long as Lambda's default, six hours"));
+        assert!((60..=900).contains(&age), "{name}: {age} s");
     }
 }
