@@ -9,6 +9,17 @@ use std::sync::LazyLock;
 
 use regex::bytes::{Captures, Regex};
 
+/// What replaces a match.
+#[derive(Clone, Copy)]
+enum Replace {
+    /// The whole match.
+    With(&'static str),
+    /// The text of the quoted JSON value the match opens (it ends with the value's opening
+    /// quote: `"first_name":"`, or escaped, `\"name\":\"`), up to its closing quote, so the
+    /// key says what was there and the line stays valid JSON.
+    Value(&'static str),
+}
+
 /// Patterns and what replaces them, most specific first. Byte classes (`(?-u)`, over the line's
 /// bytes): the regex crate is built without its Unicode tables, which were a tenth of each
 /// function's binary, and `\x80-\xFF` takes in every byte of a non-ASCII character (a whole
@@ -48,21 +59,126 @@ static COMBINED: LazyLock<Regex> = LazyLock::new(|| {
     regex
 });
 
+/// The keys payloads keep names under: names have no shape of their own. Each pattern ends at
+/// the value's opening quote; where the value ends is found by [`value_end`].
+const NAME_KEYS: &str = "(?:first|last|middle|full|given|family|sur|display|contact|customer|\
+    cardholder|card_holder|account_holder|holder|billing|shipping|recipient|sender)_?name";
+
+/// Names in a JSON line: under any name key of a payload the line quotes, escaped once or more
+/// inside a JSON string (an error's `Debug` form escapes it again), or as JSON; a bare `name`
+/// only escaped, since unescaped it is the formatter's own span name.
+static JSON_NAMES: LazyLock<Regex> = LazyLock::new(|| {
+    let key = r#"\\*"KEYS\\*"[ \t]*:[ \t]*\\*"|\\+"name\\+"[ \t]*:[ \t]*\\+""#;
+    Regex::new(&format!("(?-u)(?i){}", key.replace("KEYS", NAME_KEYS))).expect("valid patterns")
+});
+
+/// Names in a text line, where a bare `name` key, even unescaped, can only be a quoted
+/// payload's: the text formatter writes a span's name before its braces, not under a key.
+static TEXT_NAMES: LazyLock<Regex> = LazyLock::new(|| {
+    let key = r#"\\*"(?:KEYS|name)\\*"[ \t]*:[ \t]*\\*""#;
+    Regex::new(&format!("(?-u)(?i){}", key.replace("KEYS", NAME_KEYS))).expect("valid patterns")
+});
+
 /// The line with personal data and secrets replaced.
 pub fn redact(line: &str) -> String {
-    match redact_bytes(line.as_bytes()) {
+    match redact_bytes(line.as_bytes(), line.starts_with('{')) {
         Cow::Borrowed(_) => line.to_owned(),
         Cow::Owned(bytes) => String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
 }
 
-fn redact_bytes(line: &[u8]) -> Cow<'_, [u8]> {
-    COMBINED.replace_all(line, |caps: &Captures<'_>| {
+/// `line` redacted; `json` when it is a JSON line, whose unescaped `name` keys are the
+/// formatter's own.
+fn redact_bytes(line: &[u8], json: bool) -> Cow<'_, [u8]> {
+    let redacted = rewrite(line, &COMBINED, |caps| {
         (1..caps.len())
             .find(|&group| caps.get(group).is_some())
-            .map_or(&b""[..], |group| PATTERNS[group - 1].1.as_bytes())
+            .map_or(Replace::With(""), |group| {
+                Replace::With(PATTERNS[group - 1].1)
+            })
+    });
+    if !may_name_a_person(&redacted, json) {
+        return redacted;
+    }
+    let names: &Regex = if json { &JSON_NAMES } else { &TEXT_NAMES };
+    let how = |_: &Captures<'_>| Replace::Value("[name]");
+    match redacted {
+        Cow::Borrowed(line) => rewrite(line, names, how),
+        Cow::Owned(line) => Cow::Owned(rewrite(&line, names, how).into_owned()),
+    }
+}
+
+/// Whether the line has a key the name patterns look for: `name` in any case, then a quote
+/// or a backslash, other than the JSON formatter's own `"name"`. Few lines have one, so the
+/// name patterns are compiled, and their automaton's states built, only for those: run over
+/// every line with the others, they added about half again to each cold start's instructions
+/// (callgrind; docs/benchmarks.md).
+fn may_name_a_person(line: &[u8], json: bool) -> bool {
+    memchr::memchr2_iter(b'n', b'N', line).any(|i| {
+        line.get(i + 1..i + 5).is_some_and(|rest| {
+            rest[..3].eq_ignore_ascii_case(b"ame")
+                && (rest[3] == b'\\'
+                    || (rest[3] == b'"' && !(json && i > 0 && line[i - 1] == b'"')))
+        })
     })
+}
+
+/// Every match of `regex` in `line` replaced as `how` says; the line itself when none.
+fn rewrite<'a>(
+    line: &'a [u8],
+    regex: &Regex,
+    how: impl Fn(&Captures<'_>) -> Replace,
+) -> Cow<'a, [u8]> {
+    let mut out = Vec::new();
+    // Copied up to here; matched from here.
+    let (mut copied, mut at) = (0, 0);
+    while let Some(caps) = regex.captures_at(line, at) {
+        let matched = caps.get(0).expect("the whole match");
+        out.extend_from_slice(&line[copied..matched.start()]);
+        match how(&caps) {
+            Replace::With(text) => {
+                out.extend_from_slice(text.as_bytes());
+                copied = matched.end();
+            }
+            Replace::Value(text) => {
+                out.extend_from_slice(matched.as_bytes());
+                out.extend_from_slice(text.as_bytes());
+                copied = value_end(line, matched.end());
+            }
+        }
+        // No pattern matches the empty string, so this always moves on.
+        at = copied.max(matched.end()).max(at + 1);
+    }
+    if out.is_empty() && copied == 0 {
+        return Cow::Borrowed(line);
+    }
+    out.extend_from_slice(&line[copied..]);
+    Cow::Owned(out)
+}
+
+/// Where the quoted value opened just before `from` ends: at its closing quote, with the
+/// backslashes that escape that quote as much as the opening one was. Escaped `d` times over
+/// (a payload in a JSON string, `d = 1`; that string in a `Debug` form, `d = 3`), a quote is
+/// preceded by `d` backslashes, a backslash of the value by `2(d + 1)` more per backslash,
+/// and a quote inside the value by more than `d`: the closing quote is the first whose run of
+/// backslashes is `d` modulo `2(d + 1)`. The end of the line when there is none, so that a cut
+/// line hides more, never less.
+fn value_end(line: &[u8], from: usize) -> usize {
+    let depth = line[..from - 1]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b'\\')
+        .count();
+    let mut run = 0;
+    for (i, &b) in line.iter().enumerate().skip(from) {
+        match b {
+            b'\\' => run += 1,
+            b'"' if run % (2 * (depth + 1)) == depth => return i - depth,
+            _ => run = 0,
+        }
+    }
+    line.len()
 }
 
 /// Wraps a writer: each write (one formatted event) is redacted before it goes through.
@@ -91,7 +207,7 @@ fn stamp_len(line: &[u8]) -> usize {
 impl<W: Write> Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let (stamp, rest) = buf.split_at(stamp_len(buf));
-        match redact_bytes(rest) {
+        match redact_bytes(rest, buf.starts_with(b"{")) {
             Cow::Borrowed(_) => self.0.write_all(buf)?,
             // One write per line, so that lines from two threads never interleave.
             Cow::Owned(redacted) => self.0.write_all(&[stamp, &redacted].concat())?,
@@ -183,9 +299,110 @@ mod tests {
         );
     }
 
+    /// A payload quoted in an error line, through the functions' own subscriber in both its
+    /// formats: every name under a name key goes, its key and the line's JSON stay.
+    #[test]
+    fn names_in_a_quoted_payload_are_replaced_and_their_keys_kept() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lines").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let payload = r#"{"customer_name":"Zebulon Quattlebaum","lastName":"Oyelaran","billing_details":{"name":"Wrenfield \"Wren\" Oyelaran"},"plan":{"name":"gold"},"id":"cus_1"}"#;
+        for text in [false, true] {
+            let lines = Lines::default();
+            let writer = lines.clone();
+            let subscriber = crate::telemetry::lambda_subscriber(
+                "info",
+                text,
+                super::Redacting(move || writer.clone()),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                let _span = tracing::info_span!("record", event_id = "01M8V0N8EH").entered();
+                tracing::warn!(error = %format!("refused: {payload}"), "target refused");
+                tracing::warn!(error = ?payload, "target refused");
+            });
+            let out = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("text");
+            for name in [
+                "Zebulon",
+                "Quattlebaum",
+                "Wrenfield",
+                "Wren",
+                "Oyelaran",
+                "gold",
+            ] {
+                assert!(!out.contains(name), "text {text}: {name} in {out}");
+            }
+            for key in [
+                "customer_name",
+                "lastName",
+                "billing_details",
+                "plan",
+                "cus_1",
+            ] {
+                assert!(out.contains(key), "text {text}: {key} lost from {out}");
+            }
+            if !text {
+                for line in out.lines() {
+                    let line: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                    // The formatter's own `name`, the span's, is not a person's.
+                    assert_eq!(line["span"]["name"], "record", "{line}");
+                }
+                let first: serde_json::Value =
+                    serde_json::from_str(out.lines().next().expect("a line")).expect("JSON");
+                let quoted: serde_json::Value = serde_json::from_str(
+                    first["error"]
+                        .as_str()
+                        .and_then(|e| e.strip_prefix("refused: "))
+                        .expect("the error"),
+                )
+                .expect("the quoted payload is still JSON");
+                assert_eq!(
+                    quoted,
+                    serde_json::json!({"customer_name": "[name]", "lastName": "[name]",
+                        "billing_details": {"name": "[name]"}, "plan": {"name": "[name]"}, "id": "cus_1"})
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_names_value_ends_at_its_own_closing_quote() {
+        for (line, kept) in [
+            // A backslash of the name's own, then its closing quote.
+            (
+                r#"refused {"last_name":"Oye\\","id":1}"#,
+                r#"refused {"last_name":"[name]","id":1}"#,
+            ),
+            // Quotes of the name's own, escaped one level deeper than the payload.
+            (
+                r#"{"m":"x {\"first_name\":\"Zo \\\"Z\\\" Q\"} y"}"#,
+                r#"{"m":"x {\"first_name\":\"[name]\"} y"}"#,
+            ),
+            // A line cut inside the value: the rest of it goes.
+            (
+                r#"{"m":"{\"name\":\"Jane Do"#,
+                r#"{"m":"{\"name\":\"[name]"#,
+            ),
+        ] {
+            assert_eq!(redact(line), kept);
+        }
+    }
+
     #[test]
     fn ordinary_fields_survive() {
         let line = r#"{"time":"2026-11-23T16:47:00Z","event_id":"01M84K3Q9Z8Y7X6W5V4T3S2R1Q","event_key":"EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e","elapsed_ms":12,"status":401}"#;
         assert_eq!(redact(line), line);
+        let spanned = r#"{"level":"INFO","message":"event taken","span":{"event_key":"EVT#site#msg_1","source_type":"lead.submitted","name":"take"}}"#;
+        assert_eq!(redact(spanned), spanned);
+        let text = " INFO take{event_key=EVT#site#msg_1 source_type=lead.submitted}: event taken";
+        assert_eq!(redact(text), text);
     }
 }
