@@ -1,6 +1,6 @@
 //! What operators rely on in the template beyond the data path: the functions' logs, an alarm
 //! topic the alarms can publish to and nothing else can, and scheduled runs that are not run
-//! twice.
+//! twice, and a page when they stop.
 
 use crate::helpers::{template, template_resources as resources};
 use crate::template::{functions, referenced, role_statements, strings};
@@ -208,4 +208,88 @@ fn scheduled_runs_are_neither_retried_nor_run_late() {
             .unwrap_or_else(|| panic!("{name}: kept as long as Lambda's default, six hours"));
         assert!((60..=900).contains(&age), "{name}: {age} s");
     }
+}
+
+/// A schedule can stop invoking its function with nothing failing (disabled, deleted, its role
+/// changed): each scheduled function's invocations are watched, and none in the alarm's period,
+/// no data included, pages. At the defaults the period holds several of the schedule's runs,
+/// so one late run does not page.
+#[test]
+fn a_scheduled_function_that_is_no_longer_invoked_pages() {
+    let doc = template();
+    let all = resources();
+    let parameter_default = |value: &serde_yaml_ng::Value| -> u64 {
+        let name = referenced(value).expect("a parameter");
+        doc["Parameters"][name]["Default"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: a number"))
+    };
+    for (name, function) in functions(&all) {
+        let Some(schedule) = function["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flat_map(|events| events.values())
+            .find(|e| e["Type"].as_str() == Some("ScheduleV2"))
+        else {
+            continue;
+        };
+        let given = &schedule["Properties"]["ScheduleExpression"];
+        let expression = referenced(given).map_or(given, |p| &doc["Parameters"][p]["Default"]);
+        let interval = rate_seconds(expression.as_str().expect("an expression"));
+        let watching: Vec<&serde_yaml_ng::Value> = all
+            .values()
+            .filter(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+            .map(|r| &r["Properties"])
+            .filter(|p| {
+                p["Namespace"].as_str() == Some("AWS/Lambda")
+                    && p["MetricName"].as_str() == Some("Invocations")
+                    && p["Dimensions"]
+                        .as_sequence()
+                        .is_some_and(|d| d.iter().any(|d| referenced(&d["Value"]) == Some(name)))
+            })
+            .collect();
+        assert_eq!(watching.len(), 1, "{name}: one alarm on its invocations");
+        let alarm = watching[0];
+        assert_eq!(alarm["Statistic"].as_str(), Some("Sum"));
+        assert_eq!(
+            alarm["ComparisonOperator"].as_str(),
+            Some("LessThanThreshold")
+        );
+        assert_eq!(alarm["Threshold"].as_u64(), Some(1));
+        assert_eq!(
+            alarm["TreatMissingData"].as_str(),
+            Some("breaching"),
+            "{name}: no data is no invocation"
+        );
+        let period = parameter_default(&alarm["Period"])
+            * alarm["EvaluationPeriods"]
+                .as_u64()
+                .expect("evaluation periods");
+        assert!(
+            period >= 3 * interval,
+            "{name}: {period} s of silence pages, against a run every {interval} s"
+        );
+        assert_eq!(
+            parameter_default(&alarm["Period"]) % 60,
+            0,
+            "CloudWatch takes periods over a minute in whole minutes"
+        );
+    }
+}
+
+/// `rate(5 minutes)` in seconds.
+fn rate_seconds(expression: &str) -> u64 {
+    let inner = expression
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a rate expression: {expression}"));
+    let (count, unit) = inner.split_once(' ').expect("a count and a unit");
+    let count: u64 = count.parse().expect("a count");
+    count
+        * match unit.trim_end_matches('s') {
+            "minute" => 60,
+            "hour" => 3600,
+            "day" => 86400,
+            other => panic!("a unit: {other}"),
+        }
 }
