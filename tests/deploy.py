@@ -341,6 +341,13 @@ def main() -> None:
     groups = {physical[g] for g in ("IngressLogs", "DeliveryLogs", "ReconcileLogs")}
     read = {source.split("'")[1] for q in queries for source in q.split(" | ") if source.startswith("SOURCE '")}
     check(queries and read == groups, f"the dashboard's log widgets read {sorted(read)}, not the functions' {sorted(groups)}")
+    # Its alarm widget names every alarm by the ARN the alarm's name gives it (moto models no alarms).
+    shown = sorted(a for w in dashboard["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"])
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    alarms = sorted(f"arn:aws:cloudwatch:{region}:{account}:alarm:{STACK}-{name}"
+                    for name, r in expanded["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm")
+    check(shown == alarms, f"the dashboard's alarm widget shows {shown}, not the stack's alarms {alarms}")
     # The built bootstraps against the stack's resources, with the layer's configuration.
     host = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine())
     emulator = shlex.split(os.environ.get("PLUMBLINE_EMULATOR", ""))
@@ -353,8 +360,6 @@ def main() -> None:
                                "PLUMBLINE_CONFIG": str(layer_dir / "plumbline.toml")}
     # moto does not enforce IAM: each function's requests, as the recorder saw them, are held
     # against its role's policy instead, action by action and resource by resource.
-    account = boto3.client("sts").get_caller_identity()["Account"]
-    region = os.environ.get("AWS_REGION", "us-east-1")
     arns = {
         "table": lambda name: f"arn:aws:dynamodb:{region}:{account}:table/{name}",
         "queue": lambda url: f"arn:aws:sqs:{region}:{account}:{url.rstrip('/').rsplit('/', 1)[-1]}",

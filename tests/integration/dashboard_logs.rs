@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::template_resources as resources;
+use crate::helpers::{dashboard_body, template_resources as resources};
 use crate::redaction::seeded_flows_logged_at;
 use crate::template::{functions, referenced};
 
@@ -22,17 +22,7 @@ struct LogWidget {
 }
 
 fn log_widgets() -> Vec<LogWidget> {
-    let all = resources();
-    let dashboard = all
-        .values()
-        .find(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard"))
-        .expect("a dashboard");
-    let body = match &dashboard["Properties"]["DashboardBody"] {
-        serde_yaml_ng::Value::Tagged(sub) => sub.value.as_str().expect("a body").to_owned(),
-        other => other.as_str().expect("a body").to_owned(),
-    };
-    let body: Value = serde_json::from_str(&body).expect("the body is JSON");
-    body["widgets"]
+    dashboard_body()["widgets"]
         .as_array()
         .expect("widgets")
         .iter()

@@ -2,7 +2,7 @@
 //! topic the alarms can publish to and nothing else can, and scheduled runs that are not run
 //! twice, and a page when they stop.
 
-use crate::helpers::{template, template_resources as resources};
+use crate::helpers::{dashboard_body, template, template_resources as resources};
 use crate::template::{functions, referenced, role_statements, strings};
 
 /// Lambda's application log levels, most verbose first.
@@ -292,4 +292,66 @@ fn rate_seconds(expression: &str) -> u64 {
             "day" => 86400,
             other => panic!("a unit: {other}"),
         }
+}
+
+/// The dashboard opens on every alarm of the stack, those firing first: an alarm added to the
+/// template and left off it would be missing where an operator looks first. Each alarm is
+/// named after the stack and its logical name, and the dashboard builds its ARN from that.
+#[test]
+fn the_dashboard_shows_the_state_of_every_alarm() {
+    let all = resources();
+    let mut alarms: Vec<String> = Vec::new();
+    for (name, resource) in &all {
+        if resource["Type"].as_str() != Some("AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        let name = name.as_str().expect("a name");
+        let given = match &resource["Properties"]["AlarmName"] {
+            serde_yaml_ng::Value::Tagged(sub) if sub.tag == "!Sub" => sub.value.as_str(),
+            _ => None,
+        };
+        assert_eq!(given, Some(format!("${{AWS::StackName}}-{name}").as_str()));
+        alarms.push(format!("${{Alarms}}-{name}"));
+    }
+    alarms.sort();
+    let dashboard = all
+        .values()
+        .find(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard"))
+        .expect("a dashboard");
+    let variables = match &dashboard["Properties"]["DashboardBody"] {
+        serde_yaml_ng::Value::Tagged(sub) => &sub.value[1],
+        other => panic!("not a !Sub: {other:?}"),
+    };
+    let prefix = match &variables["Alarms"] {
+        serde_yaml_ng::Value::Tagged(sub) => sub.value.as_str(),
+        _ => None,
+    };
+    assert_eq!(
+        prefix,
+        Some(
+            "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:${AWS::StackName}"
+        )
+    );
+    let body = dashboard_body();
+    let widgets = body["widgets"].as_array().expect("widgets");
+    let first = &widgets[0];
+    assert_eq!(first["type"], "alarm", "the alarms come first: {first}");
+    assert_eq!(
+        (first["x"].as_u64(), first["y"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(first["properties"]["sortBy"], "stateUpdatedTimestamp");
+    let mut shown: Vec<String> = first["properties"]["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .map(|a| a.as_str().expect("an ARN").to_owned())
+        .collect();
+    shown.sort();
+    assert_eq!(shown, alarms);
+    // Nothing else is drawn over it.
+    let height = first["height"].as_u64().expect("a height");
+    for widget in &widgets[1..] {
+        assert!(widget["y"].as_u64().expect("a y") >= height, "{widget}");
+    }
 }

@@ -128,6 +128,25 @@ pub fn template_resources() -> serde_yaml_ng::Mapping {
         .clone()
 }
 
+/// The dashboard's body, its `!Sub` placeholders left as written (`${AWS::Region}`,
+/// `${Alarms}`).
+pub fn dashboard_body() -> Value {
+    let all = template_resources();
+    let dashboard = all
+        .values()
+        .find(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard"))
+        .expect("a dashboard");
+    let body = match &dashboard["Properties"]["DashboardBody"] {
+        // `!Sub text`, or `!Sub [text, {variables}]`.
+        serde_yaml_ng::Value::Tagged(sub) => match &sub.value {
+            serde_yaml_ng::Value::Sequence(parts) => parts[0].clone(),
+            text => text.clone(),
+        },
+        other => other.clone(),
+    };
+    serde_json::from_str(body.as_str().expect("a body")).expect("the body is JSON")
+}
+
 /// The EventsTable resource's properties, as the template declares them.
 pub fn template_table() -> serde_yaml_ng::Value {
     template_resources()["EventsTable"]["Properties"].clone()
