@@ -141,8 +141,9 @@ async fn every_log_widget_selects_lines_the_functions_write_and_shows_their_fiel
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    for widget in log_widgets() {
-        let selected: Vec<&Value> = lines.iter().filter(|l| selects(&widget, l)).collect();
+    let widgets = log_widgets();
+    for widget in &widgets {
+        let selected: Vec<&Value> = lines.iter().filter(|l| selects(widget, l)).collect();
         assert!(
             !selected.is_empty(),
             "{}: selects none of the lines written:\n{logs}",
@@ -157,8 +158,8 @@ async fn every_log_widget_selects_lines_the_functions_write_and_shows_their_fiel
         }
     }
     // The warnings' widget compares levels as the subscriber writes them.
-    let warnings = log_widgets()
-        .into_iter()
+    let warnings = widgets
+        .iter()
         .find(|w| w.any_of.iter().all(|(path, _)| path == "level"))
         .expect("a widget of warnings and errors");
     let above_info = |l: &&Value| {
@@ -169,7 +170,7 @@ async fn every_log_widget_selects_lines_the_functions_write_and_shows_their_fiel
     let written = lines.iter().filter(above_info).count();
     assert!(written >= 3, "the flows dead-letter three times:\n{logs}");
     assert_eq!(
-        lines.iter().filter(|l| selects(&warnings, l)).count(),
+        lines.iter().filter(|l| selects(warnings, l)).count(),
         written,
         "every line above INFO, and no other"
     );

@@ -261,7 +261,7 @@ fn every_alarm_pages_and_names_a_runbook_that_exists() {
 }
 
 /// The text of a `!Sub "…"` value.
-fn sub_text(value: &serde_yaml_ng::Value) -> Option<&str> {
+pub(crate) fn sub_text(value: &serde_yaml_ng::Value) -> Option<&str> {
     match value {
         serde_yaml_ng::Value::Tagged(tagged) => tagged.value.as_str(),
         _ => None,

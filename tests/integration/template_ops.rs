@@ -2,8 +2,8 @@
 //! topic the alarms can publish to and nothing else can, and scheduled runs that are not run
 //! twice, and a page when they stop.
 
-use crate::helpers::{dashboard_body, template, template_resources as resources};
-use crate::template::{functions, referenced, role_statements, strings};
+use crate::helpers::{dashboard_body, dashboard_sub, template, template_resources as resources};
+use crate::template::{functions, referenced, role_statements, strings, sub_text};
 
 /// Lambda's application log levels, most verbose first.
 const LAMBDA_LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
@@ -165,12 +165,8 @@ fn only_this_accounts_alarms_may_publish_to_the_alarm_topic() {
             referenced(&condition["StringEquals"]["aws:SourceAccount"]),
             Some("AWS::AccountId")
         );
-        let arn = match &condition["ArnLike"]["aws:SourceArn"] {
-            serde_yaml_ng::Value::Tagged(sub) if sub.tag == "!Sub" => sub.value.as_str(),
-            _ => None,
-        };
         assert_eq!(
-            arn,
+            sub_text(&condition["ArnLike"]["aws:SourceArn"]),
             Some("arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"),
             "{topic}: published to by alarms only"
         );
@@ -261,16 +257,17 @@ fn a_scheduled_function_that_is_no_longer_invoked_pages() {
             Some("breaching"),
             "{name}: no data is no invocation"
         );
-        let period = parameter_default(&alarm["Period"])
+        let period = parameter_default(&alarm["Period"]);
+        let silence = period
             * alarm["EvaluationPeriods"]
                 .as_u64()
                 .expect("evaluation periods");
         assert!(
-            period >= 3 * interval,
-            "{name}: {period} s of silence pages, against a run every {interval} s"
+            silence >= 3 * interval,
+            "{name}: {silence} s of silence pages, against a run every {interval} s"
         );
         assert_eq!(
-            parameter_default(&alarm["Period"]) % 60,
+            period % 60,
             0,
             "CloudWatch takes periods over a minute in whole minutes"
         );
@@ -306,28 +303,16 @@ fn the_dashboard_shows_the_state_of_every_alarm() {
             continue;
         }
         let name = name.as_str().expect("a name");
-        let given = match &resource["Properties"]["AlarmName"] {
-            serde_yaml_ng::Value::Tagged(sub) if sub.tag == "!Sub" => sub.value.as_str(),
-            _ => None,
-        };
-        assert_eq!(given, Some(format!("${{AWS::StackName}}-{name}").as_str()));
+        assert_eq!(
+            sub_text(&resource["Properties"]["AlarmName"]),
+            Some(format!("${{AWS::StackName}}-{name}").as_str())
+        );
         alarms.push(format!("${{Alarms}}-{name}"));
     }
     alarms.sort();
-    let dashboard = all
-        .values()
-        .find(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard"))
-        .expect("a dashboard");
-    let variables = match &dashboard["Properties"]["DashboardBody"] {
-        serde_yaml_ng::Value::Tagged(sub) => &sub.value[1],
-        other => panic!("not a !Sub: {other:?}"),
-    };
-    let prefix = match &variables["Alarms"] {
-        serde_yaml_ng::Value::Tagged(sub) => sub.value.as_str(),
-        _ => None,
-    };
+    let (_, variables) = dashboard_sub();
     assert_eq!(
-        prefix,
+        sub_text(&variables["Alarms"]),
         Some(
             "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:${AWS::StackName}"
         )

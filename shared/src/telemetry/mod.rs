@@ -370,17 +370,6 @@ mod tests {
     /// What the functions' subscriber writes, at `level` and in text or JSON, of a debug and an
     /// info line.
     fn written(level: &str, text: bool) -> String {
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lines").extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let lines = Lines::default();
         let writer = lines.clone();
         let subscriber = lambda_subscriber(level, text, move || writer.clone());
@@ -388,8 +377,27 @@ mod tests {
             tracing::debug!("a debug line");
             tracing::info!("an info line");
         });
-        let bytes = lines.0.lock().expect("lines").clone();
-        String::from_utf8(bytes).expect("text")
+        lines.text()
+    }
+
+    /// What a subscriber wrote, kept for the test to read.
+    #[derive(Clone, Default)]
+    pub(super) struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Lines {
+        pub(super) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("lines").clone()).expect("text")
+        }
+    }
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lines").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

@@ -9,17 +9,6 @@ use std::sync::LazyLock;
 
 use regex::bytes::{Captures, Regex};
 
-/// What replaces a match.
-#[derive(Clone, Copy)]
-enum Replace {
-    /// The whole match.
-    With(&'static str),
-    /// The text of the quoted JSON value the match opens (it ends with the value's opening
-    /// quote: `"first_name":"`, or escaped, `\"name\":\"`), up to its closing quote, so the
-    /// key says what was there and the line stays valid JSON.
-    Value(&'static str),
-}
-
 /// Patterns and what replaces them, most specific first. Byte classes (`(?-u)`, over the line's
 /// bytes): the regex crate is built without its Unicode tables, which were a tenth of each
 /// function's binary, and `\x80-\xFF` takes in every byte of a non-ASCII character (a whole
@@ -60,7 +49,7 @@ static COMBINED: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// The keys payloads keep names under: names have no shape of their own. Each pattern ends at
-/// the value's opening quote; where the value ends is found by [`value_end`].
+/// the value's opening quote; [`replace_names`] replaces the value after it.
 const NAME_KEYS: &str = "(?:first|last|middle|full|given|family|sur|display|contact|customer|\
     cardholder|card_holder|account_holder|holder|billing|shipping|recipient|sender)_?name";
 
@@ -91,21 +80,18 @@ pub fn redact(line: &str) -> String {
 /// `line` redacted; `json` when it is a JSON line, whose unescaped `name` keys are the
 /// formatter's own.
 fn redact_bytes(line: &[u8], json: bool) -> Cow<'_, [u8]> {
-    let redacted = rewrite(line, &COMBINED, |caps| {
+    let redacted = COMBINED.replace_all(line, |caps: &Captures<'_>| {
         (1..caps.len())
             .find(|&group| caps.get(group).is_some())
-            .map_or(Replace::With(""), |group| {
-                Replace::With(PATTERNS[group - 1].1)
-            })
+            .map_or(&b""[..], |group| PATTERNS[group - 1].1.as_bytes())
     });
     if !may_name_a_person(&redacted, json) {
         return redacted;
     }
-    let names: &Regex = if json { &JSON_NAMES } else { &TEXT_NAMES };
-    let how = |_: &Captures<'_>| Replace::Value("[name]");
+    let keys: &Regex = if json { &JSON_NAMES } else { &TEXT_NAMES };
     match redacted {
-        Cow::Borrowed(line) => rewrite(line, names, how),
-        Cow::Owned(line) => Cow::Owned(rewrite(&line, names, how).into_owned()),
+        Cow::Borrowed(line) => replace_names(line, keys),
+        Cow::Owned(line) => Cow::Owned(replace_names(&line, keys).into_owned()),
     }
 }
 
@@ -124,33 +110,19 @@ fn may_name_a_person(line: &[u8], json: bool) -> bool {
     })
 }
 
-/// Every match of `regex` in `line` replaced as `how` says; the line itself when none.
-fn rewrite<'a>(
-    line: &'a [u8],
-    regex: &Regex,
-    how: impl Fn(&Captures<'_>) -> Replace,
-) -> Cow<'a, [u8]> {
+/// The value after each match of `keys` (which ends at the value's opening quote) replaced
+/// by `[name]`, up to its closing quote; the line itself when there is none.
+fn replace_names<'a>(line: &'a [u8], keys: &Regex) -> Cow<'a, [u8]> {
     let mut out = Vec::new();
-    // Copied up to here; matched from here.
-    let (mut copied, mut at) = (0, 0);
-    while let Some(caps) = regex.captures_at(line, at) {
-        let matched = caps.get(0).expect("the whole match");
-        out.extend_from_slice(&line[copied..matched.start()]);
-        match how(&caps) {
-            Replace::With(text) => {
-                out.extend_from_slice(text.as_bytes());
-                copied = matched.end();
-            }
-            Replace::Value(text) => {
-                out.extend_from_slice(matched.as_bytes());
-                out.extend_from_slice(text.as_bytes());
-                copied = value_end(line, matched.end());
-            }
-        }
-        // No pattern matches the empty string, so this always moves on.
-        at = copied.max(matched.end()).max(at + 1);
+    // Copied up to here, which is also where the next key is looked for: a match never ends
+    // before its value does.
+    let mut copied = 0;
+    while let Some(key) = keys.find_at(line, copied) {
+        out.extend_from_slice(&line[copied..key.end()]);
+        out.extend_from_slice(b"[name]");
+        copied = value_end(line, key.end());
     }
-    if out.is_empty() && copied == 0 {
+    if copied == 0 {
         return Cow::Borrowed(line);
     }
     out.extend_from_slice(&line[copied..]);
@@ -303,18 +275,7 @@ mod tests {
     /// formats: every name under a name key goes, its key and the line's JSON stay.
     #[test]
     fn names_in_a_quoted_payload_are_replaced_and_their_keys_kept() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lines").extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
+        use crate::telemetry::tests::Lines;
         let payload = r#"{"customer_name":"Zebulon Quattlebaum","lastName":"Oyelaran","billing_details":{"name":"Wrenfield \"Wren\" Oyelaran"},"plan":{"name":"gold"},"id":"cus_1"}"#;
         for text in [false, true] {
             let lines = Lines::default();
@@ -329,7 +290,7 @@ mod tests {
                 tracing::warn!(error = %format!("refused: {payload}"), "target refused");
                 tracing::warn!(error = ?payload, "target refused");
             });
-            let out = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("text");
+            let out = lines.text();
             for name in [
                 "Zebulon",
                 "Quattlebaum",

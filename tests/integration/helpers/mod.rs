@@ -128,23 +128,28 @@ pub fn template_resources() -> serde_yaml_ng::Mapping {
         .clone()
 }
 
-/// The dashboard's body, its `!Sub` placeholders left as written (`${AWS::Region}`,
-/// `${Alarms}`).
-pub fn dashboard_body() -> Value {
+/// The dashboard's `!Sub`: its text and, in the list form (`!Sub [text, {variables}]`), its
+/// variables (null without).
+pub fn dashboard_sub() -> (String, serde_yaml_ng::Value) {
     let all = template_resources();
     let dashboard = all
         .values()
         .find(|r| r["Type"].as_str() == Some("AWS::CloudWatch::Dashboard"))
         .expect("a dashboard");
-    let body = match &dashboard["Properties"]["DashboardBody"] {
-        // `!Sub text`, or `!Sub [text, {variables}]`.
-        serde_yaml_ng::Value::Tagged(sub) => match &sub.value {
-            serde_yaml_ng::Value::Sequence(parts) => parts[0].clone(),
-            text => text.clone(),
-        },
-        other => other.clone(),
+    let serde_yaml_ng::Value::Tagged(sub) = &dashboard["Properties"]["DashboardBody"] else {
+        panic!("the dashboard's body is not a !Sub")
     };
-    serde_json::from_str(body.as_str().expect("a body")).expect("the body is JSON")
+    let (text, variables) = match &sub.value {
+        serde_yaml_ng::Value::Sequence(parts) => (&parts[0], parts[1].clone()),
+        text => (text, serde_yaml_ng::Value::Null),
+    };
+    (text.as_str().expect("a body").to_owned(), variables)
+}
+
+/// The dashboard's body, its `!Sub` placeholders left as written (`${AWS::Region}`,
+/// `${Alarms}`).
+pub fn dashboard_body() -> Value {
+    serde_json::from_str(&dashboard_sub().0).expect("the body is JSON")
 }
 
 /// The EventsTable resource's properties, as the template declares them.
