@@ -128,12 +128,13 @@ fn main() -> ExitCode {
             config_env,
             json,
         }) => {
-            let prefix = match samconfig {
-                Some(samconfig) => samconfig::parameter(&samconfig, &config_env, "SecretsPrefix")
-                    .map(|p| p.unwrap_or_else(|| DEFAULT_SECRETS_PREFIX.to_owned())),
-                None => Ok(secrets_prefix),
+            let stack = match samconfig {
+                Some(samconfig) => stack_parameters(&samconfig, &config_env),
+                None => Ok((secrets_prefix, Vec::new())),
             };
-            exit_code(prefix.and_then(|prefix| config_check(&file, &prefix, json)))
+            exit_code(stack.and_then(|(prefix, stack_warnings)| {
+                config_check(&file, &prefix, &stack_warnings, json)
+            }))
         }
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
@@ -196,7 +197,31 @@ fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
     }
 }
 
-fn config_check(file: &std::path::Path, secrets_prefix: &str, json: bool) -> anyhow::Result<bool> {
+/// What `config check` reads from the SAM configuration a stack deploys with: its
+/// `SecretsPrefix`, and a warning on the stack's own parameters when they disagree.
+fn stack_parameters(
+    samconfig: &std::path::Path,
+    env: &str,
+) -> anyhow::Result<(String, Vec<plumbline::config::ConfigProblem>)> {
+    let prefix = samconfig::parameter(samconfig, env, "SecretsPrefix")?
+        .unwrap_or_else(|| DEFAULT_SECRETS_PREFIX.to_owned());
+    let warnings = samconfig::reconcile_alarm_warning(samconfig, env)?
+        .map(|reason| plumbline::config::ConfigProblem {
+            key: "ReconcileMissingAlarmSeconds".to_owned(),
+            reason,
+            line: None,
+        })
+        .into_iter()
+        .collect();
+    Ok((prefix, warnings))
+}
+
+fn config_check(
+    file: &std::path::Path,
+    secrets_prefix: &str,
+    stack_warnings: &[plumbline::config::ConfigProblem],
+    json: bool,
+) -> anyhow::Result<bool> {
     let result = Config::load(file);
     let problems = result
         .as_ref()
@@ -205,7 +230,14 @@ fn config_check(file: &std::path::Path, secrets_prefix: &str, json: bool) -> any
         .unwrap_or_default();
     let warnings = result
         .as_ref()
-        .map(|c| [c.warnings.clone(), c.check_warnings(secrets_prefix)].concat())
+        .map(|c| {
+            [
+                c.warnings.clone(),
+                c.check_warnings(secrets_prefix),
+                stack_warnings.to_vec(),
+            ]
+            .concat()
+        })
         .unwrap_or_default();
     if json {
         let as_json = |list: &[plumbline::config::ConfigProblem]| -> Vec<serde_json::Value> {

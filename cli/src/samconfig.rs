@@ -5,10 +5,23 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
+/// The template's defaults for the parameters `config check` judges together.
+pub const DEFAULT_RECONCILE_SCHEDULE: &str = "rate(5 minutes)";
+pub const DEFAULT_RECONCILE_MISSING_ALARM_SECONDS: u64 = 1800;
+
 /// The value `sam deploy --config-env ENV` gives the template parameter `name`, read from
 /// `parameter_overrides` under `[ENV.deploy.parameters]`, else `[ENV.global.parameters]` (where
 /// SAM looks for it); `None` when it is not overridden, so the template's default applies.
 pub fn parameter(file: &Path, env: &str, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(overrides(file, env)?
+        .into_iter()
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value)
+        .next_back())
+}
+
+/// Every `Key=Value` the environment's `parameter_overrides` sets, in order.
+fn overrides(file: &Path, env: &str) -> anyhow::Result<Vec<(String, String)>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let doc: toml::Table =
@@ -22,9 +35,9 @@ pub fn parameter(file: &Path, env: &str, name: &str) -> anyhow::Result<Option<St
             .get("parameters")?
             .get("parameter_overrides")
     });
-    let pairs = match overrides {
-        None => return Ok(None),
-        Some(toml::Value::String(s)) => split(s)?,
+    match overrides {
+        None => Ok(Vec::new()),
+        Some(toml::Value::String(s)) => split(s),
         Some(toml::Value::Array(items)) => {
             let mut pairs = Vec::new();
             for item in items {
@@ -33,15 +46,76 @@ pub fn parameter(file: &Path, env: &str, name: &str) -> anyhow::Result<Option<St
                 };
                 pairs.extend(split(s)?);
             }
-            pairs
+            Ok(pairs)
         }
         Some(_) => bail!("{env}: parameter_overrides is neither a string nor a list"),
+    }
+}
+
+/// Whether `ReconcileMissingAlarm` can tell a stopped schedule from the gap between two runs,
+/// with the values the environment deploys (the template's defaults where it sets none): the
+/// alarm pages when a whole period of `ReconcileMissingAlarmSeconds` saw no invocation, so a
+/// period shorter than two of the schedule's intervals pages whenever a run starts late or
+/// the period's bounds fall between runs. `None` when it can.
+pub fn reconcile_alarm_warning(file: &Path, env: &str) -> anyhow::Result<Option<String>> {
+    let schedule = parameter(file, env, "ReconcileSchedule")?
+        .unwrap_or_else(|| DEFAULT_RECONCILE_SCHEDULE.to_owned());
+    let seconds = match parameter(file, env, "ReconcileMissingAlarmSeconds")? {
+        Some(value) => value.parse().with_context(|| {
+            format!("{env}: ReconcileMissingAlarmSeconds={value} is not a number")
+        })?,
+        None => DEFAULT_RECONCILE_MISSING_ALARM_SECONDS,
     };
-    Ok(pairs
-        .into_iter()
-        .filter(|(key, _)| key == name)
-        .map(|(_, value)| value)
-        .next_back())
+    Ok(alarm_covers(&schedule, seconds)
+        .err()
+        .map(|why| format!("{why} ({} [{env}])", file.display())))
+}
+
+/// The longest period a CloudWatch alarm of one evaluation period may have.
+const ALARM_PERIOD_MAX: u64 = 86_400;
+
+/// `Err` says why an alarm period of `seconds` does not span two runs of `schedule`.
+fn alarm_covers(schedule: &str, seconds: u64) -> Result<(), String> {
+    let Some(interval) = rate_seconds(schedule) else {
+        return Err(format!(
+            "ReconcileSchedule {schedule} is not a rate expression, so its interval is not \
+             checked: make {seconds} span at least two of its runs"
+        ));
+    };
+    let (two, three) = (interval.saturating_mul(2), interval.saturating_mul(3));
+    if seconds >= two {
+        return Ok(());
+    }
+    if two > ALARM_PERIOD_MAX {
+        return Err(format!(
+            "ReconcileSchedule {schedule} runs less often than every 12 hours: \
+             ReconcileMissingAlarm's period (at most {ALARM_PERIOD_MAX} s) cannot span two runs \
+             and would page between them; run reconciliation more often"
+        ));
+    }
+    let three = if three <= ALARM_PERIOD_MAX {
+        format!(" ({three} spans three)")
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "{seconds} is shorter than two runs of ReconcileSchedule {schedule}, so \
+         ReconcileMissingAlarm would page between runs: set it to at least {two}{three}"
+    ))
+}
+
+/// The interval of an EventBridge `rate(N unit)` expression, in seconds.
+fn rate_seconds(expression: &str) -> Option<u64> {
+    let inner = expression.strip_prefix("rate(")?.strip_suffix(')')?;
+    let (count, unit) = inner.trim().split_once(' ')?;
+    let count: u64 = count.parse().ok()?;
+    let unit = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3_600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    count.checked_mul(unit).filter(|&seconds| seconds > 0)
 }
 
 /// `Key=Value` pairs as SAM reads them: words split as a shell does (a value in double or single
@@ -94,6 +168,38 @@ mod tests {
         );
         assert!(split("Architecture").is_err());
         assert!(split("SecretsPrefix=\"acme").is_err());
+    }
+
+    #[test]
+    fn rate_expressions_are_read_in_seconds() {
+        assert_eq!(rate_seconds("rate(5 minutes)"), Some(300));
+        assert_eq!(rate_seconds("rate(1 minute)"), Some(60));
+        assert_eq!(rate_seconds("rate(2 hours)"), Some(7_200));
+        assert_eq!(rate_seconds("rate(1 day)"), Some(86_400));
+        assert_eq!(rate_seconds("rate(0 minutes)"), None);
+        assert_eq!(rate_seconds("rate(5 weeks)"), None);
+        assert_eq!(rate_seconds("rate(18446744073709551615 days)"), None);
+        assert_eq!(rate_seconds("cron(0 * * * ? *)"), None);
+    }
+
+    #[test]
+    fn the_missing_run_alarm_must_span_two_runs_of_the_schedule() {
+        assert_eq!(alarm_covers("rate(5 minutes)", 1800), Ok(()));
+        assert_eq!(alarm_covers("rate(15 minutes)", 1800), Ok(()));
+        let late = alarm_covers("rate(20 minutes)", 1800).expect_err("under two runs");
+        assert!(late.contains("at least 2400 (3600 spans three)"), "{late}");
+        let hourly = alarm_covers("rate(1 hour)", 3600).expect_err("one run");
+        assert!(
+            hourly.contains("at least 7200 (10800 spans three)"),
+            "{hourly}"
+        );
+        assert_eq!(alarm_covers("rate(12 hours)", 86_400), Ok(()));
+        let ten = alarm_covers("rate(10 hours)", 36_000).expect_err("one run");
+        assert!(ten.ends_with("at least 72000"), "{ten}");
+        let daily = alarm_covers("rate(1 day)", 86_400).expect_err("beyond any period");
+        assert!(daily.contains("cannot span two runs"), "{daily}");
+        let cron = alarm_covers("cron(0 * * * ? *)", 1800).expect_err("not judged");
+        assert!(cron.contains("not a rate expression"), "{cron}");
     }
 
     #[test]

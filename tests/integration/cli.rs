@@ -178,6 +178,101 @@ fn config_check_warns_of_a_secret_its_function_could_not_read() {
     );
 }
 
+/// With `--samconfig`, `config check` also judges the stack's own parameters together:
+/// `ReconcileMissingAlarm` pages when a whole period of `ReconcileMissingAlarmSeconds` saw no
+/// run, so the period must span two of `ReconcileSchedule`'s. Where the environment sets
+/// neither, the template's defaults apply, and the command's copy of them is held to the
+/// template's at the boundary each one sets for the other.
+#[test]
+fn config_check_warns_when_the_missing_run_alarm_would_page_between_runs() {
+    let doc = crate::helpers::template();
+    let schedule = doc["Parameters"]["ReconcileSchedule"]["Default"]
+        .as_str()
+        .expect("a default schedule")
+        .to_owned();
+    let period = doc["Parameters"]["ReconcileMissingAlarmSeconds"]["Default"]
+        .as_u64()
+        .expect("a default period");
+    let minutes: u64 = schedule
+        .strip_prefix("rate(")
+        .and_then(|r| r.strip_suffix(" minutes)"))
+        .and_then(|n| n.parse().ok())
+        .expect("rate(N minutes)");
+
+    let dir = std::env::temp_dir().join(crate::helpers::unique("plumbline-cli"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let samconfig = dir.join("samconfig.toml");
+    let bundled = crate::helpers::repo_path("infra/config/plumbline.toml");
+    let warned = |overrides: &str| -> Vec<String> {
+        std::fs::write(
+            &samconfig,
+            format!("version = 0.1\n[default.deploy.parameters]\nparameter_overrides = \"{overrides}\"\n"),
+        )
+        .expect("write");
+        let report = config_check_report(
+            &bundled,
+            &["--samconfig", samconfig.to_str().expect("utf8 path")],
+        );
+        report["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .filter(|w| w["key"] == "ReconcileMissingAlarmSeconds")
+            .map(|w| w["reason"].as_str().expect("a reason").to_owned())
+            .collect()
+    };
+
+    assert_eq!(
+        warned("Architecture=arm64"),
+        Vec::<String>::new(),
+        "the defaults agree"
+    );
+    assert_eq!(
+        warned(&format!(
+            "ReconcileSchedule='{schedule}' ReconcileMissingAlarmSeconds={period}"
+        )),
+        Vec::<String>::new()
+    );
+    // The default period against slower schedules: two runs fill it, then one minute more.
+    let slowest = period / 120;
+    assert_eq!(
+        warned(&format!("ReconcileSchedule='rate({slowest} minutes)'")),
+        Vec::<String>::new()
+    );
+    let slower = warned(&format!(
+        "ReconcileSchedule='rate({} minutes)'",
+        slowest + 1
+    ));
+    assert_eq!(slower.len(), 1, "{slower:?}");
+    assert!(
+        slower[0].contains(&format!("at least {}", 2 * (slowest + 1) * 60)),
+        "{slower:?}"
+    );
+    // The default schedule against shorter periods: two of its runs, then a minute less.
+    let shortest = 2 * minutes * 60;
+    assert_eq!(
+        warned(&format!("ReconcileMissingAlarmSeconds={shortest}")),
+        Vec::<String>::new()
+    );
+    let shorter = warned(&format!("ReconcileMissingAlarmSeconds={}", shortest - 60));
+    assert_eq!(shorter.len(), 1, "{shorter:?}");
+    assert!(
+        shorter[0].contains(&format!(
+            "{} is shorter than two runs of ReconcileSchedule {schedule}, so \
+             ReconcileMissingAlarm would page",
+            shortest - 60
+        )),
+        "{shorter:?}"
+    );
+    // A cron schedule is not judged, and the warning says so.
+    let cron = warned("ReconcileSchedule='cron(0 * * * ? *)'");
+    assert!(
+        cron.len() == 1 && cron[0].contains("not a rate expression"),
+        "{cron:?}"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 /// `plumbline receive`, the local target of the README's walkthrough: it answers with the
 /// status asked for and prints each delivery with the verdict on its signature.
 #[tokio::test]
