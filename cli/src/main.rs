@@ -203,9 +203,13 @@ fn stack_parameters(
     samconfig: &std::path::Path,
     env: &str,
 ) -> anyhow::Result<(String, Vec<plumbline::config::ConfigProblem>)> {
-    let prefix = samconfig::parameter(samconfig, env, "SecretsPrefix")?
-        .unwrap_or_else(|| DEFAULT_SECRETS_PREFIX.to_owned());
-    let warnings = samconfig::reconcile_alarm_warning(samconfig, env)?
+    let overrides = samconfig::Overrides::read(samconfig, env)?;
+    let prefix = overrides
+        .get("SecretsPrefix")
+        .unwrap_or(DEFAULT_SECRETS_PREFIX)
+        .to_owned();
+    let warnings = overrides
+        .reconcile_alarm_warning()?
         .map(|reason| plumbline::config::ConfigProblem {
             key: "ReconcileMissingAlarmSeconds".to_owned(),
             reason,

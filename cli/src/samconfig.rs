@@ -6,69 +6,86 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// The template's defaults for the parameters `config check` judges together.
-pub const DEFAULT_RECONCILE_SCHEDULE: &str = "rate(5 minutes)";
-pub const DEFAULT_RECONCILE_MISSING_ALARM_SECONDS: u64 = 1800;
+const DEFAULT_RECONCILE_SCHEDULE: &str = "rate(5 minutes)";
+const DEFAULT_RECONCILE_MISSING_ALARM_SECONDS: u64 = 1800;
 
-/// The value `sam deploy --config-env ENV` gives the template parameter `name`, read from
+/// The template parameters `sam deploy --config-env ENV` overrides, read once from
 /// `parameter_overrides` under `[ENV.deploy.parameters]`, else `[ENV.global.parameters]` (where
-/// SAM looks for it); `None` when it is not overridden, so the template's default applies.
-pub fn parameter(file: &Path, env: &str, name: &str) -> anyhow::Result<Option<String>> {
-    Ok(overrides(file, env)?
-        .into_iter()
-        .filter(|(key, _)| key == name)
-        .map(|(_, value)| value)
-        .next_back())
+/// SAM looks for them).
+pub struct Overrides {
+    /// Where they were read: `FILE [ENV]`.
+    origin: String,
+    pairs: Vec<(String, String)>,
 }
 
-/// Every `Key=Value` the environment's `parameter_overrides` sets, in order.
-fn overrides(file: &Path, env: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
-    let Some(environment) = doc.get(env).and_then(toml::Value::as_table) else {
-        bail!("{} has no environment [{env}]", file.display());
-    };
-    let overrides = ["deploy", "global"].into_iter().find_map(|command| {
-        environment
-            .get(command)?
-            .get("parameters")?
-            .get("parameter_overrides")
-    });
-    match overrides {
-        None => Ok(Vec::new()),
-        Some(toml::Value::String(s)) => split(s),
-        Some(toml::Value::Array(items)) => {
-            let mut pairs = Vec::new();
-            for item in items {
-                let Some(s) = item.as_str() else {
-                    bail!("{env}: parameter_overrides holds a value that is not a string");
-                };
-                pairs.extend(split(s)?);
+impl Overrides {
+    pub fn read(file: &Path, env: &str) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let doc: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
+        let Some(environment) = doc.get(env).and_then(toml::Value::as_table) else {
+            bail!("{} has no environment [{env}]", file.display());
+        };
+        let given = ["deploy", "global"].into_iter().find_map(|command| {
+            environment
+                .get(command)?
+                .get("parameters")?
+                .get("parameter_overrides")
+        });
+        let pairs = match given {
+            None => Vec::new(),
+            Some(toml::Value::String(s)) => split(s)?,
+            Some(toml::Value::Array(items)) => {
+                let mut pairs = Vec::new();
+                for item in items {
+                    let Some(s) = item.as_str() else {
+                        bail!("{env}: parameter_overrides holds a value that is not a string");
+                    };
+                    pairs.extend(split(s)?);
+                }
+                pairs
             }
-            Ok(pairs)
-        }
-        Some(_) => bail!("{env}: parameter_overrides is neither a string nor a list"),
+            Some(_) => bail!("{env}: parameter_overrides is neither a string nor a list"),
+        };
+        Ok(Self {
+            origin: format!("{} [{env}]", file.display()),
+            pairs,
+        })
     }
-}
 
-/// Whether `ReconcileMissingAlarm` can tell a stopped schedule from the gap between two runs,
-/// with the values the environment deploys (the template's defaults where it sets none): the
-/// alarm pages when a whole period of `ReconcileMissingAlarmSeconds` saw no invocation, so a
-/// period shorter than two of the schedule's intervals pages whenever a run starts late or
-/// the period's bounds fall between runs. `None` when it can.
-pub fn reconcile_alarm_warning(file: &Path, env: &str) -> anyhow::Result<Option<String>> {
-    let schedule = parameter(file, env, "ReconcileSchedule")?
-        .unwrap_or_else(|| DEFAULT_RECONCILE_SCHEDULE.to_owned());
-    let seconds = match parameter(file, env, "ReconcileMissingAlarmSeconds")? {
-        Some(value) => value.parse().with_context(|| {
-            format!("{env}: ReconcileMissingAlarmSeconds={value} is not a number")
-        })?,
-        None => DEFAULT_RECONCILE_MISSING_ALARM_SECONDS,
-    };
-    Ok(alarm_covers(&schedule, seconds)
-        .err()
-        .map(|why| format!("{why} ({} [{env}])", file.display())))
+    /// The value given to the parameter `name` (the last, as SAM takes it); `None` when it is
+    /// not overridden, so the template's default applies.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Whether `ReconcileMissingAlarm` can tell a stopped schedule from the gap between two
+    /// runs, with these values (the template's defaults where none is given): the alarm pages
+    /// when a whole period of `ReconcileMissingAlarmSeconds` saw no invocation, so a period
+    /// shorter than two of the schedule's intervals pages whenever a run starts late or the
+    /// period's bounds fall between runs. `None` when it can.
+    pub fn reconcile_alarm_warning(&self) -> anyhow::Result<Option<String>> {
+        let schedule = self
+            .get("ReconcileSchedule")
+            .unwrap_or(DEFAULT_RECONCILE_SCHEDULE);
+        let seconds = match self.get("ReconcileMissingAlarmSeconds") {
+            Some(value) => value.parse().with_context(|| {
+                format!(
+                    "{}: ReconcileMissingAlarmSeconds={value} is not a number",
+                    self.origin
+                )
+            })?,
+            None => DEFAULT_RECONCILE_MISSING_ALARM_SECONDS,
+        };
+        Ok(alarm_covers(schedule, seconds)
+            .err()
+            .map(|why| format!("{why} ({})", self.origin)))
+    }
 }
 
 /// The longest period a CloudWatch alarm of one evaluation period may have.
@@ -219,7 +236,9 @@ capabilities = "CAPABILITY_IAM"
 "#,
         )
         .expect("write");
-        let read = |env: &str| parameter(&file, env, "SecretsPrefix");
+        let read = |env: &str| {
+            Overrides::read(&file, env).map(|o| o.get("SecretsPrefix").map(str::to_owned))
+        };
         assert_eq!(read("default").expect("read").as_deref(), Some("acme"));
         assert_eq!(read("staging").expect("read").as_deref(), Some("stage"));
         assert_eq!(read("prod").expect("read"), None);
