@@ -1,5 +1,6 @@
 //! The `plumbline` command line: the local stack and the operator commands.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -154,9 +155,12 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     // Only then: layered, the cap would raise the process's maximum level to trace.
     let traced = filter.max_level_hint() == Some(tracing_subscriber::filter::LevelFilter::TRACE);
+    // Colours only for a terminal: a log redirected to a file or a collector is read as text.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(plumbline::telemetry::Redacting(std::io::stderr))
+        .with_ansi(colour)
         .with_target(false)
         .finish();
     if traced {

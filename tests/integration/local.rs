@@ -857,7 +857,7 @@ async fn a_kept_event_that_now_reads_is_reprocessed_and_delivered_once() {
 }
 
 #[tokio::test]
-async fn plumbline_dev_warns_as_it_starts_of_filters_and_fields_that_name_nothing() {
+async fn plumbline_dev_warns_as_it_starts_of_filters_and_fields_that_name_nothing_in_plain_text() {
     let stderr_of = |dev: &Dev| {
         std::fs::read_to_string(dev.data_dir.with_extension("stderr.log")).expect("stderr log")
     };
@@ -890,6 +890,10 @@ where = { "data.objekt.id" = "pi_1" }
         .filter(|l| l.contains("configuration warning"))
         .collect();
     assert_eq!(warnings.len(), 2, "{said}");
+    assert!(
+        !said.contains('\x1b'),
+        "a log written to a file holds no terminal colour codes: {said:?}"
+    );
     assert!(
         warnings
             .iter()
