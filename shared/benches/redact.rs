@@ -29,18 +29,27 @@ fn lines(c: &mut Criterion) {
     group.finish();
 }
 
-/// One delivered event's line through the functions' subscriber at info, in its span, written
-/// to a sink: everything a log line costs a function but the write to stdout.
+/// One delivered event's line through the functions' subscriber at info, in the spans the
+/// delivery writes it in (the runtime's invocation, the record, the target's call), written to
+/// a sink: everything a log line costs a function but the write to stdout.
 fn whole_line(c: &mut Criterion) {
     use plumbline::telemetry::{Redacting, lambda_subscriber};
     let subscriber = lambda_subscriber("info", false, Redacting(std::io::sink));
     tracing::subscriber::with_default(subscriber, || {
-        let span = tracing::info_span!(
-            "record",
-            event_id = "01M8V0N8EHNV5AMNKSDC7X4G6X",
-            source = "stripe",
-            target = "erp"
+        let invocation = tracing::info_span!(
+            "Lambda runtime invoke",
+            requestId = "8f6c2a4e-1b3d-4c5e-9f70-2a1b3c4d5e6f",
+            xrayTraceId = "Root=1-6756a1b2-3c4d5e6f7a8b9c0d1e2f3a4b"
         );
+        let _invocation = invocation.enter();
+        let record = tracing::info_span!(
+            "process_decoded",
+            message_id = "059f36b4-87a3-44ab-83d2-661975830a7d",
+            event_id = "01M8V0N8EHNV5AMNKSDC7X4G6X",
+            event_type = "payment.succeeded"
+        );
+        let _record = record.enter();
+        let span = tracing::info_span!("deliver", target = "erp");
         let _entered = span.enter();
         c.bench_function("log_line/delivered", |b| {
             b.iter(|| {

@@ -1,7 +1,7 @@
-//! The dashboard's log widgets: Logs Insights queries of the functions' own log groups. Read
-//! here as Logs Insights would run them over the lines the functions write, so that a query
-//! naming a field, a level or a message the code does not write fails a test, not an operator
-//! looking at an empty table during an incident.
+//! The dashboard's log widgets and the stack's saved queries: Logs Insights queries of the
+//! functions' own log groups. Read here as Logs Insights would run them over the lines the
+//! functions write, so that a query naming a field, a level or a message the code does not write
+//! fails a test, not an operator looking at an empty table during an incident.
 
 use serde_json::Value;
 
@@ -33,17 +33,46 @@ fn log_widgets() -> Vec<LogWidget> {
             parse(
                 properties["title"].as_str().expect("a title"),
                 properties["query"].as_str().expect("a query"),
+                Vec::new(),
             )
         })
         .collect()
 }
 
-/// Reads the commands this dashboard uses; any other fails, so that a new one is taught to
-/// [`selects`] before it is trusted.
-fn parse(title: &str, query: &str) -> LogWidget {
+/// The stack's saved queries (`AWS::Logs::QueryDefinition`), their log groups from
+/// `LogGroupNames`.
+fn saved_queries() -> Vec<LogWidget> {
+    resources()
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Logs::QueryDefinition"))
+        .map(|r| {
+            let properties = &r["Properties"];
+            let title = format!("{:?}", properties["Name"]);
+            let sources = properties["LogGroupNames"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{title}: no LogGroupNames"))
+                .iter()
+                .map(|g| {
+                    referenced(g)
+                        .unwrap_or_else(|| panic!("{title}: {g:?} is no log group of the stack's"))
+                        .to_owned()
+                })
+                .collect();
+            parse(
+                &title,
+                properties["QueryString"].as_str().expect("a query"),
+                sources,
+            )
+        })
+        .collect()
+}
+
+/// Reads the commands these queries use; any other fails, so that a new one is taught to
+/// [`selects`] before it is trusted. `sources`: the log groups a saved query names beside it.
+fn parse(title: &str, query: &str, sources: Vec<String>) -> LogWidget {
     let mut widget = LogWidget {
         title: title.to_owned(),
-        sources: Vec::new(),
+        sources,
         fields: Vec::new(),
         any_of: Vec::new(),
     };
@@ -90,6 +119,16 @@ fn parse(title: &str, query: &str) -> LogWidget {
     widget
 }
 
+/// What the functions write through the redaction test's flows, and each line parsed.
+async fn seeded_lines() -> (String, Vec<Value>) {
+    let logs = seeded_flows_logged_at("info").await;
+    let lines = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (logs, lines)
+}
+
 /// The value at a dotted path (`span.event_id`), as Logs Insights names a JSON line's fields.
 fn at<'a>(line: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(line, |node, key| node.get(key))
@@ -102,9 +141,10 @@ fn selects(widget: &LogWidget, line: &Value) -> bool {
         .any(|(path, value)| at(line, path).and_then(Value::as_str) == Some(value))
 }
 
-/// Each widget reads log groups the functions write to; the warnings' widget reads all three.
+/// Each widget and saved query reads log groups the functions write to; the warnings' widget
+/// reads all three.
 #[test]
-fn every_log_widget_reads_the_functions_own_log_groups() {
+fn every_log_widget_and_saved_query_reads_the_functions_own_log_groups() {
     let all = resources();
     let groups: Vec<&str> = functions(&all)
         .into_iter()
@@ -115,7 +155,9 @@ fn every_log_widget_reads_the_functions_own_log_groups() {
         .collect();
     let widgets = log_widgets();
     assert_eq!(widgets.len(), 2, "{widgets:?}");
-    for widget in &widgets {
+    let saved = saved_queries();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    for widget in widgets.iter().chain(&saved) {
         for source in &widget.sources {
             assert!(
                 groups.contains(&source.as_str()),
@@ -136,11 +178,7 @@ fn every_log_widget_reads_the_functions_own_log_groups() {
 /// test): each widget's filter selects lines, and each field it shows is on one of them.
 #[tokio::test]
 async fn every_log_widget_selects_lines_the_functions_write_and_shows_their_fields() {
-    let logs = seeded_flows_logged_at("info").await;
-    let lines: Vec<Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (logs, lines) = seeded_lines().await;
     let widgets = log_widgets();
     for widget in &widgets {
         let selected: Vec<&Value> = lines.iter().filter(|l| selects(widget, l)).collect();
@@ -174,4 +212,57 @@ async fn every_log_widget_selects_lines_the_functions_write_and_shows_their_fiel
         written,
         "every line above INFO, and no other"
     );
+}
+
+/// The saved query that follows one event, its `EVENT_ID` replaced by a payment's id, over what
+/// the functions write through a dead-lettering delivery: it selects the ingress's line for
+/// the event and the delivery's for each target (delivered to one, dead-lettered by the other),
+/// no line of another event, and each field it shows is on one of them.
+#[tokio::test]
+async fn the_saved_event_trail_selects_every_line_of_that_event_and_no_other() {
+    let (logs, lines) = seeded_lines().await;
+    let template = saved_queries()
+        .into_iter()
+        .find(|q| q.any_of.iter().all(|(_, value)| value == "EVENT_ID"))
+        .expect("a saved query of one event");
+    let payment = lines
+        .iter()
+        .find(|l| l["message"] == "event taken" && l["event_type"] == "payment.succeeded")
+        .and_then(|l| l["event_id"].as_str())
+        .unwrap_or_else(|| panic!("the payment was taken:\n{logs}"));
+    let trail = LogWidget {
+        any_of: template
+            .any_of
+            .iter()
+            .map(|(path, _)| (path.clone(), payment.to_owned()))
+            .collect(),
+        ..template
+    };
+    let selected: Vec<&Value> = lines.iter().filter(|l| selects(&trail, l)).collect();
+    let messages: Vec<&str> = selected
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    for expected in ["event taken", "delivered", "dead-lettered"] {
+        assert!(
+            messages.contains(&expected),
+            "{expected}: not among the event's lines {selected:#?}\n{logs}"
+        );
+    }
+    let of_other_events = lines
+        .iter()
+        .filter(|l| !selects(&trail, l))
+        .filter(|l| l["event_id"].is_string() || l["span"]["event_id"].is_string())
+        .count();
+    assert!(
+        of_other_events >= 2,
+        "other events' lines were written:\n{logs}"
+    );
+    for field in &trail.fields {
+        assert!(
+            selected.iter().any(|l| at(l, field).is_some()),
+            "{}: shows {field}, which none of its lines has:\n{selected:#?}",
+            trail.title
+        );
+    }
 }

@@ -18,6 +18,7 @@ mod helpers;
 mod hot_entity;
 mod ingress;
 mod local;
+mod log_fields;
 mod metrics;
 mod ops;
 mod parity;

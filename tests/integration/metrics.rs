@@ -149,18 +149,37 @@ fn function_env(erp: &str, table: &str, queue: &str, dlq: &str) -> Vec<(&'static
     ]
 }
 
-#[tokio::test]
-async fn every_function_writes_the_metrics_it_promises_as_emf() {
+/// What the functions' binaries run against: a table, a delivery queue and a dead-letter queue
+/// of their own on moto's server, and the targets' server (`erp` answers, `flaky` 503, `strict`
+/// 422; it serves as long as the test's runtime), with the environment naming them.
+pub(crate) struct Deployed {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue: String,
+    pub envs: Vec<(&'static str, String)>,
+}
+
+pub(crate) async fn deployed() -> Deployed {
     let aws = aws().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let table = create_table(&ddb).await;
     let queue = create_queue(&sqs).await;
     let dlq = create_queue(&sqs).await;
-    let erp = Recorder::start().await;
-    erp.answer_path("/flaky", Reply::status(503));
-    erp.answer_path("/strict", Reply::status(422));
-    let envs = function_env(&erp.url, &table, &queue, &dlq);
+    let targets = Recorder::start().await;
+    targets.answer_path("/flaky", Reply::status(503));
+    targets.answer_path("/strict", Reply::status(422));
+    let envs = function_env(&targets.url, &table, &queue, &dlq);
+    Deployed { sqs, queue, envs }
+}
+
+/// An API Gateway event of a Stripe webhook `body`, signed at `now` with `secret`.
+pub(crate) fn stripe_webhook(secret: &str, now: i64, body: &[u8]) -> Value {
+    apigw_event("POST", "stripe", &stripe_headers(secret, now, body), body)
+}
+
+#[tokio::test]
+async fn every_function_writes_the_metrics_it_promises_as_emf() {
+    let Deployed { sqs, queue, envs } = deployed().await;
 
     // Ingress: one signed webhook, one with a bad signature. The event says it was created an
     // hour from now: a sender's clock running fast, which delivery counts.
@@ -169,18 +188,8 @@ async fn every_function_writes_the_metrics_it_promises_as_emf() {
         serde_json::from_slice(&fixture("stripe/payment_intent.succeeded.json")).expect("JSON");
     body["created"] = json!(now + 3_600);
     let body = serde_json::to_vec(&body).expect("JSON");
-    let good = apigw_event(
-        "POST",
-        "stripe",
-        &stripe_headers(STRIPE_SECRET, now, &body),
-        &body,
-    );
-    let bad = apigw_event(
-        "POST",
-        "stripe",
-        &stripe_headers("whsec_wrong", now, &body),
-        &body,
-    );
+    let good = stripe_webhook(STRIPE_SECRET, now, &body);
+    let bad = stripe_webhook("whsec_wrong", now, &body);
     // A verified event that cannot be read into the contract (no amount): kept, quarantined.
     let mut unreadable: Value = serde_json::from_slice(&body).expect("fixture JSON");
     unreadable["id"] = json!(unique("evt_unreadable"));

@@ -1,6 +1,7 @@
 //! Logs (tracing, JSON in Lambda, redacted) and metrics (CloudWatch Embedded Metric Format on
 //! stdout: no API call, no added latency).
 
+mod json_line;
 mod redact;
 
 pub use redact::{Redacting, redact};
@@ -222,9 +223,7 @@ where
         Box::new(
             builder
                 .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
+                .event_format(json_line::JsonLine)
                 .finish()
                 .with(filter),
         )
