@@ -217,7 +217,8 @@ async fn every_log_widget_selects_lines_the_functions_write_and_shows_their_fiel
 /// The saved query that follows one event, its `EVENT_ID` replaced by a payment's id, over what
 /// the functions write through a dead-lettering delivery: it selects the ingress's line for
 /// the event and the delivery's for each target (delivered to one, dead-lettered by the other),
-/// no line of another event, and each field it shows is on one of them.
+/// no line of another event, and each field it shows is on one of them; for a payment that
+/// reconciliation took in, its line first.
 #[tokio::test]
 async fn the_saved_event_trail_selects_every_line_of_that_event_and_no_other() {
     let (logs, lines) = seeded_lines().await;
@@ -230,15 +231,19 @@ async fn the_saved_event_trail_selects_every_line_of_that_event_and_no_other() {
         .find(|l| l["message"] == "event taken" && l["event_type"] == "payment.succeeded")
         .and_then(|l| l["event_id"].as_str())
         .unwrap_or_else(|| panic!("the payment was taken:\n{logs}"));
-    let trail = LogWidget {
+    // The saved query as an operator runs it: `EVENT_ID` replaced by the event's id.
+    let trail = |id: &str| LogWidget {
+        title: template.title.clone(),
+        sources: template.sources.clone(),
+        fields: template.fields.clone(),
         any_of: template
             .any_of
             .iter()
-            .map(|(path, _)| (path.clone(), payment.to_owned()))
+            .map(|(path, _)| (path.clone(), id.to_owned()))
             .collect(),
-        ..template
     };
-    let selected: Vec<&Value> = lines.iter().filter(|l| selects(&trail, l)).collect();
+    let of_payment = trail(payment);
+    let selected: Vec<&Value> = lines.iter().filter(|l| selects(&of_payment, l)).collect();
     let messages: Vec<&str> = selected
         .iter()
         .filter_map(|l| l["message"].as_str())
@@ -249,20 +254,37 @@ async fn the_saved_event_trail_selects_every_line_of_that_event_and_no_other() {
             "{expected}: not among the event's lines {selected:#?}\n{logs}"
         );
     }
+    // A payment reconciliation took in from the provider's list: its line, then delivery's.
+    let missed = lines
+        .iter()
+        .find(|l| l["message"] == "missed webhook taken in from the provider's list")
+        .and_then(|l| l["event_id"].as_str())
+        .unwrap_or_else(|| panic!("reconciliation names the event it took in:\n{logs}"));
+    let of_missed = trail(missed);
+    let missed_messages: Vec<&str> = lines
+        .iter()
+        .filter(|l| selects(&of_missed, l))
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(
+        missed_messages.starts_with(&["missed webhook taken in from the provider's list"])
+            && missed_messages.contains(&"delivered"),
+        "{missed_messages:?}\n{logs}"
+    );
     let of_other_events = lines
         .iter()
-        .filter(|l| !selects(&trail, l))
+        .filter(|l| !selects(&of_payment, l))
         .filter(|l| l["event_id"].is_string() || l["span"]["event_id"].is_string())
         .count();
     assert!(
         of_other_events >= 2,
         "other events' lines were written:\n{logs}"
     );
-    for field in &trail.fields {
+    for field in &of_payment.fields {
         assert!(
             selected.iter().any(|l| at(l, field).is_some()),
             "{}: shows {field}, which none of its lines has:\n{selected:#?}",
-            trail.title
+            of_payment.title
         );
     }
 }

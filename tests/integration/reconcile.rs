@@ -24,7 +24,7 @@ use plumbline::reconcile::{
     STUCK_EVENTS, Settings, Storage,
 };
 use plumbline::sources::{Inbound, SourceKind, Verifier};
-use plumbline::telemetry::RecordingMetrics;
+use plumbline::telemetry::{RecordingMetrics, Redacting, lambda_subscriber};
 use secrecy::SecretSlice;
 
 use crate::helpers::dev::binary;
@@ -36,6 +36,7 @@ use crate::helpers::{
     STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, paddle, stripe, stripe_header_map,
     unique,
 };
+use crate::redaction::Capture;
 
 fn settings(stuck_threshold: u64) -> Settings {
     Settings {
@@ -357,6 +358,10 @@ where
     Q: EventQueue + QueueStats + QueueConsumer + Clone,
     D: QueueStats + DeadLetters + Clone,
 {
+    // What the function would log, to find the event in.
+    let logs = Capture::default();
+    let _logging =
+        tracing::subscriber::set_default(lambda_subscriber("info", false, Redacting(logs.clone())));
     crashed_claim(&store).await;
     let key = "EVT#stripe#evt_3PqLr2F7kS1mZk0a1dS8kT4e";
     let clock = ManualClock::at(Timestamp::from_unix(T0 + 1_000).expect("in range"));
@@ -414,6 +419,27 @@ where
         metrics.count("ReconcileGaveUp", &[("Check", STUCK_EVENTS)]),
         1
     );
+    // Each repair's line names the event by the id the other functions' lines carry.
+    let lines = logs.json_lines();
+    let about = |message: &str| -> Vec<(String, u64)> {
+        lines
+            .iter()
+            .filter(|l| l["message"] == message)
+            .map(|l| {
+                (
+                    l["event_id"].as_str().unwrap_or_default().to_owned(),
+                    l["requeues"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let id = record.event_id.to_string();
+    assert_eq!(
+        about("stuck event enqueued again"),
+        [(id.clone(), 1), (id.clone(), 2)],
+        "{lines:#?}"
+    );
+    assert_eq!(about("stuck event dead-lettered"), [(id, 2)], "{lines:#?}");
     // A dead letter with the reason and the event, replayable whatever became of the copies.
     let written = letters
         .receive(10, Duration::from_secs(600))

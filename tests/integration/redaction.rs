@@ -31,8 +31,20 @@ const SEEDED: [&str; 7] = [
     "whsec_integration_stripe",
 ];
 
+/// What a subscriber wrote, kept for the test to read.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// The JSON lines written so far, parsed.
+    pub(crate) fn json_lines(&self) -> Vec<Value> {
+        String::from_utf8(self.0.lock().expect("lock").clone())
+            .expect("utf8")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

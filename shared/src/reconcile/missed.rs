@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{CheckResult, Reconciler};
+use super::{CheckResult, Reconciler, Taken};
 use crate::contract::{SourceName, Timestamp};
 use crate::ports::{
     EventKey, EventQueue, EventStore, Intake, ProviderEvents, Watermark, Watermarks,
@@ -159,11 +159,13 @@ where
             result.found += 1;
             result.note_id(key.to_string());
             // `Exists`: the webhook arrived meanwhile, nothing left to repair.
-            if self.take_in(source, event, now).await.is_some() {
-                result.repaired += 1;
-                info!(event_key = %key, "missed webhook taken in from the provider's list");
-            } else {
-                result.unrepairable += 1;
+            match self.take_in(source, event, now).await {
+                Some(Taken::Now(event_id)) => {
+                    result.repaired += 1;
+                    info!(%event_id, event_key = %key, "missed webhook taken in from the provider's list");
+                }
+                Some(Taken::Before) => result.repaired += 1,
+                None => result.unrepairable += 1,
             }
         }
     }

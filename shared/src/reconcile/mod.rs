@@ -201,10 +201,11 @@ impl CrmReadBack for NoCrm {
 
 const MAX_IDS: usize = 100;
 
-/// Whether `take_in` claimed the event now, or found it claimed before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether `take_in` claimed the event now, with the id it gave it (which its log line names,
+/// as the ingress's does), or found it claimed before.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Taken {
-    Now,
+    Now(EventId),
     Before,
 }
 
@@ -228,7 +229,7 @@ where
         };
         let record = build_record(source, event, now, trace, self.settings.retention_days);
         match self.store.claim_and_enqueue(&self.queue, &record).await {
-            Ok(Claim::Claimed) => Some(Taken::Now),
+            Ok(Claim::Claimed) => Some(Taken::Now(record.event_id)),
             Ok(Claim::Exists(_)) => Some(Taken::Before),
             Err(err) => {
                 warn!(error = %crate::telemetry::Chain(&err), "could not take the event in");

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{CheckResult, Reconciler, STUCK_EVENTS};
 use crate::contract::{Envelope, Timestamp};
@@ -259,9 +259,17 @@ where
                 .enqueue(&Outgoing::new(&record.key, envelope))
                 .await
             {
-                Ok(()) => Repair::Done,
+                Ok(()) => {
+                    info!(
+                        event_id = %record.event_id,
+                        event_key = %record.key,
+                        requeues = record.requeues + 1,
+                        "stuck event enqueued again"
+                    );
+                    Repair::Done
+                }
                 Err(err) => {
-                    warn!(error = %err, "could not re-enqueue a stuck event");
+                    warn!(event_id = %record.event_id, error = %err, "could not re-enqueue a stuck event");
                     Repair::Failed
                 }
             },
@@ -337,7 +345,7 @@ where
                     "ReconcileGaveUp",
                     vec![("Check", STUCK_EVENTS.to_owned())],
                 ));
-                warn!(event_key = %record.key, requeues = record.requeues, "stuck event dead-lettered");
+                warn!(event_id = %record.event_id, event_key = %record.key, requeues = record.requeues, "stuck event dead-lettered");
                 Repair::GaveUp
             }
             // Delivery settled it meanwhile: the letter is a spare copy, which a replay

@@ -275,9 +275,9 @@ where
                     return;
                 };
                 match self.take_in(&source, event, now).await {
-                    Some(Taken::Now) => {
+                    Some(Taken::Now(event_id)) => {
                         result.repaired += 1;
-                        info!(order_id = %order_id, payment_id = %payment.id, state, "corrective order event taken in");
+                        info!(%event_id, order_id = %order_id, payment_id = %payment.id, state, "corrective order event taken in");
                     }
                     // An earlier run's correction is still on its way through delivery.
                     Some(Taken::Before) => {}
