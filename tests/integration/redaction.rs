@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::helpers::pipeline::Pipeline;
 use crate::helpers::recorder::Reply;
 use crate::helpers::stripe_api::StripeApi;
-use crate::helpers::{T0, apigw, aws, fixture, site, stripe};
+use crate::helpers::{ADYEN_KEY, CONFIG, T0, apigw, aws, fixture, secrets, site, stripe};
 
 const SEEDED: [&str; 7] = [
     "Zebulon Quattlebaum",
@@ -101,6 +101,43 @@ async fn nor_at_trace_level() {
         "the dependencies' debug lines were written:\n{logs}"
     );
     assert_no_seeded_value_in(&logs);
+}
+
+/// A secret whose shape no pattern knows (an Adyen HMAC key: hex), resolved from the
+/// configuration as a function resolves its own at cold start: a line that quotes it by
+/// mistake, in an error's text or escaped in its `Debug` form, has it replaced.
+#[test]
+fn a_resolved_secret_of_any_shape_never_reaches_a_log_line() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(lambda_subscriber(
+        "info",
+        false,
+        Redacting(capture.clone()),
+    ));
+    let config = plumbline::config::Config::parse(CONFIG).expect("config");
+    config
+        .verifiers(&secrets())
+        .expect("the sources' secrets resolve");
+    tracing::warn!(
+        error = %format!("HMAC check with key {ADYEN_KEY} failed"),
+        "a line that quotes a secret"
+    );
+    tracing::warn!(
+        error = ?format!(r#"{{"hmacKey":"{ADYEN_KEY}"}}"#),
+        "a line that quotes it escaped"
+    );
+    let lines = capture.json_lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        let text = line.to_string();
+        assert!(!text.contains(ADYEN_KEY), "{text}");
+        assert!(
+            line["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("[secret]")),
+            "{text}"
+        );
+    }
 }
 
 fn assert_no_seeded_value_in(logs: &str) {

@@ -68,7 +68,15 @@ fn is_env_name(name: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// Resolves secret references to values.
+/// A resolved value, made known to the log redaction first: whatever its shape, no log line
+/// shows it from now on.
+fn known(value: String) -> SecretString {
+    crate::telemetry::redact_value(&value);
+    SecretString::from(value)
+}
+
+/// Resolves secret references to values. Every resolver hands out what [`EnvSecrets`] or
+/// [`MapSecrets`] resolve, which make each value known to the log redaction.
 pub trait SecretResolver {
     fn resolve(&self, reference: &SecretRef) -> Result<SecretString, String>;
 }
@@ -81,7 +89,7 @@ impl SecretResolver for EnvSecrets {
     fn resolve(&self, reference: &SecretRef) -> Result<SecretString, String> {
         match reference {
             SecretRef::Env(name) => std::env::var(name)
-                .map(SecretString::from)
+                .map(known)
                 .map_err(|_| format!("environment variable {name} is not set")),
             other => Err(format!("{other} is fetched at start-up; it was not")),
         }
@@ -97,7 +105,7 @@ impl SecretResolver for MapSecrets {
         let key = reference.to_string();
         self.0
             .get(&key)
-            .map(|v| SecretString::from(v.clone()))
+            .map(|v| known(v.clone()))
             .ok_or_else(|| format!("{key} is not set"))
     }
 }

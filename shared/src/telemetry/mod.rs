@@ -2,8 +2,10 @@
 //! stdout: no API call, no added latency).
 
 mod json_line;
+mod known;
 mod redact;
 
+pub use known::redact_value;
 pub use redact::{Redacting, redact};
 
 use std::io::Write;

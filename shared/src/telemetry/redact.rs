@@ -80,6 +80,15 @@ pub fn redact(line: &str) -> String {
 /// `line` redacted; `json` when it is a JSON line, whose unescaped `name` keys are the
 /// formatter's own.
 fn redact_bytes(line: &[u8], json: bool) -> Cow<'_, [u8]> {
+    // The known values first: a pattern could take a part of one and leave the rest.
+    match super::known::replace(line) {
+        Cow::Borrowed(line) => redact_shapes(line, json),
+        Cow::Owned(line) => Cow::Owned(redact_shapes(&line, json).into_owned()),
+    }
+}
+
+/// `line` with the patterns' and the name keys' matches replaced.
+fn redact_shapes(line: &[u8], json: bool) -> Cow<'_, [u8]> {
     let redacted = COMBINED.replace_all(line, |caps: &Captures<'_>| {
         (1..caps.len())
             .find(|&group| caps.get(group).is_some())
