@@ -47,7 +47,12 @@ fn saved_queries() -> Vec<LogWidget> {
         .filter(|r| r["Type"].as_str() == Some("AWS::Logs::QueryDefinition"))
         .map(|r| {
             let properties = &r["Properties"];
-            let title = format!("{:?}", properties["Name"]);
+            // `!Sub plumbline/${AWS::StackName}/…`: the name as the template writes it.
+            let name = match &properties["Name"] {
+                serde_yaml_ng::Value::Tagged(tagged) => &tagged.value,
+                plain => plain,
+            };
+            let title = name.as_str().expect("a name").to_owned();
             let sources = properties["LogGroupNames"]
                 .as_sequence()
                 .unwrap_or_else(|| panic!("{title}: no LogGroupNames"))

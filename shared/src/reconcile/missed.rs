@@ -158,12 +158,12 @@ where
             }
             result.found += 1;
             result.note_id(key.to_string());
-            // `Exists`: the webhook arrived meanwhile, nothing left to repair.
             match self.take_in(source, event, now).await {
                 Some(Taken::Now(event_id)) => {
                     result.repaired += 1;
                     info!(%event_id, event_key = %key, "missed webhook taken in from the provider's list");
                 }
+                // The webhook arrived meanwhile: nothing left to repair.
                 Some(Taken::Before) => result.repaired += 1,
                 None => result.unrepairable += 1,
             }

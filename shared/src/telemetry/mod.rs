@@ -224,7 +224,7 @@ where
         // one as INFO, whatever its `level`.
         Box::new(
             builder
-                .json()
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                 .event_format(json_line::JsonLine)
                 .finish()
                 .with(filter),
