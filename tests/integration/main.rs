@@ -19,6 +19,7 @@ mod hot_entity;
 mod ingress;
 mod local;
 mod log_fields;
+mod lost_answers;
 mod metrics;
 mod ops;
 mod parity;

@@ -1,6 +1,7 @@
 //! The AWS SDK configuration every function and command shares: the usual environment chain
 //! (region, credentials, `AWS_ENDPOINT_URL`), with the HTTPS client built on rustls over ring,
-//! trusting the same authorities as the targets' client (see `tls`).
+//! trusting the same authorities as the targets' client (see `tls`), and with timeouts on every
+//! attempt (the SDK sets none of its own).
 
 use aws_smithy_http_client::tls::{Provider, TlsContext, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
@@ -9,7 +10,24 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+
 pub use aws_config::SdkConfig;
+
+/// How long a connection may take to open. The SDK's own default is 3.1 s; in a region a
+/// connection takes milliseconds, and the operators' commands from afar a few round trips.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one attempt of a request may take, from sending it to its whole answer, before the
+/// SDK drops its connection and tries again on a new one (within its usual three attempts).
+/// Without it a request sent on a pooled connection that died while the function was frozen
+/// (a NAT that forgot the flow, a peer that vanished) waits for an answer until the function
+/// times out, the webhook fails and its batch is received again. The table and the queues
+/// answer in milliseconds; 3 s leaves the ingress (10 s) time for a hung attempt at both of its
+/// requests and their retries.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Loads the SDK configuration from the environment, as `aws_config::load_from_env` does.
 pub async fn load_config() -> SdkConfig {
@@ -23,8 +41,17 @@ pub async fn load_config() -> SdkConfig {
         .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(SharedHttpClient::new(ConnectorOnDemand(https)))
+        .timeout_config(timeouts())
         .load()
         .await
+}
+
+/// The timeouts every client's requests have.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
 }
 
 /// The SDK's HTTPS client without its check at every client's construction (the trait's

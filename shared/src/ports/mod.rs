@@ -186,7 +186,9 @@ impl StoreError {
 
 /// Durable record of events, keyed by [`EventKey`], with a conditional claim.
 pub trait EventStore: Send + Sync {
-    /// Writes `record` only if no record has its key.
+    /// Writes `record` only if no record has its key. A record with the key and this record's
+    /// event id is this claim already (a write tried again after its answer was lost, which
+    /// every arrival's fresh event id tells apart from a duplicate): `Claimed`.
     fn claim(&self, record: &EventRecord)
     -> impl Future<Output = Result<Claim, StoreError>> + Send;
 

@@ -6,6 +6,7 @@ pub mod faults;
 pub mod hubspot;
 pub mod listing;
 pub mod local;
+pub mod lossy;
 pub mod paddle_api;
 pub mod pipeline;
 pub mod recorder;

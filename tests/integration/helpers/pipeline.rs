@@ -122,11 +122,24 @@ impl Pipeline {
 
     /// `config` may use `{ERP}` and `{CRM}` for the recorders' base URLs.
     pub async fn with_config(config: &str) -> Self {
+        Self::on(config, None).await
+    }
+
+    /// [`Pipeline::with_config`], with every DynamoDB request through the front at `endpoint`.
+    pub async fn through(config: &str, endpoint: &str) -> Self {
+        Self::on(config, Some(endpoint)).await
+    }
+
+    async fn on(config: &str, dynamodb_at: Option<&str>) -> Self {
         let (erp, crm) = (Recorder::start().await, Recorder::start().await);
         let config = Config::parse(&config.replace("{ERP}", &erp.url).replace("{CRM}", &crm.url))
             .expect("config");
         let aws = aws().await;
-        let ddb = aws_sdk_dynamodb::Client::new(&aws);
+        let mut ddb_config = aws_sdk_dynamodb::config::Builder::from(&aws);
+        if let Some(endpoint) = dynamodb_at {
+            ddb_config = ddb_config.endpoint_url(endpoint);
+        }
+        let ddb = aws_sdk_dynamodb::Client::from_conf(ddb_config.clone().build());
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let table = create_table(&ddb).await;
         let dlq_url = sqs
@@ -161,7 +174,7 @@ impl Pipeline {
         );
         let delivery_requests = Requests::default();
         let delivery = Delivery::new(
-            DynamoStore::new(delivery_requests.client(&aws), table.clone()),
+            DynamoStore::new(delivery_requests.client_of(ddb_config), table.clone()),
             SqsQueue::new(sqs.clone(), queue_url.clone()),
             SqsDeadLetters::new(sqs.clone(), dlq_url.clone()),
             targets::build_all(&config, &resolver).expect("targets"),

@@ -14,10 +14,12 @@ pub struct Requests(Arc<Mutex<BTreeMap<String, usize>>>);
 impl Requests {
     /// A client on `aws` whose requests this counts.
     pub fn client(&self, aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-        let config = aws_sdk_dynamodb::config::Builder::from(aws)
-            .interceptor(self.clone())
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(config)
+        self.client_of(aws_sdk_dynamodb::config::Builder::from(aws))
+    }
+
+    /// A client of `config` whose requests this counts.
+    pub fn client_of(&self, config: aws_sdk_dynamodb::config::Builder) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(config.interceptor(self.clone()).build())
     }
 
     /// Requests so far, by operation (`GetItem`, `BatchGetItem`, …).

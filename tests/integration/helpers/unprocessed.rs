@@ -34,14 +34,10 @@ impl UnprocessedFront {
             throttled,
             batch_gets: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let app = Router::new()
             .fallback(answer)
             .with_state(Arc::clone(&state));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = super::listing::serve(app).await;
         Self { url, state }
     }
 

@@ -328,6 +328,13 @@ impl EventStore for DynamoStore {
                             .await?
                             .ok_or_else(|| StoreError::Corrupt("claimed item vanished".into()))?,
                     };
+                    // The SDK tries a write again when its answer was lost (a 500, a connection
+                    // reset or an attempt timed out after the item was written): the retry then
+                    // meets the item this call wrote. Its event id is this request's own, so
+                    // it is a claim, not a duplicate to answer without enqueueing.
+                    if existing.event_id == record.event_id {
+                        return Ok(Claim::Claimed);
+                    }
                     Ok(Claim::Exists(Box::new(existing)))
                 }
                 _ => Err(classify(err)),

@@ -26,6 +26,16 @@ fn changed_shard(kind: EntityKind, id: &str) -> String {
 }
 
 const STATE_SK: &str = "STATE";
+
+/// The attribute naming the write that stored an entity item: one random id per call of
+/// `save_entity`, the same for the SDK's retries of it.
+const WRITER: &str = "writer";
+
+/// 64 random bits, 11 characters: two writers of the same version at once never share one.
+fn write_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fastrand::u64(..).to_le_bytes())
+}
 const ALIAS_SK: &str = "ALIAS";
 
 fn entity_pk(kind: EntityKind, id: &str) -> String {
@@ -75,6 +85,7 @@ impl LedgerStore for DynamoStore {
     async fn save_entity(&self, entity: &Entity) -> Result<Saved, StoreError> {
         let body = serde_json::to_string(entity).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (name, packed) = packed::pack("entity", &body);
+        let writer = write_id();
         let mut request = self
             .client
             .put_item()
@@ -82,6 +93,7 @@ impl LedgerStore for DynamoStore {
             .item("pk", s(entity_pk(entity.kind, &entity.id)))
             .item("sk", s(STATE_SK))
             .item("version", n(entity.version))
+            .item(WRITER, s(writer.clone()))
             .item(name, packed);
         if let Some(at) = entity.updated_at {
             request = request
@@ -102,14 +114,25 @@ impl LedgerStore for DynamoStore {
         match request.send().await {
             Ok(_) => Ok(Saved::Saved),
             Err(err) if condition_failed(&err) => {
-                let stored = match err.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(refused)) => refused
-                        .item()
-                        .map(|item| entity_of(entity.kind, &entity.id, item))
-                        .transpose()?
-                        .map(Box::new),
+                let refused = match err.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(refused)) => refused.item(),
                     _ => None,
                 };
+                // The SDK tries a write again when its answer was lost (a 500, a connection
+                // reset, an attempt timed out after the item was written); the retry is then
+                // refused by the item this call wrote. That is this write landing, not a lost
+                // race: the hold it took on the event's first attempt is this caller's.
+                if refused
+                    .and_then(|item| item.get(WRITER))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|stored| *stored == writer)
+                {
+                    return Ok(Saved::Saved);
+                }
+                let stored = refused
+                    .map(|item| entity_of(entity.kind, &entity.id, item))
+                    .transpose()?
+                    .map(Box::new);
                 Ok(Saved::VersionConflict { stored })
             }
             Err(err) => Err(classify(err)),

@@ -129,6 +129,10 @@ fn claim(
     }
     let existing = get(conn, r.key.as_str())?
         .ok_or_else(|| StoreError::Corrupt("claimed row vanished".into()))?;
+    // This record itself: as on DynamoDB, where a retried write meets its first attempt.
+    if existing.event_id == r.event_id {
+        return Ok(Claim::Claimed);
+    }
     Ok(Claim::Exists(Box::new(existing)))
 }
 

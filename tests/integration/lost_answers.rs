@@ -1,0 +1,102 @@
+//! Answers lost between DynamoDB and the functions, on the SDK configuration the functions run
+//! with: a write carried out whose answer never arrives is tried again by the SDK, and the
+//! retry meets the write. The claim and the entity's write each know their own.
+
+use std::time::Duration;
+
+use plumbline::contract::{EntityKind, SourceEventId, SourceName};
+use plumbline::ports::{EventKey, EventStore, LedgerStore};
+
+use crate::helpers::lossy::{Loss, LossyFront};
+use crate::helpers::pipeline::{CONFIG, Pipeline};
+use crate::helpers::{fixture, moto_url, stripe};
+
+const PROCESSING: &str = "stripe/payment_intent.processing.json";
+
+/// Far beyond what the SDK's attempt timeout and retries take: a test that reaches it hung.
+const HUNG: Duration = Duration::from_secs(30);
+
+/// The event's claim is written, but its answer comes back a 500: the SDK writes again and is
+/// refused by the claim it made. The webhook is still accepted, and enqueued, once.
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_accepted_and_enqueued_once() {
+    let front = LossyFront::start(&moto_url(), "PutItem", "\"EVT#", Loss::ServerError, 1).await;
+    let p = Pipeline::through(CONFIG, &front.url).await;
+    let answer = p.ingest(stripe(&fixture(PROCESSING))).await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    assert_eq!(
+        front.seen(),
+        2,
+        "the write whose answer was lost, then the SDK's retry"
+    );
+    assert_eq!(p.queue_depth().await, 1, "one message");
+    assert_eq!(
+        (
+            p.metrics.count(
+                "IngressEvents",
+                &[("Source", "stripe"), ("Outcome", "accepted")]
+            ),
+            p.metrics.count(
+                "IngressEvents",
+                &[("Source", "stripe"), ("Outcome", "duplicate")]
+            ),
+        ),
+        (1, 0)
+    );
+    let (delivered, failed) = p.deliver_visible().await;
+    assert_eq!((delivered.len(), failed.len(), p.erp.count()), (1, 0, 1));
+}
+
+/// The claim is written and its answer never comes: the attempt times out, the SDK sends it
+/// again on a new connection, and that retry meets the claim. Without an attempt timeout the
+/// webhook would wait until the function timed out.
+#[tokio::test]
+async fn a_claim_whose_answer_never_came_is_accepted_after_the_attempt_timeout() {
+    let front = LossyFront::start(&moto_url(), "PutItem", "\"EVT#", Loss::Silence, 1).await;
+    let p = Pipeline::through(CONFIG, &front.url).await;
+    let answer = tokio::time::timeout(HUNG, p.ingest(stripe(&fixture(PROCESSING))))
+        .await
+        .expect("the ingress answered: the silent attempt was given up on");
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    assert_eq!(front.seen(), 2, "the silent attempt, then the SDK's retry");
+    assert_eq!(p.queue_depth().await, 1, "one message");
+}
+
+/// The delivery's write of the entity, which also holds the event's first attempt, is stored
+/// but answered with a 500. The SDK's retry is refused by that write; the delivery knows it for
+/// its own and calls the target on this receive, once, instead of taking it for another
+/// copy's hold and waiting for the message to come back.
+#[tokio::test]
+async fn an_entity_write_whose_answer_was_lost_still_holds_the_first_attempt() {
+    let front = LossyFront::start(&moto_url(), "PutItem", "\"ENT#", Loss::ServerError, 1).await;
+    let p = Pipeline::through(CONFIG, &front.url).await;
+    let answer = p.ingest(stripe(&fixture(PROCESSING))).await;
+    let event = p.receive().await;
+    let response = p.deliver(event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "delivered on this receive: {response:?}"
+    );
+    assert_eq!(
+        front.seen(),
+        2,
+        "the write whose answer was lost, then the SDK's retry"
+    );
+    assert_eq!(p.erp.count(), 1, "the target was called once");
+
+    let store = p.delivery.store();
+    let key = EventKey::new(
+        &SourceName::try_from("stripe").expect("source"),
+        &SourceEventId::try_from("evt_3PqLr2F7kS1mZk0a0pRoC4s5").expect("id"),
+    );
+    let record = store.get(&key).await.expect("get").expect("event");
+    assert_eq!(record.status.as_str(), "delivered");
+    assert_eq!(record.event_id.to_string(), answer["event_id"]);
+    let entity = store
+        .load_entity(EntityKind::Payment, "pi_3PqLr2F7kS1mZk0a1Qw2Ey3R")
+        .await
+        .expect("load")
+        .expect("the payment");
+    assert_eq!(entity.version, 1, "one write of the entity");
+    assert_eq!(entity.history.len(), 1);
+}
