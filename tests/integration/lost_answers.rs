@@ -5,11 +5,14 @@
 use std::time::Duration;
 
 use plumbline::contract::{EntityKind, SourceEventId, SourceName};
-use plumbline::ports::{EventKey, EventStore, LedgerStore};
+use plumbline::ports::{
+    Claim, Clock, DeliveryLog, DeliveryState, EventKey, EventStore, LedgerStore,
+};
 
 use crate::helpers::lossy::{Loss, LossyFront};
 use crate::helpers::pipeline::{CONFIG, Pipeline};
-use crate::helpers::{fixture, moto_url, stripe};
+use crate::helpers::recorder::Reply;
+use crate::helpers::{STRIPE_SECRET, T0, fixture, moto_url, stripe, stripe_at, stripe_header_map};
 
 const PROCESSING: &str = "stripe/payment_intent.processing.json";
 
@@ -85,11 +88,11 @@ async fn an_entity_write_whose_answer_was_lost_still_holds_the_first_attempt() {
     assert_eq!(p.erp.count(), 1, "the target was called once");
 
     let store = p.delivery.store();
-    let key = EventKey::new(
-        &SourceName::try_from("stripe").expect("source"),
-        &SourceEventId::try_from("evt_3PqLr2F7kS1mZk0a0pRoC4s5").expect("id"),
-    );
-    let record = store.get(&key).await.expect("get").expect("event");
+    let record = store
+        .get(&processing_key())
+        .await
+        .expect("get")
+        .expect("event");
     assert_eq!(record.status.as_str(), "delivered");
     assert_eq!(record.event_id.to_string(), answer["event_id"]);
     let entity = store
@@ -99,4 +102,112 @@ async fn an_entity_write_whose_answer_was_lost_still_holds_the_first_attempt() {
         .expect("the payment");
     assert_eq!(entity.version, 1, "one write of the entity");
     assert_eq!(entity.history.len(), 1);
+}
+
+/// A retry's lease on the target's record (the message's second receive, after a 500) is
+/// stored but answered with a 500. The SDK's retry finds the lease taken, by this very call:
+/// the delivery calls the target on this receive, not after the lease runs out.
+#[tokio::test]
+async fn a_lease_whose_answer_was_lost_is_still_the_callers() {
+    let front = LossyFront::start(
+        &moto_url(),
+        "UpdateItem",
+        "d:erp:holder",
+        Loss::ServerError,
+        1,
+    )
+    .await;
+    let p = Pipeline::through(CONFIG, &front.url).await;
+    p.erp.script([Reply::status(500)]);
+    p.ingest(stripe(&fixture(PROCESSING))).await;
+    let (ids, failed) = p.deliver_visible().await;
+    assert_eq!(failed, ids, "the 500 is a batch item failure");
+    assert_eq!(
+        front.seen(),
+        0,
+        "the first attempt rode on the entity's write"
+    );
+
+    // Backoff is 1 s in this config: the message comes back on its own.
+    let (event, _) = p.receive_within(Duration::from_secs(10)).await;
+    assert_eq!(event.records.len(), 1, "the message came back");
+    let response = p.deliver(event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "delivered on this receive: {response:?}"
+    );
+    assert_eq!(
+        front.seen(),
+        2,
+        "the lease whose answer was lost, then the SDK's retry"
+    );
+    assert_eq!(p.erp.count(), 2, "the 500, then the delivery");
+    let deliveries = p
+        .delivery
+        .store()
+        .deliveries(&processing_key())
+        .await
+        .expect("deliveries");
+    assert_eq!(
+        (
+            deliveries.len(),
+            deliveries[0].state,
+            deliveries[0].attempts
+        ),
+        (1, DeliveryState::Delivered, 2)
+    );
+}
+
+/// A claim whose enqueue a crash cut off is refreshed by a duplicate after the horizon; the
+/// refresh is stored, but answered with a 500. The SDK's retry finds the claim moved to this
+/// duplicate's time, by this very refresh: the duplicate enqueues it, once.
+#[tokio::test]
+async fn a_refresh_whose_answer_was_lost_still_enqueues_the_claim() {
+    let front = LossyFront::start(
+        &moto_url(),
+        "UpdateItem",
+        "ADD requeues",
+        Loss::ServerError,
+        1,
+    )
+    .await;
+    let p = Pipeline::through(CONFIG, &front.url).await;
+    let body = fixture(PROCESSING);
+    let source = SourceName::try_from("stripe").expect("source");
+    let event = p
+        .ingress
+        .verify(&source, &stripe_header_map(STRIPE_SECRET, T0, &body), &body)
+        .expect("verified")
+        .remove(0);
+    let record = p.ingress.record(&source, event, p.clock.now(), None);
+    assert_eq!(
+        p.ingress.store().claim(&record).await.expect("claim"),
+        Claim::Claimed,
+        "claimed, and never enqueued"
+    );
+    p.clock.advance_secs(301);
+    let answer = p.ingest(stripe_at(T0 + 301, &body)).await;
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+    assert_eq!(
+        front.seen(),
+        2,
+        "the refresh whose answer was lost, then the SDK's retry"
+    );
+    assert_eq!(p.queue_depth().await, 1, "enqueued by the duplicate");
+    assert_eq!(p.metrics.count("IngressRequeued", &[]), 1);
+    let stored = p
+        .ingress
+        .store()
+        .get(&processing_key())
+        .await
+        .expect("get")
+        .expect("claim");
+    assert_eq!(stored.requeues, 1, "one refresh");
+}
+
+fn processing_key() -> EventKey {
+    EventKey::new(
+        &SourceName::try_from("stripe").expect("source"),
+        &SourceEventId::try_from("evt_3PqLr2F7kS1mZk0a0pRoC4s5").expect("id"),
+    )
 }

@@ -1,5 +1,6 @@
 //! Delivery records, kept on the event's own item as one group of attributes per target
-//! (`d:{target}:state`, `…:attempts`, `…:lease`, `…:updated`, `…:error`, `…:delivered`).
+//! (`d:{target}:state`, `…:attempts`, `…:lease`, `…:holder`, `…:updated`, `…:error`,
+//! `…:delivered`).
 //! On one item, the last delivery and the event's final status are one write, and a failed
 //! lease condition hands back the record without a second read.
 
@@ -10,7 +11,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::events::{EVENT_SK, final_status};
-use super::{DynamoStore, applied, classify, condition_failed, key, n, s};
+use super::{DynamoStore, applied, classify, condition_failed, key, n, s, write_id};
 use crate::contract::Timestamp;
 use crate::ports::{
     Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, EventStatus, StoreError,
@@ -158,6 +159,7 @@ impl DeliveryLog for DynamoStore {
         held: Option<Timestamp>,
     ) -> Result<Attempt, StoreError> {
         let until = now.unix_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let holder = write_id();
         let held = held.filter(|h| h.unix_millis() >= now.unix_millis());
         // The event item must exist: an update would otherwise create a half item. While the
         // entity's write holds the first attempt, a target without a record is not free.
@@ -176,9 +178,12 @@ impl DeliveryLog for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(event_key(event)))
             .update_expression(
-                "SET #state = :in_flight, #lease = :until, #updated = :at ADD #attempts :one",
+                "SET #state = :in_flight, #lease = :until, #updated = :at, #holder = :holder \
+                 ADD #attempts :one",
             )
             .condition_expression(condition)
+            .expression_attribute_names("#holder", attr(target, "holder"))
+            .expression_attribute_values(":holder", s(holder.clone()))
             .expression_attribute_names("#state", attr(target, "state"))
             .expression_attribute_names("#lease", attr(target, "lease"))
             .expression_attribute_names("#updated", attr(target, "updated"))
@@ -219,6 +224,20 @@ impl DeliveryLog for DynamoStore {
                         .ok_or_else(|| StoreError::Corrupt(format!("{event}: no such event")))?,
                 };
                 let record = records_of(&item)?.into_iter().find(|r| r.target == target);
+                // The SDK's retry of this lease, whose answer was lost, is refused by the lease
+                // itself: it is this caller's.
+                let ours = item
+                    .get(&attr(target, "holder"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|stored| *stored == holder);
+                if let Some(record) = record
+                    .as_ref()
+                    .filter(|r| ours && r.state == DeliveryState::InFlight)
+                {
+                    return Ok(Attempt::Go {
+                        attempt: record.attempts,
+                    });
+                }
                 let record = match (record, held) {
                     (Some(record), _) => record,
                     (None, Some(until)) => return Ok(Attempt::Leased { until }),

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
@@ -235,14 +236,41 @@ impl DynamoStore {
                 ":received",
                 AttributeValue::S(EventStatus::Received.as_str().into()),
             );
-        let request = match seen {
-            Some(seen) => request
-                .condition_expression("#status = :received AND claimed_at = :seen")
-                .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
-                .expression_attribute_values(":one", AttributeValue::N("1".into())),
-            None => request.condition_expression("#status = :received"),
+        let Some(seen) = seen else {
+            // Unconditional on the time: a retry of it repeats the same move.
+            return applied(
+                request
+                    .condition_expression("#status = :received")
+                    .send()
+                    .await,
+            );
         };
-        applied(request.send().await)
+        let result = request
+            .condition_expression("#status = :received AND claimed_at = :seen")
+            .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // A retry whose first attempt moved the claim (its answer lost) finds it at `to`,
+            // still awaiting delivery: that move was this one. Another caller moving it at the
+            // same instant would also count it as theirs, which costs one more copy of the
+            // message, not an event.
+            Err(err) if condition_failed(&err) => Ok(match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
+                    refused.item().is_some_and(|item| {
+                        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+                        text("claimed_at") == Some(&to.to_string())
+                            && text("status").map(String::as_str)
+                                == Some(EventStatus::Received.as_str())
+                    })
+                }
+                _ => false,
+            }),
+            Err(err) => Err(classify(err)),
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{DynamoStore, applied, classify, condition_failed, key, n, packed, query_shards, s};
+use super::{
+    DynamoStore, applied, classify, condition_failed, key, n, packed, query_shards, s, write_id,
+};
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
 use crate::ports::{
@@ -27,15 +29,9 @@ fn changed_shard(kind: EntityKind, id: &str) -> String {
 
 const STATE_SK: &str = "STATE";
 
-/// The attribute naming the write that stored an entity item: one random id per call of
+/// The attribute naming the write that stored an entity item: one [`write_id`] per call of
 /// `save_entity`, the same for the SDK's retries of it.
 const WRITER: &str = "writer";
-
-/// 64 random bits, 11 characters: two writers of the same version at once never share one.
-fn write_id() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fastrand::u64(..).to_le_bytes())
-}
 const ALIAS_SK: &str = "ALIAS";
 
 fn entity_pk(kind: EntityKind, id: &str) -> String {

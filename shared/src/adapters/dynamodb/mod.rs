@@ -241,6 +241,14 @@ where
     }
 }
 
+/// An id for one conditional write, stored with it, by which a retry of that write (the SDK
+/// sends it again when the answer was lost) knows the item it is refused by for its own: 64
+/// random bits, 11 characters, so two writers at once never share one.
+fn write_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fastrand::u64(..).to_le_bytes())
+}
+
 /// True when the error is a failed condition expression (an expected outcome, not a fault).
 fn condition_failed<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
