@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use aws_lambda_events::event::sqs::SqsEvent;
+
 use plumbline::contract::{EntityKind, SourceEventId, SourceName};
 use plumbline::ports::{
     Claim, Clock, DeliveryLog, DeliveryState, EventKey, EventStore, LedgerStore,
@@ -74,17 +76,7 @@ async fn an_entity_write_whose_answer_was_lost_still_holds_the_first_attempt() {
     let front = LossyFront::start(&moto_url(), "PutItem", "\"ENT#", Loss::ServerError, 1).await;
     let p = Pipeline::through(CONFIG, &front.url).await;
     let answer = p.ingest(stripe(&fixture(PROCESSING))).await;
-    let event = p.receive().await;
-    let response = p.deliver(event).await;
-    assert!(
-        response.batch_item_failures.is_empty(),
-        "delivered on this receive: {response:?}"
-    );
-    assert_eq!(
-        front.seen(),
-        2,
-        "the write whose answer was lost, then the SDK's retry"
-    );
+    deliver_through_one_lost_answer(&p, &front, p.receive().await).await;
     assert_eq!(p.erp.count(), 1, "the target was called once");
 
     let store = p.delivery.store();
@@ -131,16 +123,7 @@ async fn a_lease_whose_answer_was_lost_is_still_the_callers() {
     // Backoff is 1 s in this config: the message comes back on its own.
     let (event, _) = p.receive_within(Duration::from_secs(10)).await;
     assert_eq!(event.records.len(), 1, "the message came back");
-    let response = p.deliver(event).await;
-    assert!(
-        response.batch_item_failures.is_empty(),
-        "delivered on this receive: {response:?}"
-    );
-    assert_eq!(
-        front.seen(),
-        2,
-        "the lease whose answer was lost, then the SDK's retry"
-    );
+    deliver_through_one_lost_answer(&p, &front, event).await;
     assert_eq!(p.erp.count(), 2, "the 500, then the delivery");
     let deliveries = p
         .delivery
@@ -203,6 +186,21 @@ async fn a_refresh_whose_answer_was_lost_still_enqueues_the_claim() {
         .expect("get")
         .expect("claim");
     assert_eq!(stored.requeues, 1, "one refresh");
+}
+
+/// Delivers `event` while `front` loses one write's answer: delivered on this receive, the
+/// write seen twice (the one whose answer was lost, then the SDK's retry).
+async fn deliver_through_one_lost_answer(p: &Pipeline, front: &LossyFront, event: SqsEvent) {
+    let response = p.deliver(event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "delivered on this receive: {response:?}"
+    );
+    assert_eq!(
+        front.seen(),
+        2,
+        "the lost answer's write, then the SDK's retry"
+    );
 }
 
 fn processing_key() -> EventKey {
