@@ -47,7 +47,7 @@ pub async fn load_config() -> SdkConfig {
 }
 
 /// The timeouts every client's requests have.
-pub fn timeouts() -> TimeoutConfig {
+fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
