@@ -28,13 +28,14 @@ use plumbline::telemetry::{RecordingMetrics, Redacting, lambda_subscriber};
 use secrecy::SecretSlice;
 
 use crate::helpers::dev::binary;
+use crate::helpers::lossy::{Loss, LossyFront};
 use crate::helpers::paddle_api::PaddleApi;
 use crate::helpers::pipeline::Pipeline;
 use crate::helpers::requests::Requests;
 use crate::helpers::stripe_api::StripeApi;
 use crate::helpers::{
-    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, paddle, stripe, stripe_header_map,
-    unique,
+    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, moto_url, paddle, stripe,
+    stripe_header_map, unique,
 };
 use crate::redaction::Capture;
 
@@ -329,8 +330,19 @@ fn local_deployment(name: &str) -> (SqliteStore, SqliteStore, LocalDeadLetters) 
 
 /// A table, a delivery queue and a dead-letter queue of the test's own, on moto's server.
 async fn fresh_deployment() -> (DynamoStore, SqsQueue, SqsDeadLetters) {
+    fresh_deployment_through(None).await
+}
+
+/// [`fresh_deployment`], its table's requests through the front at `dynamodb_at`, if any.
+async fn fresh_deployment_through(
+    dynamodb_at: Option<&str>,
+) -> (DynamoStore, SqsQueue, SqsDeadLetters) {
     let aws = aws().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let mut ddb_config = aws_sdk_dynamodb::config::Builder::from(&aws);
+    if let Some(endpoint) = dynamodb_at {
+        ddb_config = ddb_config.endpoint_url(endpoint);
+    }
+    let ddb = aws_sdk_dynamodb::Client::from_conf(ddb_config.build());
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
     let queue = SqsQueue::new(sqs.clone(), create_queue(&sqs).await);
@@ -476,6 +488,30 @@ async fn stuck_claims_are_given_up_on_after_max_requeues_on_sqlite() {
 async fn stuck_claims_are_given_up_on_after_max_requeues_on_dynamodb_and_sqs() {
     let (store, queue, dlq) = fresh_deployment().await;
     let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq.clone(), &dlq).await;
+    let timeline = store.timeline(&key).await.expect("read").expect("event");
+    assert_eq!(timeline.status_detail.as_deref(), Some(GIVEN_UP_DETAIL));
+}
+
+/// The same, with the first answer of each refresh and of the give-up lost: moto carries the
+/// write out, the front answers a 500, and the SDK's retry is refused by that very write. The
+/// sweep knows each for its own, so the runs count and enqueue exactly as above.
+#[tokio::test]
+async fn stuck_claims_are_given_up_on_when_each_writes_answer_is_lost_once() {
+    let front = LossyFront::start(
+        &moto_url(),
+        "UpdateItem",
+        "claimed_at = :seen",
+        Loss::ServerError,
+        3,
+    )
+    .await;
+    let (store, queue, dlq) = fresh_deployment_through(Some(&front.url)).await;
+    let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq.clone(), &dlq).await;
+    assert_eq!(
+        front.seen(),
+        6,
+        "two refreshes and the give-up, each sent twice"
+    );
     let timeline = store.timeline(&key).await.expect("read").expect("event");
     assert_eq!(timeline.status_detail.as_deref(), Some(GIVEN_UP_DETAIL));
 }

@@ -34,14 +34,16 @@ struct Front {
     operation: String,
     holding: String,
     loss: Loss,
-    /// How many matching requests lose their answer, from the first.
+    /// How many writes lose their answer, from the first: each write's first request does,
+    /// and the SDK's retry of it (the next matching request) passes.
     times: usize,
     seen: AtomicUsize,
 }
 
 impl LossyFront {
     /// In front of `upstream` (moto's `http://…`): the first `times` `operation` requests whose
-    /// body holds `holding` lose their answer by `loss`.
+    /// body holds `holding` lose their answer by `loss`, each followed by the SDK's retry,
+    /// which passes (matching requests 0, 2, 4, … lose theirs).
     pub async fn start(
         upstream: &str,
         operation: &str,
@@ -84,7 +86,11 @@ async fn answer(State(front): State<Arc<Front>>, request: Request) -> Response {
     let body = to_bytes(body, 16 << 20).await.expect("request body");
     let request = Request::from_parts(parts, Body::from(body.clone()));
     let matches = String::from_utf8_lossy(&body).contains(&front.holding);
-    if !matches || front.seen.fetch_add(1, Ordering::SeqCst) >= front.times {
+    let lost = matches && {
+        let n = front.seen.fetch_add(1, Ordering::SeqCst);
+        n % 2 == 0 && n / 2 < front.times
+    };
+    if !lost {
         return super::tls::forward(upstream, request).await;
     }
     // Carried out; only the answer is lost.
