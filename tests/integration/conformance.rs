@@ -1218,9 +1218,7 @@ async fn keys_a_throttled_batch_read_leaves_are_asked_again_then_reported() {
     );
     let moto = crate::helpers::moto_url();
     let through = |front: &UnprocessedFront| {
-        let config = aws_sdk_dynamodb::config::Builder::from(&aws)
-            .endpoint_url(&front.url)
-            .build();
+        let config = crate::helpers::dynamodb_config(&aws, Some(&front.url)).build();
         DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), table.clone())
     };
 

@@ -14,7 +14,7 @@ use plumbline::ports::{
 use crate::helpers::lossy::{Loss, LossyFront};
 use crate::helpers::pipeline::{CONFIG, Pipeline};
 use crate::helpers::recorder::Reply;
-use crate::helpers::{STRIPE_SECRET, T0, fixture, moto_url, stripe, stripe_at, stripe_header_map};
+use crate::helpers::{STRIPE_SECRET, T0, fixture, stripe, stripe_at, stripe_header_map};
 
 const PROCESSING: &str = "stripe/payment_intent.processing.json";
 
@@ -25,16 +25,7 @@ const HUNG: Duration = Duration::from_secs(30);
 /// refused by the claim it made. The webhook is still accepted, and enqueued, once.
 #[tokio::test]
 async fn a_claim_whose_answer_was_lost_is_accepted_and_enqueued_once() {
-    let front = LossyFront::start(&moto_url(), "PutItem", "\"EVT#", Loss::ServerError, 1).await;
-    let p = Pipeline::through(CONFIG, &front.url).await;
-    let answer = p.ingest(stripe(&fixture(PROCESSING))).await;
-    assert_eq!(answer["status"], "accepted", "{answer}");
-    assert_eq!(
-        front.seen(),
-        2,
-        "the write whose answer was lost, then the SDK's retry"
-    );
-    assert_eq!(p.queue_depth().await, 1, "one message");
+    let p = ingest_through_one_lost_claim(Loss::ServerError).await;
     assert_eq!(
         (
             p.metrics.count(
@@ -57,14 +48,32 @@ async fn a_claim_whose_answer_was_lost_is_accepted_and_enqueued_once() {
 /// webhook would wait until the function timed out.
 #[tokio::test]
 async fn a_claim_whose_answer_never_came_is_accepted_after_the_attempt_timeout() {
-    let front = LossyFront::start(&moto_url(), "PutItem", "\"EVT#", Loss::Silence, 1).await;
-    let p = Pipeline::through(CONFIG, &front.url).await;
+    ingest_through_one_lost_claim(Loss::Silence).await;
+}
+
+/// Takes a webhook in while the claim's answer is lost by `loss`: accepted (within [`HUNG`]),
+/// the claim sent twice (the write whose answer was lost, then the SDK's retry), one message.
+async fn ingest_through_one_lost_claim(loss: Loss) -> Pipeline {
+    let (front, p) = losing("PutItem", "\"EVT#", loss).await;
     let answer = tokio::time::timeout(HUNG, p.ingest(stripe(&fixture(PROCESSING))))
         .await
-        .expect("the ingress answered: the silent attempt was given up on");
+        .expect("the ingress answered: the lost attempt was given up on");
     assert_eq!(answer["status"], "accepted", "{answer}");
-    assert_eq!(front.seen(), 2, "the silent attempt, then the SDK's retry");
+    assert_eq!(
+        front.seen(),
+        2,
+        "the write whose answer was lost, then the SDK's retry"
+    );
     assert_eq!(p.queue_depth().await, 1, "one message");
+    p
+}
+
+/// A pipeline whose DynamoDB requests go through a front that loses the answer of the first
+/// `operation` request holding `holding`, by `loss`.
+async fn losing(operation: &str, holding: &str, loss: Loss) -> (LossyFront, Pipeline) {
+    let front = LossyFront::start(operation, holding, loss, 1).await;
+    let p = Pipeline::through(CONFIG, &front.url).await;
+    (front, p)
 }
 
 /// The delivery's write of the entity, which also holds the event's first attempt, is stored
@@ -73,8 +82,7 @@ async fn a_claim_whose_answer_never_came_is_accepted_after_the_attempt_timeout()
 /// copy's hold and waiting for the message to come back.
 #[tokio::test]
 async fn an_entity_write_whose_answer_was_lost_still_holds_the_first_attempt() {
-    let front = LossyFront::start(&moto_url(), "PutItem", "\"ENT#", Loss::ServerError, 1).await;
-    let p = Pipeline::through(CONFIG, &front.url).await;
+    let (front, p) = losing("PutItem", "\"ENT#", Loss::ServerError).await;
     let answer = p.ingest(stripe(&fixture(PROCESSING))).await;
     deliver_through_one_lost_answer(&p, &front, p.receive().await).await;
     assert_eq!(p.erp.count(), 1, "the target was called once");
@@ -101,15 +109,7 @@ async fn an_entity_write_whose_answer_was_lost_still_holds_the_first_attempt() {
 /// the delivery calls the target on this receive, not after the lease runs out.
 #[tokio::test]
 async fn a_lease_whose_answer_was_lost_is_still_the_callers() {
-    let front = LossyFront::start(
-        &moto_url(),
-        "UpdateItem",
-        "d:erp:holder",
-        Loss::ServerError,
-        1,
-    )
-    .await;
-    let p = Pipeline::through(CONFIG, &front.url).await;
+    let (front, p) = losing("UpdateItem", "d:erp:holder", Loss::ServerError).await;
     p.erp.script([Reply::status(500)]);
     p.ingest(stripe(&fixture(PROCESSING))).await;
     let (ids, failed) = p.deliver_visible().await;
@@ -146,15 +146,7 @@ async fn a_lease_whose_answer_was_lost_is_still_the_callers() {
 /// duplicate's time, by this very refresh: the duplicate enqueues it, once.
 #[tokio::test]
 async fn a_refresh_whose_answer_was_lost_still_enqueues_the_claim() {
-    let front = LossyFront::start(
-        &moto_url(),
-        "UpdateItem",
-        "ADD requeues",
-        Loss::ServerError,
-        1,
-    )
-    .await;
-    let p = Pipeline::through(CONFIG, &front.url).await;
+    let (front, p) = losing("UpdateItem", "ADD requeues", Loss::ServerError).await;
     let body = fixture(PROCESSING);
     let source = SourceName::try_from("stripe").expect("source");
     let event = p

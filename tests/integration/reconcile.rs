@@ -34,7 +34,7 @@ use crate::helpers::pipeline::Pipeline;
 use crate::helpers::requests::Requests;
 use crate::helpers::stripe_api::StripeApi;
 use crate::helpers::{
-    STRIPE_SECRET, T0, aws, create_queue, create_table, fixture, moto_url, paddle, stripe,
+    STRIPE_SECRET, T0, aws, create_queue, create_table, dynamodb_config, fixture, paddle, stripe,
     stripe_header_map, unique,
 };
 use crate::redaction::Capture;
@@ -338,11 +338,7 @@ async fn fresh_deployment_through(
     dynamodb_at: Option<&str>,
 ) -> (DynamoStore, SqsQueue, SqsDeadLetters) {
     let aws = aws().await;
-    let mut ddb_config = aws_sdk_dynamodb::config::Builder::from(&aws);
-    if let Some(endpoint) = dynamodb_at {
-        ddb_config = ddb_config.endpoint_url(endpoint);
-    }
-    let ddb = aws_sdk_dynamodb::Client::from_conf(ddb_config.build());
+    let ddb = aws_sdk_dynamodb::Client::from_conf(dynamodb_config(&aws, dynamodb_at).build());
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let store = DynamoStore::new(ddb.clone(), create_table(&ddb).await);
     let queue = SqsQueue::new(sqs.clone(), create_queue(&sqs).await);
@@ -497,14 +493,7 @@ async fn stuck_claims_are_given_up_on_after_max_requeues_on_dynamodb_and_sqs() {
 /// sweep knows each for its own, so the runs count and enqueue exactly as above.
 #[tokio::test]
 async fn stuck_claims_are_given_up_on_when_each_writes_answer_is_lost_once() {
-    let front = LossyFront::start(
-        &moto_url(),
-        "UpdateItem",
-        "claimed_at = :seen",
-        Loss::ServerError,
-        3,
-    )
-    .await;
+    let front = LossyFront::start("UpdateItem", "claimed_at = :seen", Loss::ServerError, 3).await;
     let (store, queue, dlq) = fresh_deployment_through(Some(&front.url)).await;
     let key = stuck_claims_are_given_up_on(store.clone(), queue, dlq.clone(), &dlq).await;
     assert_eq!(

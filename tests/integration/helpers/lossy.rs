@@ -41,18 +41,12 @@ struct Front {
 }
 
 impl LossyFront {
-    /// In front of `upstream` (moto's `http://…`): the first `times` `operation` requests whose
-    /// body holds `holding` lose their answer by `loss`, each followed by the SDK's retry,
-    /// which passes (matching requests 0, 2, 4, … lose theirs).
-    pub async fn start(
-        upstream: &str,
-        operation: &str,
-        holding: &str,
-        loss: Loss,
-        times: usize,
-    ) -> Self {
+    /// In front of moto's server: the first `times` `operation` requests whose body holds
+    /// `holding` lose their answer by `loss`, each followed by the SDK's retry, which passes
+    /// (matching requests 0, 2, 4, … lose theirs).
+    pub async fn start(operation: &str, holding: &str, loss: Loss, times: usize) -> Self {
         let state = Arc::new(Front {
-            upstream: Arc::new(upstream.trim_end_matches('/').to_owned()),
+            upstream: Arc::new(super::moto_url().trim_end_matches('/').to_owned()),
             operation: format!(".{operation}"),
             holding: holding.to_owned(),
             loss,

@@ -76,6 +76,19 @@ pub async fn aws() -> aws_config::SdkConfig {
     plumbline::adapters::aws_sdk::load_config().await
 }
 
+/// A DynamoDB client's configuration on `aws`, its requests through the front at `through`
+/// (one that stands before moto's server), if any.
+pub fn dynamodb_config(
+    aws: &aws_config::SdkConfig,
+    through: Option<&str>,
+) -> aws_sdk_dynamodb::config::Builder {
+    let config = aws_sdk_dynamodb::config::Builder::from(aws);
+    match through {
+        Some(front) => config.endpoint_url(front),
+        None => config,
+    }
+}
+
 /// moto's server, as `tests/run` started it (also for a test that puts something in front
 /// of it).
 pub fn moto_url() -> String {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::dev::eventually;
 use super::recorder::Recorder;
 use super::requests::Requests;
-use super::{AwsIngress, T0, aws, create_table, fixture, secrets, unique};
+use super::{AwsIngress, T0, aws, create_table, dynamodb_config, fixture, secrets, unique};
 
 pub type AwsDelivery = Delivery<
     DynamoStore,
@@ -135,10 +135,7 @@ impl Pipeline {
         let config = Config::parse(&config.replace("{ERP}", &erp.url).replace("{CRM}", &crm.url))
             .expect("config");
         let aws = aws().await;
-        let mut ddb_config = aws_sdk_dynamodb::config::Builder::from(&aws);
-        if let Some(endpoint) = dynamodb_at {
-            ddb_config = ddb_config.endpoint_url(endpoint);
-        }
+        let ddb_config = dynamodb_config(&aws, dynamodb_at);
         let ddb = aws_sdk_dynamodb::Client::from_conf(ddb_config.clone().build());
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let table = create_table(&ddb).await;

@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::events::{EVENT_SK, final_status};
-use super::{DynamoStore, applied, classify, condition_failed, key, n, s, write_id};
+use super::{
+    DynamoStore, applied, classify, condition_failed, key, n, refused_item, s, text_is, write_id,
+};
 use crate::contract::Timestamp;
 use crate::ports::{
     Attempt, DeliveryLog, DeliveryRecord, DeliveryState, EventKey, EventStatus, StoreError,
@@ -212,11 +213,7 @@ impl DeliveryLog for DynamoStore {
                 Ok(Attempt::Go { attempt })
             }
             Err(err) if condition_failed(&err) => {
-                let old = match err.as_service_error() {
-                    Some(UpdateItemError::ConditionalCheckFailedException(e)) => e.item().cloned(),
-                    _ => None,
-                };
-                let item = match old {
+                let item = match refused_item(&err).cloned() {
                     Some(item) => item,
                     None => self
                         .read(event_key(event))
@@ -226,10 +223,7 @@ impl DeliveryLog for DynamoStore {
                 let record = records_of(&item)?.into_iter().find(|r| r.target == target);
                 // The SDK's retry of this lease, whose answer was lost, is refused by the lease
                 // itself: it is this caller's.
-                let ours = item
-                    .get(&attr(target, "holder"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|stored| *stored == holder);
+                let ours = text_is(&item, &attr(target, "holder"), &holder);
                 if let Some(record) = record
                     .as_ref()
                     .filter(|r| ours && r.state == DeliveryState::InFlight)

@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
-use super::{DynamoStore, applied, classify, condition_failed, key, packed};
+use super::{
+    DynamoStore, applied, applied_or_own, classify, condition_failed, key, packed, refused_item,
+    text_is,
+};
 use crate::contract::{EventId, SourceEventId, SourceName, Timestamp};
 use crate::ports::{
     Claim, DeliveryLog, EventKey, EventQueue, EventRecord, EventStatus, EventStore, Intake,
@@ -236,41 +238,24 @@ impl DynamoStore {
                 ":received",
                 AttributeValue::S(EventStatus::Received.as_str().into()),
             );
-        let Some(seen) = seen else {
-            // Unconditional on the time: a retry of it repeats the same move.
-            return applied(
-                request
-                    .condition_expression("#status = :received")
-                    .send()
-                    .await,
-            );
+        let request = match seen {
+            Some(seen) => request
+                .condition_expression("#status = :received AND claimed_at = :seen")
+                .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
+                .expression_attribute_values(":one", AttributeValue::N("1".into())),
+            None => request.condition_expression("#status = :received"),
         };
         let result = request
-            .condition_expression("#status = :received AND claimed_at = :seen")
-            .expression_attribute_values(":seen", AttributeValue::S(seen.to_string()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            // A retry whose first attempt moved the claim (its answer lost) finds it at `to`,
-            // still awaiting delivery: that move was this one. Another caller moving it at the
-            // same instant would also count it as theirs, which costs one more copy of the
-            // message, not an event.
-            Err(err) if condition_failed(&err) => Ok(match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
-                    refused.item().is_some_and(|item| {
-                        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
-                        text("claimed_at") == Some(&to.to_string())
-                            && text("status").map(String::as_str)
-                                == Some(EventStatus::Received.as_str())
-                    })
-                }
-                _ => false,
-            }),
-            Err(err) => Err(classify(err)),
-        }
+        // A claim found at `to`, still awaiting delivery, was moved by this very write. Another
+        // caller moving it at the same instant would also count it as theirs, which costs one
+        // more copy of the message, not an event.
+        applied_or_own(result, |item| {
+            text_is(item, "claimed_at", &to.to_string())
+                && text_is(item, "status", EventStatus::Received.as_str())
+        })
     }
 }
 
@@ -342,31 +327,25 @@ impl EventStore for DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(Claim::Claimed),
-            Err(err) => match err.as_service_error() {
-                Some(e) if e.is_conditional_check_failed_exception() => {
-                    // The failed condition returns the existing item: no second read needed.
-                    let old = match e {
-                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item().cloned(),
-                        _ => None,
-                    };
-                    let existing = match old {
-                        Some(item) => from_item(item)?,
-                        None => self
-                            .get(&record.key)
-                            .await?
-                            .ok_or_else(|| StoreError::Corrupt("claimed item vanished".into()))?,
-                    };
-                    // The SDK tries a write again when its answer was lost (a 500, a connection
-                    // reset or an attempt timed out after the item was written): the retry then
-                    // meets the item this call wrote. Its event id is this request's own, so
-                    // it is a claim, not a duplicate to answer without enqueueing.
-                    if existing.event_id == record.event_id {
-                        return Ok(Claim::Claimed);
-                    }
-                    Ok(Claim::Exists(Box::new(existing)))
+            Err(err) if condition_failed(&err) => {
+                // The failed condition returns the existing item: no second read needed.
+                let existing = match refused_item(&err) {
+                    Some(item) => from_item(item.clone())?,
+                    None => self
+                        .get(&record.key)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt("claimed item vanished".into()))?,
+                };
+                // The SDK tries a write again when its answer was lost (a 500, a connection
+                // reset or an attempt timed out after the item was written): the retry then
+                // meets the item this call wrote. Its event id is this request's own, so it is
+                // a claim, not a duplicate to answer without enqueueing.
+                if existing.event_id == record.event_id {
+                    return Ok(Claim::Claimed);
                 }
-                _ => Err(classify(err)),
-            },
+                Ok(Claim::Exists(Box::new(existing)))
+            }
+            Err(err) => Err(classify(err)),
         }
     }
 

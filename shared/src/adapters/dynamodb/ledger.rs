@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{
-    DynamoStore, applied, classify, condition_failed, key, n, packed, query_shards, s, write_id,
+    DynamoStore, applied, classify, condition_failed, key, n, packed, query_shards, refused_item,
+    s, text_is, write_id,
 };
 use crate::contract::{EntityKind, Timestamp};
 use crate::ledger::Entity;
@@ -110,19 +110,12 @@ impl LedgerStore for DynamoStore {
         match request.send().await {
             Ok(_) => Ok(Saved::Saved),
             Err(err) if condition_failed(&err) => {
-                let refused = match err.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(refused)) => refused.item(),
-                    _ => None,
-                };
+                let refused = refused_item(&err);
                 // The SDK tries a write again when its answer was lost (a 500, a connection
                 // reset, an attempt timed out after the item was written); the retry is then
                 // refused by the item this call wrote. That is this write landing, not a lost
                 // race: the hold it took on the event's first attempt is this caller's.
-                if refused
-                    .and_then(|item| item.get(WRITER))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|stored| *stored == writer)
-                {
+                if refused.is_some_and(|item| text_is(item, WRITER, &writer)) {
                     return Ok(Saved::Saved);
                 }
                 let stored = refused

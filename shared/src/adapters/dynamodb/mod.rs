@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
 pub use events::{EVENT_SK, KEPT_INDEX, PENDING_INDEX, claim_item};
@@ -38,6 +40,13 @@ type Item = HashMap<String, AttributeValue>;
 /// A string attribute's text.
 fn text(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+/// Whether a string attribute holds `expected`.
+fn text_is(item: &Item, name: &str, expected: &str) -> bool {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|t| t == expected)
 }
 
 /// Keys one BatchGetItem may carry.
@@ -239,6 +248,54 @@ where
         Err(err) if condition_failed(&err) => Ok(false),
         Err(err) => Err(classify(err)),
     }
+}
+
+/// [`applied`], for a write the SDK may send again after its answer was lost: the retry is then
+/// refused by the item the first attempt wrote. A refusal by an item `own` recognises as this
+/// write's doing counts as applied. The write must ask for the item with its refusal
+/// (`ReturnValuesOnConditionCheckFailure::AllOld`).
+fn applied_or_own<T, E>(
+    result: Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    own: impl FnOnce(&Item) -> bool,
+) -> Result<bool, StoreError>
+where
+    E: Refusal + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if condition_failed(&err) => Ok(refused_item(&err).is_some_and(own)),
+        Err(err) => Err(classify(err)),
+    }
+}
+
+/// The operations' errors whose failed condition can hand back the item it was refused by.
+trait Refusal {
+    fn refused_by(&self) -> Option<&Item>;
+}
+
+impl Refusal for PutItemError {
+    fn refused_by(&self) -> Option<&Item> {
+        match self {
+            Self::ConditionalCheckFailedException(refused) => refused.item(),
+            _ => None,
+        }
+    }
+}
+
+impl Refusal for UpdateItemError {
+    fn refused_by(&self) -> Option<&Item> {
+        match self {
+            Self::ConditionalCheckFailedException(refused) => refused.item(),
+            _ => None,
+        }
+    }
+}
+
+/// The item a conditional write was refused by, where the refusal returned it.
+fn refused_item<E: Refusal>(
+    err: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<&Item> {
+    err.as_service_error().and_then(Refusal::refused_by)
 }
 
 /// An id for one conditional write, stored with it, by which a retry of that write (the SDK

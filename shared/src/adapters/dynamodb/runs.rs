@@ -1,13 +1,12 @@
 //! Reconciliation on the table: stuck claims through the sparse `pending` index (one query per
 //! shard, never a scan), and run reports under `RUN`.
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::events::{
     EVENT_SK, PENDING_INDEX, PENDING_SHARDS, final_status, from_item, pending_shard,
 };
-use super::{DynamoStore, Item, classify, condition_failed, key, query_each_shard, s};
+use super::{DynamoStore, Item, applied_or_own, classify, key, query_each_shard, s, text_is};
 use crate::contract::Timestamp;
 use crate::ports::{
     EventKey, EventStatus, PendingCursor, PendingPage, PendingPosition, RUN_RETENTION_SECS,
@@ -133,24 +132,13 @@ impl ReconcileStore for DynamoStore {
         for (name, value) in last.values {
             request = request.expression_attribute_values(name, value);
         }
-        match request.send().await {
-            Ok(_) => Ok(true),
-            // A retry whose first attempt gave the claim up (its answer lost) finds it
-            // dead-lettered at this run's time, with this reason: that was this one.
-            Err(err) if condition_failed(&err) => Ok(match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(refused)) => {
-                    refused.item().is_some_and(|item| {
-                        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
-                        text("status").map(String::as_str)
-                            == Some(EventStatus::DeadLettered.as_str())
-                            && text("status_at") == Some(&now.to_string())
-                            && text("status_detail").map(String::as_str) == Some(detail)
-                    })
-                }
-                _ => false,
-            }),
-            Err(err) => Err(classify(err)),
-        }
+        // An event found dead-lettered at this run's time, with this reason, was given up on by
+        // this very write.
+        applied_or_own(request.send().await, |item| {
+            text_is(item, "status", EventStatus::DeadLettered.as_str())
+                && text_is(item, "status_at", &now.to_string())
+                && text_is(item, "status_detail", detail)
+        })
     }
 
     async fn save_run(&self, report: &Report) -> Result<(), StoreError> {
