@@ -64,7 +64,7 @@ impl Secrets {
         if refs.iter().all(|(_, r)| matches!(r, SecretRef::Env(_))) {
             return Ok(self);
         }
-        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let aws = plumbline::adapters::aws_sdk::load_config().await?;
         self.remote = plumbline::adapters::aws_secrets::fetch(&refs, &aws)
             .await
             .map_err(|e| anyhow::anyhow!("reading the configuration's secrets from AWS: {e}"))?;

@@ -61,7 +61,7 @@ impl Letter {
 /// Every letter on the SQS dead-letter queue, each seen once, then all released.
 async fn sqs_letters(limit: usize) -> anyhow::Result<Vec<Letter>> {
     let url = std::env::var("PLUMBLINE_DLQ_URL").context("PLUMBLINE_DLQ_URL is not set")?;
-    let aws = plumbline::adapters::aws_sdk::load_config().await;
+    let aws = plumbline::adapters::aws_sdk::load_config().await?;
     let dlq = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&aws), url);
     let mut seen = Vec::new();
     while seen.len() < limit {

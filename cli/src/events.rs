@@ -120,7 +120,7 @@ fn open(local: &Local) -> anyhow::Result<SqliteStore> {
 }
 
 pub async fn dynamo() -> anyhow::Result<DynamoStore> {
-    dynamo_on(&plumbline::adapters::aws_sdk::load_config().await)
+    dynamo_on(&plumbline::adapters::aws_sdk::load_config().await?)
 }
 
 /// When a `--since` window (`30s`, `10m`, `2h`, `7d`) began, in Unix milliseconds.

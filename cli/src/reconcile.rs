@@ -69,7 +69,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(args.budget);
     let report = if args.aws {
         let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let aws = plumbline::adapters::aws_sdk::load_config().await?;
         let sqs = aws_sdk_sqs::Client::new(&aws);
         Reconciler::new(
             DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),

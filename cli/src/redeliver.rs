@@ -39,7 +39,7 @@ pub struct RedeliverArgs {
 pub async fn run(args: RedeliverArgs) -> anyhow::Result<bool> {
     let since_ms = window_start_ms(args.since.as_deref())?;
     if args.local.aws {
-        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let aws = plumbline::adapters::aws_sdk::load_config().await?;
         let store = crate::events::dynamo_on(&aws)?;
         let url = std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url);

@@ -43,7 +43,7 @@ pub struct ReplayArgs {
 pub async fn run(args: ReplayArgs) -> anyhow::Result<bool> {
     if args.aws {
         let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let aws = plumbline::adapters::aws_sdk::load_config().await?;
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let dlq = SqsDeadLetters::new(sqs.clone(), env("PLUMBLINE_DLQ_URL")?);
         let queue = SqsQueue::new(sqs, env("PLUMBLINE_QUEUE_URL")?);

@@ -54,7 +54,7 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
     };
     if args.local.aws {
         let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-        let aws = plumbline::adapters::aws_sdk::load_config().await;
+        let aws = plumbline::adapters::aws_sdk::load_config().await?;
         let store = crate::events::dynamo_on(&aws)?;
         let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), env("PLUMBLINE_QUEUE_URL")?);
         let mut keys = Vec::new();

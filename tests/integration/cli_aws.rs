@@ -813,3 +813,43 @@ async fn events_show_says_why_reconciliation_gave_up_on_a_stuck_event() {
     let shown = show_fixture_event(&p);
     assert_eq!(shown["status"], "delivered", "{shown}");
 }
+
+/// An operator on a slow link gives the commands' AWS requests longer than the functions'
+/// defaults through the environment; a value they cannot use stops the command before any
+/// request, naming the variable.
+#[tokio::test]
+async fn the_commands_take_their_aws_timeouts_from_the_environment() {
+    let p = Pipeline::new().await;
+    p.ingest(stripe(&fixture("stripe/payment_intent.processing.json")))
+        .await;
+    let run = |name: &str, value: &str| {
+        Command::new(binary())
+            .args(["events", "list", "--aws", "--json"])
+            .env("PLUMBLINE_TABLE", &p.table)
+            .env(name, value)
+            .output()
+            .expect("run plumbline")
+    };
+
+    let longer = run("PLUMBLINE_AWS_ATTEMPT_TIMEOUT_MS", "20000");
+    let stderr = String::from_utf8_lossy(&longer.stderr);
+    assert!(longer.status.success(), "{stderr}");
+    let listed: Value = serde_json::from_slice(&longer.stdout).expect("a JSON listing");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    for (name, value) in [
+        ("PLUMBLINE_AWS_ATTEMPT_TIMEOUT_MS", "20s"),
+        ("PLUMBLINE_AWS_CONNECT_TIMEOUT_MS", "0"),
+    ] {
+        let refused = run(name, value);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{name}={value}: {stderr}");
+        assert!(refused.stdout.is_empty(), "{name}={value}");
+        assert!(
+            stderr.contains(&format!(
+                "{name} must be a whole number of milliseconds from 1 to 900000, not \"{value}\""
+            )),
+            "{name}={value}: {stderr}"
+        );
+    }
+}

@@ -145,8 +145,8 @@ async fn plumbline_dev_and_send_read_the_configurations_ssm_secrets() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A function that cannot start (here: its configuration file is missing, or names a secret
-/// that is not set) exits with failure after one structured log line that says why, never
+/// A function that cannot start (here: its configuration file is missing, names a secret that
+/// is not set, or a variable holds what it cannot use) exits with failure after one structured log line that says why, never
 /// Rust's `Debug` dump of the error.
 #[test]
 fn a_function_that_cannot_start_says_why_in_one_log_line() {
@@ -161,7 +161,9 @@ fn a_function_that_cannot_start_says_why_in_one_log_line() {
     )
     .expect("config");
     let missing = dir.join("missing.toml");
-    // The fourth: PLUMBLINE_MAX_RECEIVES, where the case sets it.
+    // The fourth: a variable, where the case sets one.
+    let attempt = Some(("PLUMBLINE_AWS_ATTEMPT_TIMEOUT_MS", "3s"));
+    let attempt_reason = "PLUMBLINE_AWS_ATTEMPT_TIMEOUT_MS must be a whole number of milliseconds";
     let cases = [
         (
             "plumbline-ingress",
@@ -175,13 +177,21 @@ fn a_function_that_cannot_start_says_why_in_one_log_line() {
             "plumbline-delivery",
             &unset_secret,
             "PLUMBLINE_MAX_RECEIVES is not a count: 0",
-            Some("0"),
+            Some(("PLUMBLINE_MAX_RECEIVES", "0")),
         ),
         ("plumbline-reconcile", &missing, "cannot read", None),
+        ("plumbline-ingress", &unset_secret, attempt_reason, attempt),
+        ("plumbline-delivery", &unset_secret, attempt_reason, attempt),
+        (
+            "plumbline-reconcile",
+            &unset_secret,
+            attempt_reason,
+            attempt,
+        ),
     ];
-    for (function, config, reason, max_receives) in cases {
+    for (function, config, reason, variable) in cases {
         let out = std::process::Command::new(function_binary(function))
-            .envs(max_receives.map(|count| ("PLUMBLINE_MAX_RECEIVES", count)))
+            .envs(variable)
             .env("PLUMBLINE_CONFIG", config)
             .env("PLUMBLINE_TABLE", "t")
             .env("PLUMBLINE_QUEUE_URL", "http://127.0.0.1:9/q")

@@ -28,7 +28,7 @@ async fn main() -> std::process::ExitCode {
 async fn start() -> Result<(), lambda_runtime::Error> {
     let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
     let config = Config::load(env("PLUMBLINE_CONFIG")?.as_ref())?;
-    let aws = plumbline::adapters::aws_sdk::load_config().await;
+    let aws = plumbline::adapters::aws_sdk::load_config().await?;
     let secrets = plumbline::adapters::aws_secrets::resolver_for(
         &config,
         plumbline::config::SecretPurpose::Deliver,

@@ -23,7 +23,7 @@ async fn start() -> Result<(), lambda_http::Error> {
     let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
     let queue_url =
         std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
-    let aws = plumbline::adapters::aws_sdk::load_config().await;
+    let aws = plumbline::adapters::aws_sdk::load_config().await?;
     let secrets = plumbline::adapters::aws_secrets::resolver_for(
         &config,
         plumbline::config::SecretPurpose::Verify,

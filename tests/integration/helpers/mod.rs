@@ -73,7 +73,9 @@ pub fn scheduled_event() -> Value {
 
 pub async fn aws() -> aws_config::SdkConfig {
     moto_url();
-    plumbline::adapters::aws_sdk::load_config().await
+    plumbline::adapters::aws_sdk::load_config()
+        .await
+        .expect("no timeout variable is set in the tests")
 }
 
 /// A DynamoDB client's configuration on `aws`, its requests through the front at `through`
