@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use plumbline::config::Config;
 
+mod check;
 mod demo;
 mod dev;
 mod dlq;
@@ -68,14 +68,15 @@ enum Command {
 }
 
 /// The template's default `SecretsPrefix`.
-const DEFAULT_SECRETS_PREFIX: &str = "plumbline";
+pub(crate) const DEFAULT_SECRETS_PREFIX: &str = "plumbline";
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validates a configuration file and reports every problem with its key and line.
     #[command(
         after_help = "Examples:\n  plumbline config check infra/config/plumbline.toml\n  \
-                      plumbline config check infra/config/plumbline.toml --samconfig samconfig.toml --config-env prod"
+                      plumbline config check infra/config/plumbline.toml --samconfig samconfig.toml --config-env prod\n  \
+                      plumbline config check infra/config/plumbline.toml --aws"
     )]
     Check {
         file: PathBuf,
@@ -95,6 +96,11 @@ enum ConfigCommand {
             requires = "samconfig"
         )]
         config_env: String,
+        /// Also fetch every secret the functions would fetch at cold start (SSM, Secrets
+        /// Manager; the AWS SDK's usual environment) and build what each builds from them:
+        /// a missing or unusable one is a problem, named by its key, never printed.
+        #[arg(long)]
+        aws: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -127,16 +133,19 @@ fn main() -> ExitCode {
             secrets_prefix,
             samconfig,
             config_env,
+            aws,
             json,
-        }) => {
-            let stack = match samconfig {
-                Some(samconfig) => stack_parameters(&samconfig, &config_env),
-                None => Ok((secrets_prefix, Vec::new())),
-            };
-            exit_code(stack.and_then(|(prefix, stack_warnings)| {
-                config_check(&file, &prefix, &stack_warnings, json)
-            }))
-        }
+        }) => run_async(
+            check::run(check::CheckArgs {
+                file,
+                secrets_prefix,
+                samconfig,
+                config_env,
+                aws,
+                json,
+            }),
+            false,
+        ),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
             let pretty = serde_json::to_string_pretty(&schema).expect("a schema serializes");
@@ -199,84 +208,4 @@ fn exit_code(result: anyhow::Result<bool>) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// What `config check` reads from the SAM configuration a stack deploys with: its
-/// `SecretsPrefix`, and a warning on the stack's own parameters when they disagree.
-fn stack_parameters(
-    samconfig: &std::path::Path,
-    env: &str,
-) -> anyhow::Result<(String, Vec<plumbline::config::ConfigProblem>)> {
-    let overrides = samconfig::Overrides::read(samconfig, env)?;
-    let prefix = overrides
-        .get("SecretsPrefix")
-        .unwrap_or(DEFAULT_SECRETS_PREFIX)
-        .to_owned();
-    let warnings = overrides
-        .reconcile_alarm_warning()?
-        .map(|reason| plumbline::config::ConfigProblem {
-            key: "ReconcileMissingAlarmSeconds".to_owned(),
-            reason,
-            line: None,
-        })
-        .into_iter()
-        .collect();
-    Ok((prefix, warnings))
-}
-
-fn config_check(
-    file: &std::path::Path,
-    secrets_prefix: &str,
-    stack_warnings: &[plumbline::config::ConfigProblem],
-    json: bool,
-) -> anyhow::Result<bool> {
-    let result = Config::load(file);
-    let problems = result
-        .as_ref()
-        .err()
-        .map(|e| e.problems.clone())
-        .unwrap_or_default();
-    let warnings = result
-        .as_ref()
-        .map(|c| {
-            [
-                c.warnings.clone(),
-                c.check_warnings(secrets_prefix),
-                stack_warnings.to_vec(),
-            ]
-            .concat()
-        })
-        .unwrap_or_default();
-    if json {
-        let as_json = |list: &[plumbline::config::ConfigProblem]| -> Vec<serde_json::Value> {
-            list.iter()
-                .map(|p| serde_json::json!({ "key": p.key, "reason": p.reason, "line": p.line }))
-                .collect()
-        };
-        out::outln!(
-            "{}",
-            serde_json::json!({
-                "file": file.display().to_string(),
-                "valid": problems.is_empty(),
-                "problems": as_json(&problems),
-                "warnings": as_json(&warnings),
-            })
-        )?;
-    } else if let Ok(config) = &result {
-        for w in &warnings {
-            eprintln!("{}: warning: {w}", file.display());
-        }
-        out::outln!(
-            "{}: valid ({} sources, {} targets, {} routes)",
-            file.display(),
-            config.sources.len(),
-            config.targets.len(),
-            config.routes.len()
-        )?;
-    } else {
-        for p in &problems {
-            eprintln!("{}: {p}", file.display());
-        }
-    }
-    Ok(problems.is_empty())
 }

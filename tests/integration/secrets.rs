@@ -386,3 +386,147 @@ async fn a_targets_header_from_parameter_store_is_sent_with_its_value() {
     assert_eq!(received[0].header("x-env"), Some("production"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `plumbline config check --aws`, run before a deploy or after a rotation: every secret each
+/// function fetches at cold start is fetched and put to its use. A missing parameter and a key
+/// that is no key are problems under their keys, in the function that would stop on them; an
+/// `env:` reference this shell lacks is left to the function's environment; no value is
+/// printed. Once they are put right, it passes.
+#[tokio::test]
+async fn config_check_with_aws_fetches_and_uses_every_functions_secrets() {
+    use crate::helpers::dev::binary;
+
+    let aws = aws().await;
+    let (stripe, erp, adyen) = (
+        format!("/plumbline/{}/stripe", unique("check")),
+        format!("/plumbline/{}/erp", unique("check")),
+        unique("plumbline-adyen"),
+    );
+    let stripe_value = "whsec_checked_by_config_check";
+    let not_hex = "this-is-no-hexadecimal-hmac-key";
+    let erp_value = "whsec_ZXJwLXNpZ25pbmctc2VjcmV0";
+    put_parameter(&aws, &stripe, stripe_value).await;
+    let manager = aws_sdk_secretsmanager::Client::new(&aws);
+    manager
+        .create_secret()
+        .name(&adyen)
+        .secret_string(format!(r#"{{"hmac": "{not_hex}"}}"#))
+        .send()
+        .await
+        .expect("secret");
+    let dir = std::env::temp_dir().join(unique("plumbline-check-aws"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{stripe}\"]\n\n\
+             [sources.adyen]\nkind = \"adyen\"\nsecrets = [\"secretsmanager:{adyen}#hmac\"]\n\n\
+             [sources.site]\nkind = \"standard-webhooks\"\nsecrets = [\"env:PLUMBLINE_TEST_UNSET_SECRET\"]\n\n\
+             [targets.erp]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/erp\"\nsecret = \"ssm:{erp}\"\n\n\
+             [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n"
+        ),
+    )
+    .expect("config");
+    let check = |json: bool| {
+        std::process::Command::new(binary())
+            .args(["config", "check", "--aws"])
+            .args(json.then_some("--json"))
+            .arg(&config)
+            .env_remove("PLUMBLINE_TEST_UNSET_SECRET")
+            .output()
+            .expect("run plumbline")
+    };
+
+    let out = check(true);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    for value in [stripe_value, not_hex] {
+        assert!(
+            !stdout.contains(value) && !stderr.contains(value),
+            "{stdout}"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["aws"]["passed"], false, "{report}");
+    let function = |name: &str| {
+        report["aws"]["functions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|f| f["function"] == name))
+            .unwrap_or_else(|| panic!("{name} in {report}"))
+            .clone()
+    };
+    let ingress = function("ingress");
+    assert_eq!(ingress["fetched"], 2, "{ingress}");
+    assert_eq!(
+        ingress["problems"].as_array().map(Vec::len),
+        Some(1),
+        "{ingress}"
+    );
+    assert_eq!(ingress["problems"][0]["key"], "sources.adyen.secrets[0]");
+    assert_eq!(
+        ingress["problems"][0]["reason"],
+        "expected the HMAC key as hexadecimal"
+    );
+    let delivery = function("delivery");
+    assert_eq!(
+        delivery["problems"].as_array().map(Vec::len),
+        Some(1),
+        "{delivery}"
+    );
+    assert_eq!(delivery["problems"][0]["key"], "targets.erp.secret");
+    let reason = delivery["problems"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.starts_with(&format!("ssm:{erp}: ")), "{reason}");
+    let reconcile = function("reconcile");
+    assert_eq!(reconcile["problems"], serde_json::json!([]), "{reconcile}");
+    assert_eq!(
+        report["aws"]["not_checked"][0]["key"], "sources.site.secrets[0]",
+        "{report}"
+    );
+
+    put_parameter(&aws, &erp, erp_value).await;
+    manager
+        .put_secret_value()
+        .secret_id(&adyen)
+        .secret_string(
+            r#"{"hmac": "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"}"#,
+        )
+        .send()
+        .await
+        .expect("a new version");
+    let out = check(false);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("ingress: 2 secrets fetched from AWS, usable"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("delivery: 1 secret fetched from AWS, usable"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reconcile: nothing to fetch from AWS"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "sources.site.secrets[0]: env:PLUMBLINE_TEST_UNSET_SECRET is not set in this shell"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(erp_value) && !stderr.contains(erp_value),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,249 @@
+//! `plumbline config check`: the file's problems and warnings, the stack's parameters it would
+//! be deployed with, and with `--aws` what each function would make of the secrets it fetches
+//! at cold start.
+
+use std::path::{Path, PathBuf};
+
+use plumbline::config::{
+    ChainSecrets, Config, ConfigError, ConfigProblem, EnvSecrets, MapSecrets, SecretPurpose,
+    SecretRef,
+};
+use serde_json::json;
+
+use crate::{DEFAULT_SECRETS_PREFIX, out, samconfig};
+
+pub struct CheckArgs {
+    pub file: PathBuf,
+    pub secrets_prefix: String,
+    pub samconfig: Option<PathBuf>,
+    pub config_env: String,
+    pub aws: bool,
+    pub json: bool,
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<bool> {
+    let (prefix, stack_warnings) = match &args.samconfig {
+        Some(samconfig) => stack_parameters(samconfig, &args.config_env)?,
+        None => (args.secrets_prefix.clone(), Vec::new()),
+    };
+    let result = Config::load(&args.file);
+    let remote = match (&result, args.aws) {
+        (Ok(config), true) => Some(StartUps::check(config).await?),
+        _ => None,
+    };
+    report(
+        &args.file,
+        &result,
+        &prefix,
+        &stack_warnings,
+        remote.as_ref(),
+        args.json,
+    )
+}
+
+/// What `config check` reads from the SAM configuration a stack deploys with: its
+/// `SecretsPrefix`, and a warning on the stack's own parameters when they disagree.
+fn stack_parameters(samconfig: &Path, env: &str) -> anyhow::Result<(String, Vec<ConfigProblem>)> {
+    let overrides = samconfig::Overrides::read(samconfig, env)?;
+    let prefix = overrides
+        .get("SecretsPrefix")
+        .unwrap_or(DEFAULT_SECRETS_PREFIX)
+        .to_owned();
+    let warnings = overrides
+        .reconcile_alarm_warning()?
+        .map(|reason| ConfigProblem {
+            key: "ReconcileMissingAlarmSeconds".to_owned(),
+            reason,
+            line: None,
+        })
+        .into_iter()
+        .collect();
+    Ok((prefix, warnings))
+}
+
+/// One function's start-up, as `--aws` found it.
+struct StartUp {
+    function: &'static str,
+    /// How many of its references are fetched from AWS (each once).
+    fetched: usize,
+    problems: Vec<ConfigProblem>,
+}
+
+/// Every function's start-up, and the `env:` references this shell could not check.
+struct StartUps {
+    functions: Vec<StartUp>,
+    unchecked: Vec<ConfigProblem>,
+}
+
+impl StartUps {
+    /// Fetches each function's remote references, as its cold start does (its own only, with
+    /// this shell's AWS identity), and builds from them what it builds: the ingress's
+    /// verifiers, the delivery's targets, reconciliation's provider APIs and CRM targets. An
+    /// `env:` reference is read from a function's own environment, which this shell does not
+    /// have; one that is not set here is listed as not checked rather than as a problem.
+    async fn check(config: &Config) -> anyhow::Result<Self> {
+        let aws = plumbline::adapters::aws_sdk::load_config().await?;
+        let unset = |reference: &SecretRef| match reference {
+            SecretRef::Env(name) => std::env::var_os(name).is_none(),
+            _ => false,
+        };
+        let unchecked_keys: Vec<(String, SecretRef)> = config
+            .secret_refs()
+            .into_iter()
+            .filter(|(_, reference)| unset(reference))
+            .collect();
+        let mut functions = Vec::new();
+        for (function, purpose) in [
+            ("ingress", SecretPurpose::Verify),
+            ("delivery", SecretPurpose::Deliver),
+            ("reconcile", SecretPurpose::Reconcile),
+        ] {
+            let refs = config.secret_refs_for(purpose);
+            let mut remote: Vec<String> = refs
+                .iter()
+                .filter(|(_, r)| !matches!(r, SecretRef::Env(_)))
+                .map(|(_, r)| r.to_string())
+                .collect();
+            remote.sort();
+            remote.dedup();
+            let problems = match plumbline::adapters::aws_secrets::fetch(&refs, &aws).await {
+                Ok(values) => build(config, purpose, &ChainSecrets(EnvSecrets, values)),
+                Err(error) => error.problems,
+            };
+            functions.push(StartUp {
+                function,
+                fetched: remote.len(),
+                problems: problems
+                    .into_iter()
+                    .filter(|p| !unchecked_keys.iter().any(|(key, _)| *key == p.key))
+                    .collect(),
+            });
+        }
+        let unchecked = unchecked_keys
+            .into_iter()
+            .map(|(key, reference)| ConfigProblem {
+                key,
+                reason: format!(
+                    "{reference} is not set in this shell: read from the function's environment, not checked"
+                ),
+                line: None,
+            })
+            .collect();
+        Ok(Self {
+            functions,
+            unchecked,
+        })
+    }
+
+    fn passed(&self) -> bool {
+        self.functions.iter().all(|f| f.problems.is_empty())
+    }
+}
+
+/// The problems of building what the function of `purpose` builds at cold start.
+fn build(
+    config: &Config,
+    purpose: SecretPurpose,
+    secrets: &ChainSecrets<EnvSecrets, MapSecrets>,
+) -> Vec<ConfigProblem> {
+    let problems = |result: Result<(), ConfigError>| result.err().map(|e| e.problems);
+    let found = match purpose {
+        SecretPurpose::Verify => vec![problems(config.verifiers(secrets).map(drop))],
+        SecretPurpose::Deliver => vec![problems(
+            plumbline::adapters::targets::build_all(config, secrets).map(drop),
+        )],
+        SecretPurpose::Reconcile => vec![
+            problems(plumbline::adapters::provider_api::from_config(config, secrets).map(drop)),
+            problems(plumbline::adapters::targets::crm_targets(config, secrets).map(drop)),
+        ],
+    };
+    found.into_iter().flatten().flatten().collect()
+}
+
+fn report(
+    file: &Path,
+    result: &Result<Config, ConfigError>,
+    secrets_prefix: &str,
+    stack_warnings: &[ConfigProblem],
+    remote: Option<&StartUps>,
+    json: bool,
+) -> anyhow::Result<bool> {
+    let problems = result
+        .as_ref()
+        .err()
+        .map(|e| e.problems.clone())
+        .unwrap_or_default();
+    let warnings = result
+        .as_ref()
+        .map(|c| {
+            [
+                c.warnings.clone(),
+                c.check_warnings(secrets_prefix),
+                stack_warnings.to_vec(),
+            ]
+            .concat()
+        })
+        .unwrap_or_default();
+    let passed = problems.is_empty() && remote.is_none_or(StartUps::passed);
+    if json {
+        let as_json = |list: &[ConfigProblem]| -> Vec<serde_json::Value> {
+            list.iter()
+                .map(|p| json!({ "key": p.key, "reason": p.reason, "line": p.line }))
+                .collect()
+        };
+        let mut doc = json!({
+            "file": file.display().to_string(),
+            "valid": problems.is_empty(),
+            "problems": as_json(&problems),
+            "warnings": as_json(&warnings),
+        });
+        if let Some(remote) = remote {
+            doc["aws"] = json!({
+                "passed": remote.passed(),
+                "functions": remote.functions.iter().map(|f| json!({
+                    "function": f.function,
+                    "fetched": f.fetched,
+                    "problems": as_json(&f.problems),
+                })).collect::<Vec<_>>(),
+                "not_checked": as_json(&remote.unchecked),
+            });
+        }
+        out::outln!("{doc}")?;
+        return Ok(passed);
+    }
+    let Ok(config) = result else {
+        for p in &problems {
+            eprintln!("{}: {p}", file.display());
+        }
+        return Ok(false);
+    };
+    for w in &warnings {
+        eprintln!("{}: warning: {w}", file.display());
+    }
+    out::outln!(
+        "{}: valid ({} sources, {} targets, {} routes)",
+        file.display(),
+        config.sources.len(),
+        config.targets.len(),
+        config.routes.len()
+    )?;
+    let Some(remote) = remote else {
+        return Ok(passed);
+    };
+    for f in &remote.functions {
+        if f.problems.is_empty() {
+            match f.fetched {
+                0 => out::outln!("{}: nothing to fetch from AWS", f.function)?,
+                1 => out::outln!("{}: 1 secret fetched from AWS, usable", f.function)?,
+                n => out::outln!("{}: {n} secrets fetched from AWS, usable", f.function)?,
+            }
+        }
+        for p in &f.problems {
+            eprintln!("{}: {p}", f.function);
+        }
+    }
+    for u in &remote.unchecked {
+        eprintln!("{}: note: {u}", file.display());
+    }
+    Ok(passed)
+}
