@@ -10,15 +10,39 @@ use plumbline::config::{
 };
 use serde_json::json;
 
-use crate::{DEFAULT_SECRETS_PREFIX, out, samconfig};
+use crate::{out, samconfig};
 
+/// The template's default `SecretsPrefix`.
+const DEFAULT_SECRETS_PREFIX: &str = "plumbline";
+
+#[derive(clap::Args)]
 pub struct CheckArgs {
-    pub file: PathBuf,
-    pub secrets_prefix: String,
-    pub samconfig: Option<PathBuf>,
-    pub config_env: String,
-    pub aws: bool,
-    pub json: bool,
+    /// The configuration file (TOML).
+    file: PathBuf,
+    /// The stack's SecretsPrefix parameter: remote secrets outside its folders, where the
+    /// template's roles would refuse them, are warned of.
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_SECRETS_PREFIX)]
+    secrets_prefix: String,
+    /// Read SecretsPrefix from the parameter_overrides this SAM configuration deploys with
+    /// (the template's default when it sets none), instead of --secrets-prefix.
+    #[arg(long, value_name = "FILE", conflicts_with = "secrets_prefix")]
+    samconfig: Option<PathBuf>,
+    /// The environment of --samconfig, as `sam deploy --config-env` names it.
+    #[arg(
+        long,
+        value_name = "ENV",
+        default_value = "default",
+        requires = "samconfig"
+    )]
+    config_env: String,
+    /// Also fetch every secret the functions would fetch at cold start (SSM, Secrets
+    /// Manager; the AWS SDK's usual environment) and build what each builds from them:
+    /// a missing or unusable one is a problem, named by its key, never printed.
+    #[arg(long)]
+    aws: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<bool> {

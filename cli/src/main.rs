@@ -1,7 +1,6 @@
 //! The `plumbline` command line: the local stack and the operator commands.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -67,9 +66,6 @@ enum Command {
     Contract(ContractCommand),
 }
 
-/// The template's default `SecretsPrefix`.
-pub(crate) const DEFAULT_SECRETS_PREFIX: &str = "plumbline";
-
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validates a configuration file and reports every problem with its key and line.
@@ -78,33 +74,7 @@ enum ConfigCommand {
                       plumbline config check infra/config/plumbline.toml --samconfig samconfig.toml --config-env prod\n  \
                       plumbline config check infra/config/plumbline.toml --aws"
     )]
-    Check {
-        file: PathBuf,
-        /// The stack's SecretsPrefix parameter: remote secrets outside its folders, where the
-        /// template's roles would refuse them, are warned of.
-        #[arg(long, value_name = "PREFIX", default_value = DEFAULT_SECRETS_PREFIX)]
-        secrets_prefix: String,
-        /// Read SecretsPrefix from the parameter_overrides this SAM configuration deploys with
-        /// (the template's default when it sets none), instead of --secrets-prefix.
-        #[arg(long, value_name = "FILE", conflicts_with = "secrets_prefix")]
-        samconfig: Option<PathBuf>,
-        /// The environment of --samconfig, as `sam deploy --config-env` names it.
-        #[arg(
-            long,
-            value_name = "ENV",
-            default_value = "default",
-            requires = "samconfig"
-        )]
-        config_env: String,
-        /// Also fetch every secret the functions would fetch at cold start (SSM, Secrets
-        /// Manager; the AWS SDK's usual environment) and build what each builds from them:
-        /// a missing or unusable one is a problem, named by its key, never printed.
-        #[arg(long)]
-        aws: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Check(check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -128,24 +98,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => run_async(replay::run(args), false),
         Command::Receive(args) => run_async(receive::run(args), false),
         Command::Reconcile(args) => run_async(reconcile::run(args), false),
-        Command::Config(ConfigCommand::Check {
-            file,
-            secrets_prefix,
-            samconfig,
-            config_env,
-            aws,
-            json,
-        }) => run_async(
-            check::run(check::CheckArgs {
-                file,
-                secrets_prefix,
-                samconfig,
-                config_env,
-                aws,
-                json,
-            }),
-            false,
-        ),
+        Command::Config(ConfigCommand::Check(args)) => run_async(check::run(args), false),
         Command::Contract(ContractCommand::Schema) => {
             let schema = plumbline::contract::json_schema();
             let pretty = serde_json::to_string_pretty(&schema).expect("a schema serializes");

@@ -8,6 +8,16 @@ use plumbline::sources::Inbound;
 
 use crate::helpers::{T0, aws, fixture, stripe_header_map, unique};
 
+/// A directory of the test's own, holding `text` as its `plumbline.toml`: the directory (for
+/// the test to remove) and the file.
+fn config_dir(prefix: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("plumbline.toml");
+    std::fs::write(&config, text).expect("config");
+    (dir, config)
+}
+
 /// Puts a SecureString parameter in moto's SSM.
 async fn put_parameter(aws: &aws_config::SdkConfig, name: &str, value: &str) {
     aws_sdk_ssm::Client::new(aws)
@@ -103,14 +113,10 @@ async fn plumbline_dev_and_send_read_the_configurations_ssm_secrets() {
     let parameter = format!("/plumbline/{}/stripe", unique("cli"));
     let value = format!("whsec_{}", unique("from_ssm"));
     put_parameter(&aws, &parameter, &value).await;
-    let dir = std::env::temp_dir().join(unique("plumbline-ssm-cli"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("plumbline.toml");
-    std::fs::write(
-        &config,
-        format!("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{parameter}\"]\n"),
-    )
-    .expect("config");
+    let (dir, config) = config_dir(
+        "plumbline-ssm-cli",
+        &format!("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{parameter}\"]\n"),
+    );
     let dev = Dev::start(&config, &dir.join("data"), &[]);
     let url = format!("{}/webhooks/stripe", dev.url);
     let client = crate::helpers::http();
@@ -152,14 +158,10 @@ async fn plumbline_dev_and_send_read_the_configurations_ssm_secrets() {
 fn a_function_that_cannot_start_says_why_in_one_log_line() {
     use crate::helpers::runtime::function_binary;
 
-    let dir = std::env::temp_dir().join(unique("plumbline-start"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let unset_secret = dir.join("plumbline.toml");
-    std::fs::write(
-        &unset_secret,
+    let (dir, unset_secret) = config_dir(
+        "plumbline-start",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:PLUMBLINE_TEST_UNSET_SECRET\"]\n",
-    )
-    .expect("config");
+    );
     let missing = dir.join("missing.toml");
     // The fourth: a variable, where the case sets one.
     let attempt = Some(("PLUMBLINE_AWS_ATTEMPT_TIMEOUT_MS", "3s"));
@@ -234,18 +236,14 @@ async fn each_function_fetches_only_its_own_secrets_at_start_up() {
     put_parameter(&aws, &present, STRIPE_SECRET).await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let dir = std::env::temp_dir().join(unique("plumbline-own-secrets"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("plumbline.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (dir, config) = config_dir(
+        "plumbline-own-secrets",
+        &format!(
             "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{present}\"]\n\n\
              [targets.erp]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/erp\"\nsecret = \"ssm:{absent}\"\n\n\
              [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n"
         ),
-    )
-    .expect("config");
+    );
     let envs = vec![
         ("PLUMBLINE_CONFIG", config.display().to_string()),
         ("PLUMBLINE_TABLE", create_table(&ddb).await),
@@ -341,20 +339,16 @@ async fn a_targets_header_from_parameter_store_is_sent_with_its_value() {
         aws_sdk_sqs::Client::new(&aws),
     );
     let erp = Recorder::start().await;
-    let dir = std::env::temp_dir().join(unique("plumbline-header-secret"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("plumbline.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (dir, config) = config_dir(
+        "plumbline-header-secret",
+        &format!(
             "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:STRIPE_WEBHOOK_SECRET\"]\n\n\
              [targets.erp]\nkind = \"http\"\nurl = \"{}/erp\"\nsecret = \"env:ERP_SIGNING_SECRET\"\n\
              headers = {{ \"X-Api-Key\" = \"ssm:{parameter}\", \"X-Env\" = \"production\" }}\n\n\
              [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n",
             erp.url
         ),
-    )
-    .expect("config");
+    );
     let queue = create_queue(&sqs).await;
     let envs = vec![
         ("PLUMBLINE_CONFIG", config.display().to_string()),
@@ -414,20 +408,16 @@ async fn config_check_with_aws_fetches_and_uses_every_functions_secrets() {
         .send()
         .await
         .expect("secret");
-    let dir = std::env::temp_dir().join(unique("plumbline-check-aws"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("plumbline.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (dir, config) = config_dir(
+        "plumbline-check-aws",
+        &format!(
             "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"ssm:{stripe}\"]\n\n\
              [sources.adyen]\nkind = \"adyen\"\nsecrets = [\"secretsmanager:{adyen}#hmac\"]\n\n\
              [sources.site]\nkind = \"standard-webhooks\"\nsecrets = [\"env:PLUMBLINE_TEST_UNSET_SECRET\"]\n\n\
              [targets.erp]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/erp\"\nsecret = \"ssm:{erp}\"\n\n\
              [[routes]]\nevents = [\"payment.*\"]\ntargets = [\"erp\"]\n"
         ),
-    )
-    .expect("config");
+    );
     let check = |json: bool| {
         std::process::Command::new(binary())
             .args(["config", "check", "--aws"])
