@@ -853,3 +853,133 @@ async fn the_commands_take_their_aws_timeouts_from_the_environment() {
         );
     }
 }
+
+/// `plumbline config check --aws` on the table and queues the environment names: a table made
+/// without the indexes and the expiry, and a queue that never dead-letters, are problems under
+/// what they lack; put right, the same command passes.
+#[tokio::test]
+async fn config_check_with_aws_finds_what_a_hand_made_table_and_queue_lack() {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    use aws_sdk_sqs::types::QueueAttributeName;
+
+    let aws = crate::helpers::aws().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    // Keyed as the store needs, but made by hand without the indexes or the expiry.
+    let bare = crate::helpers::unique("bare");
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .expect("key")
+    };
+    let string = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute")
+    };
+    ddb.create_table()
+        .table_name(&bare)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(string("pk"))
+        .attribute_definitions(string("sk"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("a bare table");
+    // The template's key and indexes, but no expiry yet.
+    let table = crate::helpers::create_table(&ddb).await;
+    let dlq = crate::helpers::create_queue(&sqs).await;
+    let queue = crate::helpers::create_queue(&sqs).await;
+    // Its secrets from the functions' environment: only the table and the queues are fetched.
+    let config = std::env::temp_dir().join(crate::helpers::unique("plumbline-check-stack.toml"));
+    std::fs::write(
+        &config,
+        "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:PLUMBLINE_TEST_UNSET_SECRET\"]\n",
+    )
+    .expect("config");
+
+    let check = |table: &str| {
+        let out = Command::new(binary())
+            .args(["config", "check", "--aws", "--json"])
+            .arg(&config)
+            .env("PLUMBLINE_TABLE", table)
+            .env("PLUMBLINE_QUEUE_URL", &queue)
+            .env("PLUMBLINE_DLQ_URL", &dlq)
+            .env_remove("PLUMBLINE_TEST_UNSET_SECRET")
+            .output()
+            .expect("run plumbline");
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+    let problems_of = |report: &Value, what: &str| -> Vec<String> {
+        report["aws"]["resources"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["resource"] == what))
+            .and_then(|r| r["problems"].as_array())
+            .unwrap_or_else(|| panic!("{what} in {report}"))
+            .iter()
+            .filter_map(|p| p["key"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let queue_is = format!("queue {queue}");
+
+    let (code, report) = check(&bare);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        problems_of(&report, &format!("table {bare}")),
+        [
+            "table.indexes.pending",
+            "table.indexes.changed",
+            "table.indexes.kept",
+            "table.ttl"
+        ]
+    );
+    assert_eq!(problems_of(&report, &queue_is), ["queue.redrive"]);
+
+    ddb.update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()
+                .expect("ttl"),
+        )
+        .send()
+        .await
+        .expect("ttl on");
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("arn")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("the dead-letter queue's ARN");
+    sqs.set_queue_attributes()
+        .queue_url(&queue)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#),
+        )
+        .send()
+        .await
+        .expect("redrive");
+    let (code, report) = check(&table);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["aws"]["passed"], true, "{report}");
+    assert!(problems_of(&report, &format!("table {table}")).is_empty());
+    assert!(problems_of(&report, &queue_is).is_empty());
+    std::fs::remove_file(&config).ok();
+}

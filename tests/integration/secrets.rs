@@ -424,6 +424,8 @@ async fn config_check_with_aws_fetches_and_uses_every_functions_secrets() {
             .args(json.then_some("--json"))
             .arg(&config)
             .env_remove("PLUMBLINE_TEST_UNSET_SECRET")
+            .env_remove("PLUMBLINE_TABLE")
+            .env_remove("PLUMBLINE_QUEUE_URL")
             .output()
             .expect("run plumbline")
     };

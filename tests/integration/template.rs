@@ -12,20 +12,38 @@ fn the_table_declares_the_keys_the_store_writes() {
         .filter_map(|k| k["AttributeName"].as_str())
         .collect();
     assert_eq!(keys, ["pk", "sk"]);
-    let indexes: Vec<&str> = props["GlobalSecondaryIndexes"]
+    // The indexes the store queries (and `config check --aws` looks for), each keyed as the
+    // template keys it.
+    let indexes: Vec<(&str, Vec<&str>)> = props["GlobalSecondaryIndexes"]
         .as_sequence()
         .expect("GlobalSecondaryIndexes")
         .iter()
-        .filter_map(|g| g["IndexName"].as_str())
+        .map(|g| {
+            let keys = g["KeySchema"]
+                .as_sequence()
+                .expect("an index's KeySchema")
+                .iter()
+                .filter_map(|k| k["AttributeName"].as_str())
+                .collect();
+            (g["IndexName"].as_str().unwrap_or_default(), keys)
+        })
         .collect();
     {
-        use plumbline::adapters::dynamodb::{CHANGED_INDEX, KEPT_INDEX, PENDING_INDEX};
-        assert_eq!(indexes, [PENDING_INDEX, CHANGED_INDEX, KEPT_INDEX]);
+        use plumbline::adapters::dynamodb::{
+            CHANGED_INDEX, EXPIRY_ATTRIBUTE, INDEXES, KEPT_INDEX, PENDING_INDEX,
+        };
+        let names: Vec<&str> = indexes.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, [PENDING_INDEX, CHANGED_INDEX, KEPT_INDEX]);
+        let expected: Vec<(&str, Vec<&str>)> = INDEXES
+            .iter()
+            .map(|i| (i.name, vec![i.partition, i.sort]))
+            .collect();
+        assert_eq!(indexes, expected);
+        assert_eq!(
+            props["TimeToLiveSpecification"]["AttributeName"].as_str(),
+            Some(EXPIRY_ATTRIBUTE)
+        );
     }
-    assert_eq!(
-        props["TimeToLiveSpecification"]["AttributeName"].as_str(),
-        Some("expires_at")
-    );
     // What the deployed stack's check cannot see: moto's CloudFormation leaves these off.
     assert_eq!(
         props["TimeToLiveSpecification"]["Enabled"].as_bool(),

@@ -15,6 +15,7 @@ mod listing;
 mod packed;
 mod reindex;
 mod runs;
+mod table_check;
 mod walk;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ pub use inspect::key_for;
 pub use ledger::CHANGED_INDEX;
 pub use listing::Listing;
 pub use reindex::Reindexed;
+pub use table_check::{EXPIRY_ATTRIBUTE, INDEXES, TableIndex};
 
 use super::aws_error::{code, is_throttling};
 use crate::ports::StoreError;

@@ -4,13 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use plumbline::config::{
-    ChainSecrets, Config, ConfigError, ConfigProblem, EnvSecrets, MapSecrets, SecretPurpose,
-    SecretRef,
-};
+use plumbline::config::{Config, ConfigError, ConfigProblem};
 use serde_json::json;
 
 use crate::{out, samconfig};
+
+mod aws;
+
+use aws::Remote;
 
 /// The template's default `SecretsPrefix`.
 const DEFAULT_SECRETS_PREFIX: &str = "plumbline";
@@ -37,7 +38,9 @@ pub struct CheckArgs {
     config_env: String,
     /// Also fetch every secret the functions would fetch at cold start (SSM, Secrets
     /// Manager; the AWS SDK's usual environment) and build what each builds from them:
-    /// a missing or unusable one is a problem, named by its key, never printed.
+    /// a missing or unusable one is a problem, named by its key, never printed. With
+    /// PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL and PLUMBLINE_DLQ_URL set, also check that
+    /// table's key, indexes and time to live, and that queue's redrive to that one.
     #[arg(long)]
     aws: bool,
     /// Print the result as JSON.
@@ -52,7 +55,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<bool> {
     };
     let result = Config::load(&args.file);
     let remote = match (&result, args.aws) {
-        (Ok(config), true) => Some(StartUps::check(config).await?),
+        (Ok(config), true) => Some(Remote::check(config).await?),
         _ => None,
     };
     report(
@@ -85,111 +88,12 @@ fn stack_parameters(samconfig: &Path, env: &str) -> anyhow::Result<(String, Vec<
     Ok((prefix, warnings))
 }
 
-/// One function's start-up, as `--aws` found it.
-struct StartUp {
-    function: &'static str,
-    /// How many of its references are fetched from AWS (each once).
-    fetched: usize,
-    problems: Vec<ConfigProblem>,
-}
-
-/// Every function's start-up, and the `env:` references this shell could not check.
-struct StartUps {
-    functions: Vec<StartUp>,
-    unchecked: Vec<ConfigProblem>,
-}
-
-impl StartUps {
-    /// Fetches each function's remote references, as its cold start does (its own only, with
-    /// this shell's AWS identity), and builds from them what it builds: the ingress's
-    /// verifiers, the delivery's targets, reconciliation's provider APIs and CRM targets. An
-    /// `env:` reference is read from a function's own environment, which this shell does not
-    /// have; one that is not set here is listed as not checked rather than as a problem.
-    async fn check(config: &Config) -> anyhow::Result<Self> {
-        let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let unset = |reference: &SecretRef| match reference {
-            SecretRef::Env(name) => std::env::var_os(name).is_none(),
-            _ => false,
-        };
-        let unchecked_keys: Vec<(String, SecretRef)> = config
-            .secret_refs()
-            .into_iter()
-            .filter(|(_, reference)| unset(reference))
-            .collect();
-        let mut functions = Vec::new();
-        for (function, purpose) in [
-            ("ingress", SecretPurpose::Verify),
-            ("delivery", SecretPurpose::Deliver),
-            ("reconcile", SecretPurpose::Reconcile),
-        ] {
-            let refs = config.secret_refs_for(purpose);
-            let mut remote: Vec<String> = refs
-                .iter()
-                .filter(|(_, r)| !matches!(r, SecretRef::Env(_)))
-                .map(|(_, r)| r.to_string())
-                .collect();
-            remote.sort();
-            remote.dedup();
-            let problems = match plumbline::adapters::aws_secrets::fetch(&refs, &aws).await {
-                Ok(values) => build(config, purpose, &ChainSecrets(EnvSecrets, values)),
-                Err(error) => error.problems,
-            };
-            functions.push(StartUp {
-                function,
-                fetched: remote.len(),
-                problems: problems
-                    .into_iter()
-                    .filter(|p| !unchecked_keys.iter().any(|(key, _)| *key == p.key))
-                    .collect(),
-            });
-        }
-        let unchecked = unchecked_keys
-            .into_iter()
-            .map(|(key, reference)| ConfigProblem {
-                key,
-                reason: format!(
-                    "{reference} is not set in this shell: read from the function's environment, not checked"
-                ),
-                line: None,
-            })
-            .collect();
-        Ok(Self {
-            functions,
-            unchecked,
-        })
-    }
-
-    fn passed(&self) -> bool {
-        self.functions.iter().all(|f| f.problems.is_empty())
-    }
-}
-
-/// The problems of building what the function of `purpose` builds at cold start.
-fn build(
-    config: &Config,
-    purpose: SecretPurpose,
-    secrets: &ChainSecrets<EnvSecrets, MapSecrets>,
-) -> Vec<ConfigProblem> {
-    let problems = |result: Result<(), ConfigError>| result.err().map(|e| e.problems);
-    let found = match purpose {
-        SecretPurpose::Verify => vec![problems(config.verifiers(secrets).map(drop))],
-        SecretPurpose::Deliver => vec![problems(
-            plumbline::adapters::targets::build_all(config, secrets).map(drop),
-        )],
-        SecretPurpose::Reconcile => vec![
-            problems(plumbline::adapters::provider_api::from_config(config, secrets).map(drop)),
-            problems(plumbline::adapters::targets::crm_targets(config, secrets).map(drop)),
-        ],
-    };
-    found.into_iter().flatten().flatten().collect()
-}
-
 fn report(
     file: &Path,
     result: &Result<Config, ConfigError>,
     secrets_prefix: &str,
     stack_warnings: &[ConfigProblem],
-    remote: Option<&StartUps>,
+    remote: Option<&Remote>,
     json: bool,
 ) -> anyhow::Result<bool> {
     let problems = result
@@ -208,7 +112,7 @@ fn report(
             .concat()
         })
         .unwrap_or_default();
-    let passed = problems.is_empty() && remote.is_none_or(StartUps::passed);
+    let passed = problems.is_empty() && remote.is_none_or(Remote::passed);
     if json {
         let as_json = |list: &[ConfigProblem]| -> Vec<serde_json::Value> {
             list.iter()
@@ -228,6 +132,10 @@ fn report(
                     "function": f.function,
                     "fetched": f.fetched,
                     "problems": as_json(&f.problems),
+                })).collect::<Vec<_>>(),
+                "resources": remote.resources.iter().map(|r| json!({
+                    "resource": r.what,
+                    "problems": as_json(&r.problems),
                 })).collect::<Vec<_>>(),
                 "not_checked": as_json(&remote.unchecked),
             });
@@ -264,6 +172,14 @@ fn report(
         }
         for p in &f.problems {
             eprintln!("{}: {p}", f.function);
+        }
+    }
+    for r in &remote.resources {
+        if r.problems.is_empty() {
+            out::outln!("{}: {}", r.what, r.fits)?;
+        }
+        for p in &r.problems {
+            eprintln!("{}: {p}", r.what);
         }
     }
     for u in &remote.unchecked {
