@@ -440,6 +440,25 @@ def main() -> None:
     erp = [(d["target"], d["state"]) for d in shown.get("deliveries", [])]
     check(erp == [("erp", "retrying")], f"plumbline events show: deliveries {erp}")
 
+    # The preflight on the stack the template made: every function's secrets fetched and used,
+    # the table's key and indexes, the queue's redrive. moto's CloudFormation leaves the
+    # table's time to live off (the template's test holds the template to it), so that is the
+    # one problem it may report, and only where moto says so too.
+    out = subprocess.run([str(coldstart.parent / "plumbline"), "config", "check", str(layer_dir / "plumbline.toml"),
+                          "--aws", "--json"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PLUMBLINE_TABLE": table, "PLUMBLINE_QUEUE_URL": queue_url,
+                              "PLUMBLINE_DLQ_URL": dlq_url})
+    preflight = json.loads(out.stdout or "{}").get("aws", {})
+    refused = {f["function"]: [p["key"] for p in f["problems"]] for f in preflight.get("functions", [])}
+    check(refused == {"ingress": [], "delivery": [], "reconcile": []},
+          f"plumbline config check --aws: the functions' secrets: {refused}; {out.stderr}")
+    resources = {r["resource"]: [p["key"] for p in r["problems"]] for r in preflight.get("resources", [])}
+    ttl = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    ttl_on = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "expires_at"
+    check(resources == {f"table {table}": [] if ttl_on else ["table.ttl"], f"queue {queue_url}": []},
+          f"plumbline config check --aws: the stack's resources: {resources} (time to live: {ttl})")
+    check(out.returncode == (0 if ttl_on else 1), f"plumbline config check --aws exited {out.returncode}: {out.stderr}")
+
     # A claim the pipeline lost track of, as after a crash between the claim and the send: the
     # webhook's claim aged past reconcile.stuck_after_secs (the seconds kept as written, so the
     # sweep's conditional refresh matches them), and no message for it visible on the queue
@@ -486,7 +505,7 @@ def main() -> None:
 
     print(f"tests/deploy.py: stack {STACK} created in moto ({len(physical)} resources; moto does not "
           f"model {', '.join(skipped)}); the ingress claimed and enqueued a signed webhook, delivery "
-          f"recorded its attempt at erp, the CLI listed and showed it, reconcile re-enqueued it once aged "
+          f"recorded its attempt at erp, the CLI listed and showed it, its preflight passed on the stack's secrets, indexes and redrive, reconcile re-enqueued it once aged "
           f"past the stuck threshold and saved its report, then gave up on it at max_requeues with a "
           f"dead letter; "
           f"every request each made is allowed by its role: {permitted}")
