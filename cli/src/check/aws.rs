@@ -57,20 +57,19 @@ impl Remote {
             ("reconcile", SecretPurpose::Reconcile),
         ] {
             let refs = config.secret_refs_for(purpose);
-            let mut remote: Vec<String> = refs
+            let fetched = refs
                 .iter()
                 .filter(|(_, r)| !matches!(r, SecretRef::Env(_)))
                 .map(|(_, r)| r.to_string())
-                .collect();
-            remote.sort();
-            remote.dedup();
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
             let problems = match plumbline::adapters::aws_secrets::fetch(&refs, &aws).await {
                 Ok(values) => build(config, purpose, &ChainSecrets(EnvSecrets, values)),
                 Err(error) => error.problems,
             };
             functions.push(StartUp {
                 function,
-                fetched: remote.len(),
+                fetched,
                 problems: problems
                     .into_iter()
                     .filter(|p| !unchecked_keys.iter().any(|(key, _)| *key == p.key))

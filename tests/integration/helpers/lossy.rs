@@ -47,7 +47,7 @@ impl LossyFront {
     pub async fn start(operation: &str, holding: &str, loss: Loss, times: usize) -> Self {
         let state = Arc::new(Front {
             upstream: Arc::new(super::moto_url().trim_end_matches('/').to_owned()),
-            operation: format!(".{operation}"),
+            operation: operation.to_owned(),
             holding: holding.to_owned(),
             loss,
             times,
@@ -67,11 +67,7 @@ impl LossyFront {
 }
 
 async fn answer(State(front): State<Arc<Front>>, request: Request) -> Response {
-    let is_operation = request
-        .headers()
-        .get("x-amz-target")
-        .and_then(|t| t.to_str().ok())
-        .is_some_and(|t| t.ends_with(&front.operation));
+    let is_operation = super::tls::dynamodb_operation(&request) == Some(front.operation.as_str());
     let upstream = State(Arc::clone(&front.upstream));
     if !is_operation {
         return super::tls::forward(upstream, request).await;

@@ -104,6 +104,17 @@ impl Drop for TlsProxy {
     }
 }
 
+/// The DynamoDB operation a request asks for, which DynamoDB names in a header
+/// (`DynamoDB_20120810.BatchGetItem`): `BatchGetItem`.
+pub fn dynamodb_operation(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|t| t.to_str().ok())
+        .and_then(|t| t.rsplit_once('.'))
+        .map(|(_, operation)| operation)
+}
+
 /// Passes the request on as it came (method, path, headers, body) and its answer back.
 pub async fn forward(State(upstream): State<Arc<String>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();

@@ -48,11 +48,7 @@ impl UnprocessedFront {
 }
 
 async fn answer(State(front): State<Arc<Front>>, request: Request) -> Response {
-    let is_batch_get = request
-        .headers()
-        .get("x-amz-target")
-        .and_then(|t| t.to_str().ok())
-        .is_some_and(|t| t.ends_with(".BatchGetItem"));
+    let is_batch_get = super::tls::dynamodb_operation(&request) == Some("BatchGetItem");
     if !is_batch_get || front.batch_gets.fetch_add(1, Ordering::SeqCst) >= front.throttled {
         return super::tls::forward(State(Arc::clone(&front.upstream)), request).await;
     }

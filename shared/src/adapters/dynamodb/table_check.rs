@@ -14,12 +14,14 @@ use crate::adapters::aws_error::code;
 use crate::config::ConfigProblem;
 use crate::ports::StoreError;
 
-/// A secondary index the store queries: its name and its two string key attributes.
+/// A secondary index the store queries: its name, its two string key attributes, and what
+/// fails without it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableIndex {
     pub name: &'static str,
     pub partition: &'static str,
     pub sort: &'static str,
+    pub needed_by: &'static str,
 }
 
 /// Every index the store queries (each projects at least the table's keys).
@@ -28,16 +30,21 @@ pub const INDEXES: [TableIndex; 3] = [
         name: PENDING_INDEX,
         partition: "pending_shard",
         sort: "pending_since",
+        needed_by: "reconciliation's stuck sweep and `events list --status received` query it; \
+                    every reconciliation run would fail",
     },
     TableIndex {
         name: CHANGED_INDEX,
         partition: "chg_shard",
         sort: "chg_at",
+        needed_by: "reconciliation's parity checks query it; every run would fail",
     },
     TableIndex {
         name: KEPT_INDEX,
         partition: "kept_shard",
         sort: "kept_at",
+        needed_by: "`events list` of kept and dead-lettered events and `events reprocess` \
+                    query it; they would fail",
     },
 ];
 
@@ -95,7 +102,7 @@ impl DynamoStore {
             if let Some(reason) = reason {
                 problems.push(problem(
                     &format!("table.indexes.{}", index.name),
-                    format!("{reason}: {}", what_needs(index.name)),
+                    format!("{reason}: {}", index.needed_by),
                 ));
             }
         }
@@ -148,19 +155,4 @@ fn keyed_by(
         && role(sort) == Some(&KeyType::Range)
         && string(partition)
         && string(sort)
-}
-
-/// What stops working without the index `name`.
-fn what_needs(name: &str) -> &'static str {
-    match name {
-        PENDING_INDEX => {
-            "reconciliation's stuck sweep and `events list --status received` query it; \
-             every reconciliation run would fail"
-        }
-        CHANGED_INDEX => "reconciliation's parity checks query it; every run would fail",
-        _ => {
-            "`events list` of kept and dead-lettered events and `events reprocess` query it; \
-             they would fail"
-        }
-    }
 }
