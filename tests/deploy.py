@@ -503,9 +503,72 @@ def main() -> None:
     check(item["status"]["S"] == "dead_lettered" and "pending_shard" not in item,
           f"the given-up event: status {item['status']['S']}, still pending: {'pending_shard' in item}")
 
+    # The preflight on the stack's functions, named as the stack names them: each one's
+    # configuration in Lambda names the table and queues checked, and delivery's event source
+    # and retries fit the delivery queue. Then what a function deployed another way (the
+    # cargo-lambda path) tends to lack, made so on this stack, and a source secret read from the
+    # ingress's own environment (`env:`), which the check reads from its configuration.
+    # The stack's outputs name them, as the README's deploy steps read them.
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in cf.describe_stacks(StackName=STACK)["Stacks"][0].get("Outputs", [])}
+    names = {f"PLUMBLINE_{logical[:-len('Function')].upper()}_FUNCTION": outputs.get(f"{logical}Name")
+             for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction")}
+    check(names == {f"PLUMBLINE_{logical[:-len('Function')].upper()}_FUNCTION": physical[logical]
+                    for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction")},
+          f"the stack's outputs name the functions {names}")
+
+    # moto's CloudFormation keeps a Number parameter given to a function's environment
+    # (PLUMBLINE_MAX_RECEIVES) as a number, which neither Lambda nor the SDK's model of its
+    # answer allows: every value is a string in Lambda, and is made one here.
+    for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction"):
+        functions[logical] = {k: str(v) for k, v in functions[logical].items()}
+        lam.update_function_configuration(FunctionName=physical[logical], Environment={"Variables": functions[logical]})
+
+    def preflight(config_file: Path) -> tuple[int, dict, dict, str]:
+        out = subprocess.run([str(coldstart.parent / "plumbline"), "config", "check", str(config_file), "--aws", "--json"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **names, "PLUMBLINE_TABLE": table, "PLUMBLINE_QUEUE_URL": queue_url,
+                                  "PLUMBLINE_DLQ_URL": dlq_url})
+        report = json.loads(out.stdout or "{}").get("aws", {})
+        started = {f["function"]: [p["key"] for p in f["problems"]] for f in report.get("functions", [])}
+        found = {r["resource"]: [p["key"] for p in r["problems"]] for r in report.get("resources", []) if r["resource"].startswith("function ")}
+        return out.returncode, started, found, out.stdout + out.stderr
+
+    of = lambda logical: f"function {physical[logical]} ({logical[:-len('Function')].lower()})"
+    code, started, found, said = preflight(layer_dir / "plumbline.toml")
+    check(found == {of(f): [] for f in ("IngressFunction", "DeliveryFunction", "ReconcileFunction")},
+          f"plumbline config check --aws on the stack's functions: {found}; {said}")
+    check(code == (0 if ttl_on else 1), f"plumbline config check --aws with the functions exited {code}: {said}")
+
+    site_secret = f"whsec_{hashlib.sha256(b'site-env').hexdigest()[:24]}"
+    by_env = scratch / "plumbline-env.toml"
+    by_env.write_text((layer_dir / "plumbline.toml").read_text().replace(
+        '"ssm:/plumbline/sources/site-webhook"', '"env:PLUMBLINE_SITE_WEBHOOK_SECRET"'))
+    os.environ.pop("PLUMBLINE_SITE_WEBHOOK_SECRET", None)
+    delivery_env = {k: v for k, v in functions["DeliveryFunction"].items() if k != "PLUMBLINE_MAX_RECEIVES"}
+    lam.update_function_configuration(FunctionName=physical["DeliveryFunction"], Environment={"Variables": delivery_env})
+    lam.update_event_source_mapping(UUID=mappings[0]["UUID"], FunctionResponseTypes=[])
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": str(delivery_timeout)})
+    lam.update_function_configuration(FunctionName=physical["IngressFunction"],
+                                      Environment={"Variables": {**functions["IngressFunction"], "PLUMBLINE_TABLE": f"{table}-old"}})
+    code, started, found, said = preflight(by_env)
+    check(code == 1 and started == {"ingress": ["sources.site.secrets[0]"], "delivery": [], "reconcile": []},
+          f"plumbline config check --aws with an env: secret the ingress lacks: exit {code}, {started}; {said}")
+    check(found == {of("IngressFunction"): ["environment.PLUMBLINE_TABLE"],
+                    of("DeliveryFunction"): ["environment.PLUMBLINE_MAX_RECEIVES", "queue.visibility_timeout", "event_source"],
+                    of("ReconcileFunction"): []},
+          f"plumbline config check --aws on functions deployed without what they need: {found}; {said}")
+    check(site_secret not in said and f"{table}-old" in said, f"plumbline config check --aws printed: {said}")
+
+    lam.update_function_configuration(FunctionName=physical["IngressFunction"],
+                                      Environment={"Variables": {**functions["IngressFunction"], "PLUMBLINE_SITE_WEBHOOK_SECRET": site_secret}})
+    code, started, found, said = preflight(by_env)
+    check(started == {"ingress": [], "delivery": [], "reconcile": []} and found[of("IngressFunction")] == [],
+          f"plumbline config check --aws with the env: secret in the ingress's configuration: {started}, {found}; {said}")
+    check(site_secret not in said, f"plumbline config check --aws printed the ingress's secret: {said}")
+
     print(f"tests/deploy.py: stack {STACK} created in moto ({len(physical)} resources; moto does not "
           f"model {', '.join(skipped)}); the ingress claimed and enqueued a signed webhook, delivery "
-          f"recorded its attempt at erp, the CLI listed and showed it, its preflight passed on the stack's secrets, indexes and redrive, reconcile re-enqueued it once aged "
+          f"recorded its attempt at erp, the CLI listed and showed it, its preflight passed on the stack's secrets, indexes, redrive and functions (and found what functions deployed without the template's settings lack), reconcile re-enqueued it once aged "
           f"past the stuck threshold and saved its report, then gave up on it at max_requeues with a "
           f"dead letter; "
           f"every request each made is allowed by its role: {permitted}")

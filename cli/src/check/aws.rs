@@ -1,11 +1,17 @@
 //! `config check --aws`: what each function would make of the secrets it fetches at cold start,
 //! and whether the table and queues the environment names are the ones the functions need.
 
+use std::collections::{BTreeSet, HashMap};
+
 use plumbline::adapters::dynamodb::DynamoStore;
+use plumbline::adapters::sqs::Queues;
 use plumbline::config::{
     ChainSecrets, Config, ConfigError, ConfigProblem, EnvSecrets, MapSecrets, SecretPurpose,
-    SecretRef,
+    SecretRef, SecretResolver,
 };
+use secrecy::SecretString;
+
+use super::functions::{self, FunctionSetup, Role};
 
 /// One function's start-up, as `--aws` found it.
 pub(super) struct StartUp {
@@ -35,63 +41,34 @@ impl Remote {
     /// Fetches each function's remote references, as its cold start does (its own only, with
     /// this shell's AWS identity), and builds from them what it builds: the ingress's
     /// verifiers, the delivery's targets, reconciliation's provider APIs and CRM targets. An
-    /// `env:` reference is read from a function's own environment, which this shell does not
-    /// have; one that is not set here is listed as not checked rather than as a problem. Then
-    /// the table of `PLUMBLINE_TABLE` and the queues of `PLUMBLINE_QUEUE_URL` and
-    /// `PLUMBLINE_DLQ_URL`, where they are set.
+    /// `env:` reference is read from a function's own environment: from its configuration in
+    /// Lambda where the shell names the function, else from this shell, and one set in
+    /// neither is listed as not checked rather than as a problem. Then the table of
+    /// `PLUMBLINE_TABLE` and the queues of `PLUMBLINE_QUEUE_URL` and `PLUMBLINE_DLQ_URL`, and
+    /// the functions the shell names, where they are set.
     pub(super) async fn check(config: &Config) -> anyhow::Result<Self> {
         let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let unset = |reference: &SecretRef| match reference {
-            SecretRef::Env(name) => std::env::var_os(name).is_none(),
-            _ => false,
-        };
-        let unchecked_keys: Vec<(String, SecretRef)> = config
-            .secret_refs()
-            .into_iter()
-            .filter(|(_, reference)| unset(reference))
-            .collect();
-        let mut functions = Vec::new();
-        for (function, purpose) in [
-            ("ingress", SecretPurpose::Verify),
-            ("delivery", SecretPurpose::Deliver),
-            ("reconcile", SecretPurpose::Reconcile),
-        ] {
-            let refs = config.secret_refs_for(purpose);
-            let fetched = refs
-                .iter()
-                .filter(|(_, r)| !matches!(r, SecretRef::Env(_)))
-                .map(|(_, r)| r.to_string())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
-            let problems = match plumbline::adapters::aws_secrets::fetch(&refs, &aws).await {
-                Ok(values) => build(config, purpose, &ChainSecrets(EnvSecrets, values)),
-                Err(error) => error.problems,
-            };
-            functions.push(StartUp {
-                function,
-                fetched,
-                problems: problems
-                    .into_iter()
-                    .filter(|p| !unchecked_keys.iter().any(|(key, _)| *key == p.key))
-                    .collect(),
-            });
-        }
-        let mut unchecked: Vec<ConfigProblem> = unchecked_keys
-            .into_iter()
-            .map(|(key, reference)| ConfigProblem {
-                key,
-                reason: format!(
-                    "{reference} is not set in this shell: read from the function's environment, not checked"
-                ),
-                line: None,
-            })
-            .collect();
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let not_set = |name: &str, what: &str| ConfigProblem {
             key: name.to_owned(),
             reason: format!("not set in this shell: {what} not checked"),
             line: None,
         };
+        let mut unchecked = Vec::new();
+        // The functions the shell names, as Lambda has them: `None` for one it does not have.
+        let lambda = aws_sdk_lambda::Client::new(&aws);
+        let mut named = Vec::new();
+        for role in Role::ALL {
+            match var(role.variable()) {
+                Some(name) => {
+                    let setup = FunctionSetup::describe(&lambda, &name, role).await?;
+                    named.push((role, name, setup));
+                }
+                None => unchecked.push(not_set(role.variable(), "the function's configuration")),
+            }
+        }
+        let (functions, unchecked_refs) = start_ups(config, &aws, &named).await;
+        unchecked.splice(0..0, unchecked_refs);
         let mut resources = Vec::new();
         match var("PLUMBLINE_TABLE") {
             Some(table) => {
@@ -104,24 +81,48 @@ impl Remote {
             }
             None => unchecked.push(not_set("PLUMBLINE_TABLE", "the table")),
         }
-        match (var("PLUMBLINE_QUEUE_URL"), var("PLUMBLINE_DLQ_URL")) {
+        let queues = match (var("PLUMBLINE_QUEUE_URL"), var("PLUMBLINE_DLQ_URL")) {
             (Some(queue), Some(dlq)) => {
                 let sqs = aws_sdk_sqs::Client::new(&aws);
+                let queues = Queues::describe(&sqs, &queue, &dlq).await?;
                 resources.push(Resource {
                     what: format!("queue {queue}"),
                     fits: "it dead-letters to the dead-letter queue",
-                    problems: plumbline::adapters::sqs::redrive_problems(&sqs, &queue, &dlq)
-                        .await?,
+                    problems: queues.redrive_problems(&dlq),
                 });
+                Some(queues)
             }
-            (queue, _) => unchecked.push(not_set(
-                if queue.is_none() {
-                    "PLUMBLINE_QUEUE_URL"
-                } else {
-                    "PLUMBLINE_DLQ_URL"
+            (queue, _) => {
+                unchecked.push(not_set(
+                    if queue.is_none() {
+                        "PLUMBLINE_QUEUE_URL"
+                    } else {
+                        "PLUMBLINE_DLQ_URL"
+                    },
+                    "the queues' redrive",
+                ));
+                None
+            }
+        };
+        for (role, name, setup) in &named {
+            resources.push(Resource {
+                what: format!("function {name} ({})", role.name()),
+                fits: match role {
+                    Role::Delivery => {
+                        "its environment names what was checked here, and its event source and \
+                         retries fit the delivery queue"
+                    }
+                    _ => "its environment names what was checked here",
                 },
-                "the queues' redrive",
-            )),
+                problems: match setup {
+                    Some(setup) => functions::problems(*role, setup, var, queues.as_ref()),
+                    None => vec![ConfigProblem {
+                        key: "function".to_owned(),
+                        reason: "no such function in this account and region".to_owned(),
+                        line: None,
+                    }],
+                },
+            });
         }
         Ok(Self {
             functions,
@@ -136,11 +137,77 @@ impl Remote {
     }
 }
 
+/// Each function's start-up: its remote references fetched and what it builds from them, with
+/// the `env:` references read from its configuration in Lambda where `named` has it. Also the
+/// `env:` references set neither there nor in this shell, which are not checked.
+async fn start_ups(
+    config: &Config,
+    aws: &plumbline::adapters::aws_sdk::SdkConfig,
+    named: &[(Role, String, Option<FunctionSetup>)],
+) -> (Vec<StartUp>, Vec<ConfigProblem>) {
+    let mut functions = Vec::new();
+    let mut unchecked_refs: Vec<ConfigProblem> = Vec::new();
+    for (role, purpose) in [
+        (Role::Ingress, SecretPurpose::Verify),
+        (Role::Delivery, SecretPurpose::Deliver),
+        (Role::Reconcile, SecretPurpose::Reconcile),
+    ] {
+        let refs = config.secret_refs_for(purpose);
+        let fetched = refs
+            .iter()
+            .filter(|(_, r)| !matches!(r, SecretRef::Env(_)))
+            .map(|(_, r)| r.to_string())
+            .collect::<BTreeSet<_>>()
+            .len();
+        let environment = named
+            .iter()
+            .find(|(r, _, _)| *r == role)
+            .and_then(|(_, _, setup)| setup.as_ref())
+            .map(|setup| &setup.environment);
+        // The `env:` references neither the function's configuration nor this shell has.
+        let unchecked_keys: Vec<(&String, &SecretRef)> = refs
+            .iter()
+            .filter(|(_, r)| matches!(r, SecretRef::Env(name) if environment.is_none() && std::env::var_os(name).is_none()))
+            .map(|(key, r)| (key, r))
+            .collect();
+        let values = plumbline::adapters::aws_secrets::fetch(&refs, aws).await;
+        let problems = match (values, environment) {
+            (Err(error), _) => error.problems,
+            (Ok(values), Some(environment)) => build(
+                config,
+                purpose,
+                &ChainSecrets(FunctionEnv::new(&refs, environment), values),
+            ),
+            (Ok(values), None) => build(config, purpose, &ChainSecrets(EnvSecrets, values)),
+        };
+        for (key, reference) in &unchecked_keys {
+            if !unchecked_refs.iter().any(|u| u.key == **key) {
+                unchecked_refs.push(ConfigProblem {
+                    key: (*key).clone(),
+                    reason: format!(
+                        "{reference} is not set in this shell: read from the function's environment, not checked"
+                    ),
+                    line: None,
+                });
+            }
+        }
+        functions.push(StartUp {
+            function: role.name(),
+            fetched,
+            problems: problems
+                .into_iter()
+                .filter(|p| !unchecked_keys.iter().any(|(key, _)| **key == p.key))
+                .collect(),
+        });
+    }
+    (functions, unchecked_refs)
+}
+
 /// The problems of building what the function of `purpose` builds at cold start.
 fn build(
     config: &Config,
     purpose: SecretPurpose,
-    secrets: &ChainSecrets<EnvSecrets, MapSecrets>,
+    secrets: &impl SecretResolver,
 ) -> Vec<ConfigProblem> {
     let problems = |result: Result<(), ConfigError>| result.err().map(|e| e.problems);
     let found = match purpose {
@@ -154,4 +221,35 @@ fn build(
         ],
     };
     found.into_iter().flatten().flatten().collect()
+}
+
+/// Resolves `env:` references from a function's configuration in Lambda, as its cold start
+/// would from its environment.
+struct FunctionEnv(MapSecrets);
+
+impl FunctionEnv {
+    /// The `env:` references among `refs` that the function's `environment` sets.
+    fn new(refs: &[(String, SecretRef)], environment: &HashMap<String, String>) -> Self {
+        Self(MapSecrets(
+            refs.iter()
+                .filter_map(|(_, reference)| match reference {
+                    SecretRef::Env(name) => environment
+                        .get(name)
+                        .map(|value| (reference.to_string(), value.clone())),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl SecretResolver for FunctionEnv {
+    fn resolve(&self, reference: &SecretRef) -> Result<SecretString, String> {
+        self.0.resolve(reference).map_err(|_| match reference {
+            SecretRef::Env(name) => {
+                format!("environment variable {name} is not set in the function's configuration")
+            }
+            other => format!("{other} is fetched at start-up; it was not"),
+        })
+    }
 }

@@ -1,6 +1,6 @@
 //! `plumbline config check`: the file's problems and warnings, the stack's parameters it would
 //! be deployed with, and with `--aws` what each function would make of the secrets it fetches
-//! at cold start.
+//! at cold start, and whether the deployment's table, queues and functions fit it.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::{out, samconfig};
 
 mod aws;
+mod functions;
 
 use aws::Remote;
 
@@ -40,7 +41,9 @@ pub struct CheckArgs {
     /// Manager; the AWS SDK's usual environment) and build what each builds from them:
     /// a missing or unusable one is a problem, named by its key, never printed. With
     /// PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL and PLUMBLINE_DLQ_URL set, also check that
-    /// table's key, indexes and time to live, and that queue's redrive to that one.
+    /// table's key, indexes and time to live, and that queue's redrive to that one; with
+    /// PLUMBLINE_INGRESS_FUNCTION, PLUMBLINE_DELIVERY_FUNCTION and
+    /// PLUMBLINE_RECONCILE_FUNCTION set, each function's configuration in Lambda.
     #[arg(long)]
     aws: bool,
     /// Print the result as JSON.

@@ -12,7 +12,7 @@ use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::adapters::targets;
 use plumbline::config::Config;
-use plumbline::delivery::Delivery;
+use plumbline::delivery::{Delivery, MAX_RECEIVES_VAR, parse_max_receives};
 use plumbline::ports::SystemClock;
 use plumbline::telemetry::{EmfMetrics, init_lambda_tracing, until_stopped};
 
@@ -48,12 +48,9 @@ async fn start() -> Result<(), lambda_runtime::Error> {
     );
     // The queue's `maxReceiveCount` (the template passes its parameter): on a message's last
     // receive, a target still failing is dead-lettered with its reason instead of by the redrive.
-    let delivery = match std::env::var("PLUMBLINE_MAX_RECEIVES") {
+    let delivery = match std::env::var(MAX_RECEIVES_VAR) {
         Ok(value) => delivery.with_max_receives(
-            value
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
+            parse_max_receives(&value)
                 .with_context(|| format!("PLUMBLINE_MAX_RECEIVES is not a count: {value}"))?,
         ),
         Err(_) => delivery,

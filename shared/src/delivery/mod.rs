@@ -37,6 +37,14 @@ use crate::ports::{
 };
 use crate::telemetry::{Metric, Metrics};
 
+/// The variable that tells the delivery function its queue's `maxReceiveCount`.
+pub const MAX_RECEIVES_VAR: &str = "PLUMBLINE_MAX_RECEIVES";
+
+/// A `PLUMBLINE_MAX_RECEIVES` value: a count of receives, at least one.
+pub fn parse_max_receives(value: &str) -> Option<u32> {
+    value.parse().ok().filter(|n| *n >= 1)
+}
+
 /// Entity locks a process keeps (`turns`): enough that unrelated entities rarely share one.
 const ENTITY_STRIPES: usize = 1024;
 

@@ -6,6 +6,10 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 
 use std::time::Duration;
 
+mod queue_check;
+
+pub use queue_check::{QueueSetup, Queues, Redrive};
+
 use crate::ingress::Outgoing;
 use crate::ports::{
     DeadLetterSource, DeadLetters, Depth, EventQueue, QueueConsumer, QueueControl, QueueError,
@@ -277,87 +281,5 @@ impl QueueStats for SqsQueue {
 impl QueueStats for SqsDeadLetters {
     async fn depth(&self) -> Result<Depth, QueueError> {
         depth_of(&self.client, &self.url).await
-    }
-}
-
-/// The part of a queue's `RedrivePolicy` the check reads.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Redrive {
-    dead_letter_target_arn: String,
-}
-
-/// What the delivery queue at `queue_url` lacks for delivery's failures to end in the
-/// dead-letter queue at `dlq_url`: a redrive policy, to that queue. Each problem is under
-/// `queue.redrive` (or `queue` when there is no such queue); empty when it has both.
-pub async fn redrive_problems(
-    client: &Client,
-    queue_url: &str,
-    dlq_url: &str,
-) -> Result<Vec<crate::config::ConfigProblem>, QueueError> {
-    let problem = |key: &str, reason: String| {
-        vec![crate::config::ConfigProblem {
-            key: key.to_owned(),
-            reason,
-            line: None,
-        }]
-    };
-    let attribute = |url: &str, name: QueueAttributeName| {
-        let request = client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(name.clone());
-        async move {
-            match request.send().await {
-                Ok(out) => Ok(Some(
-                    out.attributes
-                        .and_then(|mut all| all.remove(&name))
-                        .unwrap_or_default(),
-                )),
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .and_then(ProvideErrorMetadata::code)
-                        .is_some_and(|c| {
-                            c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist")
-                        }) =>
-                {
-                    Ok(None)
-                }
-                Err(err) => Err(classify(err)),
-            }
-        }
-    };
-    let (policy, dlq_arn) = futures_util::future::try_join(
-        attribute(queue_url, QueueAttributeName::RedrivePolicy),
-        attribute(dlq_url, QueueAttributeName::QueueArn),
-    )
-    .await?;
-    let (policy, dlq_arn) = match (policy, dlq_arn) {
-        (Some(policy), Some(arn)) => (policy, arn),
-        (None, _) => return Ok(problem("queue", "no such queue".to_owned())),
-        (_, None) => {
-            return Ok(problem(
-                "queue",
-                format!("no dead-letter queue at {dlq_url}"),
-            ));
-        }
-    };
-    match serde_json::from_str::<Redrive>(&policy) {
-        Err(_) => Ok(problem(
-            "queue.redrive",
-            "the delivery queue has no redrive policy: a message whose delivery keeps failing \
-             is received again until the queue's retention drops it, never dead-lettered"
-                .to_owned(),
-        )),
-        Ok(redrive) if redrive.dead_letter_target_arn != dlq_arn => Ok(problem(
-            "queue.redrive",
-            format!(
-                "the delivery queue dead-letters to {}, not to the dead-letter queue given \
-                 ({dlq_arn}), which `dlq list` and `replay` read",
-                redrive.dead_letter_target_arn
-            ),
-        )),
-        Ok(_) => Ok(Vec::new()),
     }
 }
