@@ -503,18 +503,22 @@ def main() -> None:
     check(item["status"]["S"] == "dead_lettered" and "pending_shard" not in item,
           f"the given-up event: status {item['status']['S']}, still pending: {'pending_shard' in item}")
 
-    # The preflight on the stack's functions, named as the stack names them: each one's
+    # The preflight on the stack's functions, found by the stack's outputs: each one's
     # configuration in Lambda names the table and queues checked, and delivery's event source
     # and retries fit the delivery queue. Then what a function deployed another way (the
     # cargo-lambda path) tends to lack, made so on this stack, and a source secret read from the
     # ingress's own environment (`env:`), which the check reads from its configuration.
-    # The stack's outputs name them, as the README's deploy steps read them.
+    # The stack's outputs name them, and the table and queues, for PLUMBLINE_STACK: the check
+    # below is given the stack's name alone.
+    variables = ("PLUMBLINE_TABLE", "PLUMBLINE_QUEUE_URL", "PLUMBLINE_DLQ_URL")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in cf.describe_stacks(StackName=STACK)["Stacks"][0].get("Outputs", [])}
     names = {f"PLUMBLINE_{logical[:-len('Function')].upper()}_FUNCTION": outputs.get(f"{logical}Name")
              for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction")}
     check(names == {f"PLUMBLINE_{logical[:-len('Function')].upper()}_FUNCTION": physical[logical]
                     for logical in ("IngressFunction", "DeliveryFunction", "ReconcileFunction")},
           f"the stack's outputs name the functions {names}")
+    given = tuple(outputs.get(o) for o in ("EventsTableName", "DeliveryQueueUrl", "DeadLetterQueueUrl"))
+    check(given == (table, queue_url, dlq_url), f"the stack's outputs name the table and queues {given}")
 
     # moto's CloudFormation keeps a Number parameter given to a function's environment
     # (PLUMBLINE_MAX_RECEIVES) as a number, which neither Lambda nor the SDK's model of its
@@ -526,8 +530,8 @@ def main() -> None:
     def preflight(config_file: Path) -> tuple[int, dict, dict, str]:
         out = subprocess.run([str(coldstart.parent / "plumbline"), "config", "check", str(config_file), "--aws", "--json"],
                              capture_output=True, text=True, timeout=60,
-                             env={**os.environ, **names, "PLUMBLINE_TABLE": table, "PLUMBLINE_QUEUE_URL": queue_url,
-                                  "PLUMBLINE_DLQ_URL": dlq_url})
+                             env={**{k: v for k, v in os.environ.items() if k not in names and k not in variables},
+                                  "PLUMBLINE_STACK": STACK})
         report = json.loads(out.stdout or "{}").get("aws", {})
         started = {f["function"]: [p["key"] for p in f["problems"]] for f in report.get("functions", [])}
         found = {r["resource"]: [p["key"] for p in r["problems"]] for r in report.get("resources", []) if r["resource"].startswith("function ")}

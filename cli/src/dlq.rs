@@ -7,7 +7,6 @@ use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
 use plumbline::adapters::sqs::SqsDeadLetters;
 use plumbline::ports::{DeadLetterSource, letter};
 use serde_json::json;
@@ -21,7 +20,8 @@ pub enum DlqCommand {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// Read the SQS dead-letter queue (PLUMBLINE_DLQ_URL) instead of the local stack's.
+    /// Read the SQS dead-letter queue (PLUMBLINE_DLQ_URL, or PLUMBLINE_STACK's output) instead
+    /// of the local stack's.
     /// Messages are received and released again at once; nothing is removed.
     #[arg(long)]
     aws: bool,
@@ -60,9 +60,9 @@ impl Letter {
 
 /// Every letter on the SQS dead-letter queue, each seen once, then all released.
 async fn sqs_letters(limit: usize) -> anyhow::Result<Vec<Letter>> {
-    let url = std::env::var("PLUMBLINE_DLQ_URL").context("PLUMBLINE_DLQ_URL is not set")?;
-    let aws = plumbline::adapters::aws_sdk::load_config().await?;
-    let dlq = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&aws), url);
+    let deployment = crate::deployment::Deployment::load().await?;
+    let url = deployment.required("PLUMBLINE_DLQ_URL")?;
+    let dlq = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&deployment.aws), url);
     let mut seen = Vec::new();
     while seen.len() < limit {
         let batch = dlq.receive(10, Duration::from_secs(60)).await?;

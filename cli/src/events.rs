@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use plumbline::adapters::dynamodb::{DynamoStore, Listing};
 use plumbline::adapters::sqlite::{EventFilter, SqliteStore};
 
+use crate::deployment::Deployment;
 use crate::present::{timeline_json, timeline_lines};
 
 #[derive(Subcommand, Debug)]
@@ -53,7 +54,7 @@ pub struct ReindexArgs {
 #[derive(Args, Debug)]
 pub struct Local {
     /// Use DynamoDB (table from PLUMBLINE_TABLE; `reprocess` also sends to
-    /// PLUMBLINE_QUEUE_URL) instead of the local stack. On AWS, `show` takes the idempotency key
+    /// PLUMBLINE_QUEUE_URL; or both from the outputs of the stack PLUMBLINE_STACK names) instead of the local stack. On AWS, `show` takes the idempotency key
     /// or event key; `list --status received|quarantined|unrouted|dead_lettered` and `reprocess`
     /// read a sparse index, other listings scan the table.
     #[arg(long)]
@@ -120,7 +121,7 @@ fn open(local: &Local) -> anyhow::Result<SqliteStore> {
 }
 
 pub async fn dynamo() -> anyhow::Result<DynamoStore> {
-    dynamo_on(&plumbline::adapters::aws_sdk::load_config().await?)
+    dynamo_on(&Deployment::load().await?)
 }
 
 /// When a `--since` window (`30s`, `10m`, `2h`, `7d`) began, in Unix milliseconds.
@@ -134,11 +135,14 @@ pub fn at_ms(ms: i64) -> Option<plumbline::contract::Timestamp> {
     plumbline::contract::Timestamp::from_unix(ms.div_euclid(1000))
 }
 
-/// The store on PLUMBLINE_TABLE, with the SDK configuration a command shares with its other
-/// clients.
-pub fn dynamo_on(aws: &plumbline::adapters::aws_sdk::SdkConfig) -> anyhow::Result<DynamoStore> {
-    let table = std::env::var("PLUMBLINE_TABLE").context("PLUMBLINE_TABLE is not set")?;
-    Ok(DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table))
+/// The store on the deployment's table (PLUMBLINE_TABLE), with the SDK configuration a
+/// command shares with its other clients.
+pub fn dynamo_on(deployment: &Deployment) -> anyhow::Result<DynamoStore> {
+    let table = deployment.required("PLUMBLINE_TABLE")?;
+    Ok(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&deployment.aws),
+        table,
+    ))
 }
 
 /// Events read back at once (one batch request on DynamoDB).

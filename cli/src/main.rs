@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod demo;
+mod deployment;
 mod dev;
 mod dlq;
 #[cfg(test)]

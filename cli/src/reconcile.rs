@@ -6,9 +6,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
-use plumbline::adapters::dynamodb::DynamoStore;
 use plumbline::adapters::sqlite::LocalDeadLetters;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::ports::{ReconcileStore, SystemClock};
@@ -23,7 +21,8 @@ use crate::dev::load_config;
                   plumbline reconcile --aws --history 20"
 )]
 pub struct ReconcileArgs {
-    /// Use DynamoDB and SQS (PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL, PLUMBLINE_DLQ_URL).
+    /// Use DynamoDB and SQS (PLUMBLINE_TABLE, PLUMBLINE_QUEUE_URL, PLUMBLINE_DLQ_URL, or the
+    /// outputs of the stack PLUMBLINE_STACK names).
     #[arg(long)]
     aws: bool,
     /// The local stack's data directory (without --aws).
@@ -68,13 +67,12 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<bool> {
     let crm = plumbline::adapters::targets::crm_targets(&config, &secrets)?;
     let deadline = Instant::now() + Duration::from_secs(args.budget);
     let report = if args.aws {
-        let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-        let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let deployment = crate::deployment::Deployment::load().await?;
+        let sqs = aws_sdk_sqs::Client::new(&deployment.aws);
         Reconciler::new(
-            DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), env("PLUMBLINE_TABLE")?),
-            SqsQueue::new(sqs.clone(), env("PLUMBLINE_QUEUE_URL")?),
-            SqsDeadLetters::new(sqs, env("PLUMBLINE_DLQ_URL")?),
+            crate::events::dynamo_on(&deployment)?,
+            SqsQueue::new(sqs.clone(), deployment.required("PLUMBLINE_QUEUE_URL")?),
+            SqsDeadLetters::new(sqs, deployment.required("PLUMBLINE_DLQ_URL")?),
             providers,
             SystemClock,
             Counters::default(),

@@ -1,7 +1,6 @@
 //! `plumbline events redeliver`: dead-lettered events sent back to the delivery queue from the
 //! table, as replays, for when their dead letters are gone.
 
-use anyhow::Context;
 use clap::Args;
 use plumbline::adapters::sqs::SqsQueue;
 use plumbline::delivery::replay::redeliver;
@@ -39,10 +38,10 @@ pub struct RedeliverArgs {
 pub async fn run(args: RedeliverArgs) -> anyhow::Result<bool> {
     let since_ms = window_start_ms(args.since.as_deref())?;
     if args.local.aws {
-        let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let store = crate::events::dynamo_on(&aws)?;
-        let url = std::env::var("PLUMBLINE_QUEUE_URL").context("PLUMBLINE_QUEUE_URL is not set")?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), url);
+        let deployment = crate::deployment::Deployment::load().await?;
+        let store = crate::events::dynamo_on(&deployment)?;
+        let url = deployment.required("PLUMBLINE_QUEUE_URL")?;
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&deployment.aws), url);
         let since = since_ms.and_then(at_ms);
         let listing = plumbline::adapters::dynamodb::Listing {
             status: Some("dead_lettered"),

@@ -3,7 +3,6 @@
 use crate::out::outln;
 use std::io::IsTerminal;
 
-use anyhow::Context;
 use clap::Args;
 use plumbline::adapters::sqs::{SqsDeadLetters, SqsQueue};
 use plumbline::delivery::replay::{Filter, Report, replay};
@@ -14,7 +13,8 @@ use plumbline::ports::{DeadLetterSource, Requeue};
     after_help = "Example:\n  plumbline replay --target erp --reason 'HTTP 400' --dry-run\n  plumbline replay --aws --limit 100"
 )]
 pub struct ReplayArgs {
-    /// Use the AWS backend: queue URLs from PLUMBLINE_QUEUE_URL and PLUMBLINE_DLQ_URL.
+    /// Use the AWS backend: queue URLs from PLUMBLINE_QUEUE_URL and PLUMBLINE_DLQ_URL, or from
+    /// the outputs of the stack PLUMBLINE_STACK names.
     #[arg(long)]
     aws: bool,
     /// The local stack's data directory (without --aws).
@@ -42,11 +42,10 @@ pub struct ReplayArgs {
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<bool> {
     if args.aws {
-        let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-        let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let sqs = aws_sdk_sqs::Client::new(&aws);
-        let dlq = SqsDeadLetters::new(sqs.clone(), env("PLUMBLINE_DLQ_URL")?);
-        let queue = SqsQueue::new(sqs, env("PLUMBLINE_QUEUE_URL")?);
+        let deployment = crate::deployment::Deployment::load().await?;
+        let sqs = aws_sdk_sqs::Client::new(&deployment.aws);
+        let dlq = SqsDeadLetters::new(sqs.clone(), deployment.required("PLUMBLINE_DLQ_URL")?);
+        let queue = SqsQueue::new(sqs, deployment.required("PLUMBLINE_QUEUE_URL")?);
         run_with(args, &dlq, &queue).await
     } else {
         let store = crate::local::open(&args.data_dir)?;

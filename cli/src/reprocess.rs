@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use plumbline::adapters::sqs::SqsQueue;
 use plumbline::contract::{SourceName, Timestamp};
@@ -53,10 +52,12 @@ pub async fn run(args: ReprocessArgs) -> anyhow::Result<bool> {
         None => vec!["quarantined", "unrouted"],
     };
     if args.local.aws {
-        let env = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
-        let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let store = crate::events::dynamo_on(&aws)?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), env("PLUMBLINE_QUEUE_URL")?);
+        let deployment = crate::deployment::Deployment::load().await?;
+        let store = crate::events::dynamo_on(&deployment)?;
+        let queue = SqsQueue::new(
+            aws_sdk_sqs::Client::new(&deployment.aws),
+            deployment.required("PLUMBLINE_QUEUE_URL")?,
+        );
         let mut keys = Vec::new();
         for status in &statuses {
             let listing = plumbline::adapters::dynamodb::Listing {

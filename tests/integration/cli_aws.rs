@@ -863,7 +863,6 @@ async fn config_check_with_aws_finds_what_a_hand_made_table_and_queue_lack() {
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         TimeToLiveSpecification,
     };
-    use aws_sdk_sqs::types::QueueAttributeName;
 
     let aws = crate::helpers::aws().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
@@ -957,25 +956,7 @@ async fn config_check_with_aws_finds_what_a_hand_made_table_and_queue_lack() {
         .send()
         .await
         .expect("ttl on");
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("arn")
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .expect("the dead-letter queue's ARN");
-    sqs.set_queue_attributes()
-        .queue_url(&queue)
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#),
-        )
-        .send()
-        .await
-        .expect("redrive");
+    crate::helpers::redrive(&sqs, &queue, &dlq, 5).await;
     let (code, report) = check(&table);
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(report["aws"]["passed"], true, "{report}");

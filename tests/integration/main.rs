@@ -27,6 +27,7 @@ mod reconcile;
 mod redaction;
 mod samples;
 mod secrets;
+mod stack;
 mod template;
 mod template_ops;
 mod tls;

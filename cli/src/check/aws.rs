@@ -12,6 +12,7 @@ use plumbline::config::{
 use secrecy::SecretString;
 
 use super::functions::{self, FunctionSetup, Role};
+use crate::deployment::Deployment;
 
 /// One function's start-up, as `--aws` found it.
 pub(super) struct StartUp {
@@ -47,16 +48,17 @@ impl Remote {
     /// `PLUMBLINE_TABLE` and the queues of `PLUMBLINE_QUEUE_URL` and `PLUMBLINE_DLQ_URL`, and
     /// the functions the shell names, where they are set.
     pub(super) async fn check(config: &Config) -> anyhow::Result<Self> {
-        let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let deployment = Deployment::load().await?;
+        let aws = &deployment.aws;
+        let var = |name: &str| deployment.var(name);
         let not_set = |name: &str, what: &str| ConfigProblem {
             key: name.to_owned(),
-            reason: format!("not set in this shell: {what} not checked"),
+            reason: format!("{}: {what} not checked", deployment.unset_reason()),
             line: None,
         };
         let mut unchecked = Vec::new();
         // The functions the shell names, as Lambda has them: `None` for one it does not have.
-        let lambda = aws_sdk_lambda::Client::new(&aws);
+        let lambda = aws_sdk_lambda::Client::new(aws);
         let mut named = Vec::new();
         for role in Role::ALL {
             match var(role.variable()) {
@@ -67,12 +69,12 @@ impl Remote {
                 None => unchecked.push(not_set(role.variable(), "the function's configuration")),
             }
         }
-        let (functions, unchecked_refs) = start_ups(config, &aws, &named).await;
+        let (functions, unchecked_refs) = start_ups(config, aws, &named).await;
         unchecked.splice(0..0, unchecked_refs);
         let mut resources = Vec::new();
         match var("PLUMBLINE_TABLE") {
             Some(table) => {
-                let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone());
+                let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table.clone());
                 resources.push(Resource {
                     what: format!("table {table}"),
                     fits: "its key, indexes and time to live are the ones the functions need",
@@ -83,7 +85,7 @@ impl Remote {
         }
         let queues = match (var("PLUMBLINE_QUEUE_URL"), var("PLUMBLINE_DLQ_URL")) {
             (Some(queue), Some(dlq)) => {
-                let sqs = aws_sdk_sqs::Client::new(&aws);
+                let sqs = aws_sdk_sqs::Client::new(aws);
                 let queues = Queues::describe(&sqs, &queue, &dlq).await?;
                 resources.push(Resource {
                     what: format!("queue {queue}"),

@@ -44,6 +44,7 @@ pub struct CheckArgs {
     /// table's key, indexes and time to live, and that queue's redrive to that one; with
     /// PLUMBLINE_INGRESS_FUNCTION, PLUMBLINE_DELIVERY_FUNCTION and
     /// PLUMBLINE_RECONCILE_FUNCTION set, each function's configuration in Lambda.
+    /// PLUMBLINE_STACK, naming the deployed stack, gives all six from its outputs.
     #[arg(long)]
     aws: bool,
     /// Print the result as JSON.

@@ -230,6 +230,31 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client) -> String {
         .expect("url")
 }
 
+/// Redrives the queue at `queue` to the one at `dlq` after `max_receives` receives, as the
+/// template does (the count given as a string, as CloudFormation passes a parameter).
+pub async fn redrive(sqs: &aws_sdk_sqs::Client, queue: &str, dlq: &str, max_receives: u32) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("arn")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("the dead-letter queue's ARN");
+    sqs.set_queue_attributes()
+        .queue_url(queue)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#),
+        )
+        .send()
+        .await
+        .expect("redrive");
+}
+
 /// Every message on the queue, each received once (they stay invisible for the test's life).
 pub async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
     let mut all = Vec::new();
