@@ -109,10 +109,14 @@ impl Remote {
         for (role, name, setup) in &named {
             resources.push(Resource {
                 what: format!("function {name} ({})", role.name()),
-                fits: match role {
-                    Role::Delivery => {
+                fits: match (role, &queues) {
+                    (Role::Delivery, Some(_)) => {
                         "its environment names what was checked here, and its event source and \
                          retries fit the delivery queue"
+                    }
+                    (Role::Delivery, None) => {
+                        "its environment names what was checked here (its event source and \
+                         retries not checked: no queues named)"
                     }
                     _ => "its environment names what was checked here",
                 },
