@@ -551,6 +551,8 @@ def main() -> None:
     delivery_env = {k: v for k, v in functions["DeliveryFunction"].items() if k != "PLUMBLINE_MAX_RECEIVES"}
     lam.update_function_configuration(FunctionName=physical["DeliveryFunction"], Environment={"Variables": delivery_env})
     lam.update_event_source_mapping(UUID=mappings[0]["UUID"], FunctionResponseTypes=[])
+    # A reservation under the mapping's MaximumConcurrency (the template's DeliveryMaxConcurrency).
+    lam.put_function_concurrency(FunctionName=physical["DeliveryFunction"], ReservedConcurrentExecutions=2)
     sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"VisibilityTimeout": str(delivery_timeout)})
     lam.update_function_configuration(FunctionName=physical["IngressFunction"],
                                       Environment={"Variables": {**functions["IngressFunction"], "PLUMBLINE_TABLE": f"{table}-old"}})
@@ -558,7 +560,7 @@ def main() -> None:
     check(code == 1 and started == {"ingress": ["sources.site.secrets[0]"], "delivery": [], "reconcile": []},
           f"plumbline config check --aws with an env: secret the ingress lacks: exit {code}, {started}; {said}")
     check(found == {of("IngressFunction"): ["environment.PLUMBLINE_TABLE"],
-                    of("DeliveryFunction"): ["environment.PLUMBLINE_MAX_RECEIVES", "queue.visibility_timeout", "event_source"],
+                    of("DeliveryFunction"): ["environment.PLUMBLINE_MAX_RECEIVES", "queue.visibility_timeout", "concurrency", "event_source"],
                     of("ReconcileFunction"): []},
           f"plumbline config check --aws on functions deployed without what they need: {found}; {said}")
     check(site_secret not in said and f"{table}-old" in said, f"plumbline config check --aws printed: {said}")

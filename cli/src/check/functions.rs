@@ -79,6 +79,8 @@ pub(super) struct FunctionSetup {
     pub(super) environment: HashMap<String, String>,
     /// Its event source mappings (read for delivery only).
     pub(super) sources: Vec<EventSource>,
+    /// Its reserved concurrency, where it has one (read for delivery only).
+    pub(super) reserved_concurrency: Option<i32>,
 }
 
 /// One event source mapping of a function.
@@ -87,6 +89,8 @@ pub(super) struct EventSource {
     pub(super) arn: String,
     pub(super) state: String,
     pub(super) reports_item_failures: bool,
+    /// The most batches it runs at once (`ScalingConfig.MaximumConcurrency`).
+    pub(super) maximum_concurrency: Option<i32>,
 }
 
 impl FunctionSetup {
@@ -113,8 +117,8 @@ impl FunctionSetup {
             }
             Err(err) => return Err(err).with_context(|| format!("describing function {function}")),
         };
-        let sources = if role == Role::Delivery {
-            client
+        let (sources, reserved_concurrency) = if role == Role::Delivery {
+            let sources = client
                 .list_event_source_mappings()
                 .function_name(function)
                 .into_paginator()
@@ -132,10 +136,19 @@ impl FunctionSetup {
                             &aws_sdk_lambda::types::FunctionResponseType::ReportBatchItemFailures,
                         )
                     }),
+                    maximum_concurrency: m.scaling_config.and_then(|c| c.maximum_concurrency),
                 })
-                .collect()
+                .collect();
+            let reserved = client
+                .get_function_concurrency()
+                .function_name(function)
+                .send()
+                .await
+                .with_context(|| format!("reading the concurrency of function {function}"))?
+                .reserved_concurrent_executions;
+            (sources, reserved)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         Ok(Some(Self {
             timeout: Duration::from_secs(
@@ -149,6 +162,7 @@ impl FunctionSetup {
                 .and_then(|e| e.variables)
                 .unwrap_or_default(),
             sources,
+            reserved_concurrency,
         }))
     }
 }
@@ -293,6 +307,26 @@ fn event_source_problems(setup: &FunctionSetup, queue_arn: &str) -> Vec<ConfigPr
                 ),
             ));
         }
+        if let Some(reserved) = setup.reserved_concurrency
+            && source
+                .maximum_concurrency
+                .is_none_or(|most| most > reserved)
+        {
+            let most = source
+                .maximum_concurrency
+                .map_or("no maximum".to_owned(), |m| m.to_string());
+            found.push(problem(
+                "concurrency",
+                format!(
+                    "the function's reserved concurrency ({reserved}) is under what the mapping \
+                     from the delivery queue may run at once ({most}): Lambda throttles the \
+                     batches beyond it, a throttled batch goes back to the queue with its \
+                     receives counted, and a message can reach the dead-letter queue without a \
+                     delivery; set the mapping's MaximumConcurrency to at most {reserved}, or \
+                     drop the reservation"
+                ),
+            ));
+        }
         if !source.reports_item_failures {
             found.push(problem(
                 "event_source",
@@ -339,7 +373,9 @@ mod tests {
                 arn: QUEUE_ARN.to_owned(),
                 state: "Enabled".to_owned(),
                 reports_item_failures: true,
+                maximum_concurrency: Some(10),
             }],
+            reserved_concurrency: None,
         }
     }
 
@@ -487,6 +523,30 @@ mod tests {
         );
         assert_eq!(keys(&found), ["event_source"]);
         assert!(found[0].reason.contains("is Disabled"), "{found:?}");
+    }
+
+    #[test]
+    fn a_reservation_under_what_the_queue_may_run_at_once_is_a_problem() {
+        let with = |reserved: Option<i32>, most: Option<i32>| {
+            let mut setup = delivery();
+            setup.reserved_concurrency = reserved;
+            setup.sources[0].maximum_concurrency = most;
+            problems(Role::Delivery, &setup, shell, Some(&queues()))
+        };
+        assert!(with(None, Some(10)).is_empty());
+        assert!(with(None, None).is_empty());
+        assert!(with(Some(10), Some(10)).is_empty());
+        assert!(with(Some(20), Some(10)).is_empty());
+        let under = with(Some(5), Some(10));
+        assert_eq!(keys(&under), ["concurrency"]);
+        assert!(
+            under[0]
+                .reason
+                .starts_with("the function's reserved concurrency (5) is under what the mapping from the delivery queue may run at once (10)"),
+            "{under:?}"
+        );
+        assert!(with(Some(5), None)[0].reason.contains("(no maximum)"));
+        assert_eq!(keys(&with(Some(0), Some(2))), ["concurrency"]);
     }
 
     fn delivery_with(sources: Vec<EventSource>) -> FunctionSetup {
