@@ -169,8 +169,9 @@ impl FunctionSetup {
 
 /// What the function of `role`, configured as `setup`, lacks or does differently from what
 /// this check read: `shell` gives the shell's value of a variable, `queues` the delivery
-/// queue as described (when the shell names it). Values of the function's environment are
-/// never quoted, but for the table's and queues' names it disagrees on.
+/// queue as described (when the shell names it). Of the function's environment, only the
+/// names of a table or queue it disagrees on, and a timeout it would refuse, are quoted: no
+/// other value (an `env:` secret among them) is.
 pub(super) fn problems(
     role: Role,
     setup: &FunctionSetup,
