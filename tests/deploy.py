@@ -527,14 +527,18 @@ def main() -> None:
         functions[logical] = {k: str(v) for k, v in functions[logical].items()}
         lam.update_function_configuration(FunctionName=physical[logical], Environment={"Variables": functions[logical]})
 
-    def preflight(config_file: Path) -> tuple[int, dict, dict, str]:
+    def preflight(config_file: Path, naming: dict | None = None) -> tuple[int, dict, dict, str]:
+        """The check by the stack's name alone, or by the variables `naming` gives instead; the
+        problems of each function's start-up, and of each resource (the functions' only, unless
+        `naming` is given)."""
         out = subprocess.run([str(coldstart.parent / "plumbline"), "config", "check", str(config_file), "--aws", "--json"],
                              capture_output=True, text=True, timeout=60,
                              env={**{k: v for k, v in os.environ.items() if k not in names and k not in variables},
-                                  "PLUMBLINE_STACK": STACK})
+                                  **(naming if naming is not None else {"PLUMBLINE_STACK": STACK})})
         report = json.loads(out.stdout or "{}").get("aws", {})
         started = {f["function"]: [p["key"] for p in f["problems"]] for f in report.get("functions", [])}
-        found = {r["resource"]: [p["key"] for p in r["problems"]] for r in report.get("resources", []) if r["resource"].startswith("function ")}
+        found = {r["resource"]: [p["key"] for p in r["problems"]] for r in report.get("resources", [])
+                 if naming is not None or r["resource"].startswith("function ")}
         return out.returncode, started, found, out.stdout + out.stderr
 
     of = lambda logical: f"function {physical[logical]} ({logical[:-len('Function')].lower()})"
@@ -564,6 +568,14 @@ def main() -> None:
                     of("ReconcileFunction"): []},
           f"plumbline config check --aws on functions deployed without what they need: {found}; {said}")
     check(site_secret not in said and f"{table}-old" in said, f"plumbline config check --aws printed: {said}")
+    # Named by the functions alone (no stack, no table or queues in the shell): the table and
+    # queues delivery's environment names are the ones checked, and the ingress's other table
+    # is found against them.
+    code, started, found, said = preflight(by_env, {k: v for k, v in names.items() if "RECONCILE" not in k})
+    check(code == 1 and found == {f"table {table}": [] if ttl_on else ["table.ttl"], f"queue {queue_url}": [],
+                                  of("IngressFunction"): ["environment.PLUMBLINE_TABLE"],
+                                  of("DeliveryFunction"): ["environment.PLUMBLINE_MAX_RECEIVES", "queue.visibility_timeout", "concurrency", "event_source"]},
+          f"plumbline config check --aws by the functions' names alone: exit {code}, {found}; {said}")
 
     lam.update_function_configuration(FunctionName=physical["IngressFunction"],
                                       Environment={"Variables": {**functions["IngressFunction"], "PLUMBLINE_SITE_WEBHOOK_SECRET": site_secret}})

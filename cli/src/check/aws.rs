@@ -71,8 +71,12 @@ impl Remote {
         }
         let (functions, unchecked_refs) = start_ups(config, aws, &named).await;
         unchecked.splice(0..0, unchecked_refs);
+        // The table and queues the shell (or the stack) names, else the ones a named
+        // function's environment names: what the functions will use is what is checked, and
+        // each function is held to it.
+        let resource = |name: &str| var(name).or_else(|| named_by_functions(&named, name));
         let mut resources = Vec::new();
-        match var("PLUMBLINE_TABLE") {
+        match resource("PLUMBLINE_TABLE") {
             Some(table) => {
                 let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(aws), table.clone());
                 resources.push(Resource {
@@ -83,7 +87,10 @@ impl Remote {
             }
             None => unchecked.push(not_set("PLUMBLINE_TABLE", "the table")),
         }
-        let queues = match (var("PLUMBLINE_QUEUE_URL"), var("PLUMBLINE_DLQ_URL")) {
+        let queues = match (
+            resource("PLUMBLINE_QUEUE_URL"),
+            resource("PLUMBLINE_DLQ_URL"),
+        ) {
             (Some(queue), Some(dlq)) => {
                 let sqs = aws_sdk_sqs::Client::new(aws);
                 let queues = Queues::describe(&sqs, &queue, &dlq).await?;
@@ -121,7 +128,7 @@ impl Remote {
                     _ => "its environment names what was checked here",
                 },
                 problems: match setup {
-                    Some(setup) => functions::problems(*role, setup, var, queues.as_ref()),
+                    Some(setup) => functions::problems(*role, setup, resource, queues.as_ref()),
                     None => vec![ConfigProblem {
                         key: "function".to_owned(),
                         reason: "no such function in this account and region".to_owned(),
@@ -141,6 +148,26 @@ impl Remote {
         self.functions.iter().all(|f| f.problems.is_empty())
             && self.resources.iter().all(|r| r.problems.is_empty())
     }
+}
+
+/// The value of `variable` in the environment of a named function that reads it: delivery's
+/// first, which reads every one, then reconciliation's, then the ingress's.
+fn named_by_functions(
+    named: &[(Role, String, Option<FunctionSetup>)],
+    variable: &str,
+) -> Option<String> {
+    [Role::Delivery, Role::Reconcile, Role::Ingress]
+        .into_iter()
+        .filter(|role| role.reads(variable))
+        .filter_map(|role| named.iter().find(|(r, _, _)| *r == role))
+        .filter_map(|(_, _, setup)| setup.as_ref())
+        .find_map(|setup| {
+            setup
+                .environment
+                .get(variable)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        })
 }
 
 /// Each function's start-up: its remote references fetched and what it builds from them, with
@@ -257,5 +284,56 @@ impl SecretResolver for FunctionEnv {
             }
             other => format!("{other} is fetched at start-up; it was not"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(vars: &[(&str, &str)]) -> FunctionSetup {
+        FunctionSetup {
+            environment: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..FunctionSetup::default()
+        }
+    }
+
+    #[test]
+    fn the_names_a_function_reads_come_from_delivery_first() {
+        let named = vec![
+            (
+                Role::Ingress,
+                "in".to_owned(),
+                Some(setup(&[
+                    ("PLUMBLINE_TABLE", "old"),
+                    ("PLUMBLINE_QUEUE_URL", "q-in"),
+                    ("PLUMBLINE_DLQ_URL", "ignored"),
+                ])),
+            ),
+            (
+                Role::Delivery,
+                "de".to_owned(),
+                Some(setup(&[
+                    ("PLUMBLINE_TABLE", "events"),
+                    ("PLUMBLINE_QUEUE_URL", ""),
+                ])),
+            ),
+            (Role::Reconcile, "re".to_owned(), None),
+        ];
+        assert_eq!(
+            named_by_functions(&named, "PLUMBLINE_TABLE").as_deref(),
+            Some("events")
+        );
+        // Delivery's is empty and reconciliation is not there: the ingress's.
+        assert_eq!(
+            named_by_functions(&named, "PLUMBLINE_QUEUE_URL").as_deref(),
+            Some("q-in")
+        );
+        // The ingress reads no dead-letter queue: what its environment says of one is not used.
+        assert_eq!(named_by_functions(&named, "PLUMBLINE_DLQ_URL"), None);
+        assert_eq!(named_by_functions(&[], "PLUMBLINE_TABLE"), None);
     }
 }

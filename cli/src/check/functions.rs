@@ -58,6 +58,11 @@ impl Role {
         }
     }
 
+    /// Whether the function reads `variable` (and stops at cold start without it).
+    pub(super) fn reads(self, variable: &str) -> bool {
+        self.required().contains(&variable)
+    }
+
     /// The variables the function stops at cold start without.
     fn required(self) -> &'static [&'static str] {
         match self {
@@ -168,14 +173,14 @@ impl FunctionSetup {
 }
 
 /// What the function of `role`, configured as `setup`, lacks or does differently from what
-/// this check read: `shell` gives the shell's value of a variable, `queues` the delivery
-/// queue as described (when the shell names it). Of the function's environment, only the
+/// this check read: `checked` gives the name of the table or queue a variable named for the
+/// check, `queues` the delivery queue as described (when one was named). Of the function's environment, only the
 /// names of a table or queue it disagrees on, and a timeout it would refuse, are quoted: no
 /// other value (an `env:` secret among them) is.
 pub(super) fn problems(
     role: Role,
     setup: &FunctionSetup,
-    shell: impl Fn(&str) -> Option<String>,
+    checked: impl Fn(&str) -> Option<String>,
     queues: Option<&Queues>,
 ) -> Vec<ConfigProblem> {
     let env = |name: &str| setup.environment.get(name).filter(|v| !v.is_empty());
@@ -189,8 +194,8 @@ pub(super) fn problems(
         }
     }
     for (name, what) in RESOURCE_VARS {
-        if let (Some(theirs), Some(ours)) = (env(name), shell(name))
-            && role.required().contains(&name)
+        if let (Some(theirs), Some(ours)) = (env(name), checked(name))
+            && role.reads(name)
             && *theirs != ours
         {
             found.push(problem(
