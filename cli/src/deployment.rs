@@ -34,26 +34,24 @@ impl Deployment {
     /// stack must agree with it: which of two tables a command works on is not guessed.
     pub async fn load() -> anyhow::Result<Self> {
         let aws = plumbline::adapters::aws_sdk::load_config().await?;
-        let stack = match env(STACK_VAR) {
-            Some(name) => {
-                let given = outputs(&Client::new(&aws), &name).await?;
-                Some((name, given))
-            }
-            None => None,
+        let Some(name) = env(STACK_VAR) else {
+            return Ok(Self { aws, stack: None });
         };
-        if let Some((name, given)) = &stack {
-            for (variable, output) in OUTPUTS {
-                if let (Some(ours), Some(theirs)) = (env(variable), given.get(variable))
-                    && ours != *theirs
-                {
-                    bail!(
-                        "{variable} is {ours} in this shell, but stack {name}'s output {output} \
-                         is {theirs}: unset one of them"
-                    );
-                }
+        let given = outputs(&Client::new(&aws), &name).await?;
+        for (variable, output) in OUTPUTS {
+            if let (Some(ours), Some(theirs)) = (env(variable), given.get(variable))
+                && ours != *theirs
+            {
+                bail!(
+                    "{variable} is {ours} in this shell, but stack {name}'s output {output} is \
+                     {theirs}: unset one of them"
+                );
             }
         }
-        Ok(Self { aws, stack })
+        Ok(Self {
+            aws,
+            stack: Some((name, given)),
+        })
     }
 
     /// The value of one of the deployment's variables: from the environment, else from the

@@ -31,6 +31,22 @@ pub(super) struct Resource {
     pub(super) problems: Vec<ConfigProblem>,
 }
 
+/// A function the shell (or the stack) names, as Lambda has it: `None` for one it does not
+/// have.
+struct Named {
+    role: Role,
+    name: String,
+    setup: Option<FunctionSetup>,
+}
+
+/// The configuration of the named function of `role`, where it is named and exists.
+fn setup_of(named: &[Named], role: Role) -> Option<&FunctionSetup> {
+    named
+        .iter()
+        .find(|n| n.role == role)
+        .and_then(|n| n.setup.as_ref())
+}
+
 /// Every function's start-up, the resources, and what this shell could not check.
 pub(super) struct Remote {
     pub(super) functions: Vec<StartUp>,
@@ -57,14 +73,13 @@ impl Remote {
             line: None,
         };
         let mut unchecked = Vec::new();
-        // The functions the shell names, as Lambda has them: `None` for one it does not have.
         let lambda = aws_sdk_lambda::Client::new(aws);
         let mut named = Vec::new();
         for role in Role::ALL {
             match var(role.variable()) {
                 Some(name) => {
                     let setup = FunctionSetup::describe(&lambda, &name, role).await?;
-                    named.push((role, name, setup));
+                    named.push(Named { role, name, setup });
                 }
                 None => unchecked.push(not_set(role.variable(), "the function's configuration")),
             }
@@ -113,7 +128,7 @@ impl Remote {
                 None
             }
         };
-        for (role, name, setup) in &named {
+        for Named { role, name, setup } in &named {
             resources.push(Resource {
                 what: format!("function {name} ({})", role.name()),
                 fits: match (role, &queues) {
@@ -152,15 +167,11 @@ impl Remote {
 
 /// The value of `variable` in the environment of a named function that reads it: delivery's
 /// first, which reads every one, then reconciliation's, then the ingress's.
-fn named_by_functions(
-    named: &[(Role, String, Option<FunctionSetup>)],
-    variable: &str,
-) -> Option<String> {
+fn named_by_functions(named: &[Named], variable: &str) -> Option<String> {
     [Role::Delivery, Role::Reconcile, Role::Ingress]
         .into_iter()
         .filter(|role| role.reads(variable))
-        .filter_map(|role| named.iter().find(|(r, _, _)| *r == role))
-        .filter_map(|(_, _, setup)| setup.as_ref())
+        .filter_map(|role| setup_of(named, role))
         .find_map(|setup| {
             setup
                 .environment
@@ -176,15 +187,12 @@ fn named_by_functions(
 async fn start_ups(
     config: &Config,
     aws: &plumbline::adapters::aws_sdk::SdkConfig,
-    named: &[(Role, String, Option<FunctionSetup>)],
+    named: &[Named],
 ) -> (Vec<StartUp>, Vec<ConfigProblem>) {
     let mut functions = Vec::new();
     let mut unchecked_refs: Vec<ConfigProblem> = Vec::new();
-    for (role, purpose) in [
-        (Role::Ingress, SecretPurpose::Verify),
-        (Role::Delivery, SecretPurpose::Deliver),
-        (Role::Reconcile, SecretPurpose::Reconcile),
-    ] {
+    for role in Role::ALL {
+        let purpose = role.purpose();
         let refs = config.secret_refs_for(purpose);
         let fetched = refs
             .iter()
@@ -192,16 +200,11 @@ async fn start_ups(
             .map(|(_, r)| r.to_string())
             .collect::<BTreeSet<_>>()
             .len();
-        let environment = named
-            .iter()
-            .find(|(r, _, _)| *r == role)
-            .and_then(|(_, _, setup)| setup.as_ref())
-            .map(|setup| &setup.environment);
+        let environment = setup_of(named, role).map(|setup| &setup.environment);
         // The `env:` references neither the function's configuration nor this shell has.
-        let unchecked_keys: Vec<(&String, &SecretRef)> = refs
+        let unchecked_keys: Vec<&(String, SecretRef)> = refs
             .iter()
             .filter(|(_, r)| matches!(r, SecretRef::Env(name) if environment.is_none() && std::env::var_os(name).is_none()))
-            .map(|(key, r)| (key, r))
             .collect();
         let values = plumbline::adapters::aws_secrets::fetch(&refs, aws).await;
         let problems = match (values, environment) {
@@ -214,9 +217,9 @@ async fn start_ups(
             (Ok(values), None) => build(config, purpose, &ChainSecrets(EnvSecrets, values)),
         };
         for (key, reference) in &unchecked_keys {
-            if !unchecked_refs.iter().any(|u| u.key == **key) {
+            if !unchecked_refs.iter().any(|u| u.key == *key) {
                 unchecked_refs.push(ConfigProblem {
-                    key: (*key).clone(),
+                    key: key.clone(),
                     reason: format!(
                         "{reference} is not set in this shell: read from the function's environment, not checked"
                     ),
@@ -229,7 +232,7 @@ async fn start_ups(
             fetched,
             problems: problems
                 .into_iter()
-                .filter(|p| !unchecked_keys.iter().any(|(key, _)| **key == p.key))
+                .filter(|p| !unchecked_keys.iter().any(|(key, _)| *key == p.key))
                 .collect(),
         });
     }
@@ -303,25 +306,28 @@ mod tests {
 
     #[test]
     fn the_names_a_function_reads_come_from_delivery_first() {
-        let named = vec![
-            (
+        let named = |role, setup| Named {
+            role,
+            name: role.name().to_owned(),
+            setup,
+        };
+        let named = [
+            named(
                 Role::Ingress,
-                "in".to_owned(),
                 Some(setup(&[
                     ("PLUMBLINE_TABLE", "old"),
                     ("PLUMBLINE_QUEUE_URL", "q-in"),
                     ("PLUMBLINE_DLQ_URL", "ignored"),
                 ])),
             ),
-            (
+            named(
                 Role::Delivery,
-                "de".to_owned(),
                 Some(setup(&[
                     ("PLUMBLINE_TABLE", "events"),
                     ("PLUMBLINE_QUEUE_URL", ""),
                 ])),
             ),
-            (Role::Reconcile, "re".to_owned(), None),
+            named(Role::Reconcile, None),
         ];
         assert_eq!(
             named_by_functions(&named, "PLUMBLINE_TABLE").as_deref(),

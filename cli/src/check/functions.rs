@@ -15,7 +15,7 @@ use aws_sdk_lambda::Client;
 use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationError;
 use plumbline::adapters::aws_sdk::Timeouts;
 use plumbline::adapters::sqs::{Queues, Redrive};
-use plumbline::config::ConfigProblem;
+use plumbline::config::{ConfigProblem, SecretPurpose};
 use plumbline::delivery::{MAX_RECEIVES_VAR, parse_max_receives};
 
 /// Which of the three functions.
@@ -46,6 +46,15 @@ impl Role {
             Self::Ingress => "ingress",
             Self::Delivery => "delivery",
             Self::Reconcile => "reconcile",
+        }
+    }
+
+    /// The secrets this function fetches and uses at cold start.
+    pub(super) fn purpose(self) -> SecretPurpose {
+        match self {
+            Self::Ingress => SecretPurpose::Verify,
+            Self::Delivery => SecretPurpose::Deliver,
+            Self::Reconcile => SecretPurpose::Reconcile,
         }
     }
 
